@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: MIT */
+/* The configuration file: JSON in, a validated Config out, every error with its location. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "collector/frame.h"
+#include "collector/macro.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/sensor-collector/sensor-collector.json"
+#define STORE_DEFAULT_PATH "/var/lib/sensor-collector/readings.db"
+
+typedef enum SerialParity {
+        SERIAL_PARITY_NONE,
+        SERIAL_PARITY_ODD,
+        SERIAL_PARITY_EVEN,
+        SERIAL_PARITY_MARK,
+        SERIAL_PARITY_SPACE,
+        _SERIAL_PARITY_MAX,
+        _SERIAL_PARITY_INVALID = -EINVAL,
+} SerialParity;
+
+typedef enum SerialFlowControl {
+        SERIAL_FLOW_CONTROL_NONE,
+        SERIAL_FLOW_CONTROL_XONXOFF,
+        SERIAL_FLOW_CONTROL_RTSCTS,
+        _SERIAL_FLOW_CONTROL_MAX,
+        _SERIAL_FLOW_CONTROL_INVALID = -EINVAL,
+} SerialFlowControl;
+
+typedef enum StoreSynchronous {
+        STORE_SYNCHRONOUS_NORMAL,
+        STORE_SYNCHRONOUS_FULL,
+        _STORE_SYNCHRONOUS_MAX,
+        _STORE_SYNCHRONOUS_INVALID = -EINVAL,
+} StoreSynchronous;
+
+typedef enum MqttProtocol {
+        MQTT_PROTOCOL_V311,
+        MQTT_PROTOCOL_V5,
+        _MQTT_PROTOCOL_MAX,
+        _MQTT_PROTOCOL_INVALID = -EINVAL,
+} MqttProtocol;
+
+typedef struct SerialConfig {
+        bool enabled;
+        char *device;                 /* path, e.g. /dev/serial/by-id/... */
+        uint32_t baud;
+        unsigned data_bits;           /* 5..8 */
+        SerialParity parity;
+        unsigned stop_bits;           /* 1 or 2 */
+        SerialFlowControl flow_control;
+        FrameFormat format;           /* json or kv */
+        FrameChecksum checksum;
+        size_t max_frame_bytes;
+        uint64_t reopen_timeout_usec; /* give up (exit 10) after the port is gone this long */
+        uint64_t idle_timeout_usec;   /* 0 = off */
+} SerialConfig;
+
+typedef struct MqttTopicConfig {
+        char *filter;                 /* subscription filter with named wildcards, see frame.h */
+        int qos;                      /* 0..2 */
+        FrameFormat format;           /* json or value */
+        char *sensor;                 /* fixed sensor id, or NULL (from topic or payload) */
+        char *metric;                 /* fixed metric name for value payloads, or NULL */
+} MqttTopicConfig;
+
+typedef struct MqttConfig {
+        bool enabled;
+        char *host;
+        uint16_t port;
+        char *client_id;              /* never NULL after config_load(): derived from host name */
+        MqttProtocol protocol;
+        bool clean_session;
+        uint32_t session_expiry;      /* seconds, MQTT 5 only */
+        unsigned keepalive;           /* seconds */
+        char *username;               /* or NULL */
+        char *password_file;          /* or NULL; also looked up in $CREDENTIALS_DIRECTORY */
+        char *cafile;                 /* TLS when cafile or capath is set */
+        char *capath;
+        char *certfile;
+        char *keyfile;
+        char *tls_version;            /* "tlsv1.2", "tlsv1.3" or NULL */
+        uint64_t max_offline_usec;    /* give up (exit 11) after offline this long */
+        size_t max_payload_bytes;
+        MqttTopicConfig *topics;
+        size_t n_topics;
+} MqttConfig;
+
+typedef struct StoreConfig {
+        char *path;
+        StoreSynchronous synchronous;
+        unsigned commit_interval_ms;
+        unsigned commit_max_rows;
+        unsigned retention_days;      /* 0 = keep forever */
+        unsigned max_size_mb;         /* 0 = no size limit */
+} StoreConfig;
+
+typedef struct LogConfig {
+        int level;                    /* LOG_ERR .. LOG_DEBUG */
+} LogConfig;
+
+typedef struct SupervisorConfig {
+        uint64_t stop_timeout_usec;
+        uint64_t status_interval_usec;
+} SupervisorConfig;
+
+typedef struct Config {
+        char *path;                   /* the file it came from */
+        SerialConfig serial;
+        MqttConfig mqtt;
+        StoreConfig store;
+        LogConfig log;
+        SupervisorConfig supervisor;
+} Config;
+
+/* Reads and validates a config file. On success returns 0 and *ret_config (owned by the
+ * caller, free with config_free()). On failure returns -EINVAL (invalid: syntax or semantic
+ * errors), or -errno when the file cannot be read, and *ret_errors gets a NULL-terminated list
+ * of messages, every error found, each naming its location: "FILE:LINE:COLUMN: ..." for syntax,
+ * "FILE: /json/path: ..." for semantic errors (owned by the caller, free with strv_free()).
+ * Logs nothing. ret_errors may be NULL. */
+int config_load(const char *path, Config **ret_config, char ***ret_errors);
+
+/* The same from memory; name is used in messages in place of the file name. */
+int config_parse(const char *name, const char *text, size_t size, Config **ret_config,
+                 char ***ret_errors);
+
+/* Accepts NULL; returns NULL. */
+Config *config_free(Config *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Config *, config_free);
+
+const char *serial_parity_to_string(SerialParity p);
+const char *serial_flow_control_to_string(SerialFlowControl f);

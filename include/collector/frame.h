@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: MIT */
+/* Pure parsers, no I/O: serial lines and MQTT payloads in, readings or a reject reason out. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "collector/macro.h"
+
+#define SENSOR_ID_MAX 64          /* bytes, printable ASCII */
+#define METRIC_NAME_MAX 64        /* bytes */
+#define FRAME_METRICS_MAX 32      /* metrics in one frame; more is a reject */
+
+typedef enum FrameFormat {
+        FRAME_FORMAT_JSON,        /* {"sensor":"gh1-t3","ts":1732200000123,"temperature":23.4} */
+        FRAME_FORMAT_KV,          /* sensor=gh1-t3 temperature=23.4 ts=1732200000123 */
+        FRAME_FORMAT_VALUE,       /* MQTT only: the payload is one number */
+        _FRAME_FORMAT_MAX,
+        _FRAME_FORMAT_INVALID = -EINVAL,
+} FrameFormat;
+
+typedef enum FrameChecksum {
+        FRAME_CHECKSUM_NONE,
+        FRAME_CHECKSUM_NMEA,      /* line ends in *HH: XOR of the bytes before '*', hex */
+        _FRAME_CHECKSUM_MAX,
+        _FRAME_CHECKSUM_INVALID = -EINVAL,
+} FrameChecksum;
+
+typedef enum ReadingSource {
+        READING_SOURCE_SERIAL,
+        READING_SOURCE_MQTT,
+        _READING_SOURCE_MAX,
+        _READING_SOURCE_INVALID = -EINVAL,
+} ReadingSource;
+
+/* Why a frame or payload was rejected. Stable strings (frame_reject_to_string) are stored in
+ * the reject table. */
+typedef enum FrameReject {
+        FRAME_REJECT_BAD_JSON,        /* not JSON, or not an object */
+        FRAME_REJECT_BAD_KV,          /* kv syntax error */
+        FRAME_REJECT_MISSING_SENSOR,
+        FRAME_REJECT_BAD_SENSOR,      /* not a string, empty, too long, not printable */
+        FRAME_REJECT_BAD_TIMESTAMP,   /* ts not an integer ms since epoch in range */
+        FRAME_REJECT_BAD_METRIC,      /* metric name empty, too long or not printable */
+        FRAME_REJECT_NOT_FINITE,      /* NaN or infinity */
+        FRAME_REJECT_BAD_VALUE,       /* value payload or kv value is not a number */
+        FRAME_REJECT_NO_METRIC,
+        FRAME_REJECT_TOO_MANY_METRICS,
+        FRAME_REJECT_TOO_LONG,        /* line or payload over the configured limit */
+        FRAME_REJECT_BAD_CHECKSUM,    /* missing or mismatching NMEA checksum */
+        FRAME_REJECT_NOT_UTF8,
+        FRAME_REJECT_TRUNCATED,       /* partial line cut off by a port close */
+        FRAME_REJECT_TOPIC_MISMATCH,  /* topic does not yield a sensor/metric */
+        _FRAME_REJECT_MAX,
+        _FRAME_REJECT_INVALID = -EINVAL,
+} FrameReject;
+
+/* One measured value. Strings are borrowed from whoever built the reading (a Frame, a topic,
+ * a config) and only valid for the duration of the call that receives it. */
+typedef struct Reading {
+        const char *sensor;
+        const char *metric;
+        double value;                 /* always finite */
+        int64_t ts_ms;                /* the sensor's timestamp, else received_ms */
+        bool sensor_ts;               /* ts_ms came from the sensor */
+        int64_t received_ms;          /* wall clock at receipt, ms since epoch */
+        ReadingSource source;
+        const char *origin;           /* device path or topic */
+} Reading;
+
+/* Something that arrived and could not be turned into readings. Borrowed like Reading. */
+typedef struct Reject {
+        int64_t received_ms;
+        ReadingSource source;
+        const char *origin;
+        const void *raw;
+        size_t raw_size;
+        FrameReject reason;
+} Reject;
+
+typedef struct FrameMetric {
+        char name[METRIC_NAME_MAX + 1];
+        double value;
+} FrameMetric;
+
+/* A parsed frame: one sensor, an optional timestamp, one or more metrics. */
+typedef struct Frame {
+        char sensor[SENSOR_ID_MAX + 1];
+        bool has_ts;
+        int64_t ts_ms;
+        size_t n_metrics;
+        FrameMetric metrics[FRAME_METRICS_MAX];
+        size_t n_ignored;             /* members of other types, ignored and counted */
+} Frame;
+
+const char *frame_format_to_string(FrameFormat f);
+FrameFormat frame_format_from_string(const char *s);
+const char *frame_checksum_to_string(FrameChecksum c);
+FrameChecksum frame_checksum_from_string(const char *s);
+const char *reading_source_to_string(ReadingSource s);
+const char *frame_reject_to_string(FrameReject r);
+
+/* Parses one line (without the newline; a trailing '\r' is tolerated) in the given format
+ * (json or kv), checking the checksum first if asked. Returns 0 and fills *ret_frame, or
+ * -EBADMSG and sets *ret_reject. Pure; never reads past size. */
+int frame_parse_line(FrameFormat format, FrameChecksum checksum, const char *line, size_t size,
+                     Frame *ret_frame, FrameReject *ret_reject);
+
+/* Parses a "value" payload: one finite number (JSON number syntax, surrounding whitespace
+ * allowed; true/false as 1/0). Returns 0 or -EBADMSG with *ret_reject. */
+int frame_parse_value(const char *payload, size_t size, double *ret_value, FrameReject *ret_reject);
+
+/* Splits a byte stream into lines of at most max bytes. */
+typedef struct LineBuffer {
+        char *buf;
+        size_t max;                   /* longest line accepted, without the newline */
+        size_t len;
+        bool discarding;              /* inside an overlong line: drop until newline */
+        size_t discarded;             /* bytes dropped of the current overlong line */
+} LineBuffer;
+
+/* Called per complete line (without "\n" or "\r\n"). When overlong is true, line holds the
+ * first max bytes and the rest was dropped. Returning <0 stops line_buffer_feed(), which
+ * returns that value. */
+typedef int (*line_handler_t)(const char *line, size_t size, bool overlong, void *userdata);
+
+/* Returns 0 or -ENOMEM. */
+int line_buffer_init(LineBuffer *lb, size_t max);
+void line_buffer_done(LineBuffer *lb);
+/* Feeds bytes; calls handler for each complete line. Returns 0 or the handler's error. */
+int line_buffer_feed(LineBuffer *lb, const void *data, size_t size, line_handler_t handler,
+                     void *userdata);
+/* A partial line pending? Then ret_line and ret_size point at it (valid until the next feed). */
+bool line_buffer_pending(const LineBuffer *lb, const char **ret_line, size_t *ret_size);
+void line_buffer_reset(LineBuffer *lb);
+
+/* A subscription filter with named wildcards: "greenhouse/+sensor/+metric" subscribes to
+ * "greenhouse/+/+" and takes the sensor id and metric name from those topic levels. A bare
+ * "+" or "#" is an unnamed wildcard. */
+typedef struct TopicPattern TopicPattern;
+
+/* Returns 0, -EINVAL for a bad filter (with *ret_error a static explanation), -ENOMEM. */
+int topic_pattern_new(const char *filter, TopicPattern **ret, const char **ret_error);
+TopicPattern *topic_pattern_free(TopicPattern *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(TopicPattern *, topic_pattern_free);
+/* The MQTT filter to subscribe to (names removed); owned by the pattern. */
+const char *topic_pattern_subscription(const TopicPattern *p);
+/* Matches a topic. Returns 1 on match (copying named levels, if any, into ret_sensor and
+ * ret_metric, each SENSOR_ID_MAX+1 / METRIC_NAME_MAX+1 bytes, empty when not named), 0 when
+ * the topic does not match. */
+int topic_pattern_match(const TopicPattern *p, const char *topic, char *ret_sensor,
+                        char *ret_metric);
+/* True when the pattern names a "sensor" / "metric" level. */
+bool topic_pattern_has_sensor(const TopicPattern *p);
+bool topic_pattern_has_metric(const TopicPattern *p);

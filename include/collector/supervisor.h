@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/* The supervisor: one sd_event loop, signals, sd_notify, the watchdog, and the exit status. */
+#pragma once
+
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "collector/macro.h"
+#include "collector/task.h"
+
+/* Exit status of the process: stable, documented in README and sensor-collector(8). */
+enum {
+        EXIT_STATUS_OK = 0,            /* stopped on request */
+        EXIT_STATUS_UNEXPECTED = 1,    /* anything else */
+        EXIT_STATUS_SERIAL = 10,       /* serial task failed */
+        EXIT_STATUS_MQTT = 11,         /* MQTT task failed */
+        EXIT_STATUS_STORE = 12,        /* store failed */
+        EXIT_STATUS_STOP_TIMEOUT = 13, /* tasks did not stop within the stop timeout */
+        EXIT_STATUS_USAGE = 64,        /* bad command line, nothing to collect */
+        EXIT_STATUS_CONFIG = 78,       /* invalid configuration */
+};
+
+typedef struct Supervisor Supervisor;
+
+typedef struct SupervisorOptions {
+        uint64_t stop_timeout_usec;   /* bound on an orderly stop, then exit 13 */
+        uint64_t status_interval_usec; /* STATUS= at most this often (>= 1 s is sensible) */
+} SupervisorOptions;
+
+/* Creates the loop and blocks SIGTERM/SIGINT/SIGHUP for it. Returns 0 or -errno (logged by
+ * the caller). */
+int supervisor_new(const SupervisorOptions *o, Supervisor **ret);
+
+/* Stops nothing; frees tasks and the loop. Accepts NULL; returns NULL. */
+Supervisor *supervisor_free(Supervisor *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Supervisor *, supervisor_free);
+
+/* The loop; owned by the supervisor, valid until supervisor_free(). */
+sd_event *supervisor_get_event(Supervisor *s);
+
+/* Adds a task; the supervisor owns it from now on, also on failure. Tasks start in the order
+ * added and stop in reverse order (add the store first: it stops last and commits).
+ * Returns 0 or -ENOMEM. */
+int supervisor_add_task(Supervisor *s, Task *t);
+
+/* Starts every task, runs the loop until a stop is requested or a task fails, stops the tasks
+ * in order (bounded by the stop timeout) and returns the process exit status. Sends READY=1,
+ * STATUS=, WATCHDOG=1 and STOPPING=1 as described in DESIGN.md. */
+int supervisor_run(Supervisor *s);

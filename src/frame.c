@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+/* Placeholder until the module lands. */
+#include "collector/frame.h"

@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: MIT */
+/* sensor-collector: reads sensor frames from a serial port and MQTT, stores every reading durably. */
+#include <getopt.h>
+#include <stdio.h>
+#include <systemd/sd-daemon.h>
+
+#include "collector/config.h"
+#include "collector/log.h"
+#include "collector/mqtt-task.h"
+#include "collector/query.h"
+#include "collector/serial-task.h"
+#include "collector/store.h"
+#include "collector/supervisor.h"
+
+typedef struct Args {
+        const char *config_path;
+        bool no_serial;
+        bool no_mqtt;
+        bool check_config;
+        int log_level;                /* -1: from the config */
+} Args;
+
+static const char usage_line[] =
+        "Usage: sensor-collector [-c|--config FILE] [--no-serial] [--no-mqtt] [--check-config]\n"
+        "                        [--log-level debug|info|notice|warning|err] [--version] [--help]\n"
+        "       sensor-collector query [OPTIONS]    (see sensor-collector query --help)\n"
+        "       sensor-collector list-ports\n";
+
+static void help(void) {
+        printf("%s\n"
+               "Collects sensor readings from a serial port and MQTT into a SQLite store.\n\n"
+               "  -c, --config FILE     configuration file (default %s)\n"
+               "      --no-serial       do not read the serial port, whatever the config says\n"
+               "      --no-mqtt         do not subscribe to MQTT, whatever the config says\n"
+               "      --check-config    validate the configuration, print the result, exit\n"
+               "      --log-level LEVEL debug, info, notice, warning or err\n"
+               "      --version         print the version and exit\n"
+               "  -h, --help            print this help and exit\n\n"
+               "Exit status: 0 stopped on request, 10 serial failed, 11 MQTT failed, 12 store failed,\n"
+               "13 stop timed out, 64 bad usage or nothing to collect, 78 bad configuration, 1 other.\n",
+               usage_line, CONFIG_DEFAULT_PATH);
+}
+
+/* Returns 0 to go on, 1 when done (help, version), or -EINVAL after printing the problem. */
+static int parse_args(int argc, char **argv, Args *args) {
+        enum { ARG_NO_SERIAL = 0x100, ARG_NO_MQTT, ARG_CHECK_CONFIG, ARG_LOG_LEVEL, ARG_VERSION };
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "no-serial", no_argument, NULL, ARG_NO_SERIAL },
+                { "no-mqtt", no_argument, NULL, ARG_NO_MQTT },
+                { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
+                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        int c;
+
+        *args = (Args){ .config_path = CONFIG_DEFAULT_PATH, .log_level = -1 };
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":c:h", options, NULL)) >= 0)
+                switch (c) {
+                case 'c':
+                        args->config_path = optarg;
+                        break;
+                case ARG_NO_SERIAL:
+                        args->no_serial = true;
+                        break;
+                case ARG_NO_MQTT:
+                        args->no_mqtt = true;
+                        break;
+                case ARG_CHECK_CONFIG:
+                        args->check_config = true;
+                        break;
+                case ARG_LOG_LEVEL:
+                        args->log_level = log_level_from_string(optarg);
+                        if (args->log_level < 0) {
+                                fprintf(stderr, "sensor-collector: invalid --log-level '%s' (debug, info, notice, warning, err)\n%s",
+                                        optarg, usage_line);
+                                return -EINVAL;
+                        }
+                        break;
+                case ARG_VERSION:
+                        printf("sensor-collector %s\n", SC_VERSION);
+                        return 1;
+                case 'h':
+                        help();
+                        return 1;
+                case ':':
+                        fprintf(stderr, "sensor-collector: option '%s' needs a value\n%s", argv[optind - 1], usage_line);
+                        return -EINVAL;
+                default:
+                        fprintf(stderr, "sensor-collector: unknown option '%s'\n%s", argv[optind - 1], usage_line);
+                        return -EINVAL;
+                }
+        if (optind < argc) {
+                fprintf(stderr, "sensor-collector: unexpected argument '%s'\n%s", argv[optind], usage_line);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* Builds the tasks in the order they start: the store first, so that it stops last. */
+static int add_tasks(Supervisor *s, const Config *config) {
+        sd_event *e = supervisor_get_event(s);
+        Store *store;
+        Task *t;
+        int r;
+
+        r = store_task_new(e, &config->store, &t, &store);
+        if (r >= 0)
+                r = supervisor_add_task(s, t);
+        if (r >= 0 && config->serial.enabled) {
+                r = serial_task_new(e, &config->serial, store, &t);
+                if (r >= 0)
+                        r = supervisor_add_task(s, t);
+        }
+        if (r >= 0 && config->mqtt.enabled) {
+                r = mqtt_task_new(e, &config->mqtt, store, &t);
+                if (r >= 0)
+                        r = supervisor_add_task(s, t);
+        }
+        return r;
+}
+
+static int run(int argc, char **argv) {
+        _cleanup_(config_freep) Config *config = NULL;
+        _cleanup_(supervisor_freep) Supervisor *s = NULL;
+        _cleanup_strv_free_ char **errors = NULL;
+        Args args;
+        int r;
+
+        if (argc > 1 && streq(argv[1], "query"))
+                return query_main(argc - 1, argv + 1);
+        if (argc > 1 && streq(argv[1], "list-ports"))
+                return serial_list_ports_main(argc - 1, argv + 1);
+
+        r = parse_args(argc, argv, &args);
+        if (r != 0)
+                return r > 0 ? EXIT_STATUS_OK : EXIT_STATUS_USAGE;
+        log_open(LOG_TARGET_AUTO);
+        if (args.log_level >= 0)
+                log_set_max_level(args.log_level);
+
+        r = config_load(args.config_path, &config, &errors);
+        if (r < 0) {
+                for (char **e = errors; e && *e; e++)
+                        log_error("%s", *e);
+                (void) sd_notify(false, "STOPPING=1\nSTATUS=Invalid configuration, exiting with status 78");
+                return EXIT_STATUS_CONFIG;
+        }
+        if (args.check_config) {
+                printf("configuration OK\n");
+                return EXIT_STATUS_OK;
+        }
+        if (args.log_level < 0)
+                log_set_max_level(config->log.level);
+
+        config->serial.enabled = config->serial.enabled && !args.no_serial;
+        config->mqtt.enabled = config->mqtt.enabled && !args.no_mqtt;
+        if (!config->serial.enabled && !config->mqtt.enabled) {
+                log_error("Nothing to collect: both the serial and the MQTT input are disabled.");
+                (void) sd_notify(false, "STOPPING=1\nSTATUS=Nothing to collect, exiting with status 64");
+                return EXIT_STATUS_USAGE;
+        }
+
+        r = supervisor_new(&(SupervisorOptions){ .stop_timeout_usec = config->supervisor.stop_timeout_usec,
+                                                 .status_interval_usec = config->supervisor.status_interval_usec },
+                           &s);
+        if (r >= 0)
+                r = add_tasks(s, config);
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up: %m");
+                (void) sd_notify(false, "STOPPING=1");
+                return EXIT_STATUS_UNEXPECTED;
+        }
+        log_info("sensor-collector %s starting (serial %s, mqtt %s, store '%s').", SC_VERSION,
+                 config->serial.enabled ? "on" : "off", config->mqtt.enabled ? "on" : "off", config->store.path);
+        return supervisor_run(s);
+}
+
+int main(int argc, char **argv) {
+        return run(argc, argv);
+}

@@ -1,0 +1,423 @@
+/* SPDX-License-Identifier: MIT */
+/* Test helpers that run real components; see testlib.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "collector/macro.h"
+#include "testlib.h"
+
+#define MAX_TRACKED 64
+
+static char *tmpdirs[MAX_TRACKED];
+static size_t n_tmpdirs;
+static pid_t children[MAX_TRACKED];
+static size_t n_children;
+static bool atexit_done;
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        (void) st;
+        (void) flag;
+        (void) ftw;
+        (void) remove(path);
+        return 0;
+}
+
+static void cleanup_at_exit(void) {
+        for (size_t i = 0; i < n_children; i++)
+                if (children[i] > 0)
+                        kill(children[i], SIGKILL);
+        for (size_t i = 0; i < n_children; i++)
+                if (children[i] > 0)
+                        (void) waitpid(children[i], NULL, 0);
+        if (!getenv("SC_TEST_KEEP"))
+                for (size_t i = 0; i < n_tmpdirs; i++)
+                        (void) nftw(tmpdirs[i], rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void ensure_atexit(void) {
+        if (!atexit_done) {
+                atexit(cleanup_at_exit);
+                atexit_done = true;
+        }
+}
+
+int64_t tl_now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void tl_sleep_ms(int ms) {
+        struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000L };
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
+const char *tl_tmpdir(void) {
+        char tmpl[256];
+        const char *base = getenv("TMPDIR");
+
+        ensure_atexit();
+        snprintf(tmpl, sizeof(tmpl), "%s/sc-test.XXXXXX", base && *base ? base : "/tmp");
+        ck_assert_msg(mkdtemp(tmpl), "mkdtemp: %s", strerror(errno));
+        ck_assert(n_tmpdirs < MAX_TRACKED);
+        tmpdirs[n_tmpdirs] = strdup(tmpl);
+        return tmpdirs[n_tmpdirs++];
+}
+
+const char *tl_write_file(const char *dir, const char *name, const char *text) {
+        static char paths[MAX_TRACKED][300];
+        static size_t next;
+        char *p = paths[next++ % MAX_TRACKED];
+        FILE *f;
+
+        snprintf(p, 300, "%s/%s", dir, name);
+        f = fopen(p, "we");
+        ck_assert_msg(f, "fopen %s: %s", p, strerror(errno));
+        fputs(text, f);
+        ck_assert(fclose(f) == 0);
+        return p;
+}
+
+char *tl_read_file(const char *path) {
+        FILE *f = fopen(path, "re");
+        char *buf = NULL;
+        size_t size = 0, len = 0;
+
+        if (!f)
+                return NULL;
+        for (;;) {
+                if (len + 4096 + 1 > size) {
+                        size = (size + 4096) * 2;
+                        buf = realloc(buf, size);
+                        ck_assert(buf);
+                }
+                size_t k = fread(buf + len, 1, size - len - 1, f);
+                len += k;
+                if (k == 0)
+                        break;
+        }
+        fclose(f);
+        buf[len] = 0;
+        return buf;
+}
+
+pid_t tl_spawn(char *const argv[], char *const env[], const char *out_path, const char *err_path) {
+        pid_t parent = getpid(), pid;
+
+        ensure_atexit();
+        fflush(NULL);
+        pid = fork();
+        ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
+        if (pid == 0) {
+                sigset_t all;
+
+                /* Die with the test, whatever happens to it. */
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+                if (getppid() != parent)
+                        _exit(127);
+                sigemptyset(&all);
+                sigprocmask(SIG_SETMASK, &all, NULL);
+                if (out_path) {
+                        int fd = open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+                        if (fd >= 0)
+                                dup2(fd, STDOUT_FILENO);
+                }
+                if (err_path) {
+                        int fd = open(err_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+                        if (fd >= 0)
+                                dup2(fd, STDERR_FILENO);
+                }
+                for (size_t i = 0; env && env[i]; i++)
+                        putenv(env[i]);
+                execvp(argv[0], argv);
+                fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+                _exit(127);
+        }
+        if (n_children < MAX_TRACKED)
+                children[n_children++] = pid;
+        return pid;
+}
+
+static void untrack(pid_t pid) {
+        for (size_t i = 0; i < n_children; i++)
+                if (children[i] == pid)
+                        children[i] = 0;
+}
+
+int tl_wait(pid_t pid, int timeout_ms) {
+        int64_t deadline = tl_now_ms() + timeout_ms;
+        int status;
+
+        for (;;) {
+                pid_t r = waitpid(pid, &status, WNOHANG);
+                if (r == pid) {
+                        untrack(pid);
+                        if (WIFEXITED(status))
+                                return WEXITSTATUS(status);
+                        return 128 + WTERMSIG(status);
+                }
+                if (r < 0)
+                        return -errno;
+                if (tl_now_ms() >= deadline)
+                        return -ETIMEDOUT;
+                tl_sleep_ms(5);
+        }
+}
+
+void tl_kill(pid_t pid, int sig) {
+        if (pid <= 0)
+                return;
+        kill(pid, sig);
+        if (tl_wait(pid, 5000) == -ETIMEDOUT) {
+                kill(pid, SIGKILL);
+                (void) tl_wait(pid, 5000);
+        }
+}
+
+bool tl_wait_until(bool (*cond)(void *userdata), void *userdata, int timeout_ms) {
+        int64_t deadline = tl_now_ms() + timeout_ms;
+
+        for (;;) {
+                if (cond(userdata))
+                        return true;
+                if (tl_now_ms() >= deadline)
+                        return cond(userdata);
+                tl_sleep_ms(10);
+        }
+}
+
+int tl_free_port(void) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof(a);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        ck_assert(fd >= 0);
+        ck_assert(bind(fd, (struct sockaddr *) &a, sizeof(a)) == 0);
+        ck_assert(getsockname(fd, (struct sockaddr *) &a, &len) == 0);
+        close(fd);
+        return ntohs(a.sin_port);
+}
+
+int tl_run(char *const argv[], char *const env[], char **ret_output, int timeout_ms) {
+        char path[400];
+        const char *dir = tl_tmpdir();
+        pid_t pid;
+        int r;
+
+        snprintf(path, sizeof(path), "%s/output", dir);
+        pid = tl_spawn(argv, env, path, path);
+        r = tl_wait(pid, timeout_ms);
+        if (r == -ETIMEDOUT)
+                tl_kill(pid, SIGKILL);
+        if (ret_output) {
+                *ret_output = tl_read_file(path);
+                if (!*ret_output)
+                        *ret_output = strdup("");
+        }
+        return r;
+}
+
+static bool broker_answers(void *userdata) {
+        TlBroker *b = userdata;
+        char port[16];
+        char *argv[] = { "mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-t", "$SYS/broker/version",
+                         "-C", "1", "-W", "1", NULL };
+
+        snprintf(port, sizeof(port), "%d", b->port);
+        return tl_run(argv, NULL, NULL, 3000) == 0;
+}
+
+void tl_broker_start(TlBroker *b, const char *dir, const char *extra_conf) {
+        char conf[8192], conf_path[300], log_path[300];
+        char *argv[] = { "mosquitto", "-c", conf_path, NULL };
+
+        if (b->port == 0)
+                b->port = tl_free_port();
+        snprintf(b->dir, sizeof(b->dir), "%s", dir);
+        snprintf(conf, sizeof(conf),
+                 "listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\n"
+                 "user root\nautosave_interval 1\n%s\n",
+                 b->port, dir, extra_conf ? extra_conf : "");
+        snprintf(conf_path, sizeof(conf_path), "%s/mosquitto.conf", dir);
+        snprintf(log_path, sizeof(log_path), "%s/mosquitto.log", dir);
+        tl_write_file(dir, "mosquitto.conf", conf);
+        b->pid = tl_spawn(argv, NULL, log_path, log_path);
+        ck_assert_msg(tl_wait_until(broker_answers, b, 10000), "mosquitto did not come up on port %d", b->port);
+}
+
+void tl_broker_stop(TlBroker *b) {
+        tl_kill(b->pid, SIGTERM);
+        b->pid = 0;
+}
+
+static bool pty_links_exist(void *userdata) {
+        TlPty *p = userdata;
+        return access(p->link, F_OK) == 0 && access(p->sim, F_OK) == 0;
+}
+
+void tl_pty_start(TlPty *p, const char *dir) {
+        char a[400], b[400], log_path[300];
+        char *argv[] = { "socat", "-d", "-d", a, b, NULL };
+
+        snprintf(p->dir, sizeof(p->dir), "%s", dir);
+        snprintf(p->link, sizeof(p->link), "%s/dev", dir);
+        snprintf(p->sim, sizeof(p->sim), "%s/sim", dir);
+        /* libserialport only takes names under /dev/; this one resolves to our link. */
+        snprintf(p->device, sizeof(p->device), "/dev/../../../../../..%s", p->link);
+        snprintf(a, sizeof(a), "pty,raw,echo=0,link=%s", p->link);
+        snprintf(b, sizeof(b), "pty,raw,echo=0,link=%s", p->sim);
+        snprintf(log_path, sizeof(log_path), "%s/socat.log", dir);
+        p->pid = tl_spawn(argv, NULL, log_path, log_path);
+        ck_assert_msg(tl_wait_until(pty_links_exist, p, 5000), "socat did not create %s", p->link);
+}
+
+void tl_pty_stop(TlPty *p) {
+        tl_kill(p->pid, SIGTERM);
+        p->pid = 0;
+}
+
+void tl_pty_write(TlPty *p, const void *data, size_t size) {
+        int fd = open(p->sim, O_WRONLY | O_NOCTTY | O_CLOEXEC);
+        const char *d = data;
+
+        ck_assert_msg(fd >= 0, "open %s: %s", p->sim, strerror(errno));
+        while (size > 0) {
+                ssize_t k = write(fd, d, size);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                ck_assert_msg(k > 0, "write %s: %s", p->sim, strerror(errno));
+                d += k;
+                size -= (size_t) k;
+        }
+        close(fd);
+}
+
+void tl_notify_open(TlNotify *n, const char *dir) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        memset(n, 0, sizeof(*n));
+        snprintf(n->path, sizeof(n->path), "%s/notify", dir);
+        ck_assert(strlen(n->path) < sizeof(sa.sun_path));
+        strcpy(sa.sun_path, n->path);
+        n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        ck_assert(n->fd >= 0);
+        ck_assert_msg(bind(n->fd, (struct sockaddr *) &sa, sizeof(sa)) == 0, "bind %s: %s", n->path, strerror(errno));
+}
+
+void tl_notify_close(TlNotify *n) {
+        if (n->fd > 0)
+                close(n->fd);
+        n->fd = -1;
+}
+
+void tl_notify_drain(TlNotify *n) {
+        char buf[4096];
+
+        for (;;) {
+                ssize_t k = recv(n->fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+                if (k < 0)
+                        return;
+                if (n->len + (size_t) k + 2 < sizeof(n->log)) {
+                        memcpy(n->log + n->len, buf, (size_t) k);
+                        n->len += (size_t) k;
+                        n->log[n->len++] = '\n';
+                        n->log[n->len] = 0;
+                }
+        }
+}
+
+bool tl_notify_wait(TlNotify *n, const char *needle, int timeout_ms) {
+        int64_t deadline = tl_now_ms() + timeout_ms;
+
+        for (;;) {
+                tl_notify_drain(n);
+                if (strstr(n->log, needle))
+                        return true;
+                int64_t left = deadline - tl_now_ms();
+                if (left <= 0)
+                        return false;
+                struct pollfd pfd = { .fd = n->fd, .events = POLLIN };
+                (void) poll(&pfd, 1, (int) MIN(left, 100));
+        }
+}
+
+void tl_daemon_start(TlDaemon *d, const char *dir, const char *config_json, char *const extra_args[],
+                     char *const extra_env[]) {
+        static char notify_env[400], preload_env[600];
+        char *argv[32] = { SC_BINARY, "--config", d->config };
+        char *env[32];
+        size_t n = 3, m = 0;
+
+        memset(d, 0, sizeof(*d));
+        snprintf(d->config, sizeof(d->config), "%s", tl_write_file(dir, "config.json", config_json));
+        snprintf(d->log, sizeof(d->log), "%s/daemon.log", dir);
+        tl_notify_open(&d->notify, dir);
+        for (size_t i = 0; extra_args && extra_args[i] && n < ELEMENTSOF(argv) - 1; i++)
+                argv[n++] = extra_args[i];
+        argv[n] = NULL;
+
+        snprintf(notify_env, sizeof(notify_env), "NOTIFY_SOCKET=%s", d->notify.path);
+        env[m++] = notify_env;
+#ifdef SC_PTYSHIM
+        {
+                const char *old = getenv("LD_PRELOAD");
+                snprintf(preload_env, sizeof(preload_env), "LD_PRELOAD=%s%s%s", old && *old ? old : "",
+                         old && *old ? ":" : "", SC_PTYSHIM);
+                env[m++] = preload_env;
+        }
+#else
+        (void) preload_env;
+#endif
+        for (size_t i = 0; extra_env && extra_env[i] && m < ELEMENTSOF(env) - 1; i++)
+                env[m++] = extra_env[i];
+        env[m] = NULL;
+        d->pid = tl_spawn(argv, env, d->log, d->log);
+}
+
+int tl_daemon_wait(TlDaemon *d, int timeout_ms) {
+        int r = tl_wait(d->pid, timeout_ms);
+
+        if (r != -ETIMEDOUT)
+                d->pid = 0;
+        tl_notify_drain(&d->notify);
+        return r;
+}
+
+char *tl_daemon_log(TlDaemon *d) {
+        char *s = tl_read_file(d->log);
+        return s ? s : strdup("");
+}
+
+int64_t tl_sql_int(const char *db_path, const char *sql) {
+        sqlite3 *db = NULL;
+        sqlite3_stmt *st = NULL;
+        int64_t v = -1;
+
+        if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+                goto finish;
+        sqlite3_busy_timeout(db, 2000);
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+                goto finish;
+        if (sqlite3_step(st) == SQLITE_ROW)
+                v = sqlite3_column_int64(st, 0);
+finish:
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        return v;
+}

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+/* Test helpers that run real components: child processes, a mosquitto broker, socat pty pairs,
+ * an sd_notify socket, the daemon itself. Every child dies with the test (PR_SET_PDEATHSIG) and
+ * every temporary directory is removed at exit, also when an assertion fails. */
+#pragma once
+
+#include <check.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* A fresh directory under $TMPDIR (or /tmp), removed at exit. Owned by testlib. */
+const char *tl_tmpdir(void);
+
+/* Writes text to dir/name and returns the path (owned by testlib). */
+const char *tl_write_file(const char *dir, const char *name, const char *text);
+/* Reads a whole file; NULL if missing. Caller frees. */
+char *tl_read_file(const char *path);
+
+/* Forks and execs argv with extra environment (NULL-terminated "K=V" list, may be NULL);
+ * stdout and stderr go to the given files (NULL: inherit). Returns the pid. */
+pid_t tl_spawn(char *const argv[], char *const env[], const char *out_path, const char *err_path);
+/* Waits for pid: returns the exit status, 128+signal when killed, -ETIMEDOUT on timeout. */
+int tl_wait(pid_t pid, int timeout_ms);
+/* Sends sig and waits for the process to be gone (SIGKILL after 5 s). */
+void tl_kill(pid_t pid, int sig);
+
+/* Polls cond(userdata) every 10 ms until true or timeout; returns the last value. */
+bool tl_wait_until(bool (*cond)(void *userdata), void *userdata, int timeout_ms);
+/* Milliseconds on the monotonic clock. */
+int64_t tl_now_ms(void);
+void tl_sleep_ms(int ms);
+
+/* A free TCP port on 127.0.0.1. */
+int tl_free_port(void);
+
+typedef struct TlBroker {
+        pid_t pid;
+        int port;
+        char dir[256];
+} TlBroker;
+/* Starts mosquitto on a free loopback port (or b->port when already set, for a restart) with
+ * persistence in dir and extra config lines appended; waits until it answers. */
+void tl_broker_start(TlBroker *b, const char *dir, const char *extra_conf);
+void tl_broker_stop(TlBroker *b);
+
+typedef struct TlPty {
+        pid_t pid;
+        char dir[256];
+        char link[300];       /* the daemon's end, e.g. DIR/dev */
+        char device[400];     /* the same, spelled so libserialport accepts it: /dev/../..DIR/dev */
+        char sim[300];        /* the test's end */
+} TlPty;
+/* Starts socat with a raw pty pair; waits for both links. */
+void tl_pty_start(TlPty *p, const char *dir);
+void tl_pty_stop(TlPty *p);
+/* Writes bytes into the test's end (opens and closes it each time). */
+void tl_pty_write(TlPty *p, const void *data, size_t size);
+
+typedef struct TlNotify {
+        int fd;
+        char path[300];
+        char log[65536];      /* every datagram received so far, each followed by '\n' */
+        size_t len;
+} TlNotify;
+void tl_notify_open(TlNotify *n, const char *dir);
+void tl_notify_close(TlNotify *n);
+/* Reads datagrams until one contains needle or timeout; true if found (in any so far). */
+bool tl_notify_wait(TlNotify *n, const char *needle, int timeout_ms);
+/* Reads what is pending without waiting. */
+void tl_notify_drain(TlNotify *n);
+
+typedef struct TlDaemon {
+        pid_t pid;
+        TlNotify notify;
+        char config[300];
+        char log[300];        /* its stderr */
+} TlDaemon;
+/* Writes config_json to dir/config.json and starts the daemon with NOTIFY_SOCKET set (and the
+ * pty shim preloaded), plus extra arguments (NULL-terminated) and extra environment. */
+void tl_daemon_start(TlDaemon *d, const char *dir, const char *config_json, char *const extra_args[],
+                     char *const extra_env[]);
+/* Waits for exit; returns its status as tl_wait(). */
+int tl_daemon_wait(TlDaemon *d, int timeout_ms);
+/* Its stderr so far (caller frees). */
+char *tl_daemon_log(TlDaemon *d);
+
+/* Runs a command to completion (argv), capturing stdout+stderr into *ret_output (caller frees,
+ * may be NULL); returns the exit status like tl_wait(). */
+int tl_run(char *const argv[], char *const env[], char **ret_output, int timeout_ms);
+
+/* One integer from a SQL query on an SQLite file (read-only); -1 on error. */
+int64_t tl_sql_int(const char *db_path, const char *sql);
