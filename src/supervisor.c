@@ -98,6 +98,7 @@ static int on_status_timer(sd_event_source *source, uint64_t usec, void *userdat
 
         supervisor_send_status(s, false);
         (void) sd_event_source_set_time(source, usec + s->options.status_interval_usec);
+        (void) sd_event_source_set_enabled(source, SD_EVENT_ON);
         return 0;
 }
 
@@ -116,6 +117,7 @@ static int on_watchdog_timer(sd_event_source *source, uint64_t usec, void *userd
         if (!s->stopping && supervisor_all_healthy(s))
                 (void) sd_notify(false, "WATCHDOG=1");
         (void) sd_event_source_set_time(source, usec + s->watchdog_usec / 2);
+        (void) sd_event_source_set_enabled(source, SD_EVENT_ON);
         return 0;
 }
 
@@ -171,7 +173,10 @@ static int on_stop_timeout(sd_event_source *source, uint64_t usec, void *userdat
                 if (task_get_state(t) != TASK_NEW)
                         (void) task_stop(t);
         }
-        s->exit_status = EXIT_STATUS_STOP_TIMEOUT;
+        /* A stop on request that hangs must not look like success; a stop after a failure
+         * keeps the failed task's status, the first cause. */
+        if (s->exit_status == EXIT_STATUS_OK)
+                s->exit_status = EXIT_STATUS_STOP_TIMEOUT;
         supervisor_exit(s);
         return 0;
 }
