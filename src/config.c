@@ -1,5 +1,1350 @@
 /* SPDX-License-Identifier: MIT */
-/* Placeholder until the module lands. */
+/* The configuration loader: JSON text in, a validated Config out, every error with its location. */
+#include <assert.h>
+#include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <syslog.h>
+
 #include "collector/config.h"
-int config_load(const char *path, Config **ret_config, char ***ret_errors) { (void) path; (void) ret_config; (void) ret_errors; return -EOPNOTSUPP; }
-Config *config_free(Config *c) { free(c); return NULL; }
+
+#define CONFIG_FILE_MAX (1024 * 1024)  /* bytes; a config is a few KiB */
+#define ERRORS_MAX 100                 /* more are counted, not listed */
+#define FIELDS_MAX 32                  /* per section */
+#define SHOW_MAX 64                    /* bytes of a user's string quoted in a message */
+#define CLIENT_ID_MAX 64
+#define CUSTOM_BAUD_MAX 4000000
+
+/* ---- enumerations: index = enum value, NULL = not allowed there ---- */
+
+static const char *const parity_names[_SERIAL_PARITY_MAX] = {
+        [SERIAL_PARITY_NONE] = "none",
+        [SERIAL_PARITY_ODD] = "odd",
+        [SERIAL_PARITY_EVEN] = "even",
+        [SERIAL_PARITY_MARK] = "mark",
+        [SERIAL_PARITY_SPACE] = "space",
+};
+
+static const char *const flow_control_names[_SERIAL_FLOW_CONTROL_MAX] = {
+        [SERIAL_FLOW_CONTROL_NONE] = "none",
+        [SERIAL_FLOW_CONTROL_XONXOFF] = "xonxoff",
+        [SERIAL_FLOW_CONTROL_RTSCTS] = "rtscts",
+};
+
+static const char *const synchronous_names[_STORE_SYNCHRONOUS_MAX] = {
+        [STORE_SYNCHRONOUS_NORMAL] = "normal",
+        [STORE_SYNCHRONOUS_FULL] = "full",
+};
+
+static const char *const protocol_names[_MQTT_PROTOCOL_MAX] = {
+        [MQTT_PROTOCOL_V311] = "3.1.1",
+        [MQTT_PROTOCOL_V5] = "5",
+};
+
+/* frame.c owns the FrameFormat/FrameChecksum string helpers; these are the subsets a config
+ * accepts where (serial lines are json or kv, MQTT payloads json or value). */
+static const char *const serial_format_names[] = {
+        [FRAME_FORMAT_JSON] = "json",
+        [FRAME_FORMAT_KV] = "kv",
+};
+
+static const char *const topic_format_names[] = {
+        [FRAME_FORMAT_JSON] = "json",
+        [FRAME_FORMAT_VALUE] = "value",
+};
+
+static const char *const checksum_names[_FRAME_CHECKSUM_MAX] = {
+        [FRAME_CHECKSUM_NONE] = "none",
+        [FRAME_CHECKSUM_NMEA] = "nmea",
+};
+
+static const char *const log_level_names[] = {
+        [LOG_DEBUG] = "debug",
+        [LOG_INFO] = "info",
+        [LOG_NOTICE] = "notice",
+        [LOG_WARNING] = "warning",
+        [LOG_ERR] = "err",
+};
+
+/* Accepted, not listed: "error" as --log-level takes it. */
+static const char *const log_level_aliases[] = {
+        [LOG_ERR] = "error",
+};
+
+static const char *const tls_version_names[] = { "tlsv1.2", "tlsv1.3" };
+
+static const uint32_t standard_bauds[] = {
+        50,    75,    110,   134,   150,    200,    300,    600,    1200,   1800,   2400,
+        4800,  9600,  19200, 38400, 57600,  115200, 230400, 460800, 500000, 576000, 921600,
+};
+
+const char *serial_parity_to_string(SerialParity p) {
+        if (p < 0 || p >= _SERIAL_PARITY_MAX)
+                return NULL;
+        return parity_names[p];
+}
+
+const char *serial_flow_control_to_string(SerialFlowControl f) {
+        if (f < 0 || f >= _SERIAL_FLOW_CONTROL_MAX)
+                return NULL;
+        return flow_control_names[f];
+}
+
+const char *store_synchronous_to_string(StoreSynchronous s) {
+        if (s < 0 || s >= _STORE_SYNCHRONOUS_MAX)
+                return NULL;
+        return synchronous_names[s];
+}
+
+const char *mqtt_protocol_to_string(MqttProtocol p) {
+        if (p < 0 || p >= _MQTT_PROTOCOL_MAX)
+                return NULL;
+        return protocol_names[p];
+}
+
+bool serial_baud_is_standard(uint32_t baud) {
+        for (size_t i = 0; i < ELEMENTSOF(standard_bauds); i++)
+                if (standard_bauds[i] == baud)
+                        return true;
+        return false;
+}
+
+/* ---- error collection ---- */
+
+typedef struct Ctx {
+        const char *name;             /* file name as given */
+        char **errors;                /* NULL-terminated */
+        size_t n_errors;
+        size_t n_suppressed;
+        bool oom;
+} Ctx;
+
+static void ctx_push(Ctx *ctx, char *msg) {
+        char **l;
+
+        if (!msg) {
+                ctx->oom = true;
+                return;
+        }
+        l = realloc(ctx->errors, (ctx->n_errors + 2) * sizeof(char *));
+        if (!l) {
+                ctx->oom = true;
+                free(msg);
+                return;
+        }
+        l[ctx->n_errors++] = msg;
+        l[ctx->n_errors] = NULL;
+        ctx->errors = l;
+}
+
+static void ctx_add(Ctx *ctx, char *msg) {
+        if (msg && ctx->n_errors >= ERRORS_MAX) {
+                ctx->n_suppressed++;
+                free(msg);
+                return;
+        }
+        ctx_push(ctx, msg);
+}
+
+/* "NAME: PATH: message" */
+_printf_(3, 4) static void error_at(Ctx *ctx, const char *path, const char *format, ...) {
+        _cleanup_free_ char *msg = NULL;
+        char *line = NULL;
+        va_list ap;
+
+        va_start(ap, format);
+        if (vasprintf(&msg, format, ap) < 0)
+                msg = NULL;
+        va_end(ap);
+        if (!msg || asprintf(&line, "%s: %s: %s", ctx->name, path, msg) < 0)
+                line = NULL;
+        ctx_add(ctx, line);
+}
+
+/* "NAME:LINE:COLUMN: message" */
+_printf_(4, 5) static void error_at_position(Ctx *ctx, const char *text, size_t offset, const char *format, ...) {
+        _cleanup_free_ char *msg = NULL;
+        unsigned line = 1, column = 1;
+        char *l = NULL;
+        va_list ap;
+
+        for (size_t i = 0; i < offset; i++)
+                if (text[i] == '\n')
+                        line++, column = 1;
+                else if (((unsigned char) text[i] & 0xC0) != 0x80) /* count characters, not bytes */
+                        column++;
+
+        va_start(ap, format);
+        if (vasprintf(&msg, format, ap) < 0)
+                msg = NULL;
+        va_end(ap);
+        if (!msg || asprintf(&l, "%s:%u:%u: %s", ctx->name, line, column, msg) < 0)
+                l = NULL;
+        ctx_add(ctx, l);
+}
+
+static bool utf8_valid(const char *s) {
+        const unsigned char *p = (const unsigned char *) s;
+
+        while (*p) {
+                unsigned n;
+                uint32_t c;
+
+                if (*p < 0x80) {
+                        p++;
+                        continue;
+                }
+                if (*p >= 0xC2 && *p <= 0xDF)
+                        n = 1, c = *p & 0x1F;
+                else if (*p >= 0xE0 && *p <= 0xEF)
+                        n = 2, c = *p & 0x0F;
+                else if (*p >= 0xF0 && *p <= 0xF4)
+                        n = 3, c = *p & 0x07;
+                else
+                        return false;
+                p++;
+                for (unsigned i = 0; i < n; i++, p++) {
+                        if ((*p & 0xC0) != 0x80)
+                                return false;
+                        c = (c << 6) | (*p & 0x3F);
+                }
+                if ((n == 2 && c < 0x800) || (n == 3 && (c < 0x10000 || c > 0x10FFFF)) ||
+                    (c >= 0xD800 && c <= 0xDFFF))
+                        return false;
+        }
+        return true;
+}
+
+/* A user's string made safe to print inside quotes: control characters, quotes and backslashes
+ * escaped, invalid UTF-8 as \xHH, cut after SHOW_MAX bytes. Returns NULL on OOM. */
+static char *show(const char *s) {
+        bool valid = utf8_valid(s);
+        size_t n = strlen(s), cut = MIN(n, (size_t) SHOW_MAX);
+        char *buf, *p;
+
+        while (valid && cut < n && cut > 0 && ((unsigned char) s[cut] & 0xC0) == 0x80)
+                cut--;         /* do not split a character */
+        buf = malloc(cut * 4 + 4);
+        if (!buf)
+                return NULL;
+        p = buf;
+        for (size_t i = 0; i < cut; i++) {
+                unsigned char c = (unsigned char) s[i];
+
+                if (c == '"' || c == '\\')
+                        *p++ = '\\', *p++ = (char) c;
+                else if (c < 0x20 || c == 0x7F || (c >= 0x80 && !valid))
+                        p += sprintf(p, "\\x%02x", c);
+                else
+                        *p++ = (char) c;
+        }
+        if (cut < n)
+                p = stpcpy(p, "...");
+        *p = 0;
+        return buf;
+}
+
+/* A JSON pointer (RFC 6901) for parent + key, made printable. Returns NULL on OOM. */
+static char *path_key(const char *parent, const char *key) {
+        _cleanup_free_ char *escaped = NULL, *shown = NULL;
+        char *p, *r;
+
+        escaped = malloc(strlen(key) * 2 + 1);
+        if (!escaped)
+                return NULL;
+        p = escaped;
+        for (const char *k = key; *k; k++)
+                if (*k == '~')
+                        *p++ = '~', *p++ = '0';
+                else if (*k == '/')
+                        *p++ = '~', *p++ = '1';
+                else
+                        *p++ = *k;
+        *p = 0;
+        shown = show(escaped);
+        if (!shown || asprintf(&r, "%s/%s", streq(parent, "/") ? "" : parent, shown) < 0)
+                return NULL;
+        return r;
+}
+
+static char *path_index(const char *parent, size_t i) {
+        char *r;
+
+        if (asprintf(&r, "%s/%zu", parent, i) < 0)
+                return NULL;
+        return r;
+}
+
+static const char *json_type_name(const cJSON *v) {
+        if (cJSON_IsBool(v))
+                return "a boolean";
+        if (cJSON_IsNull(v))
+                return "null";
+        if (cJSON_IsNumber(v))
+                return "a number";
+        if (cJSON_IsString(v))
+                return "a string";
+        if (cJSON_IsArray(v))
+                return "an array";
+        if (cJSON_IsObject(v))
+                return "an object";
+        return "something else";
+}
+
+/* Edit distance, case-insensitive, for "did you mean"; both strings are short here. */
+static size_t distance(const char *a, const char *b) {
+        size_t la = strlen(a), lb = strlen(b), row[SHOW_MAX + 1];
+
+        if (la > SHOW_MAX || lb > SHOW_MAX)
+                return SIZE_MAX;
+        for (size_t j = 0; j <= lb; j++)
+                row[j] = j;
+        for (size_t i = 1; i <= la; i++) {
+                size_t diag = row[0];
+
+                row[0] = i;
+                for (size_t j = 1; j <= lb; j++) {
+                        size_t up = row[j];
+                        size_t cost = (a[i - 1] | 0x20) == (b[j - 1] | 0x20) ? 0 : 1;
+
+                        row[j] = MIN(MIN(row[j] + 1, row[j - 1] + 1), diag + cost);
+                        diag = up;
+                }
+        }
+        return row[lb];
+}
+
+/* The closest of names (NULL entries skipped) if close enough to be a typo, else NULL. */
+static const char *suggest(const char *s, const char *const *names, size_t n) {
+        const char *best = NULL;
+        size_t best_d = SIZE_MAX;
+
+        for (size_t i = 0; i < n; i++) {
+                size_t d;
+
+                if (!names[i])
+                        continue;
+                d = distance(s, names[i]);
+                if (d < best_d && d <= (strlen(names[i]) <= 4 ? 1u : 2u))
+                        best = names[i], best_d = d;
+        }
+        return best;
+}
+
+/* "a, b, c" of the non-NULL names. Returns NULL on OOM. */
+static char *names_list(const char *const *names, size_t n) {
+        size_t len = 1;
+        char *r, *p;
+
+        for (size_t i = 0; i < n; i++)
+                if (names[i])
+                        len += strlen(names[i]) + 2;
+        r = p = malloc(len);
+        if (!r)
+                return NULL;
+        *p = 0;
+        for (size_t i = 0; i < n; i++)
+                if (names[i])
+                        p += sprintf(p, "%s%s", p == r ? "" : ", ", names[i]);
+        return r;
+}
+
+/* ---- checks for string values: NULL when fine, else the predicate of "\"VALUE\" ..." ---- */
+
+static const char *check_absolute_path(const char *s) {
+        return s[0] == '/' ? NULL : "is not an absolute path";
+}
+
+static const char *check_host(const char *s) {
+        for (const char *p = s; *p; p++)
+                if ((unsigned char) *p <= ' ' || *p == 0x7F)
+                        return "is not a host name or address";
+        return NULL;
+}
+
+static const char *check_client_id(const char *s) {
+        for (const char *p = s; *p; p++)
+                if (!strchr("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-", *p))
+                        return "may only contain 0-9, A-Z, a-z, '_' and '-'";
+        return NULL;
+}
+
+static const char *check_utf8(const char *s) {
+        return utf8_valid(s) ? NULL : "is not valid UTF-8";
+}
+
+/* Sensor ids and metric names as frame.c accepts them. */
+static const char *check_id(const char *s) {
+        for (const char *p = s; *p; p++)
+                if (*p <= ' ' || *p >= 0x7F)
+                        return "may only contain printable ASCII characters, no spaces";
+        return NULL;
+}
+
+/* MQTT filter syntax with our named levels: '#' only as the whole last level, '+' as a whole
+ * level, optionally named: "+sensor" or "+metric", each at most once. */
+static const char *filter_analyze(const char *s, bool *ret_sensor, bool *ret_metric) {
+        bool sensor = false, metric = false;
+
+        if (!utf8_valid(s))
+                return "is not valid UTF-8";
+        for (const char *level = s;;) {
+                size_t n = strcspn(level, "/");
+                bool last = level[n] == 0;
+
+                if (memchr(level, '#', n) && (n != 1 || !last))
+                        return "is not a valid filter: '#' must be the whole last level";
+                if (memchr(level, '+', n)) {
+                        if (level[0] != '+' || memchr(level + 1, '+', n - 1))
+                                return "is not a valid filter: '+' must be a whole level, or a named level such as +sensor";
+                        if (n == 7 && strncmp(level, "+sensor", 7) == 0) {
+                                if (sensor)
+                                        return "is not a valid filter: +sensor appears twice";
+                                sensor = true;
+                        } else if (n == 7 && strncmp(level, "+metric", 7) == 0) {
+                                if (metric)
+                                        return "is not a valid filter: +metric appears twice";
+                                metric = true;
+                        } else if (n != 1)
+                                return "is not a valid filter: the named levels are +sensor and +metric";
+                }
+                if (last)
+                        break;
+                level += n + 1;
+        }
+        if (ret_sensor)
+                *ret_sensor = sensor;
+        if (ret_metric)
+                *ret_metric = metric;
+        return NULL;
+}
+
+static const char *check_filter(const char *s) {
+        return filter_analyze(s, NULL, NULL);
+}
+
+/* ---- the tables ---- */
+
+typedef enum FieldType {
+        FIELD_BOOL,
+        FIELD_INT,      /* unsigned integer of 2, 4 or 8 bytes */
+        FIELD_SECONDS,  /* number of seconds, stored as uint64_t usec */
+        FIELD_STRING,   /* char *, with an optional fixed set of values */
+        FIELD_ENUM,     /* int-sized enum, from names[] */
+        FIELD_CUSTOM,
+} FieldType;
+
+typedef enum FieldState {
+        FIELD_ABSENT,   /* default applied */
+        FIELD_SET,      /* given and valid */
+        FIELD_INVALID,  /* given, error reported, default applied */
+} FieldState;
+
+typedef struct Field Field;
+struct Field {
+        const char *key;
+        FieldType type;
+        size_t offset, size;
+        int64_t min, max;                       /* INT: value; STRING: length in bytes */
+        double min_sec, max_sec;                /* SECONDS */
+        bool min_exclusive;                     /* SECONDS: "more than min_sec" */
+        const char *const *names;               /* ENUM; STRING: the allowed values */
+        size_t n_names;
+        const char *const *aliases;             /* ENUM: more accepted names, same indexing */
+        size_t n_aliases;
+        const char *(*check)(const char *s);    /* STRING */
+        bool (*parse)(Ctx *ctx, const char *path, const cJSON *v, void *base); /* CUSTOM */
+        int64_t def;                            /* BOOL, INT, ENUM */
+        double def_sec;                         /* SECONDS */
+        const char *def_str;                    /* STRING, may be NULL */
+};
+
+#define MEMBER(st, m) .offset = offsetof(st, m), .size = sizeof(((st *) NULL)->m)
+#define F_BOOL(k, st, m, d) { .key = k, .type = FIELD_BOOL, MEMBER(st, m), .def = d }
+#define F_INT(k, st, m, lo, hi, d) { .key = k, .type = FIELD_INT, MEMBER(st, m), .min = lo, .max = hi, .def = d }
+#define F_SECONDS(k, st, m, lo, excl, hi, d)                                                        \
+        { .key = k, .type = FIELD_SECONDS, MEMBER(st, m), .min_sec = lo, .min_exclusive = excl,    \
+          .max_sec = hi, .def_sec = d }
+#define F_STRING(k, st, m, lo, hi, chk, d)                                                          \
+        { .key = k, .type = FIELD_STRING, MEMBER(st, m), .min = lo, .max = hi, .check = chk, .def_str = d }
+#define F_CHOICE(k, st, m, tbl)                                                                     \
+        { .key = k, .type = FIELD_STRING, MEMBER(st, m), .names = tbl, .n_names = ELEMENTSOF(tbl) }
+#define F_ENUM(k, st, m, tbl, d)                                                                    \
+        { .key = k, .type = FIELD_ENUM, MEMBER(st, m), .names = tbl, .n_names = ELEMENTSOF(tbl), .def = d }
+#define F_CUSTOM(k, fn) { .key = k, .type = FIELD_CUSTOM, .parse = fn }
+
+/* Serial keys only the cross-checks read. */
+typedef struct SerialExtra {
+        SerialConfig *serial;
+        bool custom_baud;
+} SerialExtra;
+
+static const Field serial_fields[] = {
+        F_BOOL("enabled", SerialConfig, enabled, true),
+        F_STRING("device", SerialConfig, device, 1, 4095, check_absolute_path, NULL),
+        F_INT("baud", SerialConfig, baud, 1, CUSTOM_BAUD_MAX, 9600),
+        F_BOOL("custom_baud", SerialExtra, custom_baud, false), /* base: see parse_serial() */
+        F_INT("data_bits", SerialConfig, data_bits, 5, 8, 8),
+        F_ENUM("parity", SerialConfig, parity, parity_names, SERIAL_PARITY_NONE),
+        F_INT("stop_bits", SerialConfig, stop_bits, 1, 2, 1),
+        F_ENUM("flow_control", SerialConfig, flow_control, flow_control_names, SERIAL_FLOW_CONTROL_NONE),
+        F_ENUM("format", SerialConfig, format, serial_format_names, FRAME_FORMAT_JSON),
+        F_ENUM("checksum", SerialConfig, checksum, checksum_names, FRAME_CHECKSUM_NONE),
+        F_INT("max_frame_bytes", SerialConfig, max_frame_bytes, 16, 65536, 1024),
+        F_SECONDS("reopen_timeout", SerialConfig, reopen_timeout_usec, 0, true, 86400, 120),
+        F_SECONDS("idle_timeout", SerialConfig, idle_timeout_usec, 0, false, 86400, 0),
+};
+
+static bool parse_topics(Ctx *ctx, const char *path, const cJSON *v, void *base);
+
+static const Field mqtt_fields[] = {
+        F_BOOL("enabled", MqttConfig, enabled, true),
+        F_STRING("host", MqttConfig, host, 1, 255, check_host, "localhost"),
+        F_INT("port", MqttConfig, port, 1, 65535, 1883),
+        F_STRING("client_id", MqttConfig, client_id, 1, CLIENT_ID_MAX, check_client_id, NULL),
+        F_ENUM("protocol", MqttConfig, protocol, protocol_names, MQTT_PROTOCOL_V311),
+        F_BOOL("clean_session", MqttConfig, clean_session, false),
+        F_INT("session_expiry", MqttConfig, session_expiry, 0, UINT32_MAX, 86400),
+        F_INT("keepalive", MqttConfig, keepalive, 5, 65535, 30),
+        F_STRING("username", MqttConfig, username, 1, 65535, check_utf8, NULL),
+        F_STRING("password_file", MqttConfig, password_file, 1, 4095, check_absolute_path, NULL),
+        F_STRING("cafile", MqttConfig, cafile, 1, 4095, check_absolute_path, NULL),
+        F_STRING("capath", MqttConfig, capath, 1, 4095, check_absolute_path, NULL),
+        F_STRING("certfile", MqttConfig, certfile, 1, 4095, check_absolute_path, NULL),
+        F_STRING("keyfile", MqttConfig, keyfile, 1, 4095, check_absolute_path, NULL),
+        F_CHOICE("tls_version", MqttConfig, tls_version, tls_version_names),
+        F_SECONDS("max_offline", MqttConfig, max_offline_usec, 0, true, 604800, 600),
+        F_INT("max_payload_bytes", MqttConfig, max_payload_bytes, 16, 268435455, 4096),
+        F_CUSTOM("topics", parse_topics),
+};
+
+static const Field topic_fields[] = {
+        F_STRING("filter", MqttTopicConfig, filter, 1, 65535, check_filter, NULL),
+        F_INT("qos", MqttTopicConfig, qos, 0, 2, 1),
+        F_ENUM("format", MqttTopicConfig, format, topic_format_names, FRAME_FORMAT_JSON),
+        F_STRING("sensor", MqttTopicConfig, sensor, 1, SENSOR_ID_MAX, check_id, NULL),
+        F_STRING("metric", MqttTopicConfig, metric, 1, METRIC_NAME_MAX, check_id, NULL),
+};
+
+static const Field store_fields[] = {
+        F_STRING("path", StoreConfig, path, 1, 4095, check_absolute_path, STORE_DEFAULT_PATH),
+        F_ENUM("synchronous", StoreConfig, synchronous, synchronous_names, STORE_SYNCHRONOUS_NORMAL),
+        F_INT("commit_interval_ms", StoreConfig, commit_interval_ms, 1, 10000, 20),
+        F_INT("commit_max_rows", StoreConfig, commit_max_rows, 1, 100000, 500),
+        F_INT("retention_days", StoreConfig, retention_days, 0, 36500, 0),
+        F_INT("max_size_mb", StoreConfig, max_size_mb, 0, 1048576, 0),
+};
+
+static const Field log_fields[] = {
+        { .key = "level", .type = FIELD_ENUM, MEMBER(LogConfig, level), .names = log_level_names,
+          .n_names = ELEMENTSOF(log_level_names), .aliases = log_level_aliases,
+          .n_aliases = ELEMENTSOF(log_level_aliases), .def = LOG_INFO },
+};
+
+static const Field supervisor_fields[] = {
+        F_SECONDS("stop_timeout", SupervisorConfig, stop_timeout_usec, 0, true, 3600, 10),
+        F_SECONDS("status_interval", SupervisorConfig, status_interval_usec, 0.1, false, 3600, 1),
+};
+
+static const char *const section_names[] = { "serial", "mqtt", "store", "log", "supervisor" };
+
+/* ---- applying a table ---- */
+
+typedef struct Section {
+        const char *path;             /* "/serial" */
+        const Field *fields;
+        size_t n_fields;
+        FieldState state[FIELDS_MAX];
+} Section;
+
+static FieldState section_state(const Section *s, const char *key) {
+        for (size_t i = 0; i < s->n_fields; i++)
+                if (streq(s->fields[i].key, key))
+                        return s->state[i];
+        assert(!"unknown key in a cross-check");
+        return FIELD_ABSENT;
+}
+
+static bool given(const Section *s, const char *key) {
+        return section_state(s, key) != FIELD_ABSENT;
+}
+
+static bool valid(const Section *s, const char *key) {
+        return section_state(s, key) == FIELD_SET;
+}
+
+static void set_uint(void *p, size_t size, uint64_t v) {
+        switch (size) {
+        case sizeof(uint16_t):
+                *(uint16_t *) p = (uint16_t) v;
+                break;
+        case sizeof(uint32_t):
+                *(uint32_t *) p = (uint32_t) v;
+                break;
+        case sizeof(uint64_t):
+                *(uint64_t *) p = v;
+                break;
+        default:
+                assert(!"unsupported integer size");
+        }
+}
+
+static int set_string(char **p, const char *s) {
+        char *copy = NULL;
+
+        if (s) {
+                copy = strdup(s);
+                if (!copy)
+                        return -ENOMEM;
+        }
+        free(*p);
+        *p = copy;
+        return 0;
+}
+
+static void apply_default(Ctx *ctx, const Field *f, void *base) {
+        void *p = (uint8_t *) base + f->offset;
+
+        switch (f->type) {
+        case FIELD_BOOL:
+                *(bool *) p = f->def;
+                break;
+        case FIELD_INT:
+                set_uint(p, f->size, (uint64_t) f->def);
+                break;
+        case FIELD_SECONDS:
+                *(uint64_t *) p = (uint64_t) llround(f->def_sec * (double) USEC_PER_SEC);
+                break;
+        case FIELD_STRING:
+                if (set_string(p, f->def_str) < 0)
+                        ctx->oom = true;
+                break;
+        case FIELD_ENUM:
+                *(int *) p = (int) f->def;
+                break;
+        case FIELD_CUSTOM:
+                break;
+        }
+}
+
+static void format_seconds_range(const Field *f, char *buf, size_t size) {
+        if (f->min_exclusive)
+                snprintf(buf, size, "more than %g, at most %g seconds", f->min_sec, f->max_sec);
+        else
+                snprintf(buf, size, "%g..%g seconds", f->min_sec, f->max_sec);
+}
+
+static bool parse_choice(Ctx *ctx, const char *path, const Field *f, const cJSON *v, int *ret_index) {
+        _cleanup_free_ char *list = names_list(f->names, f->n_names), *shown = NULL;
+
+        if (!list) {
+                ctx->oom = true;
+                return false;
+        }
+        if (!cJSON_IsString(v)) {
+                error_at(ctx, path, "expected a string (one of %s), got %s", list, json_type_name(v));
+                return false;
+        }
+        for (size_t i = 0; i < f->n_names; i++)
+                if (f->names[i] && streq(f->names[i], v->valuestring)) {
+                        *ret_index = (int) i;
+                        return true;
+                }
+        for (size_t i = 0; i < f->n_aliases; i++)
+                if (f->aliases[i] && streq(f->aliases[i], v->valuestring)) {
+                        *ret_index = (int) i;
+                        return true;
+                }
+        const char *hint = suggest(v->valuestring, f->names, f->n_names);
+        shown = show(v->valuestring);
+        if (!shown) {
+                ctx->oom = true;
+                return false;
+        }
+        if (hint)
+                error_at(ctx, path, "\"%s\" is not one of %s (did you mean \"%s\"?)", shown, list, hint);
+        else
+                error_at(ctx, path, "\"%s\" is not one of %s", shown, list);
+        return false;
+}
+
+/* Parses one present value into its field. Returns true when valid; false after reporting. */
+static bool parse_field(Ctx *ctx, const char *path, const Field *f, const cJSON *v, void *base) {
+        void *p = (uint8_t *) base + f->offset;
+        char range[96];
+
+        switch (f->type) {
+        case FIELD_BOOL:
+                if (!cJSON_IsBool(v)) {
+                        error_at(ctx, path, "expected true or false, got %s", json_type_name(v));
+                        return false;
+                }
+                *(bool *) p = cJSON_IsTrue(v);
+                return true;
+
+        case FIELD_INT: {
+                double d = v->valuedouble;
+
+                if (!cJSON_IsNumber(v)) {
+                        error_at(ctx, path, "expected an integer, got %s", json_type_name(v));
+                        return false;
+                }
+                if (!isfinite(d) || d != floor(d)) {
+                        error_at(ctx, path, "%.15g is not an integer", d);
+                        return false;
+                }
+                /* Compare as doubles before casting: every bound here is exact in a double. */
+                if (d < (double) f->min || d > (double) f->max) {
+                        error_at(ctx, path, "%.15g is out of range (%" PRIi64 "..%" PRIi64 ")", d, f->min, f->max);
+                        return false;
+                }
+                set_uint(p, f->size, (uint64_t) d);
+                return true;
+        }
+
+        case FIELD_SECONDS: {
+                double d = v->valuedouble;
+
+                if (!cJSON_IsNumber(v)) {
+                        error_at(ctx, path, "expected a number of seconds, got %s", json_type_name(v));
+                        return false;
+                }
+                if (!isfinite(d) || d < f->min_sec || (f->min_exclusive && d <= f->min_sec) || d > f->max_sec) {
+                        format_seconds_range(f, range, sizeof(range));
+                        error_at(ctx, path, "%.15g is out of range (%s)", d, range);
+                        return false;
+                }
+                uint64_t usec = (uint64_t) llround(d * (double) USEC_PER_SEC);
+                if (f->min_exclusive && usec == 0)
+                        usec = 1; /* "more than 0" must not round to "off" */
+                *(uint64_t *) p = usec;
+                return true;
+        }
+
+        case FIELD_STRING: {
+                _cleanup_free_ char *shown = NULL;
+                const char *why;
+                size_t len;
+
+                if (f->names) {
+                        int i;
+
+                        if (!parse_choice(ctx, path, f, v, &i))
+                                return false;
+                        if (set_string(p, f->names[i]) < 0) {
+                                ctx->oom = true;
+                                return false;
+                        }
+                        return true;
+                }
+                if (!cJSON_IsString(v)) {
+                        error_at(ctx, path, "expected a string, got %s", json_type_name(v));
+                        return false;
+                }
+                len = strlen(v->valuestring);
+                if (len == 0 && f->min > 0) {
+                        error_at(ctx, path, "must not be empty");
+                        return false;
+                }
+                shown = show(v->valuestring);
+                if (!shown) {
+                        ctx->oom = true;
+                        return false;
+                }
+                if ((int64_t) len > f->max) {
+                        error_at(ctx, path, "\"%s\" is too long (%zu bytes, at most %" PRIi64 ")", shown, len, f->max);
+                        return false;
+                }
+                why = f->check ? f->check(v->valuestring) : NULL;
+                if (why) {
+                        error_at(ctx, path, "\"%s\" %s", shown, why);
+                        return false;
+                }
+                if (set_string(p, v->valuestring) < 0) {
+                        ctx->oom = true;
+                        return false;
+                }
+                return true;
+        }
+
+        case FIELD_ENUM: {
+                int i;
+
+                if (!parse_choice(ctx, path, f, v, &i))
+                        return false;
+                *(int *) p = i;
+                return true;
+        }
+
+        case FIELD_CUSTOM:
+                return f->parse(ctx, path, v, base);
+        }
+        return false;
+}
+
+/* Applies a table to obj (NULL: absent, all defaults). bases[i] is where field i is stored.
+ * Reports unknown keys and every invalid value; fills s->state. */
+static void parse_section(Ctx *ctx, Section *s, const cJSON *obj, void *const *bases) {
+        const cJSON *v;
+
+        assert(s->n_fields <= FIELDS_MAX);
+        for (size_t i = 0; i < s->n_fields; i++)
+                s->state[i] = FIELD_ABSENT;
+
+        /* In document order, so the errors read like the file. */
+        cJSON_ArrayForEach(v, obj) {
+                _cleanup_free_ char *path = NULL;
+                const Field *f = NULL;
+                size_t i;
+
+                if (!v->string || cJSON_GetObjectItemCaseSensitive(obj, v->string) != v)
+                        continue; /* a duplicate, reported already */
+                path = path_key(s->path, v->string);
+                if (!path) {
+                        ctx->oom = true;
+                        return;
+                }
+                for (i = 0; i < s->n_fields; i++)
+                        if (streq(s->fields[i].key, v->string)) {
+                                f = &s->fields[i];
+                                break;
+                        }
+                if (!f) {
+                        const char *names[FIELDS_MAX];
+                        const char *hint;
+
+                        for (size_t j = 0; j < s->n_fields; j++)
+                                names[j] = s->fields[j].key;
+                        hint = suggest(v->string, names, s->n_fields);
+                        if (hint)
+                                error_at(ctx, path, "unknown key (did you mean \"%s\"?)", hint);
+                        else
+                                error_at(ctx, path, "unknown key");
+                        continue;
+                }
+                s->state[i] = parse_field(ctx, path, f, v, bases[i]) ? FIELD_SET : FIELD_INVALID;
+        }
+
+        for (size_t i = 0; i < s->n_fields; i++)
+                if (s->state[i] != FIELD_SET)
+                        apply_default(ctx, &s->fields[i], bases[i]);
+}
+
+/* Same, all fields stored in one struct. */
+static void parse_section_in(Ctx *ctx, Section *s, const cJSON *obj, void *base) {
+        void *bases[FIELDS_MAX];
+
+        for (size_t i = 0; i < s->n_fields; i++)
+                bases[i] = base;
+        parse_section(ctx, s, obj, bases);
+}
+
+/* ---- sections and their cross-checks ---- */
+
+static char *default_client_id(void) {
+        char host[256] = "", *r;
+        size_t n;
+
+        if (gethostname(host, sizeof(host) - 1) < 0)
+                host[0] = 0;
+        host[sizeof(host) - 1] = 0;
+        host[strcspn(host, ".")] = 0; /* the short name is what identifies the gateway */
+        for (char *p = host; *p; p++)
+                if (check_client_id((char[]){ *p, 0 }))
+                        *p = '_';
+        n = strlen("sensor-collector-");
+        if (asprintf(&r, host[0] ? "sensor-collector-%.*s" : "sensor-collector", (int) (CLIENT_ID_MAX - n), host) < 0)
+                return NULL;
+        return r;
+}
+
+static void parse_serial(Ctx *ctx, const cJSON *obj, SerialConfig *c) {
+        Section s = { .path = "/serial", .fields = serial_fields, .n_fields = ELEMENTSOF(serial_fields) };
+        SerialExtra extra = { .serial = c };
+        void *bases[ELEMENTSOF(serial_fields)];
+        _cleanup_free_ char *path = NULL;
+
+        for (size_t i = 0; i < ELEMENTSOF(serial_fields); i++)
+                bases[i] = streq(serial_fields[i].key, "custom_baud") ? (void *) &extra : (void *) c;
+        parse_section(ctx, &s, obj, bases);
+        if (!obj) {
+                c->enabled = false;
+                return;
+        }
+
+        if (c->enabled && !given(&s, "device"))
+                error_at(ctx, "/serial/device", "required when the serial input is enabled");
+        if (valid(&s, "baud") && !extra.custom_baud && !serial_baud_is_standard(c->baud)) {
+                uint32_t nearest = standard_bauds[0];
+
+                for (size_t i = 0; i < ELEMENTSOF(standard_bauds); i++)
+                        if ((uint64_t) llabs((long long) standard_bauds[i] - c->baud) <
+                            (uint64_t) llabs((long long) nearest - c->baud))
+                                nearest = standard_bauds[i];
+                error_at(ctx, "/serial/baud",
+                         "%" PRIu32 " is not a standard rate (nearest is %" PRIu32 "); "
+                         "for a non-standard rate set \"custom_baud\": true (1..%u)",
+                         c->baud, nearest, CUSTOM_BAUD_MAX);
+        }
+}
+
+static bool parse_topic(Ctx *ctx, const char *path, const cJSON *obj, MqttTopicConfig *t) {
+        Section s = { .path = path, .fields = topic_fields, .n_fields = ELEMENTSOF(topic_fields) };
+        _cleanup_free_ char *filter_path = NULL, *sensor_path = NULL, *metric_path = NULL;
+        bool from_sensor = false, from_metric = false, ok = true;
+        size_t before = ctx->n_errors + ctx->n_suppressed;
+
+        if (!cJSON_IsObject(obj)) {
+                error_at(ctx, path, "expected an object with a \"filter\", got %s", json_type_name(obj));
+                parse_section_in(ctx, &s, NULL, t);
+                return false;
+        }
+        parse_section_in(ctx, &s, obj, t);
+        filter_path = path_key(path, "filter");
+        sensor_path = path_key(path, "sensor");
+        metric_path = path_key(path, "metric");
+        if (!filter_path || !sensor_path || !metric_path) {
+                ctx->oom = true;
+                return false;
+        }
+
+        if (!given(&s, "filter"))
+                error_at(ctx, filter_path, "required");
+        if (!valid(&s, "filter") || section_state(&s, "format") == FIELD_INVALID)
+                goto done; /* nothing to cross-check against */
+        (void) filter_analyze(t->filter, &from_sensor, &from_metric);
+
+        if (from_sensor && given(&s, "sensor"))
+                error_at(ctx, sensor_path, "the filter already takes the sensor from the topic (+sensor); remove one of them");
+        if (t->format == FRAME_FORMAT_JSON && given(&s, "metric"))
+                error_at(ctx, metric_path, "not allowed with format \"json\" (the payload names its metrics)");
+        if (t->format == FRAME_FORMAT_VALUE) {
+                if (from_metric && given(&s, "metric"))
+                        error_at(ctx, metric_path, "the filter already takes the metric from the topic (+metric); remove one of them");
+                if (!from_metric && !given(&s, "metric"))
+                        error_at(ctx, path, "format \"value\" needs a metric name: name it in the filter (+metric) or set \"metric\"");
+                if (!from_sensor && !given(&s, "sensor"))
+                        error_at(ctx, path, "format \"value\" needs a sensor id: name it in the filter (+sensor) or set \"sensor\"");
+        }
+done:
+        if (ctx->n_errors + ctx->n_suppressed != before)
+                ok = false;
+        return ok;
+}
+
+static bool parse_topics(Ctx *ctx, const char *path, const cJSON *v, void *base) {
+        MqttConfig *c = base;
+        const cJSON *item;
+        size_t n = 0, i = 0;
+        bool ok = true;
+
+        if (!cJSON_IsArray(v)) {
+                error_at(ctx, path, "expected an array of topic objects, got %s", json_type_name(v));
+                return false;
+        }
+        n = (size_t) cJSON_GetArraySize(v);
+        if (n == 0)
+                return true; /* an error only when enabled: see parse_mqtt() */
+        c->topics = calloc(n, sizeof(MqttTopicConfig));
+        if (!c->topics) {
+                ctx->oom = true;
+                return false;
+        }
+        c->n_topics = n;
+
+        cJSON_ArrayForEach(item, v) {
+                _cleanup_free_ char *p = path_index(path, i);
+
+                if (!p) {
+                        ctx->oom = true;
+                        return false;
+                }
+                if (!parse_topic(ctx, p, item, &c->topics[i]))
+                        ok = false;
+                else
+                        for (size_t j = 0; j < i; j++)
+                                if (c->topics[j].filter && streq(c->topics[j].filter, c->topics[i].filter)) {
+                                        _cleanup_free_ char *fp = path_key(p, "filter");
+
+                                        if (!fp) {
+                                                ctx->oom = true;
+                                                return false;
+                                        }
+                                        error_at(ctx, fp, "same filter as %s/%zu", path, j);
+                                        ok = false;
+                                        break;
+                                }
+                i++;
+        }
+        return ok;
+}
+
+static void parse_mqtt(Ctx *ctx, const cJSON *obj, MqttConfig *c) {
+        Section s = { .path = "/mqtt", .fields = mqtt_fields, .n_fields = ELEMENTSOF(mqtt_fields) };
+        bool tls;
+
+        parse_section_in(ctx, &s, obj, c);
+        tls = c->cafile || c->capath;
+        if (!given(&s, "port") && tls)
+                c->port = 8883;
+        if (!c->client_id) {
+                c->client_id = default_client_id();
+                if (!c->client_id)
+                        ctx->oom = true;
+        }
+        if (!obj) {
+                c->enabled = false;
+                return;
+        }
+
+        if (c->enabled && !given(&s, "topics"))
+                error_at(ctx, "/mqtt/topics", "required when the MQTT input is enabled");
+        if (c->enabled && valid(&s, "topics") && c->n_topics == 0)
+                error_at(ctx, "/mqtt/topics", "must not be empty when the MQTT input is enabled");
+        if (given(&s, "session_expiry") && section_state(&s, "protocol") != FIELD_INVALID &&
+            c->protocol == MQTT_PROTOCOL_V311)
+                error_at(ctx, "/mqtt/session_expiry", "only used with MQTT 5 (\"protocol\": \"5\"); remove it or change the protocol");
+        if (given(&s, "password_file") && !given(&s, "username"))
+                error_at(ctx, "/mqtt/password_file", "requires \"username\"");
+        if (given(&s, "certfile") && !given(&s, "keyfile"))
+                error_at(ctx, "/mqtt/keyfile", "required with \"certfile\"");
+        if (given(&s, "keyfile") && !given(&s, "certfile"))
+                error_at(ctx, "/mqtt/certfile", "required with \"keyfile\"");
+        if (given(&s, "certfile") && !given(&s, "cafile") && !given(&s, "capath"))
+                error_at(ctx, "/mqtt/certfile", "requires \"cafile\" or \"capath\" (a client certificate is only used with TLS)");
+        if (given(&s, "tls_version") && !given(&s, "cafile") && !given(&s, "capath"))
+                error_at(ctx, "/mqtt/tls_version", "requires \"cafile\" or \"capath\" (TLS is used only when one is set)");
+}
+
+static void parse_simple(Ctx *ctx, const char *path, const Field *fields, size_t n, const cJSON *obj, void *base) {
+        Section s = { .path = path, .fields = fields, .n_fields = n };
+
+        parse_section_in(ctx, &s, obj, base);
+}
+
+/* Reports every key that appears twice in an object, anywhere in the tree. */
+typedef struct KeyRef {
+        const char *key;
+        size_t index;
+} KeyRef;
+
+static int keyref_compare(const void *a, const void *b) {
+        const KeyRef *x = a, *y = b;
+        int r = strcmp(x->key, y->key);
+
+        if (r != 0)
+                return r;
+        return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static void check_duplicates(Ctx *ctx, const char *path, const cJSON *v) {
+        _cleanup_free_ KeyRef *refs = NULL;
+        _cleanup_free_ bool *dup = NULL;
+        const cJSON *child;
+        size_t n = 0, i = 0;
+
+        if (!cJSON_IsObject(v) && !cJSON_IsArray(v))
+                return;
+        cJSON_ArrayForEach(child, v)
+                n++;
+
+        if (cJSON_IsObject(v) && n > 1) {
+                refs = calloc(n, sizeof(KeyRef));
+                dup = calloc(n, sizeof(bool));
+                if (!refs || !dup) {
+                        ctx->oom = true;
+                        return;
+                }
+                cJSON_ArrayForEach(child, v) {
+                        refs[i] = (KeyRef){ .key = strempty(child->string), .index = i };
+                        i++;
+                }
+                qsort(refs, n, sizeof(KeyRef), keyref_compare);
+                for (i = 1; i < n; i++)
+                        if (streq(refs[i - 1].key, refs[i].key))
+                                dup[refs[i].index] = true;
+        }
+
+        i = 0;
+        cJSON_ArrayForEach(child, v) {
+                _cleanup_free_ char *p = cJSON_IsObject(v) ? path_key(path, strempty(child->string)) : path_index(path, i);
+
+                if (!p) {
+                        ctx->oom = true;
+                        return;
+                }
+                if (dup && dup[i])
+                        error_at(ctx, p, "duplicate key");
+                check_duplicates(ctx, p, child);
+                i++;
+        }
+}
+
+static void parse_root(Ctx *ctx, const cJSON *root, Config *c) {
+        const cJSON *sections[ELEMENTSOF(section_names)] = {};
+        const cJSON *v;
+
+        if (!cJSON_IsObject(root)) {
+                error_at(ctx, "/", "expected an object with the sections %s, got %s",
+                         "serial, mqtt, store, log, supervisor", json_type_name(root));
+                root = NULL;
+        }
+        cJSON_ArrayForEach(v, root) {
+                _cleanup_free_ char *path = NULL;
+                size_t i;
+
+                if (!v->string || cJSON_GetObjectItemCaseSensitive(root, v->string) != v)
+                        continue;
+                path = path_key("/", v->string);
+                if (!path) {
+                        ctx->oom = true;
+                        return;
+                }
+                for (i = 0; i < ELEMENTSOF(section_names); i++)
+                        if (streq(section_names[i], v->string))
+                                break;
+                if (i >= ELEMENTSOF(section_names)) {
+                        const char *hint = suggest(v->string, section_names, ELEMENTSOF(section_names));
+
+                        if (hint)
+                                error_at(ctx, path, "unknown section (did you mean \"%s\"?)", hint);
+                        else
+                                error_at(ctx, path, "unknown section (the sections are serial, mqtt, store, log, supervisor)");
+                        continue;
+                }
+                if (!cJSON_IsObject(v)) {
+                        error_at(ctx, path, "expected an object, got %s", json_type_name(v));
+                        continue;
+                }
+                sections[i] = v;
+        }
+
+        parse_serial(ctx, sections[0], &c->serial);
+        parse_mqtt(ctx, sections[1], &c->mqtt);
+        parse_simple(ctx, "/store", store_fields, ELEMENTSOF(store_fields), sections[2], &c->store);
+        parse_simple(ctx, "/log", log_fields, ELEMENTSOF(log_fields), sections[3], &c->log);
+        parse_simple(ctx, "/supervisor", supervisor_fields, ELEMENTSOF(supervisor_fields), sections[4], &c->supervisor);
+}
+
+/* ---- entry points ---- */
+
+/* Whether text ends inside a string or an open object/array: cJSON's error position is then
+ * at the end, and "unexpected end of file" is the honest message. */
+static bool json_truncated(const char *text, size_t size) {
+        char stack[1024]; /* cJSON refuses deeper nesting anyway */
+        bool in_string = false, escaped = false;
+        size_t depth = 0;
+
+        for (size_t i = 0; i < size; i++) {
+                char ch = text[i];
+
+                if (in_string) {
+                        if (escaped)
+                                escaped = false;
+                        else if (ch == '\\')
+                                escaped = true;
+                        else if (ch == '"')
+                                in_string = false;
+                } else if (ch == '"')
+                        in_string = true;
+                else if (ch == '{' || ch == '[') {
+                        if (depth >= sizeof(stack))
+                                return false;
+                        stack[depth++] = ch == '{' ? '}' : ']';
+                } else if (ch == '}' || ch == ']') {
+                        if (depth == 0 || stack[depth - 1] != ch)
+                                return false; /* mismatched: an error before the end */
+                        depth--;
+                }
+        }
+        return in_string || depth > 0;
+}
+
+static bool only_whitespace(const char *text, size_t size) {
+        for (size_t i = 0; i < size; i++)
+                if (!strchr(" \t\r\n", text[i]))
+                        return false;
+        return true;
+}
+
+static void cjson_deletep(cJSON **p) {
+        if (*p)
+                cJSON_Delete(*p);
+}
+
+static int finish(Ctx *ctx, int r, char ***ret_errors) {
+        if (ctx->n_suppressed > 0) {
+                char *m = NULL;
+
+                if (asprintf(&m, "%s: %zu more errors not shown", ctx->name, ctx->n_suppressed) < 0)
+                        m = NULL;
+                ctx->n_suppressed = 0;
+                ctx_push(ctx, m);
+        }
+        if (ctx->oom) {
+                ctx->errors = strv_free(ctx->errors);
+                return -ENOMEM;
+        }
+        if (ret_errors)
+                *ret_errors = TAKE_PTR(ctx->errors);
+        else
+                ctx->errors = strv_free(ctx->errors);
+        return r;
+}
+
+int config_parse(const char *name, const char *text, size_t size, Config **ret_config, char ***ret_errors) {
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_(cjson_deletep) cJSON *root = NULL;
+        _cleanup_free_ char *buf = NULL;
+        Ctx ctx = { .name = name };
+        const char *nul, *end = NULL, *start;
+
+        assert(name);
+        assert(text || size == 0);
+        assert(ret_config);
+
+        /* cJSON wants a terminated string; a NUL inside would silently end it. */
+        nul = memchr(text, 0, size);
+        if (nul) {
+                error_at_position(&ctx, text, (size_t) (nul - text), "syntax error: NUL byte");
+                return finish(&ctx, -EINVAL, ret_errors);
+        }
+        buf = malloc(size + 1);
+        if (!buf)
+                return -ENOMEM;
+        if (size > 0)
+                memcpy(buf, text, size);
+        buf[size] = 0;
+
+        start = buf;
+        if (size >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
+                start += 3; /* a byte order mark, as some editors write */
+        root = cJSON_ParseWithLengthOpts(start, size + 1 - (size_t) (start - buf), &end, true);
+        if (!root) {
+                size_t offset = end && end >= buf ? (size_t) (end - buf) : size;
+
+                if (only_whitespace(start, size - (size_t) (start - buf)))
+                        error_at_position(&ctx, buf, 0, "syntax error: the file is empty (expected a JSON object)");
+                else if (json_truncated(start, size - (size_t) (start - buf)))
+                        error_at_position(&ctx, buf, size, "syntax error: unexpected end of file");
+                else {
+                        /* cJSON sometimes points one past the offending character. */
+                        offset = MIN(offset, size);
+                        while (offset == size || (offset > 0 && strchr(" \t\r\n", buf[offset])))
+                                if (offset-- == 0)
+                                        break;
+                        unsigned char ch = (unsigned char) buf[offset];
+
+                        if (ch > ' ' && ch < 0x7F)
+                                error_at_position(&ctx, buf, offset, "syntax error at '%c'", ch);
+                        else
+                                error_at_position(&ctx, buf, offset, "syntax error at byte 0x%02x", ch);
+                }
+                return finish(&ctx, -EINVAL, ret_errors);
+        }
+
+        c = calloc(1, sizeof(Config));
+        if (!c)
+                return finish(&ctx, -ENOMEM, ret_errors);
+        c->path = strdup(name);
+        if (!c->path)
+                return finish(&ctx, -ENOMEM, ret_errors);
+
+        check_duplicates(&ctx, "", root);
+        parse_root(&ctx, root, c);
+
+        if (ctx.oom || ctx.n_errors > 0)
+                return finish(&ctx, -EINVAL, ret_errors);
+        if (ret_errors)
+                *ret_errors = NULL;
+        *ret_config = TAKE_PTR(c);
+        return 0;
+}
+
+int config_load(const char *path, Config **ret_config, char ***ret_errors) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *text = NULL;
+        Ctx ctx = { .name = path };
+        size_t size = 0;
+        struct stat st;
+        int r;
+
+        assert(path);
+        assert(ret_config);
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                goto fail_errno;
+        if (fstat(fd, &st) < 0)
+                goto fail_errno;
+        if (S_ISDIR(st.st_mode)) {
+                errno = EISDIR;
+                goto fail_errno;
+        }
+        text = malloc(CONFIG_FILE_MAX + 1);
+        if (!text)
+                return -ENOMEM;
+        for (;;) {
+                ssize_t k = read(fd, text + size, CONFIG_FILE_MAX + 1 - size);
+
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        goto fail_errno;
+                if (k == 0)
+                        break;
+                size += (size_t) k;
+                if (size > CONFIG_FILE_MAX) {
+                        char *m = NULL;
+
+                        if (asprintf(&m, "%s: too large (more than %u bytes)", path, CONFIG_FILE_MAX) < 0)
+                                m = NULL;
+                        ctx_add(&ctx, m);
+                        return finish(&ctx, -EFBIG, ret_errors);
+                }
+        }
+        return config_parse(path, text, size, ret_config, ret_errors);
+
+fail_errno:
+        r = negative_errno();
+        {
+                char *m = NULL;
+
+                if (asprintf(&m, "%s: cannot read: %s", path, strerror(-r)) < 0)
+                        m = NULL;
+                ctx_add(&ctx, m);
+        }
+        return finish(&ctx, r, ret_errors);
+}
+
+static void topic_done(MqttTopicConfig *t) {
+        free(t->filter);
+        free(t->sensor);
+        free(t->metric);
+}
+
+Config *config_free(Config *c) {
+        if (!c)
+                return NULL;
+        free(c->path);
+        free(c->serial.device);
+        free(c->mqtt.host);
+        free(c->mqtt.client_id);
+        free(c->mqtt.username);
+        free(c->mqtt.password_file);
+        free(c->mqtt.cafile);
+        free(c->mqtt.capath);
+        free(c->mqtt.certfile);
+        free(c->mqtt.keyfile);
+        free(c->mqtt.tls_version);
+        for (size_t i = 0; i < c->mqtt.n_topics; i++)
+                topic_done(&c->mqtt.topics[i]);
+        free(c->mqtt.topics);
+        free(c->store.path);
+        free(c);
+        return NULL;
+}

@@ -134,3 +134,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Config *, config_free);
 
 const char *serial_parity_to_string(SerialParity p);
 const char *serial_flow_control_to_string(SerialFlowControl f);
+const char *store_synchronous_to_string(StoreSynchronous s);
+const char *mqtt_protocol_to_string(MqttProtocol p);
+
+/* True for the standard rates 50..921600 (see config/README.md); others need "custom_baud". */
+bool serial_baud_is_standard(uint32_t baud);
