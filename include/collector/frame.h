@@ -154,3 +154,28 @@ int topic_pattern_match(const TopicPattern *p, const char *topic, char *ret_sens
 /* True when the pattern names a "sensor" / "metric" level. */
 bool topic_pattern_has_sensor(const TopicPattern *p);
 bool topic_pattern_has_metric(const TopicPattern *p);
+
+/* True when s[0..n) is a valid sensor id or metric name: 1..64 bytes (SENSOR_ID_MAX,
+ * METRIC_NAME_MAX), each printable ASCII 0x21..0x7e (so no spaces, no control bytes, nothing
+ * beyond ASCII). s need not be NUL-terminated; n == 0 is invalid. Every parser here applies it
+ * to what it extracts; callers use it on ids from other places (topics, config). */
+bool frame_id_valid(const char *s, size_t n);
+
+/* True when data[0..size) is well-formed UTF-8 (no overlong forms, no surrogates, nothing
+ * beyond U+10FFFF, no truncated sequence) and contains no NUL byte. */
+bool frame_utf8_valid(const void *data, size_t size);
+
+/* Turns one MQTT message into a Frame, for a subscription made from pattern p (may be NULL:
+ * no topic check, nothing taken from the topic) with the given payload format (json, kv or
+ * value). fixed_sensor / fixed_metric (may be NULL) stand in when neither payload nor topic
+ * names one. Precedence for the sensor id: a "sensor" in a json/kv payload, then the topic's
+ * +sensor level, then fixed_sensor; for the metric of a value payload: the topic's +metric
+ * level, then fixed_metric (json and kv payloads name their own metrics). Whatever is taken
+ * from the topic must pass frame_id_valid() (else bad_sensor / bad_metric).
+ * Checks in this order: size > max_size -> too_long; topic not matching p -> topic_mismatch;
+ * payload not UTF-8 or with NUL -> not_utf8; then the payload's own parse. A single trailing
+ * "\n" or "\r\n" is tolerated in every format (publishing a file adds one).
+ * Returns 0 and fills *ret_frame, or -EBADMSG and sets *ret_reject. Pure; borrows everything. */
+int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixed_sensor,
+                     const char *fixed_metric, const char *topic, const void *payload,
+                     size_t size, size_t max_size, Frame *ret_frame, FrameReject *ret_reject);

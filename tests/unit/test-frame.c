@@ -1,0 +1,1015 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for the frame parsers: tables of input bytes and the frame or reject they give. */
+#include <check.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "collector/frame.h"
+
+#define BYTES(s) (s), (sizeof(s) - 1)
+#define ACCEPT (-1)
+#define JSON FRAME_FORMAT_JSON
+#define KV FRAME_FORMAT_KV
+#define VALUE FRAME_FORMAT_VALUE
+#define NONE FRAME_CHECKSUM_NONE
+#define NMEA FRAME_CHECKSUM_NMEA
+
+#define S64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define S65 S64 "x"
+
+typedef struct M {
+        const char *name;
+        double value;
+} M;
+
+typedef struct LineCase {
+        FrameFormat format;
+        FrameChecksum checksum;
+        const char *in;
+        size_t size;
+        int reject;                   /* a FrameReject, or ACCEPT */
+        const char *sensor;
+        int64_t ts;                   /* 0: no timestamp expected */
+        size_t n_ignored;
+        M m[4];                       /* expected metrics, until name == NULL */
+} LineCase;
+
+#define OK(fmt, ck, in, sensor, ts, ign, ...) { fmt, ck, BYTES(in), ACCEPT, sensor, ts, ign, { __VA_ARGS__ } }
+#define NO(fmt, ck, in, why) { fmt, ck, BYTES(in), FRAME_REJECT_##why, NULL, 0, 0, { { NULL, 0 } } }
+
+static const LineCase line_cases[] = {
+        /* json: accepted */
+        OK(JSON, NONE, "{\"sensor\":\"gh1-t3\",\"ts\":1732200000123,\"temperature\":23.4,\"humidity\":61.2}",
+           "gh1-t3", 1732200000123, 0, { "temperature", 23.4 }, { "humidity", 61.2 }),
+        OK(JSON, NONE, "{\"sensor\":\"s\",\"on\":true,\"off\":false,\"fw\":\"1.2\",\"n\":null,\"a\":[1],\"o\":{\"x\":1}}",
+           "s", 0, 4, { "on", 1 }, { "off", 0 }),
+        OK(JSON, NONE, "{\"sensor\":\"s\",\"t\":1}\r", "s", 0, 0, { "t", 1 }),
+        OK(JSON, NONE, " \t{\"sensor\":\"s\",\"t\":1} \t", "s", 0, 0, { "t", 1 }),
+        OK(JSON, NONE, "{ \"t\" : -1.5e-3 , \"sensor\" : \"s\" }", "s", 0, 0, { "t", -1.5e-3 }),
+        OK(JSON, NONE, "{\"sensor\":\"s\",\"ts\":1.5e3,\"t\":1}", "s", 1500, 0, { "t", 1 }),
+        OK(JSON, NONE, "{\"sensor\":\"s\",\"ts\":9007199254740991,\"t\":1}", "s", 9007199254740991, 0, { "t", 1 }),
+        OK(JSON, NONE, "{\"sensor\":\"s\",\"ts\":1,\"t\":1}", "s", 1, 0, { "t", 1 }),
+        OK(JSON, NONE, "{\"sensor\":\"g\\u0068\",\"t\":1}", "gh", 0, 0, { "t", 1 }),
+        OK(JSON, NONE, "{\"sensor\":\"" S64 "\",\"" S64 "\":1}", S64, 0, 0, { S64, 1 }),
+        OK(JSON, NONE, "{\"sensor\":\"~!{}\",\"a.b/c[0]\":2}", "~!{}", 0, 0, { "a.b/c[0]", 2 }),
+        OK(JSON, NONE, "{\"sensor\":\"s\",\"note\":\"Gr\xc3\xbc\xc3\x9f" "e \\u00e9\",\"t\":1}", "s", 0, 1, { "t", 1 }),
+        /* a "\\" escape followed by u0000 text is not a NUL escape */
+        OK(JSON, NONE, "{\"sensor\":\"s\",\"note\":\"\\\\u0000\",\"t\":1}", "s", 0, 1, { "t", 1 }),
+        /* UTF-8 boundaries that are valid: U+0080, U+07FF, U+0800, U+D7FF, U+E000, U+FFFF, U+10000, U+10FFFF */
+        OK(JSON, NONE, "{\"sensor\":\"s\",\"n\":\"\xc2\x80\xdf\xbf\xe0\xa0\x80\xed\x9f\xbf\xee\x80\x80\xef\xbf\xbf"
+                       "\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\",\"t\":1}", "s", 0, 1, { "t", 1 }),
+        /* a UTF-8 byte order mark is valid UTF-8 and cJSON skips it */
+        OK(JSON, NONE, "\xef\xbb\xbf{\"sensor\":\"s\",\"t\":1}", "s", 0, 0, { "t", 1 }),
+
+        /* json: rejected */
+        NO(JSON, NONE, "", BAD_JSON),
+        NO(JSON, NONE, "\r", BAD_JSON),
+        NO(JSON, NONE, "not json", BAD_JSON),
+        NO(JSON, NONE, "[1,2]", BAD_JSON),
+        NO(JSON, NONE, "\"sensor\"", BAD_JSON),
+        NO(JSON, NONE, "42", BAD_JSON),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\":1} x", BAD_JSON),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\":1}{}", BAD_JSON),
+        OK(JSON, NONE, "{\"sensor\":\"s\",\"t\":1}\r\r", "s", 0, 0, { "t", 1 }),   /* JSON whitespace */
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\":1", BAD_JSON),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\":0x10}", BAD_JSON),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\":NaN}", BAD_JSON),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\":Infinity}", BAD_JSON),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\":-inf}", BAD_JSON),
+        NO(JSON, NONE, "{\"sensor\":\"s\",'t':1}", BAD_JSON),
+        NO(JSON, NONE, "{\"sensor\":\"a\\u0000b\",\"t\":1}", BAD_JSON),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\\u0000x\":1}", BAD_JSON),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\":\"\\ud800\"}", BAD_JSON),
+        NO(JSON, NONE, "{\"t\":1}", MISSING_SENSOR),
+        NO(JSON, NONE, "{}", MISSING_SENSOR),
+        NO(JSON, NONE, "{\"Sensor\":\"s\",\"t\":1}", MISSING_SENSOR),   /* names are case-sensitive */
+        NO(JSON, NONE, "{\"sensor\":1,\"t\":1}", BAD_SENSOR),
+        NO(JSON, NONE, "{\"sensor\":null,\"t\":1}", BAD_SENSOR),
+        NO(JSON, NONE, "{\"sensor\":[\"s\"],\"t\":1}", BAD_SENSOR),
+        NO(JSON, NONE, "{\"sensor\":\"\",\"t\":1}", BAD_SENSOR),
+        NO(JSON, NONE, "{\"sensor\":\"a b\",\"t\":1}", BAD_SENSOR),
+        NO(JSON, NONE, "{\"sensor\":\"a\\tb\",\"t\":1}", BAD_SENSOR),
+        NO(JSON, NONE, "{\"sensor\":\"a\\u007fb\",\"t\":1}", BAD_SENSOR),
+        NO(JSON, NONE, "{\"sensor\":\"gr\xc3\xbc\",\"t\":1}", BAD_SENSOR),
+        NO(JSON, NONE, "{\"sensor\":\"" S65 "\",\"t\":1}", BAD_SENSOR),
+        NO(JSON, NONE, "{\"sensor\":\"a\",\"sensor\":\"a\",\"t\":1}", BAD_SENSOR),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"ts\":1.5,\"t\":1}", BAD_TIMESTAMP),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"ts\":-1,\"t\":1}", BAD_TIMESTAMP),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"ts\":0,\"t\":1}", BAD_TIMESTAMP),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"ts\":9007199254740992,\"t\":1}", BAD_TIMESTAMP),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"ts\":1e999,\"t\":1}", BAD_TIMESTAMP),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"ts\":\"1732200000123\",\"t\":1}", BAD_TIMESTAMP),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"ts\":null,\"t\":1}", BAD_TIMESTAMP),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"ts\":true,\"t\":1}", BAD_TIMESTAMP),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"ts\":5,\"ts\":5,\"t\":1}", BAD_TIMESTAMP),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"\":1}", BAD_METRIC),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"a b\":1}", BAD_METRIC),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\\n\":1}", BAD_METRIC),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\xc3\xb6\":1}", BAD_METRIC),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"" S65 "\":1}", BAD_METRIC),
+        /* duplicate metric names: rejected, neither wins */
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\":1,\"t\":2}", BAD_METRIC),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\":1,\"u\":true,\"t\":false}", BAD_METRIC),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\":1e999}", NOT_FINITE),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\":-1e400}", NOT_FINITE),
+        NO(JSON, NONE, "{\"sensor\":\"s\"}", NO_METRIC),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"ts\":1732200000123}", NO_METRIC),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"fw\":\"1.2\",\"x\":null}", NO_METRIC),
+        /* UTF-8 that is not: stray continuation, overlongs, surrogates, beyond U+10FFFF, truncated */
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"n\":\"\x80\",\"t\":1}", NOT_UTF8),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"n\":\"\xff\",\"t\":1}", NOT_UTF8),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"n\":\"\xc0\xaf\",\"t\":1}", NOT_UTF8),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"n\":\"\xc1\xbf\",\"t\":1}", NOT_UTF8),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"n\":\"\xe0\x9f\xbf\",\"t\":1}", NOT_UTF8),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"n\":\"\xf0\x8f\xbf\xbf\",\"t\":1}", NOT_UTF8),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"n\":\"\xed\xa0\x80\",\"t\":1}", NOT_UTF8),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"n\":\"\xed\xbf\xbf\",\"t\":1}", NOT_UTF8),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"n\":\"\xf4\x90\x80\x80\",\"t\":1}", NOT_UTF8),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"n\":\"\xf5\x80\x80\x80\",\"t\":1}", NOT_UTF8),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"n\":\"\xe2\x82\",\"t\":1}", NOT_UTF8),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\":1}\xe2\x82", NOT_UTF8),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"n\":\"\xc3\x28\",\"t\":1}", NOT_UTF8),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"n\":\"a\0b\",\"t\":1}", NOT_UTF8),
+        NO(JSON, NONE, "{\"sensor\":\"s\",\"t\":1}\0", NOT_UTF8),
+
+        /* kv: accepted */
+        OK(KV, NONE, "sensor=gh1-t3 temperature=23.4 humidity=61.2 ts=1732200000123",
+           "gh1-t3", 1732200000123, 0, { "temperature", 23.4 }, { "humidity", 61.2 }),
+        OK(KV, NONE, "  t=1\t\tsensor=s  \t", "s", 0, 0, { "t", 1 }),
+        OK(KV, NONE, "sensor=s t=2\r", "s", 0, 0, { "t", 2 }),
+        OK(KV, NONE, "sensor=s a=+1 b=.5 c=5. d=-0", "s", 0, 0, { "a", 1 }, { "b", 0.5 }, { "c", 5 }, { "d", 0 }),
+        OK(KV, NONE, "sensor=s a=007 b=1e3 c=-2.5E-2 d=1e-999", "s", 0, 0, { "a", 7 }, { "b", 1000 }, { "c", -0.025 }, { "d", 0 }),
+        OK(KV, NONE, "sensor=a=b ts=0000000000001 t=1", "a=b", 1, 0, { "t", 1 }),
+        OK(KV, NONE, "sensor=" S64 " " S64 "=1", S64, 0, 0, { S64, 1 }),
+        OK(KV, NONE, "sensor=s ts=9007199254740991 t=1", "s", 9007199254740991, 0, { "t", 1 }),
+
+        /* kv: rejected */
+        NO(KV, NONE, "", MISSING_SENSOR),
+        NO(KV, NONE, " \t ", MISSING_SENSOR),
+        NO(KV, NONE, "t=1", MISSING_SENSOR),
+        NO(KV, NONE, "sensor=s t", BAD_KV),
+        NO(KV, NONE, "sensor=s =1", BAD_KV),
+        NO(KV, NONE, "sensor=s t=1 junk", BAD_KV),
+        NO(KV, NONE, "sensor=s t=1\njunk=2", BAD_VALUE),       /* only spaces and tabs separate */
+        NO(KV, NONE, "sensor= t=1", BAD_SENSOR),
+        NO(KV, NONE, "sensor=s sensor=s t=1", BAD_SENSOR),
+        NO(KV, NONE, "sensor=" S65 " t=1", BAD_SENSOR),
+        NO(KV, NONE, "sensor=gr\xc3\xbc t=1", BAD_SENSOR),
+        NO(KV, NONE, "sensor=s\x01 t=1", BAD_SENSOR),
+        NO(KV, NONE, "sensor=s ts=1.5 t=1", BAD_TIMESTAMP),
+        NO(KV, NONE, "sensor=s ts=-1 t=1", BAD_TIMESTAMP),
+        NO(KV, NONE, "sensor=s ts=+1 t=1", BAD_TIMESTAMP),
+        NO(KV, NONE, "sensor=s ts=0 t=1", BAD_TIMESTAMP),
+        NO(KV, NONE, "sensor=s ts= t=1", BAD_TIMESTAMP),
+        NO(KV, NONE, "sensor=s ts=abc t=1", BAD_TIMESTAMP),
+        NO(KV, NONE, "sensor=s ts=1e3 t=1", BAD_TIMESTAMP),
+        NO(KV, NONE, "sensor=s ts=9007199254740992 t=1", BAD_TIMESTAMP),
+        NO(KV, NONE, "sensor=s ts=00000000000000001 t=1", BAD_TIMESTAMP),
+        NO(KV, NONE, "sensor=s ts=5 ts=5 t=1", BAD_TIMESTAMP),
+        NO(KV, NONE, "sensor=s " S65 "=1", BAD_METRIC),
+        NO(KV, NONE, "sensor=s t\x7f=1", BAD_METRIC),
+        NO(KV, NONE, "sensor=s t=1 t=1", BAD_METRIC),
+        NO(KV, NONE, "sensor=s t=", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=abc", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=0x10", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=0x1p3", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=1e", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=1e+", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=1.2.3", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=--1", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=1,5", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=.", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=-", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=e5", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=1e5x", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=1=2", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=nan(1)", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=true", BAD_VALUE),
+        NO(KV, NONE, "sensor=s t=nan", NOT_FINITE),
+        NO(KV, NONE, "sensor=s t=NaN", NOT_FINITE),
+        NO(KV, NONE, "sensor=s t=inf", NOT_FINITE),
+        NO(KV, NONE, "sensor=s t=-Infinity", NOT_FINITE),
+        NO(KV, NONE, "sensor=s t=1e999", NOT_FINITE),
+        NO(KV, NONE, "sensor=s", NO_METRIC),
+        NO(KV, NONE, "sensor=s ts=1732200000123", NO_METRIC),
+        NO(KV, NONE, "sensor=s t=1 x=\xff", NOT_UTF8),
+        NO(KV, NONE, "sensor=s t=1\0", NOT_UTF8),
+
+        /* nmea checksum: XOR of the bytes between an optional '$' and '*', hex in either case */
+        OK(JSON, NMEA, "${\"sensor\":\"gh1\",\"t\":1.5}*5C", "gh1", 0, 0, { "t", 1.5 }),
+        OK(JSON, NMEA, "${\"sensor\":\"gh1\",\"t\":1.5}*5c", "gh1", 0, 0, { "t", 1.5 }),
+        OK(JSON, NMEA, "{\"sensor\":\"gh1\",\"t\":1.5}*5C", "gh1", 0, 0, { "t", 1.5 }),
+        OK(JSON, NMEA, "${\"sensor\":\"gh1\",\"t\":1.5}*5C\r", "gh1", 0, 0, { "t", 1.5 }),
+        OK(JSON, NMEA, "${\"sensor\":\"a*b\",\"t\":2}*53", "a*b", 0, 0, { "t", 2 }),
+        OK(KV, NMEA, "$sensor=gh1 t=1.5*56", "gh1", 0, 0, { "t", 1.5 }),
+        OK(KV, NMEA, "sensor=gh1 t=1.5*56", "gh1", 0, 0, { "t", 1.5 }),
+        NO(JSON, NMEA, "${\"sensor\":\"gh1\",\"t\":1.5}*5D", BAD_CHECKSUM),
+        NO(JSON, NMEA, "${\"sensor\":\"gh1\",\"t\":1.6}*5C", BAD_CHECKSUM),
+        NO(JSON, NMEA, "${\"sensor\":\"gh1\",\"t\":1.5}", BAD_CHECKSUM),
+        NO(JSON, NMEA, "${\"sensor\":\"gh1\",\"t\":1.5}*5", BAD_CHECKSUM),
+        NO(JSON, NMEA, "${\"sensor\":\"gh1\",\"t\":1.5}*5G", BAD_CHECKSUM),
+        NO(JSON, NMEA, "${\"sensor\":\"gh1\",\"t\":1.5}*5C ", BAD_CHECKSUM),
+        NO(JSON, NMEA, "${\"sensor\":\"gh1\",\"t\":1.5}* 5C", BAD_CHECKSUM),
+        NO(JSON, NMEA, "", BAD_CHECKSUM),
+        NO(JSON, NMEA, "*", BAD_CHECKSUM),
+        NO(KV, NMEA, "$sensor=gh1 t=1.5", BAD_CHECKSUM),
+        NO(KV, NMEA, "$sensor=gh1 t=1.5*57", BAD_CHECKSUM),
+        /* the checksum is checked before anything else about the body */
+        NO(KV, NMEA, "sensor=s t=1 x=\xff*00", BAD_CHECKSUM),
+        NO(KV, NMEA, "sensor=s t=1 x=\xff*9A", NOT_UTF8),
+        /* "*00" over an empty body is a valid checksum of nothing */
+        NO(KV, NMEA, "$*00", MISSING_SENSOR),
+        NO(JSON, NMEA, "*00", BAD_JSON),
+};
+
+static void check_frame(const Frame *f, const LineCase *c, const char *what) {
+        size_t n = 0;
+
+        ck_assert_msg(streq(f->sensor, c->sensor), "%s: sensor '%s' != '%s'", what, f->sensor, c->sensor);
+        ck_assert_msg(f->has_ts == (c->ts != 0), "%s: has_ts", what);
+        if (c->ts != 0)
+                ck_assert_msg(f->ts_ms == c->ts, "%s: ts %" PRIi64 " != %" PRIi64, what, f->ts_ms, c->ts);
+        ck_assert_msg(f->n_ignored == c->n_ignored, "%s: n_ignored %zu != %zu", what, f->n_ignored, c->n_ignored);
+        while (n < ELEMENTSOF(c->m) && c->m[n].name)
+                n++;
+        ck_assert_msg(f->n_metrics == n, "%s: %zu metrics, expected %zu", what, f->n_metrics, n);
+        for (size_t i = 0; i < n; i++) {
+                ck_assert_msg(streq(f->metrics[i].name, c->m[i].name), "%s: metric %zu '%s' != '%s'", what, i,
+                              f->metrics[i].name, c->m[i].name);
+                ck_assert_msg(f->metrics[i].value == c->m[i].value, "%s: metric %s %.17g != %.17g", what,
+                              c->m[i].name, f->metrics[i].value, c->m[i].value);
+        }
+}
+
+/* Every line through frame_parse_line(), from an exactly sized heap copy so that ASan catches a
+ * read past size. */
+START_TEST(test_parse_line_table) {
+        const LineCase *c = &line_cases[_i];
+        char what[128];
+        FrameReject reason = _FRAME_REJECT_INVALID;
+        Frame f;
+        char *copy = malloc(c->size ?: 1);
+        int r;
+
+        ck_assert_ptr_nonnull(copy);
+        memcpy(copy, c->in, c->size);
+        snprintf(what, sizeof(what), "case %d (%.60s)", _i, c->in);
+        memset(&f, 0xaa, sizeof(f));
+
+        r = frame_parse_line(c->format, c->checksum, copy, c->size, &f, &reason);
+        if (c->reject == ACCEPT) {
+                ck_assert_msg(r == 0, "%s: rejected as %s", what, strna(frame_reject_to_string(reason)));
+                check_frame(&f, c, what);
+        } else {
+                ck_assert_msg(r == -EBADMSG, "%s: returned %d", what, r);
+                ck_assert_msg((int) reason == c->reject, "%s: %s, expected %s", what,
+                              strna(frame_reject_to_string(reason)), frame_reject_to_string(c->reject));
+                ck_assert_msg(f.sensor[0] == (char) 0xaa, "%s: frame written on failure", what);
+        }
+        free(copy);
+}
+END_TEST
+
+/* Builds {"sensor":"s","m0":0,...} or the kv equivalent with n metrics. */
+static char *many_metrics(FrameFormat format, size_t n) {
+        size_t size = 64 + n * 16, len = 0;
+        char *s = malloc(size);
+
+        ck_assert_ptr_nonnull(s);
+        len += snprintf(s + len, size - len, format == JSON ? "{\"sensor\":\"s\"" : "sensor=s");
+        for (size_t i = 0; i < n; i++)
+                len += snprintf(s + len, size - len, format == JSON ? ",\"m%zu\":%zu" : " m%zu=%zu", i, i);
+        if (format == JSON)
+                snprintf(s + len, size - len, "}");
+        return s;
+}
+
+START_TEST(test_metric_limit) {
+        static const FrameFormat formats[] = { JSON, KV };
+
+        for (size_t k = 0; k < ELEMENTSOF(formats); k++) {
+                _cleanup_free_ char *ok = many_metrics(formats[k], FRAME_METRICS_MAX);
+                _cleanup_free_ char *over = many_metrics(formats[k], FRAME_METRICS_MAX + 1);
+                FrameReject reason;
+                Frame f;
+
+                ck_assert_int_eq(frame_parse_line(formats[k], NONE, ok, strlen(ok), &f, &reason), 0);
+                ck_assert_uint_eq(f.n_metrics, FRAME_METRICS_MAX);
+                ck_assert_str_eq(f.metrics[FRAME_METRICS_MAX - 1].name, "m31");
+                ck_assert(f.metrics[FRAME_METRICS_MAX - 1].value == 31);
+
+                ck_assert_int_eq(frame_parse_line(formats[k], NONE, over, strlen(over), &f, &reason), -EBADMSG);
+                ck_assert_int_eq(reason, FRAME_REJECT_TOO_MANY_METRICS);
+        }
+}
+END_TEST
+
+START_TEST(test_parse_line_invalid_args) {
+        FrameReject reason;
+        Frame f;
+
+        ck_assert_int_eq(frame_parse_line(VALUE, NONE, "1", 1, &f, &reason), -EINVAL);
+        ck_assert_int_eq(frame_parse_line(_FRAME_FORMAT_MAX, NONE, "1", 1, &f, &reason), -EINVAL);
+        ck_assert_int_eq(frame_parse_line(JSON, _FRAME_CHECKSUM_MAX, "1", 1, &f, &reason), -EINVAL);
+}
+END_TEST
+
+/* A long JSON line (past the stack copy) and a long number (past the stack number buffer). */
+START_TEST(test_long_inputs) {
+        size_t n = 20000, len = 0;
+        _cleanup_free_ char *s = malloc(n + 64);
+        char digits[400];
+        FrameReject reason;
+        Frame f;
+        double v;
+
+        ck_assert_ptr_nonnull(s);
+        len += sprintf(s, "{\"sensor\":\"s\",\"pad\":\"");
+        memset(s + len, 'x', n);
+        len += n;
+        len += sprintf(s + len, "\",\"t\":3}");
+        ck_assert_int_eq(frame_parse_line(JSON, NONE, s, len, &f, &reason), 0);
+        ck_assert_uint_eq(f.n_ignored, 1);
+        ck_assert(f.metrics[0].value == 3);
+
+        memset(digits, '9', sizeof(digits));
+        ck_assert_int_eq(frame_parse_value(digits, 300, &v, &reason), 0);
+        ck_assert(v > 9.9e299 && v < 1.1e300);
+        ck_assert_int_eq(frame_parse_value(digits, 309, &v, &reason), -EBADMSG);
+        ck_assert_int_eq(reason, FRAME_REJECT_NOT_FINITE);
+
+        len = (size_t) sprintf(s, "sensor=s t=0.");
+        memset(s + len, '0', 300);
+        len += 300;
+        s[len++] = '5';
+        ck_assert_int_eq(frame_parse_line(KV, NONE, s, len, &f, &reason), 0);
+        ck_assert(f.metrics[0].value == 5e-301);
+}
+END_TEST
+
+typedef struct ValueCase {
+        const char *in;
+        size_t size;
+        int reject;
+        double value;
+} ValueCase;
+
+static const ValueCase value_cases[] = {
+        { BYTES("23.4"), ACCEPT, 23.4 },
+        { BYTES(" 23.4\n"), ACCEPT, 23.4 },
+        { BYTES("\t7\r\n"), ACCEPT, 7 },
+        { BYTES("0"), ACCEPT, 0 },
+        { BYTES("-0"), ACCEPT, 0 },
+        { BYTES("-0.5"), ACCEPT, -0.5 },
+        { BYTES("1e3"), ACCEPT, 1000 },
+        { BYTES("1E+3"), ACCEPT, 1000 },
+        { BYTES("-1.5e-3"), ACCEPT, -1.5e-3 },
+        { BYTES("10.25"), ACCEPT, 10.25 },
+        { BYTES("1e-400"), ACCEPT, 0 },
+        { BYTES("true"), ACCEPT, 1 },
+        { BYTES(" false "), ACCEPT, 0 },
+        { BYTES(""), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("  "), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("abc"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("01"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("1."), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES(".5"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("+1"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("-"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("- 1"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("0x10"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("1e"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("1e+"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("1 2"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("1,5"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("TRUE"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("True"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("truex"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("null"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("\"1\""), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("[1]"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("{\"v\":1}"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("1\0"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("\xff"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("\v1"), FRAME_REJECT_BAD_VALUE, 0 },
+        { BYTES("1e999"), FRAME_REJECT_NOT_FINITE, 0 },
+        { BYTES("-1e999"), FRAME_REJECT_NOT_FINITE, 0 },
+        { BYTES("NaN"), FRAME_REJECT_NOT_FINITE, 0 },
+        { BYTES("nan"), FRAME_REJECT_NOT_FINITE, 0 },
+        { BYTES("Infinity"), FRAME_REJECT_NOT_FINITE, 0 },
+        { BYTES("-Infinity"), FRAME_REJECT_NOT_FINITE, 0 },
+        { BYTES(" inf\n"), FRAME_REJECT_NOT_FINITE, 0 },
+        { BYTES("-inf"), FRAME_REJECT_NOT_FINITE, 0 },
+};
+
+START_TEST(test_parse_value_table) {
+        const ValueCase *c = &value_cases[_i];
+        FrameReject reason = _FRAME_REJECT_INVALID;
+        double v = 42.5;
+        char *copy = malloc(c->size ?: 1);
+        int r;
+
+        ck_assert_ptr_nonnull(copy);
+        memcpy(copy, c->in, c->size);
+        r = frame_parse_value(copy, c->size, &v, &reason);
+        if (c->reject == ACCEPT) {
+                ck_assert_msg(r == 0, "case %d '%s': rejected as %s", _i, c->in, strna(frame_reject_to_string(reason)));
+                ck_assert_msg(v == c->value, "case %d '%s': %.17g", _i, c->in, v);
+        } else {
+                ck_assert_msg(r == -EBADMSG, "case %d '%s': returned %d", _i, c->in, r);
+                ck_assert_msg((int) reason == c->reject, "case %d '%s': %s", _i, c->in,
+                              strna(frame_reject_to_string(reason)));
+                ck_assert(v == 42.5);
+        }
+        free(copy);
+}
+END_TEST
+
+typedef struct Utf8Case {
+        const char *in;
+        size_t size;
+        bool valid;
+} Utf8Case;
+
+static const Utf8Case utf8_cases[] = {
+        { BYTES(""), true },
+        { BYTES("plain ascii, long enough for the eight-byte path"), true },
+        { BYTES("\x7f"), true },
+        { BYTES("\xc2\x80"), true },
+        { BYTES("\xdf\xbf"), true },
+        { BYTES("\xe0\xa0\x80"), true },
+        { BYTES("\xed\x9f\xbf"), true },
+        { BYTES("\xee\x80\x80"), true },
+        { BYTES("\xef\xbf\xbf"), true },
+        { BYTES("\xf0\x90\x80\x80"), true },
+        { BYTES("\xf4\x8f\xbf\xbf"), true },
+        { BYTES("abcdefg\xc3\xa9hijklmnop"), true },
+        { BYTES("\0"), false },
+        { BYTES("abcdefghijklmn\0p"), false },
+        { BYTES("\x80"), false },
+        { BYTES("\xbf"), false },
+        { BYTES("\xc0\x80"), false },
+        { BYTES("\xc1\xbf"), false },
+        { BYTES("\xc2"), false },
+        { BYTES("\xc2\x7f"), false },
+        { BYTES("\xc2\xc0"), false },
+        { BYTES("\xe0\x9f\xbf"), false },
+        { BYTES("\xe0\xa0"), false },
+        { BYTES("\xed\xa0\x80"), false },
+        { BYTES("\xed\xbf\xbf"), false },
+        { BYTES("\xef\xbf"), false },
+        { BYTES("\xf0\x8f\xbf\xbf"), false },
+        { BYTES("\xf4\x90\x80\x80"), false },
+        { BYTES("\xf4\x8f\xbf"), false },
+        { BYTES("\xf5\x80\x80\x80"), false },
+        { BYTES("\xf8\x88\x80\x80\x80"), false },
+        { BYTES("\xfe"), false },
+        { BYTES("\xff"), false },
+        { BYTES("abcdefgh\xe2\x82\xac\xe2\x82"), false },
+};
+
+START_TEST(test_utf8_table) {
+        const Utf8Case *c = &utf8_cases[_i];
+        char *copy = malloc(c->size ?: 1);
+
+        ck_assert_ptr_nonnull(copy);
+        memcpy(copy, c->in, c->size);
+        ck_assert_msg(frame_utf8_valid(copy, c->size) == c->valid, "utf8 case %d", _i);
+        free(copy);
+}
+END_TEST
+
+START_TEST(test_id_valid) {
+        ck_assert(frame_id_valid("a", 1));
+        ck_assert(frame_id_valid("gh1-t3", 6));
+        ck_assert(frame_id_valid("!~", 2));
+        ck_assert(frame_id_valid(S64, 64));
+        ck_assert(!frame_id_valid(S65, 65));
+        ck_assert(!frame_id_valid("", 0));
+        ck_assert(!frame_id_valid(NULL, 1));
+        ck_assert(!frame_id_valid("a b", 3));
+        ck_assert(!frame_id_valid("a\tb", 3));
+        ck_assert(!frame_id_valid("a\x7f", 2));
+        ck_assert(!frame_id_valid("\xc3\xa9", 2));
+        ck_assert(!frame_id_valid("a\0b", 3));
+        /* n bounds what is read: "ab" of "ab c" */
+        ck_assert(frame_id_valid("ab c", 2));
+}
+END_TEST
+
+START_TEST(test_string_tables) {
+        for (int i = 0; i < _FRAME_FORMAT_MAX; i++)
+                ck_assert_int_eq(frame_format_from_string(frame_format_to_string(i)), i);
+        for (int i = 0; i < _FRAME_CHECKSUM_MAX; i++)
+                ck_assert_int_eq(frame_checksum_from_string(frame_checksum_to_string(i)), i);
+        for (int i = 0; i < _READING_SOURCE_MAX; i++)
+                ck_assert_ptr_nonnull(reading_source_to_string(i));
+        for (int i = 0; i < _FRAME_REJECT_MAX; i++) {
+                const char *s = frame_reject_to_string(i);
+                ck_assert_ptr_nonnull(s);
+                for (const char *p = s; *p; p++)
+                        ck_assert((*p >= 'a' && *p <= 'z') || *p == '_' || (*p >= '0' && *p <= '9'));
+        }
+
+        ck_assert_str_eq(frame_format_to_string(FRAME_FORMAT_JSON), "json");
+        ck_assert_str_eq(frame_format_to_string(FRAME_FORMAT_KV), "kv");
+        ck_assert_str_eq(frame_format_to_string(FRAME_FORMAT_VALUE), "value");
+        ck_assert_str_eq(frame_checksum_to_string(FRAME_CHECKSUM_NONE), "none");
+        ck_assert_str_eq(frame_checksum_to_string(FRAME_CHECKSUM_NMEA), "nmea");
+        ck_assert_str_eq(reading_source_to_string(READING_SOURCE_SERIAL), "serial");
+        ck_assert_str_eq(reading_source_to_string(READING_SOURCE_MQTT), "mqtt");
+        /* the stored names: changing one breaks existing databases */
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_BAD_JSON), "bad_json");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_BAD_KV), "bad_kv");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_MISSING_SENSOR), "missing_sensor");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_BAD_SENSOR), "bad_sensor");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_BAD_TIMESTAMP), "bad_timestamp");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_BAD_METRIC), "bad_metric");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_NOT_FINITE), "not_finite");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_BAD_VALUE), "bad_value");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_NO_METRIC), "no_metric");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_TOO_MANY_METRICS), "too_many_metrics");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_TOO_LONG), "too_long");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_BAD_CHECKSUM), "bad_checksum");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_NOT_UTF8), "not_utf8");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_TRUNCATED), "truncated");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_TOPIC_MISMATCH), "topic_mismatch");
+
+        ck_assert_ptr_null(frame_format_to_string(_FRAME_FORMAT_MAX));
+        ck_assert_ptr_null(frame_format_to_string(_FRAME_FORMAT_INVALID));
+        ck_assert_ptr_null(frame_reject_to_string(_FRAME_REJECT_MAX));
+        ck_assert_int_eq(frame_format_from_string("JSON"), -EINVAL);
+        ck_assert_int_eq(frame_format_from_string(""), -EINVAL);
+        ck_assert_int_eq(frame_format_from_string(NULL), -EINVAL);
+        ck_assert_int_eq(frame_checksum_from_string("xor"), -EINVAL);
+}
+END_TEST
+
+/* ---- LineBuffer ---- */
+
+typedef struct Lines {
+        char text[8192];              /* "<line>|" or "<line>!|" (overlong) per line */
+        size_t len;
+        unsigned calls;
+        unsigned fail_at;             /* return -EIO on this call (1-based), 0: never */
+} Lines;
+
+static int collect(const char *line, size_t size, bool overlong, void *userdata) {
+        Lines *l = userdata;
+
+        l->calls++;
+        ck_assert_uint_le(l->len + size + 2, sizeof(l->text));
+        memcpy(l->text + l->len, line, size);
+        l->len += size;
+        if (overlong)
+                l->text[l->len++] = '!';
+        l->text[l->len++] = '|';
+        l->text[l->len] = 0;
+        if (l->calls == l->fail_at)
+                return -EIO;
+        return 0;
+}
+
+static const char stream[] =
+        "abc\n"
+        "12345678\n"                  /* exactly max */
+        "12345678\r\n"                /* max, the '\r' does not count */
+        "123456789\n"                 /* one over */
+        "12345678\r\r\n"              /* the first '\r' is content: over */
+        "\r\n"
+        "\n"
+        "x\ry\n"                      /* a '\r' inside stays */
+        "0123456789012345678901234567890123456789\n"
+        "last\r\n"
+        "tail";
+static const char stream_lines[] =
+        "abc|12345678|12345678|12345678!|12345678!|||x\ry|01234567!|last|";
+
+static void feed_in_chunks(LineBuffer *lb, Lines *l, const char *data, size_t size, unsigned seed) {
+        size_t i = 0;
+
+        while (i < size) {
+                size_t n = seed == 0 ? 1 : 1 + (size_t) rand_r(&seed) % 13;
+                n = MIN(n, size - i);
+                ck_assert_int_eq(line_buffer_feed(lb, data + i, n, collect, l), 0);
+                i += n;
+        }
+}
+
+START_TEST(test_line_buffer_split) {
+        LineBuffer lb;
+        Lines one = {}, bytes = {}, chunks = {};
+        const char *pending;
+        size_t size;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        ck_assert(!line_buffer_pending(&lb, &pending, &size));
+        ck_assert_int_eq(line_buffer_feed(&lb, stream, sizeof(stream) - 1, collect, &one), 0);
+        ck_assert_str_eq(one.text, stream_lines);
+        ck_assert(line_buffer_pending(&lb, &pending, &size));
+        ck_assert_uint_eq(size, 4);
+        ck_assert(memcmp(pending, "tail", 4) == 0);
+        line_buffer_reset(&lb);
+        ck_assert(!line_buffer_pending(&lb, NULL, NULL));
+
+        feed_in_chunks(&lb, &bytes, stream, sizeof(stream) - 1, 0);
+        ck_assert_str_eq(bytes.text, stream_lines);
+        ck_assert(line_buffer_pending(&lb, &pending, &size) && size == 4 && memcmp(pending, "tail", 4) == 0);
+        line_buffer_reset(&lb);
+
+        for (unsigned seed = 1; seed <= 50; seed++) {
+                chunks = (Lines) {};
+                feed_in_chunks(&lb, &chunks, stream, sizeof(stream) - 1, seed);
+                ck_assert_msg(streq(chunks.text, stream_lines), "seed %u: %s", seed, chunks.text);
+                ck_assert(line_buffer_pending(&lb, &pending, &size) && size == 4);
+                line_buffer_reset(&lb);
+        }
+        line_buffer_done(&lb);
+        ck_assert_ptr_null(lb.buf);
+        line_buffer_done(&lb);
+}
+END_TEST
+
+/* An overlong line spread over many feeds: one call, at its newline, with the first max bytes. */
+START_TEST(test_line_buffer_overlong) {
+        LineBuffer lb;
+        Lines l = {};
+        char block[1000];
+        const char *pending;
+        size_t size;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 16), 0);
+        for (size_t i = 0; i < sizeof(block); i++)
+                block[i] = (char) ('a' + i % 26);
+        for (int i = 0; i < 100; i++) {
+                ck_assert_int_eq(line_buffer_feed(&lb, block, sizeof(block), collect, &l), 0);
+                ck_assert_uint_eq(l.calls, 0);
+        }
+        /* a partial overlong line pending: its first max bytes */
+        ck_assert(line_buffer_pending(&lb, &pending, &size));
+        ck_assert_uint_eq(size, 16);
+        ck_assert(memcmp(pending, block, 16) == 0);
+
+        ck_assert_int_eq(line_buffer_feed(&lb, "xyz\nok\n", 7, collect, &l), 0);
+        ck_assert_uint_eq(l.calls, 2);
+        ck_assert_str_eq(l.text, "abcdefghijklmnop!|ok|");
+        ck_assert(!line_buffer_pending(&lb, NULL, NULL));
+
+        /* overlong inside one chunk, no copy path */
+        l = (Lines) {};
+        ck_assert_int_eq(line_buffer_feed(&lb, "0123456789abcdefg\n0123456789abcdef\r\n", 36, collect, &l), 0);
+        ck_assert_str_eq(l.text, "0123456789abcdef!|0123456789abcdef|");
+        line_buffer_done(&lb);
+}
+END_TEST
+
+START_TEST(test_line_buffer_handler_error) {
+        LineBuffer lb;
+        Lines l = { .fail_at = 2 };
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        ck_assert_int_eq(line_buffer_feed(&lb, "a\nb\nc\nd", 7, collect, &l), -EIO);
+        ck_assert_str_eq(l.text, "a|b|");
+        /* a buffered line that fails is consumed as well */
+        l = (Lines) { .fail_at = 1 };
+        line_buffer_reset(&lb);
+        ck_assert_int_eq(line_buffer_feed(&lb, "xy", 2, collect, &l), 0);
+        ck_assert_int_eq(line_buffer_feed(&lb, "z\nw", 3, collect, &l), -EIO);
+        ck_assert_str_eq(l.text, "xyz|");
+        ck_assert(!line_buffer_pending(&lb, NULL, NULL));
+        line_buffer_done(&lb);
+
+        ck_assert_int_eq(line_buffer_init(&lb, 0), -EINVAL);
+}
+END_TEST
+
+/* ---- topic patterns ---- */
+
+typedef struct PatternCase {
+        const char *filter;
+        const char *subscription;     /* NULL: invalid */
+        bool sensor, metric;
+} PatternCase;
+
+static const PatternCase pattern_cases[] = {
+        { "greenhouse/+sensor/+metric", "greenhouse/+/+", true, true },
+        { "greenhouse/+sensor/state", "greenhouse/+/state", true, false },
+        { "+metric/x/+sensor", "+/x/+", true, true },
+        { "a/+/b/+metric/#", "a/+/b/+/#", false, true },
+        { "#", "#", false, false },
+        { "+", "+", false, false },
+        { "+/#", "+/#", false, false },
+        { "/", "/", false, false },
+        { "a//b", "a//b", false, false },
+        { "$SYS/#", "$SYS/#", false, false },
+        { "gr\xc3\xbcn/+sensor", "gr\xc3\xbcn/+", true, false },
+        { "", NULL, false, false },
+        { "a/#/b", NULL, false, false },
+        { "#/a", NULL, false, false },
+        { "a/b#", NULL, false, false },
+        { "a/#b", NULL, false, false },
+        { "a+/b", NULL, false, false },
+        { "a/b+", NULL, false, false },
+        { "+x+/b", NULL, false, false },
+        { "a/+Sensor", NULL, false, false },
+        { "a/+sensor1", NULL, false, false },
+        { "a/+sen-sor", NULL, false, false },
+        { "a/+foo", NULL, false, false },
+        { "a/+sensor/+sensor", NULL, false, false },
+        { "+metric/x/+metric", NULL, false, false },
+        { "a/\xff", NULL, false, false },
+};
+
+START_TEST(test_pattern_table) {
+        const PatternCase *c = &pattern_cases[_i];
+        _cleanup_(topic_pattern_freep) TopicPattern *p = NULL;
+        const char *error = NULL;
+        int r;
+
+        r = topic_pattern_new(c->filter, &p, &error);
+        if (!c->subscription) {
+                ck_assert_msg(r == -EINVAL, "'%s' accepted", c->filter);
+                ck_assert_ptr_null(p);
+                ck_assert_ptr_nonnull(error);
+                ck_assert(strlen(error) > 10);
+                return;
+        }
+        ck_assert_msg(r == 0, "'%s': %s", c->filter, strna(error));
+        ck_assert_str_eq(topic_pattern_subscription(p), c->subscription);
+        ck_assert(topic_pattern_has_sensor(p) == c->sensor);
+        ck_assert(topic_pattern_has_metric(p) == c->metric);
+}
+END_TEST
+
+START_TEST(test_pattern_errors) {
+        static const struct {
+                const char *filter, *needle;
+        } cases[] = {
+                { "a/+foo", "only '+sensor' and '+metric'" },
+                { "a/+sensor/+sensor", "'+sensor' is used twice" },
+                { "a/#/b", "last topic level" },
+                { "a/#b", "stand alone" },
+                { "a/+Sensor", "lowercase" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                TopicPattern *p = NULL;
+                const char *error = NULL;
+
+                ck_assert_int_eq(topic_pattern_new(cases[i].filter, &p, &error), -EINVAL);
+                ck_assert_msg(error && strstr(error, cases[i].needle), "%s: %s", cases[i].filter, strna(error));
+        }
+        ck_assert_int_eq(topic_pattern_new(NULL, &(TopicPattern *) { NULL }, NULL), -EINVAL);
+        ck_assert_ptr_null(topic_pattern_free(NULL));
+}
+END_TEST
+
+typedef struct MatchCase {
+        const char *filter, *topic;
+        int match;
+        const char *sensor, *metric;
+} MatchCase;
+
+static const MatchCase match_cases[] = {
+        { "greenhouse/+sensor/+metric", "greenhouse/gh1/temp", 1, "gh1", "temp" },
+        { "greenhouse/+sensor/+metric", "greenhouse/gh1", 0, NULL, NULL },
+        { "greenhouse/+sensor/+metric", "greenhouse/gh1/temp/x", 0, NULL, NULL },
+        { "greenhouse/+sensor/+metric", "greenhouse/gh1/temp/", 0, NULL, NULL },
+        { "greenhouse/+sensor/+metric", "Greenhouse/gh1/temp", 0, NULL, NULL },
+        { "greenhouse/+sensor/+metric", "greenhouse//temp", 1, "", "temp" },
+        { "greenhouse/+sensor/+metric", "greenhouse/gh1/", 1, "gh1", "" },
+        { "greenhouse/+sensor/+metric", "greenhouse/" S65 "/t", 1, "", "t" },
+        { "greenhouse/+sensor/+metric", "greenhouse/" S64 "/t", 1, S64, "t" },
+        { "greenhouse/+sensor/state", "greenhouse/gh1/state", 1, "gh1", "" },
+        { "greenhouse/+sensor/state", "greenhouse/gh1/stat", 0, NULL, NULL },
+        { "greenhouse/+sensor/state", "greenhouse/gh1/states", 0, NULL, NULL },
+        { "+metric/x/+sensor", "t/x/s", 1, "s", "t" },
+        { "#", "a/b", 1, "", "" },
+        { "#", "/", 1, "", "" },
+        { "#", "$SYS/broker", 0, NULL, NULL },
+        { "+/x", "$SYS/x", 0, NULL, NULL },
+        { "+sensor/#", "$x/y", 0, NULL, NULL },
+        { "$SYS/#", "$SYS/broker/version", 1, "", "" },
+        { "$SYS/+metric", "$SYS/uptime", 1, "", "uptime" },
+        { "a/#", "a", 1, "", "" },
+        { "a/#", "a/", 1, "", "" },
+        { "a/#", "a/b/c", 1, "", "" },
+        { "a/#", "ab", 0, NULL, NULL },
+        { "a/+sensor/#", "a/s/b/c", 1, "s", "" },
+        { "a/+sensor/#", "a/s", 1, "s", "" },
+        { "a/+sensor/#", "a", 0, NULL, NULL },
+        { "a/+", "a/", 1, "", "" },
+        { "a/+", "a", 0, NULL, NULL },
+        { "+", "", 0, NULL, NULL },
+        { "/+sensor", "/x", 1, "x", "" },
+        { "/+sensor", "x", 0, NULL, NULL },
+        { "a//b", "a//b", 1, "", "" },
+        { "a//b", "a/b", 0, NULL, NULL },
+};
+
+START_TEST(test_match_table) {
+        const MatchCase *c = &match_cases[_i];
+        _cleanup_(topic_pattern_freep) TopicPattern *p = NULL;
+        char sensor[SENSOR_ID_MAX + 1] = "unchanged", metric[METRIC_NAME_MAX + 1] = "unchanged";
+        int r;
+
+        ck_assert_int_eq(topic_pattern_new(c->filter, &p, NULL), 0);
+        r = topic_pattern_match(p, c->topic, sensor, metric);
+        ck_assert_msg(r == c->match, "'%s' ~ '%s': %d", c->filter, c->topic, r);
+        if (r == 1) {
+                ck_assert_str_eq(sensor, c->sensor);
+                ck_assert_str_eq(metric, c->metric);
+        } else {
+                ck_assert_str_eq(sensor, "unchanged");
+                ck_assert_str_eq(metric, "unchanged");
+        }
+        ck_assert_int_eq(topic_pattern_match(p, c->topic, NULL, NULL), c->match);
+}
+END_TEST
+
+/* ---- frame_parse_mqtt ---- */
+
+typedef struct MqttCase {
+        const char *filter;           /* NULL: no pattern */
+        FrameFormat format;
+        const char *fixed_sensor, *fixed_metric;
+        const char *topic;
+        const char *payload;
+        size_t size;
+        size_t max;
+        int reject;
+        const char *sensor;
+        M m[2];
+} MqttCase;
+
+#define GH "greenhouse/+sensor/+metric"
+#define GS "greenhouse/+sensor/state"
+#define MQ_OK(filter, fmt, fs, fm, topic, payload, sensor, ...) \
+        { filter, fmt, fs, fm, topic, BYTES(payload), 4096, ACCEPT, sensor, { __VA_ARGS__ } }
+#define MQ_NO(filter, fmt, fs, fm, topic, payload, why) \
+        { filter, fmt, fs, fm, topic, BYTES(payload), 4096, FRAME_REJECT_##why, NULL, { { NULL, 0 } } }
+
+static const MqttCase mqtt_cases[] = {
+        MQ_OK(GH, VALUE, NULL, NULL, "greenhouse/gh1/temperature", "23.4", "gh1", { "temperature", 23.4 }),
+        MQ_OK(GH, VALUE, NULL, NULL, "greenhouse/gh1/temperature", "23.4\n", "gh1", { "temperature", 23.4 }),
+        MQ_OK(GH, VALUE, NULL, NULL, "greenhouse/gh1/on", "true", "gh1", { "on", 1 }),
+        /* the topic beats the fixed names */
+        MQ_OK(GH, VALUE, "fixed", "fixed", "greenhouse/gh1/t", "1", "gh1", { "t", 1 }),
+        MQ_OK("greenhouse/+sensor/temp", VALUE, NULL, "temperature", "greenhouse/gh1/temp", "1", "gh1",
+              { "temperature", 1 }),
+        MQ_OK("greenhouse/+/+metric", VALUE, "gh9", NULL, "greenhouse/x/t", "2", "gh9", { "t", 2 }),
+        MQ_OK(NULL, VALUE, "gh9", "t", "any/topic", "3", "gh9", { "t", 3 }),
+        MQ_OK(NULL, VALUE, "gh9", "t", NULL, "3", "gh9", { "t", 3 }),
+        MQ_NO(GH, VALUE, NULL, NULL, "other/gh1/t", "1", TOPIC_MISMATCH),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1", "1", TOPIC_MISMATCH),
+        MQ_NO(GH, VALUE, NULL, NULL, NULL, "1", TOPIC_MISMATCH),
+        MQ_NO("+sensor/+metric", VALUE, NULL, NULL, "$SYS/uptime", "1", TOPIC_MISMATCH),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "abc", BAD_VALUE),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "", BAD_VALUE),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "NaN", NOT_FINITE),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "1e999", NOT_FINITE),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "\xff", NOT_UTF8),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "1\0", NOT_UTF8),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse//t", "1", BAD_SENSOR),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/" S65 "/t", "1", BAD_SENSOR),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/g h/t", "1", BAD_SENSOR),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/", "1", BAD_METRIC),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t\xc3\xa9", "1", BAD_METRIC),
+        MQ_NO("greenhouse/+sensor/temp", VALUE, NULL, NULL, "greenhouse/gh1/temp", "1", NO_METRIC),
+        MQ_NO("greenhouse/+/+metric", VALUE, NULL, NULL, "greenhouse/x/t", "2", MISSING_SENSOR),
+        MQ_NO(NULL, VALUE, "a b", "t", "x", "3", BAD_SENSOR),
+        MQ_NO(NULL, VALUE, "s", "", "x", "3", BAD_METRIC),
+
+        /* json: the payload's sensor beats the topic's, which beats the fixed one */
+        MQ_OK(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":1}", "gh1", { "t", 1 }),
+        MQ_OK(GS, JSON, "fixed", NULL, "greenhouse/gh1/state", "{\"t\":1}", "gh1", { "t", 1 }),
+        MQ_OK(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"p1\",\"t\":1}", "p1", { "t", 1 }),
+        MQ_OK(GS, JSON, NULL, NULL, "greenhouse/g h/state", "{\"sensor\":\"p1\",\"t\":1}", "p1", { "t", 1 }),
+        MQ_OK(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":1,\"u\":2}\r\n", "gh1", { "t", 1 }, { "u", 2 }),
+        MQ_OK("greenhouse/state", JSON, "f1", NULL, "greenhouse/state", "{\"t\":1}", "f1", { "t", 1 }),
+        /* a +metric level has no say over a json payload's members */
+        MQ_OK(GH, JSON, NULL, NULL, "greenhouse/gh1/x", "{\"t\":1}", "gh1", { "t", 1 }),
+        MQ_NO("greenhouse/state", JSON, NULL, NULL, "greenhouse/state", "{\"t\":1}", MISSING_SENSOR),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/g h/state", "{\"t\":1}", BAD_SENSOR),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"p1\"}", NO_METRIC),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{}", NO_METRIC),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"\",\"t\":1}", BAD_SENSOR),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":1", BAD_JSON),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":1}\nx", BAD_JSON),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":\"\xc0\x80\"}", NOT_UTF8),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/status", "{\"t\":1}", TOPIC_MISMATCH),
+
+        /* kv over MQTT */
+        MQ_OK(GS, KV, NULL, NULL, "greenhouse/gh1/state", "t=1 u=2\n", "gh1", { "t", 1 }, { "u", 2 }),
+        MQ_OK(GS, KV, NULL, NULL, "greenhouse/gh1/state", "sensor=p1 t=1", "p1", { "t", 1 }),
+        MQ_NO(GS, KV, NULL, NULL, "greenhouse/gh1/state", "t", BAD_KV),
+
+        /* size limit, before anything else: 4096 is the limit in these cases */
+        { GH, VALUE, NULL, NULL, "greenhouse/gh1/t", BYTES("12345"), 5, ACCEPT, "gh1", { { "t", 12345 } } },
+        { GH, VALUE, NULL, NULL, "greenhouse/gh1/t", BYTES("123456"), 5, FRAME_REJECT_TOO_LONG, NULL, { { NULL, 0 } } },
+        { GH, VALUE, NULL, NULL, "elsewhere", BYTES("\xff\xff"), 1, FRAME_REJECT_TOO_LONG, NULL, { { NULL, 0 } } },
+        { GH, VALUE, NULL, NULL, "greenhouse/gh1/t", BYTES(""), 0, FRAME_REJECT_BAD_VALUE, NULL, { { NULL, 0 } } },
+};
+
+START_TEST(test_mqtt_table) {
+        const MqttCase *c = &mqtt_cases[_i];
+        _cleanup_(topic_pattern_freep) TopicPattern *p = NULL;
+        FrameReject reason = _FRAME_REJECT_INVALID;
+        char *copy = malloc(c->size ?: 1);
+        Frame f;
+        int r;
+
+        ck_assert_ptr_nonnull(copy);
+        memcpy(copy, c->payload, c->size);
+        if (c->filter)
+                ck_assert_int_eq(topic_pattern_new(c->filter, &p, NULL), 0);
+        memset(&f, 0xaa, sizeof(f));
+
+        r = frame_parse_mqtt(p, c->format, c->fixed_sensor, c->fixed_metric, c->topic, copy, c->size, c->max,
+                             &f, &reason);
+        if (c->reject == ACCEPT) {
+                size_t n = 0;
+
+                ck_assert_msg(r == 0, "case %d (%s): rejected as %s", _i, strna(c->topic),
+                              strna(frame_reject_to_string(reason)));
+                ck_assert_str_eq(f.sensor, c->sensor);
+                ck_assert(!f.has_ts);
+                while (n < ELEMENTSOF(c->m) && c->m[n].name)
+                        n++;
+                ck_assert_uint_eq(f.n_metrics, n);
+                for (size_t i = 0; i < n; i++) {
+                        ck_assert_str_eq(f.metrics[i].name, c->m[i].name);
+                        ck_assert(f.metrics[i].value == c->m[i].value);
+                }
+        } else {
+                ck_assert_msg(r == -EBADMSG, "case %d (%s): returned %d", _i, strna(c->topic), r);
+                ck_assert_msg((int) reason == c->reject, "case %d (%s): %s, expected %s", _i, strna(c->topic),
+                              strna(frame_reject_to_string(reason)), frame_reject_to_string(c->reject));
+                ck_assert(f.sensor[0] == (char) 0xaa);
+        }
+        free(copy);
+}
+END_TEST
+
+START_TEST(test_mqtt_with_ts) {
+        _cleanup_(topic_pattern_freep) TopicPattern *p = NULL;
+        static const char payload[] = "{\"ts\":1732200000123,\"t\":1}";
+        FrameReject reason;
+        Frame f;
+
+        ck_assert_int_eq(topic_pattern_new(GS, &p, NULL), 0);
+        ck_assert_int_eq(frame_parse_mqtt(p, JSON, NULL, NULL, "greenhouse/a/state", payload, sizeof(payload) - 1,
+                                          SIZE_MAX, &f, &reason), 0);
+        ck_assert(f.has_ts);
+        ck_assert_int_eq(f.ts_ms, 1732200000123);
+        ck_assert_int_eq(frame_parse_mqtt(p, _FRAME_FORMAT_MAX, NULL, NULL, "greenhouse/a/state", payload,
+                                          sizeof(payload) - 1, SIZE_MAX, &f, &reason), -EINVAL);
+}
+END_TEST
+
+static Suite *frame_suite(void) {
+        Suite *s = suite_create("frame");
+        TCase *tc;
+
+        tc = tcase_create("line");
+        tcase_add_loop_test(tc, test_parse_line_table, 0, ELEMENTSOF(line_cases));
+        tcase_add_test(tc, test_metric_limit);
+        tcase_add_test(tc, test_parse_line_invalid_args);
+        tcase_add_test(tc, test_long_inputs);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("value");
+        tcase_add_loop_test(tc, test_parse_value_table, 0, ELEMENTSOF(value_cases));
+        tcase_add_loop_test(tc, test_utf8_table, 0, ELEMENTSOF(utf8_cases));
+        tcase_add_test(tc, test_id_valid);
+        tcase_add_test(tc, test_string_tables);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("line_buffer");
+        tcase_add_test(tc, test_line_buffer_split);
+        tcase_add_test(tc, test_line_buffer_overlong);
+        tcase_add_test(tc, test_line_buffer_handler_error);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("topic");
+        tcase_add_loop_test(tc, test_pattern_table, 0, ELEMENTSOF(pattern_cases));
+        tcase_add_test(tc, test_pattern_errors);
+        tcase_add_loop_test(tc, test_match_table, 0, ELEMENTSOF(match_cases));
+        tcase_add_loop_test(tc, test_mqtt_table, 0, ELEMENTSOF(mqtt_cases));
+        tcase_add_test(tc, test_mqtt_with_ts);
+        suite_add_tcase(s, tc);
+
+        return s;
+}
+
+int main(void) {
+        SRunner *sr = srunner_create(frame_suite());
+        int failed;
+
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
