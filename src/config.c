@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <syslog.h>
 
@@ -328,11 +329,24 @@ static const char *suggest(const char *s, const char *const *names, size_t n) {
 
                 if (!names[i])
                         continue;
+                /* Two-letter names are too easy to hit by chance: only a case slip counts. */
                 d = distance(s, names[i]);
-                if (d < best_d && d <= (strlen(names[i]) <= 4 ? 1u : 2u))
+                if (d < best_d && d <= (strlen(names[i]) < 3 ? 0u : strlen(names[i]) <= 4 ? 1u : 2u))
                         best = names[i], best_d = d;
         }
-        return best;
+        if (best)
+                return best;
+        /* "logging" for "log", "hostname" for "host", "retention" for "retention_days". */
+        for (size_t i = 0; i < n; i++) {
+                size_t a = strlen(s), b;
+
+                if (!names[i])
+                        continue;
+                b = strlen(names[i]);
+                if (MIN(a, b) >= 3 && strncasecmp(s, names[i], MIN(a, b)) == 0)
+                        return names[i];
+        }
+        return NULL;
 }
 
 /* "a, b, c" of the non-NULL names. Returns NULL on OOM. */
@@ -550,7 +564,14 @@ static const Field supervisor_fields[] = {
         F_SECONDS("status_interval", SupervisorConfig, status_interval_usec, 0.1, false, 3600, 1),
 };
 
-static const char *const section_names[] = { "serial", "mqtt", "store", "log", "supervisor" };
+enum { SECTION_SERIAL, SECTION_MQTT, SECTION_STORE, SECTION_LOG, SECTION_SUPERVISOR };
+static const char *const section_names[] = {
+        [SECTION_SERIAL] = "serial",
+        [SECTION_MQTT] = "mqtt",
+        [SECTION_STORE] = "store",
+        [SECTION_LOG] = "log",
+        [SECTION_SUPERVISOR] = "supervisor",
+};
 
 /* ---- applying a table ---- */
 
@@ -1026,6 +1047,29 @@ static void parse_simple(Ctx *ctx, const char *path, const Field *fields, size_t
         parse_section_in(ctx, &s, obj, base);
 }
 
+/* obj NULL: the section is absent. */
+static void parse_one_section(Ctx *ctx, size_t i, const cJSON *obj, Config *c) {
+        switch (i) {
+        case SECTION_SERIAL:
+                parse_serial(ctx, obj, &c->serial);
+                break;
+        case SECTION_MQTT:
+                parse_mqtt(ctx, obj, &c->mqtt);
+                break;
+        case SECTION_STORE:
+                parse_simple(ctx, "/store", store_fields, ELEMENTSOF(store_fields), obj, &c->store);
+                break;
+        case SECTION_LOG:
+                parse_simple(ctx, "/log", log_fields, ELEMENTSOF(log_fields), obj, &c->log);
+                break;
+        case SECTION_SUPERVISOR:
+                parse_simple(ctx, "/supervisor", supervisor_fields, ELEMENTSOF(supervisor_fields), obj, &c->supervisor);
+                break;
+        default:
+                assert(!"unknown section");
+        }
+}
+
 /* Reports every key that appears twice in an object, anywhere in the tree. */
 typedef struct KeyRef {
         const char *key;
@@ -1085,7 +1129,7 @@ static void check_duplicates(Ctx *ctx, const char *path, const cJSON *v) {
 }
 
 static void parse_root(Ctx *ctx, const cJSON *root, Config *c) {
-        const cJSON *sections[ELEMENTSOF(section_names)] = {};
+        bool seen[ELEMENTSOF(section_names)] = {};
         const cJSON *v;
 
         if (!cJSON_IsObject(root)) {
@@ -1093,6 +1137,9 @@ static void parse_root(Ctx *ctx, const cJSON *root, Config *c) {
                          "serial, mqtt, store, log, supervisor", json_type_name(root));
                 root = NULL;
         }
+
+        /* Sections in document order, so the errors read like the file; then the absent ones,
+         * for their defaults. */
         cJSON_ArrayForEach(v, root) {
                 _cleanup_free_ char *path = NULL;
                 size_t i;
@@ -1118,16 +1165,14 @@ static void parse_root(Ctx *ctx, const cJSON *root, Config *c) {
                 }
                 if (!cJSON_IsObject(v)) {
                         error_at(ctx, path, "expected an object, got %s", json_type_name(v));
-                        continue;
+                        continue; /* defaults below */
                 }
-                sections[i] = v;
+                parse_one_section(ctx, i, v, c);
+                seen[i] = true;
         }
-
-        parse_serial(ctx, sections[0], &c->serial);
-        parse_mqtt(ctx, sections[1], &c->mqtt);
-        parse_simple(ctx, "/store", store_fields, ELEMENTSOF(store_fields), sections[2], &c->store);
-        parse_simple(ctx, "/log", log_fields, ELEMENTSOF(log_fields), sections[3], &c->log);
-        parse_simple(ctx, "/supervisor", supervisor_fields, ELEMENTSOF(supervisor_fields), sections[4], &c->supervisor);
+        for (size_t i = 0; i < ELEMENTSOF(section_names); i++)
+                if (!seen[i])
+                        parse_one_section(ctx, i, NULL, c);
 }
 
 /* ---- entry points ---- */
