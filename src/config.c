@@ -399,48 +399,6 @@ static const char *check_id(const char *s) {
         return NULL;
 }
 
-/* MQTT filter syntax with our named levels: '#' only as the whole last level, '+' as a whole
- * level, optionally named: "+sensor" or "+metric", each at most once. */
-static const char *filter_analyze(const char *s, bool *ret_sensor, bool *ret_metric) {
-        bool sensor = false, metric = false;
-
-        if (!utf8_valid(s))
-                return "is not valid UTF-8";
-        for (const char *level = s;;) {
-                size_t n = strcspn(level, "/");
-                bool last = level[n] == 0;
-
-                if (memchr(level, '#', n) && (n != 1 || !last))
-                        return "is not a valid filter: '#' must be the whole last level";
-                if (memchr(level, '+', n)) {
-                        if (level[0] != '+' || memchr(level + 1, '+', n - 1))
-                                return "is not a valid filter: '+' must be a whole level, or a named level such as +sensor";
-                        if (n == 7 && strncmp(level, "+sensor", 7) == 0) {
-                                if (sensor)
-                                        return "is not a valid filter: +sensor appears twice";
-                                sensor = true;
-                        } else if (n == 7 && strncmp(level, "+metric", 7) == 0) {
-                                if (metric)
-                                        return "is not a valid filter: +metric appears twice";
-                                metric = true;
-                        } else if (n != 1)
-                                return "is not a valid filter: the named levels are +sensor and +metric";
-                }
-                if (last)
-                        break;
-                level += n + 1;
-        }
-        if (ret_sensor)
-                *ret_sensor = sensor;
-        if (ret_metric)
-                *ret_metric = metric;
-        return NULL;
-}
-
-static const char *check_filter(const char *s) {
-        return filter_analyze(s, NULL, NULL);
-}
-
 /* ---- the tables ---- */
 
 typedef enum FieldType {
@@ -537,7 +495,7 @@ static const Field mqtt_fields[] = {
 };
 
 static const Field topic_fields[] = {
-        F_STRING("filter", MqttTopicConfig, filter, 1, 65535, check_filter, NULL),
+        F_STRING("filter", MqttTopicConfig, filter, 1, 65535, NULL, NULL), /* see parse_topic() */
         F_INT("qos", MqttTopicConfig, qos, 0, 2, 1),
         F_ENUM("format", MqttTopicConfig, format, topic_format_names, FRAME_FORMAT_JSON),
         F_STRING("sensor", MqttTopicConfig, sensor, 1, SENSOR_ID_MAX, check_id, NULL),
@@ -916,7 +874,10 @@ static void parse_serial(Ctx *ctx, const cJSON *obj, SerialConfig *c) {
 static bool parse_topic(Ctx *ctx, const char *path, const cJSON *obj, MqttTopicConfig *t) {
         Section s = { .path = path, .fields = topic_fields, .n_fields = ELEMENTSOF(topic_fields) };
         _cleanup_free_ char *filter_path = NULL, *sensor_path = NULL, *metric_path = NULL;
+        _cleanup_(topic_pattern_freep) TopicPattern *pattern = NULL;
         bool from_sensor = false, from_metric = false, ok = true;
+        const char *why = NULL;
+        int r;
         size_t before = ctx->n_errors + ctx->n_suppressed;
 
         if (!cJSON_IsObject(obj)) {
@@ -935,9 +896,28 @@ static bool parse_topic(Ctx *ctx, const char *path, const cJSON *obj, MqttTopicC
 
         if (!given(&s, "filter"))
                 error_at(ctx, filter_path, "required");
-        if (!valid(&s, "filter") || section_state(&s, "format") == FIELD_INVALID)
+        if (!valid(&s, "filter"))
+                goto done;
+        /* The same parser the MQTT input uses, so what passes here subscribes there. */
+        r = topic_pattern_new(t->filter, &pattern, &why);
+        if (r == -ENOMEM) {
+                ctx->oom = true;
+                return false;
+        }
+        if (r < 0) {
+                _cleanup_free_ char *shown = show(t->filter);
+
+                if (!shown) {
+                        ctx->oom = true;
+                        return false;
+                }
+                error_at(ctx, filter_path, "\"%s\" is not a valid filter: %s", shown, strna(why));
+                goto done;
+        }
+        from_sensor = topic_pattern_has_sensor(pattern);
+        from_metric = topic_pattern_has_metric(pattern);
+        if (section_state(&s, "format") == FIELD_INVALID)
                 goto done; /* nothing to cross-check against */
-        (void) filter_analyze(t->filter, &from_sensor, &from_metric);
 
         if (from_sensor && given(&s, "sensor"))
                 error_at(ctx, sensor_path, "the filter already takes the sensor from the topic (+sensor); remove one of them");
