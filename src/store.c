@@ -1,4 +1,1350 @@
 /* SPDX-License-Identifier: MIT */
-/* Placeholder until the module lands. */
+/* The durable store: one SQLite file in WAL mode, readings and rejects committed in small batches. */
+#include <assert.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <math.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "collector/log.h"
 #include "collector/store.h"
-int store_task_new(sd_event *e, const StoreConfig *config, Task **ret_task, Store **ret_store) { (void) e; (void) config; (void) ret_task; (void) ret_store; return -EOPNOTSUPP; }
+#include "collector/supervisor.h"
+
+/* ReadingSource values are stored as they are (readings.source_id, the sources table). */
+_Static_assert(READING_SOURCE_SERIAL == 0 && READING_SOURCE_MQTT == 1, "stored source ids changed");
+
+#define BUSY_TIMEOUT_MS 1000
+/* quick_check on open is bounded: a big store on an SD card would take minutes. */
+#define QUICK_CHECK_BUDGET_USEC (500 * USEC_PER_MSEC)
+/* Retention: one step every RETENTION_INTERVAL, or every RETENTION_BUSY_INTERVAL while a
+ * backlog remains; at most RETENTION_STEP_ROWS rows per table per step (a few ms of work). */
+#define RETENTION_FIRST_USEC (1 * USEC_PER_SEC)
+#define RETENTION_INTERVAL_USEC (10 * USEC_PER_SEC)
+#define RETENTION_BUSY_INTERVAL_USEC (50 * USEC_PER_MSEC)
+#define RETENTION_STEP_ROWS 2000
+#define MSEC_PER_DAY ((int64_t) 24 * 60 * 60 * 1000)
+/* Interned names cached in memory; bounded, cleared when full (names come from the network). */
+#define NAME_CACHE_SLOTS 1024
+#define NAME_CACHE_MAX (NAME_CACHE_SLOTS / 2)
+
+/* Forward migrations: migrations[v] takes a store from user_version v to v + 1. Never edit
+ * one that has shipped; add a new one and raise STORE_SCHEMA_VERSION. */
+static const char *const migrations[STORE_SCHEMA_VERSION] = {
+        /* v1: interned names, readings, rejects, meta. The unique key serves both dedup and
+         * queries: sensor_ts is 1 for a sensor's own timestamp (so a repeat conflicts) and NULL
+         * for a receipt time (NULLs never conflict in a UNIQUE index). */
+        "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID;"
+        "CREATE TABLE sources (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+        "INSERT INTO sources (id, name) VALUES (0, 'serial'), (1, 'mqtt');"
+        "CREATE TABLE sensors (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+        "CREATE TABLE metrics (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+        "CREATE TABLE origins (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+        "CREATE TABLE readings ("
+        "  id INTEGER PRIMARY KEY,"
+        "  sensor_id INTEGER NOT NULL,"
+        "  metric_id INTEGER NOT NULL,"
+        "  ts INTEGER NOT NULL,"
+        "  sensor_ts INTEGER CHECK (sensor_ts IS NULL OR sensor_ts = 1),"
+        "  value REAL NOT NULL,"
+        "  received INTEGER NOT NULL,"
+        "  source_id INTEGER NOT NULL,"
+        "  origin_id INTEGER NOT NULL);"
+        "CREATE UNIQUE INDEX readings_key ON readings (sensor_id, metric_id, ts, sensor_ts);"
+        "CREATE TABLE rejects ("
+        "  id INTEGER PRIMARY KEY,"
+        "  received INTEGER NOT NULL,"
+        "  source_id INTEGER NOT NULL,"
+        "  origin_id INTEGER NOT NULL,"
+        "  reason TEXT NOT NULL,"
+        "  raw BLOB NOT NULL);",
+
+        /* v2: time-ordered queries that name no sensor; readable views for the sqlite3 shell. */
+        "CREATE INDEX readings_ts ON readings (ts);"
+        "CREATE VIEW readings_view AS"
+        "  SELECT r.id, s.name AS sensor, m.name AS metric, r.value, r.ts,"
+        "         r.sensor_ts IS NOT NULL AS sensor_ts, r.received, src.name AS source, o.name AS origin"
+        "  FROM readings r JOIN sensors s ON s.id = r.sensor_id JOIN metrics m ON m.id = r.metric_id"
+        "  JOIN sources src ON src.id = r.source_id JOIN origins o ON o.id = r.origin_id;"
+        "CREATE VIEW rejects_view AS"
+        "  SELECT j.id, j.received, src.name AS source, o.name AS origin, j.reason, j.raw"
+        "  FROM rejects j JOIN sources src ON src.id = j.source_id JOIN origins o ON o.id = j.origin_id;",
+};
+
+typedef enum Stmt {
+        STMT_BEGIN,
+        STMT_COMMIT,
+        STMT_INSERT_READING,
+        STMT_INSERT_REJECT,
+        STMT_FIND_SENSOR,
+        STMT_FIND_METRIC,
+        STMT_FIND_ORIGIN,
+        STMT_ADD_SENSOR,
+        STMT_ADD_METRIC,
+        STMT_ADD_ORIGIN,
+        STMT_READINGS_HEAD,     /* id, received of the oldest N readings */
+        STMT_REJECTS_HEAD,
+        STMT_DELETE_READINGS,   /* id <= ? */
+        STMT_DELETE_REJECTS,
+        STMT_PAGE_COUNT,
+        STMT_FREELIST_COUNT,
+        _STMT_MAX,
+} Stmt;
+
+static const char *const stmt_sql[_STMT_MAX] = {
+        [STMT_BEGIN] = "BEGIN IMMEDIATE",
+        [STMT_COMMIT] = "COMMIT",
+        [STMT_INSERT_READING] = "INSERT OR IGNORE INTO readings "
+                                "(sensor_id, metric_id, ts, sensor_ts, value, received, source_id, origin_id) "
+                                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        [STMT_INSERT_REJECT] = "INSERT INTO rejects (received, source_id, origin_id, reason, raw) "
+                               "VALUES (?1, ?2, ?3, ?4, ?5)",
+        [STMT_FIND_SENSOR] = "SELECT id FROM sensors WHERE name = ?1",
+        [STMT_FIND_METRIC] = "SELECT id FROM metrics WHERE name = ?1",
+        [STMT_FIND_ORIGIN] = "SELECT id FROM origins WHERE name = ?1",
+        [STMT_ADD_SENSOR] = "INSERT INTO sensors (name) VALUES (?1)",
+        [STMT_ADD_METRIC] = "INSERT INTO metrics (name) VALUES (?1)",
+        [STMT_ADD_ORIGIN] = "INSERT INTO origins (name) VALUES (?1)",
+        [STMT_READINGS_HEAD] = "SELECT id, received FROM readings ORDER BY id LIMIT ?1",
+        [STMT_REJECTS_HEAD] = "SELECT id, received FROM rejects ORDER BY id LIMIT ?1",
+        [STMT_DELETE_READINGS] = "DELETE FROM readings WHERE id <= ?1",
+        [STMT_DELETE_REJECTS] = "DELETE FROM rejects WHERE id <= ?1",
+        [STMT_PAGE_COUNT] = "PRAGMA page_count",
+        [STMT_FREELIST_COUNT] = "PRAGMA freelist_count",
+};
+
+typedef enum NameKind {
+        NAME_SENSOR,
+        NAME_METRIC,
+        NAME_ORIGIN,
+        _NAME_KIND_MAX,
+} NameKind;
+
+typedef struct NameSlot {
+        char *name;
+        int64_t id;
+} NameSlot;
+
+typedef struct NameCache {
+        NameSlot slots[NAME_CACHE_SLOTS];
+        size_t n;
+} NameCache;
+
+struct Store {
+        sd_event *event;
+        const StoreConfig *config;
+        Task *task;
+
+        sqlite3 *db;
+        sqlite3_stmt *stmts[_STMT_MAX];
+        int64_t page_size;
+
+        sd_event_source *commit_timer;
+        sd_event_source *retention_timer;
+
+        bool in_transaction;
+        unsigned batch_rows;
+        bool failed;
+        bool closed;            /* stopped: no more writes */
+
+        NameCache names[_NAME_KIND_MAX];
+        StoreStats stats;
+
+        /* Retention totals of the sweep in progress, logged once when it ends. */
+        uint64_t sweep_readings;
+        uint64_t sweep_rejects;
+        bool sweep_by_size;
+        bool retention_backlog;  /* the last step hit its row limit: more is due */
+};
+
+/* SQLite's result codes become -errno here and nowhere else. */
+static int sqlite_to_errno(sqlite3 *db, int rc) {
+        int sys = db ? sqlite3_system_errno(db) : 0;
+
+        switch (rc & 0xff) {
+        case SQLITE_OK:
+        case SQLITE_ROW:
+        case SQLITE_DONE:
+                return 0;
+        case SQLITE_FULL:
+                return -ENOSPC;
+        case SQLITE_IOERR:
+                if ((rc == SQLITE_IOERR_NOMEM))
+                        return -ENOMEM;
+                /* The OS error is more precise: ENOSPC, EROFS, EIO ... */
+                return sys > 0 ? -sys : -EIO;
+        case SQLITE_CORRUPT:
+                return -EUCLEAN;
+        case SQLITE_NOTADB:
+                return -EBADMSG;
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                return -EBUSY;
+        case SQLITE_READONLY:
+                return -EROFS;
+        case SQLITE_CANTOPEN:
+                return sys > 0 ? -sys : -ENOENT;
+        case SQLITE_PERM:
+        case SQLITE_AUTH:
+                return -EACCES;
+        case SQLITE_NOMEM:
+                return -ENOMEM;
+        case SQLITE_TOOBIG:
+                return -E2BIG;
+        case SQLITE_CONSTRAINT:
+                return -EEXIST;
+        case SQLITE_MISMATCH:
+        case SQLITE_RANGE:
+                return -ERANGE;
+        case SQLITE_MISUSE:
+                return -EINVAL;
+        case SQLITE_INTERRUPT:
+                return -EINTR;
+        case SQLITE_PROTOCOL:
+                return -EPROTO;
+        case SQLITE_SCHEMA:
+                return -EAGAIN;
+        case SQLITE_NOLFS:
+                return -EFBIG;
+        default:
+                return -EIO;
+        }
+}
+
+static int64_t now_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- interned names ---- */
+
+static uint64_t name_hash(const char *s) {
+        uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+
+        for (; *s; s++)
+                h = (h ^ (unsigned char) *s) * 1099511628211ULL;
+        return h;
+}
+
+static void name_cache_clear(NameCache *c) {
+        for (size_t i = 0; i < NAME_CACHE_SLOTS; i++)
+                c->slots[i].name = mfree(c->slots[i].name);
+        c->n = 0;
+}
+
+static NameSlot *name_cache_slot(NameCache *c, const char *name) {
+        size_t i = name_hash(name) & (NAME_CACHE_SLOTS - 1);
+
+        while (c->slots[i].name && !streq(c->slots[i].name, name))
+                i = (i + 1) & (NAME_CACHE_SLOTS - 1);
+        return &c->slots[i];
+}
+
+static void name_cache_put(NameCache *c, const char *name, int64_t id) {
+        NameSlot *slot;
+        char *copy;
+
+        if (c->n >= NAME_CACHE_MAX)
+                name_cache_clear(c);
+        copy = strdup(name);
+        if (!copy)
+                return; /* only a cache */
+        slot = name_cache_slot(c, name);
+        slot->name = copy;
+        slot->id = id;
+        c->n++;
+}
+
+/* ---- failure ---- */
+
+static void store_rollback(Store *s) {
+        if (!s->db)
+                return;
+        for (size_t i = 0; i < _STMT_MAX; i++)
+                if (s->stmts[i]) {
+                        sqlite3_reset(s->stmts[i]);
+                        sqlite3_clear_bindings(s->stmts[i]);
+                }
+        /* SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR): ask, then finish it. */
+        if (!sqlite3_get_autocommit(s->db))
+                (void) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        s->in_transaction = false;
+        s->batch_rows = 0;
+        /* Names added in the rolled-back transaction are gone from the file. */
+        for (size_t i = 0; i < _NAME_KIND_MAX; i++)
+                name_cache_clear(&s->names[i]);
+        if (s->commit_timer)
+                (void) sd_event_source_set_enabled(s->commit_timer, SD_EVENT_OFF);
+}
+
+/* Marks the store failed once, leaves the file consistent (ROLLBACK), reports the task failed
+ * with the cause; returns error for the caller. Later calls just return -ESHUTDOWN. */
+_printf_(3, 4) static int store_fail(Store *s, int error, const char *format, ...) {
+        va_list ap;
+
+        if (s->failed)
+                return -ESHUTDOWN;
+        s->failed = true;
+        store_rollback(s);
+        va_start(ap, format);
+        task_report_failurev(s->task, error, format, ap);
+        va_end(ap);
+        return error;
+}
+
+/* Fails the store for an SQLite error: "Failed to <what> '<path>': <sqlite message>". */
+static int store_fail_sqlite(Store *s, int rc, const char *what) {
+        int r = sqlite_to_errno(s->db, rc);
+
+        if (r == 0)
+                r = -EIO;
+        return store_fail(s, r, "Failed to %s '%s': %s", what, s->config->path,
+                          s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+}
+
+/* Steps a statement that returns no rows and resets it. Returns an SQLite code. On an error
+ * the statement is left as it is: a reset would make SQLite forget the OS error behind it
+ * (sqlite3_system_errno), and the failure path resets every statement anyway. */
+static int stmt_run(sqlite3_stmt *st) {
+        int rc = sqlite3_step(st);
+
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+                return rc;
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        return SQLITE_OK;
+}
+
+/* Runs an integer-returning statement (a pragma); returns an SQLite code. */
+static int stmt_int(sqlite3_stmt *st, int64_t *ret) {
+        int rc = sqlite3_step(st);
+
+        if (rc == SQLITE_ROW) {
+                *ret = sqlite3_column_int64(st, 0);
+                rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE)
+                rc = SQLITE_NOTFOUND;
+        else
+                return rc; /* see stmt_run() */
+        sqlite3_reset(st);
+        return rc;
+}
+
+static int exec_int(sqlite3 *db, const char *sql, int64_t *ret) {
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = stmt_int(st, ret);
+        sqlite3_finalize(st);
+        return rc;
+}
+
+static int exec_text(sqlite3 *db, const char *sql, char *buf, size_t size) {
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+                rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW) {
+                        snprintf(buf, size, "%s", strempty((const char *) sqlite3_column_text(st, 0)));
+                        rc = SQLITE_OK;
+                } else if (rc == SQLITE_DONE) {
+                        snprintf(buf, size, "%s", "");
+                        rc = SQLITE_OK;
+                }
+        }
+        sqlite3_finalize(st);
+        return rc;
+}
+
+/* ---- batches ---- */
+
+static int store_begin(Store *s) {
+        int rc;
+
+        if (s->in_transaction)
+                return 0;
+        rc = stmt_run(s->stmts[STMT_BEGIN]);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "begin a transaction on");
+        s->in_transaction = true;
+        s->batch_rows = 0;
+        return 0;
+}
+
+static int store_commit_internal(Store *s) {
+        int rc;
+
+        if (!s->in_transaction)
+                return 0;
+        if (s->commit_timer)
+                (void) sd_event_source_set_enabled(s->commit_timer, SD_EVENT_OFF);
+        rc = stmt_run(s->stmts[STMT_COMMIT]);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "commit to");
+        s->in_transaction = false;
+        s->batch_rows = 0;
+        s->stats.commits++;
+        return 0;
+}
+
+int store_commit(Store *s) {
+        assert(s);
+
+        if (s->failed || s->closed || !s->db)
+                return -ESHUTDOWN;
+        return store_commit_internal(s);
+}
+
+static int on_commit_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        Store *s = userdata;
+        (void) source;
+        (void) usec;
+
+        /* A failure is reported to the supervisor inside; a handler must not return it. */
+        (void) store_commit(s);
+        return 0;
+}
+
+/* Counts a row into the batch: arms the commit timer at the first one, commits at the
+ * maximum. */
+static int store_batch_row(Store *s) {
+        int r;
+
+        s->batch_rows++;
+        if (s->batch_rows >= s->config->commit_max_rows)
+                return store_commit_internal(s);
+        if (s->batch_rows == 1 && s->commit_timer) {
+                uint64_t now;
+
+                r = sd_event_now(s->event, CLOCK_MONOTONIC, &now);
+                if (r >= 0)
+                        r = sd_event_source_set_time(s->commit_timer,
+                                                     now + (uint64_t) s->config->commit_interval_ms * USEC_PER_MSEC);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(s->commit_timer, SD_EVENT_ONESHOT);
+                if (r < 0)
+                        return store_fail(s, r, "Failed to arm the commit timer for '%s'", s->config->path);
+        }
+        return 0;
+}
+
+/* Returns the id of an interned name, adding it when new (inside the open transaction). */
+static int store_intern(Store *s, NameKind kind, const char *name, int64_t *ret) {
+        static const Stmt find[_NAME_KIND_MAX] = { STMT_FIND_SENSOR, STMT_FIND_METRIC, STMT_FIND_ORIGIN };
+        static const Stmt add[_NAME_KIND_MAX] = { STMT_ADD_SENSOR, STMT_ADD_METRIC, STMT_ADD_ORIGIN };
+        NameCache *c = &s->names[kind];
+        NameSlot *slot = name_cache_slot(c, name);
+        sqlite3_stmt *st;
+        int64_t id = 0;
+        int rc;
+
+        if (slot->name) {
+                *ret = slot->id;
+                return 0;
+        }
+
+        st = s->stmts[find[kind]];
+        rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+                rc = stmt_int(st, &id);
+        sqlite3_clear_bindings(st);
+        if (rc == SQLITE_NOTFOUND) {
+                st = s->stmts[add[kind]];
+                rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+                if (rc == SQLITE_OK)
+                        rc = stmt_run(st);
+                id = sqlite3_last_insert_rowid(s->db);
+        }
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "write to");
+
+        name_cache_put(c, name, id);
+        *ret = id;
+        return 0;
+}
+
+static int store_check_writable(Store *s) {
+        if (s->failed || s->closed || !s->db)
+                return -ESHUTDOWN;
+        return 0;
+}
+
+int store_append(Store *s, const Reading *r) {
+        sqlite3_stmt *st;
+        int64_t sensor_id, metric_id, origin_id;
+        int rc, k;
+
+        assert(s && r);
+
+        k = store_check_writable(s);
+        if (k < 0)
+                return k;
+        /* Caller bugs, not store failures: NaN would become NULL and be ignored as a duplicate. */
+        if (!r->sensor || !r->metric || (int) r->source < 0 || r->source >= _READING_SOURCE_MAX || !isfinite(r->value))
+                return -EINVAL;
+
+        k = store_begin(s);
+        if (k < 0)
+                return k;
+        k = store_intern(s, NAME_SENSOR, r->sensor, &sensor_id);
+        if (k >= 0)
+                k = store_intern(s, NAME_METRIC, r->metric, &metric_id);
+        if (k >= 0)
+                k = store_intern(s, NAME_ORIGIN, strempty(r->origin), &origin_id);
+        if (k < 0)
+                return k;
+
+        st = s->stmts[STMT_INSERT_READING];
+        rc = sqlite3_bind_int64(st, 1, sensor_id);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, metric_id);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 3, r->ts_ms);
+        if (rc == SQLITE_OK)
+                rc = r->sensor_ts ? sqlite3_bind_int(st, 4, 1) : sqlite3_bind_null(st, 4);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_double(st, 5, r->value);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 6, r->received_ms);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int(st, 7, (int) r->source);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 8, origin_id);
+        if (rc == SQLITE_OK)
+                rc = stmt_run(st);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "write a reading to");
+
+        if (sqlite3_changes(s->db) == 0) {
+                s->stats.duplicates++;
+                return 0;
+        }
+        s->stats.readings++;
+        return store_batch_row(s);
+}
+
+int store_append_reject(Store *s, const Reject *r) {
+        sqlite3_stmt *st;
+        int64_t origin_id;
+        const char *reason;
+        int rc, k;
+
+        assert(s && r);
+
+        k = store_check_writable(s);
+        if (k < 0)
+                return k;
+        if ((int) r->source < 0 || r->source >= _READING_SOURCE_MAX || (!r->raw && r->raw_size > 0) ||
+            r->raw_size > INT32_MAX)
+                return -EINVAL;
+        reason = frame_reject_to_string(r->reason);
+
+        k = store_begin(s);
+        if (k >= 0)
+                k = store_intern(s, NAME_ORIGIN, strempty(r->origin), &origin_id);
+        if (k < 0)
+                return k;
+
+        st = s->stmts[STMT_INSERT_REJECT];
+        rc = sqlite3_bind_int64(st, 1, r->received_ms);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int(st, 2, (int) r->source);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 3, origin_id);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 4, reason ? reason : "unknown", -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+                /* A zero-length blob, not NULL, for an empty raw. */
+                rc = sqlite3_bind_blob(st, 5, r->raw ? r->raw : "", (int) r->raw_size, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+                rc = stmt_run(st);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "write a reject to");
+
+        s->stats.rejects++;
+        return store_batch_row(s);
+}
+
+void store_get_stats(const Store *s, StoreStats *ret) {
+        assert(s && ret);
+        *ret = s->stats;
+}
+
+/* ---- retention ---- */
+
+/* The last id among the oldest `limit` rows of a table (walked by id) whose receipt time is
+ * before cutoff, stopping at the first younger row: rows are appended in receipt order, so the
+ * walk is bounded and never scans the table. 0 when none. */
+static int store_head_cutoff(Store *s, Stmt head, int64_t cutoff_ms, int64_t limit, int64_t *ret_id,
+                             int64_t *ret_received) {
+        sqlite3_stmt *st = s->stmts[head];
+        int64_t last = 0, last_received = 0;
+        int rc;
+
+        rc = sqlite3_bind_int64(st, 1, limit);
+        while (rc == SQLITE_OK) {
+                rc = sqlite3_step(st);
+                if (rc != SQLITE_ROW)
+                        break;
+                rc = SQLITE_OK;
+                if (sqlite3_column_int64(st, 1) >= cutoff_ms)
+                        break;
+                last = sqlite3_column_int64(st, 0);
+                last_received = sqlite3_column_int64(st, 1);
+        }
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        if (rc != SQLITE_OK && rc != SQLITE_DONE)
+                return rc;
+        *ret_id = last;
+        if (ret_received)
+                *ret_received = last_received;
+        return SQLITE_OK;
+}
+
+static int store_delete_upto(Store *s, Stmt del, int64_t id, uint64_t *ret_deleted) {
+        sqlite3_stmt *st = s->stmts[del];
+        int rc;
+
+        *ret_deleted = 0;
+        if (id <= 0)
+                return SQLITE_OK;
+        rc = sqlite3_bind_int64(st, 1, id);
+        if (rc == SQLITE_OK)
+                rc = stmt_run(st);
+        if (rc == SQLITE_OK)
+                *ret_deleted = (uint64_t) sqlite3_changes64(s->db);
+        return rc;
+}
+
+static int store_used_bytes(Store *s, int64_t *ret) {
+        int64_t pages = 0, free_pages = 0;
+        int rc;
+
+        rc = stmt_int(s->stmts[STMT_PAGE_COUNT], &pages);
+        if (rc == SQLITE_OK)
+                rc = stmt_int(s->stmts[STMT_FREELIST_COUNT], &free_pages);
+        if (rc == SQLITE_OK)
+                *ret = (pages - free_pages) * s->page_size;
+        return rc;
+}
+
+/* One step inside the open transaction; sets *ret_more when a backlog remains. */
+static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_rejects, bool *ret_by_size,
+                                bool *ret_more) {
+        uint64_t readings = 0, rejects = 0, n;
+        int64_t id, received;
+        int rc;
+
+        *ret_more = false;
+        *ret_by_size = false;
+
+        if (s->config->retention_days > 0) {
+                int64_t cutoff = now_ms() - (int64_t) s->config->retention_days * MSEC_PER_DAY;
+
+                rc = store_head_cutoff(s, STMT_READINGS_HEAD, cutoff, RETENTION_STEP_ROWS, &id, NULL);
+                if (rc == SQLITE_OK)
+                        rc = store_delete_upto(s, STMT_DELETE_READINGS, id, &n);
+                if (rc != SQLITE_OK)
+                        return rc;
+                readings += n;
+                *ret_more = *ret_more || n >= RETENTION_STEP_ROWS;
+
+                rc = store_head_cutoff(s, STMT_REJECTS_HEAD, cutoff, RETENTION_STEP_ROWS, &id, NULL);
+                if (rc == SQLITE_OK)
+                        rc = store_delete_upto(s, STMT_DELETE_REJECTS, id, &n);
+                if (rc != SQLITE_OK)
+                        return rc;
+                rejects += n;
+                *ret_more = *ret_more || n >= RETENTION_STEP_ROWS;
+        }
+
+        if (s->config->max_size_mb > 0) {
+                int64_t used, limit = (int64_t) s->config->max_size_mb * 1024 * 1024;
+
+                rc = store_used_bytes(s, &used);
+                if (rc != SQLITE_OK)
+                        return rc;
+                if (used > limit) {
+                        /* The oldest readings, then the rejects received up to the newest of
+                         * them; rejects alone when no reading is left. */
+                        rc = store_head_cutoff(s, STMT_READINGS_HEAD, INT64_MAX, RETENTION_STEP_ROWS, &id, &received);
+                        if (rc == SQLITE_OK)
+                                rc = store_delete_upto(s, STMT_DELETE_READINGS, id, &n);
+                        if (rc != SQLITE_OK)
+                                return rc;
+                        readings += n;
+                        rc = store_head_cutoff(s, STMT_REJECTS_HEAD, n > 0 ? received + 1 : INT64_MAX,
+                                               RETENTION_STEP_ROWS, &id, NULL);
+                        if (rc == SQLITE_OK)
+                                rc = store_delete_upto(s, STMT_DELETE_REJECTS, id, &n);
+                        if (rc != SQLITE_OK)
+                                return rc;
+                        rejects += n;
+                        *ret_by_size = true;
+
+                        rc = store_used_bytes(s, &used);
+                        if (rc != SQLITE_OK)
+                                return rc;
+                        *ret_more = *ret_more || (used > limit && readings + rejects > 0);
+                }
+        }
+
+        if (readings + rejects > 0) {
+                int64_t pages = 0, free_pages = 0;
+
+                /* Give a large freelist back to the file system, a bounded bit per step. With
+                 * steady retention, free pages are simply reused and this does nothing. */
+                rc = stmt_int(s->stmts[STMT_PAGE_COUNT], &pages);
+                if (rc == SQLITE_OK)
+                        rc = stmt_int(s->stmts[STMT_FREELIST_COUNT], &free_pages);
+                if (rc == SQLITE_OK && free_pages > 256 && free_pages > pages / 4)
+                        rc = sqlite3_exec(s->db, "PRAGMA incremental_vacuum(1024)", NULL, NULL, NULL);
+                if (rc != SQLITE_OK)
+                        return rc;
+        }
+
+        *ret_readings = readings;
+        *ret_rejects = rejects;
+        return SQLITE_OK;
+}
+
+int store_run_retention(Store *s) {
+        uint64_t readings = 0, rejects = 0;
+        bool by_size = false, more = false;
+        int rc, r;
+
+        assert(s);
+
+        r = store_check_writable(s);
+        if (r < 0)
+                return r;
+        if (s->config->retention_days == 0 && s->config->max_size_mb == 0)
+                return 0;
+
+        /* The open batch first, so that deletions commit on their own. */
+        r = store_commit_internal(s);
+        if (r < 0)
+                return r;
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        rc = store_retention_step(s, &readings, &rejects, &by_size, &more);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "remove old readings from");
+        r = store_commit_internal(s);
+        if (r < 0)
+                return r;
+
+        s->sweep_readings += readings;
+        s->sweep_rejects += rejects;
+        s->sweep_by_size = s->sweep_by_size || by_size;
+        if (!more && s->sweep_readings + s->sweep_rejects > 0) {
+                if (s->sweep_by_size)
+                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
+                                              "Retention removed %" PRIu64 " readings and %" PRIu64
+                                              " rejects (older than %u days, or over %u MiB) from '%s'.",
+                                              s->sweep_readings, s->sweep_rejects, s->config->retention_days,
+                                              s->config->max_size_mb, s->config->path);
+                else
+                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
+                                              "Retention removed %" PRIu64 " readings and %" PRIu64
+                                              " rejects older than %u days from '%s'.",
+                                              s->sweep_readings, s->sweep_rejects, s->config->retention_days,
+                                              s->config->path);
+                s->sweep_readings = s->sweep_rejects = 0;
+                s->sweep_by_size = false;
+        }
+        s->retention_backlog = more && readings + rejects > 0;
+        return (int) MIN(readings + rejects, (uint64_t) INT32_MAX);
+}
+
+static int on_retention_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        Store *s = userdata;
+        int r;
+
+        r = store_run_retention(s);
+        if (r < 0)
+                return 0; /* reported */
+        /* A full step means a backlog: come back soon, but let the loop breathe in between. */
+        (void) sd_event_source_set_time(source, usec + (s->retention_backlog ? RETENTION_BUSY_INTERVAL_USEC
+                                                                             : RETENTION_INTERVAL_USEC));
+        (void) sd_event_source_set_enabled(source, SD_EVENT_ON);
+        return 0;
+}
+
+/* ---- open, schema, close ---- */
+
+static int progress_deadline(void *userdata) {
+        const uint64_t *deadline = userdata;
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC > *deadline;
+}
+
+/* quick_check within a time budget: finds a damaged file early when it is small enough to
+ * check quickly; on a big one, corruption shows up on the first write that touches it. */
+static int store_quick_check(Store *s) {
+        char result[256] = "";
+        struct timespec ts;
+        uint64_t deadline;
+        int rc;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        deadline = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC + QUICK_CHECK_BUDGET_USEC;
+        sqlite3_progress_handler(s->db, 1000, progress_deadline, &deadline);
+        rc = exec_text(s->db, "PRAGMA quick_check(1)", result, sizeof(result));
+        sqlite3_progress_handler(s->db, 0, NULL, NULL);
+
+        if (rc == SQLITE_INTERRUPT) {
+                log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
+                                      "Quick check of '%s' did not finish within %" PRIu64 " ms, skipped.",
+                                      s->config->path, QUICK_CHECK_BUDGET_USEC / USEC_PER_MSEC);
+                return 0;
+        }
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "check");
+        if (!streq(result, "ok"))
+                return store_fail(s, -EUCLEAN, "Store '%s' is corrupt (quick_check: %s); move it aside",
+                                  s->config->path, result);
+        return 0;
+}
+
+static int store_migrate(Store *s, int64_t from) {
+        char sql[256];
+        int rc;
+
+        rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        for (int64_t v = from; rc == SQLITE_OK && v < STORE_SCHEMA_VERSION; v++)
+                rc = sqlite3_exec(s->db, migrations[v], NULL, NULL, NULL);
+        if (rc == SQLITE_OK) {
+                snprintf(sql, sizeof(sql),
+                         "PRAGMA application_id = %d; PRAGMA user_version = %d;"
+                         "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', %d), ('%s', %" PRId64 ");",
+                         STORE_APPLICATION_ID, STORE_SCHEMA_VERSION, STORE_SCHEMA_VERSION,
+                         from == 0 ? "created" : "migrated", now_ms());
+                rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+        }
+        if (rc == SQLITE_OK && from == 0)
+                rc = sqlite3_exec(s->db,
+                                  "INSERT OR REPLACE INTO meta (key, value) VALUES ('created_by', 'sensor-collector " SC_VERSION "')",
+                                  NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+                int r = store_fail_sqlite(s, rc, from == 0 ? "create the schema in" : "migrate the schema of");
+                if (!sqlite3_get_autocommit(s->db))
+                        (void) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+                return r;
+        }
+        if (from == 0)
+                log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"), "Created store '%s' (schema v%d).",
+                                      s->config->path, STORE_SCHEMA_VERSION);
+        else
+                log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
+                                      "Migrated store '%s' from schema v%" PRId64 " to v%d.", s->config->path, from,
+                                      STORE_SCHEMA_VERSION);
+        return 0;
+}
+
+/* What is in the file: ours (any version), empty, or something else. */
+typedef struct StoreIdentity {
+        int64_t application_id;
+        int64_t user_version;
+        int64_t tables;
+} StoreIdentity;
+
+static int store_identify(sqlite3 *db, StoreIdentity *ret) {
+        int rc;
+
+        rc = exec_int(db, "PRAGMA application_id", &ret->application_id);
+        if (rc == SQLITE_OK)
+                rc = exec_int(db, "PRAGMA user_version", &ret->user_version);
+        if (rc == SQLITE_OK)
+                rc = exec_int(db, "SELECT count(*) FROM sqlite_schema", &ret->tables);
+        return rc;
+}
+
+static bool identity_is_empty(const StoreIdentity *id) {
+        return id->application_id == 0 && id->user_version == 0 && id->tables == 0;
+}
+
+static int store_open(Store *s) {
+        const char *path = s->config->path;
+        _cleanup_free_ char *copy = NULL;
+        StoreIdentity id;
+        char mode[32];
+        struct stat st;
+        const char *dir;
+        int rc;
+
+        /* Say which directory is missing instead of SQLite's "unable to open database file". */
+        copy = strdup(path);
+        if (!copy)
+                return store_fail(s, -ENOMEM, "Out of memory");
+        dir = dirname(copy);
+        if (stat(dir, &st) < 0)
+                return store_fail(s, -errno, "Cannot use directory '%s' for the store '%s'", dir, path);
+        if (!S_ISDIR(st.st_mode))
+                return store_fail(s, -ENOTDIR, "'%s' (for the store '%s') is not a directory", dir, path);
+
+        /* SQLite loses the OS error of a failed open; ask the kernel first. WAL also creates
+         * the -wal and -shm files next to the store, so the directory must be writable. */
+        if (access(path, F_OK) < 0) {
+                if (errno != ENOENT)
+                        return store_fail(s, -errno, "Cannot access the store '%s'", path);
+                if (access(dir, W_OK | X_OK) < 0)
+                        return store_fail(s, -errno, "Cannot create the store '%s' in directory '%s'", path, dir);
+        } else if (access(path, R_OK | W_OK) < 0)
+                return store_fail(s, -errno, "Cannot write to the store '%s'", path);
+        else if (access(dir, W_OK | X_OK) < 0)
+                return store_fail(s, -errno, "Cannot write to directory '%s' of the store '%s'", dir, path);
+
+        rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (s->db)
+                sqlite3_extended_result_codes(s->db, 1);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "open the store");
+        sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+        /* SQLite quietly opens a write-protected file read-only; a store that cannot be
+         * written is a failure now, not at the first commit. */
+        if (sqlite3_db_readonly(s->db, "main") == 1)
+                return store_fail(s, -EROFS, "Store '%s' is read-only", path);
+
+        /* The first read finds a file that is not SQLite at all (SQLITE_NOTADB). */
+        rc = store_identify(s->db, &id);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "read the store");
+        if (!identity_is_empty(&id) && id.application_id != STORE_APPLICATION_ID)
+                return store_fail(s, -EMEDIUMTYPE,
+                                  "'%s' is not a sensor-collector store (application_id 0x%08" PRIx64
+                                  ", %" PRId64 " schema objects); refusing to write to it",
+                                  path, (uint64_t) id.application_id & 0xffffffffu, id.tables);
+        if (id.user_version > STORE_SCHEMA_VERSION)
+                return store_fail(s, -EPROTONOSUPPORT,
+                                  "Store '%s' has schema v%" PRId64 ", newer than this version supports (v%d)", path,
+                                  id.user_version, STORE_SCHEMA_VERSION);
+
+        /* Only an empty file can still change auto_vacuum (before any table exists). */
+        if (identity_is_empty(&id)) {
+                rc = sqlite3_exec(s->db, "PRAGMA auto_vacuum = INCREMENTAL", NULL, NULL, NULL);
+                if (rc != SQLITE_OK)
+                        return store_fail_sqlite(s, rc, "set up");
+        }
+
+        rc = exec_text(s->db, "PRAGMA journal_mode = WAL", mode, sizeof(mode));
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "enable WAL on");
+        if (!streq(mode, "wal"))
+                return store_fail(s, -EOPNOTSUPP, "Cannot enable WAL on '%s' (journal mode stays '%s')", path, mode);
+
+        rc = sqlite3_exec(s->db,
+                          s->config->synchronous == STORE_SYNCHRONOUS_FULL ? "PRAGMA synchronous = FULL"
+                                                                           : "PRAGMA synchronous = NORMAL",
+                          NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_exec(s->db,
+                                  "PRAGMA journal_size_limit = 4194304;"
+                                  "PRAGMA temp_store = MEMORY;"
+                                  "PRAGMA foreign_keys = OFF;",
+                                  NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "set up");
+
+        if (!identity_is_empty(&id)) {
+                rc = store_quick_check(s);
+                if (rc < 0)
+                        return rc;
+        }
+        if (id.user_version < STORE_SCHEMA_VERSION) {
+                rc = store_migrate(s, id.user_version);
+                if (rc < 0)
+                        return rc;
+        }
+
+        rc = exec_int(s->db, "PRAGMA page_size", &s->page_size);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "read");
+
+        for (size_t i = 0; i < _STMT_MAX; i++) {
+                rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmts[i], NULL);
+                if (rc != SQLITE_OK)
+                        return store_fail_sqlite(s, rc, "prepare statements for");
+        }
+        return 0;
+}
+
+static void store_close(Store *s) {
+        if (!s->db)
+                return;
+        for (size_t i = 0; i < _STMT_MAX; i++)
+                s->stmts[i] = (sqlite3_finalize(s->stmts[i]), NULL);
+        /* The last connection checkpoints and removes the WAL file. */
+        (void) sqlite3_close(s->db);
+        s->db = NULL;
+}
+
+static Store *task_store(Task *t) {
+        return task_get_userdata(t);
+}
+
+static int store_start(Task *t) {
+        Store *s = task_store(t);
+        int r;
+
+        s->task = t;
+        r = store_open(s);
+        if (r < 0) {
+                store_close(s);
+                return 0; /* reported with its cause */
+        }
+
+        /* Armed at the first row of each batch; 1 ms accuracy (0 would mean sd-event's 250 ms). */
+        r = sd_event_add_time(s->event, &s->commit_timer, CLOCK_MONOTONIC, 0, USEC_PER_MSEC,
+                              on_commit_timer, s);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->commit_timer, SD_EVENT_OFF);
+        if (r >= 0 && (s->config->retention_days > 0 || s->config->max_size_mb > 0))
+                r = sd_event_add_time_relative(s->event, &s->retention_timer, CLOCK_MONOTONIC, RETENTION_FIRST_USEC,
+                                               100 * USEC_PER_MSEC, on_retention_timer, s);
+        if (r < 0) {
+                store_fail(s, r, "Failed to set up timers for '%s'", s->config->path);
+                store_close(s);
+                return 0;
+        }
+
+        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
+                              "Store '%s' open (synchronous=%s, batches of %u rows or %u ms).", s->config->path,
+                              s->config->synchronous == STORE_SYNCHRONOUS_FULL ? "full" : "normal",
+                              s->config->commit_max_rows, s->config->commit_interval_ms);
+        task_report_running(t);
+        return 0;
+}
+
+static int store_stop(Task *t) {
+        Store *s = task_store(t);
+
+        if (s->closed)
+                return 0;
+        s->closed = true;
+        s->commit_timer = sd_event_source_disable_unref(s->commit_timer);
+        s->retention_timer = sd_event_source_disable_unref(s->retention_timer);
+        if (s->db && !s->failed && s->in_transaction)
+                (void) store_commit_internal(s); /* a failure reports itself */
+        store_close(s);
+        return 0;
+}
+
+static void store_free(void *userdata) {
+        Store *s = userdata;
+
+        if (!s)
+                return;
+        sd_event_source_disable_unref(s->commit_timer);
+        sd_event_source_disable_unref(s->retention_timer);
+        if (s->db && !s->failed && s->in_transaction && sqlite3_step(s->stmts[STMT_COMMIT]) != SQLITE_DONE)
+                log_warning("Failed to commit the last batch to '%s' while freeing the store: %s, ignoring.",
+                            s->config->path, sqlite3_errmsg(s->db));
+        store_close(s);
+        for (size_t i = 0; i < _NAME_KIND_MAX; i++)
+                name_cache_clear(&s->names[i]);
+        sd_event_unref(s->event);
+        free(s);
+}
+
+static void store_format_status(Task *t, char *buf, size_t size) {
+        Store *s = task_store(t);
+
+        if (s->stats.duplicates > 0)
+                snprintf(buf, size, "%" PRIu64 " readings, %" PRIu64 " rejects, %" PRIu64 " duplicates",
+                         s->stats.readings, s->stats.rejects, s->stats.duplicates);
+        else
+                snprintf(buf, size, "%" PRIu64 " readings, %" PRIu64 " rejects", s->stats.readings, s->stats.rejects);
+}
+
+static const TaskOps store_task_ops = {
+        .name = "store",
+        .exit_status = EXIT_STATUS_STORE,
+        .start = store_start,
+        .stop = store_stop,
+        .free = store_free,
+        .format_status = store_format_status,
+};
+
+int store_task_new(sd_event *e, const StoreConfig *config, Task **ret_task, Store **ret_store) {
+        Store *s;
+        Task *t;
+        int r;
+
+        assert(e && config && config->path && ret_task && ret_store);
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->event = sd_event_ref(e);
+        s->config = config;
+
+        r = task_new(&store_task_ops, s, &t); /* owns s from here, also on failure */
+        if (r < 0)
+                return r;
+        s->task = t;
+        *ret_task = t;
+        *ret_store = s;
+        return 0;
+}
+
+/* ---- the read-only side ---- */
+
+struct StoreReader {
+        sqlite3 *db;
+};
+
+StoreReader *store_reader_free(StoreReader *r) {
+        if (!r)
+                return NULL;
+        (void) sqlite3_close(r->db);
+        free(r);
+        return NULL;
+}
+
+int store_reader_open(const char *path, StoreReader **ret) {
+        _cleanup_(store_reader_freep) StoreReader *r = NULL;
+        StoreIdentity id;
+        struct stat st;
+        int rc;
+
+        assert(path && ret);
+
+        /* SQLite would say "unable to open"; a person wants to know the file is missing. */
+        if (stat(path, &st) < 0)
+                return -errno;
+        if (S_ISDIR(st.st_mode))
+                return -EISDIR;
+
+        r = calloc(1, sizeof(*r));
+        if (!r)
+                return -ENOMEM;
+        rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+        if (r->db)
+                sqlite3_extended_result_codes(r->db, 1);
+        if (rc != SQLITE_OK)
+                return sqlite_to_errno(r->db, rc) ?: -EIO;
+        sqlite3_busy_timeout(r->db, BUSY_TIMEOUT_MS);
+
+        rc = store_identify(r->db, &id);
+        if (rc != SQLITE_OK)
+                return sqlite_to_errno(r->db, rc) ?: -EIO;
+        if (id.application_id != STORE_APPLICATION_ID)
+                return -EMEDIUMTYPE;
+        if (id.user_version > STORE_SCHEMA_VERSION)
+                return -EPROTONOSUPPORT;
+        if (id.user_version < 1)
+                return -EMEDIUMTYPE;
+
+        *ret = TAKE_PTR(r);
+        return 0;
+}
+
+/* Binds the common filter parameters by name; unused names are skipped. */
+static int bind_filter(sqlite3_stmt *st, const StoreFilter *f) {
+        int rc = SQLITE_OK, i;
+
+        if ((i = sqlite3_bind_parameter_index(st, ":sensor")) > 0)
+                rc = f->sensor ? sqlite3_bind_text(st, i, f->sensor, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
+        if (rc == SQLITE_OK && (i = sqlite3_bind_parameter_index(st, ":metric")) > 0)
+                rc = f->metric ? sqlite3_bind_text(st, i, f->metric, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
+        if (rc == SQLITE_OK && (i = sqlite3_bind_parameter_index(st, ":source")) > 0)
+                rc = f->source >= 0 ? sqlite3_bind_int(st, i, f->source) : sqlite3_bind_null(st, i);
+        if (rc == SQLITE_OK && (i = sqlite3_bind_parameter_index(st, ":since")) > 0)
+                rc = sqlite3_bind_int64(st, i, f->since_ms);
+        if (rc == SQLITE_OK && (i = sqlite3_bind_parameter_index(st, ":until")) > 0)
+                rc = sqlite3_bind_int64(st, i, f->until_ms);
+        if (rc == SQLITE_OK && (i = sqlite3_bind_parameter_index(st, ":limit")) > 0)
+                rc = sqlite3_bind_int64(st, i, f->limit > 0 && f->limit <= INT64_MAX ? (int64_t) f->limit : -1);
+        return rc;
+}
+
+static int reader_prepare(StoreReader *r, const char *sql, const StoreFilter *f, sqlite3_stmt **ret) {
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        rc = sqlite3_prepare_v2(r->db, sql, -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = bind_filter(st, f);
+        if (rc != SQLITE_OK) {
+                sqlite3_finalize(st);
+                return sqlite_to_errno(r->db, rc) ?: -EIO;
+        }
+        *ret = st;
+        return 0;
+}
+
+/* Rows of (id, sensor, metric, value, ts, sensor_ts, received, source, origin). */
+static int reader_walk_readings(StoreReader *r, const char *sql, const StoreFilter *f,
+                                int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
+        sqlite3_stmt *st;
+        int rc, k;
+
+        k = reader_prepare(r, sql, f, &st);
+        if (k < 0)
+                return k;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                StoredReading row = {
+                        .id = sqlite3_column_int64(st, 0),
+                        .sensor = strempty((const char *) sqlite3_column_text(st, 1)),
+                        .metric = strempty((const char *) sqlite3_column_text(st, 2)),
+                        .value = sqlite3_column_double(st, 3),
+                        .ts_ms = sqlite3_column_int64(st, 4),
+                        .sensor_ts = sqlite3_column_type(st, 5) != SQLITE_NULL,
+                        .received_ms = sqlite3_column_int64(st, 6),
+                        .source = strempty((const char *) sqlite3_column_text(st, 7)),
+                        .origin = strempty((const char *) sqlite3_column_text(st, 8)),
+                };
+                k = cb(&row, userdata);
+                if (k < 0) {
+                        sqlite3_finalize(st);
+                        return k;
+                }
+        }
+        k = rc == SQLITE_DONE ? 0 : (sqlite_to_errno(r->db, rc) ?: -EIO);
+        sqlite3_finalize(st);
+        return k;
+}
+
+#define READING_COLUMNS                                                                            \
+        " r.id, (SELECT name FROM sensors WHERE id = r.sensor_id), (SELECT name FROM metrics WHERE id = r.metric_id)," \
+        " r.value, r.ts, r.sensor_ts, r.received, (SELECT name FROM sources WHERE id = r.source_id),"  \
+        " (SELECT name FROM origins WHERE id = r.origin_id)"
+
+int store_reader_readings(StoreReader *r, const StoreFilter *f,
+                          int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
+        char where[512], sql[2048];
+
+        assert(r && f && cb);
+
+        /* Only the filters that are set, as name -> id lookups, so that the planner sees plain
+         * equalities and uses the key index (sensor_id, metric_id, ts) or the ts index. */
+        snprintf(where, sizeof(where), "r.ts >= :since AND r.ts < :until%s%s%s",
+                 f->sensor ? " AND r.sensor_id = (SELECT id FROM sensors WHERE name = :sensor)" : "",
+                 f->metric ? " AND r.metric_id = (SELECT id FROM metrics WHERE name = :metric)" : "",
+                 f->source >= 0 ? " AND r.source_id = :source" : "");
+        if (f->limit > 0)
+                /* The newest N, shown oldest first. */
+                snprintf(sql, sizeof(sql),
+                         "SELECT * FROM (SELECT" READING_COLUMNS " FROM readings r WHERE %s"
+                         " ORDER BY r.ts DESC, r.id DESC LIMIT :limit) ORDER BY 5, 1",
+                         where);
+        else
+                snprintf(sql, sizeof(sql), "SELECT" READING_COLUMNS " FROM readings r WHERE %s ORDER BY r.ts, r.id",
+                         where);
+        return reader_walk_readings(r, sql, f, cb, userdata);
+}
+
+int store_reader_latest(StoreReader *r, const StoreFilter *f,
+                        int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
+        assert(r && f && cb);
+
+        /* One index probe per sensor and metric pair instead of a scan of every reading. */
+        return reader_walk_readings(
+                r,
+                "SELECT r.id, s.name, m.name, r.value, r.ts, r.sensor_ts, r.received,"
+                " (SELECT name FROM sources WHERE id = r.source_id), (SELECT name FROM origins WHERE id = r.origin_id)"
+                " FROM sensors s CROSS JOIN metrics m CROSS JOIN readings r"
+                " WHERE (:sensor IS NULL OR s.name = :sensor) AND (:metric IS NULL OR m.name = :metric)"
+                " AND r.id = (SELECT x.id FROM readings x WHERE x.sensor_id = s.id AND x.metric_id = m.id"
+                "             AND (:source IS NULL OR x.source_id = :source) AND x.ts >= :since AND x.ts < :until"
+                "             ORDER BY x.ts DESC, x.id DESC LIMIT 1)"
+                " ORDER BY s.name, m.name",
+                f, cb, userdata);
+}
+
+int store_reader_counts(StoreReader *r, const StoreFilter *f,
+                        int (*cb)(const StoredCount *row, void *userdata), void *userdata) {
+        sqlite3_stmt *st;
+        int rc, k;
+
+        assert(r && f && cb);
+
+        k = reader_prepare(r,
+                           "SELECT s.name, m.name, count(*), min(r.ts), max(r.ts)"
+                           " FROM sensors s CROSS JOIN metrics m CROSS JOIN readings r"
+                           " WHERE (:sensor IS NULL OR s.name = :sensor) AND (:metric IS NULL OR m.name = :metric)"
+                           " AND r.sensor_id = s.id AND r.metric_id = m.id"
+                           " AND (:source IS NULL OR r.source_id = :source) AND r.ts >= :since AND r.ts < :until"
+                           " GROUP BY s.id, m.id ORDER BY s.name, m.name",
+                           f, &st);
+        if (k < 0)
+                return k;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                StoredCount row = {
+                        .sensor = strempty((const char *) sqlite3_column_text(st, 0)),
+                        .metric = strempty((const char *) sqlite3_column_text(st, 1)),
+                        .count = (uint64_t) sqlite3_column_int64(st, 2),
+                        .first_ts_ms = sqlite3_column_int64(st, 3),
+                        .last_ts_ms = sqlite3_column_int64(st, 4),
+                };
+                k = cb(&row, userdata);
+                if (k < 0) {
+                        sqlite3_finalize(st);
+                        return k;
+                }
+        }
+        k = rc == SQLITE_DONE ? 0 : (sqlite_to_errno(r->db, rc) ?: -EIO);
+        sqlite3_finalize(st);
+        return k;
+}
+
+int store_reader_rejects(StoreReader *r, const StoreFilter *f,
+                         int (*cb)(const StoredReject *row, void *userdata), void *userdata) {
+        sqlite3_stmt *st;
+        int rc, k;
+
+        assert(r && f && cb);
+
+        if (f->sensor || f->metric)
+                return -EINVAL;
+        k = reader_prepare(r,
+                           f->limit > 0 ? "SELECT * FROM (SELECT j.id, j.received, src.name, o.name, j.reason, j.raw"
+                                          " FROM rejects j JOIN sources src ON src.id = j.source_id"
+                                          " JOIN origins o ON o.id = j.origin_id"
+                                          " WHERE (:source IS NULL OR j.source_id = :source)"
+                                          " AND j.received >= :since AND j.received < :until"
+                                          " ORDER BY j.id DESC LIMIT :limit) ORDER BY 1"
+                                        : "SELECT j.id, j.received, src.name, o.name, j.reason, j.raw"
+                                          " FROM rejects j JOIN sources src ON src.id = j.source_id"
+                                          " JOIN origins o ON o.id = j.origin_id"
+                                          " WHERE (:source IS NULL OR j.source_id = :source)"
+                                          " AND j.received >= :since AND j.received < :until ORDER BY j.id",
+                           f, &st);
+        if (k < 0)
+                return k;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                StoredReject row = {
+                        .id = sqlite3_column_int64(st, 0),
+                        .received_ms = sqlite3_column_int64(st, 1),
+                        .source = strempty((const char *) sqlite3_column_text(st, 2)),
+                        .origin = strempty((const char *) sqlite3_column_text(st, 3)),
+                        .reason = strempty((const char *) sqlite3_column_text(st, 4)),
+                        .raw = sqlite3_column_blob(st, 5),
+                        .raw_size = (size_t) sqlite3_column_bytes(st, 5),
+                };
+                k = cb(&row, userdata);
+                if (k < 0) {
+                        sqlite3_finalize(st);
+                        return k;
+                }
+        }
+        k = rc == SQLITE_DONE ? 0 : (sqlite_to_errno(r->db, rc) ?: -EIO);
+        sqlite3_finalize(st);
+        return k;
+}
