@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Test helpers that run real components; see testlib.h. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -357,6 +358,20 @@ bool tl_notify_wait(TlNotify *n, const char *needle, int timeout_ms) {
         }
 }
 
+/* The AddressSanitizer runtime of this (sanitizer-built) program, or NULL. An ASan-built daemon
+ * refuses to start unless its runtime comes first in the initial library list, so a preloaded
+ * shim must follow it in LD_PRELOAD. */
+static const char *sanitizer_runtime(void) {
+#if defined(__SANITIZE_ADDRESS__)
+        Dl_info info;
+        void *sym = dlsym(RTLD_DEFAULT, "__asan_init");
+
+        if (sym && dladdr(sym, &info) && info.dli_fname && strstr(info.dli_fname, "libasan"))
+                return info.dli_fname;
+#endif
+        return NULL;
+}
+
 void tl_daemon_start(TlDaemon *d, const char *dir, const char *config_json, char *const extra_args[],
                      char *const extra_env[]) {
         static char notify_env[400], preload_env[600];
@@ -376,13 +391,14 @@ void tl_daemon_start(TlDaemon *d, const char *dir, const char *config_json, char
         env[m++] = notify_env;
 #ifdef SC_PTYSHIM
         {
-                const char *old = getenv("LD_PRELOAD");
-                snprintf(preload_env, sizeof(preload_env), "LD_PRELOAD=%s%s%s", old && *old ? old : "",
-                         old && *old ? ":" : "", SC_PTYSHIM);
+                const char *old = getenv("LD_PRELOAD"), *runtime = sanitizer_runtime();
+                snprintf(preload_env, sizeof(preload_env), "LD_PRELOAD=%s%s%s%s%s", runtime ? runtime : "",
+                         runtime ? ":" : "", old && *old ? old : "", old && *old ? ":" : "", SC_PTYSHIM);
                 env[m++] = preload_env;
         }
 #else
         (void) preload_env;
+        (void) sanitizer_runtime;
 #endif
         for (size_t i = 0; extra_env && extra_env[i] && m < ELEMENTSOF(env) - 1; i++)
                 env[m++] = extra_env[i];
