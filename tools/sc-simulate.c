@@ -1262,7 +1262,7 @@ static int sim_run(Sim *sim) {
                 if (r < 0) {
                         /* A path that is not there at startup is far more often a typo than an
                          * adapter being replugged: say so at once, then keep trying until --wait. */
-                        sim_log(NULL, "serial: cannot open '%s' (%s), waiting up to %.0f s", sim->serial.path,
+                        sim_log(NULL, "serial: cannot open '%s' (%s), waiting up to %g s", sim->serial.path,
                                 strerror(-r), sim->wait);
                         sim->serial.last_errno = -r;
                         sim->serial.backoff = SIM_BACKOFF_MIN_USEC;
@@ -1304,7 +1304,7 @@ static int sim_run(Sim *sim) {
                                 sim->gen_start_usec = sim->gen_end_usec = now;
                                 sim->next_due = now;
                         } else if (now >= deadline_wait) {
-                                fprintf(stderr, "sc-simulate: outputs not available after %.0f s:%s%s\n",
+                                fprintf(stderr, "sc-simulate: outputs not available after %g s:%s%s\n",
                                         sim->wait,
                                         sim->serial.enabled && sim->serial.fd < 0 ? " serial" : "",
                                         sim->mqtt.enabled && sim->mqtt.state != MQTT_UP ? " mqtt" : "");
@@ -1424,7 +1424,7 @@ static int sim_run(Sim *sim) {
                 }
                 if (sim->qos > 0 && mqtt_outstanding(sim) > 0 && sim->stop != STOP_SIGNAL &&
                     sim->exit_status == 0) {
-                        fprintf(stderr, "sc-simulate: mqtt: %" PRIu64 " messages not acknowledged after %.0f s\n",
+                        fprintf(stderr, "sc-simulate: mqtt: %" PRIu64 " messages not acknowledged after %g s\n",
                                 mqtt_outstanding(sim), sim->drain_timeout);
                         sim->exit_status = 1;
                 }
