@@ -845,7 +845,6 @@ static void parse_serial(Ctx *ctx, const cJSON *obj, SerialConfig *c) {
         Section s = { .path = "/serial", .fields = serial_fields, .n_fields = ELEMENTSOF(serial_fields) };
         SerialExtra extra = { .serial = c };
         void *bases[ELEMENTSOF(serial_fields)];
-        _cleanup_free_ char *path = NULL;
 
         for (size_t i = 0; i < ELEMENTSOF(serial_fields); i++)
                 bases[i] = streq(serial_fields[i].key, "custom_baud") ? (void *) &extra : (void *) c;
