@@ -1,0 +1,791 @@
+/* SPDX-License-Identifier: MIT */
+/* The MQTT input end to end: the real daemon against a real mosquitto (and a scripted fake broker). */
+#include <check.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <mosquitto.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "collector/macro.h"
+#include "testlib.h"
+
+#define TEST_CLIENT_ID "sc-test-gw"
+
+/* ---- helpers: config, store queries ---- */
+
+/* A daemon config with only the MQTT input. mqtt_extra is inserted into the "mqtt" object
+ * (ending in a comma); topics is a JSON array. Caller frees. */
+static char *make_config(const char *dir, int port, const char *mqtt_extra, const char *topics) {
+        char *s = NULL;
+
+        ck_assert_int_ge(asprintf(&s,
+                                  "{\n"
+                                  "  \"mqtt\": { \"host\": \"127.0.0.1\", \"port\": %d, \"client_id\": \"" TEST_CLIENT_ID "\",\n"
+                                  "            \"keepalive\": 5, %s \"topics\": %s },\n"
+                                  "  \"store\": { \"path\": \"%s/readings.db\", \"commit_interval_ms\": 10 },\n"
+                                  "  \"log\": { \"level\": \"debug\" },\n"
+                                  "  \"supervisor\": { \"stop_timeout\": 5, \"status_interval\": 0.1 }\n"
+                                  "}\n",
+                                  port, mqtt_extra ? mqtt_extra : "", topics, dir),
+                         0);
+        return s;
+}
+
+static const char default_topics[] =
+        "[ { \"filter\": \"gh/+sensor/state\", \"qos\": 1, \"format\": \"json\" },"
+        "  { \"filter\": \"gh/+sensor/+metric\", \"qos\": 1, \"format\": \"value\" } ]";
+
+typedef struct SqlWait {
+        char db[300];
+        const char *sql;
+        int64_t expected;
+        int64_t last;
+} SqlWait;
+
+static bool sql_reaches(void *userdata) {
+        SqlWait *w = userdata;
+
+        w->last = tl_sql_int(w->db, w->sql);
+        return w->last >= w->expected;
+}
+
+/* Waits until the query's integer is at least expected; returns the last value. */
+static int64_t wait_sql(const char *dir, const char *sql, int64_t expected, int timeout_ms) {
+        SqlWait w = { .sql = sql, .expected = expected };
+
+        snprintf(w.db, sizeof(w.db), "%s/readings.db", dir);
+        (void) tl_wait_until(sql_reaches, &w, timeout_ms);
+        return w.last;
+}
+
+static int64_t sql(const char *dir, const char *query) {
+        char db[300];
+
+        snprintf(db, sizeof(db), "%s/readings.db", dir);
+        return tl_sql_int(db, query);
+}
+
+static void assert_log_contains(TlDaemon *d, const char *needle) {
+        char *log = tl_daemon_log(d);
+        bool found = strstr(log, needle) != NULL;
+
+        if (!found)
+                fprintf(stderr, "---- daemon log ----\n%s\n---- end ----\n", log);
+        free(log);
+        ck_assert_msg(found, "daemon log lacks '%s'", needle);
+}
+
+static void dump_log(TlDaemon *d) {
+        char *log = tl_daemon_log(d);
+        fprintf(stderr, "---- daemon log ----\n%s\n---- end ----\n", log);
+        free(log);
+}
+
+/* ---- a small libmosquitto publisher (blocking; fine in a test) ---- */
+
+typedef struct Pub {
+        struct mosquitto *mosq;
+        bool connected;
+        int acked;
+} Pub;
+
+static void pub_on_connect(struct mosquitto *mosq, void *userdata, int rc) {
+        Pub *p = userdata;
+        (void) mosq;
+        p->connected = rc == 0;
+}
+
+static void pub_on_disconnect(struct mosquitto *mosq, void *userdata, int rc) {
+        Pub *p = userdata;
+        (void) mosq;
+        (void) rc;
+        p->connected = false;
+}
+
+static void pub_on_publish(struct mosquitto *mosq, void *userdata, int mid) {
+        Pub *p = userdata;
+        (void) mosq;
+        (void) mid;
+        p->acked++;
+}
+
+static void pub_open(Pub *p, int port, const char *id, bool clean) {
+        int64_t deadline = tl_now_ms() + 5000;
+
+        mosquitto_lib_init();
+        memset(p, 0, sizeof(*p));
+        p->mosq = mosquitto_new(id, clean, p);
+        ck_assert(p->mosq);
+        mosquitto_connect_callback_set(p->mosq, pub_on_connect);
+        mosquitto_disconnect_callback_set(p->mosq, pub_on_disconnect);
+        mosquitto_publish_callback_set(p->mosq, pub_on_publish);
+        ck_assert_int_eq(mosquitto_connect(p->mosq, "127.0.0.1", port, 30), MOSQ_ERR_SUCCESS);
+        while (!p->connected && tl_now_ms() < deadline)
+                (void) mosquitto_loop(p->mosq, 20, 1);
+        ck_assert_msg(p->connected, "publisher did not connect");
+}
+
+/* Publishes and, for QoS > 0, waits for the broker's acknowledgement. */
+static void pub_send(Pub *p, const char *topic, const void *payload, size_t size, int qos, bool retain) {
+        int want = p->acked + 1;
+        int64_t deadline = tl_now_ms() + 5000;
+
+        ck_assert_int_eq(mosquitto_publish(p->mosq, NULL, topic, (int) size, payload, qos, retain), MOSQ_ERR_SUCCESS);
+        while (p->acked < want && tl_now_ms() < deadline)
+                (void) mosquitto_loop(p->mosq, 20, 1);
+        ck_assert_msg(p->acked >= want, "publish to '%s' not acknowledged", topic);
+}
+
+static void pub_text(Pub *p, const char *topic, const char *text) {
+        pub_send(p, topic, text, strlen(text), 1, false);
+}
+
+static void pub_close(Pub *p) {
+        if (!p->mosq)
+                return;
+        (void) mosquitto_disconnect(p->mosq);
+        for (int i = 0; i < 5; i++)
+                (void) mosquitto_loop(p->mosq, 10, 1);
+        mosquitto_destroy(p->mosq);
+        p->mosq = NULL;
+}
+
+/* ---- starting things ---- */
+
+/* Each start gets a directory of its own (config, notify socket, log); the store lives in the
+ * directory the config names, so restarts share it. */
+static void start_daemon(TlDaemon *d, const char *config, char *const env[]) {
+        tl_daemon_start(d, tl_tmpdir(), config, NULL, env);
+}
+
+static void expect_ready(TlDaemon *d) {
+        if (!tl_notify_wait(&d->notify, "READY=1", 8000)) {
+                dump_log(d);
+                ck_abort_msg("no READY=1; notify so far: %s", d->notify.log);
+        }
+}
+
+static void stop_daemon_ok(TlDaemon *d) {
+        int r;
+
+        kill(d->pid, SIGTERM);
+        r = tl_daemon_wait(d, 8000);
+        if (r != 0)
+                dump_log(d);
+        ck_assert_int_eq(r, 0);
+}
+
+/* ---- basic ingest ---- */
+
+static const char *const protocols[] = { "\"protocol\": \"3.1.1\",", "\"protocol\": \"5\", \"session_expiry\": 3600," };
+
+START_TEST(test_ingest) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *config = NULL;
+
+        tl_broker_start(&b, dir, NULL);
+        config = make_config(dir, b.port, protocols[_i], default_topics);
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+
+        pub_open(&p, b.port, "pub-ingest", true);
+        pub_text(&p, "gh/t1/state", "{\"temperature\": 21.5, \"humidity\": 40, \"ts\": 1732200000123}");
+        pub_text(&p, "gh/t2/temperature", "22.25");
+        pub_text(&p, "gh/t2/co2", " 415 \n");
+        pub_text(&p, "gh/t3/state", "{\"sensor\": \"t3-own\", \"light\": 1200}");
+
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view", 5, 5000), 5);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='t1' AND metric='temperature' AND "
+                                  "value=21.5 AND ts=1732200000123 AND sensor_ts AND origin='gh/t1/state' AND source='mqtt'"),
+                         1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='t1' AND metric='humidity' AND value=40"), 1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='t2' AND metric='temperature' AND "
+                                  "value=22.25 AND NOT sensor_ts AND ts=received AND origin='gh/t2/temperature'"),
+                         1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='t2' AND metric='co2' AND value=415"), 1);
+        /* The payload's own sensor id wins over the topic's. */
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='t3-own' AND metric='light'"), 1);
+        /* Receipt time is wall clock, in ms. */
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE abs(received - CAST(strftime('%s','now') AS INTEGER) * 1000) < 60000"), 5);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view"), 0);
+
+        /* STATUS= names the broker and counts. */
+        ck_assert_msg(tl_notify_wait(&d.notify, "4 messages, 0 rejects", 3000), "status: %s", d.notify.log);
+        ck_assert_msg(strstr(d.notify.log, "connected to 127.0.0.1:"), "status: %s", d.notify.log);
+
+        pub_close(&p);
+        stop_daemon_ok(&d);
+        ck_assert(tl_notify_wait(&d.notify, "STOPPING=1", 0));
+        tl_broker_stop(&b);
+}
+END_TEST
+
+/* ---- READY=1 waits for CONNACK and SUBACK: a scripted broker holds them back ---- */
+
+static int fake_listen(int *ret_port) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof(a);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        ck_assert(fd >= 0);
+        ck_assert(bind(fd, (struct sockaddr *) &a, sizeof(a)) == 0);
+        ck_assert(listen(fd, 4) == 0);
+        ck_assert(getsockname(fd, (struct sockaddr *) &a, &len) == 0);
+        *ret_port = ntohs(a.sin_port);
+        return fd;
+}
+
+static int fake_accept(int lfd, int timeout_ms) {
+        struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+        int fd;
+
+        ck_assert_msg(poll(&pfd, 1, timeout_ms) == 1, "the daemon did not connect");
+        fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        ck_assert(fd >= 0);
+        return fd;
+}
+
+static void read_full(int fd, void *buf, size_t size, int timeout_ms) {
+        uint8_t *p = buf;
+
+        while (size > 0) {
+                struct pollfd pfd = { .fd = fd, .events = POLLIN };
+                ck_assert_msg(poll(&pfd, 1, timeout_ms) == 1, "no packet from the daemon");
+                ssize_t k = read(fd, p, size);
+                ck_assert_msg(k > 0, "connection closed by the daemon");
+                p += k;
+                size -= (size_t) k;
+        }
+}
+
+/* Reads one MQTT packet; returns its type (high nibble) and the body in buf. */
+static int fake_read_packet(int fd, uint8_t *buf, size_t size, size_t *ret_len) {
+        uint8_t h;
+        size_t len = 0, mult = 1;
+
+        read_full(fd, &h, 1, 5000);
+        for (;;) {
+                uint8_t b;
+                read_full(fd, &b, 1, 5000);
+                len += (b & 127) * mult;
+                mult *= 128;
+                if (!(b & 128))
+                        break;
+        }
+        ck_assert(len <= size);
+        read_full(fd, buf, len, 5000);
+        *ret_len = len;
+        return h >> 4;
+}
+
+static void fake_write(int fd, const void *data, size_t size) {
+        ck_assert_int_eq(write(fd, data, size), (ssize_t) size);
+}
+
+/* Connects the daemon to a scripted broker: answers CONNACK with connack_rc and SUBACK with
+ * suback_code, and checks READY=1 is sent only after both. */
+START_TEST(test_ready_after_suback) {
+        const char *dir = tl_tmpdir();
+        TlDaemon d;
+        _cleanup_free_ char *config = NULL;
+        uint8_t buf[1024];
+        size_t len;
+        int port, lfd, cfd;
+
+        lfd = fake_listen(&port);
+        config = make_config(dir, port, NULL, "[ { \"filter\": \"gh/+sensor/+metric\", \"qos\": 1, \"format\": \"value\" } ]");
+        start_daemon(&d, config, NULL);
+
+        cfd = fake_accept(lfd, 5000);
+        ck_assert_int_eq(fake_read_packet(cfd, buf, sizeof(buf), &len), 1); /* CONNECT */
+        /* Connected at the TCP level, no CONNACK yet: not ready. */
+        ck_assert(!tl_notify_wait(&d.notify, "READY=1", 300));
+        fake_write(cfd, (uint8_t[]){ 0x20, 0x02, 0x00, 0x00 }, 4);
+
+        ck_assert_int_eq(fake_read_packet(cfd, buf, sizeof(buf), &len), 8); /* SUBSCRIBE */
+        ck_assert_uint_ge(len, 2);
+        /* Accepted, subscription not granted yet: still not ready. */
+        ck_assert(!tl_notify_wait(&d.notify, "READY=1", 300));
+        if (_i == 0) {
+                fake_write(cfd, (uint8_t[]){ 0x90, 0x03, buf[0], buf[1], 0x01 }, 5);
+                expect_ready(&d);
+                stop_daemon_ok(&d);
+        } else {
+                /* The broker refuses the subscription: exit 11, cause logged, never ready. */
+                fake_write(cfd, (uint8_t[]){ 0x90, 0x03, buf[0], buf[1], 0x80 }, 5);
+                ck_assert_int_eq(tl_daemon_wait(&d, 5000), 11);
+                ck_assert(!strstr(d.notify.log, "READY=1"));
+                assert_log_contains(&d, "refused the subscription to 'gh/+sensor/+metric'");
+        }
+        close(cfd);
+        close(lfd);
+}
+END_TEST
+
+/* CONNACK "server unavailable" (3) is retried; "not authorised" (5) ends the task at once. */
+START_TEST(test_connack_refused) {
+        const char *dir = tl_tmpdir();
+        TlDaemon d;
+        _cleanup_free_ char *config = NULL;
+        uint8_t buf[1024];
+        size_t len;
+        int port, lfd, cfd;
+
+        lfd = fake_listen(&port);
+        config = make_config(dir, port, NULL, default_topics);
+        start_daemon(&d, config, NULL);
+
+        cfd = fake_accept(lfd, 5000);
+        ck_assert_int_eq(fake_read_packet(cfd, buf, sizeof(buf), &len), 1);
+        fake_write(cfd, (uint8_t[]){ 0x20, 0x02, 0x00, 0x03 }, 4);
+        close(cfd);
+
+        /* Retried after a backoff, reported degraded meanwhile. */
+        cfd = fake_accept(lfd, 5000);
+        ck_assert(tl_notify_wait(&d.notify, "reconnecting to 127.0.0.1", 1000));
+        ck_assert_int_eq(fake_read_packet(cfd, buf, sizeof(buf), &len), 1);
+        fake_write(cfd, (uint8_t[]){ 0x20, 0x02, 0x00, 0x05 }, 4);
+
+        ck_assert_int_eq(tl_daemon_wait(&d, 5000), 11);
+        assert_log_contains(&d, "Failed to connect to broker 127.0.0.1:");
+        assert_log_contains(&d, "refused the connection (CONNACK 3): Connection Refused: broker unavailable");
+        assert_log_contains(&d, "refused the connection (CONNACK 5): Connection Refused: not authorised");
+        close(cfd);
+        close(lfd);
+}
+END_TEST
+
+/* ---- persistent session: what is published while the daemon is stopped arrives later ---- */
+
+START_TEST(test_persistent_session) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *config = NULL;
+        char topic[64], payload[64];
+
+        tl_broker_start(&b, dir, NULL);
+        config = make_config(dir, b.port, protocols[_i], default_topics);
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+        stop_daemon_ok(&d);
+
+        pub_open(&p, b.port, "pub-session", true);
+        for (int i = 1; i <= 20; i++) {
+                snprintf(topic, sizeof(topic), "gh/s%d/temperature", i % 3);
+                snprintf(payload, sizeof(payload), "%d", i);
+                pub_text(&p, topic, payload);
+        }
+        pub_close(&p);
+
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view", 20, 5000), 20);
+        ck_assert_int_eq(sql(dir, "SELECT count(DISTINCT value) FROM readings_view WHERE metric='temperature'"), 20);
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+}
+END_TEST
+
+/* ---- the broker restarts mid-stream: every number of a QoS 1 sequence arrives ---- */
+
+#define SEQ_COUNT 400
+#define SEQ_RESTARTS 3
+
+START_TEST(test_broker_restart) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *config = NULL;
+        char payload[128];
+        int next = 1, restarts = 0;
+        int64_t deadline;
+
+        tl_broker_start(&b, dir, NULL);
+        config = make_config(dir, b.port, "\"max_offline\": 60,", default_topics);
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+
+        /* A persistent publisher session: libmosquitto re-sends what the broker has not
+         * acknowledged after each reconnect. */
+        pub_open(&p, b.port, "pub-seq", false);
+        deadline = tl_now_ms() + 40000;
+        while ((next <= SEQ_COUNT || p.acked < SEQ_COUNT) && tl_now_ms() < deadline) {
+                /* Keep a handful in flight, so restarts hit unacknowledged messages. */
+                while (next <= SEQ_COUNT && next - 1 - p.acked < 10) {
+                        snprintf(payload, sizeof(payload), "{\"sensor\": \"seq\", \"ts\": %d, \"n\": %d}",
+                                 1700000000 + next, next);
+                        ck_assert_int_eq(mosquitto_publish(p.mosq, NULL, "gh/seq/state", (int) strlen(payload), payload, 1,
+                                                           false),
+                                         MOSQ_ERR_SUCCESS);
+                        next++;
+                }
+                if (restarts < SEQ_RESTARTS && next > (restarts + 1) * SEQ_COUNT / (SEQ_RESTARTS + 1)) {
+                        tl_broker_stop(&b);
+                        tl_sleep_ms(100 + 150 * restarts); /* the daemon sees a refused connection */
+                        tl_broker_start(&b, dir, NULL);
+                        restarts++;
+                }
+                if (mosquitto_loop(p.mosq, 10, 1) != MOSQ_ERR_SUCCESS || !p.connected) {
+                        tl_sleep_ms(20);
+                        (void) mosquitto_reconnect(p.mosq);
+                }
+        }
+        ck_assert_int_eq(restarts, SEQ_RESTARTS);
+        ck_assert_int_ge(p.acked, SEQ_COUNT);
+        pub_close(&p);
+
+        if (wait_sql(dir, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor='seq' AND metric='n'", SEQ_COUNT,
+                     20000) != SEQ_COUNT)
+                dump_log(&d);
+        ck_assert_int_eq(sql(dir, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor='seq' AND metric='n'"), SEQ_COUNT);
+        ck_assert_int_eq(sql(dir, "SELECT min(value) FROM readings_view WHERE sensor='seq' AND metric='n'"), 1);
+        ck_assert_int_eq(sql(dir, "SELECT max(value) FROM readings_view WHERE sensor='seq' AND metric='n'"), SEQ_COUNT);
+        /* The sensor's timestamp makes redeliveries duplicates, not extra rows. */
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='seq' AND metric='n'"), SEQ_COUNT);
+        assert_log_contains(&d, "Reconnected to broker 127.0.0.1:");
+        ck_assert_msg(tl_notify_wait(&d.notify, "reconnecting to 127.0.0.1:", 0), "status: %s", d.notify.log);
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+}
+END_TEST
+
+/* ---- TLS with a CA made for the test ---- */
+
+static void run_ok(char *const argv[]) {
+        char *out = NULL;
+        int r = tl_run(argv, NULL, &out, 20000);
+
+        if (r != 0)
+                fprintf(stderr, "%s failed (%d): %s\n", argv[0], r, out);
+        ck_assert_int_eq(r, 0);
+        free(out);
+}
+
+static void make_ca(const char *dir, const char *name) {
+        char key[300], crt[300], subj[64];
+
+        snprintf(key, sizeof(key), "%s/%s.key", dir, name);
+        snprintf(crt, sizeof(crt), "%s/%s.crt", dir, name);
+        snprintf(subj, sizeof(subj), "/CN=%s", name);
+        run_ok((char *[]){ "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                           "-keyout", key, "-out", crt, "-subj", subj, "-days", "2", NULL });
+}
+
+static void make_server_cert(const char *dir, const char *ca) {
+        char key[300], csr[300], crt[300], ca_crt[300], ca_key[300], ext[300];
+
+        snprintf(key, sizeof(key), "%s/server.key", dir);
+        snprintf(csr, sizeof(csr), "%s/server.csr", dir);
+        snprintf(crt, sizeof(crt), "%s/server.crt", dir);
+        snprintf(ca_crt, sizeof(ca_crt), "%s/%s.crt", dir, ca);
+        snprintf(ca_key, sizeof(ca_key), "%s/%s.key", dir, ca);
+        snprintf(ext, sizeof(ext), "%s", tl_write_file(dir, "server.ext", "subjectAltName=IP:127.0.0.1\n"));
+        run_ok((char *[]){ "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+                           key, "-out", csr, "-subj", "/CN=127.0.0.1", NULL });
+        run_ok((char *[]){ "openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out",
+                           crt, "-days", "2", "-extfile", ext, NULL });
+}
+
+START_TEST(test_tls) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *config = NULL, *extra = NULL, *conf = NULL;
+        int tls_port = tl_free_port();
+
+        make_ca(dir, "ca");
+        make_ca(dir, "other-ca");
+        make_server_cert(dir, "ca");
+        ck_assert_int_ge(asprintf(&conf, "listener %d 127.0.0.1\ncafile %s/ca.crt\ncertfile %s/server.crt\nkeyfile %s/server.key\n",
+                                  tls_port, dir, dir, dir),
+                         0);
+        tl_broker_start(&b, dir, conf);
+
+        if (_i == 0) {
+                ck_assert_int_ge(asprintf(&extra, "\"cafile\": \"%s/ca.crt\", \"tls_version\": \"tlsv1.2\",", dir), 0);
+                config = make_config(dir, tls_port, extra, default_topics);
+                start_daemon(&d, config, NULL);
+                expect_ready(&d);
+                pub_open(&p, b.port, "pub-tls", true);
+                pub_text(&p, "gh/tls1/temperature", "19.5");
+                pub_close(&p);
+                ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='tls1'", 1, 5000), 1);
+                stop_daemon_ok(&d);
+        } else {
+                /* A CA that did not sign the broker's certificate: fatal at once, not retried. */
+                ck_assert_int_ge(asprintf(&extra, "\"cafile\": \"%s/other-ca.crt\",", dir), 0);
+                config = make_config(dir, tls_port, extra, default_topics);
+                start_daemon(&d, config, NULL);
+                ck_assert_int_eq(tl_daemon_wait(&d, 5000), 11);
+                assert_log_contains(&d, "TLS certificate of broker 127.0.0.1:");
+                assert_log_contains(&d, "certificate verify failed");
+                ck_assert(!strstr(d.notify.log, "READY=1"));
+        }
+        tl_broker_stop(&b);
+}
+END_TEST
+
+/* ---- user name and password ---- */
+
+static bool broker_answers(void *userdata) {
+        char port[16];
+        char *argv[] = { "mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-t", "$SYS/broker/version", "-C", "1", "-W", "1", NULL };
+
+        snprintf(port, sizeof(port), "%d", *(int *) userdata);
+        return tl_run(argv, NULL, NULL, 3000) == 0;
+}
+
+/* A broker with an anonymous listener (for the test's publisher) and one that wants a password.
+ * per_listener_settings must precede every security setting, hence a config of our own. */
+static void start_auth_broker(TlBroker *b, const char *dir, int auth_port, const char *pwfile) {
+        _cleanup_free_ char *conf = NULL;
+        char path[300], log[300];
+
+        b->port = tl_free_port();
+        snprintf(b->dir, sizeof(b->dir), "%s", dir);
+        ck_assert_int_ge(asprintf(&conf,
+                                  "per_listener_settings true\nuser root\npersistence false\n"
+                                  "listener %d 127.0.0.1\nallow_anonymous true\n"
+                                  "listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\n",
+                                  b->port, auth_port, pwfile),
+                         0);
+        tl_write_file(dir, "auth.conf", conf);
+        snprintf(path, sizeof(path), "%s/auth.conf", dir);
+        snprintf(log, sizeof(log), "%s/mosquitto.log", dir);
+        b->pid = tl_spawn((char *[]){ "mosquitto", "-c", path, NULL }, NULL, log, log);
+        ck_assert_msg(tl_wait_until(broker_answers, &b->port, 10000), "mosquitto did not come up");
+}
+
+START_TEST(test_password) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *config = NULL, *extra = NULL, *pwfile = NULL, *creds = NULL, *cred_env = NULL;
+        int auth_port = tl_free_port();
+        const char *password = _i == 1 ? "wrong\n" : "s3cret\n";
+
+        ck_assert_int_ge(asprintf(&pwfile, "%s/passwd", dir), 0);
+        run_ok((char *[]){ "mosquitto_passwd", "-c", "-b", pwfile, "collector", "s3cret", NULL });
+        ck_assert_int_ge(asprintf(&creds, "%s/creds", dir), 0);
+        ck_assert_int_eq(mkdir(creds, 0700), 0);
+        start_auth_broker(&b, dir, auth_port, pwfile);
+
+        if (_i == 2) {
+                /* systemd's LoadCredential=: $CREDENTIALS_DIRECTORY/<basename of password_file>
+                 * wins over the configured path, which need not exist. */
+                tl_write_file(creds, "mqtt.pw", "s3cret\n");
+                ck_assert_int_ge(asprintf(&extra, "\"username\": \"collector\", \"password_file\": \"/nonexistent/mqtt.pw\","), 0);
+                ck_assert_int_ge(asprintf(&cred_env, "CREDENTIALS_DIRECTORY=%s", creds), 0);
+        } else {
+                ck_assert_int_ge(asprintf(&extra, "\"username\": \"collector\", \"password_file\": \"%s\",",
+                                          tl_write_file(dir, "mqtt-password", password)),
+                                 0);
+        }
+        config = make_config(dir, auth_port, extra, default_topics);
+        start_daemon(&d, config, cred_env ? (char *[]){ cred_env, NULL } : NULL);
+        if (_i == 1) {
+                ck_assert_int_eq(tl_daemon_wait(&d, 5000), 11);
+                assert_log_contains(&d, "refused the connection (CONNACK 5)");
+                ck_assert(!strstr(d.notify.log, "READY=1"));
+        } else {
+                expect_ready(&d);
+                pub_open(&p, b.port, "pub-auth", true);
+                pub_text(&p, "gh/auth1/temperature", "20");
+                pub_close(&p);
+                ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='auth1'", 1, 5000), 1);
+                stop_daemon_ok(&d);
+        }
+        tl_broker_stop(&b);
+}
+END_TEST
+
+/* ---- the broker goes away for good: exit 11 after max_offline, readings kept ---- */
+
+START_TEST(test_max_offline) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *config = NULL;
+        int64_t t0;
+        int r;
+
+        tl_broker_start(&b, dir, NULL);
+        config = make_config(dir, b.port, "\"max_offline\": 2,", default_topics);
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+        pub_open(&p, b.port, "pub-offline", true);
+        pub_text(&p, "gh/o1/temperature", "1");
+        pub_text(&p, "gh/o1/humidity", "2");
+        pub_close(&p);
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view", 2, 5000), 2);
+
+        tl_broker_stop(&b);
+        t0 = tl_now_ms();
+        r = tl_daemon_wait(&d, 8000);
+        ck_assert_int_eq(r, 11);
+        ck_assert_int_ge(tl_now_ms() - t0, 1800);
+        ck_assert_int_le(tl_now_ms() - t0, 5000);
+        assert_log_contains(&d, "Connection to broker 127.0.0.1:");
+        assert_log_contains(&d, "unreachable for 2");
+        ck_assert(tl_notify_wait(&d.notify, "reconnecting to 127.0.0.1:", 0));
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='o1'"), 2);
+}
+END_TEST
+
+/* ---- SIGTERM while the broker is unreachable: a quick, clean exit ---- */
+
+START_TEST(test_sigterm_while_offline) {
+        const char *dir = tl_tmpdir();
+        TlDaemon d;
+        _cleanup_free_ char *config = NULL;
+        int64_t t0;
+
+        config = make_config(dir, tl_free_port(), NULL, default_topics);
+        start_daemon(&d, config, NULL);
+        ck_assert(tl_notify_wait(&d.notify, "reconnecting to 127.0.0.1:", 5000));
+        t0 = tl_now_ms();
+        stop_daemon_ok(&d);
+        ck_assert_int_le(tl_now_ms() - t0, 1000);
+        ck_assert(!strstr(d.notify.log, "READY=1"));
+}
+END_TEST
+
+/* ---- malformed payloads are kept as rejects; the daemon goes on ---- */
+
+START_TEST(test_malformed) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *config = NULL, *old_config = NULL;
+        char huge[1000];
+        static const uint8_t binary[] = { 0xff, 0xfe, 0x00, 0x01, 0x80 };
+
+        tl_broker_start(&b, dir, NULL);
+        /* An earlier configuration left a subscription in the persistent session. */
+        old_config = make_config(dir, b.port, NULL, "[ { \"filter\": \"old/+sensor/+metric\", \"format\": \"value\" } ]");
+        start_daemon(&d, old_config, NULL);
+        expect_ready(&d);
+        stop_daemon_ok(&d);
+
+        config = make_config(dir, b.port, "\"max_payload_bytes\": 64,", default_topics);
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+
+        memset(huge, '1', sizeof(huge));
+        pub_open(&p, b.port, "pub-bad", true);
+        pub_text(&p, "gh/m1/state", "{\"temperature\": 21.5,");                /* bad JSON */
+        pub_send(&p, "gh/m1/temperature", huge, sizeof(huge), 1, false);       /* over 64 bytes */
+        pub_send(&p, "gh/m1/temperature", binary, sizeof(binary), 1, false);  /* not UTF-8 */
+        pub_text(&p, "gh/m1/temperature", "NaN");                              /* not finite */
+        pub_text(&p, "gh/m1/temperature", "1e999");                            /* not finite */
+        pub_text(&p, "old/m1/temperature", "5");                               /* no configured topic */
+        pub_text(&p, "gh/m1/temperature", "7.5");                              /* fine */
+        pub_close(&p);
+
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM rejects_view", 6, 5000), 6);
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view", 1, 5000), 1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='m1' AND value=7.5"), 1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='bad_json' AND origin='gh/m1/state' AND "
+                                  "source='mqtt' AND raw=CAST('{\"temperature\": 21.5,' AS BLOB)"),
+                         1);
+        /* A huge payload keeps only its first max_payload_bytes. */
+        ck_assert_int_eq(sql(dir, "SELECT length(raw) FROM rejects_view WHERE reason='too_long'"), 64);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='not_utf8' AND raw=x'fffe000180'"), 1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='not_finite' AND raw=CAST('NaN' AS BLOB)"), 1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='not_finite' AND raw=CAST('1e999' AS BLOB)"), 1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='topic_mismatch' AND origin='old/m1/temperature'"), 1);
+
+        assert_log_contains(&d, "Rejected message on 'gh/m1/state'");
+        ck_assert_msg(tl_notify_wait(&d.notify, "1 message, 6 rejects", 3000), "status: %s", d.notify.log);
+        ck_assert_int_eq(kill(d.pid, 0), 0);
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+}
+END_TEST
+
+/* ---- retained messages without a timestamp are old values, not readings taken now ---- */
+
+START_TEST(test_retained) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *config = NULL;
+        static const char with_ts[] = "{\"temperature\": 3, \"ts\": 1732200000999}";
+
+        tl_broker_start(&b, dir, NULL);
+        pub_open(&p, b.port, "pub-retain", true);
+        pub_send(&p, "gh/r1/temperature", "12", 2, 1, true);
+        pub_send(&p, "gh/r2/state", with_ts, strlen(with_ts), 1, true);
+
+        config = make_config(dir, b.port, NULL, default_topics);
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+        pub_text(&p, "gh/r3/temperature", "13");
+        pub_close(&p);
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='r3'", 1, 5000), 1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='r2' AND ts=1732200000999"), 1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='r1'"), 0);
+        ck_assert_msg(tl_notify_wait(&d.notify, "1 retained skipped", 3000), "status: %s", d.notify.log);
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+}
+END_TEST
+
+static Suite *mqtt_suite(void) {
+        Suite *s = suite_create("mqtt");
+        TCase *tc;
+
+        tc = tcase_create("ingest");
+        tcase_set_timeout(tc, 30);
+        tcase_add_loop_test(tc, test_ingest, 0, 2);
+        tcase_add_loop_test(tc, test_persistent_session, 0, 2);
+        tcase_add_test(tc, test_retained);
+        tcase_add_test(tc, test_malformed);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("handshake");
+        tcase_set_timeout(tc, 30);
+        tcase_add_loop_test(tc, test_ready_after_suback, 0, 2);
+        tcase_add_test(tc, test_connack_refused);
+        tcase_add_loop_test(tc, test_tls, 0, 2);
+        tcase_add_loop_test(tc, test_password, 0, 3);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("outages");
+        tcase_set_timeout(tc, 90);
+        tcase_add_test(tc, test_broker_restart);
+        tcase_add_test(tc, test_max_offline);
+        tcase_add_test(tc, test_sigterm_while_offline);
+        suite_add_tcase(s, tc);
+
+        return s;
+}
+
+int main(void) {
+        SRunner *sr = srunner_create(mqtt_suite());
+        int failed;
+
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
