@@ -1,4 +1,789 @@
 /* SPDX-License-Identifier: MIT */
-/* Placeholder until the module lands. */
+/* `sensor-collector query`: options, time parsing and output formats over the store's read-only API. */
+#include <ctype.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "collector/config.h"
 #include "collector/query.h"
-int query_main(int argc, char **argv) { (void) argc; (void) argv; return 1; }
+#include "collector/store.h"
+#include "collector/supervisor.h"
+
+/* Table output is aligned over this many rows at a time: bounded memory on any result size. */
+#define TABLE_CHUNK_ROWS 1000
+#define TABLE_COLUMNS_MAX 8
+
+typedef enum OutputFormat {
+        FORMAT_TABLE,
+        FORMAT_CSV,
+        FORMAT_JSON,
+} OutputFormat;
+
+typedef enum QueryMode {
+        MODE_READINGS,
+        MODE_LATEST,
+        MODE_COUNT,
+        MODE_REJECTS,
+} QueryMode;
+
+typedef struct QueryArgs {
+        const char *db;
+        const char *config;
+        StoreFilter filter;
+        QueryMode mode;
+        OutputFormat format;
+        bool utc;
+} QueryArgs;
+
+static const char usage_text[] =
+        "Usage: sensor-collector query [--db PATH | --config FILE] [--sensor ID] [--metric NAME]\n"
+        "                              [--source serial|mqtt] [--since TIME] [--until TIME] [--limit N]\n"
+        "                              [--latest | --count | --rejects] [--format table|csv|json] [--utc]\n";
+
+static void help(void) {
+        printf("%s\n"
+               "Shows what the collector stored. Read-only: safe while the daemon runs.\n\n"
+               "      --db PATH         the store (default %s)\n"
+               "  -c, --config FILE     take the store path from this configuration file\n"
+               "  -s, --sensor ID       only this sensor\n"
+               "  -m, --metric NAME     only this metric\n"
+               "      --source SOURCE   only readings that came by serial or mqtt\n"
+               "      --since TIME      from TIME on (the sensor's timestamp; rejects: time of receipt)\n"
+               "      --until TIME      before TIME\n"
+               "  -n, --limit N         the newest N rows, shown oldest first (default: all)\n"
+               "      --latest          the newest value of each sensor and metric\n"
+               "      --count           how many readings per sensor and metric, first and last time\n"
+               "      --rejects         what arrived and could not be used, with the reason and raw bytes\n"
+               "  -o, --format FORMAT   table (aligned, local time), csv, or json (one object per line)\n"
+               "      --utc             show table times in UTC\n"
+               "  -h, --help            print this help and exit\n\n"
+               "TIME is relative to now (30s, 15m, 1h, 2d, 1w, 1h30m: that long ago; now) or absolute:\n"
+               "2026-11-21T10:00:00Z, 2026-11-21T11:00:00+01:00, 2026-11-21 10:00 (local), 2026-11-21.\n\n"
+               "Exit status: 0 done (also when nothing matches), 1 the store cannot be read,\n"
+               "64 bad usage, 78 invalid --config file.\n",
+               usage_text, STORE_DEFAULT_PATH);
+}
+
+_printf_(1, 2) static int usage_error(const char *format, ...) {
+        va_list ap;
+
+        fputs("sensor-collector query: ", stderr);
+        va_start(ap, format);
+        vfprintf(stderr, format, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+        fputs(usage_text, stderr);
+        return -EINVAL;
+}
+
+/* ---- time ---- */
+
+static int parse_digits(const char **p, size_t n, int *ret) {
+        int v = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                if (!isdigit((unsigned char) (*p)[i]))
+                        return -EINVAL;
+                v = v * 10 + ((*p)[i] - '0');
+        }
+        *p += n;
+        *ret = v;
+        return 0;
+}
+
+static int parse_relative(const char *s, int64_t now_ms, int64_t *ret_ms) {
+        int64_t total = 0;
+
+        if (!*s)
+                return -EINVAL;
+        while (*s) {
+                int64_t n = 0, unit;
+                const char *start = s;
+
+                while (isdigit((unsigned char) *s)) {
+                        if (n > INT64_MAX / 10 / 1000)
+                                return -EINVAL;
+                        n = n * 10 + (*s++ - '0');
+                }
+                if (s == start)
+                        return -EINVAL;
+                switch (*s++) {
+                case 's':
+                        unit = 1000;
+                        break;
+                case 'm':
+                        unit = 60 * 1000;
+                        break;
+                case 'h':
+                        unit = 3600 * 1000;
+                        break;
+                case 'd':
+                        unit = (int64_t) 24 * 3600 * 1000;
+                        break;
+                case 'w':
+                        unit = (int64_t) 7 * 24 * 3600 * 1000;
+                        break;
+                default:
+                        return -EINVAL;
+                }
+                if (n > (INT64_MAX / 4 - total) / unit)
+                        return -EINVAL;
+                total += n * unit;
+        }
+        *ret_ms = now_ms - total;
+        return 0;
+}
+
+static int parse_absolute(const char *s, int64_t *ret_ms) {
+        struct tm tm = { .tm_isdst = -1 };
+        int year, mon, mday, hour = 0, min = 0, sec = 0, ms = 0, off = 0;
+        bool local = true;
+        const char *p = s;
+        time_t t;
+
+        if (parse_digits(&p, 4, &year) < 0 || *p++ != '-' || parse_digits(&p, 2, &mon) < 0 || *p++ != '-' ||
+            parse_digits(&p, 2, &mday) < 0)
+                return -EINVAL;
+        if (*p == 'T' || *p == 't' || *p == ' ') {
+                p++;
+                if (parse_digits(&p, 2, &hour) < 0 || *p++ != ':' || parse_digits(&p, 2, &min) < 0)
+                        return -EINVAL;
+                if (*p == ':') {
+                        p++;
+                        if (parse_digits(&p, 2, &sec) < 0)
+                                return -EINVAL;
+                        if (*p == '.' || *p == ',') {
+                                int scale = 100;
+
+                                p++;
+                                if (!isdigit((unsigned char) *p))
+                                        return -EINVAL;
+                                for (; isdigit((unsigned char) *p); p++, scale /= 10)
+                                        ms += (*p - '0') * scale;
+                        }
+                }
+                if (*p == 'Z' || *p == 'z') {
+                        p++;
+                        local = false;
+                } else if (*p == '+' || *p == '-') {
+                        int sign = *p++ == '-' ? -1 : 1, oh, om;
+
+                        if (parse_digits(&p, 2, &oh) < 0)
+                                return -EINVAL;
+                        if (*p == ':')
+                                p++;
+                        if (parse_digits(&p, 2, &om) < 0 || oh > 23 || om > 59)
+                                return -EINVAL;
+                        off = sign * (oh * 3600 + om * 60);
+                        local = false;
+                }
+        }
+        if (*p || mon < 1 || mon > 12 || mday < 1 || mday > 31 || hour > 23 || min > 59 || sec > 60)
+                return -EINVAL;
+
+        tm.tm_year = year - 1900;
+        tm.tm_mon = mon - 1;
+        tm.tm_mday = mday;
+        tm.tm_hour = hour;
+        tm.tm_min = min;
+        tm.tm_sec = sec;
+        t = local ? mktime(&tm) : timegm(&tm);
+        if (t == (time_t) -1 && !(year == 1969 || year == 1970))
+                return -EINVAL;
+        /* 2026-02-31 normalizes to March: not a date. */
+        if (tm.tm_mday != mday || tm.tm_mon != mon - 1)
+                return -EINVAL;
+        *ret_ms = ((int64_t) t - off) * 1000 + ms;
+        return 0;
+}
+
+int query_parse_time(const char *s, int64_t now_ms, int64_t *ret_ms) {
+        if (!s)
+                return -EINVAL;
+        if (streq(s, "now")) {
+                *ret_ms = now_ms;
+                return 0;
+        }
+        if (strlen(s) >= 10 && s[4] == '-')
+                return parse_absolute(s, ret_ms);
+        return parse_relative(s, now_ms, ret_ms);
+}
+
+static int64_t wall_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* "2026-11-21T10:00:00.123Z" in UTC, or "2026-11-21 11:00:00.123" in local time. */
+static void format_time(int64_t ms, bool utc, char *buf, size_t size) {
+        time_t t = (time_t) (ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+        unsigned frac = (unsigned) (ms - (int64_t) t * 1000) % 1000u;
+        struct tm tm;
+        char base[40];
+
+        if (!(utc ? gmtime_r(&t, &tm) : localtime_r(&t, &tm))) {
+                snprintf(buf, size, "%" PRId64, ms);
+                return;
+        }
+        strftime(base, sizeof(base), utc ? "%Y-%m-%dT%H:%M:%S" : "%Y-%m-%d %H:%M:%S", &tm);
+        snprintf(buf, size, "%s.%03u%s", base, frac, utc ? "Z" : "");
+}
+
+/* The shortest text that reads back as the same double. */
+static void format_value(double v, char *buf, size_t size) {
+        if (!isfinite(v)) {
+                snprintf(buf, size, "%s", isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
+                return;
+        }
+        for (int precision = 15; precision <= 17; precision++) {
+                snprintf(buf, size, "%.*g", precision, v);
+                if (strtod(buf, NULL) == v)
+                        return;
+        }
+}
+
+/* ---- escaping ---- */
+
+typedef struct Buffer {
+        char *data;
+        size_t len, size;
+} Buffer;
+
+static int buffer_putn(Buffer *b, const char *s, size_t n) {
+        if (b->len + n + 1 > b->size) {
+                size_t size = MAX(b->size * 2, b->len + n + 64);
+                char *d = realloc(b->data, size);
+
+                if (!d)
+                        return -ENOMEM;
+                b->data = d;
+                b->size = size;
+        }
+        memcpy(b->data + b->len, s, n);
+        b->len += n;
+        b->data[b->len] = 0;
+        return 0;
+}
+
+static int buffer_puts(Buffer *b, const char *s) {
+        return buffer_putn(b, s, strlen(s));
+}
+
+/* Raw bytes as printable ASCII: \\, \n, \r, \t, \xHH for the rest. Also used for strings shown
+ * on a terminal, so that a control character in a topic cannot reach it. */
+static int escape_bytes(Buffer *b, const void *data, size_t size, bool keep_utf8) {
+        const unsigned char *p = data;
+        int r = 0;
+
+        for (size_t i = 0; i < size && r >= 0; i++) {
+                char esc[8];
+
+                switch (p[i]) {
+                case '\\':
+                        r = buffer_puts(b, "\\\\");
+                        break;
+                case '\n':
+                        r = buffer_puts(b, "\\n");
+                        break;
+                case '\r':
+                        r = buffer_puts(b, "\\r");
+                        break;
+                case '\t':
+                        r = buffer_puts(b, "\\t");
+                        break;
+                default:
+                        if ((p[i] >= 0x20 && p[i] < 0x7f) || (keep_utf8 && p[i] >= 0x80))
+                                r = buffer_putn(b, (const char *) p + i, 1);
+                        else {
+                                snprintf(esc, sizeof(esc), "\\x%02x", p[i]);
+                                r = buffer_puts(b, esc);
+                        }
+                }
+        }
+        return r;
+}
+
+static int json_string(Buffer *b, const char *s) {
+        int r = buffer_puts(b, "\"");
+
+        for (; *s && r >= 0; s++) {
+                unsigned char c = (unsigned char) *s;
+                char esc[8];
+
+                if (c == '"')
+                        r = buffer_puts(b, "\\\"");
+                else if (c == '\\')
+                        r = buffer_puts(b, "\\\\");
+                else if (c == '\n')
+                        r = buffer_puts(b, "\\n");
+                else if (c < 0x20 || c == 0x7f) {
+                        snprintf(esc, sizeof(esc), "\\u%04x", c);
+                        r = buffer_puts(b, esc);
+                } else
+                        r = buffer_putn(b, s, 1);
+        }
+        return r < 0 ? r : buffer_puts(b, "\"");
+}
+
+static int csv_field(Buffer *b, const char *s) {
+        int r;
+
+        if (!strpbrk(s, ",\"\r\n") && !(s[0] == ' ' || (s[0] && s[strlen(s) - 1] == ' ')))
+                return buffer_puts(b, s);
+        r = buffer_puts(b, "\"");
+        for (; *s && r >= 0; s++)
+                r = *s == '"' ? buffer_puts(b, "\"\"") : buffer_putn(b, s, 1);
+        return r < 0 ? r : buffer_puts(b, "\"");
+}
+
+/* ---- output ---- */
+
+typedef struct Output {
+        OutputFormat format;
+        bool utc;
+        size_t n_columns;
+        const char *const *headers;
+        const bool *right;          /* right-aligned columns (numbers) */
+        const char *const *keys;    /* JSON member names */
+        const bool *json_raw;       /* JSON: the cell is a number/boolean, not a string */
+
+        char **cells;               /* table: buffered rows, n_columns each */
+        size_t n_rows;
+        size_t widths[TABLE_COLUMNS_MAX];
+        bool header_done;
+        uint64_t rows_total;
+} Output;
+
+static void table_line(const Output *o, const char *const *cells, bool header) {
+        for (size_t c = 0; c < o->n_columns; c++) {
+                bool last = c + 1 == o->n_columns;
+
+                if (o->right[c] && !header)
+                        printf("%*s%s", (int) o->widths[c], cells[c], last ? "" : "  ");
+                else if (last)
+                        fputs(cells[c], stdout);
+                else
+                        printf("%-*s  ", (int) o->widths[c], cells[c]);
+        }
+        putchar('\n');
+}
+
+/* Prints the buffered rows aligned (widths only grow from one chunk to the next). */
+static void output_flush_table(Output *o) {
+        if (o->n_rows == 0)
+                return;
+        for (size_t c = 0; c < o->n_columns; c++) {
+                if (!o->header_done)
+                        o->widths[c] = MAX(o->widths[c], strlen(o->headers[c]));
+                for (size_t i = 0; i < o->n_rows; i++)
+                        o->widths[c] = MAX(o->widths[c], strlen(o->cells[i * o->n_columns + c]));
+        }
+        if (!o->header_done)
+                table_line(o, o->headers, true);
+        o->header_done = true;
+        for (size_t i = 0; i < o->n_rows; i++)
+                table_line(o, (const char *const *) o->cells + i * o->n_columns, false);
+        for (size_t i = 0; i < o->n_rows * o->n_columns; i++)
+                o->cells[i] = mfree(o->cells[i]);
+        o->n_rows = 0;
+}
+
+/* Takes one row of cells (copied). */
+static int output_row(Output *o, char *const *cells) {
+        _cleanup_free_ char *line_data = NULL;
+        Buffer line = {};
+        int r = 0;
+
+        o->rows_total++;
+        switch (o->format) {
+        case FORMAT_TABLE:
+                if (!o->cells) {
+                        o->cells = calloc(TABLE_CHUNK_ROWS * o->n_columns, sizeof(char *));
+                        if (!o->cells)
+                                return -ENOMEM;
+                }
+                for (size_t c = 0; c < o->n_columns; c++) {
+                        Buffer cell = {};
+
+                        r = escape_bytes(&cell, cells[c], strlen(cells[c]), true);
+                        if (r >= 0 && !cell.data)
+                                r = buffer_puts(&cell, "");
+                        if (r < 0) {
+                                free(cell.data);
+                                return r;
+                        }
+                        o->cells[o->n_rows * o->n_columns + c] = cell.data;
+                }
+                if (++o->n_rows == TABLE_CHUNK_ROWS)
+                        output_flush_table(o);
+                return 0;
+
+        case FORMAT_CSV:
+                if (!o->header_done) {
+                        for (size_t c = 0; c < o->n_columns; c++)
+                                printf("%s%s", c ? "," : "", o->keys[c]);
+                        putchar('\n');
+                        o->header_done = true;
+                }
+                for (size_t c = 0; c < o->n_columns && r >= 0; c++) {
+                        if (c)
+                                r = buffer_puts(&line, ",");
+                        if (r >= 0)
+                                r = csv_field(&line, cells[c]);
+                }
+                break;
+
+        case FORMAT_JSON:
+                r = buffer_puts(&line, "{");
+                for (size_t c = 0; c < o->n_columns && r >= 0; c++) {
+                        r = buffer_puts(&line, c ? ",\"" : "\"");
+                        if (r >= 0)
+                                r = buffer_puts(&line, o->keys[c]);
+                        if (r >= 0)
+                                r = buffer_puts(&line, "\":");
+                        if (r >= 0)
+                                r = o->json_raw[c] ? buffer_puts(&line, cells[c]) : json_string(&line, cells[c]);
+                }
+                if (r >= 0)
+                        r = buffer_puts(&line, "}");
+                break;
+        }
+        line_data = line.data;
+        if (r < 0)
+                return r;
+        puts(strempty(line.data));
+        return 0;
+}
+
+static void output_finish(Output *o, const char *what) {
+        if (o->format == FORMAT_TABLE) {
+                output_flush_table(o);
+                if (o->rows_total == 0)
+                        fprintf(stderr, "No %s.\n", what);
+                free(o->cells);
+                o->cells = NULL;
+        } else if (o->format == FORMAT_CSV && !o->header_done) {
+                /* A CSV file has its header even when empty. */
+                for (size_t c = 0; c < o->n_columns; c++)
+                        printf("%s%s", c ? "," : "", o->keys[c]);
+                putchar('\n');
+        }
+}
+
+/* Readings and latest values share one shape. */
+static const char *const reading_headers[] = { "TIME", "SENSOR", "METRIC", "VALUE", "SOURCE", "ORIGIN" };
+static const bool reading_right[] = { false, false, false, true, false, false };
+/* CSV/JSON carry more: the ms values and whether the time is the sensor's own. */
+static const char *const reading_keys[] = { "ts", "time", "sensor", "metric", "value", "sensor_ts", "received", "source", "origin" };
+static const bool reading_json_raw[] = { true, false, false, false, true, true, true, false, false };
+_Static_assert(ELEMENTSOF(reading_headers) <= TABLE_COLUMNS_MAX, "too many table columns");
+
+static int on_reading(const StoredReading *row, void *userdata) {
+        Output *o = userdata;
+        char time_buf[64], value[64], ts[32], received[32];
+
+        format_value(row->value, value, sizeof(value));
+        if (o->format == FORMAT_JSON && !isfinite(row->value))
+                snprintf(value, sizeof(value), "null");
+        if (o->format == FORMAT_TABLE) {
+                char *cells[] = { time_buf, (char *) row->sensor, (char *) row->metric, value, (char *) row->source,
+                                  (char *) row->origin };
+
+                format_time(row->ts_ms, o->utc, time_buf, sizeof(time_buf));
+                return output_row(o, cells);
+        }
+
+        format_time(row->ts_ms, true, time_buf, sizeof(time_buf));
+        snprintf(ts, sizeof(ts), "%" PRId64, row->ts_ms);
+        snprintf(received, sizeof(received), "%" PRId64, row->received_ms);
+        char *cells[] = { ts, time_buf, (char *) row->sensor, (char *) row->metric, value,
+                          (char *) (row->sensor_ts ? "true" : "false"), received, (char *) row->source,
+                          (char *) row->origin };
+        return output_row(o, cells);
+}
+
+static const char *const count_headers[] = { "SENSOR", "METRIC", "COUNT", "FIRST", "LAST" };
+static const bool count_right[] = { false, false, true, false, false };
+static const char *const count_keys[] = { "sensor", "metric", "count", "first_ts", "last_ts" };
+static const bool count_json_raw[] = { false, false, true, true, true };
+
+static int on_count(const StoredCount *row, void *userdata) {
+        Output *o = userdata;
+        char count[32], first[64], last[64];
+
+        snprintf(count, sizeof(count), "%" PRIu64, row->count);
+        if (o->format == FORMAT_TABLE) {
+                format_time(row->first_ts_ms, o->utc, first, sizeof(first));
+                format_time(row->last_ts_ms, o->utc, last, sizeof(last));
+        } else {
+                snprintf(first, sizeof(first), "%" PRId64, row->first_ts_ms);
+                snprintf(last, sizeof(last), "%" PRId64, row->last_ts_ms);
+        }
+        char *cells[] = { (char *) row->sensor, (char *) row->metric, count, first, last };
+        return output_row(o, cells);
+}
+
+static const char *const reject_headers[] = { "TIME", "SOURCE", "ORIGIN", "REASON", "RAW" };
+static const bool reject_right[] = { false, false, false, false, false };
+static const char *const reject_keys[] = { "received", "time", "source", "origin", "reason", "raw_size", "raw" };
+static const bool reject_json_raw[] = { true, false, false, false, false, true, false };
+
+static int on_reject(const StoredReject *row, void *userdata) {
+        Output *o = userdata;
+        _cleanup_free_ char *raw_data = NULL;
+        char time_buf[64], received[32], raw_size[32];
+        Buffer raw = {};
+        int r;
+
+        /* Escaped to plain ASCII, whatever the format: the bytes were not valid input. */
+        r = escape_bytes(&raw, row->raw, row->raw_size, false);
+        raw_data = raw.data;
+        if (r < 0)
+                return r;
+        if (o->format == FORMAT_TABLE) {
+                char *cells[] = { time_buf, (char *) row->source, (char *) row->origin, (char *) row->reason,
+                                  (char *) strempty(raw.data) };
+
+                format_time(row->received_ms, o->utc, time_buf, sizeof(time_buf));
+                return output_row(o, cells);
+        }
+        format_time(row->received_ms, true, time_buf, sizeof(time_buf));
+        snprintf(received, sizeof(received), "%" PRId64, row->received_ms);
+        snprintf(raw_size, sizeof(raw_size), "%zu", row->raw_size);
+        char *cells[] = { received, time_buf, (char *) row->source, (char *) row->origin, (char *) row->reason,
+                          raw_size, (char *) strempty(raw.data) };
+        return output_row(o, cells);
+}
+
+/* ---- options ---- */
+
+static int parse_args(int argc, char **argv, QueryArgs *a) {
+        enum {
+                ARG_DB = 0x100,
+                ARG_SOURCE,
+                ARG_SINCE,
+                ARG_UNTIL,
+                ARG_LATEST,
+                ARG_COUNT,
+                ARG_REJECTS,
+                ARG_UTC,
+        };
+        static const struct option options[] = {
+                { "db", required_argument, NULL, ARG_DB },
+                { "config", required_argument, NULL, 'c' },
+                { "sensor", required_argument, NULL, 's' },
+                { "metric", required_argument, NULL, 'm' },
+                { "source", required_argument, NULL, ARG_SOURCE },
+                { "since", required_argument, NULL, ARG_SINCE },
+                { "until", required_argument, NULL, ARG_UNTIL },
+                { "limit", required_argument, NULL, 'n' },
+                { "latest", no_argument, NULL, ARG_LATEST },
+                { "count", no_argument, NULL, ARG_COUNT },
+                { "rejects", no_argument, NULL, ARG_REJECTS },
+                { "format", required_argument, NULL, 'o' },
+                { "utc", no_argument, NULL, ARG_UTC },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        int64_t now = wall_ms();
+        unsigned modes = 0;
+        char *end;
+        int c;
+
+        *a = (QueryArgs){ .filter = STORE_FILTER_ALL, .mode = MODE_READINGS, .format = FORMAT_TABLE };
+        optind = 0; /* also resets getopt's state: query_main may run more than once per process */
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":c:s:m:n:o:h", options, NULL)) >= 0)
+                switch (c) {
+                case ARG_DB:
+                        a->db = optarg;
+                        break;
+                case 'c':
+                        a->config = optarg;
+                        break;
+                case 's':
+                        a->filter.sensor = optarg;
+                        break;
+                case 'm':
+                        a->filter.metric = optarg;
+                        break;
+                case ARG_SOURCE:
+                        if (streq(optarg, "serial"))
+                                a->filter.source = READING_SOURCE_SERIAL;
+                        else if (streq(optarg, "mqtt"))
+                                a->filter.source = READING_SOURCE_MQTT;
+                        else
+                                return usage_error("invalid --source '%s' (serial or mqtt)", optarg);
+                        break;
+                case ARG_SINCE:
+                        if (query_parse_time(optarg, now, &a->filter.since_ms) < 0)
+                                return usage_error("invalid --since '%s' (e.g. 15m, 2d, 2026-11-21T10:00:00Z)", optarg);
+                        break;
+                case ARG_UNTIL:
+                        if (query_parse_time(optarg, now, &a->filter.until_ms) < 0)
+                                return usage_error("invalid --until '%s' (e.g. 15m, 2d, 2026-11-21T10:00:00Z)", optarg);
+                        break;
+                case 'n':
+                        errno = 0;
+                        a->filter.limit = strtoull(optarg, &end, 10);
+                        if (errno != 0 || end == optarg || *end || optarg[0] == '-')
+                                return usage_error("invalid --limit '%s' (a number, 0 = all)", optarg);
+                        break;
+                case ARG_LATEST:
+                        a->mode = MODE_LATEST;
+                        modes++;
+                        break;
+                case ARG_COUNT:
+                        a->mode = MODE_COUNT;
+                        modes++;
+                        break;
+                case ARG_REJECTS:
+                        a->mode = MODE_REJECTS;
+                        modes++;
+                        break;
+                case 'o':
+                        if (streq(optarg, "table"))
+                                a->format = FORMAT_TABLE;
+                        else if (streq(optarg, "csv"))
+                                a->format = FORMAT_CSV;
+                        else if (streq(optarg, "json"))
+                                a->format = FORMAT_JSON;
+                        else
+                                return usage_error("invalid --format '%s' (table, csv or json)", optarg);
+                        break;
+                case ARG_UTC:
+                        a->utc = true;
+                        break;
+                case 'h':
+                        help();
+                        return 1;
+                case ':':
+                        return usage_error("option '%s' needs a value", argv[optind - 1]);
+                default:
+                        return usage_error("unknown option '%s'", argv[optind - 1]);
+                }
+        if (optind < argc)
+                return usage_error("unexpected argument '%s'", argv[optind]);
+        if (modes > 1)
+                return usage_error("--latest, --count and --rejects exclude each other");
+        if (a->db && a->config)
+                return usage_error("--db and --config exclude each other");
+        if (a->mode == MODE_REJECTS && (a->filter.sensor || a->filter.metric))
+                return usage_error("--sensor and --metric do not apply to --rejects");
+        if (a->filter.since_ms >= a->filter.until_ms && a->filter.since_ms != INT64_MIN)
+                return usage_error("--since must be before --until");
+        return 0;
+}
+
+static const char *open_error(int r) {
+        switch (r) {
+        case -ENOENT:
+                return "no such file (see --db or --config)";
+        case -EMEDIUMTYPE:
+                return "not a sensor-collector store";
+        case -EBADMSG:
+                return "not an SQLite database, so not a sensor-collector store";
+        case -EPROTONOSUPPORT:
+                return "written by a newer sensor-collector (schema version too new)";
+        case -EUCLEAN:
+                return "the file is corrupt";
+        case -EBUSY:
+                return "locked by another process for too long";
+        case -EISDIR:
+                return "a directory, not a store";
+        default:
+                return strerror(-r);
+        }
+}
+
+int query_main(int argc, char **argv) {
+        _cleanup_(store_reader_freep) StoreReader *reader = NULL;
+        _cleanup_(config_freep) Config *config = NULL;
+        _cleanup_strv_free_ char **errors = NULL;
+        Output out = {};
+        const char *path, *what;
+        QueryArgs a;
+        int r;
+
+        r = parse_args(argc, argv, &a);
+        if (r != 0)
+                return r > 0 ? EXIT_STATUS_OK : EXIT_STATUS_USAGE;
+
+        path = a.db ? a.db : STORE_DEFAULT_PATH;
+        if (a.config) {
+                r = config_load(a.config, &config, &errors);
+                if (r < 0) {
+                        for (char **e = errors; e && *e; e++)
+                                fprintf(stderr, "%s\n", *e);
+                        if (!errors || !errors[0])
+                                fprintf(stderr, "sensor-collector query: cannot load '%s': %s\n", a.config, strerror(-r));
+                        return r == -EINVAL ? EXIT_STATUS_CONFIG : EXIT_STATUS_UNEXPECTED;
+                }
+                path = config->store.path;
+        }
+
+        r = store_reader_open(path, &reader);
+        if (r < 0) {
+                fprintf(stderr, "sensor-collector query: cannot read '%s': %s\n", path, open_error(r));
+                return EXIT_STATUS_UNEXPECTED;
+        }
+
+        out.format = a.format;
+        out.utc = a.utc;
+        switch (a.mode) {
+        case MODE_READINGS:
+        case MODE_LATEST:
+                if (a.format == FORMAT_TABLE) {
+                        out.n_columns = ELEMENTSOF(reading_headers);
+                        out.headers = reading_headers;
+                        out.right = reading_right;
+                } else {
+                        out.n_columns = ELEMENTSOF(reading_keys);
+                        out.keys = reading_keys;
+                        out.json_raw = reading_json_raw;
+                }
+                what = "readings";
+                r = a.mode == MODE_LATEST ? store_reader_latest(reader, &a.filter, on_reading, &out)
+                                          : store_reader_readings(reader, &a.filter, on_reading, &out);
+                break;
+        case MODE_COUNT:
+                out.n_columns = ELEMENTSOF(count_headers);
+                out.headers = count_headers;
+                out.right = count_right;
+                out.keys = count_keys;
+                out.json_raw = count_json_raw;
+                what = "readings";
+                r = store_reader_counts(reader, &a.filter, on_count, &out);
+                break;
+        case MODE_REJECTS:
+        default:
+                if (a.format == FORMAT_TABLE) {
+                        out.n_columns = ELEMENTSOF(reject_headers);
+                        out.headers = reject_headers;
+                        out.right = reject_right;
+                } else {
+                        out.n_columns = ELEMENTSOF(reject_keys);
+                        out.keys = reject_keys;
+                        out.json_raw = reject_json_raw;
+                }
+                what = "rejects";
+                r = store_reader_rejects(reader, &a.filter, on_reject, &out);
+                break;
+        }
+        output_finish(&out, what);
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+                fprintf(stderr, "sensor-collector query: cannot write the output: %m\n");
+                return EXIT_STATUS_UNEXPECTED;
+        }
+        if (r < 0) {
+                fprintf(stderr, "sensor-collector query: reading '%s' failed: %s\n", path, open_error(r));
+                return EXIT_STATUS_UNEXPECTED;
+        }
+        return EXIT_STATUS_OK;
+}

@@ -1335,7 +1335,7 @@ int store_reader_rejects(StoreReader *r, const StoreFilter *f,
                         .source = strempty((const char *) sqlite3_column_text(st, 2)),
                         .origin = strempty((const char *) sqlite3_column_text(st, 3)),
                         .reason = strempty((const char *) sqlite3_column_text(st, 4)),
-                        .raw = sqlite3_column_blob(st, 5),
+                        .raw = sqlite3_column_blob(st, 5) ?: "", /* NULL for an empty blob */
                         .raw_size = (size_t) sqlite3_column_bytes(st, 5),
                 };
                 k = cb(&row, userdata);

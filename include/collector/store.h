@@ -100,7 +100,7 @@ typedef struct StoredReject {
         const char *source;
         const char *origin;
         const char *reason;
-        const void *raw;
+        const void *raw;              /* never NULL, also when raw_size is 0 */
         size_t raw_size;
 } StoredReject;
 
