@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: MIT */
+/* libFuzzer target: MQTT topic + payload through topic patterns and frame_parse_mqtt(). */
+#include <math.h>
+#include <stdlib.h>
+
+#include "collector/frame.h"
+
+static const struct {
+        const char *filter;           /* NULL: no pattern */
+        FrameFormat format;
+        const char *fixed_sensor, *fixed_metric;
+} subscriptions[] = {
+        { "greenhouse/+sensor/+metric", FRAME_FORMAT_VALUE, NULL, NULL },
+        { "greenhouse/+sensor/state", FRAME_FORMAT_JSON, NULL, NULL },
+        { "greenhouse/+sensor/kv", FRAME_FORMAT_KV, NULL, NULL },
+        { "+/+metric/#", FRAME_FORMAT_VALUE, "fixed-sensor", NULL },
+        { "#", FRAME_FORMAT_JSON, "fixed-sensor", NULL },
+        { "$SYS/+sensor", FRAME_FORMAT_VALUE, NULL, "uptime" },
+        { NULL, FRAME_FORMAT_VALUE, "s", "m" },
+};
+
+static TopicPattern *patterns[ELEMENTSOF(subscriptions)];
+
+static void check_frame(int r, const Frame *f, FrameReject reason) {
+        if (r == -EBADMSG) {
+                if (!frame_reject_to_string(reason))
+                        abort();
+                return;
+        }
+        if (r == -ENOMEM)
+                return;
+        if (r != 0 || !frame_id_valid(f->sensor, strlen(f->sensor)))
+                abort();
+        if (f->n_metrics < 1 || f->n_metrics > FRAME_METRICS_MAX)
+                abort();
+        for (size_t i = 0; i < f->n_metrics; i++)
+                if (!frame_id_valid(f->metrics[i].name, strlen(f->metrics[i].name)) || !isfinite(f->metrics[i].value))
+                        abort();
+}
+
+static void check_match(const TopicPattern *p, const char *topic) {
+        char sensor[SENSOR_ID_MAX + 1], metric[METRIC_NAME_MAX + 1];
+        int r;
+
+        r = topic_pattern_match(p, topic, sensor, metric);
+        if (r < 0 || r > 1)
+                abort();
+        if (r == 1 && (strlen(sensor) > SENSOR_ID_MAX || strlen(metric) > METRIC_NAME_MAX))
+                abort();
+        if (r != topic_pattern_match(p, topic, NULL, NULL))
+                abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        const uint8_t *nul = memchr(data, 0, size);
+        size_t topic_len = nul ? (size_t) (nul - data) : size;
+        const uint8_t *payload = nul ? nul + 1 : data + size;
+        size_t payload_size = size - topic_len - (nul ? 1 : 0);
+        char *topic, *payload_copy;
+        TopicPattern *own = NULL;
+        const char *error = NULL;
+        FrameReject reason;
+        Frame f;
+        double v;
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(subscriptions); i++)
+                if (!patterns[i] && subscriptions[i].filter &&
+                    topic_pattern_new(subscriptions[i].filter, &patterns[i], NULL) < 0)
+                        abort();
+
+        topic = malloc(topic_len + 1);
+        if (!topic)
+                abort();
+        memcpy(topic, data, topic_len);
+        topic[topic_len] = 0;
+        /* an exactly sized copy, so that a read past the payload is caught */
+        payload_copy = malloc(payload_size ?: 1);
+        if (!payload_copy)
+                abort();
+        memcpy(payload_copy, payload, payload_size);
+
+        for (size_t i = 0; i < ELEMENTSOF(subscriptions); i++) {
+                r = frame_parse_mqtt(patterns[i], subscriptions[i].format, subscriptions[i].fixed_sensor,
+                                     subscriptions[i].fixed_metric, topic, payload_copy, payload_size, 1024, &f,
+                                     &reason);
+                check_frame(r, &f, reason);
+                if (patterns[i])
+                        check_match(patterns[i], topic);
+        }
+
+        r = frame_parse_value(payload_copy, payload_size, &v, &reason);
+        if (r == 0 && !isfinite(v))
+                abort();
+
+        /* the topic as a filter, matched against the payload as a topic */
+        r = topic_pattern_new(topic, &own, &error);
+        if (r == 0) {
+                const char *sub = topic_pattern_subscription(own);
+                char *as_topic = strndup(payload_copy, payload_size);
+
+                if (!sub || strlen(sub) > topic_len || !as_topic)
+                        abort();
+                check_match(own, as_topic);
+                check_match(own, topic);
+                free(as_topic);
+                topic_pattern_free(own);
+        } else if (r != -EINVAL || !error)
+                abort();
+
+        free(topic);
+        free(payload_copy);
+        return 0;
+}
