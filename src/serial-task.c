@@ -322,11 +322,11 @@ static int serial_flush_partial(SerialTask *st) {
         size_t size;
         int r;
 
+        /* received_ms stays that of the last read: when the partial line's last bytes came */
         if (!line_buffer_pending(&st->lines, &line, &size)) {
                 line_buffer_reset(&st->lines);
                 return 0;
         }
-        st->received_ms = wall_clock_ms(st);
         if (st->lines.discarding || st->lines.len > st->lines.max)
                 r = serial_reject(st, line, size, FRAME_REJECT_TOO_LONG, NULL);
         else if (line_is_blank(line, size))
@@ -554,10 +554,11 @@ static int serial_open(SerialTask *st, bool *ret_fatal, char *problem, size_t si
 
 static void serial_log_opened(SerialTask *st, const char *verb, const char *suffix) {
         log_full_errno_fields(LOG_INFO, 0, SERIAL_FIELDS(st),
-                              "%s serial port '%s' at %" PRIu32 " baud, %u%c%u, flow control %s%s.", verb,
+                              "%s serial port '%s' at %" PRIu32 " baud, %u%c%u, flow control %s%s%s.", verb,
                               device(st), st->config->baud, st->config->data_bits,
                               parity_letter(st->config->parity), st->config->stop_bits,
-                              strna(serial_flow_control_to_string(st->config->flow_control)), strempty(suffix));
+                              strna(serial_flow_control_to_string(st->config->flow_control)), suffix ? ", " : "",
+                              strempty(suffix));
 }
 
 static void serial_fail(SerialTask *st, int error, const char *format, ...) {
@@ -645,7 +646,7 @@ static int on_reopen_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
                 if (had_opened)
                         st->reopens++;
-                snprintf(suffix, sizeof(suffix), " after %s (%u %s)",
+                snprintf(suffix, sizeof(suffix), "after %s (%u %s)",
                          format_timespan(span, sizeof(span), now - st->lost_usec), st->attempts,
                          plural(st->attempts, "attempt", "attempts"));
                 serial_log_opened(st, had_opened ? "Reopened" : "Opened", suffix);
@@ -698,7 +699,7 @@ static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         st->reopens++;
         r = serial_open(st, &fatal, problem, sizeof(problem));
         if (r >= 0) {
-                serial_log_opened(st, "Reopened", " after it was idle");
+                serial_log_opened(st, "Reopened", "after it was idle");
                 return 0;
         }
         if (fatal) {
@@ -783,9 +784,13 @@ static int serial_task_stop(Task *t) {
         st->state = PORT_DONE;
         if (was_open)
                 log_full_errno_fields(LOG_INFO, 0, SERIAL_FIELDS(st),
-                                      "Closed serial port '%s' (%" PRIu64 " frames, %" PRIu64 " readings, %" PRIu64
-                                      " rejects, %" PRIu64 " blank lines, %" PRIu64 " reopens).",
-                                      device(st), st->frames, st->readings, st->rejects, st->empty_lines, st->reopens);
+                                      "Closed serial port '%s' (%" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64
+                                      " blank %s, %" PRIu64 " %s).",
+                                      device(st), st->frames, plural(st->frames, "frame", "frames"), st->readings,
+                                      plural(st->readings, "reading", "readings"), st->rejects,
+                                      plural(st->rejects, "reject", "rejects"), st->empty_lines,
+                                      plural(st->empty_lines, "line", "lines"), st->reopens,
+                                      plural(st->reopens, "reopen", "reopens"));
         return 0;
 }
 
