@@ -423,37 +423,11 @@ static bool json_has_nul_escape(const char *s, size_t n) {
         return false;
 }
 
-/* One JSON object: see frame.h and the comments here for the rules. Leaves f->sensor empty when
- * there is no "sensor" member. Checks run in member order; the first problem decides. */
-static int parse_json(const char *s, size_t n, Frame *f, FrameReject *ret_reject) {
-        _cleanup_(cjson_deletep) cJSON *root = NULL;
-        _cleanup_free_ char *heap = NULL;
-        char stack[JSON_STACK_MAX + 1], *copy = stack;
-        const char *end = NULL;
+/* The members of a parsed object, in order; the first problem decides. */
+static int json_members(const cJSON *root, Frame *f, FrameReject *ret_reject) {
         bool have_sensor = false;
         cJSON *item;
         int r;
-
-        if (json_has_nul_escape(s, n))
-                return reject(ret_reject, FRAME_REJECT_BAD_JSON);
-
-        /* cJSON is given the length, but also a terminated copy: no read past our bytes even
-         * if it looked one further. */
-        if (n > JSON_STACK_MAX) {
-                copy = heap = malloc(n + 1);
-                if (!heap)
-                        return -ENOMEM;
-        }
-        memcpy(copy, s, n);
-        copy[n] = 0;
-
-        root = cJSON_ParseWithLengthOpts(copy, n, &end, false);
-        if (!root || !cJSON_IsObject(root))
-                return reject(ret_reject, FRAME_REJECT_BAD_JSON);
-        while (end < copy + n && is_json_space(*end))
-                end++;
-        if (end != copy + n)
-                return reject(ret_reject, FRAME_REJECT_BAD_JSON);   /* trailing garbage */
 
         cJSON_ArrayForEach(item, root) {
                 const char *name = item->string;
@@ -491,26 +465,106 @@ static int parse_json(const char *s, size_t n, Frame *f, FrameReject *ret_reject
         return 0;
 }
 
-/* Tokens "key=value" separated by spaces/tabs. Leaves f->sensor empty without a sensor key.
- * Checks run in token order; the first problem decides. */
-static int parse_kv(const char *s, size_t n, Frame *f, FrameReject *ret_reject) {
+/* For a rejected object: its sensor id, when it has exactly one valid "sensor" member. */
+static void json_find_sensor(const cJSON *root, Frame *f) {
+        const cJSON *item, *found = NULL;
+
+        cJSON_ArrayForEach(item, root)
+                if (streq(item->string, "sensor")) {
+                        if (found) {
+                                f->sensor[0] = 0;
+                                return;
+                        }
+                        found = item;
+                }
+        if (cJSON_IsString(found) && frame_id_valid(found->valuestring, strlen(found->valuestring)))
+                set_id(f->sensor, found->valuestring, strlen(found->valuestring));
+        else
+                f->sensor[0] = 0;
+}
+
+/* One JSON object: see frame.h for the rules. Leaves f->sensor empty when there is no "sensor"
+ * member. On -EBADMSG, f->sensor is the object's sensor id if it has a valid one, else "". */
+static int parse_json(const char *s, size_t n, Frame *f, FrameReject *ret_reject) {
+        _cleanup_(cjson_deletep) cJSON *root = NULL;
+        _cleanup_free_ char *heap = NULL;
+        char stack[JSON_STACK_MAX + 1], *copy = stack;
+        const char *end = NULL;
+        int r;
+
+        if (json_has_nul_escape(s, n))
+                return reject(ret_reject, FRAME_REJECT_BAD_JSON);
+
+        /* cJSON is given the length, but also a terminated copy: no read past our bytes even
+         * if it looked one further. */
+        if (n > JSON_STACK_MAX) {
+                copy = heap = malloc(n + 1);
+                if (!heap)
+                        return -ENOMEM;
+        }
+        memcpy(copy, s, n);
+        copy[n] = 0;
+
+        root = cJSON_ParseWithLengthOpts(copy, n, &end, false);
+        if (!root || !cJSON_IsObject(root))
+                return reject(ret_reject, FRAME_REJECT_BAD_JSON);
+        while (end < copy + n && is_json_space(*end))
+                end++;
+        if (end != copy + n)
+                return reject(ret_reject, FRAME_REJECT_BAD_JSON);   /* trailing garbage */
+
+        r = json_members(root, f, ret_reject);
+        if (r == -EBADMSG)
+                json_find_sensor(root, f);
+        return r;
+}
+
+/* Splits off the next token at *i; false at the end. */
+static bool kv_next(const char *s, size_t n, size_t *i, const char **ret_tok, size_t *ret_len) {
+        size_t j = *i;
+
+        while (j < n && (s[j] == ' ' || s[j] == '\t'))
+                j++;
+        if (j >= n)
+                return false;
+        *ret_tok = s + j;
+        while (j < n && s[j] != ' ' && s[j] != '\t')
+                j++;
+        *ret_len = (size_t) (s + j - *ret_tok);
+        *i = j;
+        return true;
+}
+
+/* For a rejected line: its sensor id, when it has exactly one valid "sensor=" token. */
+static void kv_find_sensor(const char *s, size_t n, Frame *f) {
+        const char *tok, *found = NULL;
+        size_t i = 0, len, found_len = 0;
+
+        f->sensor[0] = 0;
+        while (kv_next(s, n, &i, &tok, &len))
+                if (len >= 7 && memcmp(tok, "sensor=", 7) == 0) {
+                        if (found)
+                                return;
+                        found = tok + 7;
+                        found_len = len - 7;
+                }
+        if (found && frame_id_valid(found, found_len))
+                set_id(f->sensor, found, found_len);
+}
+
+/* Tokens "key=value" separated by spaces/tabs; the first problem decides. */
+static int kv_tokens(const char *s, size_t n, Frame *f, FrameReject *ret_reject) {
         bool have_sensor = false;
         size_t i = 0;
         int r;
 
-        for (;;) {
-                const char *tok, *eq, *val;
-                size_t tlen, klen, vlen;
-                double v;
+        const char *tok;
+        size_t tlen;
 
-                while (i < n && (s[i] == ' ' || s[i] == '\t'))
-                        i++;
-                if (i >= n)
-                        break;
-                tok = s + i;
-                while (i < n && s[i] != ' ' && s[i] != '\t')
-                        i++;
-                tlen = (size_t) (s + i - tok);
+        while (kv_next(s, n, &i, &tok, &tlen)) {
+                const char *eq, *val;
+                size_t klen, vlen;
+                double v;
 
                 eq = memchr(tok, '=', tlen);
                 if (!eq || eq == tok)
@@ -548,6 +602,26 @@ static int parse_kv(const char *s, size_t n, Frame *f, FrameReject *ret_reject) 
         return 0;
 }
 
+/* Leaves f->sensor empty without a sensor key. On -EBADMSG, f->sensor is the line's sensor id if
+ * it has one valid one, else "". */
+static int parse_kv(const char *s, size_t n, Frame *f, FrameReject *ret_reject) {
+        int r;
+
+        r = kv_tokens(s, n, f, ret_reject);
+        if (r == -EBADMSG)
+                kv_find_sensor(s, n, f);
+        return r;
+}
+
+/* A reject: the reason, and the sensor id (or "") so that the caller can log it. */
+static int reject_frame(Frame *ret_frame, const char *sensor, FrameReject *ret_reject, FrameReject reason) {
+        /* an id is only told when it is one: never for bad_sensor */
+        if (reason == FRAME_REJECT_BAD_SENSOR || !frame_id_valid(sensor, strlen(sensor)))
+                sensor = "";
+        memcpy(ret_frame->sensor, sensor, strlen(sensor) + 1);
+        return reject(ret_reject, reason);
+}
+
 int frame_parse_line(FrameFormat format, FrameChecksum checksum, const char *line, size_t size,
                      Frame *ret_frame, FrameReject *ret_reject) {
         FrameReject reason;
@@ -565,14 +639,14 @@ int frame_parse_line(FrameFormat format, FrameChecksum checksum, const char *lin
         if (size > 0 && line[size - 1] == '\r')
                 size--;
         if (checksum == FRAME_CHECKSUM_NMEA && checksum_nmea(&line, &size) < 0)
-                return reject(ret_reject, FRAME_REJECT_BAD_CHECKSUM);
+                return reject_frame(ret_frame, "", ret_reject, FRAME_REJECT_BAD_CHECKSUM);
         if (!frame_utf8_valid(line, size))
-                return reject(ret_reject, FRAME_REJECT_NOT_UTF8);
+                return reject_frame(ret_frame, "", ret_reject, FRAME_REJECT_NOT_UTF8);
 
         frame_start(&f);
         r = format == FRAME_FORMAT_JSON ? parse_json(line, size, &f, &reason) : parse_kv(line, size, &f, &reason);
         if (r == -EBADMSG || (r >= 0 && frame_finish(&f, &reason) < 0))
-                return reject(ret_reject, reason);
+                return reject_frame(ret_frame, f.sensor, ret_reject, reason);
         if (r < 0)
                 return r;
 
@@ -960,8 +1034,9 @@ int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixe
                      const char *fixed_metric, const char *topic, const void *payload,
                      size_t size, size_t max_size, Frame *ret_frame, FrameReject *ret_reject) {
         char topic_sensor[SENSOR_ID_MAX + 1] = "", topic_metric[METRIC_NAME_MAX + 1] = "";
-        const char *s = payload;
+        const char *s = payload, *other_sensor;
         FrameReject reason;
+        bool matched;
         Frame f;
         int r;
 
@@ -969,12 +1044,19 @@ int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixe
         assert(ret_frame);
         assert(ret_reject);
 
+        if (format < 0 || format >= _FRAME_FORMAT_MAX)
+                return -EINVAL;
+
+        matched = !p || (topic && topic_pattern_match(p, topic, topic_sensor, topic_metric) > 0);
+        /* the sensor id when the payload names none */
+        other_sensor = topic_pattern_has_sensor(p) ? topic_sensor : strempty(fixed_sensor);
+
         if (size > max_size)
-                return reject(ret_reject, FRAME_REJECT_TOO_LONG);
-        if (p && (!topic || topic_pattern_match(p, topic, topic_sensor, topic_metric) <= 0))
-                return reject(ret_reject, FRAME_REJECT_TOPIC_MISMATCH);
+                return reject_frame(ret_frame, matched ? other_sensor : "", ret_reject, FRAME_REJECT_TOO_LONG);
+        if (!matched)
+                return reject_frame(ret_frame, "", ret_reject, FRAME_REJECT_TOPIC_MISMATCH);
         if (!frame_utf8_valid(s, size))
-                return reject(ret_reject, FRAME_REJECT_NOT_UTF8);
+                return reject_frame(ret_frame, other_sensor, ret_reject, FRAME_REJECT_NOT_UTF8);
         if (size > 0 && s[size - 1] == '\n')
                 size--;
         if (size > 0 && s[size - 1] == '\r')
@@ -1004,19 +1086,15 @@ int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixe
         default:
                 return -EINVAL;
         }
+        if (r < 0 && r != -EBADMSG)
+                return r;
 
-        if (r >= 0 && f.sensor[0] == 0) {
-                if (topic_pattern_has_sensor(p))
-                        r = id_from(f.sensor, topic_sensor, FRAME_REJECT_BAD_SENSOR, &reason);
-                else if (fixed_sensor)
-                        r = id_from(f.sensor, fixed_sensor, FRAME_REJECT_BAD_SENSOR, &reason);
-        }
+        if (r >= 0 && f.sensor[0] == 0 && (topic_pattern_has_sensor(p) || fixed_sensor))
+                r = id_from(f.sensor, other_sensor, FRAME_REJECT_BAD_SENSOR, &reason);
         if (r >= 0)
                 r = frame_finish(&f, &reason);
-        if (r == -EBADMSG)
-                return reject(ret_reject, reason);
         if (r < 0)
-                return r;
+                return reject_frame(ret_frame, f.sensor[0] ? f.sensor : other_sensor, ret_reject, reason);
 
         frame_copy(ret_frame, &f);
         return 0;

@@ -51,7 +51,7 @@ typedef enum FrameReject {
         FRAME_REJECT_BAD_CHECKSUM,    /* missing or mismatching NMEA checksum */
         FRAME_REJECT_NOT_UTF8,
         FRAME_REJECT_TRUNCATED,       /* partial line cut off by a port close */
-        FRAME_REJECT_TOPIC_MISMATCH,  /* topic does not yield a sensor/metric */
+        FRAME_REJECT_TOPIC_MISMATCH,  /* topic does not match the subscription's pattern */
         _FRAME_REJECT_MAX,
         _FRAME_REJECT_INVALID = -EINVAL,
 } FrameReject;
@@ -101,37 +101,72 @@ FrameChecksum frame_checksum_from_string(const char *s);
 const char *reading_source_to_string(ReadingSource s);
 const char *frame_reject_to_string(FrameReject r);
 
-/* Parses one line (without the newline; a trailing '\r' is tolerated) in the given format
- * (json or kv), checking the checksum first if asked. Returns 0 and fills *ret_frame, or
- * -EBADMSG and sets *ret_reject. Pure; never reads past size. */
+/* Parses one line (without the newline; one trailing '\r' is tolerated) in the given format
+ * (json or kv), checking the checksum first if asked. line need not be NUL-terminated and is
+ * never read past size. Returns 0 and fills *ret_frame; or -EBADMSG, setting *ret_reject and
+ * ret_frame->sensor (for logging the reject) to the line's sensor id when it has one valid
+ * "sensor", else "" (always "" for bad_sensor, bad_checksum, not_utf8), the rest of *ret_frame
+ * untouched; or -EINVAL for a format other than json/kv or an unknown checksum; or -ENOMEM.
+ * Pure. The order of checks: checksum, UTF-8, then the format's rules, member by member (the
+ * first problem decides), then missing_sensor, then no_metric.
+ *
+ * Checksum nmea: the line is "[$]BODY*HH", HH the XOR of BODY's bytes in hex (either case). As
+ * in NMEA 0183 a leading '$' is a start marker, neither XORed nor parsed; BODY is parsed.
+ * Missing, malformed or mismatching -> bad_checksum.
+ * Then the whole line must be UTF-8 without NUL (frame_utf8_valid()), else not_utf8.
+ *
+ * json: one object, surrounded by JSON whitespace at most (else bad_json).
+ *   "sensor": a string passing frame_id_valid(), else bad_sensor; absent -> missing_sensor.
+ *   "ts": optional, an integral JSON number of ms since the epoch, 0 < ts < 2^53 (1.5e3 is
+ *         1500, fine; 1.5, -1, "1732200000123", null -> bad_timestamp).
+ *   every other member with a number or boolean (1/0) is a metric: its name must pass
+ *         frame_id_valid() (bad_metric), its value be finite (1e999 -> not_finite); members
+ *         with null, strings, arrays or objects are ignored and counted in n_ignored.
+ *   A "\u0000" escape anywhere is bad_json: C strings cannot carry it.
+ * kv: "sensor=gh1-t3 temperature=23.4 ts=1732200000123", tokens separated by spaces/tabs.
+ *   A token without '=' or with an empty key -> bad_kv. "sensor" and metric names as for json.
+ *   "ts": 1..16 decimal digits, 0 < ts < 2^53, else bad_timestamp. Metric values:
+ *   [+-]?(digits[.digits]|.digits)([eE][+-]?digits)?; "nan", "inf", "infinity" (any case,
+ *   signed) or an overflow -> not_finite; anything else (hex, empty, "1,5") -> bad_value.
+ * Both: a name used twice in one frame ("sensor", "ts" or a metric) is rejected (bad_sensor,
+ * bad_timestamp, bad_metric), not resolved by picking one: the raw line goes to the reject
+ * table for a person to judge. More than FRAME_METRICS_MAX metrics -> too_many_metrics. */
 int frame_parse_line(FrameFormat format, FrameChecksum checksum, const char *line, size_t size,
                      Frame *ret_frame, FrameReject *ret_reject);
 
-/* Parses a "value" payload: one finite number (JSON number syntax, surrounding whitespace
- * allowed; true/false as 1/0). Returns 0 or -EBADMSG with *ret_reject. */
+/* Parses a "value" payload: one finite number (strict JSON number syntax, surrounding JSON
+ * whitespace allowed; true/false as 1/0). "NaN", "Infinity", "inf" (any case, signed) or an
+ * overflow such as 1e999 -> not_finite; anything else -> bad_value (no UTF-8 check here:
+ * frame_parse_mqtt() does that). Returns 0 and sets *ret_value, -EBADMSG with *ret_reject, or
+ * -ENOMEM (numbers over 128 bytes are converted from a heap copy). */
 int frame_parse_value(const char *payload, size_t size, double *ret_value, FrameReject *ret_reject);
 
-/* Splits a byte stream into lines of at most max bytes. */
+/* Splits a byte stream into lines of at most max bytes. One buffer of max+1 bytes is
+ * allocated at init (the extra byte holds a '\r' that may turn out to precede "\n"); lines
+ * that arrive whole within one feed are handed over without a copy. O(n) per feed. */
 typedef struct LineBuffer {
         char *buf;
         size_t max;                   /* longest line accepted, without the newline */
-        size_t len;
+        size_t len;                   /* bytes of the current partial line in buf */
         bool discarding;              /* inside an overlong line: drop until newline */
         size_t discarded;             /* bytes dropped of the current overlong line */
 } LineBuffer;
 
-/* Called per complete line (without "\n" or "\r\n"). When overlong is true, line holds the
- * first max bytes and the rest was dropped. Returning <0 stops line_buffer_feed(), which
- * returns that value. */
+/* Called per complete line (without "\n" or "\r\n"; only one '\r' is stripped). When
+ * overlong is true, line holds the first max bytes and the rest was dropped; that happens once
+ * per overlong line, when its newline arrives. line is borrowed for the call. Returning <0
+ * stops line_buffer_feed(), which returns that value; the rest of that feed's data is dropped. */
 typedef int (*line_handler_t)(const char *line, size_t size, bool overlong, void *userdata);
 
-/* Returns 0 or -ENOMEM. */
+/* Returns 0, -EINVAL when max is 0 or absurdly large, or -ENOMEM. */
 int line_buffer_init(LineBuffer *lb, size_t max);
+/* Frees the buffer; safe to call twice. */
 void line_buffer_done(LineBuffer *lb);
 /* Feeds bytes; calls handler for each complete line. Returns 0 or the handler's error. */
 int line_buffer_feed(LineBuffer *lb, const void *data, size_t size, line_handler_t handler,
                      void *userdata);
-/* A partial line pending? Then ret_line and ret_size point at it (valid until the next feed). */
+/* A partial line pending? Then ret_line and ret_size (either may be NULL) point at it, at most
+ * max bytes of it, unstripped (valid until the next feed or reset). For a truncated reject. */
 bool line_buffer_pending(const LineBuffer *lb, const char **ret_line, size_t *ret_size);
 void line_buffer_reset(LineBuffer *lb);
 
@@ -140,15 +175,23 @@ void line_buffer_reset(LineBuffer *lb);
  * "+" or "#" is an unnamed wildcard. */
 typedef struct TopicPattern TopicPattern;
 
-/* Returns 0, -EINVAL for a bad filter (with *ret_error a static explanation), -ENOMEM. */
+/* Parses a filter: levels split by '/'; "#" only as the whole last level; "+" or "+name" only
+ * as a whole level, name being lowercase [a-z_]+ and one of "sensor", "metric", each used at
+ * most once; literal levels contain no '+' or '#'; at most 65535 bytes of UTF-8.
+ * Returns 0 with *ret (owned by the caller), -EINVAL for a bad filter (with *ret_error, if
+ * ret_error is not NULL, a static explanation), -ENOMEM. */
 int topic_pattern_new(const char *filter, TopicPattern **ret, const char **ret_error);
 TopicPattern *topic_pattern_free(TopicPattern *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(TopicPattern *, topic_pattern_free);
 /* The MQTT filter to subscribe to (names removed); owned by the pattern. */
 const char *topic_pattern_subscription(const TopicPattern *p);
-/* Matches a topic. Returns 1 on match (copying named levels, if any, into ret_sensor and
- * ret_metric, each SENSOR_ID_MAX+1 / METRIC_NAME_MAX+1 bytes, empty when not named), 0 when
- * the topic does not match. */
+/* Matches a topic by MQTT rules: '+' matches one level, which may be empty; "a/#" matches
+ * "a", "a/" and anything below; a topic starting with '$' is not matched by a leading
+ * wildcard. Returns 1 on match, copying named levels into ret_sensor and ret_metric (each may
+ * be NULL, else SENSOR_ID_MAX+1 / METRIC_NAME_MAX+1 bytes; "" when not named, and also ""
+ * when the level is longer than that). The copies are not validated: check them with
+ * frame_id_valid() ("" fails it), as frame_parse_mqtt() does. Returns 0 when the topic does not
+ * match (or is NULL or empty), leaving the buffers untouched. */
 int topic_pattern_match(const TopicPattern *p, const char *topic, char *ret_sensor,
                         char *ret_metric);
 /* True when the pattern names a "sensor" / "metric" level. */
@@ -172,10 +215,13 @@ bool frame_utf8_valid(const void *data, size_t size);
  * +sensor level, then fixed_sensor; for the metric of a value payload: the topic's +metric
  * level, then fixed_metric (json and kv payloads name their own metrics). Whatever is taken
  * from the topic must pass frame_id_valid() (else bad_sensor / bad_metric).
- * Checks in this order: size > max_size -> too_long; topic not matching p -> topic_mismatch;
+ * max_size is the payload limit (SIZE_MAX: none). Checks in this order: size > max_size -> too_long; topic not matching p -> topic_mismatch;
  * payload not UTF-8 or with NUL -> not_utf8; then the payload's own parse. A single trailing
  * "\n" or "\r\n" is tolerated in every format (publishing a file adds one).
- * Returns 0 and fills *ret_frame, or -EBADMSG and sets *ret_reject. Pure; borrows everything. */
+ * Returns 0 and fills *ret_frame; or -EBADMSG, setting *ret_reject and ret_frame->sensor to the
+ * sensor id by the same precedence when a valid one is known, else "" (always "" for
+ * topic_mismatch and bad_sensor), the rest untouched; -EINVAL for an unknown format; -ENOMEM.
+ * Pure; borrows everything. */
 int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixed_sensor,
                      const char *fixed_metric, const char *topic, const void *payload,
                      size_t size, size_t max_size, Frame *ret_frame, FrameReject *ret_reject);

@@ -224,6 +224,15 @@ static const LineCase line_cases[] = {
         NO(JSON, NMEA, "*00", BAD_JSON),
 };
 
+/* On failure the parsers only write the sensor id: the rest stays as memset(0xaa) left it. */
+static bool untouched_but_sensor(const Frame *f) {
+        Frame ref;
+
+        memset(&ref, 0xaa, sizeof(ref));
+        return memcmp((const char *) f + offsetof(Frame, has_ts), (const char *) &ref + offsetof(Frame, has_ts),
+                      sizeof(Frame) - offsetof(Frame, has_ts)) == 0;
+}
+
 static void check_frame(const Frame *f, const LineCase *c, const char *what) {
         size_t n = 0;
 
@@ -266,9 +275,55 @@ START_TEST(test_parse_line_table) {
                 ck_assert_msg(r == -EBADMSG, "%s: returned %d", what, r);
                 ck_assert_msg((int) reason == c->reject, "%s: %s, expected %s", what,
                               strna(frame_reject_to_string(reason)), frame_reject_to_string(c->reject));
-                ck_assert_msg(f.sensor[0] == (char) 0xaa, "%s: frame written on failure", what);
+                /* only the sensor id is told on failure, and only one that is in the line */
+                ck_assert_msg(untouched_but_sensor(&f), "%s: frame written on failure", what);
+                ck_assert_msg(f.sensor[0] == 0 || (frame_id_valid(f.sensor, strlen(f.sensor)) &&
+                                                   memmem(c->in, c->size, f.sensor, strlen(f.sensor))),
+                              "%s: sensor '%s' on failure", what, f.sensor);
+                if (c->reject == FRAME_REJECT_BAD_SENSOR || c->reject == FRAME_REJECT_BAD_CHECKSUM ||
+                    c->reject == FRAME_REJECT_NOT_UTF8)
+                        ck_assert_msg(f.sensor[0] == 0, "%s: sensor '%s' on failure", what, f.sensor);
         }
         free(copy);
+}
+END_TEST
+
+/* The sensor id told with a reject, for the log's SENSOR_ID=. */
+static const struct {
+        FrameFormat format;
+        const char *in;
+        FrameReject reason;
+        const char *sensor;
+} reject_sensor_cases[] = {
+        { JSON, "{\"sensor\":\"gh1\",\"t\":1e999}", FRAME_REJECT_NOT_FINITE, "gh1" },
+        { JSON, "{\"t\":1e999,\"sensor\":\"gh1\"}", FRAME_REJECT_NOT_FINITE, "gh1" },
+        { JSON, "{\"x\":\"\",\"ts\":-1,\"sensor\":\"gh1\"}", FRAME_REJECT_BAD_TIMESTAMP, "gh1" },
+        { JSON, "{\"sensor\":\"gh1\"}", FRAME_REJECT_NO_METRIC, "gh1" },
+        { JSON, "{\"t\":1,\"sensor\":\"gh1\",\"sensor\":\"gh2\"}", FRAME_REJECT_BAD_SENSOR, "" },
+        { JSON, "{\"t\":1,\"t\":1,\"sensor\":\"gh1\",\"sensor\":\"gh1\"}", FRAME_REJECT_BAD_METRIC, "" },
+        { JSON, "{\"t\":1,\"t\":1,\"sensor\":\"g h\"}", FRAME_REJECT_BAD_METRIC, "" },
+        { JSON, "{\"sensor\":\"gh1\",\"t\":1", FRAME_REJECT_BAD_JSON, "" },
+        { KV, "t=nan sensor=gh1", FRAME_REJECT_NOT_FINITE, "gh1" },
+        { KV, "sensor=gh1 t=1 junk", FRAME_REJECT_BAD_KV, "gh1" },
+        { KV, "sensor=gh1", FRAME_REJECT_NO_METRIC, "gh1" },
+        { KV, "t=x sensor=gh1 sensor=gh1", FRAME_REJECT_BAD_VALUE, "" },
+        { KV, "t=x sensor=", FRAME_REJECT_BAD_VALUE, "" },
+        { KV, "sensor=gh1 sensor=gh2 t=1", FRAME_REJECT_BAD_SENSOR, "" },
+};
+
+START_TEST(test_reject_sensor) {
+        FrameReject reason;
+        Frame f;
+
+        for (size_t i = 0; i < ELEMENTSOF(reject_sensor_cases); i++) {
+                const char *in = reject_sensor_cases[i].in;
+
+                strcpy(f.sensor, "before");
+                ck_assert_int_eq(frame_parse_line(reject_sensor_cases[i].format, NONE, in, strlen(in), &f, &reason),
+                                 -EBADMSG);
+                ck_assert_msg(reason == reject_sensor_cases[i].reason, "%s: %s", in, frame_reject_to_string(reason));
+                ck_assert_msg(streq(f.sensor, reject_sensor_cases[i].sensor), "%s: '%s'", in, f.sensor);
+        }
 }
 END_TEST
 
@@ -848,8 +903,8 @@ typedef struct MqttCase {
 #define GS "greenhouse/+sensor/state"
 #define MQ_OK(filter, fmt, fs, fm, topic, payload, sensor, ...) \
         { filter, fmt, fs, fm, topic, BYTES(payload), 4096, ACCEPT, sensor, { __VA_ARGS__ } }
-#define MQ_NO(filter, fmt, fs, fm, topic, payload, why) \
-        { filter, fmt, fs, fm, topic, BYTES(payload), 4096, FRAME_REJECT_##why, NULL, { { NULL, 0 } } }
+#define MQ_NO(filter, fmt, fs, fm, topic, payload, why, sensor) \
+        { filter, fmt, fs, fm, topic, BYTES(payload), 4096, FRAME_REJECT_##why, sensor, { { NULL, 0 } } }
 
 static const MqttCase mqtt_cases[] = {
         MQ_OK(GH, VALUE, NULL, NULL, "greenhouse/gh1/temperature", "23.4", "gh1", { "temperature", 23.4 }),
@@ -862,25 +917,25 @@ static const MqttCase mqtt_cases[] = {
         MQ_OK("greenhouse/+/+metric", VALUE, "gh9", NULL, "greenhouse/x/t", "2", "gh9", { "t", 2 }),
         MQ_OK(NULL, VALUE, "gh9", "t", "any/topic", "3", "gh9", { "t", 3 }),
         MQ_OK(NULL, VALUE, "gh9", "t", NULL, "3", "gh9", { "t", 3 }),
-        MQ_NO(GH, VALUE, NULL, NULL, "other/gh1/t", "1", TOPIC_MISMATCH),
-        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1", "1", TOPIC_MISMATCH),
-        MQ_NO(GH, VALUE, NULL, NULL, NULL, "1", TOPIC_MISMATCH),
-        MQ_NO("+sensor/+metric", VALUE, NULL, NULL, "$SYS/uptime", "1", TOPIC_MISMATCH),
-        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "abc", BAD_VALUE),
-        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "", BAD_VALUE),
-        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "NaN", NOT_FINITE),
-        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "1e999", NOT_FINITE),
-        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "\xff", NOT_UTF8),
-        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "1\0", NOT_UTF8),
-        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse//t", "1", BAD_SENSOR),
-        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/" S65 "/t", "1", BAD_SENSOR),
-        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/g h/t", "1", BAD_SENSOR),
-        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/", "1", BAD_METRIC),
-        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t\xc3\xa9", "1", BAD_METRIC),
-        MQ_NO("greenhouse/+sensor/temp", VALUE, NULL, NULL, "greenhouse/gh1/temp", "1", NO_METRIC),
-        MQ_NO("greenhouse/+/+metric", VALUE, NULL, NULL, "greenhouse/x/t", "2", MISSING_SENSOR),
-        MQ_NO(NULL, VALUE, "a b", "t", "x", "3", BAD_SENSOR),
-        MQ_NO(NULL, VALUE, "s", "", "x", "3", BAD_METRIC),
+        MQ_NO(GH, VALUE, NULL, NULL, "other/gh1/t", "1", TOPIC_MISMATCH, ""),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1", "1", TOPIC_MISMATCH, ""),
+        MQ_NO(GH, VALUE, NULL, NULL, NULL, "1", TOPIC_MISMATCH, ""),
+        MQ_NO("+sensor/+metric", VALUE, NULL, NULL, "$SYS/uptime", "1", TOPIC_MISMATCH, ""),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "abc", BAD_VALUE, "gh1"),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "", BAD_VALUE, "gh1"),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "NaN", NOT_FINITE, "gh1"),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "1e999", NOT_FINITE, "gh1"),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "\xff", NOT_UTF8, "gh1"),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t", "1\0", NOT_UTF8, "gh1"),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse//t", "1", BAD_SENSOR, ""),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/" S65 "/t", "1", BAD_SENSOR, ""),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/g h/t", "1", BAD_SENSOR, ""),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/", "1", BAD_METRIC, "gh1"),
+        MQ_NO(GH, VALUE, NULL, NULL, "greenhouse/gh1/t\xc3\xa9", "1", BAD_METRIC, "gh1"),
+        MQ_NO("greenhouse/+sensor/temp", VALUE, NULL, NULL, "greenhouse/gh1/temp", "1", NO_METRIC, "gh1"),
+        MQ_NO("greenhouse/+/+metric", VALUE, NULL, NULL, "greenhouse/x/t", "2", MISSING_SENSOR, ""),
+        MQ_NO(NULL, VALUE, "a b", "t", "x", "3", BAD_SENSOR, ""),
+        MQ_NO(NULL, VALUE, "s", "", "x", "3", BAD_METRIC, "s"),
 
         /* json: the payload's sensor beats the topic's, which beats the fixed one */
         MQ_OK(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":1}", "gh1", { "t", 1 }),
@@ -891,26 +946,26 @@ static const MqttCase mqtt_cases[] = {
         MQ_OK("greenhouse/state", JSON, "f1", NULL, "greenhouse/state", "{\"t\":1}", "f1", { "t", 1 }),
         /* a +metric level has no say over a json payload's members */
         MQ_OK(GH, JSON, NULL, NULL, "greenhouse/gh1/x", "{\"t\":1}", "gh1", { "t", 1 }),
-        MQ_NO("greenhouse/state", JSON, NULL, NULL, "greenhouse/state", "{\"t\":1}", MISSING_SENSOR),
-        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/g h/state", "{\"t\":1}", BAD_SENSOR),
-        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"p1\"}", NO_METRIC),
-        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{}", NO_METRIC),
-        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"\",\"t\":1}", BAD_SENSOR),
-        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":1", BAD_JSON),
-        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":1}\nx", BAD_JSON),
-        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":\"\xc0\x80\"}", NOT_UTF8),
-        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/status", "{\"t\":1}", TOPIC_MISMATCH),
+        MQ_NO("greenhouse/state", JSON, NULL, NULL, "greenhouse/state", "{\"t\":1}", MISSING_SENSOR, ""),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/g h/state", "{\"t\":1}", BAD_SENSOR, ""),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"p1\"}", NO_METRIC, "p1"),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{}", NO_METRIC, "gh1"),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"\",\"t\":1}", BAD_SENSOR, ""),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":1", BAD_JSON, "gh1"),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":1}\nx", BAD_JSON, "gh1"),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":\"\xc0\x80\"}", NOT_UTF8, "gh1"),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/status", "{\"t\":1}", TOPIC_MISMATCH, ""),
 
         /* kv over MQTT */
         MQ_OK(GS, KV, NULL, NULL, "greenhouse/gh1/state", "t=1 u=2\n", "gh1", { "t", 1 }, { "u", 2 }),
         MQ_OK(GS, KV, NULL, NULL, "greenhouse/gh1/state", "sensor=p1 t=1", "p1", { "t", 1 }),
-        MQ_NO(GS, KV, NULL, NULL, "greenhouse/gh1/state", "t", BAD_KV),
+        MQ_NO(GS, KV, NULL, NULL, "greenhouse/gh1/state", "t", BAD_KV, "gh1"),
 
         /* size limit, before anything else: 4096 is the limit in these cases */
         { GH, VALUE, NULL, NULL, "greenhouse/gh1/t", BYTES("12345"), 5, ACCEPT, "gh1", { { "t", 12345 } } },
-        { GH, VALUE, NULL, NULL, "greenhouse/gh1/t", BYTES("123456"), 5, FRAME_REJECT_TOO_LONG, NULL, { { NULL, 0 } } },
-        { GH, VALUE, NULL, NULL, "elsewhere", BYTES("\xff\xff"), 1, FRAME_REJECT_TOO_LONG, NULL, { { NULL, 0 } } },
-        { GH, VALUE, NULL, NULL, "greenhouse/gh1/t", BYTES(""), 0, FRAME_REJECT_BAD_VALUE, NULL, { { NULL, 0 } } },
+        { GH, VALUE, NULL, NULL, "greenhouse/gh1/t", BYTES("123456"), 5, FRAME_REJECT_TOO_LONG, "gh1", { { NULL, 0 } } },
+        { GH, VALUE, NULL, NULL, "elsewhere", BYTES("\xff\xff"), 1, FRAME_REJECT_TOO_LONG, "", { { NULL, 0 } } },
+        { GH, VALUE, NULL, NULL, "greenhouse/gh1/t", BYTES(""), 0, FRAME_REJECT_BAD_VALUE, "gh1", { { NULL, 0 } } },
 };
 
 START_TEST(test_mqtt_table) {
@@ -947,7 +1002,8 @@ START_TEST(test_mqtt_table) {
                 ck_assert_msg(r == -EBADMSG, "case %d (%s): returned %d", _i, strna(c->topic), r);
                 ck_assert_msg((int) reason == c->reject, "case %d (%s): %s, expected %s", _i, strna(c->topic),
                               strna(frame_reject_to_string(reason)), frame_reject_to_string(c->reject));
-                ck_assert(f.sensor[0] == (char) 0xaa);
+                ck_assert_msg(streq(f.sensor, c->sensor), "case %d (%s): sensor '%s'", _i, strna(c->topic), f.sensor);
+                ck_assert(untouched_but_sensor(&f));
         }
         free(copy);
 }
@@ -976,6 +1032,7 @@ static Suite *frame_suite(void) {
         tc = tcase_create("line");
         tcase_add_loop_test(tc, test_parse_line_table, 0, ELEMENTSOF(line_cases));
         tcase_add_test(tc, test_metric_limit);
+        tcase_add_test(tc, test_reject_sensor);
         tcase_add_test(tc, test_parse_line_invalid_args);
         tcase_add_test(tc, test_long_inputs);
         suite_add_tcase(s, tc);
