@@ -430,14 +430,21 @@ static int serial_configure(SerialTask *st, char *problem, size_t size) {
                 snprintf(problem, size, "invalid flow control");
                 return -EINVAL;
         }
-        /* Also asserts DTR (and RTS unless it does flow control): many adapters and sensor
-         * buses only talk to a host that raises them. */
         r = sp_set_flowcontrol(st->port, flows[c->flow_control]);
         if (r < 0) {
                 snprintf(problem, size, "cannot set flow control %s",
                          strna(serial_flow_control_to_string(c->flow_control)));
                 return serial_error(r);
         }
+        /* Raise DTR, and RTS unless it does flow control: many adapters and sensor buses only
+         * talk to a host that asserts them, and a previous user may have dropped them. Best
+         * effort: some UARTs have no modem lines. */
+        r = sp_set_dtr(st->port, SP_DTR_ON);
+        if (r >= 0 && c->flow_control != SERIAL_FLOW_CONTROL_RTSCTS)
+                r = sp_set_rts(st->port, SP_RTS_ON);
+        if (r < 0)
+                log_full_errno_fields(LOG_DEBUG, serial_error(r), SERIAL_FIELDS(st),
+                                      "Failed to raise DTR/RTS on '%s', ignoring: %m", device(st));
         return 0;
 }
 

@@ -466,7 +466,7 @@ static const LineCase line_cases[] = {
 START_TEST(test_line_settings) {
         const LineCase *lc = &line_cases[_i];
         struct kernel_termios2 t2;
-        unsigned cflag, iflag;
+        unsigned cflag, iflag, modem;
         struct termios t;
         char keys[512], *rec;
         int fd;
@@ -485,7 +485,7 @@ START_TEST(test_line_settings) {
         close(fd);
         /* a pty keeps neither CSIZE nor PARENB: what the daemon asked for, the shim recorded */
         rec = tl_read_file(c.record);
-        ck_assert_msg(rec && sscanf(rec, "cflag=%o iflag=%o", &cflag, &iflag) == 2, "record: %s", rec);
+        ck_assert_msg(rec && sscanf(rec, "cflag=%o iflag=%o modem=%x", &cflag, &iflag, &modem) == 3, "record: %s", rec);
         free(rec);
 
         ck_assert_uint_eq(t2.c_ospeed, lc->baud);
@@ -497,6 +497,10 @@ START_TEST(test_line_settings) {
         ck_assert_uint_eq(!!(t.c_cflag & CRTSCTS), lc->crtscts);
         ck_assert_uint_eq(!!(t.c_iflag & IXON), lc->ixon_ixoff);
         ck_assert_uint_eq(!!(t.c_iflag & IXOFF), lc->ixon_ixoff);
+        /* DTR raised; RTS too, unless the UART drives it for flow control */
+        ck_assert(modem & TIOCM_DTR);
+        if (!lc->crtscts)
+                ck_assert(modem & TIOCM_RTS);
         ck_assert(t.c_cflag & CREAD);
         ck_assert(!(t.c_lflag & ICANON));
 

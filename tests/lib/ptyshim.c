@@ -14,9 +14,10 @@
  *    parity with PARENB). The shim passes the settings on with CS8 and without PARENB, so that
  *    everything else (speed, stop bits, PARODD/CMSPAR, flow control, raw mode) really lands on
  *    the pty, and remembers the requested CSIZE and PARENB: tcgetattr() on that descriptor
- *    reports them back (libserialport reads the configuration before each change), and when
- *    $SC_PTYSHIM_RECORD names a file the requested c_cflag and c_iflag are written there
- *    ("cflag=0NNN iflag=0NNN") so a test can check the bits the kernel cannot hold.
+ *    reports them back (libserialport reads the configuration before each change).
+ * 3. When $SC_PTYSHIM_RECORD names a file, the last requested c_cflag and c_iflag and the
+ *    emulated modem lines are written there after every change ("cflag=0NNN iflag=0NNN
+ *    modem=0xNNN"), so that a test can check what the kernel cannot hold.
  *
  * All of this applies only to Unix98 pty slaves (character devices with a major number in
  * 136..143). Every other call, and these calls on any other descriptor, go to the real
@@ -41,8 +42,9 @@
 #define PTY_SLAVE_MAJOR_MAX 143
 #define SHIM_FDS 4096
 
-/* Lines a freshly opened port reports: the far end is "there" and ready. */
-#define MODEM_DEFAULT (TIOCM_DTR | TIOCM_RTS | TIOCM_CTS | TIOCM_DSR | TIOCM_CD)
+/* Lines a freshly opened port reports: the far end is "there" and ready (CTS, DSR, CD), our
+ * own outputs DTR and RTS down, so that a test sees whether the daemon raises them. */
+#define MODEM_DEFAULT (TIOCM_CTS | TIOCM_DSR | TIOCM_CD)
 /* The c_cflag bits a pty cannot keep. */
 #define PTY_LOST_CFLAG (CSIZE | PARENB)
 
@@ -57,6 +59,7 @@ typedef struct PtyState {
         int lines;                /* modem lines */
         bool have_cflag;
         tcflag_t cflag;           /* requested CSIZE and PARENB */
+        struct termios requested; /* the last termios asked for, for the record */
 } PtyState;
 
 static PtyState state[SHIM_FDS];
@@ -80,6 +83,25 @@ static PtyState *pty_state(int fd) {
         if (state[fd].rdev != st.st_rdev)
                 state[fd] = (PtyState){ .rdev = st.st_rdev, .lines = MODEM_DEFAULT };
         return &state[fd];
+}
+
+static void record(const PtyState *s) {
+        const char *path = getenv("SC_PTYSHIM_RECORD");
+        char line[96];
+        int fd, saved = errno;
+
+        if (!path || !*path)
+                return;
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+                errno = saved;
+                return;
+        }
+        snprintf(line, sizeof(line), "cflag=0%o iflag=0%o modem=0x%x\n", (unsigned) s->requested.c_cflag,
+                 (unsigned) s->requested.c_iflag, (unsigned) s->lines);
+        (void) !write(fd, line, strlen(line));
+        close(fd);
+        errno = saved;
 }
 
 static bool is_modem_request(unsigned long request) {
@@ -121,28 +143,14 @@ int ioctl(int fd, unsigned long request, ...) {
                         s->lines &= ~*value;
                         break;
                 }
+                if (request != TIOCMGET && s->have_cflag)
+                        record(s);
                 return 0;
         }
 
         if (!real_ioctl && !(real_ioctl = (ioctl_fn) real("ioctl")))
                 return -1;
         return real_ioctl(fd, request, arg);
-}
-
-static void record(const struct termios *t) {
-        const char *path = getenv("SC_PTYSHIM_RECORD");
-        char line[64];
-        int fd, saved = errno;
-
-        if (!path || !*path)
-                return;
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0)
-                return;
-        snprintf(line, sizeof(line), "cflag=0%o iflag=0%o\n", (unsigned) t->c_cflag, (unsigned) t->c_iflag);
-        (void) !write(fd, line, strlen(line));
-        close(fd);
-        errno = saved;
 }
 
 int tcsetattr(int fd, int action, const struct termios *t) {
@@ -161,7 +169,8 @@ int tcsetattr(int fd, int action, const struct termios *t) {
                 return -1;
         s->have_cflag = true;
         s->cflag = t->c_cflag & PTY_LOST_CFLAG;
-        record(t);
+        s->requested = *t;
+        record(s);
         return 0;
 }
 
