@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: MIT */
+/* Disk full: the store on a 1 MiB tmpfs fills up, the daemon exits 12 with the cause, and continues once there is room. */
+#include <inttypes.h>
+#include <sched.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "collector/macro.h"
+#include "testlib.h"
+
+typedef struct Ctx {
+        const char *dir;
+        char mnt[400];
+        TlPty pty;
+        TlDaemon d;
+        char db[450];
+        char config[2048];
+        int64_t seq;
+        int64_t ts;
+} Ctx;
+
+static char mounted[400];
+
+static void unmount_at_exit(void) {
+        if (mounted[0])
+                (void) umount2(mounted, MNT_DETACH);
+}
+
+/* A 1 MiB tmpfs in a private mount namespace (gone with this process whatever happens).
+ * Returns false when this machine does not let us mount. */
+static bool mount_small_tmpfs(Ctx *c) {
+        snprintf(c->mnt, sizeof(c->mnt), "%s/mnt", c->dir);
+        ck_assert_int_eq(mkdir(c->mnt, 0755), 0);
+        if (unshare(CLONE_NEWNS) < 0) {
+                fprintf(stderr, "SKIP: disk-full test needs a private mount namespace: unshare: %m\n");
+                return false;
+        }
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+                fprintf(stderr, "SKIP: disk-full test: cannot make / private: %m\n");
+                return false;
+        }
+        if (mount("tmpfs", c->mnt, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755") < 0) {
+                fprintf(stderr, "SKIP: disk-full test: mount -t tmpfs -o size=1m: %m\n");
+                return false;
+        }
+        snprintf(mounted, sizeof(mounted), "%s", c->mnt);
+        atexit(unmount_at_exit); /* after tl_tmpdir()'s handler, so it runs first */
+        return true;
+}
+
+static void daemon_start(Ctx *c) {
+        char notify[450];
+
+        snprintf(notify, sizeof(notify), "%s/notify", c->dir);
+        (void) unlink(notify);
+        tl_daemon_start(&c->d, c->dir, c->config, NULL, NULL);
+        if (!tl_notify_wait(&c->d.notify, "READY=1", 10000)) {
+                char *log = tl_daemon_log(&c->d);
+                ck_abort_msg("no READY=1; daemon log:\n%s", log);
+        }
+}
+
+static void write_frames(Ctx *c, int n) {
+        char buf[8192];
+        size_t len = 0;
+
+        for (int i = 0; i < n; i++) {
+                c->seq++;
+                /* Longer names: more bytes per row, so the disk fills sooner. */
+                len += (size_t) snprintf(buf + len, sizeof(buf) - len,
+                                         "{\"sensor\":\"full-%03" PRId64 "\",\"ts\":%" PRId64 ",\"seq\":%" PRId64
+                                         ",\"temperature\":%" PRId64 ".5}\n",
+                                         c->seq % 200, c->ts + c->seq, c->seq, c->seq % 40);
+                ck_assert_uint_lt(len, sizeof(buf) - 256);
+        }
+        tl_pty_write(&c->pty, buf, len);
+}
+
+static void check_integrity(const char *db_path) {
+        sqlite3 *db = NULL;
+        sqlite3_stmt *st = NULL;
+
+        /* Read-only: there may be no room for anything else. */
+        ck_assert_int_eq(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(db, 2000);
+        ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+        ck_assert_msg(streq((const char *) sqlite3_column_text(st, 0), "ok"), "integrity_check: %s",
+                      sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+}
+
+static int64_t count(Ctx *c) {
+        return tl_sql_int(c->db, "SELECT count(*) FROM readings");
+}
+
+typedef struct CountAtLeast {
+        Ctx *c;
+        int64_t want;
+} CountAtLeast;
+
+static bool count_at_least(void *userdata) {
+        CountAtLeast *w = userdata;
+        return count(w->c) >= w->want;
+}
+
+START_TEST(test_disk_full_then_room_again) {
+        _cleanup_free_ char *log = NULL;
+        int64_t deadline, before;
+        struct timespec now;
+        int status = -ETIMEDOUT;
+        Ctx c = {};
+
+        clock_gettime(CLOCK_REALTIME, &now);
+        c.ts = (int64_t) now.tv_sec * 1000;
+        c.dir = tl_tmpdir();
+        if (!mount_small_tmpfs(&c))
+                return;
+        tl_pty_start(&c.pty, c.dir);
+        snprintf(c.db, sizeof(c.db), "%s/readings.db", c.mnt);
+        snprintf(c.config, sizeof(c.config),
+                 "{ \"serial\": { \"enabled\": true, \"device\": \"%s\", \"format\": \"json\" },\n"
+                 "  \"mqtt\": { \"enabled\": false },\n"
+                 "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": 20, \"commit_max_rows\": 200 },\n"
+                 "  \"supervisor\": { \"stop_timeout\": 5 } }\n",
+                 c.pty.device, c.db);
+
+        daemon_start(&c);
+        /* Feed until the store cannot take more; the daemon must end on its own. */
+        deadline = tl_now_ms() + 30000;
+        while (tl_now_ms() < deadline) {
+                write_frames(&c, 50);
+                status = tl_daemon_wait(&c.d, 2);
+                if (status != -ETIMEDOUT)
+                        break;
+        }
+        log = tl_daemon_log(&c.d);
+        ck_assert_msg(status == 12, "exit status %d, want 12 (store failed); log:\n%s", status, log);
+        ck_assert_msg(strstr(log, "Task store failed") && strstr(log, c.db) &&
+                              (strstr(log, "No space left on device") || strstr(log, "disk is full")),
+                      "no clear disk-full cause in the log:\n%s", log);
+        ck_assert_msg(strstr(c.d.notify.log, "STOPPING=1"), "no STOPPING=1");
+        tl_notify_close(&c.d.notify);
+
+        check_integrity(c.db);
+        before = count(&c);
+        fprintf(stderr, "diskfull: %" PRId64 " frames written, %" PRId64 " readings committed before the disk was full\n",
+                c.seq, before);
+        ck_assert_int_gt(before, 0);
+
+        /* Room again (what an operator would do: grow or clean the file system), then a
+         * restart carries on appending to the same store. */
+        ck_assert_msg(mount(NULL, c.mnt, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, "size=16m") == 0, "remount: %m");
+        daemon_start(&c);
+        ck_assert_int_ge(count(&c), before);
+        {
+                int64_t from = count(&c);
+                CountAtLeast w = { &c, from + 2 * 100 };
+
+                write_frames(&c, 100);
+                ck_assert_msg(tl_wait_until(count_at_least, &w, 10000), "count %" PRId64 ", want %" PRId64, count(&c), w.want);
+        }
+        kill(c.d.pid, SIGTERM);
+        ck_assert_int_eq(tl_daemon_wait(&c.d, 10000), 0);
+        check_integrity(c.db);
+        tl_pty_stop(&c.pty);
+}
+END_TEST
+
+static Suite *diskfull_suite(void) {
+        Suite *s = suite_create("store-diskfull");
+        TCase *tc = tcase_create("tmpfs");
+
+        tcase_set_timeout(tc, 120);
+        tcase_add_test(tc, test_disk_full_then_room_again);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        SRunner *sr = srunner_create(diskfull_suite());
+        int failed;
+
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
