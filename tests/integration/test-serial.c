@@ -237,6 +237,9 @@ START_TEST(test_garbage_and_overlong) {
         ck_assert_int_eq(tl_sql_int(c.db, "SELECT count(*) FROM rejects_view WHERE source = 'serial'"), 6);
         /* rejects are logged at warning with the device */
         ck_assert_int_ge(count_log(&c, "Rejected frame from"), 6);
+        /* with the sensor id when the line names one */
+        ck_assert_int_eq(count_log(&c, "SENSOR_ID=g4]"), 1);
+        ck_assert_int_eq(count_log(&c, "SENSOR_ID="), 2);
         stop_daemon_ok(&c);
 }
 END_TEST
