@@ -10,6 +10,13 @@
 
 /* Creates the serial task ("serial", exit status 10). config and store must outlive the task.
  * Returns 0 or -ENOMEM. */
+/* Behaviour (docs/SERIAL.md): start() opens and configures config->device and reports running;
+ * a missing device, or one that goes away later, is reopened with backoff and the task is
+ * degraded meanwhile; not back within reopen_timeout -> failure. Every line becomes readings
+ * (store_append) or a reject (store_append_reject); a partial line cut off by a close is a
+ * "truncated" reject. stop() reads what is already buffered (bounded), closes the port and
+ * returns 0. The task keeps pointers to config (device is used as the readings' origin) and
+ * to store; it copies nothing else. */
 int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Task **ret);
 
 /* `sensor-collector list-ports`: prints the serial ports libserialport knows with their USB
