@@ -47,7 +47,8 @@ static const char usage_text[] =
 static void help(void) {
         printf("%s\n"
                "Shows what the collector stored. Read-only: safe while the daemon runs.\n\n"
-               "      --db PATH         the store (default %s)\n"
+               "      --db PATH         the store (default: store.path of %s,\n"
+               "                        else %s)\n"
                "  -c, --config FILE     take the store path from this configuration file\n"
                "  -s, --sensor ID       only this sensor\n"
                "  -m, --metric NAME     only this metric\n"
@@ -65,7 +66,7 @@ static void help(void) {
                "2026-11-21T10:00:00Z, 2026-11-21T11:00:00+01:00, 2026-11-21 10:00 (local), 2026-11-21.\n\n"
                "Exit status: 0 done (also when nothing matches), 1 the store cannot be read,\n"
                "64 bad usage, 78 invalid --config file.\n",
-               usage_text, STORE_DEFAULT_PATH);
+               usage_text, CONFIG_DEFAULT_PATH, STORE_DEFAULT_PATH);
 }
 
 _printf_(1, 2) static int usage_error(const char *format, ...) {
@@ -674,6 +675,8 @@ static int parse_args(int argc, char **argv, QueryArgs *a) {
                 return usage_error("--latest, --count and --rejects exclude each other");
         if (a->db && a->config)
                 return usage_error("--db and --config exclude each other");
+        if ((a->mode == MODE_LATEST || a->mode == MODE_COUNT) && a->filter.limit > 0)
+                return usage_error("--limit does not apply to --latest and --count");
         if (a->mode == MODE_REJECTS && (a->filter.sensor || a->filter.metric))
                 return usage_error("--sensor and --metric do not apply to --rejects");
         if (a->filter.since_ms >= a->filter.until_ms && a->filter.since_ms != INT64_MIN)
@@ -697,6 +700,11 @@ static const char *open_error(int r) {
                 return "locked by another process for too long";
         case -EISDIR:
                 return "a directory, not a store";
+        case -EROFS:
+                /* SQLite cannot read a WAL file read-only unless its -wal and -shm files exist
+                 * (they do while the daemon runs) or can be created next to it. */
+                return "a stopped store can only be read by a user who may write to its directory "
+                       "(root or the service user), or while the daemon runs";
         default:
                 return strerror(-r);
         }
@@ -716,7 +724,16 @@ int query_main(int argc, char **argv) {
                 return r > 0 ? EXIT_STATUS_OK : EXIT_STATUS_USAGE;
 
         path = a.db ? a.db : STORE_DEFAULT_PATH;
-        if (a.config) {
+        if (!a.db && !a.config) {
+                /* Where the daemon writes: store.path of the default configuration, if there
+                 * is one; a broken one is the daemon's problem, not a reason to show nothing. */
+                r = config_load(CONFIG_DEFAULT_PATH, &config, &errors);
+                if (r >= 0)
+                        path = config->store.path;
+                else if (r != -ENOENT)
+                        fprintf(stderr, "sensor-collector query: ignoring '%s' (%s), reading '%s'.\n",
+                                CONFIG_DEFAULT_PATH, errors && errors[0] ? errors[0] : strerror(-r), path);
+        } else if (a.config) {
                 r = config_load(a.config, &config, &errors);
                 if (r < 0) {
                         for (char **e = errors; e && *e; e++)

@@ -207,6 +207,7 @@ static const Case cases[] = {
         { "bad until", NULL, ARGS("--until", "2025-13-01"), 64, NULL, "invalid --until" },
         { "bad limit", NULL, ARGS("--limit", "-3"), 64, NULL, "invalid --limit '-3'" },
         { "modes exclude", NULL, ARGS("--latest", "--count"), 64, NULL, "exclude each other" },
+        { "no limit on counts", NULL, ARGS("--count", "--limit", "3"), 64, NULL, "--limit does not apply" },
         { "rejects and sensor", NULL, ARGS("--rejects", "--sensor", "x"), 64, NULL, "do not apply to --rejects" },
         { "since after until", NULL, ARGS("--since", "1h", "--until", "2h"), 64, NULL, "--since must be before --until" },
         { "missing value", NULL, ARGS("--sensor"), 64, NULL, "option '--sensor' needs a value" },
