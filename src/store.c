@@ -18,7 +18,11 @@
 _Static_assert(READING_SOURCE_SERIAL == 0 && READING_SOURCE_MQTT == 1, "stored source ids changed");
 
 #define BUSY_TIMEOUT_MS 1000
-/* quick_check on open is bounded: a big store on an SD card would take minutes. */
+/* quick_check on open is bounded: a big store on an SD card would take minutes. SQLite checks
+ * each b-tree's structure in one VM instruction that a progress handler cannot interrupt, so
+ * the file size bounds the first part (64 MiB: about 2 s from a cold SD card) and a deadline
+ * the rest. */
+#define QUICK_CHECK_MAX_BYTES ((int64_t) 64 * 1024 * 1024)
 #define QUICK_CHECK_BUDGET_USEC (500 * USEC_PER_MSEC)
 /* Retention: one step every RETENTION_INTERVAL, or every RETENTION_BUSY_INTERVAL while a
  * backlog remains; at most RETENTION_STEP_ROWS rows per table per step (a few ms of work). */
@@ -749,18 +753,16 @@ int store_run_retention(Store *s) {
         s->sweep_rejects += rejects;
         s->sweep_by_size = s->sweep_by_size || by_size;
         if (!more && s->sweep_readings + s->sweep_rejects > 0) {
+                char why[96] = "";
+
+                if (s->config->retention_days > 0)
+                        snprintf(why, sizeof(why), "older than %u days", s->config->retention_days);
                 if (s->sweep_by_size)
-                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
-                                              "Retention removed %" PRIu64 " readings and %" PRIu64
-                                              " rejects (older than %u days, or over %u MiB) from '%s'.",
-                                              s->sweep_readings, s->sweep_rejects, s->config->retention_days,
-                                              s->config->max_size_mb, s->config->path);
-                else
-                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
-                                              "Retention removed %" PRIu64 " readings and %" PRIu64
-                                              " rejects older than %u days from '%s'.",
-                                              s->sweep_readings, s->sweep_rejects, s->config->retention_days,
-                                              s->config->path);
+                        snprintf(why + strlen(why), sizeof(why) - strlen(why), "%sto stay under %u MiB",
+                                 why[0] ? ", or " : "", s->config->max_size_mb);
+                log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
+                                      "Retention removed %" PRIu64 " readings and %" PRIu64 " rejects (%s) from '%s'.",
+                                      s->sweep_readings, s->sweep_rejects, why, s->config->path);
                 s->sweep_readings = s->sweep_rejects = 0;
                 s->sweep_by_size = false;
         }
@@ -798,7 +800,20 @@ static int store_quick_check(Store *s) {
         char result[256] = "";
         struct timespec ts;
         uint64_t deadline;
+        int64_t pages = 0, page_size = 0;
         int rc;
+
+        rc = exec_int(s->db, "PRAGMA page_count", &pages);
+        if (rc == SQLITE_OK)
+                rc = exec_int(s->db, "PRAGMA page_size", &page_size);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "read");
+        if (pages * page_size > QUICK_CHECK_MAX_BYTES) {
+                log_full_errno_fields(LOG_DEBUG, 0, LOG_FIELDS("TASK", "store"),
+                                      "Store '%s' has %" PRId64 " MiB, more than a quick check on start may read; skipped.",
+                                      s->config->path, pages * page_size / (1024 * 1024));
+                return 0;
+        }
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
         deadline = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC + QUICK_CHECK_BUDGET_USEC;
