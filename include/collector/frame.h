@@ -215,9 +215,10 @@ bool frame_utf8_valid(const void *data, size_t size);
  * +sensor level, then fixed_sensor; for the metric of a value payload: the topic's +metric
  * level, then fixed_metric (json and kv payloads name their own metrics). Whatever is taken
  * from the topic must pass frame_id_valid() (else bad_sensor / bad_metric).
- * max_size is the payload limit (SIZE_MAX: none). Checks in this order: size > max_size -> too_long; topic not matching p -> topic_mismatch;
- * payload not UTF-8 or with NUL -> not_utf8; then the payload's own parse. A single trailing
- * "\n" or "\r\n" is tolerated in every format (publishing a file adds one).
+ * max_size is the payload limit (SIZE_MAX: none). Checks in this order: size > max_size ->
+ * too_long; topic not matching p -> topic_mismatch; payload not UTF-8 or with NUL -> not_utf8;
+ * then the payload's own parse. A single trailing "\n" or "\r\n" is tolerated in every
+ * format (publishing a file adds one).
  * Returns 0 and fills *ret_frame; or -EBADMSG, setting *ret_reject and ret_frame->sensor to the
  * sensor id by the same precedence when a valid one is known, else "" (always "" for
  * topic_mismatch and bad_sensor), the rest untouched; -EINVAL for an unknown format; -ENOMEM.
