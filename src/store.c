@@ -476,6 +476,19 @@ static int store_intern(Store *s, NameKind kind, const char *name, int64_t *ret)
         return 0;
 }
 
+/* Invalid input: commits the open batch (it is good), then fails the store. Returns -EINVAL. */
+_printf_(2, 3) static int store_refuse(Store *s, const char *format, ...) {
+        va_list ap;
+
+        if (store_commit_internal(s) < 0)
+                return -EINVAL; /* that failure was reported instead */
+        s->failed = true;
+        va_start(ap, format);
+        task_report_failurev(s->task, -EINVAL, format, ap);
+        va_end(ap);
+        return -EINVAL;
+}
+
 static int store_check_writable(Store *s) {
         if (s->failed || s->closed || !s->db)
                 return -ESHUTDOWN;
@@ -492,9 +505,12 @@ int store_append(Store *s, const Reading *r) {
         k = store_check_writable(s);
         if (k < 0)
                 return k;
-        /* Caller bugs, not store failures: NaN would become NULL and be ignored as a duplicate. */
+        /* A bug of the caller (NaN would become NULL and be ignored as a duplicate). Callers stop
+         * feeding on any error, so this must end the process too, not leave an input silently
+         * stopped: keep what is good, then fail with the cause. */
         if (!r->sensor || !r->metric || (int) r->source < 0 || r->source >= _READING_SOURCE_MAX || !isfinite(r->value))
-                return -EINVAL;
+                return store_refuse(s, "Refused an invalid reading (sensor '%s', metric '%s', value %g, source %d) for '%s'",
+                                    strna(r->sensor), strna(r->metric), r->value, (int) r->source, s->config->path);
 
         k = store_begin(s);
         if (k < 0)
@@ -549,7 +565,8 @@ int store_append_reject(Store *s, const Reject *r) {
                 return k;
         if ((int) r->source < 0 || r->source >= _READING_SOURCE_MAX || (!r->raw && r->raw_size > 0) ||
             r->raw_size > INT32_MAX)
-                return -EINVAL;
+                return store_refuse(s, "Refused an invalid reject (%zu raw bytes, source %d) for '%s'", r->raw_size,
+                                    (int) r->source, s->config->path);
         reason = frame_reject_to_string(r->reason);
 
         k = store_begin(s);

@@ -22,7 +22,9 @@ int store_task_new(sd_event *e, const StoreConfig *config, Task **ret_task, Stor
  * commit_max_rows, and always on stop. A reading with sensor_ts set is stored once per
  * (sensor, metric, ts): a repeat is counted as a duplicate and returns 0. Returns 0, or
  * -errno when the store is not open or has failed (the task has then reported the failure;
- * callers just stop feeding). Strings are copied. */
+ * callers just stop feeding). An invalid reading (NULL names, a value that is not finite, an
+ * unknown source) is a caller bug: the open batch is committed, the store fails with that
+ * cause and -EINVAL is returned. Strings are copied. */
 int store_append(Store *s, const Reading *r);
 
 /* Appends a reject (raw bytes and reason) to the open batch; same rules as store_append(). */

@@ -198,10 +198,29 @@ START_TEST(test_roundtrip) {
         task_format_status(f.task, status, sizeof(status));
         ck_assert_str_eq(status, "3 readings, 0 rejects");
 
-        /* NaN is a caller bug, refused without failing the store. */
-        r1.value = NAN;
-        ck_assert_int_eq(store_append(f.store, &r1), -EINVAL);
-        ck_assert_int_eq(task_get_state(f.task), TASK_RUNNING);
+        fx_done(&f);
+}
+END_TEST
+
+/* A caller bug (NaN) must not leave an input silently stopped: the open batch is kept and the
+ * store fails with the cause. */
+START_TEST(test_invalid_reading_fails_loudly) {
+        Fixture f;
+        int64_t t0 = wall_ms();
+        Reading good = reading("s", "m", 1, t0, true);
+        Reading bad = reading("s", "m", NAN, t0 + 1, true);
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        ck_assert_int_eq(store_append(f.store, &good), 0);
+        ck_assert_int_eq(store_append(f.store, &bad), -EINVAL);
+        ck_assert_int_eq(task_get_state(f.task), TASK_FAILED);
+        ck_assert_int_eq(task_get_error(f.task), -EINVAL);
+        ck_assert_msg(strstr(task_get_cause(f.task), "Refused an invalid reading (sensor 's', metric 'm', value nan"),
+                      "%s", task_get_cause(f.task));
+        ck_assert_int_eq(store_append(f.store, &good), -ESHUTDOWN);
+        ck_assert_uint_eq(f.failures, 1);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 1);
         fx_done(&f);
 }
 END_TEST
@@ -810,6 +829,7 @@ static Suite *store_suite(void) {
         tcase_set_timeout(tc, 30);
         tcase_add_test(tc, test_roundtrip);
         tcase_add_test(tc, test_rejects_roundtrip);
+        tcase_add_test(tc, test_invalid_reading_fails_loudly);
         tcase_add_test(tc, test_batch_on_size);
         tcase_add_test(tc, test_batch_on_time);
         tcase_add_test(tc, test_stop_commits_and_is_idempotent);
