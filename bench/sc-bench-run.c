@@ -22,7 +22,8 @@
  *   idle_rss_kb         VmRSS sampled --idle-after ms after READY=1
  *   failure_to_exit_ms  first stderr line containing --failure-marker to process exit (-1: none)
  *   exit_status, signal, user_s, sys_s, maxrss_kb   from wait4()
- * --stop-after-ready sends SIGTERM right after READY=1; --pid-file writes the child's pid. The
+ * --stop-after-ready sends SIGTERM right after READY=1; --pid-file writes the child's pid;
+ * --ready-file is created when READY=1 arrives. The
  * child's stderr is copied to --log FILE (or discarded). */
 
 static double now_ms(void) {
@@ -55,9 +56,10 @@ int main(int argc, char **argv) {
                 { "pid-file", required_argument, NULL, 'p' },
                 { "log", required_argument, NULL, 'l' },
                 { "timeout", required_argument, NULL, 't' },
+                { "ready-file", required_argument, NULL, 'r' },
                 {},
         };
-        const char *marker = NULL, *pid_file = NULL, *log_path = NULL;
+        const char *marker = NULL, *pid_file = NULL, *log_path = NULL, *ready_file = NULL;
         bool stop_after_ready = false;
         long idle_after_ms = -1, timeout_ms = 600000;
         char dir[] = "/tmp/sc-bench.XXXXXX";
@@ -75,9 +77,10 @@ int main(int argc, char **argv) {
                 case 'p': pid_file = optarg; break;
                 case 'l': log_path = optarg; break;
                 case 't': timeout_ms = atol(optarg); break;
+                case 'r': ready_file = optarg; break;
                 default:
                         fprintf(stderr, "usage: sc-bench-run [--stop-after-ready] [--idle-after MS] "
-                                        "[--failure-marker TEXT] [--pid-file F] [--log F] [--timeout MS] -- CMD...\n");
+                                        "[--failure-marker TEXT] [--pid-file F] [--ready-file F] [--log F] [--timeout MS] -- CMD...\n");
                         return 64;
                 }
         if (optind >= argc) {
@@ -138,6 +141,11 @@ int main(int argc, char **argv) {
                                 buf[k] = 0;
                                 if (ready_ms < 0 && strstr(buf, "READY=1")) {
                                         ready_ms = now_ms() - t0;
+                                        if (ready_file) {
+                                                int rfd = open(ready_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                                                if (rfd >= 0)
+                                                        close(rfd);
+                                        }
                                         if (stop_after_ready)
                                                 kill(pid, SIGTERM);
                                 }
