@@ -40,6 +40,7 @@ typedef struct StoreStats {
         uint64_t rejects;             /* stored in the reject table */
         uint64_t commits;
 } StoreStats;
+/* Copies the counters into *ret. */
 void store_get_stats(const Store *s, StoreStats *ret);
 
 /* Runs one bounded retention step now (the task also runs them from a timer): commits the open
@@ -56,8 +57,11 @@ typedef struct StoreReader StoreReader;
  * Returns 0 and *ret (owned by the caller, free with store_reader_free()), or -ENOENT (no such
  * file), -EMEDIUMTYPE (an SQLite file that is not a sensor-collector store), -EBADMSG (not an
  * SQLite file), -EPROTONOSUPPORT (schema newer than this program), -EACCES, -EUCLEAN
- * (corrupt), -ENOMEM or another -errno. Logs nothing. */
+ * (corrupt), -EROFS (a WAL store whose -wal/-shm files neither exist nor can be created:
+ * a stopped store in a directory the caller may not write), -ENOMEM or another -errno. Logs
+ * nothing. */
 int store_reader_open(const char *path, StoreReader **ret);
+/* Closes the file. Accepts NULL; returns NULL. */
 StoreReader *store_reader_free(StoreReader *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(StoreReader *, store_reader_free);
 
