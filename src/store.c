@@ -104,8 +104,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_INSERT_READING] = "INSERT OR IGNORE INTO readings "
                                 "(sensor_id, metric_id, ts, sensor_ts, value, received, source_id, origin_id) "
                                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        [STMT_INSERT_REJECT] = "INSERT INTO rejects (received, source_id, origin_id, reason, raw) "
-                               "VALUES (?1, ?2, ?3, ?4, ?5)",
+        [STMT_INSERT_REJECT] = ("INSERT INTO rejects (received, source_id, origin_id, reason, raw) "
+                                "VALUES (?1, ?2, ?3, ?4, ?5)"),
         [STMT_FIND_SENSOR] = "SELECT id FROM sensors WHERE name = ?1",
         [STMT_FIND_METRIC] = "SELECT id FROM metrics WHERE name = ?1",
         [STMT_FIND_ORIGIN] = "SELECT id FROM origins WHERE name = ?1",
@@ -176,7 +176,7 @@ static int sqlite_to_errno(sqlite3 *db, int rc) {
         case SQLITE_FULL:
                 return -ENOSPC;
         case SQLITE_IOERR:
-                if ((rc == SQLITE_IOERR_NOMEM))
+                if (rc == SQLITE_IOERR_NOMEM)
                         return -ENOMEM;
                 /* The OS error is more precise: ENOSPC, EROFS, EIO ... */
                 return sys > 0 ? -sys : -EIO;
@@ -899,6 +899,7 @@ typedef struct StoreIdentity {
 static int store_identify(sqlite3 *db, StoreIdentity *ret) {
         int rc;
 
+        *ret = (StoreIdentity) {};
         rc = exec_int(db, "PRAGMA application_id", &ret->application_id);
         if (rc == SQLITE_OK)
                 rc = exec_int(db, "PRAGMA user_version", &ret->user_version);

@@ -411,7 +411,7 @@ static void sensor_sample(Sim *sim, Sensor *s, usec_t mono, int64_t ts_ms, Sampl
         double dt = clamp(t - s->last_sim_s, 0, 3600);
         double sq = sqrt(dt);
         double h = fmod(t, 86400.0) / 3600.0;
-        double daylight = h > 6.0 && h < 20.0 ? sin(M_PI * (h - 6.0) / 14.0) : 0.0;
+        double sun = h > 6.0 && h < 20.0 ? sin(M_PI * (h - 6.0) / 14.0) : 0.0;
         double v[_METRIC_MAX];
 
         s->last_sim_s = t;
@@ -422,7 +422,7 @@ static void sensor_sample(Sim *sim, Sensor *s, usec_t mono, int64_t ts_ms, Sampl
         s->hum_drift = clamp(s->hum_drift + rng_sym(r) * 0.2 * sq, -8.0, 8.0);
         s->co2_drift = clamp(s->co2_drift + rng_sym(r) * 4.0 * sq, -120.0, 120.0);
         s->cloud = clamp(s->cloud + rng_sym(r) * 0.01 * sq, 0.3, 1.0);
-        s->soil -= dt * (0.6 + 1.2 * daylight) / 3600.0;
+        s->soil -= dt * (0.6 + 1.2 * sun) / 3600.0;
         if (s->soil < 25.0)
                 s->soil = 55.0 + 10.0 * rng_uniform(r);          /* the irrigation ran */
 
@@ -431,8 +431,8 @@ static void sensor_sample(Sim *sim, Sensor *s, usec_t mono, int64_t ts_ms, Sampl
         v[METRIC_HUMIDITY] = 70.0 - 2.5 * (v[METRIC_TEMPERATURE] - 22.0) + s->hum_drift +
                              rng_sym(r) * 0.3;
         v[METRIC_SOIL_MOISTURE] = s->soil + rng_sym(r) * 0.2;
-        v[METRIC_CO2] = 1050.0 - 550.0 * daylight + s->co2_drift + rng_sym(r) * 5.0;
-        v[METRIC_LIGHT] = 60000.0 * daylight * s->cloud * (1.0 + rng_sym(r) * 0.02);
+        v[METRIC_CO2] = 1050.0 - 550.0 * sun + s->co2_drift + rng_sym(r) * 5.0;
+        v[METRIC_LIGHT] = 60000.0 * sun * s->cloud * (1.0 + rng_sym(r) * 0.02);
 
         *ret = (Sample) {
                 .sensor = s,
