@@ -216,7 +216,7 @@ static void supervisor_begin_stop(Supervisor *s, const char *why) {
         log_info("Stopping: %s.", why);
 
         r = sd_event_add_time_relative(s->event, &s->stop_timeout_source, CLOCK_MONOTONIC,
-                                       s->options.stop_timeout_usec, 0, on_stop_timeout, s);
+                                       s->options.stop_timeout_usec, USEC_PER_MSEC, on_stop_timeout, s);
         if (r < 0)
                 log_warning_errno(r, "Failed to arm the stop timeout, stopping without one: %m");
         supervisor_schedule_stop(s);
@@ -378,7 +378,7 @@ int supervisor_run(Supervisor *s) {
         r = sd_watchdog_enabled(false, &s->watchdog_usec);
         if (r > 0 && s->watchdog_usec > 0) {
                 r = sd_event_add_time_relative(s->event, &s->watchdog_source, CLOCK_MONOTONIC,
-                                               s->watchdog_usec / 2, 0, on_watchdog_timer, s);
+                                               s->watchdog_usec / 2, USEC_PER_MSEC, on_watchdog_timer, s);
                 if (r < 0)
                         log_warning_errno(r, "Failed to arm the watchdog timer, ignoring: %m");
         }

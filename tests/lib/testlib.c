@@ -216,12 +216,16 @@ int tl_free_port(void) {
 }
 
 int tl_run(char *const argv[], char *const env[], char **ret_output, int timeout_ms) {
+        static const char *dir;
+        static unsigned n_runs;
         char path[400];
-        const char *dir = tl_tmpdir();
         pid_t pid;
         int r;
 
-        snprintf(path, sizeof(path), "%s/output", dir);
+        /* One scratch directory for every run of this process, a file per run. */
+        if (!dir)
+                dir = tl_tmpdir();
+        snprintf(path, sizeof(path), "%s/output.%u", dir, n_runs++);
         pid = tl_spawn(argv, env, path, path);
         r = tl_wait(pid, timeout_ms);
         if (r == -ETIMEDOUT)
@@ -231,6 +235,7 @@ int tl_run(char *const argv[], char *const env[], char **ret_output, int timeout
                 if (!*ret_output)
                         *ret_output = strdup("");
         }
+        (void) unlink(path);
         return r;
 }
 
@@ -316,6 +321,8 @@ void tl_notify_open(TlNotify *n, const char *dir) {
         snprintf(n->path, sizeof(n->path), "%s/notify", dir);
         ck_assert(strlen(n->path) < sizeof(sa.sun_path));
         strcpy(sa.sun_path, n->path);
+        /* A daemon restarted in the same directory gets a fresh socket at the same path. */
+        (void) unlink(n->path);
         n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         ck_assert(n->fd >= 0);
         ck_assert_msg(bind(n->fd, (struct sockaddr *) &sa, sizeof(sa)) == 0, "bind %s: %s", n->path, strerror(errno));
