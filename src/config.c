@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The configuration loader: JSON text in, a validated Config out, every error with its location. */
 #include <assert.h>
+#include <ctype.h>
 #include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -166,18 +167,27 @@ _printf_(3, 4) static void error_at(Ctx *ctx, const char *path, const char *form
         ctx_add(ctx, line);
 }
 
-/* "NAME:LINE:COLUMN: message" */
-_printf_(4, 5) static void error_at_position(Ctx *ctx, const char *text, size_t offset, const char *format, ...) {
-        _cleanup_free_ char *msg = NULL;
+/* 1-based; columns count characters, not bytes, as editors show them. */
+static void line_column(const char *text, size_t offset, unsigned *ret_line, unsigned *ret_column) {
         unsigned line = 1, column = 1;
-        char *l = NULL;
-        va_list ap;
 
         for (size_t i = 0; i < offset; i++)
                 if (text[i] == '\n')
                         line++, column = 1;
-                else if (((unsigned char) text[i] & 0xC0) != 0x80) /* count characters, not bytes */
+                else if (((unsigned char) text[i] & 0xC0) != 0x80)
                         column++;
+        *ret_line = line;
+        *ret_column = column;
+}
+
+/* "NAME:LINE:COLUMN: message" */
+_printf_(4, 5) static void error_at_position(Ctx *ctx, const char *text, size_t offset, const char *format, ...) {
+        _cleanup_free_ char *msg = NULL;
+        unsigned line, column;
+        char *l = NULL;
+        va_list ap;
+
+        line_column(text, offset, &line, &column);
 
         va_start(ap, format);
         if (vasprintf(&msg, format, ap) < 0)
@@ -1156,42 +1166,270 @@ static void parse_root(Ctx *ctx, const cJSON *root, Config *c) {
 
 /* ---- entry points ---- */
 
-/* Whether text ends inside a string or an open object/array: cJSON's error position is then
- * at the end, and "unexpected end of file" is the honest message. */
-static bool json_truncated(const char *text, size_t size) {
-        char stack[1024]; /* cJSON refuses deeper nesting anyway */
-        bool in_string = false, escaped = false;
-        size_t depth = 0;
+/* Syntax checking. cJSON says only roughly where it stopped (sometimes a character late) and
+ * never why, so this walk over the text runs first, finds the first error and says what is
+ * wrong. It accepts what cJSON accepts (so both stop at the same fault), except what cJSON
+ * lets through but would mislead: a "\u0000" that would cut a string short, and a raw newline
+ * inside a string (almost always a missing closing quote). If cJSON still fails where this
+ * found nothing, its own position is reported. */
+#define JSON_NESTING_MAX 1000   /* cJSON's CJSON_NESTING_LIMIT */
 
-        for (size_t i = 0; i < size; i++) {
-                char ch = text[i];
+typedef struct Scan {
+        const char *text;       /* NUL-terminated */
+        size_t pos;
+        unsigned depth;
+        size_t error_pos;
+        char reason[192];
+} Scan;
 
-                if (in_string) {
-                        if (escaped)
-                                escaped = false;
-                        else if (ch == '\\')
-                                escaped = true;
-                        else if (ch == '"')
-                                in_string = false;
-                } else if (ch == '"')
-                        in_string = true;
-                else if (ch == '{' || ch == '[') {
-                        if (depth >= sizeof(stack))
-                                return false;
-                        stack[depth++] = ch == '{' ? '}' : ']';
-                } else if (ch == '}' || ch == ']') {
-                        if (depth == 0 || stack[depth - 1] != ch)
-                                return false; /* mismatched: an error before the end */
-                        depth--;
-                }
-        }
-        return in_string || depth > 0;
+_printf_(3, 4) static bool scan_fail(Scan *s, size_t pos, const char *format, ...) {
+        va_list ap;
+
+        s->error_pos = pos;
+        va_start(ap, format);
+        (void) vsnprintf(s->reason, sizeof(s->reason), format, ap);
+        va_end(ap);
+        return false;
 }
 
-static bool only_whitespace(const char *text, size_t size) {
-        for (size_t i = 0; i < size; i++)
-                if (!strchr(" \t\r\n", text[i]))
+/* The character at pos for a message: 'x', byte 0xHH, or the end of the file. */
+static const char *scan_describe(const Scan *s, size_t pos, char buf[static 24]) {
+        unsigned char ch = (unsigned char) s->text[pos];
+
+        if (ch == 0)
+                return "the end of the file";
+        if (ch > ' ' && ch < 0x7F)
+                snprintf(buf, 24, "'%c'", ch);
+        else
+                snprintf(buf, 24, "byte 0x%02x", ch);
+        return buf;
+}
+
+static bool scan_unclosed(Scan *s, char bracket, size_t open) {
+        unsigned line, column;
+
+        line_column(s->text, open, &line, &column);
+        return scan_fail(s, s->pos, "unexpected end of file (the '%c' at %u:%u is not closed)", bracket, line, column);
+}
+
+static void scan_space(Scan *s) {
+        while (s->text[s->pos] && strchr(" \t\r\n", s->text[s->pos]))
+                s->pos++;
+}
+
+static bool scan_value(Scan *s);
+
+static bool scan_hex4(const char *p, unsigned *ret) {
+        unsigned v = 0;
+
+        for (size_t i = 0; i < 4; i++) {
+                char ch = p[i];
+
+                if (ch >= '0' && ch <= '9')
+                        v = v * 16 + (unsigned) (ch - '0');
+                else if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f')
+                        v = v * 16 + (unsigned) ((ch | 0x20) - 'a' + 10);
+                else
                         return false;
+        }
+        *ret = v;
+        return true;
+}
+
+static bool scan_string(Scan *s) {
+        size_t open = s->pos++;
+
+        for (;;) {
+                char ch = s->text[s->pos];
+
+                if (ch == '"') {
+                        s->pos++;
+                        return true;
+                }
+                if (ch == 0 || ch == '\n') {
+                        unsigned line, column;
+
+                        line_column(s->text, open, &line, &column);
+                        if (ch == 0)
+                                return scan_fail(s, s->pos, "unexpected end of file (the string at %u:%u is not closed)",
+                                                 line, column);
+                        return scan_fail(s, open, "the string that starts here is not closed on its line");
+                }
+                if (ch == '\\') {
+                        char e = s->text[s->pos + 1];
+
+                        if (e == 'u') {
+                                unsigned u, low;
+
+                                if (!scan_hex4(s->text + s->pos + 2, &u))
+                                        return scan_fail(s, s->pos, "'\\u' must be followed by four hex digits");
+                                if (u == 0) /* it would cut the string short */
+                                        return scan_fail(s, s->pos, "'\\u0000' (a NUL character) is not allowed in a string");
+                                if (u >= 0xDC00 && u <= 0xDFFF)
+                                        return scan_fail(s, s->pos, "'\\u%04x' is half of a UTF-16 surrogate pair without its first half", u);
+                                if (u >= 0xD800 && u <= 0xDBFF) {
+                                        if (s->text[s->pos + 6] != '\\' || s->text[s->pos + 7] != 'u' ||
+                                            !scan_hex4(s->text + s->pos + 8, &low) || low < 0xDC00 || low > 0xDFFF)
+                                                return scan_fail(s, s->pos, "'\\u%04x' is half of a UTF-16 surrogate pair without its second half", u);
+                                        s->pos += 6;
+                                }
+                                s->pos += 6;
+                                continue;
+                        }
+                        if (!e || !strchr("bfnrt\"\\/", e)) {
+                                char d[24];
+
+                                if (e > ' ' && e < 0x7F)
+                                        return scan_fail(s, s->pos, "invalid escape '\\%c' in a string (write '\\\\' for a backslash)", e);
+                                return scan_fail(s, s->pos, "invalid escape: '\\' followed by %s", scan_describe(s, s->pos + 1, d));
+                        }
+                        s->pos += 2;
+                        continue;
+                }
+                s->pos++;
+        }
+}
+
+static bool scan_word(Scan *s) {
+        static const char *const words[] = { "true", "false", "null" };
+        size_t start = s->pos, n = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(words); i++)
+                if (strncmp(s->text + start, words[i], strlen(words[i])) == 0) {
+                        s->pos += strlen(words[i]);
+                        return true;
+                }
+        while (n < 32 && (isalnum((unsigned char) s->text[start + n]) || s->text[start + n] == '_'))
+                n++;
+        for (size_t i = 0; i < ELEMENTSOF(words); i++)
+                if (n == strlen(words[i]) && strncasecmp(s->text + start, words[i], n) == 0)
+                        return scan_fail(s, start, "'%.*s' is not a JSON value (write %s)", (int) n, s->text + start, words[i]);
+        return scan_fail(s, start, "'%.*s' is not a JSON value (strings must be in double quotes)", (int) n, s->text + start);
+}
+
+static bool scan_number(Scan *s) {
+        size_t n = strspn(s->text + s->pos, "0123456789+-.eE");
+        _cleanup_free_ char *num = strndup(s->text + s->pos, n);
+        char *end;
+
+        /* Like cJSON: the longest run of number characters, as far as strtod() takes it. */
+        if (!num) {
+                s->pos += n; /* cannot tell: leave it to cJSON */
+                return true;
+        }
+        (void) strtod(num, &end);
+        if (end == num)
+                return scan_fail(s, s->pos, "'%.32s' is not a number", num);
+        s->pos += (size_t) (end - num);
+        return true;
+}
+
+/* Objects and arrays: close is '}' or ']'. */
+static bool scan_container(Scan *s, char close) {
+        size_t open = s->pos++, comma = SIZE_MAX, value_end;
+        char d[24];
+
+        if (++s->depth > JSON_NESTING_MAX)
+                return scan_fail(s, open, "nested more than %u levels deep", JSON_NESTING_MAX);
+        scan_space(s);
+        if (s->text[s->pos] == close) {
+                s->pos++;
+                s->depth--;
+                return true;
+        }
+        for (;;) {
+                char ch;
+
+                scan_space(s);
+                ch = s->text[s->pos];
+                if (ch == 0)
+                        return scan_unclosed(s, close == '}' ? '{' : '[', open);
+                if (ch == close && comma != SIZE_MAX)
+                        return scan_fail(s, comma, "trailing comma before '%c'", close);
+                if (close == '}') {
+                        if (ch == '\'')
+                                return scan_fail(s, s->pos, "keys must be in double quotes");
+                        if (isalpha((unsigned char) ch) || ch == '_')
+                                return scan_fail(s, s->pos, "keys must be in double quotes");
+                        if (ch != '"')
+                                return scan_fail(s, s->pos, "expected a key in double quotes, found %s", scan_describe(s, s->pos, d));
+                        if (!scan_string(s))
+                                return false;
+                        scan_space(s);
+                        if (s->text[s->pos] == 0)
+                                return scan_unclosed(s, '{', open);
+                        if (s->text[s->pos] != ':')
+                                return scan_fail(s, s->pos, "expected ':' after the key, found %s", scan_describe(s, s->pos, d));
+                        s->pos++;
+                        scan_space(s);
+                }
+                if (!scan_value(s))
+                        return false;
+                value_end = s->pos;
+                scan_space(s);
+                ch = s->text[s->pos];
+                if (ch == ',') {
+                        comma = s->pos++;
+                        continue;
+                }
+                if (ch == close) {
+                        s->pos++;
+                        s->depth--;
+                        return true;
+                }
+                if (ch == 0)
+                        return scan_unclosed(s, close == '}' ? '{' : '[', open);
+                if (ch == '"' || (close == ']' && strchr("{[-0123456789tfn", ch))) {
+                        /* Another member or element: the comma is missing where the last ended. */
+                        unsigned line, column;
+
+                        line_column(s->text, s->pos, &line, &column);
+                        return scan_fail(s, value_end, "missing ',' before the %s at %u:%u",
+                                         scan_describe(s, s->pos, d), line, column);
+                }
+                return scan_fail(s, s->pos, "expected ',' or '%c', found %s", close, scan_describe(s, s->pos, d));
+        }
+}
+
+static bool scan_value(Scan *s) {
+        char ch = s->text[s->pos], d[24];
+
+        switch (ch) {
+        case '{':
+                return scan_container(s, '}');
+        case '[':
+                return scan_container(s, ']');
+        case '"':
+                return scan_string(s);
+        case '\'':
+                return scan_fail(s, s->pos, "strings must be in double quotes");
+        case 0:
+                return scan_fail(s, s->pos, "unexpected end of file (expected a value)");
+        default:
+                if (ch == '-' || (ch >= '0' && ch <= '9')) /* as cJSON starts a number */
+                        return scan_number(s);
+                if (isalpha((unsigned char) ch) || ch == '_')
+                        return scan_word(s);
+                return scan_fail(s, s->pos, "expected a value, found %s", scan_describe(s, s->pos, d));
+        }
+}
+
+/* Returns true and sets *ret_pos and the reason when text has a syntax error. */
+static bool scan_locate(const char *text, size_t *ret_pos, char *reason, size_t size) {
+        Scan s = { .text = text };
+        char d[24];
+
+        scan_space(&s);
+        if (s.text[s.pos] == 0)
+                scan_fail(&s, 0, "the file is empty (expected a JSON object)");
+        else if (scan_value(&s)) {
+                scan_space(&s);
+                if (s.text[s.pos] == 0)
+                        return false;
+                scan_fail(&s, s.pos, "unexpected %s after the end of the top-level value", scan_describe(&s, s.pos, d));
+        }
+        *ret_pos = s.error_pos;
+        snprintf(reason, size, "%s", s.reason);
         return true;
 }
 
@@ -1226,6 +1464,8 @@ int config_parse(const char *name, const char *text, size_t size, Config **ret_c
         _cleanup_free_ char *buf = NULL;
         Ctx ctx = { .name = name };
         const char *nul, *end = NULL, *start;
+        char reason[192];
+        size_t pos;
 
         assert(name);
         assert(text || size == 0);
@@ -1247,27 +1487,19 @@ int config_parse(const char *name, const char *text, size_t size, Config **ret_c
         start = buf;
         if (size >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
                 start += 3; /* a byte order mark, as some editors write */
+        if (scan_locate(start, &pos, reason, sizeof(reason))) {
+                error_at_position(&ctx, buf, (size_t) (start - buf) + pos, "syntax error: %s", reason);
+                return finish(&ctx, -EINVAL, ret_errors);
+        }
         root = cJSON_ParseWithLengthOpts(start, size + 1 - (size_t) (start - buf), &end, true);
         if (!root) {
-                size_t offset = end && end >= buf ? (size_t) (end - buf) : size;
+                size_t offset = end && end >= buf ? MIN((size_t) (end - buf), size) : size;
+                unsigned char ch = (unsigned char) buf[offset];
 
-                if (only_whitespace(start, size - (size_t) (start - buf)))
-                        error_at_position(&ctx, buf, 0, "syntax error: the file is empty (expected a JSON object)");
-                else if (json_truncated(start, size - (size_t) (start - buf)))
-                        error_at_position(&ctx, buf, size, "syntax error: unexpected end of file");
-                else {
-                        /* cJSON sometimes points one past the offending character. */
-                        offset = MIN(offset, size);
-                        while (offset == size || (offset > 0 && strchr(" \t\r\n", buf[offset])))
-                                if (offset-- == 0)
-                                        break;
-                        unsigned char ch = (unsigned char) buf[offset];
-
-                        if (ch > ' ' && ch < 0x7F)
-                                error_at_position(&ctx, buf, offset, "syntax error at '%c'", ch);
-                        else
-                                error_at_position(&ctx, buf, offset, "syntax error at byte 0x%02x", ch);
-                }
+                if (ch > ' ' && ch < 0x7F)
+                        error_at_position(&ctx, buf, offset, "syntax error at '%c'", ch);
+                else
+                        error_at_position(&ctx, buf, offset, "syntax error");
                 return finish(&ctx, -EINVAL, ret_errors);
         }
 

@@ -232,17 +232,37 @@ static const struct {
         const char *json;
         const char *errors;
 } inline_cases[] = {
-        /* Syntax errors point at line:column. */
-        { "{\n  \"log\": {\"level\": \"info\",}\n}", "mem.json:2:27: syntax error at '}'\n" },
-        { "{\"log\": {\"level\": \"info\"}", "mem.json:1:26: syntax error: unexpected end of file\n" },
-        { "{\"log\": {\"level\": \"inf", "mem.json:1:23: syntax error: unexpected end of file\n" },
-        { "{} {}", "mem.json:1:4: syntax error at '{'\n" },
+        /* Syntax errors point at line:column and say what is wrong. */
+        { "{\n  \"log\": {\"level\": \"info\",}\n}", "mem.json:2:26: syntax error: trailing comma before '}'\n" },
+        { "{\"log\": {\"level\": \"info\"}", "mem.json:1:26: syntax error: unexpected end of file (the '{' at 1:1 is not closed)\n" },
+        { "{\"log\": {\"level\": \"inf", "mem.json:1:23: syntax error: unexpected end of file (the string at 1:19 is not closed)\n" },
+        { "{\"log\": ", "mem.json:1:9: syntax error: unexpected end of file (expected a value)\n" },
+        { "{} {}", "mem.json:1:4: syntax error: unexpected '{' after the end of the top-level value\n" },
         { "\t\n", "mem.json:1:1: syntax error: the file is empty (expected a JSON object)\n" },
-        { "{\"a\": [1, 2}", "mem.json:1:12: syntax error at '}'\n" },
-        { "{\n\"log\":\n  {\"level\": 'info'}}", "mem.json:3:13: syntax error at '''\n" },
+        { "{\"a\": [1, 2}", "mem.json:1:12: syntax error: expected ',' or ']', found '}'\n" },
+        { "{\"a\": [1, 2,]}", "mem.json:1:12: syntax error: trailing comma before ']'\n" },
+        { "{\"a\": [1\n 2]}", "mem.json:1:9: syntax error: missing ',' before the '2' at 2:2\n" },
+        { "{\n\"log\":\n  {\"level\": 'info'}}", "mem.json:3:13: syntax error: strings must be in double quotes\n" },
+        { "{log: {}}", "mem.json:1:2: syntax error: keys must be in double quotes\n" },
+        { "{\"log\" {}}", "mem.json:1:8: syntax error: expected ':' after the key, found '{'\n" },
+        { "{\"log\": {},, \"store\": {}}", "mem.json:1:12: syntax error: expected a key in double quotes, found ','\n" },
+        { "{\"serial\": {\"enabled\": False}}", "mem.json:1:24: syntax error: 'False' is not a JSON value (write false)\n" },
+        { "{\"serial\": {\"enabled\": yes}}", "mem.json:1:24: syntax error: 'yes' is not a JSON value (strings must be in double quotes)\n" },
+        { "{\"serial\": {\"baud\": -}}", "mem.json:1:21: syntax error: '-' is not a number\n" },
+        { "{\"serial\": {\"baud\": +9600}}", "mem.json:1:21: syntax error: expected a value, found '+'\n" },
+        { "{\"serial\": {\"device\": \"C:\\dev\"}}", "mem.json:1:26: syntax error: invalid escape '\\d' in a string (write '\\\\' for a backslash)\n" },
+        { "{\"serial\": {\"device\": \"\\u12\"}}", "mem.json:1:24: syntax error: '\\u' must be followed by four hex digits\n" },
+        { "{\"serial\": {\"device\": \"/dev/tty,\n \"baud\": 9600}}", "mem.json:1:23: syntax error: the string that starts here is not closed on its line\n" },
+        /* What cJSON would let through but would silently change the value. */
+        { "{\"serial\": {\"device\": \"/dev/ttyS0\\u0000x\"}}", "mem.json:1:34: syntax error: '\\u0000' (a NUL character) is not allowed in a string\n" },
+        { "{\"serial\": {\"device\": \"/dev/\\uttyS0\"}}", "mem.json:1:29: syntax error: '\\u' must be followed by four hex digits\n" },
+        { "{\"mqtt\": {\"username\": \"\\ud800\"}}", "mem.json:1:24: syntax error: '\\ud800' is half of a UTF-16 surrogate pair without its second half\n" },
+        { "{\"mqtt\": {\"username\": \"\\uDC00\"}}", "mem.json:1:24: syntax error: '\\udc00' is half of a UTF-16 surrogate pair without its first half\n" },
+        { "{\"mqtt\": {\"enabled\": false, \"username\": \"\\ud83c\\udf45 \\u00e4\"}}", "" },
+        { "{\"store\": {\"max_size_mb\": 000000000000000000000000000000000000000000000000000000000000000000000001}}", "" },
         /* Columns count characters, not bytes. */
-        { "{\"x\": \"\xc3\xa4\xc3\xa4\" x}", "mem.json:1:12: syntax error at 'x'\n" },
-        { "{\"x\": 1, \"y\": \x01}", "mem.json:1:16: syntax error at '}'\n" },
+        { "{\"x\": \"\xc3\xa4\xc3\xa4\" x}", "mem.json:1:12: syntax error: expected ',' or '}', found 'x'\n" },
+        { "{\"x\": 1, \"y\": \x01}", "mem.json:1:15: syntax error: expected a value, found byte 0x01\n" },
         /* Top level. */
         { "42", "mem.json: /: expected an object with the sections serial, mqtt, store, log, supervisor, got a number\n" },
         { "{\"Serial\": {}}", "mem.json: /Serial: unknown section (did you mean \"serial\"?)\n" },
@@ -463,6 +483,24 @@ START_TEST(test_nul_byte) {
 END_TEST
 
 /* A file full of mistakes lists the first 100 and counts the rest. */
+/* Deeper than cJSON's nesting limit: a located error, not a crash. */
+START_TEST(test_deep_nesting) {
+        _cleanup_strv_free_ char **errors = NULL;
+        _cleanup_free_ char *text = NULL;
+        size_t n = 1100;
+        Config *c = NULL;
+
+        text = malloc(2 * n + 1);
+        ck_assert_ptr_nonnull(text);
+        memset(text, '[', n);
+        memset(text + n, ']', n);
+        text[2 * n] = 0;
+        ck_assert_int_eq(config_parse("mem.json", text, 2 * n, &c, &errors), -EINVAL);
+        ck_assert_str_eq(errors[0], "mem.json:1:1001: syntax error: nested more than 1000 levels deep");
+        ck_assert_ptr_null(errors[1]);
+}
+END_TEST
+
 START_TEST(test_many_errors) {
         _cleanup_strv_free_ char **errors = NULL;
         char text[8192], *p = text;
@@ -543,6 +581,7 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_missing_file);
         tcase_add_test(tc, test_too_large);
         tcase_add_test(tc, test_nul_byte);
+        tcase_add_test(tc, test_deep_nesting);
         tcase_add_test(tc, test_many_errors);
         tcase_add_test(tc, test_to_string);
         suite_add_tcase(s, tc);
