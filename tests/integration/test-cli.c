@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: MIT */
+/* The command line: usage errors, --help/--version, nothing to collect, early exits tell systemd. */
+#include <stdio.h>
+
+#include "collector/macro.h"
+#include "testlib.h"
+
+typedef struct CliCase {
+        const char *args[6];
+        int status;
+        const char *output; /* must appear in stdout+stderr */
+} CliCase;
+
+static const CliCase cli_cases[] = {
+        { { "--help" }, 0, "Usage: sensor-collector [-c|--config FILE]" },
+        { { "-h" }, 0, "Exit status: 0 stopped on request" },
+        { { "--version" }, 0, "sensor-collector " SC_VERSION "\n" },
+        { { "--frobnicate" }, 64, "sensor-collector: unknown option '--frobnicate'\nUsage:" },
+        { { "-x" }, 64, "sensor-collector: unknown option '-x'\nUsage:" },
+        { { "--config" }, 64, "sensor-collector: option '--config' needs a value\nUsage:" },
+        { { "--log-level", "loud" }, 64,
+          "sensor-collector: invalid --log-level 'loud' (debug, info, notice, warning, err)\nUsage:" },
+        { { "stray" }, 64, "sensor-collector: unexpected argument 'stray'\nUsage:" },
+        { { "--config", "/nonexistent/sc.json" }, 78, "/nonexistent/sc.json: cannot read: No such file or directory" },
+};
+
+START_TEST(test_cli_table) {
+        const CliCase *c = &cli_cases[_i];
+        char *argv[8] = { SC_BINARY };
+        char *out = NULL;
+        size_t n = 1;
+
+        for (size_t i = 0; i < ELEMENTSOF(c->args) && c->args[i]; i++)
+                argv[n++] = (char *) c->args[i];
+        argv[n] = NULL;
+        ck_assert_int_eq(tl_run(argv, NULL, &out, 5000), c->status);
+        ck_assert_msg(strstr(out, c->output), "case %d: expected '%s' in:\n%s", _i, c->output, out);
+        free(out);
+}
+END_TEST
+
+static const char config_both_disabled[] =
+        "{ \"serial\": { \"enabled\": false, \"device\": \"/dev/ttyUSB0\" },"
+        "  \"mqtt\": { \"enabled\": false, \"host\": \"localhost\", \"topics\": [ { \"filter\": \"a/+sensor/+metric\", \"format\": \"value\" } ] },"
+        "  \"store\": { \"path\": \"/nonexistent/readings.db\" } }";
+
+static const char config_serial_only[] =
+        "{ \"serial\": { \"device\": \"/dev/ttyUSB0\" }, \"store\": { \"path\": \"/nonexistent/readings.db\" } }";
+
+/* Nothing to collect is a usage error: a clear message, exit 64, STOPPING=1; nothing opened. */
+START_TEST(test_nothing_to_collect) {
+        const char *dir = tl_tmpdir();
+        TlDaemon d;
+        char *log;
+
+        tl_daemon_start(&d, dir, config_both_disabled, NULL, NULL);
+        ck_assert_int_eq(tl_daemon_wait(&d, 5000), 64);
+        log = tl_daemon_log(&d);
+        ck_assert_ptr_nonnull(strstr(log, "Nothing to collect: both the serial and the MQTT input are disabled."));
+        ck_assert_ptr_nonnull(strstr(d.notify.log, "STOPPING=1"));
+        ck_assert_ptr_null(strstr(d.notify.log, "READY=1"));
+        free(log);
+}
+END_TEST
+
+/* --no-serial on a serial-only config leaves nothing: 64 as well. */
+START_TEST(test_no_serial_flag) {
+        const char *dir = tl_tmpdir();
+        char *args[] = { "--no-serial", NULL };
+        TlDaemon d;
+        char *log;
+
+        tl_daemon_start(&d, dir, config_serial_only, args, NULL);
+        ck_assert_int_eq(tl_daemon_wait(&d, 5000), 64);
+        log = tl_daemon_log(&d);
+        ck_assert_ptr_nonnull(strstr(log, "Nothing to collect"));
+        free(log);
+}
+END_TEST
+
+/* A config error tells systemd why before exiting 78. */
+START_TEST(test_config_error_notifies) {
+        const char *dir = tl_tmpdir();
+        TlDaemon d;
+        char *log;
+
+        tl_daemon_start(&d, dir, "{ \"serial\": { \"baud\": \"fast\" } }", NULL, NULL);
+        ck_assert_int_eq(tl_daemon_wait(&d, 5000), 78);
+        log = tl_daemon_log(&d);
+        ck_assert_ptr_nonnull(strstr(log, "/serial/baud"));
+        ck_assert_ptr_nonnull(strstr(d.notify.log, "STOPPING=1"));
+        ck_assert_ptr_nonnull(strstr(d.notify.log, "STATUS=Invalid configuration, exiting with status 78"));
+        free(log);
+}
+END_TEST
+
+/* A store that cannot be opened: exit 12, STOPPING=1, the path named. */
+START_TEST(test_store_failure_at_start) {
+        const char *dir = tl_tmpdir();
+        char *args[] = { "--no-mqtt", NULL };
+        TlDaemon d;
+        char *log;
+
+        tl_daemon_start(&d, dir, config_serial_only, args, NULL);
+        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 12);
+        log = tl_daemon_log(&d);
+        ck_assert_msg(strstr(log, "/nonexistent"), "log: %s", log);
+        ck_assert_ptr_nonnull(strstr(d.notify.log, "STOPPING=1"));
+        ck_assert_ptr_null(strstr(d.notify.log, "READY=1"));
+        free(log);
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("cli");
+        TCase *tc = tcase_create("cli");
+        SRunner *sr;
+        int failed;
+
+        tcase_set_timeout(tc, 30);
+        tcase_add_loop_test(tc, test_cli_table, 0, (int) ELEMENTSOF(cli_cases));
+        tcase_add_test(tc, test_nothing_to_collect);
+        tcase_add_test(tc, test_no_serial_flag);
+        tcase_add_test(tc, test_config_error_notifies);
+        tcase_add_test(tc, test_store_failure_at_start);
+        suite_add_tcase(s, tc);
+        sr = srunner_create(s);
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed == 0 ? 0 : 1;
+}
