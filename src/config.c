@@ -19,6 +19,7 @@
 #define FIELDS_MAX 32                  /* per section */
 #define SHOW_MAX 64                    /* bytes of a user's string quoted in a message */
 #define CLIENT_ID_MAX 64
+#define CLIENT_ID_CHARS "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-"
 #define CUSTOM_BAUD_MAX 4000000
 
 /* ---- enumerations: index = enum value, NULL = not allowed there ---- */
@@ -47,8 +48,8 @@ static const char *const protocol_names[_MQTT_PROTOCOL_MAX] = {
         [MQTT_PROTOCOL_V5] = "5",
 };
 
-/* frame.c owns the FrameFormat/FrameChecksum string helpers; these are the subsets a config
- * accepts where (serial lines are json or kv, MQTT payloads json or value). */
+/* frame.c owns the FrameFormat/FrameChecksum string helpers; these are the subsets each input
+ * accepts (serial lines are json or kv, MQTT payloads json or value). */
 static const char *const serial_format_names[] = {
         [FRAME_FORMAT_JSON] = "json",
         [FRAME_FORMAT_KV] = "kv",
@@ -392,7 +393,7 @@ static const char *check_host(const char *s) {
 
 static const char *check_client_id(const char *s) {
         for (const char *p = s; *p; p++)
-                if (!strchr("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-", *p))
+                if (!strchr(CLIENT_ID_CHARS, *p))
                         return "may only contain 0-9, A-Z, a-z, '_' and '-'";
         return NULL;
 }
@@ -781,8 +782,16 @@ static void parse_section(Ctx *ctx, Section *s, const cJSON *obj, void *const *b
         const cJSON *v;
 
         assert(s->n_fields <= FIELDS_MAX);
-        for (size_t i = 0; i < s->n_fields; i++)
+        for (size_t i = 0; i < s->n_fields; i++) {
+                _unused_ const Field *f = &s->fields[i]; /* only read by assert() */
+
+                /* The table matches the struct it writes into. */
+                assert(f->type != FIELD_BOOL || f->size == sizeof(bool));
+                assert(f->type != FIELD_SECONDS || f->size == sizeof(uint64_t));
+                assert(f->type != FIELD_STRING || f->size == sizeof(char *));
+                assert(f->type != FIELD_ENUM || f->size == sizeof(int));
                 s->state[i] = FIELD_ABSENT;
+        }
 
         /* In document order, so the errors read like the file. */
         cJSON_ArrayForEach(v, obj) {
@@ -835,18 +844,19 @@ static void parse_section_in(Ctx *ctx, Section *s, const cJSON *obj, void *base)
 /* ---- sections and their cross-checks ---- */
 
 static char *default_client_id(void) {
+        static const char prefix[] = "sensor-collector-";
         char host[256] = "", *r;
-        size_t n;
 
         if (gethostname(host, sizeof(host) - 1) < 0)
                 host[0] = 0;
         host[sizeof(host) - 1] = 0;
         host[strcspn(host, ".")] = 0; /* the short name is what identifies the gateway */
+        if (!host[0])
+                return strdup("sensor-collector");
         for (char *p = host; *p; p++)
-                if (check_client_id((char[]){ *p, 0 }))
+                if (!strchr(CLIENT_ID_CHARS, *p))
                         *p = '_';
-        n = strlen("sensor-collector-");
-        if (asprintf(&r, host[0] ? "sensor-collector-%.*s" : "sensor-collector", (int) (CLIENT_ID_MAX - n), host) < 0)
+        if (asprintf(&r, "%s%.*s", prefix, (int) (CLIENT_ID_MAX - strlen(prefix)), host) < 0)
                 return NULL;
         return r;
 }
