@@ -146,6 +146,7 @@ typedef struct Sensor {
         double soil;                          /* dries out, jumps up when irrigated */
         double cloud;                         /* 0.3 (overcast) .. 1 (clear) */
         double last_sim_s;
+        int64_t last_ts_ms;
         char *state_topic;                    /* PREFIX/ID/state */
         char *metric_topic[_METRIC_MAX + 1];  /* PREFIX/ID/METRIC; the last one is .../seq */
 } Sensor;
@@ -226,6 +227,7 @@ typedef struct Sim {
         bool ts;
         double bad_rate;
         size_t max_frame;
+        size_t max_payload;
         double wait;
         double drain_timeout;
         const char *stats_json;
@@ -236,6 +238,7 @@ typedef struct Sim {
         Sensor *sensors;
         SerialOut serial;
         MqttOut mqtt;
+        char *missing_topic[_METRIC_MAX + 1]; /* PREFIX//METRIC, PREFIX//state: no sensor */
         char *line;                           /* serial line under construction */
         char *payload;                        /* MQTT payload under construction */
         size_t line_size;
@@ -461,6 +464,14 @@ static char *strdup_printf(const char *fmt, ...) {
 
 static int sim_setup_sensors(Sim *sim) {
         unsigned width = sim->n_sensors >= 1000 ? 4 : sim->n_sensors >= 100 ? 3 : 2;
+
+        if (sim->mqtt.enabled)
+                for (Metric m = 0; m <= _METRIC_MAX; m++) {
+                        sim->missing_topic[m] = strdup_printf("%s//%s", sim->topic_prefix,
+                                                              m < _METRIC_MAX ? metric_info[m].name : "state");
+                        if (!sim->missing_topic[m])
+                                return -ENOMEM;
+                }
 
         sim->sensors = calloc(sim->n_sensors, sizeof(Sensor));
         if (!sim->sensors)
@@ -800,8 +811,8 @@ static void make_garbage(Sim *sim, Buf *b) {
 }
 
 /* Builds the damage for a bad frame of this kind in this format; the overlong pad is sized so
- * the whole line lands just over max_frame. */
-static Damage make_damage(Sim *sim, BadKind kind, Format f, const Sample *s) {
+ * the whole frame lands just over limit. */
+static Damage make_damage(Sim *sim, BadKind kind, Format f, const Sample *s, size_t limit) {
         Damage d = {};
 
         switch (kind) {
@@ -823,7 +834,7 @@ static Damage make_damage(Sim *sim, BadKind kind, Format f, const Sample *s) {
         case BAD_OVERLONG: {
                 char tmp[1024];
                 Buf t = { .p = tmp, .size = sizeof(tmp) };
-                size_t target = sim->max_frame + 1 + rng_next(&sim->rng) % 64;
+                size_t target = limit + 1 + rng_next(&sim->rng) % 64;
                 size_t overhead = f == FORMAT_KV ? 5 : 9;
 
                 format_frame(&t, sim, f, s, &d);
@@ -847,7 +858,7 @@ static size_t build_line(Sim *sim, const Sample *s, bool bad, BadKind kind) {
                 return b.len;
         }
         if (bad)
-                d = make_damage(sim, kind, sim->serial_format, s);
+                d = make_damage(sim, kind, sim->serial_format, s, sim->max_frame);
         format_frame(&b, sim, sim->serial_format, s, &d);
         if (sim->nmea) {
                 uint8_t x = nmea_xor(b.p, MIN(b.len, b.size));
@@ -882,7 +893,6 @@ static void publish_value_frame(Sim *sim, const Sample *s, bool bad, BadKind kin
         /* A bad value payload, to the first metric's topic. */
         const char *topic = sensor->metric_topic[s->metric[0]];
         Buf b = { .p = sim->payload, .size = sim->line_size };
-        char missing[512];
 
         switch (kind) {
         case BAD_GARBAGE:
@@ -890,7 +900,7 @@ static void publish_value_frame(Sim *sim, const Sample *s, bool bad, BadKind kin
                 break;
         case BAD_OVERLONG:
                 buf_put(&b, "0.", 2);
-                buf_fill(&b, '0', sim->max_frame + rng_next(&sim->rng) % 64);
+                buf_fill(&b, '0', sim->max_payload + rng_next(&sim->rng) % 64);
                 buf_put(&b, "1", 1);
                 break;
         case BAD_CHECKSUM:
@@ -901,9 +911,7 @@ static void publish_value_frame(Sim *sim, const Sample *s, bool bad, BadKind kin
                 break;
         case BAD_MISSING_SENSOR:
                 /* An empty sensor level still matches PREFIX/+/+. */
-                snprintf(missing, sizeof(missing), "%s//%s", sim->topic_prefix,
-                         metric_info[s->metric[0]].name);
-                topic = missing;
+                topic = sim->missing_topic[s->metric[0]];
                 buf_printf(&b, "%.*f", metric_info[s->metric[0]].decimals, s->value[0]);
                 break;
         case BAD_UTF8:
@@ -919,6 +927,9 @@ static void publish_value_frame(Sim *sim, const Sample *s, bool bad, BadKind kin
 static void publish_frame(Sim *sim, const Sample *s, bool bad, BadKind kind, size_t line_len) {
         MqttOut *m = &sim->mqtt;
         uint64_t errors = m->publish_errors;
+        /* A payload without "sensor" takes the id from the topic: leave that level empty too. */
+        const char *topic = bad && kind == BAD_MISSING_SENSOR ? sim->missing_topic[_METRIC_MAX] :
+                                                                 s->sensor->state_topic;
 
         if (m->state != MQTT_UP && sim->qos == 0) {
                 m->lost++;
@@ -928,28 +939,28 @@ static void publish_frame(Sim *sim, const Sample *s, bool bad, BadKind kind, siz
         if (sim->mqtt_format == FORMAT_VALUE)
                 publish_value_frame(sim, s, bad, kind);
         else if (sim->serial.enabled && sim->serial_format == FORMAT_JSON &&
-                 !(bad && kind == BAD_GARBAGE)) {
+                 !(bad && (kind == BAD_GARBAGE || kind == BAD_OVERLONG))) {
                 /* Same JSON as the serial line: reuse it, without the checksum unless the
                  * checksum is what is wrong. */
                 size_t len = line_len;
 
                 if (sim->nmea && !(bad && kind == BAD_CHECKSUM))
                         len -= 3;
-                mqtt_publish(sim, s->sensor->state_topic, sim->line, len);
+                mqtt_publish(sim, topic, sim->line, len);
         } else {
                 Buf b = { .p = sim->payload, .size = sim->line_size };
 
                 if (bad && kind == BAD_GARBAGE)
                         make_garbage(sim, &b);
                 else {
-                        Damage d = bad ? make_damage(sim, kind, FORMAT_JSON, s) : (Damage) {};
+                        Damage d = bad ? make_damage(sim, kind, FORMAT_JSON, s, sim->max_payload) : (Damage) {};
 
                         format_json(&b, sim, s, &d);
                         if (bad && kind == BAD_CHECKSUM)
                                 buf_printf(&b, "*%02X", nmea_xor(b.p, b.len) ^ 0x5a);
                 }
                 assert(b.len <= b.size);
-                mqtt_publish(sim, s->sensor->state_topic, b.p, b.len);
+                mqtt_publish(sim, topic, b.p, b.len);
         }
         if (m->publish_errors == errors)
                 m->frames_sent++;
@@ -971,6 +982,12 @@ static void sim_emit_frame(Sim *sim, usec_t mono) {
                 bad = true;
                 kind = sim->bad_kinds[sim->next_bad++ % sim->n_bad_kinds];
         }
+
+        /* A sensor's timestamps strictly increase: the collector keeps one reading per sensor,
+         * metric and sensor timestamp, so two frames of one sensor in the same millisecond
+         * would count as one. Above 1000 frames/s per sensor they run ahead of the clock. */
+        ts_ms = MAX(ts_ms, sensor->last_ts_ms + 1);
+        sensor->last_ts_ms = ts_ms;
 
         sensor_sample(sim, sensor, mono, ts_ms, &s);
         /* Bad frames take no sequence number: the good ones stay contiguous, so a gap in what
@@ -1478,8 +1495,10 @@ static void help(void) {
                "      --bad-rate R          fraction 0..1 of frames replaced by bad ones (default 0),\n"
                "                            cycling: garbage, overlong, bad_checksum (with nmea),\n"
                "                            not_finite, missing_sensor, bad_utf8\n"
-               "      --max-frame N         the receiver's longest frame; overlong frames just exceed\n"
-               "                            it (default 1024)\n"
+               "      --max-frame N         the receiver's longest serial line; overlong lines just\n"
+               "                            exceed it (default 1024, serial.max_frame_bytes)\n"
+               "      --max-payload N       the same for MQTT payloads (default 4096,\n"
+               "                            mqtt.max_payload_bytes)\n"
                "Run:\n"
                "      --wait SECS           how long to wait for the outputs at startup (default 10)\n"
                "      --drain-timeout SECS  how long to wait for pending and unacknowledged frames\n"
@@ -1625,6 +1644,7 @@ enum {
         ARG_NO_TS,
         ARG_BAD_RATE,
         ARG_MAX_FRAME,
+        ARG_MAX_PAYLOAD,
         ARG_WAIT,
         ARG_DRAIN_TIMEOUT,
         ARG_STATS_JSON,
@@ -1659,6 +1679,7 @@ static int parse_argv(int argc, char *argv[], Sim *sim) {
                 { "no-ts",         no_argument,       NULL, ARG_NO_TS },
                 { "bad-rate",      required_argument, NULL, ARG_BAD_RATE },
                 { "max-frame",     required_argument, NULL, ARG_MAX_FRAME },
+                { "max-payload",   required_argument, NULL, ARG_MAX_PAYLOAD },
                 { "wait",          required_argument, NULL, ARG_WAIT },
                 { "drain-timeout", required_argument, NULL, ARG_DRAIN_TIMEOUT },
                 { "stats-json",    required_argument, NULL, ARG_STATS_JSON },
@@ -1745,8 +1766,9 @@ static int parse_argv(int argc, char *argv[], Sim *sim) {
                         sim->qos = (int) u;
                         break;
                 case ARG_TOPIC_PREFIX:
-                        if (!optarg[0] || strpbrk(optarg, "+#") || optarg[strlen(optarg) - 1] == '/')
-                                r = usage_error("--topic-prefix: '%s' must be non-empty, without + or # "
+                        if (!optarg[0] || strlen(optarg) > 1024 || strpbrk(optarg, "+#") ||
+                            optarg[strlen(optarg) - 1] == '/')
+                                r = usage_error("--topic-prefix: '%s' must be 1..1024 bytes, without + or #, "
                                                 "and not end in '/'", optarg);
                         sim->topic_prefix = optarg;
                         break;
@@ -1787,6 +1809,10 @@ static int parse_argv(int argc, char *argv[], Sim *sim) {
                 case ARG_MAX_FRAME:
                         r = parse_u64("--max-frame", optarg, 256, 1024 * 1024, &u);
                         sim->max_frame = (size_t) u;
+                        break;
+                case ARG_MAX_PAYLOAD:
+                        r = parse_u64("--max-payload", optarg, 256, 1024 * 1024, &u);
+                        sim->max_payload = (size_t) u;
                         break;
                 case ARG_WAIT:
                         r = parse_double("--wait", optarg, 0.1, 1e6, &sim->wait);
@@ -1834,6 +1860,8 @@ static void sim_done(Sim *sim) {
                                 free(sim->sensors[i].metric_topic[m]);
                 }
         free(sim->sensors);
+        for (Metric m = 0; m <= _METRIC_MAX; m++)
+                free(sim->missing_topic[m]);
         if (sim->mqtt.mosq)
                 mosquitto_destroy(sim->mqtt.mosq);
         free(sim->mqtt.host);
@@ -1858,7 +1886,7 @@ static int sim_setup(Sim *sim) {
 
         /* The longest line: an overlong frame (max_frame + 64) or a good frame (a few hundred
          * bytes), with checksum. */
-        sim->line_size = sim->max_frame + 1024;
+        sim->line_size = MAX(sim->max_frame, sim->max_payload) + 1024;
         sim->line = malloc(sim->line_size);
         sim->payload = malloc(sim->line_size);
         if (!sim->line || !sim->payload)
@@ -1919,6 +1947,7 @@ int main(int argc, char *argv[]) {
                 .seq_start = 1,
                 .ts = true,
                 .max_frame = 1024,
+                .max_payload = 4096,
                 .wait = 10,
                 .drain_timeout = 10,
                 .serial.fd = -EBADF,
