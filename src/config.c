@@ -200,35 +200,7 @@ _printf_(4, 5) static void error_at_position(Ctx *ctx, const char *text, size_t 
 }
 
 static bool utf8_valid(const char *s) {
-        const unsigned char *p = (const unsigned char *) s;
-
-        while (*p) {
-                unsigned n;
-                uint32_t c;
-
-                if (*p < 0x80) {
-                        p++;
-                        continue;
-                }
-                if (*p >= 0xC2 && *p <= 0xDF)
-                        n = 1, c = *p & 0x1F;
-                else if (*p >= 0xE0 && *p <= 0xEF)
-                        n = 2, c = *p & 0x0F;
-                else if (*p >= 0xF0 && *p <= 0xF4)
-                        n = 3, c = *p & 0x07;
-                else
-                        return false;
-                p++;
-                for (unsigned i = 0; i < n; i++, p++) {
-                        if ((*p & 0xC0) != 0x80)
-                                return false;
-                        c = (c << 6) | (*p & 0x3F);
-                }
-                if ((n == 2 && c < 0x800) || (n == 3 && (c < 0x10000 || c > 0x10FFFF)) ||
-                    (c >= 0xD800 && c <= 0xDFFF))
-                        return false;
-        }
-        return true;
+        return frame_utf8_valid(s, strlen(s));
 }
 
 /* A user's string made safe to print inside quotes: control characters, quotes and backslashes
@@ -402,12 +374,9 @@ static const char *check_utf8(const char *s) {
         return utf8_valid(s) ? NULL : "is not valid UTF-8";
 }
 
-/* Sensor ids and metric names as frame.c accepts them. */
+/* Sensor ids and metric names: the rule frame.c applies to those that arrive. */
 static const char *check_id(const char *s) {
-        for (const char *p = s; *p; p++)
-                if (*p <= ' ' || *p >= 0x7F)
-                        return "may only contain printable ASCII characters, no spaces";
-        return NULL;
+        return frame_id_valid(s, strlen(s)) ? NULL : "may only contain printable ASCII characters, no spaces";
 }
 
 /* ---- the tables ---- */
