@@ -144,24 +144,27 @@ static int run(int argc, char **argv) {
 
         r = config_load(args.config_path, &config, &errors);
         if (r < 0) {
+                if (!errors || !errors[0])
+                        log_error_errno(r, "Failed to load '%s': %m", args.config_path);
                 for (char **e = errors; e && *e; e++)
                         log_error("%s", *e);
                 (void) sd_notify(false, "STOPPING=1\nSTATUS=Invalid configuration, exiting with status 78");
                 return EXIT_STATUS_CONFIG;
         }
-        if (args.check_config) {
-                printf("configuration OK\n");
-                return EXIT_STATUS_OK;
-        }
         if (args.log_level < 0)
                 log_set_max_level(config->log.level);
 
+        /* --check-config answers what a start would: nothing to collect is an error there too. */
         config->serial.enabled = config->serial.enabled && !args.no_serial;
         config->mqtt.enabled = config->mqtt.enabled && !args.no_mqtt;
         if (!config->serial.enabled && !config->mqtt.enabled) {
                 log_error("Nothing to collect: both the serial and the MQTT input are disabled.");
                 (void) sd_notify(false, "STOPPING=1\nSTATUS=Nothing to collect, exiting with status 64");
                 return EXIT_STATUS_USAGE;
+        }
+        if (args.check_config) {
+                printf("configuration OK\n");
+                return EXIT_STATUS_OK;
         }
 
         r = supervisor_new(&(SupervisorOptions){ .stop_timeout_usec = config->supervisor.stop_timeout_usec,

@@ -78,6 +78,29 @@ START_TEST(test_no_serial_flag) {
 }
 END_TEST
 
+/* --check-config says what a start would: a config with nothing enabled is not OK. */
+START_TEST(test_check_config_nothing_to_collect) {
+        const char *dir = tl_tmpdir();
+        const char *path = tl_write_file(dir, "both-off.json", config_both_disabled);
+        char *argv[] = { SC_BINARY, "--check-config", "--config", (char *) path, NULL };
+        char *argv_flag[] = { SC_BINARY, "--check-config", "--no-serial", "--config", NULL, NULL };
+        char *out = NULL;
+
+        ck_assert_int_eq(tl_run(argv, NULL, &out, 5000), 64);
+        ck_assert_ptr_nonnull(strstr(out, "Nothing to collect"));
+        ck_assert_ptr_null(strstr(out, "configuration OK"));
+        free(out);
+
+        argv_flag[4] = (char *) tl_write_file(dir, "serial-only.json", config_serial_only);
+        ck_assert_int_eq(tl_run(argv_flag, NULL, &out, 5000), 64);
+        free(out);
+        argv_flag[2] = "--no-mqtt";
+        ck_assert_int_eq(tl_run(argv_flag, NULL, &out, 5000), 0);
+        ck_assert_ptr_nonnull(strstr(out, "configuration OK"));
+        free(out);
+}
+END_TEST
+
 /* A config error tells systemd why before exiting 78. */
 START_TEST(test_config_error_notifies) {
         const char *dir = tl_tmpdir();
@@ -122,6 +145,7 @@ int main(void) {
         tcase_add_test(tc, test_nothing_to_collect);
         tcase_add_test(tc, test_no_serial_flag);
         tcase_add_test(tc, test_config_error_notifies);
+        tcase_add_test(tc, test_check_config_nothing_to_collect);
         tcase_add_test(tc, test_store_failure_at_start);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
