@@ -28,6 +28,9 @@ enum {
  * is drawn at random from its upper half so that gateways behind one broker spread out. */
 #define BACKOFF_MIN_USEC (200 * USEC_PER_MSEC)
 #define BACKOFF_MAX_USEC (30 * USEC_PER_SEC)
+/* A connection that lasted less than this does not reset the backoff: a broker (or a second
+ * client with our client id) that drops us right after accepting must not be hammered. */
+#define STABLE_CONNECTION_USEC (10 * USEC_PER_SEC)
 /* libmosquitto's housekeeping (keepalive pings, retries) wants a call about once a second. */
 #define MISC_INTERVAL_USEC USEC_PER_SEC
 /* A connection attempt that has not been answered (CONNACK and every SUBACK) within the
@@ -81,6 +84,8 @@ typedef struct MqttTask {
         bool stop_pending;            /* stop() returned 1: report when the DISCONNECT is out */
         bool store_failed;            /* the store refused a row: stop reading */
         unsigned attempt;             /* connection attempts since the last success */
+        unsigned backoff_step;        /* grows per failure, reset by a stable connection */
+        uint64_t connected_usec;      /* CLOCK_MONOTONIC when last running */
         uint64_t attempt_usec;        /* CLOCK_MONOTONIC start of the current attempt */
         uint64_t offline_usec;        /* CLOCK_MONOTONIC since when offline, 0 when online */
         int last_error;               /* negative errno of the last connection failure */
@@ -161,11 +166,23 @@ static int mosq_to_errno(int rc, int errno_value) {
 static const char *mosq_describe(int rc, int errno_value) {
         if (rc >= 128)
                 return mosquitto_reason_string(rc);
-        if (rc == MOSQ_ERR_ERRNO && errno_value > 0)
-                return strerror(errno_value);
-        if (rc == MOSQ_ERR_EAI)
+        switch (rc) {
+        case MOSQ_ERR_ERRNO:
+                return errno_value > 0 ? strerror(errno_value) : "system error";
+        case MOSQ_ERR_EAI:
                 return "host name lookup failed";
-        return mosquitto_strerror(rc);
+        /* Codes libmosquitto 2.0 has no text for ("Unknown error."). */
+        case MOSQ_ERR_KEEPALIVE:
+                return "no answer from the broker within the keepalive interval";
+        case MOSQ_ERR_MALFORMED_PACKET:
+                return "malformed packet from the broker";
+        case MOSQ_ERR_TIMEOUT:
+                return "timed out";
+        case MOSQ_ERR_ADMINISTRATIVE_ACTION:
+                return "disconnected by the broker's administrator";
+        default:
+                return mosquitto_strerror(rc);
+        }
 }
 
 static uint64_t now_usec(MqttTask *m) {
@@ -325,18 +342,35 @@ static void mqtt_sync_io(MqttTask *m) {
                 mqtt_fail(m, r, "Failed to watch the MQTT socket");
 }
 
+/* The broker's certificate did not verify: a wrong CA or a certificate for another name never
+ * fixes itself, so this is fatal, with what to check. */
+static void mqtt_fail_certificate(MqttTask *m) {
+        mqtt_fail(m, -EPROTO,
+                  "TLS certificate of broker %s not accepted (check that cafile/capath holds the CA that signed "
+                  "it and that it is issued for '%s'): %s",
+                  m->host_port, m->config->host, m->tls_error);
+}
+
 static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata);
 
 /* The connection is gone or could not be made: retry later with backoff, or fail when the broker
  * has been unreachable for max_offline. cause is a readable reason, error a negative errno. */
 static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
-        char delay_text[32], budget_text[32];
+        char delay_text[32], budget_text[32], why[256];
         uint64_t now = now_usec(m), delay, deadline, when;
         bool was_connected = m->state == MQTT_STATE_CONNECTED;
+        size_t n;
         int fd, r;
 
         if (!state_has_connection(m->state) && m->state != MQTT_STATE_IDLE)
                 return;
+
+        /* libmosquitto's texts end in a full stop; ours continue after the cause. */
+        snprintf(why, sizeof(why), "%s", cause);
+        n = strlen(why);
+        while (n > 0 && why[n - 1] == '.')
+                why[--n] = 0;
+        cause = why;
 
         /* Whatever libmosquitto thinks, this connection is over for us. The socket stays with
          * libmosquitto until the next attempt (which closes it) or mosquitto_destroy(). */
@@ -358,7 +392,10 @@ static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
                 return;
         }
 
-        delay = backoff_usec(m->attempt);
+        if (was_connected && now - m->connected_usec >= STABLE_CONNECTION_USEC)
+                m->backoff_step = 0;
+        m->backoff_step++;
+        delay = backoff_usec(m->backoff_step);
         when = MIN(now + delay, deadline);
         if (was_connected)
                 log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "mqtt"),
@@ -432,8 +469,7 @@ static void mqtt_connect(MqttTask *m) {
                  * certificate that does not verify, or a TLS context that cannot be set up from
                  * the configured files, never fixes itself; anything else is retried. */
                 if (strstr(m->tls_error, "certificate verify failed"))
-                        mqtt_fail(m, -EPROTO, "TLS certificate of broker %s not accepted: %s", m->host_port,
-                                  m->tls_error);
+                        mqtt_fail_certificate(m);
                 else if (startswith(m->lib_error, "Error: "))
                         mqtt_fail(m, -EPROTO, "TLS setup for broker %s failed: %s%s%s", m->host_port,
                                   m->lib_error + 7, m->tls_error[0] ? " " : "", m->tls_error);
@@ -700,6 +736,7 @@ static void mqtt_now_running(MqttTask *m) {
                                       "Connected to broker %s, %zu subscription%s granted.", m->host_port,
                                       m->config->n_topics, m->config->n_topics == 1 ? "" : "s");
         m->ever_connected = true;
+        m->connected_usec = now;
         m->offline_usec = 0;
         m->attempt = 0;
         m->last_error = 0;
@@ -759,7 +796,7 @@ static void mqtt_connection_closed(MqttTask *m, int rc, int errno_value) {
 
         /* A certificate that does not verify (wrong CA, wrong name) never fixes itself. */
         if (m->state == MQTT_STATE_CONNECTING && strstr(m->tls_error, "certificate verify failed")) {
-                mqtt_fail(m, -EPROTO, "TLS certificate of broker %s not accepted: %s", m->host_port, m->tls_error);
+                mqtt_fail_certificate(m);
                 return;
         }
 
