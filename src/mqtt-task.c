@@ -76,6 +76,7 @@ typedef struct MqttTask {
         bool io_enabled;
         sd_event_source *misc_timer;
         sd_event_source *reconnect_timer;
+        sd_event_source *offline_timer;   /* fires when offline for max_offline */
         sd_event_source *stop_timer;
 
         MqttState state;
@@ -89,6 +90,7 @@ typedef struct MqttTask {
         uint64_t attempt_usec;        /* CLOCK_MONOTONIC start of the current attempt */
         uint64_t offline_usec;        /* CLOCK_MONOTONIC since when offline, 0 when online */
         int last_error;               /* negative errno of the last connection failure */
+        char last_cause[256];         /* and its text */
         const char *abort_cause;      /* why we cut the current connection ourselves */
         char tls_error[256];          /* the first OpenSSL error of the current attempt */
         char lib_error[256];          /* the first error libmosquitto logged in this attempt */
@@ -317,6 +319,7 @@ static void mqtt_fail(MqttTask *m, int error, const char *format, ...) {
         m->state = MQTT_STATE_FAILED;
         mqtt_drop_io(m);
         m->reconnect_timer = sd_event_source_disable_unref(m->reconnect_timer);
+        m->offline_timer = sd_event_source_disable_unref(m->offline_timer);
         m->misc_timer = sd_event_source_disable_unref(m->misc_timer);
         m->stop_timer = sd_event_source_disable_unref(m->stop_timer);
 
@@ -351,12 +354,59 @@ static void mqtt_fail_certificate(MqttTask *m) {
                   m->host_port, m->config->host, m->tls_error);
 }
 
+/* Offline for max_offline: the budget for riding out a broker outage is spent. */
+static void mqtt_fail_unreachable(MqttTask *m, uint64_t now) {
+        char text[32];
+        const char *last;
+
+        if (m->state == MQTT_STATE_CONNECTING)
+                last = "the current attempt got no CONNACK yet";
+        else if (m->state == MQTT_STATE_SUBSCRIBING)
+                last = "the current attempt got no SUBACK yet";
+        else
+                last = m->last_cause[0] ? m->last_cause : "none";
+        mqtt_fail(m, m->last_error ? m->last_error : -ETIMEDOUT, "broker %s unreachable for %s (last error: %s)",
+                  m->host_port, format_timespan(text, sizeof(text), now - m->offline_usec), last);
+}
+
+static int on_offline_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        MqttTask *m = userdata;
+        (void) s;
+
+        if (m->offline_usec != 0 && m->state != MQTT_STATE_CONNECTED && m->state != MQTT_STATE_STOPPING)
+                mqtt_fail_unreachable(m, usec);
+        return 0;
+}
+
+/* Starts counting offline time (once per outage): the budget ends in on_offline_timer(). */
+static int mqtt_begin_offline(MqttTask *m, uint64_t now) {
+        uint64_t deadline;
+        int r;
+
+        if (m->offline_usec != 0)
+                return 0;
+        m->offline_usec = now;
+        deadline = now + m->config->max_offline_usec;
+        if (!m->offline_timer) {
+                r = sd_event_add_time(m->event, &m->offline_timer, CLOCK_MONOTONIC, deadline, 10 * USEC_PER_MSEC,
+                                      on_offline_timer, m);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_description(m->offline_timer, "mqtt-offline-budget");
+                return 0;
+        }
+        r = sd_event_source_set_time(m->offline_timer, deadline);
+        if (r < 0)
+                return r;
+        return sd_event_source_set_enabled(m->offline_timer, SD_EVENT_ONESHOT);
+}
+
 static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata);
 
 /* The connection is gone or could not be made: retry later with backoff, or fail when the broker
  * has been unreachable for max_offline. cause is a readable reason, error a negative errno. */
 static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
-        char delay_text[32], budget_text[32], why[256];
+        char delay_text[32], why[256];
         uint64_t now = now_usec(m), delay, deadline, when;
         bool was_connected = m->state == MQTT_STATE_CONNECTED;
         size_t n;
@@ -380,15 +430,18 @@ static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
         m->state = MQTT_STATE_OFFLINE;
         mqtt_drop_io(m);
         m->last_error = error < 0 ? error : -ECONNRESET;
-        if (m->offline_usec == 0)
-                m->offline_usec = now;
+        snprintf(m->last_cause, sizeof(m->last_cause), "%s", cause);
+        r = mqtt_begin_offline(m, now);
+        if (r < 0) {
+                mqtt_fail(m, r, "Failed to arm the offline timer");
+                return;
+        }
         if (was_connected)
                 m->n_reconnects++;
 
         deadline = m->offline_usec + m->config->max_offline_usec;
         if (now >= deadline) {
-                mqtt_fail(m, m->last_error, "broker %s unreachable for %s (last error: %s)", m->host_port,
-                          format_timespan(budget_text, sizeof(budget_text), now - m->offline_usec), cause);
+                mqtt_fail_unreachable(m, now);
                 return;
         }
 
@@ -487,14 +540,12 @@ static void mqtt_connect(MqttTask *m) {
 
 static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         MqttTask *m = userdata;
-        char text[32];
         (void) s;
 
         if (m->state != MQTT_STATE_OFFLINE)
                 return 0;
         if (usec >= m->offline_usec + m->config->max_offline_usec) {
-                mqtt_fail(m, m->last_error, "broker %s unreachable for %s", m->host_port,
-                          format_timespan(text, sizeof(text), usec - m->offline_usec));
+                mqtt_fail_unreachable(m, usec);
                 return 0;
         }
         mqtt_connect(m);
@@ -511,17 +562,12 @@ static void mqtt_abort_connection(MqttTask *m, int error, const char *cause) {
 static int on_misc_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         MqttTask *m = userdata;
         char text[32], cause[128];
+        uint64_t now = now_usec(m);
 
         (void) sd_event_source_set_time(s, usec + MISC_INTERVAL_USEC);
 
-        if (m->offline_usec != 0 && m->state != MQTT_STATE_STOPPING &&
-            usec >= m->offline_usec + m->config->max_offline_usec) {
-                mqtt_fail(m, m->last_error ? m->last_error : -ETIMEDOUT, "broker %s unreachable for %s", m->host_port,
-                          format_timespan(text, sizeof(text), usec - m->offline_usec));
-                return 0;
-        }
         if ((m->state == MQTT_STATE_CONNECTING || m->state == MQTT_STATE_SUBSCRIBING) &&
-            usec >= m->attempt_usec + connect_timeout_usec(m->config)) {
+            now >= m->attempt_usec + connect_timeout_usec(m->config)) {
                 snprintf(cause, sizeof(cause), "no %s within %s", m->state == MQTT_STATE_CONNECTING ? "CONNACK" : "SUBACK",
                          format_timespan(text, sizeof(text), connect_timeout_usec(m->config)));
                 mqtt_abort_connection(m, -ETIMEDOUT, cause);
@@ -738,6 +784,7 @@ static void mqtt_now_running(MqttTask *m) {
         m->ever_connected = true;
         m->connected_usec = now;
         m->offline_usec = 0;
+        (void) sd_event_source_set_enabled(m->offline_timer, SD_EVENT_OFF);
         m->attempt = 0;
         m->last_error = 0;
         task_report_running(m->task);
@@ -1082,7 +1129,10 @@ static int mqtt_start(Task *t) {
         if (r < 0)
                 return r;
 
-        m->offline_usec = now_usec(m);
+        /* Until the first connection is up, the task counts as offline. */
+        r = mqtt_begin_offline(m, now_usec(m));
+        if (r < 0)
+                return r;
         mqtt_connect(m);
         return 0;
 }
@@ -1092,6 +1142,7 @@ static int mqtt_stop(Task *t) {
         int rc, r, fd;
 
         m->reconnect_timer = sd_event_source_disable_unref(m->reconnect_timer);
+        m->offline_timer = sd_event_source_disable_unref(m->offline_timer);
         m->misc_timer = sd_event_source_disable_unref(m->misc_timer);
 
         switch (m->state) {
@@ -1190,6 +1241,7 @@ static MqttTask *mqtt_task_free_one(MqttTask *m) {
         mqtt_drop_io(m);
         sd_event_source_disable_unref(m->misc_timer);
         sd_event_source_disable_unref(m->reconnect_timer);
+        sd_event_source_disable_unref(m->offline_timer);
         sd_event_source_disable_unref(m->stop_timer);
         if (m->mosq)
                 mosquitto_destroy(m->mosq);

@@ -671,6 +671,24 @@ START_TEST(test_max_offline) {
 }
 END_TEST
 
+/* ---- a broker that accepts TCP and never answers: the offline budget still runs out ---- */
+
+START_TEST(test_silent_broker) {
+        const char *dir = tl_tmpdir();
+        TlDaemon d;
+        _cleanup_free_ char *config = NULL;
+        int port, lfd;
+
+        lfd = fake_listen(&port); /* the kernel completes the handshake; nobody reads */
+        config = make_config(dir, port, "\"max_offline\": 1.5,", default_topics);
+        start_daemon(&d, config, NULL);
+        ck_assert_int_eq(tl_daemon_wait(&d, 6000), 11);
+        assert_log_contains(&d, "unreachable for 1.5s (last error: the current attempt got no CONNACK yet)");
+        ck_assert(!strstr(d.notify.log, "READY=1"));
+        close(lfd);
+}
+END_TEST
+
 /* ---- SIGTERM while the broker is unreachable: a quick, clean exit ---- */
 
 START_TEST(test_sigterm_while_offline) {
@@ -797,6 +815,7 @@ static Suite *mqtt_suite(void) {
         tcase_add_test(tc, test_broker_restart);
         tcase_add_test(tc, test_max_offline);
         tcase_add_test(tc, test_sigterm_while_offline);
+        tcase_add_test(tc, test_silent_broker);
         suite_add_tcase(s, tc);
 
         return s;
