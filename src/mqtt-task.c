@@ -23,6 +23,7 @@ enum {
 #include "collector/frame.h"
 #include "collector/log.h"
 #include "collector/mqtt-task.h"
+#include "collector/supervisor.h"
 
 /* Reconnect backoff: the first retry after about this long, doubling up to the cap; each delay
  * is drawn at random from its upper half so that gateways behind one broker spread out. */
@@ -91,7 +92,6 @@ typedef struct MqttTask {
         uint64_t offline_usec;        /* CLOCK_MONOTONIC since when offline, 0 when online */
         int last_error;               /* negative errno of the last connection failure */
         char last_cause[256];         /* and its text */
-        const char *abort_cause;      /* why we cut the current connection ourselves */
         char tls_error[256];          /* the first OpenSSL error of the current attempt */
         char lib_error[256];          /* the first error libmosquitto logged in this attempt */
 
@@ -102,8 +102,6 @@ typedef struct MqttTask {
         uint64_t n_reconnects;
         RateLimit reject_ratelimit;
 } MqttTask;
-
-static const TaskOps mqtt_task_ops;
 
 static bool mosquitto_initialized;
 
@@ -489,7 +487,6 @@ static void mqtt_connect(MqttTask *m) {
 
         m->attempt++;
         m->attempt_usec = now_usec(m);
-        m->abort_cause = NULL;
         m->tls_error[0] = 0;
         m->lib_error[0] = 0;
         m->n_subs_pending = 0;
@@ -847,9 +844,7 @@ static void mqtt_connection_closed(MqttTask *m, int rc, int errno_value) {
                 return;
         }
 
-        if (m->abort_cause)
-                snprintf(cause, sizeof(cause), "%s", m->abort_cause);
-        else if (m->tls_error[0] && m->state == MQTT_STATE_CONNECTING)
+        if (m->tls_error[0] && m->state == MQTT_STATE_CONNECTING)
                 snprintf(cause, sizeof(cause), "TLS handshake failed: %s", m->tls_error);
         else
                 snprintf(cause, sizeof(cause), "%s", mosq_describe(rc, errno_value));
@@ -931,7 +926,6 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
         Frame frame;
         int r;
         (void) mosq;
-        (void) props;
 
         if (m->store_failed || !msg->topic)
                 return;
@@ -1266,7 +1260,7 @@ static void mqtt_task_free(void *userdata) {
 
 static const TaskOps mqtt_task_ops = {
         .name = "mqtt",
-        .exit_status = 11,
+        .exit_status = EXIT_STATUS_MQTT,
         .start = mqtt_start,
         .stop = mqtt_stop,
         .free = mqtt_task_free,
