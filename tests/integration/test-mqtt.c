@@ -607,7 +607,10 @@ START_TEST(test_password) {
         ck_assert_int_eq(mkdir(creds, 0700), 0);
         start_auth_broker(&b, dir, auth_port, pwfile);
 
-        if (_i == 2) {
+        if (_i == 3) {
+                /* A password file that is not there: a clear failure at start, no retrying. */
+                ck_assert_int_ge(asprintf(&extra, "\"username\": \"collector\", \"password_file\": \"%s/missing\",", dir), 0);
+        } else if (_i == 2) {
                 /* systemd's LoadCredential=: $CREDENTIALS_DIRECTORY/<basename of password_file>
                  * wins over the configured path, which need not exist. */
                 tl_write_file(creds, "mqtt.pw", "s3cret\n");
@@ -620,7 +623,11 @@ START_TEST(test_password) {
         }
         config = make_config(dir, auth_port, extra, default_topics);
         start_daemon(&d, config, cred_env ? (char *[]){ cred_env, NULL } : NULL);
-        if (_i == 1) {
+        if (_i == 3) {
+                ck_assert_int_eq(tl_daemon_wait(&d, 5000), 11);
+                assert_log_contains(&d, "Failed to read the MQTT password from '");
+                assert_log_contains(&d, "/missing': No such file or directory");
+        } else if (_i == 1) {
                 ck_assert_int_eq(tl_daemon_wait(&d, 5000), 11);
                 assert_log_contains(&d, "refused the connection (CONNACK 5)");
                 assert_log_lacks(&d, "retrying in"); /* not retried */
@@ -807,7 +814,7 @@ static Suite *mqtt_suite(void) {
         tcase_add_loop_test(tc, test_ready_after_suback, 0, 2);
         tcase_add_test(tc, test_connack_refused);
         tcase_add_loop_test(tc, test_tls, 0, 3);
-        tcase_add_loop_test(tc, test_password, 0, 3);
+        tcase_add_loop_test(tc, test_password, 0, 4);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("outages");
