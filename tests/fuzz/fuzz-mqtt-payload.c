@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "collector/frame.h"
+#include "fuzz-frame-check.h"
 
 static const struct {
         const char *filter;           /* NULL: no pattern */
@@ -20,23 +21,6 @@ static const struct {
 };
 
 static TopicPattern *patterns[ELEMENTSOF(subscriptions)];
-
-static void check_frame(int r, const Frame *f, FrameReject reason) {
-        if (r == -EBADMSG) {
-                if (!frame_reject_to_string(reason))
-                        abort();
-                return;
-        }
-        if (r == -ENOMEM)
-                return;
-        if (r != 0 || !frame_id_valid(f->sensor, strlen(f->sensor)))
-                abort();
-        if (f->n_metrics < 1 || f->n_metrics > FRAME_METRICS_MAX)
-                abort();
-        for (size_t i = 0; i < f->n_metrics; i++)
-                if (!frame_id_valid(f->metrics[i].name, strlen(f->metrics[i].name)) || !isfinite(f->metrics[i].value))
-                        abort();
-}
 
 static void check_match(const TopicPattern *p, const char *topic) {
         char sensor[SENSOR_ID_MAX + 1], metric[METRIC_NAME_MAX + 1];
@@ -85,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 r = frame_parse_mqtt(patterns[i], subscriptions[i].format, subscriptions[i].fixed_sensor,
                                      subscriptions[i].fixed_metric, topic, payload_copy, payload_size, 1024, &f,
                                      &reason);
-                check_frame(r, &f, reason);
+                fuzz_check_frame(r, &f, reason);
                 if (patterns[i])
                         check_match(patterns[i], topic);
         }

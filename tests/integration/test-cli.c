@@ -137,8 +137,6 @@ END_TEST
 int main(void) {
         Suite *s = suite_create("cli");
         TCase *tc = tcase_create("cli");
-        SRunner *sr;
-        int failed;
 
         tcase_set_timeout(tc, 30);
         tcase_add_loop_test(tc, test_cli_table, 0, (int) ELEMENTSOF(cli_cases));
@@ -148,9 +146,5 @@ int main(void) {
         tcase_add_test(tc, test_check_config_nothing_to_collect);
         tcase_add_test(tc, test_store_failure_at_start);
         suite_add_tcase(s, tc);
-        sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed == 0 ? 0 : 1;
+        return tl_run_suite(s);
 }

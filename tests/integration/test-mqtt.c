@@ -829,11 +829,5 @@ static Suite *mqtt_suite(void) {
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(mqtt_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        return tl_run_suite(mqtt_suite());
 }

@@ -91,3 +91,7 @@ int tl_run(char *const argv[], char *const env[], char **ret_output, int timeout
 
 /* One integer from a SQL query on an SQLite file (read-only); -1 on error. */
 int64_t tl_sql_int(const char *db_path, const char *sql);
+
+/* Runs every test of the suite (forking, as Check does by default), frees it, and returns the
+ * process exit status: 0 when all passed. */
+int tl_run_suite(Suite *s);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "collector/frame.h"
+#include "testlib.h"
 
 #define BYTES(s) (s), (sizeof(s) - 1)
 #define ACCEPT (-1)
@@ -1062,11 +1063,5 @@ static Suite *frame_suite(void) {
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(frame_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        return tl_run_suite(frame_suite());
 }

@@ -157,8 +157,6 @@ END_TEST
 int main(void) {
         Suite *s = suite_create("log");
         TCase *tc = tcase_create("core");
-        SRunner *sr;
-        int failed;
 
         tcase_add_test(tc, test_level_names);
         tcase_add_test(tc, test_ratelimit);
@@ -166,9 +164,5 @@ int main(void) {
         tcase_add_test(tc, test_journal_fields);
         tcase_add_test(tc, test_auto_target);
         suite_add_tcase(s, tc);
-        sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed == 0 ? 0 : 1;
+        return tl_run_suite(s);
 }

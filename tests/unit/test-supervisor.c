@@ -342,8 +342,6 @@ END_TEST
 int main(void) {
         Suite *s = suite_create("supervisor");
         TCase *tc = tcase_create("core");
-        SRunner *sr;
-        int failed;
 
         tcase_set_timeout(tc, 20);
         tcase_add_test(tc, test_sigterm_exits_zero_after_ready);
@@ -358,9 +356,5 @@ int main(void) {
         tcase_add_test(tc, test_watchdog_only_while_healthy);
         tcase_add_test(tc, test_status_shows_degraded);
         suite_add_tcase(s, tc);
-        sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed == 0 ? 0 : 1;
+        return tl_run_suite(s);
 }

@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT */
+/* The serial-line fuzz target's body, shared by the json and kv targets: FORMAT picks the parser. */
+#pragma once
+
+#include <stdio.h>
+
+#include "fuzz-frame-check.h"
+
+#ifndef FORMAT
+#error "define FORMAT (a FrameFormat) before including fuzz-frame-line.h"
+#endif
+
+typedef struct Collected {
+        FrameChecksum checksum;
+        size_t max;
+        char *out;                    /* every line as <size><kind><bytes>, to compare */
+        size_t len, alloc;
+} Collected;
+
+static void record(Collected *c, const char *line, size_t size, char kind) {
+        if (c->len + size + sizeof(size) + 1 > c->alloc) {
+                c->alloc = (c->len + size + sizeof(size) + 1) * 2;
+                c->out = realloc(c->out, c->alloc);
+                if (!c->out)
+                        abort();
+        }
+        memcpy(c->out + c->len, &size, sizeof(size));
+        c->len += sizeof(size);
+        c->out[c->len++] = kind;
+        memcpy(c->out + c->len, line, size);
+        c->len += size;
+}
+
+static int on_line(const char *line, size_t size, bool overlong, void *userdata) {
+        Collected *c = userdata;
+        FrameReject reason;
+        Frame f;
+
+        if (size > c->max || memchr(line, '\n', size) || (overlong && size != c->max))
+                abort();
+        if (!overlong)
+                fuzz_check_frame(frame_parse_line(FORMAT, c->checksum, line, size, &f, &reason), &f, reason);
+        record(c, line, size, overlong ? 'o' : 'l');
+        return 0;
+}
+
+/* The partial line left at the end counts too (the serial task stores it as truncated). */
+static void add_pending(const LineBuffer *lb, Collected *c) {
+        const char *line;
+        size_t size;
+
+        if (line_buffer_pending(lb, &line, &size)) {
+                if (size == 0 || size > c->max)
+                        abort();
+                record(c, line, size, 'p');
+        }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        Collected whole = {}, chunked = {};
+        LineBuffer lb;
+        FrameReject reason;
+        Frame f;
+        size_t i = 0;
+        unsigned step;
+
+        if (size < 1)
+                return 0;
+        /* first byte: bit 0 picks the checksum, the rest the line limit and the chunk sizes */
+        whole.checksum = chunked.checksum = data[0] & 1 ? FRAME_CHECKSUM_NMEA : FRAME_CHECKSUM_NONE;
+        whole.max = chunked.max = 8 + (data[0] >> 1) * 4;
+        step = 1 + (data[0] >> 4);
+        data++;
+        size--;
+
+        fuzz_check_frame(frame_parse_line(FORMAT, whole.checksum, (const char *) data, size, &f, &reason), &f, reason);
+
+        /* the same bytes as a stream, whole and in chunks: the lines must be the same */
+        if (line_buffer_init(&lb, whole.max) < 0)
+                abort();
+        if (line_buffer_feed(&lb, data, size, on_line, &whole) < 0)
+                abort();
+        add_pending(&lb, &whole);
+        line_buffer_reset(&lb);
+        while (i < size) {
+                size_t n = MIN(size - i, (size_t) step + (data[i] & 7));
+                if (line_buffer_feed(&lb, data + i, n, on_line, &chunked) < 0)
+                        abort();
+                i += n;
+        }
+        add_pending(&lb, &chunked);
+        line_buffer_done(&lb);
+        if (whole.len != chunked.len || (whole.len > 0 && memcmp(whole.out, chunked.out, whole.len) != 0))
+                abort();
+        free(whole.out);
+        free(chunked.out);
+        return 0;
+}
