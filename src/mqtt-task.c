@@ -327,6 +327,7 @@ static void mqtt_fail(MqttTask *m, int error, const char *format, ...) {
 }
 
 static void mqtt_connection_closed(MqttTask *m, int rc, int errno_value);
+static void on_log(struct mosquitto *mosq, void *userdata, int level, const char *message);
 
 /* Update the io source; a failure there is a failure of the task. libmosquitto closes the
  * socket without calling on_disconnect() in a few places (a failed TLS handshake): a connection
@@ -490,6 +491,7 @@ static void mqtt_connect(MqttTask *m) {
         m->tls_error[0] = 0;
         m->lib_error[0] = 0;
         m->n_subs_pending = 0;
+        mosquitto_log_callback_set(m->mosq, on_log);
 
         /* Note: for a host name (not an address) libmosquitto resolves it with a blocking
          * getaddrinfo() here; the TCP connect and the TLS handshake are non-blocking. */
@@ -785,6 +787,12 @@ static void mqtt_now_running(MqttTask *m) {
         m->attempt = 0;
         m->last_error = 0;
         task_report_running(m->task);
+
+        /* libmosquitto formats a log line for every packet whenever a log callback is set; we
+         * only need it for the causes of failed connection attempts (OpenSSL's reasons), so it
+         * is off while connected, unless debugging. */
+        if (log_get_max_level() < LOG_DEBUG)
+                mosquitto_log_callback_set(m->mosq, NULL);
 }
 
 static void on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int qos_count, const int *granted_qos,
