@@ -226,6 +226,7 @@ typedef struct Sim {
         uint64_t seq_start;
         bool ts;
         double bad_rate;
+        uint64_t burst;                       /* --burst: bad frames per SIGUSR2 */
         size_t max_frame;
         size_t max_payload;
         double wait;
@@ -244,6 +245,8 @@ typedef struct Sim {
         size_t line_size;
         BadKind bad_kinds[_BAD_MAX];          /* the kinds that apply to these outputs */
         size_t n_bad_kinds, next_bad;
+        uint64_t rate_bad;                    /* bad frames due to --bad-rate */
+        uint64_t burst_left, bursts;          /* bad frames still due to SIGUSR2, SIGUSR2 seen */
         int64_t sim_epoch_s;                  /* local wall time at start, seconds */
         double sim_speed;                     /* simulated seconds per real second */
         usec_t start_usec, gen_start_usec, gen_end_usec, next_due;
@@ -976,12 +979,18 @@ static void sim_emit_frame(Sim *sim, usec_t mono) {
         size_t line_len = 0;
         Sample s;
 
-        /* Evenly spread and exact: after n frames, floor(n * rate) of them were bad. */
-        if (sim->n_bad_kinds > 0 &&
-            (uint64_t) floor((double) (sim->frames + 1) * sim->bad_rate + 1e-9) > sim->frames - sim->good) {
+        /* A burst (SIGUSR2) first; else evenly spread and exact: after n frames, floor(n * rate)
+         * of them were bad, bursts not counted. */
+        if (sim->burst_left > 0) {
+                sim->burst_left--;
                 bad = true;
-                kind = sim->bad_kinds[sim->next_bad++ % sim->n_bad_kinds];
+        } else if (sim->bad_rate > 0 &&
+                   (uint64_t) floor((double) (sim->frames + 1) * sim->bad_rate + 1e-9) > sim->rate_bad) {
+                sim->rate_bad++;
+                bad = true;
         }
+        if (bad)
+                kind = sim->bad_kinds[sim->next_bad++ % sim->n_bad_kinds];
 
         /* A sensor's timestamps strictly increase: the collector keeps one reading per sensor,
          * metric and sensor timestamp, so two frames of one sensor in the same millisecond
@@ -1145,7 +1154,7 @@ static int sim_write_stats_json(const Sim *sim) {
         fprintf(f, "  \"bad\": {");
         for (BadKind k = 0; k < _BAD_MAX; k++)
                 fprintf(f, "%s\"%s\": %" PRIu64, k ? ", " : "", bad_kind_name[k], sim->bad[k]);
-        fprintf(f, "},\n");
+        fprintf(f, "},\n  \"bursts\": %" PRIu64 ",\n", sim->bursts);
 
         if (sim->serial.enabled) {
                 const SerialOut *s = &sim->serial;
@@ -1215,7 +1224,7 @@ static void sim_print_summary(Sim *sim) {
                         m->host, m->port, sim->qos, m->frames_sent, m->messages, MIN(m->acked, m->messages),
                         mqtt_outstanding(sim), m->lost, m->publish_errors, m->connects, m->disconnects);
         }
-        if (sim->bad_rate > 0) {
+        if (sim->frames > sim->good) {
                 fputs("  bad frames:", stderr);
                 for (BadKind k = 0; k < _BAD_MAX; k++)
                         fprintf(stderr, " %s %" PRIu64, bad_kind_name[k], sim->bad[k]);
@@ -1237,6 +1246,7 @@ static int sim_signal_fd(sigset_t *ret_old) {
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGUSR1);
+        sigaddset(&mask, SIGUSR2);
         if (sigprocmask(SIG_BLOCK, &mask, ret_old) < 0)
                 return -errno;
         fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -1251,6 +1261,11 @@ static void sim_read_signals(Sim *sim, int fd) {
         while (read(fd, &si, sizeof(si)) == (ssize_t) sizeof(si)) {
                 if (si.ssi_signo == SIGUSR1) {
                         sim_print_summary(sim);
+                        continue;
+                }
+                if (si.ssi_signo == SIGUSR2) {
+                        sim->bursts++;
+                        sim->burst_left += sim->burst;
                         continue;
                 }
                 sim->signals++;
@@ -1495,6 +1510,8 @@ static void help(void) {
                "      --bad-rate R          fraction 0..1 of frames replaced by bad ones (default 0),\n"
                "                            cycling: garbage, overlong, bad_checksum (with nmea),\n"
                "                            not_finite, missing_sensor, bad_utf8\n"
+               "      --burst N             on each SIGUSR2, the next N frames are bad (same kinds;\n"
+               "                            for soak tests; default 0)\n"
                "      --max-frame N         the receiver's longest serial line; overlong lines just\n"
                "                            exceed it (default 1024, serial.max_frame_bytes)\n"
                "      --max-payload N       the same for MQTT payloads (default 4096,\n"
@@ -1643,6 +1660,7 @@ enum {
         ARG_TS,
         ARG_NO_TS,
         ARG_BAD_RATE,
+        ARG_BURST,
         ARG_MAX_FRAME,
         ARG_MAX_PAYLOAD,
         ARG_WAIT,
@@ -1678,6 +1696,7 @@ static int parse_argv(int argc, char *argv[], Sim *sim) {
                 { "ts",            no_argument,       NULL, ARG_TS },
                 { "no-ts",         no_argument,       NULL, ARG_NO_TS },
                 { "bad-rate",      required_argument, NULL, ARG_BAD_RATE },
+                { "burst",         required_argument, NULL, ARG_BURST },
                 { "max-frame",     required_argument, NULL, ARG_MAX_FRAME },
                 { "max-payload",   required_argument, NULL, ARG_MAX_PAYLOAD },
                 { "wait",          required_argument, NULL, ARG_WAIT },
@@ -1806,6 +1825,9 @@ static int parse_argv(int argc, char *argv[], Sim *sim) {
                 case ARG_BAD_RATE:
                         r = parse_double("--bad-rate", optarg, 0, 1, &sim->bad_rate);
                         break;
+                case ARG_BURST:
+                        r = parse_u64("--burst", optarg, 0, 1000000, &sim->burst);
+                        break;
                 case ARG_MAX_FRAME:
                         r = parse_u64("--max-frame", optarg, 256, 1024 * 1024, &u);
                         sim->max_frame = (size_t) u;
@@ -1897,8 +1919,6 @@ static int sim_setup(Sim *sim) {
                         continue;
                 sim->bad_kinds[sim->n_bad_kinds++] = k;
         }
-        if (sim->bad_rate == 0)
-                sim->n_bad_kinds = 0;
 
         if (sim->serial.enabled) {
                 sim->serial.cap = SIM_SERIAL_CHUNK + 2 * (sim->line_size + 1);
