@@ -22,7 +22,7 @@ struct Supervisor {
         sd_event_source *watchdog_source;
         sd_event_source *status_source;
         sd_event_source *stop_timeout_source;
-        sd_event_source *stop_source;   /* defer: advances the stop outside task callbacks */
+        sd_event_source *stop_source;   /* due timer: advances the stop outside task callbacks */
         uint64_t watchdog_usec;
 
         bool ready_sent;
@@ -93,12 +93,22 @@ static void supervisor_send_status(Supervisor *s, bool force) {
         s->status_last_usec = now;
 }
 
+/* Re-arms a periodic timer one period after it was due, or one period from now when the loop
+ * was held up longer than that: a stall must not turn into a burst of catch-up events. */
+static void rearm_periodic(Supervisor *s, sd_event_source *source, uint64_t due, uint64_t period) {
+        uint64_t next = due + period, now = now_usec(s);
+
+        if (next <= now)
+                next = now + period;
+        (void) sd_event_source_set_time(source, next);
+        (void) sd_event_source_set_enabled(source, SD_EVENT_ON);
+}
+
 static int on_status_timer(sd_event_source *source, uint64_t usec, void *userdata) {
         Supervisor *s = userdata;
 
         supervisor_send_status(s, false);
-        (void) sd_event_source_set_time(source, usec + s->options.status_interval_usec);
-        (void) sd_event_source_set_enabled(source, SD_EVENT_ON);
+        rearm_periodic(s, source, usec, s->options.status_interval_usec);
         return 0;
 }
 
@@ -116,8 +126,7 @@ static int on_watchdog_timer(sd_event_source *source, uint64_t usec, void *userd
          * behind a loop that still turns. */
         if (!s->stopping && supervisor_all_healthy(s))
                 (void) sd_notify(false, "WATCHDOG=1");
-        (void) sd_event_source_set_time(source, usec + s->watchdog_usec / 2);
-        (void) sd_event_source_set_enabled(source, SD_EVENT_ON);
+        rearm_periodic(s, source, usec, s->watchdog_usec / 2);
         return 0;
 }
 
@@ -127,7 +136,7 @@ static void supervisor_exit(Supervisor *s) {
         if (s->exited)
                 return;
         s->exited = true;
-        s->stop_timeout_source = sd_event_source_disable_unref(s->stop_timeout_source);
+        (void) sd_event_source_set_enabled(s->stop_timeout_source, SD_EVENT_OFF);
         snprintf(status, sizeof(status), "%d", s->exit_status);
         log_full_errno_fields(s->exit_status == 0 ? LOG_INFO : LOG_NOTICE, 0,
                               LOG_FIELDS("EXIT_STATUS", status), "Exiting with status %d.", s->exit_status);
@@ -157,15 +166,8 @@ static void supervisor_stop_next(Supervisor *s) {
         }
 }
 
-static int on_stop_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
-        Supervisor *s = userdata;
-        (void) source;
-        (void) usec;
-
-        if (s->stop_waiting)
-                log_full_errno_fields(LOG_ERR, 0, LOG_FIELDS("TASK", task_get_name(s->stop_waiting), "EXIT_STATUS", "13"),
-                                      "Task %s did not stop within %" PRIu64 " ms, giving up on it.",
-                                      task_get_name(s->stop_waiting), s->options.stop_timeout_usec / USEC_PER_MSEC);
+/* Gives up waiting for the task being stopped: the stop timed out, or a second SIGINT. */
+static void supervisor_abandon_stop(Supervisor *s) {
         /* Still ask the remaining tasks (the store above all) to stop: a store commits at once. */
         s->stop_waiting = NULL;
         while (s->stop_next > 0) {
@@ -178,28 +180,35 @@ static int on_stop_timeout(sd_event_source *source, uint64_t usec, void *userdat
         if (s->exit_status == EXIT_STATUS_OK)
                 s->exit_status = EXIT_STATUS_STOP_TIMEOUT;
         supervisor_exit(s);
+}
+
+static int on_stop_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
+        Supervisor *s = userdata;
+        (void) source;
+        (void) usec;
+
+        if (s->stop_waiting)
+                log_full_errno_fields(LOG_ERR, 0, LOG_FIELDS("TASK", task_get_name(s->stop_waiting), "EXIT_STATUS", "13"),
+                                      "Task %s did not stop within %" PRIu64 " ms, giving up on it.",
+                                      task_get_name(s->stop_waiting), s->options.stop_timeout_usec / USEC_PER_MSEC);
+        supervisor_abandon_stop(s);
         return 0;
 }
 
-static int on_stop_defer(sd_event_source *source, void *userdata) {
+static int on_stop_step(sd_event_source *source, uint64_t usec, void *userdata) {
         (void) source;
+        (void) usec;
         supervisor_stop_next(userdata);
         return 0;
 }
 
 /* Stopping never runs inside a task's own callback (a task failing in start() must not be
- * stopped from within it): it goes through a defer source on the loop. */
+ * stopped from within it): it goes through a timer that is already due, made in advance by
+ * supervisor_new() so that a stop cannot fail for want of memory. A due timer is dispatched in
+ * the next loop iteration, after what was already pending in this one: a second task failing
+ * at the same moment is still heard before the stop reaches it. */
 static void supervisor_schedule_stop(Supervisor *s) {
-        int r;
-
-        if (!s->stop_source) {
-                r = sd_event_add_defer(s->event, &s->stop_source, on_stop_defer, s);
-                if (r < 0) {
-                        log_error_errno(r, "Failed to schedule the stop, stopping at once: %m");
-                        supervisor_stop_next(s);
-                        return;
-                }
-        }
+        (void) sd_event_source_set_time(s->stop_source, 1);
         (void) sd_event_source_set_enabled(s->stop_source, SD_EVENT_ONESHOT);
 }
 
@@ -215,10 +224,11 @@ static void supervisor_begin_stop(Supervisor *s, const char *why) {
         supervisor_send_status(s, true);
         log_info("Stopping: %s.", why);
 
-        r = sd_event_add_time_relative(s->event, &s->stop_timeout_source, CLOCK_MONOTONIC,
-                                       s->options.stop_timeout_usec, USEC_PER_MSEC, on_stop_timeout, s);
-        if (r < 0)
-                log_warning_errno(r, "Failed to arm the stop timeout, stopping without one: %m");
+        /* Both sources exist since supervisor_new(): arming them cannot fail. */
+        r = sd_event_source_set_time_relative(s->stop_timeout_source, s->options.stop_timeout_usec);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->stop_timeout_source, SD_EVENT_ONESHOT);
+        assert(r >= 0);
         supervisor_schedule_stop(s);
 }
 
@@ -291,7 +301,7 @@ static int on_signal(sd_event_source *source, const struct signalfd_siginfo *si,
         if (s->stopping) {
                 if (si->ssi_signo == SIGINT) {
                         log_warning("Received SIGINT again, not waiting for tasks to stop.");
-                        (void) on_stop_timeout(NULL, 0, s);
+                        supervisor_abandon_stop(s);
                 }
                 return 0;
         }
@@ -330,6 +340,18 @@ int supervisor_new(const SupervisorOptions *o, Supervisor **ret) {
                 if (r < 0)
                         return r;
         }
+
+        /* What a stop needs is allocated now, disabled: stopping is bounded and never fails. */
+        r = sd_event_add_time(s->event, &s->stop_source, CLOCK_MONOTONIC, UINT64_MAX, 0, on_stop_step, s);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->stop_source, SD_EVENT_OFF);
+        if (r >= 0)
+                r = sd_event_add_time(s->event, &s->stop_timeout_source, CLOCK_MONOTONIC, UINT64_MAX,
+                                      USEC_PER_MSEC, on_stop_timeout, s);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->stop_timeout_source, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
 
         *ret = TAKE_PTR(s);
         return 0;
@@ -383,7 +405,7 @@ int supervisor_run(Supervisor *s) {
                         log_warning_errno(r, "Failed to arm the watchdog timer, ignoring: %m");
         }
         r = sd_event_add_time_relative(s->event, &s->status_source, CLOCK_MONOTONIC,
-                                       s->options.status_interval_usec, 0, on_status_timer, s);
+                                       s->options.status_interval_usec, 10 * USEC_PER_MSEC, on_status_timer, s);
         if (r < 0)
                 log_warning_errno(r, "Failed to arm the status timer, ignoring: %m");
 

@@ -17,6 +17,7 @@ typedef enum Behaviour {
         HANGS_ON_STOP,     /* stop() returns 1 and never completes */
         STOPS_LATER,       /* stop() returns 1 and completes after 20 ms */
         DEGRADES,          /* running, then degraded after delay_ms, then running again */
+        STALLS,            /* running; after delay_ms holds up the loop for 400 ms */
 } Behaviour;
 
 typedef struct TestTask {
@@ -45,6 +46,9 @@ static int on_later(sd_event_source *s, uint64_t usec, void *userdata) {
         case STOPS_LATER:
                 task_report_stopped(tt->task);
                 break;
+        case STALLS:
+                tl_sleep_ms(400);
+                break;
         case DEGRADES:
                 if (task_get_state(tt->task) == TASK_RUNNING) {
                         task_report_degraded(tt->task, "reconnecting (test)");
@@ -67,7 +71,8 @@ static int test_start(Task *t) {
                 return -EIO;
         if (tt->behaviour != NEVER_READY)
                 task_report_running(t);
-        if (tt->behaviour == FAILS_LATER || tt->behaviour == ENDS_WITHOUT_ERROR || tt->behaviour == DEGRADES)
+        if (tt->behaviour == FAILS_LATER || tt->behaviour == ENDS_WITHOUT_ERROR || tt->behaviour == DEGRADES ||
+            tt->behaviour == STALLS)
                 ck_assert_int_ge(sd_event_add_time_relative(tt->event, &tt->timer, CLOCK_MONOTONIC,
                                                             tt->delay_ms * 1000ULL, 0, on_later, tt), 0);
         return 0;
@@ -300,6 +305,7 @@ START_TEST(test_second_sigint_abandons_stop) {
         ck_assert_int_eq(run.exit_status, 13);
         ck_assert_int_lt(tl_now_ms() - t0, 3000);
         ck_assert_ptr_nonnull(strstr(run.log, "Received SIGINT again"));
+        ck_assert_ptr_null(strstr(run.log, "did not stop within"));
 }
 END_TEST
 
@@ -324,6 +330,28 @@ START_TEST(test_watchdog_only_while_healthy) {
         const char *stopping = strstr(run.notify.log, "STOPPING=1");
         ck_assert_ptr_nonnull(stopping);
         ck_assert_ptr_null(strstr(stopping, "WATCHDOG=1"));
+}
+END_TEST
+
+/* A loop held up for 400 ms must not catch up with a burst of WATCHDOG=1 afterwards. */
+START_TEST(test_watchdog_no_burst_after_stall) {
+        _cleanup_(run_done) Run run = {};
+        const Behaviour b[] = { STALLS };
+        const unsigned d[] = { 100 };
+        char pid[32];
+        size_t pings = 0;
+
+        snprintf(pid, sizeof(pid), "%d", (int) getpid());
+        setenv("WATCHDOG_USEC", "100000", 1);
+        setenv("WATCHDOG_PID", pid, 1);
+        run_supervisor(&run, b, d, 1, SIGTERM, 700, 2000);
+        ck_assert_int_eq(run.exit_status, 0);
+        for (const char *p = run.notify.log; (p = strstr(p, "WATCHDOG=1")); p++)
+                pings++;
+        /* 700 ms at one ping per 50 ms, less the 400 ms stall: about 6; catching up would make
+         * it about 14. */
+        ck_assert_int_ge(pings, 3);
+        ck_assert_int_le(pings, 9);
 }
 END_TEST
 
@@ -355,6 +383,7 @@ int main(void) {
         tcase_add_test(tc, test_second_sigint_abandons_stop);
         tcase_add_test(tc, test_watchdog_only_while_healthy);
         tcase_add_test(tc, test_status_shows_degraded);
+        tcase_add_test(tc, test_watchdog_no_burst_after_stall);
         suite_add_tcase(s, tc);
         return tl_run_suite(s);
 }
