@@ -100,6 +100,25 @@ static int parse_args(int argc, char **argv, Args *args) {
         return 0;
 }
 
+/* A file that is wrong stays wrong: 78, and systemd does not restart. A read that failed for
+ * another reason (an I/O error on the SD card, out of memory) may work next time: 1, restart. */
+static int config_exit_status(int r) {
+        switch (r) {
+        case -EINVAL:
+        case -EFBIG:
+        case -ENOENT:
+        case -ENOTDIR:
+        case -EISDIR:
+        case -EACCES:
+        case -EPERM:
+        case -ELOOP:
+        case -ENAMETOOLONG:
+                return EXIT_STATUS_CONFIG;
+        default:
+                return EXIT_STATUS_UNEXPECTED;
+        }
+}
+
 /* Builds the tasks in the order they start: the store first, so that it stops last. */
 static int add_tasks(Supervisor *s, const Config *config) {
         sd_event *e = supervisor_get_event(s);
@@ -136,6 +155,8 @@ static int run(int argc, char **argv) {
                 return serial_list_ports_main(argc - 1, argv + 1);
 
         r = parse_args(argc, argv, &args);
+        if (r < 0)
+                (void) sd_notify(false, "STOPPING=1\nSTATUS=Bad command line, exiting with status 64");
         if (r != 0)
                 return r > 0 ? EXIT_STATUS_OK : EXIT_STATUS_USAGE;
         log_open(LOG_TARGET_AUTO);
@@ -148,8 +169,11 @@ static int run(int argc, char **argv) {
                         log_error_errno(r, "Failed to load '%s': %m", args.config_path);
                 for (char **e = errors; e && *e; e++)
                         log_error("%s", *e);
-                (void) sd_notify(false, "STOPPING=1\nSTATUS=Invalid configuration, exiting with status 78");
-                return EXIT_STATUS_CONFIG;
+                (void) sd_notifyf(false, "STOPPING=1\nSTATUS=%s, exiting with status %d",
+                                  config_exit_status(r) == EXIT_STATUS_CONFIG ? "Invalid configuration"
+                                                                              : "Could not read the configuration",
+                                  config_exit_status(r));
+                return config_exit_status(r);
         }
         if (args.log_level < 0)
                 log_set_max_level(config->log.level);

@@ -101,6 +101,32 @@ START_TEST(test_check_config_nothing_to_collect) {
 }
 END_TEST
 
+/* A config file that cannot be read for a passing reason (an I/O error) is not a bad config:
+ * exit 1, which systemd restarts, not 78, which parks the service for good. Reading
+ * /proc/self/mem at offset 0 (never mapped) fails with EIO, a real I/O error on demand. */
+START_TEST(test_config_io_error_is_restartable) {
+        char *argv[] = { SC_BINARY, "--check-config", "--config", "/proc/self/mem", NULL };
+        char *out = NULL;
+
+        ck_assert_int_eq(tl_run(argv, NULL, &out, 10000), 1);
+        ck_assert_msg(strstr(out, "/proc/self/mem: cannot read: Input/output error"), "output: %s", out);
+        free(out);
+}
+END_TEST
+
+/* A usage error under systemd still says STOPPING=1 and why. */
+START_TEST(test_usage_error_notifies) {
+        const char *dir = tl_tmpdir();
+        char *args[] = { "--frobnicate", NULL };
+        TlDaemon d;
+
+        tl_daemon_start(&d, dir, config_serial_only, args, NULL);
+        ck_assert_int_eq(tl_daemon_wait(&d, 5000), 64);
+        ck_assert_ptr_nonnull(strstr(d.notify.log, "STOPPING=1"));
+        ck_assert_ptr_nonnull(strstr(d.notify.log, "STATUS=Bad command line, exiting with status 64"));
+}
+END_TEST
+
 /* A config error tells systemd why before exiting 78. */
 START_TEST(test_config_error_notifies) {
         const char *dir = tl_tmpdir();
@@ -144,6 +170,8 @@ int main(void) {
         tcase_add_test(tc, test_no_serial_flag);
         tcase_add_test(tc, test_config_error_notifies);
         tcase_add_test(tc, test_check_config_nothing_to_collect);
+        tcase_add_test(tc, test_config_io_error_is_restartable);
+        tcase_add_test(tc, test_usage_error_notifies);
         tcase_add_test(tc, test_store_failure_at_start);
         suite_add_tcase(s, tc);
         return tl_run_suite(s);
