@@ -371,8 +371,11 @@ static int exec_text(sqlite3 *db, const char *sql, char *buf, size_t size) {
 
 /* ---- batches ---- */
 
+/* Opens a batch: BEGIN IMMEDIATE takes the write lock, so the commit timer is armed here and
+ * not at the first row: a batch that ends up holding nothing but duplicates (or no row at all)
+ * must not keep the lock until the next row happens to arrive. */
 static int store_begin(Store *s) {
-        int rc;
+        int rc, r;
 
         if (s->in_transaction)
                 return 0;
@@ -381,6 +384,18 @@ static int store_begin(Store *s) {
                 return store_fail_sqlite(s, rc, "begin a transaction on");
         s->in_transaction = true;
         s->batch_rows = 0;
+        if (s->commit_timer) {
+                uint64_t now;
+
+                r = sd_event_now(s->event, CLOCK_MONOTONIC, &now);
+                if (r >= 0)
+                        r = sd_event_source_set_time(s->commit_timer,
+                                                     now + (uint64_t) s->config->commit_interval_ms * USEC_PER_MSEC);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(s->commit_timer, SD_EVENT_ONESHOT);
+                if (r < 0)
+                        return store_fail(s, r, "Failed to arm the commit timer for '%s'", s->config->path);
+        }
         return 0;
 }
 
@@ -418,26 +433,11 @@ static int on_commit_timer(sd_event_source *source, uint64_t usec, void *userdat
         return 0;
 }
 
-/* Counts a row into the batch: arms the commit timer at the first one, commits at the
- * maximum. */
+/* Counts a row into the batch (whose timer store_begin() armed); commits at the maximum. */
 static int store_batch_row(Store *s) {
-        int r;
-
         s->batch_rows++;
         if (s->batch_rows >= s->config->commit_max_rows)
                 return store_commit_internal(s);
-        if (s->batch_rows == 1 && s->commit_timer) {
-                uint64_t now;
-
-                r = sd_event_now(s->event, CLOCK_MONOTONIC, &now);
-                if (r >= 0)
-                        r = sd_event_source_set_time(s->commit_timer,
-                                                     now + (uint64_t) s->config->commit_interval_ms * USEC_PER_MSEC);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(s->commit_timer, SD_EVENT_ONESHOT);
-                if (r < 0)
-                        return store_fail(s, r, "Failed to arm the commit timer for '%s'", s->config->path);
-        }
         return 0;
 }
 

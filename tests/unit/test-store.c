@@ -364,6 +364,51 @@ START_TEST(test_batch_on_time) {
 }
 END_TEST
 
+static bool committed_twice(Fixture *f) {
+        StoreStats stats;
+
+        store_get_stats(f->store, &stats);
+        return stats.commits >= 2;
+}
+
+/* Whether another connection can take the write lock right now (no waiting). */
+static bool can_write(const char *path) {
+        sqlite3 *db = NULL;
+        int rc;
+
+        ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 0);
+        rc = sqlite3_exec(db, "BEGIN IMMEDIATE; COMMIT;", NULL, NULL, NULL);
+        sqlite3_close(db);
+        return rc == SQLITE_OK;
+}
+
+/* A batch of nothing but duplicates still holds BEGIN IMMEDIATE: its commit timer must run, or
+ * the write lock stays taken until some later reading is new. */
+START_TEST(test_batch_of_duplicates_commits_on_time) {
+        Fixture f;
+        int64_t t0 = wall_ms();
+        StoreStats stats;
+
+        fx_init(&f, NULL);
+        f.config.commit_interval_ms = 50;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        Reading r = reading("s", "m", 1, t0, true);
+        ck_assert_int_eq(store_append(f.store, &r), 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert(can_write(f.path));
+
+        ck_assert_int_eq(store_append(f.store, &r), 0);
+        store_get_stats(f.store, &stats);
+        ck_assert_uint_eq(stats.duplicates, 1);
+        ck_assert(!can_write(f.path));   /* the batch is open */
+        ck_assert(run_loop_until(&f, committed_twice, 2000));
+        ck_assert(can_write(f.path));
+        ck_assert_int_eq(task_get_state(f.task), TASK_RUNNING);
+        fx_done(&f);
+}
+END_TEST
+
 START_TEST(test_stop_commits_and_is_idempotent) {
         Fixture f;
         int64_t t0 = wall_ms();
@@ -832,6 +877,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_invalid_reading_fails_loudly);
         tcase_add_test(tc, test_batch_on_size);
         tcase_add_test(tc, test_batch_on_time);
+        tcase_add_test(tc, test_batch_of_duplicates_commits_on_time);
         tcase_add_test(tc, test_stop_commits_and_is_idempotent);
         tcase_add_test(tc, test_dedup);
         tcase_add_test(tc, test_migration_from_v1);
