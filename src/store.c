@@ -287,17 +287,22 @@ static void store_rollback(Store *s) {
 }
 
 /* Marks the store failed once, leaves the file consistent (ROLLBACK), reports the task failed
- * with the cause; returns error for the caller. Later calls just return -ESHUTDOWN. */
+ * with the cause; returns error for the caller. Later calls just return -ESHUTDOWN. The cause
+ * is formatted before the rollback: an argument may be sqlite3_errmsg()'s text, which the
+ * rollback's own SQLite calls overwrite or free. */
 _printf_(3, 4) static int store_fail(Store *s, int error, const char *format, ...) {
+        _cleanup_free_ char *cause = NULL;
         va_list ap;
 
         if (s->failed)
                 return -ESHUTDOWN;
         s->failed = true;
-        store_rollback(s);
         va_start(ap, format);
-        task_report_failurev(s->task, error, format, ap);
+        if (vasprintf(&cause, format, ap) < 0)
+                cause = NULL;
         va_end(ap);
+        store_rollback(s);
+        task_report_failure(s->task, error, "%s", cause ? cause : "Store failed (no memory left to say why)");
         return error;
 }
 

@@ -756,6 +756,35 @@ START_TEST(test_write_failure) {
 }
 END_TEST
 
+/* A write that SQLite refuses without ending the transaction (a trigger's RAISE(ABORT)): the
+ * store rolls back itself, and the cause still carries SQLite's message, not what the rollback
+ * left behind ("not an error"). */
+START_TEST(test_failure_cause_survives_rollback) {
+        Fixture f;
+        int64_t t0 = wall_ms();
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        fx_stop(&f);
+        sql_exec(f.path, "CREATE TRIGGER refuse BEFORE INSERT ON readings WHEN NEW.value = 666"
+                         " BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END;");
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        Reading good = reading("s", "m", 1, t0, true);
+        Reading bad = reading("s", "m", 666, t0 + 1, true);
+        ck_assert_int_eq(store_append(f.store, &good), 0);
+        ck_assert_int_eq(store_append(f.store, &bad), -EEXIST);
+        ck_assert_int_eq(task_get_state(f.task), TASK_FAILED);
+        ck_assert_msg(strstr(task_get_cause(f.task), "Failed to write a reading to") &&
+                              strstr(task_get_cause(f.task), f.path) &&
+                              strstr(task_get_cause(f.task), "refused by the test trigger"),
+                      "%s", task_get_cause(f.task));
+        ck_assert_uint_eq(f.failures, 1);
+        fx_done(&f);
+        /* Rolled back: the good reading of the open batch went too. */
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings"), 0);
+}
+END_TEST
+
 /* ---- retention ---- */
 
 static void append_n(Fixture *f, const char *sensor, int n, int64_t received, int64_t *ts) {
@@ -889,6 +918,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_missing_directory);
         tcase_add_test(tc, test_readonly_directory);
         tcase_add_test(tc, test_write_failure);
+        tcase_add_test(tc, test_failure_cause_survives_rollback);
         tcase_add_test(tc, test_retention_by_age);
         tcase_add_test(tc, test_retention_timer);
         tcase_add_test(tc, test_retention_by_size);
