@@ -151,6 +151,7 @@ struct Store {
 
         bool in_transaction;
         unsigned batch_rows;
+        StoreStats batch;       /* rows of the open batch: they count into stats at commit */
         bool failed;
         bool closed;            /* stopped: no more writes */
 
@@ -279,6 +280,7 @@ static void store_rollback(Store *s) {
                 (void) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         s->in_transaction = false;
         s->batch_rows = 0;
+        s->batch = (StoreStats) {};
         /* Names added in the rolled-back transaction are gone from the file. */
         for (size_t i = 0; i < _NAME_KIND_MAX; i++)
                 name_cache_clear(&s->names[i]);
@@ -287,11 +289,12 @@ static void store_rollback(Store *s) {
 }
 
 /* Marks the store failed once, leaves the file consistent (ROLLBACK), reports the task failed
- * with the cause; returns error for the caller. Later calls just return -ESHUTDOWN. The cause
- * is formatted before the rollback: an argument may be sqlite3_errmsg()'s text, which the
- * rollback's own SQLite calls overwrite or free. */
+ * with the cause and what the rollback lost; returns error for the caller. Later calls just
+ * return -ESHUTDOWN. The cause is formatted before the rollback: an argument may be
+ * sqlite3_errmsg()'s text, which the rollback's own SQLite calls overwrite or free. */
 _printf_(3, 4) static int store_fail(Store *s, int error, const char *format, ...) {
         _cleanup_free_ char *cause = NULL;
+        uint64_t readings = s->batch.readings, rejects = s->batch.rejects;
         va_list ap;
 
         if (s->failed)
@@ -302,7 +305,16 @@ _printf_(3, 4) static int store_fail(Store *s, int error, const char *format, ..
                 cause = NULL;
         va_end(ap);
         store_rollback(s);
-        task_report_failure(s->task, error, "%s", cause ? cause : "Store failed (no memory left to say why)");
+        if (!cause)
+                task_report_failure(s->task, error, "Store failed (no memory left to say why)");
+        else if (readings + rejects > 0)
+                /* Accepted (the callers were told 0) but never committed: say so, as the
+                 * counters never included them. */
+                task_report_failure(s->task, error, "%s; %" PRIu64 " %s and %" PRIu64 " %s of the open batch were not stored",
+                                    cause, readings, readings == 1 ? "reading" : "readings", rejects,
+                                    rejects == 1 ? "reject" : "rejects");
+        else
+                task_report_failure(s->task, error, "%s", cause);
         return error;
 }
 
@@ -416,6 +428,10 @@ static int store_commit_internal(Store *s) {
                 return store_fail_sqlite(s, rc, "commit to");
         s->in_transaction = false;
         s->batch_rows = 0;
+        s->stats.readings += s->batch.readings;
+        s->stats.duplicates += s->batch.duplicates;
+        s->stats.rejects += s->batch.rejects;
+        s->batch = (StoreStats) {};
         s->stats.commits++;
         return 0;
 }
@@ -550,10 +566,10 @@ int store_append(Store *s, const Reading *r) {
                 return store_fail_sqlite(s, rc, "write a reading to");
 
         if (sqlite3_changes(s->db) == 0) {
-                s->stats.duplicates++;
+                s->batch.duplicates++;
                 return 0;
         }
-        s->stats.readings++;
+        s->batch.readings++;
         return store_batch_row(s);
 }
 
@@ -596,7 +612,7 @@ int store_append_reject(Store *s, const Reject *r) {
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "write a reject to");
 
-        s->stats.rejects++;
+        s->batch.rejects++;
         return store_batch_row(s);
 }
 

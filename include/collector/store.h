@@ -33,7 +33,8 @@ int store_append_reject(Store *s, const Reject *r);
 /* Commits the open batch now. Returns 0 or -errno (and reports the task failed). */
 int store_commit(Store *s);
 
-/* Counters since start. */
+/* Counters since start. Rows of the open batch count once it commits: a failure that rolls the
+ * batch back never counted them (its cause says how many were lost). */
 typedef struct StoreStats {
         uint64_t readings;            /* stored */
         uint64_t duplicates;          /* ignored as already stored */

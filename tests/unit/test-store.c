@@ -292,6 +292,10 @@ START_TEST(test_rejects_roundtrip) {
         fx_init(&f, NULL);
         ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
         ck_assert_int_eq(store_append_reject(f.store, &j1), 0);
+        /* Counted once committed. */
+        task_format_status(f.task, status, sizeof(status));
+        ck_assert_str_eq(status, "0 readings, 0 rejects");
+        ck_assert_int_eq(store_commit(f.store), 0);
         task_format_status(f.task, status, sizeof(status));
         ck_assert_str_eq(status, "0 readings, 1 rejects");
         fx_done(&f);
@@ -399,11 +403,11 @@ START_TEST(test_batch_of_duplicates_commits_on_time) {
         ck_assert(can_write(f.path));
 
         ck_assert_int_eq(store_append(f.store, &r), 0);
-        store_get_stats(f.store, &stats);
-        ck_assert_uint_eq(stats.duplicates, 1);
         ck_assert(!can_write(f.path));   /* the batch is open */
         ck_assert(run_loop_until(&f, committed_twice, 2000));
         ck_assert(can_write(f.path));
+        store_get_stats(f.store, &stats);
+        ck_assert_uint_eq(stats.duplicates, 1);
         ck_assert_int_eq(task_get_state(f.task), TASK_RUNNING);
         fx_done(&f);
 }
@@ -759,16 +763,22 @@ END_TEST
 /* A write that SQLite refuses without ending the transaction (a trigger's RAISE(ABORT)): the
  * store rolls back itself, and the cause still carries SQLite's message, not what the rollback
  * left behind ("not an error"). */
+/* Starts the store on a file whose readings table refuses the value 666 (SQLITE_CONSTRAINT,
+ * inside the open transaction). */
+static void fx_start_refusing_666(Fixture *f) {
+        ck_assert_int_eq(fx_start(f), TASK_RUNNING);
+        fx_stop(f);
+        sql_exec(f->path, "CREATE TRIGGER refuse BEFORE INSERT ON readings WHEN NEW.value = 666"
+                          " BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END;");
+        ck_assert_int_eq(fx_start(f), TASK_RUNNING);
+}
+
 START_TEST(test_failure_cause_survives_rollback) {
         Fixture f;
         int64_t t0 = wall_ms();
 
         fx_init(&f, NULL);
-        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
-        fx_stop(&f);
-        sql_exec(f.path, "CREATE TRIGGER refuse BEFORE INSERT ON readings WHEN NEW.value = 666"
-                         " BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END;");
-        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        fx_start_refusing_666(&f);
         Reading good = reading("s", "m", 1, t0, true);
         Reading bad = reading("s", "m", 666, t0 + 1, true);
         ck_assert_int_eq(store_append(f.store, &good), 0);
@@ -782,6 +792,55 @@ START_TEST(test_failure_cause_survives_rollback) {
         fx_done(&f);
         /* Rolled back: the good reading of the open batch went too. */
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings"), 0);
+}
+END_TEST
+
+/* The rows of a batch that a failure rolls back were never stored: the counters (and STATUS=)
+ * never include them, and the cause says how many were lost. */
+START_TEST(test_failure_counts_lost_batch) {
+        Fixture f;
+        int64_t t0 = wall_ms();
+        StoreStats stats;
+        char status[128];
+        Reject j = { .received_ms = t0, .source = READING_SOURCE_SERIAL, .origin = "/dev/ttyS1",
+                     .raw = "x", .raw_size = 1, .reason = FRAME_REJECT_BAD_JSON };
+
+        fx_init(&f, NULL);
+        fx_start_refusing_666(&f);
+        for (int i = 0; i < 2; i++) {
+                Reading r = reading("s", "m", i, t0 + i, true);
+                ck_assert_int_eq(store_append(f.store, &r), 0);
+        }
+        ck_assert_int_eq(store_commit(f.store), 0);
+
+        /* The open batch: three new readings, a duplicate, a reject. */
+        for (int i = 2; i < 5; i++) {
+                Reading r = reading("s", "m", i, t0 + i, true);
+                ck_assert_int_eq(store_append(f.store, &r), 0);
+        }
+        Reading dup = reading("s", "m", 0, t0, true);
+        ck_assert_int_eq(store_append(f.store, &dup), 0);
+        ck_assert_int_eq(store_append_reject(f.store, &j), 0);
+        store_get_stats(f.store, &stats);
+        ck_assert_uint_eq(stats.readings, 2);
+        ck_assert_uint_eq(stats.rejects, 0);
+        ck_assert_uint_eq(stats.duplicates, 0);
+        task_format_status(f.task, status, sizeof(status));
+        ck_assert_str_eq(status, "2 readings, 0 rejects");
+
+        Reading bad = reading("s", "m", 666, t0 + 100, true);
+        ck_assert_int_eq(store_append(f.store, &bad), -EEXIST);
+        ck_assert_int_eq(task_get_state(f.task), TASK_FAILED);
+        ck_assert_msg(strstr(task_get_cause(f.task), "refused by the test trigger; 3 readings and 1 reject of the open batch were not stored"),
+                      "%s", task_get_cause(f.task));
+        store_get_stats(f.store, &stats);
+        ck_assert_uint_eq(stats.readings, 2);
+        ck_assert_uint_eq(stats.rejects, 0);
+        ck_assert_uint_eq(stats.duplicates, 0);
+        ck_assert_uint_eq(stats.commits, 1);
+        fx_done(&f);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings"), 2);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM rejects"), 0);
 }
 END_TEST
 
@@ -919,6 +978,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_readonly_directory);
         tcase_add_test(tc, test_write_failure);
         tcase_add_test(tc, test_failure_cause_survives_rollback);
+        tcase_add_test(tc, test_failure_counts_lost_batch);
         tcase_add_test(tc, test_retention_by_age);
         tcase_add_test(tc, test_retention_timer);
         tcase_add_test(tc, test_retention_by_size);
