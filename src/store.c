@@ -810,14 +810,20 @@ int store_run_retention(Store *s) {
 
 static int on_retention_timer(sd_event_source *source, uint64_t usec, void *userdata) {
         Store *s = userdata;
+        uint64_t now = usec;
         int r;
 
         r = store_run_retention(s);
         if (r < 0)
                 return 0; /* reported */
-        /* A full step means a backlog: come back soon, but let the loop breathe in between. */
-        (void) sd_event_source_set_time(source, usec + (s->retention_backlog ? RETENTION_BUSY_INTERVAL_USEC
-                                                                             : RETENTION_INTERVAL_USEC));
+        /* A full step means a backlog: come back soon, but let the loop breathe in between. The
+         * next step is due a period after this one was; after a stall (a slow disk, a suspended
+         * board) that time is past: run one step as soon as possible and keep the pace from
+         * there, instead of every missed step back to back. */
+        (void) sd_event_now(s->event, CLOCK_MONOTONIC, &now);
+        (void) sd_event_source_set_time(source, MAX(usec + (s->retention_backlog ? RETENTION_BUSY_INTERVAL_USEC
+                                                                                 : RETENTION_INTERVAL_USEC),
+                                                    now));
         (void) sd_event_source_set_enabled(source, SD_EVENT_ON);
         return 0;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests of the store on real SQLite files: round trips, batching, dedup, schema, retention, failures. */
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -913,6 +914,49 @@ START_TEST(test_retention_timer) {
 }
 END_TEST
 
+/* Retention steps are periodic. After the loop stalled (a slow disk, a suspended board) the
+ * steps that fell due meanwhile must not run back to back to catch up: one runs at once, the
+ * next ones keep their pace (at least 50 ms apart while a backlog remains). */
+START_TEST(test_retention_no_burst_after_stall) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, started, resumed, deadline, prev, count, times[64];
+        size_t n_steps = 0, early = 0;
+        char list[512] = "";
+
+        fx_init(&f, NULL);
+        f.config.retention_days = 1;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        started = tl_now_ms();
+        append_n(&f, "old", 10 * 2000, now - 2 * DAY_MS, &ts);   /* ten steps of backlog */
+        append_n(&f, "new", 5, now, &ts);
+        ck_assert_int_eq(store_commit(f.store), 0);
+
+        /* The first step is due a second after start; the loop only runs again 800 ms later. */
+        tl_sleep_ms((int) MAX(started + 1800 - tl_now_ms(), 0));
+        resumed = tl_now_ms();
+        prev = sql_int(&f, "SELECT count(*) FROM readings");
+        deadline = resumed + 5000;
+        while (prev > 5 && tl_now_ms() < deadline) {
+                ck_assert_int_ge(sd_event_run(f.event, 10 * 1000), 0);
+                count = sql_int(&f, "SELECT count(*) FROM readings");
+                if (count < prev && n_steps < ELEMENTSOF(times))
+                        times[n_steps++] = tl_now_ms() - resumed;
+                prev = count;
+        }
+        ck_assert_int_eq(prev, 5);
+        for (size_t i = 0; i < n_steps; i++) {
+                snprintf(list + strlen(list), sizeof(list) - strlen(list), " +%" PRId64, times[i]);
+                if (times[i] < 50)
+                        early++;
+        }
+        /* The step due at once, and the next one (due "now" as well): no more before the pace
+         * allows a third. */
+        ck_assert_msg(early <= 2, "%zu retention steps within 50 ms after the stall (at%s ms)", early, list);
+        ck_assert_int_ge(n_steps, 8);
+        fx_done(&f);
+}
+END_TEST
+
 START_TEST(test_retention_by_size) {
         Fixture f;
         int64_t now = wall_ms(), ts = 1, used, n, min_id, max_id, total, limit = 1024 * 1024;
@@ -981,6 +1025,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_failure_counts_lost_batch);
         tcase_add_test(tc, test_retention_by_age);
         tcase_add_test(tc, test_retention_timer);
+        tcase_add_test(tc, test_retention_no_burst_after_stall);
         tcase_add_test(tc, test_retention_by_size);
         suite_add_tcase(s, tc);
         return s;
