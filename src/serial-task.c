@@ -621,9 +621,13 @@ static void serial_begin_reopen(SerialTask *st) {
 /* The adapter went away, or reading failed: close, keep what was pending, try to get it back. */
 static void serial_port_lost(SerialTask *st, int error, const char *what) {
         char span[32];
+        int r;
 
-        if (serial_flush_partial(st) < 0)
-                return; /* the store failed: we are idle now */
+        r = serial_flush_partial(st);
+        if (r < 0) {
+                (void) serial_store_failed(st, r);
+                return;
+        }
         serial_close_port(st);
         log_full_errno_fields(LOG_WARNING, error, SERIAL_FIELDS(st),
                               error != 0 ? "Serial port '%s' %s: %m; reopening, giving up after %s."
@@ -700,8 +704,11 @@ static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         log_full_errno_fields(LOG_WARNING, 0, SERIAL_FIELDS(st),
                               "No data from serial port '%s' for %s, reopening it.", device(st),
                               format_timespan(span, sizeof(span), now - st->last_data_usec));
-        if (serial_flush_partial(st) < 0)
+        r = serial_flush_partial(st);
+        if (r < 0) {
+                (void) serial_store_failed(st, r);
                 return 0;
+        }
         serial_close_port(st);
         st->reopens++;
         r = serial_open(st, &fatal, problem, sizeof(problem));

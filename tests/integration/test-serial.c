@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,6 +144,22 @@ static int64_t sqlf(Ctx *c, const char *fmt, ...) {
         vsnprintf(sql, sizeof(sql), fmt, ap);
         va_end(ap);
         return tl_sql_int(c->db, sql);
+}
+
+/* Runs SQL on the daemon's store through a connection of our own (waits for its write lock). */
+static void sql_exec(Ctx *c, const char *sql) {
+        sqlite3 *db = NULL;
+        char *err = NULL;
+
+        ck_assert_int_eq(sqlite3_open(c->db, &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 3000);
+        ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, &err) == SQLITE_OK, "%s: %s", sql, err);
+        sqlite3_close(db);
+}
+
+/* From now on the store refuses every reject (SQLITE_CONSTRAINT: the store fails, exit 12). */
+static void refuse_rejects(Ctx *c) {
+        sql_exec(c, "CREATE TRIGGER refuse BEFORE INSERT ON rejects BEGIN SELECT RAISE(ABORT, 'rejects refused by the test'); END;");
 }
 
 /* ---- frames of both formats ---- */
@@ -414,6 +431,43 @@ START_TEST(test_idle_reopen) {
 }
 END_TEST
 
+/* The store fails while the port closes with half a line pending (its truncated reject is
+ * refused): the task stops reading at once, like for any record the store refuses, instead of
+ * leaving the port open (and reopening it after a hangup) until the supervisor stops it. */
+START_TEST(test_store_fails_on_partial_line) {
+        static const char *const keys[] = {
+                "\"format\": \"kv\", \"idle_timeout\": 0.3",       /* the idle reopen closes the port */
+                "\"format\": \"kv\", \"reopen_timeout\": 20",      /* the adapter goes away */
+        };
+        char *log;
+        int status;
+        Ctx c;
+
+        ctx_init(&c, true);
+        daemon_start(&c, keys[_i], "");
+        wait_ready(&c);
+        write_str(&c, "sensor=p v=1\n");
+        wait_sql(&c, "SELECT count(*) FROM readings", 1);
+        refuse_rejects(&c);
+        write_str(&c, "sensor=p v=");
+        if (_i == 1) {
+                ck_assert(tl_notify_wait(&c.d.notify, "1 frame,", 3000));
+                tl_pty_stop(&c.pty);
+        }
+        status = tl_daemon_wait(&c.d, 10000);
+        log = tl_daemon_log(&c.d);
+        ck_assert_msg(status == 12, "exit status %d; log:\n%s", status, log);
+        ck_assert_msg(strstr(log, "Task store failed: Failed to write a reject to") &&
+                              strstr(log, "rejects refused by the test"),
+                      "%s", log);
+        ck_assert_msg(strstr(log, "Store refused a record, no longer reading"), "%s", log);
+        /* ...and does not go on to reopen the port */
+        ck_assert_msg(!strstr(log, "giving up after"), "%s", log);
+        free(log);
+        ck_assert_int_eq(tl_sql_int(c.db, "SELECT count(*) FROM readings"), 1);
+}
+END_TEST
+
 START_TEST(test_sigterm_commits) {
         Ctx c;
 
@@ -552,6 +606,7 @@ static Suite *serial_suite(void) {
         tcase_add_test(tc, test_gone_for_good);
         tcase_add_test(tc, test_idle_reopen);
         tcase_add_test(tc, test_sigterm_commits);
+        tcase_add_loop_test(tc, test_store_fails_on_partial_line, 0, 2);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("settings");
