@@ -710,9 +710,9 @@ static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 return 0;
         }
         serial_close_port(st);
-        st->reopens++;
         r = serial_open(st, &fatal, problem, sizeof(problem));
         if (r >= 0) {
+                st->reopens++;
                 serial_log_opened(st, "Reopened", "after it was idle");
                 return 0;
         }

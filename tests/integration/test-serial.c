@@ -468,6 +468,30 @@ START_TEST(test_store_fails_on_partial_line) {
 }
 END_TEST
 
+/* An idle reopen that fails hands over to the reopen cycle; the reopen that then succeeds is
+ * one reopen, not two. */
+START_TEST(test_failed_idle_reopen_counts_once) {
+        char away[320];
+        Ctx c;
+
+        ctx_init(&c, true);
+        daemon_start(&c, "\"format\": \"kv\", \"idle_timeout\": 1, \"reopen_timeout\": 20", "");
+        wait_ready(&c);
+        /* The device node goes away without a hangup (the pty stays), so only the idle timer
+         * notices: its reopen finds nothing. */
+        snprintf(away, sizeof(away), "%s.away", c.pty.link);
+        ck_assert_int_eq(rename(c.pty.link, away), 0);
+        wait_log(&c, "did not reopen", 5000);
+        ck_assert_int_eq(rename(away, c.pty.link), 0);
+        wait_log(&c, "Reopened serial port", 5000);
+        write_str(&c, "sensor=o v=1\n");
+        wait_sql(&c, "SELECT count(*) FROM readings", 1);
+        ck_assert_msg(tl_notify_wait(&c.d.notify, "1 frame, 0 rejects, 1 reopen\n", 3000), "%s", c.d.notify.log);
+        stop_daemon_ok(&c);
+        ck_assert_int_eq(count_log(&c, "1 reopen)."), 1);
+}
+END_TEST
+
 START_TEST(test_sigterm_commits) {
         Ctx c;
 
@@ -607,6 +631,7 @@ static Suite *serial_suite(void) {
         tcase_add_test(tc, test_idle_reopen);
         tcase_add_test(tc, test_sigterm_commits);
         tcase_add_loop_test(tc, test_store_fails_on_partial_line, 0, 2);
+        tcase_add_test(tc, test_failed_idle_reopen_counts_once);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("settings");
