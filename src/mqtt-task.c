@@ -563,7 +563,12 @@ static int on_misc_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         char text[32], cause[128];
         uint64_t now = now_usec(m);
 
-        (void) sd_event_source_set_time(s, usec + MISC_INTERVAL_USEC);
+        /* One period after it was due, or now when the loop was held up longer than that: after
+         * a stall one catch-up run, not one per missed period. */
+        if (now > usec + MISC_INTERVAL_USEC)
+                log_full_errno_fields(LOG_DEBUG, 0, LOG_FIELDS("TASK", "mqtt"), "Housekeeping ran %s late.",
+                                      format_timespan(text, sizeof(text), now - usec));
+        (void) sd_event_source_set_time(s, MAX(usec + MISC_INTERVAL_USEC, now));
 
         if ((m->state == MQTT_STATE_CONNECTING || m->state == MQTT_STATE_SUBSCRIBING) &&
             now >= m->attempt_usec + connect_timeout_usec(m->config)) {

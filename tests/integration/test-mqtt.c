@@ -97,6 +97,17 @@ static void assert_log_lacks(TlDaemon *d, const char *needle) {
         ck_assert_msg(!found, "daemon log has '%s'", needle);
 }
 
+/* How often needle occurs in the daemon's log. */
+static unsigned log_count(TlDaemon *d, const char *needle) {
+        char *log = tl_daemon_log(d);
+        unsigned n = 0;
+
+        for (const char *p = strstr(log, needle); p; p = strstr(p + 1, needle))
+                n++;
+        free(log);
+        return n;
+}
+
 static void dump_log(TlDaemon *d) {
         char *log = tl_daemon_log(d);
         fprintf(stderr, "---- daemon log ----\n%s\n---- end ----\n", log);
@@ -797,6 +808,39 @@ START_TEST(test_retained) {
 }
 END_TEST
 
+/* ---- a stalled loop: housekeeping catches up once, not once per missed second ---- */
+
+START_TEST(test_stall) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *config = NULL;
+
+        tl_broker_start(&b, dir, NULL);
+        config = make_config(dir, b.port, NULL, default_topics);
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+
+        /* The whole process held up for 3.5 s, shorter than the keepalive (5 s). */
+        ck_assert_int_eq(kill(d.pid, SIGSTOP), 0);
+        tl_sleep_ms(3500);
+        ck_assert_int_eq(kill(d.pid, SIGCONT), 0);
+
+        /* Once this message is stored, the loop has run whatever was due after the stall. */
+        pub_open(&p, b.port, "pub-stall", true);
+        pub_text(&p, "gh/st1/temperature", "4");
+        pub_close(&p);
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='st1'", 1, 5000), 1);
+        if (log_count(&d, "Housekeeping ran ") != 1)
+                dump_log(&d);
+        ck_assert_uint_eq(log_count(&d, "Housekeeping ran "), 1);
+        assert_log_lacks(&d, "Connection to broker");
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+}
+END_TEST
+
 static Suite *mqtt_suite(void) {
         Suite *s = suite_create("mqtt");
         TCase *tc;
@@ -823,6 +867,7 @@ static Suite *mqtt_suite(void) {
         tcase_add_test(tc, test_max_offline);
         tcase_add_test(tc, test_sigterm_while_offline);
         tcase_add_test(tc, test_silent_broker);
+        tcase_add_test(tc, test_stall);
         suite_add_tcase(s, tc);
 
         return s;
