@@ -940,7 +940,7 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
         int r;
         (void) mosq;
 
-        if (m->store_failed || !msg->topic)
+        if (m->store_failed || m->state == MQTT_STATE_FAILED || !msg->topic)
                 return;
 
         /* The first configured topic whose pattern matches decides how the payload is read. */
@@ -962,8 +962,15 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
 
         r = frame_parse_mqtt(pattern, tc->format, tc->sensor, tc->metric, msg->topic, msg->payload, size,
                              c->max_payload_bytes, &frame, &reason);
-        if (r < 0)
+        if (r == -EBADMSG)
                 goto reject;
+        if (r < 0) {
+                /* Not a verdict on the payload but a fault of ours (out of memory, or a format the
+                 * parser does not know, which config validation rules out): no reason to store it
+                 * under, and the message would be lost silently if we went on. */
+                mqtt_fail(m, r, "Failed to parse a message on '%s'", msg->topic);
+                return;
+        }
 
         /* A retained message arrives again on every subscribe; without the sensor's own
          * timestamp it is an old value of unknown age, not a reading taken now. */

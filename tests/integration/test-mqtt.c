@@ -841,6 +841,69 @@ START_TEST(test_stall) {
 }
 END_TEST
 
+/* ---- out of memory while parsing is a failure of the task, not a reject ---- */
+
+#if !defined(__SANITIZE_ADDRESS__)
+/* A malloc() that fails for one size (from $SC_TEST_FAIL_MALLOC), preloaded into the daemon.
+ * The sanitizer runtime owns malloc in a sanitizer build, hence no such test there. */
+static const char failmalloc_c[] =
+        "#include <errno.h>\n"
+        "#include <stdlib.h>\n"
+        "extern void *__libc_malloc(size_t n);\n"
+        "void *malloc(size_t n) {\n"
+        "        static size_t fail = (size_t) -1;\n"
+        "        if (fail == (size_t) -1) {\n"
+        "                const char *e = getenv(\"SC_TEST_FAIL_MALLOC\");\n"
+        "                fail = e ? strtoul(e, NULL, 10) : 0;\n"
+        "        }\n"
+        "        if (fail != 0 && n == fail) {\n"
+        "                errno = ENOMEM;\n"
+        "                return NULL;\n"
+        "        }\n"
+        "        return __libc_malloc(n);\n"
+        "}\n";
+
+START_TEST(test_parse_enomem) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *config = NULL, *so = NULL, *preload = NULL, *payload = NULL;
+        const char *src = tl_write_file(dir, "failmalloc.c", failmalloc_c);
+        char *env[3];
+
+        ck_assert_int_ge(asprintf(&so, "%s/failmalloc.so", dir), 0);
+        run_ok((char *[]){ "cc", "-shared", "-fPIC", "-O1", "-o", so, (char *) src, NULL });
+        ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", so), 0);
+        env[0] = preload;
+        /* A value of 200 digits: the parser copies numbers over 128 bytes to the heap, 201 bytes
+         * with the NUL. The trailing newline (dropped by the parser) keeps libmosquitto's copy
+         * of the payload (202 bytes) from being that size too. */
+        env[1] = "SC_TEST_FAIL_MALLOC=201";
+        env[2] = NULL;
+        payload = calloc(1, 202);
+        ck_assert(payload);
+        memset(payload, '0', 200);
+        payload[0] = '1';
+        payload[200] = '\n';
+
+        tl_broker_start(&b, dir, NULL);
+        config = make_config(dir, b.port, NULL, default_topics);
+        start_daemon(&d, config, env);
+        expect_ready(&d);
+        pub_open(&p, b.port, "pub-enomem", true);
+        pub_text(&p, "gh/nm1/temperature", payload);
+        pub_close(&p);
+
+        ck_assert_int_eq(tl_daemon_wait(&d, 5000), 11);
+        assert_log_contains(&d, "Failed to parse a message on 'gh/nm1/temperature'");
+        assert_log_contains(&d, "Cannot allocate memory");
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view"), 0);
+        tl_broker_stop(&b);
+}
+END_TEST
+#endif
+
 static Suite *mqtt_suite(void) {
         Suite *s = suite_create("mqtt");
         TCase *tc;
@@ -851,6 +914,9 @@ static Suite *mqtt_suite(void) {
         tcase_add_loop_test(tc, test_persistent_session, 0, 2);
         tcase_add_test(tc, test_retained);
         tcase_add_test(tc, test_malformed);
+#if !defined(__SANITIZE_ADDRESS__)
+        tcase_add_test(tc, test_parse_enomem);
+#endif
         suite_add_tcase(s, tc);
 
         tc = tcase_create("handshake");
