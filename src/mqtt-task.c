@@ -302,6 +302,25 @@ static int mqtt_update_io(MqttTask *m) {
         return 0;
 }
 
+/* Logs how many rejects the rate limit kept out of the log once its interval is over, or at
+ * once with force (at stop and failure): a burst followed by silence is accounted for too. */
+static void mqtt_flush_reject_log(MqttTask *m, bool force) {
+        RateLimit *rl = &m->reject_ratelimit;
+        struct timespec ts;
+        uint64_t now;
+
+        if (rl->suppressed == 0)
+                return;
+        /* The clock ratelimit_below() uses. */
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        now = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+        if (!force && now - rl->begin_usec < rl->interval_usec)
+                return;
+        log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "mqtt"), "%u more rejected MQTT messages not logged.",
+                              rl->suppressed);
+        rl->suppressed = 0;
+}
+
 static void mqtt_fail(MqttTask *m, int error, const char *format, ...) _printf_(3, 4);
 
 /* The task cannot go on: close everything and tell the supervisor (which logs the cause). */
@@ -315,6 +334,7 @@ static void mqtt_fail(MqttTask *m, int error, const char *format, ...) {
         if (fd >= 0)
                 (void) shutdown(fd, SHUT_RDWR);
         m->state = MQTT_STATE_FAILED;
+        mqtt_flush_reject_log(m, true);
         mqtt_drop_io(m);
         m->reconnect_timer = sd_event_source_disable_unref(m->reconnect_timer);
         m->offline_timer = sd_event_source_disable_unref(m->offline_timer);
@@ -569,6 +589,7 @@ static int on_misc_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 log_full_errno_fields(LOG_DEBUG, 0, LOG_FIELDS("TASK", "mqtt"), "Housekeeping ran %s late.",
                                       format_timespan(text, sizeof(text), now - usec));
         (void) sd_event_source_set_time(s, MAX(usec + MISC_INTERVAL_USEC, now));
+        mqtt_flush_reject_log(m, false);
 
         if ((m->state == MQTT_STATE_CONNECTING || m->state == MQTT_STATE_SUBSCRIBING) &&
             now >= m->attempt_usec + connect_timeout_usec(m->config)) {
@@ -586,6 +607,25 @@ static int on_misc_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+static void mqtt_format_counters(MqttTask *m, char *buf, size_t size);
+
+/* The connection is closed after stop() (or there was none): log what the task did, and report
+ * stopped when stop() said it would. A failed task stays failed. */
+static void mqtt_finish_stop(MqttTask *m) {
+        char counters[200];
+
+        mqtt_drop_io(m);
+        m->stop_timer = sd_event_source_disable_unref(m->stop_timer);
+        if (m->state == MQTT_STATE_FAILED || m->state == MQTT_STATE_STOPPED)
+                return;
+        m->state = MQTT_STATE_STOPPED;
+        mqtt_flush_reject_log(m, true);
+        mqtt_format_counters(m, counters, sizeof(counters));
+        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "mqtt"), "Stopped (%s).", counters);
+        if (m->stop_pending)
+                task_report_stopped(m->task);
+}
+
 static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         MqttTask *m = userdata;
         int fd;
@@ -600,10 +640,7 @@ static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         fd = mosquitto_socket(m->mosq);
         if (fd >= 0)
                 (void) shutdown(fd, SHUT_RDWR);
-        m->state = MQTT_STATE_STOPPED;
-        mqtt_drop_io(m);
-        if (m->stop_pending)
-                task_report_stopped(m->task);
+        mqtt_finish_stop(m);
         return 0;
 }
 
@@ -634,11 +671,7 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
                 if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) < 0 || error == 0)
                         error = ECONNRESET;
                 if (m->state == MQTT_STATE_STOPPING) {
-                        m->state = MQTT_STATE_STOPPED;
-                        mqtt_drop_io(m);
-                        m->stop_timer = sd_event_source_disable_unref(m->stop_timer);
-                        if (m->stop_pending)
-                                task_report_stopped(m->task);
+                        mqtt_finish_stop(m);
                         return 0;
                 }
                 mqtt_abort_connection(m, -error, m->tls_error[0] ? m->tls_error : strerror(error));
@@ -841,11 +874,7 @@ static void mqtt_connection_closed(MqttTask *m, int rc, int errno_value) {
 
         if (m->state == MQTT_STATE_STOPPING) {
                 /* Our DISCONNECT went out (rc 0), or the connection ended while sending it. */
-                m->state = MQTT_STATE_STOPPED;
-                mqtt_drop_io(m);
-                m->stop_timer = sd_event_source_disable_unref(m->stop_timer);
-                if (m->stop_pending)
-                        task_report_stopped(m->task);
+                mqtt_finish_stop(m);
                 return;
         }
         if (!state_has_connection(m->state))
@@ -1170,9 +1199,7 @@ static int mqtt_stop(Task *t) {
                 fd = mosquitto_socket(m->mosq);
                 if (fd >= 0)
                         (void) shutdown(fd, SHUT_RDWR);
-                if (m->state != MQTT_STATE_FAILED)
-                        m->state = MQTT_STATE_STOPPED;
-                mqtt_drop_io(m);
+                mqtt_finish_stop(m);
                 return 0;
         }
 
@@ -1189,8 +1216,7 @@ static int mqtt_stop(Task *t) {
                 fd = mosquitto_socket(m->mosq);
                 if (fd >= 0)
                         (void) shutdown(fd, SHUT_RDWR);
-                m->state = MQTT_STATE_STOPPED;
-                mqtt_drop_io(m);
+                mqtt_finish_stop(m);
                 return 0;
         }
 
@@ -1202,24 +1228,34 @@ static int mqtt_stop(Task *t) {
                 fd = mosquitto_socket(m->mosq);
                 if (fd >= 0)
                         (void) shutdown(fd, SHUT_RDWR);
-                m->state = MQTT_STATE_STOPPED;
-                mqtt_drop_io(m);
+                mqtt_finish_stop(m);
                 return 0;
         }
         m->stop_pending = true;
         return 1;
 }
 
-static void mqtt_format_status(Task *t, char *buf, size_t size) {
-        MqttTask *m = task_get_userdata(t);
-        char counters[160], retained[48] = "";
-        const char *prefix;
+/* "12 messages, 1 reject, 0 reconnects[, 3 duplicates skipped][, 1 retained skipped]": for
+ * STATUS= and the line logged at stop. */
+static void mqtt_format_counters(MqttTask *m, char *buf, size_t size) {
+        char duplicates[48] = "", retained[48] = "";
 
+        if (m->n_duplicates > 0)
+                snprintf(duplicates, sizeof(duplicates), ", %" PRIu64 " duplicate%s skipped", m->n_duplicates,
+                         m->n_duplicates == 1 ? "" : "s");
         if (m->n_retained_skipped > 0)
                 snprintf(retained, sizeof(retained), ", %" PRIu64 " retained skipped", m->n_retained_skipped);
-        snprintf(counters, sizeof(counters), "%" PRIu64 " message%s, %" PRIu64 " reject%s, %" PRIu64 " reconnect%s%s",
-                 m->n_messages, m->n_messages == 1 ? "" : "s", m->n_rejects, m->n_rejects == 1 ? "" : "s",
-                 m->n_reconnects, m->n_reconnects == 1 ? "" : "s", retained);
+        snprintf(buf, size, "%" PRIu64 " message%s, %" PRIu64 " reject%s, %" PRIu64 " reconnect%s%s%s", m->n_messages,
+                 m->n_messages == 1 ? "" : "s", m->n_rejects, m->n_rejects == 1 ? "" : "s", m->n_reconnects,
+                 m->n_reconnects == 1 ? "" : "s", duplicates, retained);
+}
+
+static void mqtt_format_status(Task *t, char *buf, size_t size) {
+        MqttTask *m = task_get_userdata(t);
+        char counters[200];
+        const char *prefix;
+
+        mqtt_format_counters(m, counters, sizeof(counters));
 
         switch (m->state) {
         case MQTT_STATE_CONNECTED:
