@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* The MQTT input: libmosquitto driven from the sd_event loop, subscribed messages into readings. */
 #include <assert.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <stdio.h>
@@ -104,6 +106,67 @@ typedef struct MqttTask {
 } MqttTask;
 
 static bool mosquitto_initialized;
+
+/* libmosquitto 2.0 makes its sockets (the connection, and a socket pair it wakes its own loop
+ * with) without SOCK_CLOEXEC, and says nothing about which they are. Around each call that may
+ * create one, the task notes the fds lacking FD_CLOEXEC before and sets it on the new ones. */
+typedef struct FdSnapshot {
+        int fds[64];
+        int n;                        /* -errno when /proc/self/fd could not be read */
+} FdSnapshot;
+
+/* Fds >= 3 without FD_CLOEXEC, at most max of them. Returns how many, or -errno. */
+static int fds_lacking_cloexec(int *ret, size_t max) {
+        DIR *d = opendir("/proc/self/fd");
+        struct dirent *de;
+        size_t n = 0;
+
+        if (!d)
+                return -errno;
+        while ((de = readdir(d)) && n < max) {
+                char *end;
+                long fd;
+                int flags;
+
+                errno = 0;
+                fd = strtol(de->d_name, &end, 10);
+                if (errno != 0 || end == de->d_name || *end || fd < 3 || fd > INT_MAX || fd == dirfd(d))
+                        continue;
+                flags = fcntl((int) fd, F_GETFD);
+                if (flags >= 0 && !(flags & FD_CLOEXEC))
+                        ret[n++] = (int) fd;
+        }
+        closedir(d);
+        return (int) n;
+}
+
+static void fd_snapshot(FdSnapshot *s) {
+        s->n = fds_lacking_cloexec(s->fds, ELEMENTSOF(s->fds));
+}
+
+static void fd_set_cloexec(int fd) {
+        int flags = fcntl(fd, F_GETFD);
+
+        if (flags >= 0 && !(flags & FD_CLOEXEC))
+                (void) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+}
+
+/* Sets FD_CLOEXEC on every fd that lacks it and did not before, and on mosq's socket. */
+static void fd_set_cloexec_since(const FdSnapshot *before, struct mosquitto *mosq) {
+        int now[ELEMENTSOF(before->fds)];
+        int n = before->n >= 0 ? fds_lacking_cloexec(now, ELEMENTSOF(now)) : -EBADF;
+
+        for (int i = 0; i < n; i++) {
+                bool old = false;
+
+                for (int j = 0; j < before->n && !old; j++)
+                        old = before->fds[j] == now[i];
+                if (!old)
+                        fd_set_cloexec(now[i]);
+        }
+        if (mosq && mosquitto_socket(mosq) >= 0)
+                fd_set_cloexec(mosquitto_socket(mosq));
+}
 
 static bool startswith(const char *s, const char *prefix) {
         return strncmp(s, prefix, strlen(prefix)) == 0;
@@ -504,6 +567,7 @@ static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
 /* Starts one connection attempt. Failures are handled (retry or task failure), never returned. */
 static void mqtt_connect(MqttTask *m) {
         const MqttConfig *c = m->config;
+        FdSnapshot fds;
         int rc, saved_errno;
 
         m->attempt++;
@@ -515,12 +579,14 @@ static void mqtt_connect(MqttTask *m) {
 
         /* Note: for a host name (not an address) libmosquitto resolves it with a blocking
          * getaddrinfo() here; the TCP connect and the TLS handshake are non-blocking. */
+        fd_snapshot(&fds);
         errno = 0;
         if (!m->connect_called)
                 rc = mosquitto_connect_bind_async(m->mosq, c->host, c->port, (int) c->keepalive, NULL);
         else
                 rc = mosquitto_reconnect_async(m->mosq);
         saved_errno = errno;
+        fd_set_cloexec_since(&fds, m->mosq);
         m->connect_called = true;
 
         switch (rc) {
@@ -1325,6 +1391,7 @@ static const TaskOps mqtt_task_ops = {
 
 static int mqtt_task_setup(MqttTask *m) {
         const MqttConfig *c = m->config;
+        FdSnapshot fds;
         int rc;
 
         if (!mosquitto_initialized) {
@@ -1352,10 +1419,12 @@ static int mqtt_task_setup(MqttTask *m) {
                         return -EINVAL;
         }
 
+        fd_snapshot(&fds);
         errno = 0;
         m->mosq = mosquitto_new(c->client_id, c->clean_session, m);
         if (!m->mosq)
                 return errno == EINVAL ? -EINVAL : -ENOMEM;
+        fd_set_cloexec_since(&fds, m->mosq);
 
         rc = mosquitto_threaded_set(m->mosq, false);
         if (rc == MOSQ_ERR_SUCCESS)
