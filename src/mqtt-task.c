@@ -1112,19 +1112,30 @@ reject:
                 mqtt_store_failed(m);
 }
 
+/* Zeroes a buffer that held a secret, all of it, and frees it. */
+static void erase_and_free(char *p, size_t size) {
+        if (!p)
+                return;
+        explicit_bzero(p, size);
+        free(p);
+}
+
 /* The password: $CREDENTIALS_DIRECTORY/<basename of password_file> (or "mqtt-password" when no
  * file is configured) when systemd passed credentials, else password_file. Returns 0 with
- * *ret (NULL when there is none), or -errno with *ret_path naming the file that failed. */
+ * *ret (NULL when there is none; an allocation of exactly the password and its NUL), or -errno
+ * with *ret untouched and *ret_path naming the file that failed. What was read is zeroed. */
 static int mqtt_read_password(const MqttConfig *c, char **ret, char **ret_path) {
         _cleanup_free_ char *cred = NULL;
         const char *dir = getenv("CREDENTIALS_DIRECTORY"), *path = NULL;
         _cleanup_close_ int fd = -EBADF;
-        _cleanup_free_ char *buf = NULL;
+        char *buf = NULL, *password;
         size_t len = 0;
+        int r;
 
-        *ret = NULL;
-        if (!c->username)
+        if (!c->username) {
+                *ret = NULL;
                 return 0;
+        }
         if (dir && *dir) {
                 const char *name = CREDENTIAL_DEFAULT_NAME;
 
@@ -1132,22 +1143,26 @@ static int mqtt_read_password(const MqttConfig *c, char **ret, char **ret_path) 
                         const char *slash = strrchr(c->password_file, '/');
                         name = slash ? slash + 1 : c->password_file;
                 }
-                if (asprintf(&cred, "%s/%s", dir, name) < 0)
+                if (asprintf(&cred, "%s/%s", dir, name) < 0) {
+                        cred = NULL;
                         return -ENOMEM;
+                }
                 if (access(cred, F_OK) == 0)
                         path = cred;
         }
         if (!path)
                 path = c->password_file;
-        if (!path)
+        if (!path) {
+                *ret = NULL;
                 return 0;
+        }
 
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 goto fail;
         buf = malloc(PASSWORD_MAX + 2);
         if (!buf)
-                return -ENOMEM;
+                goto fail;
         for (;;) {
                 ssize_t k = read(fd, buf + len, PASSWORD_MAX + 1 - len);
                 if (k < 0) {
@@ -1164,13 +1179,17 @@ static int mqtt_read_password(const MqttConfig *c, char **ret, char **ret_path) 
                 }
         }
         buf[len] = 0;
-        /* One line: the password ends at the first newline. */
-        buf[strcspn(buf, "\r\n")] = 0;
-        *ret = TAKE_PTR(buf);
+        /* One line: the password ends at the first newline. Whatever follows is not kept. */
+        password = strndup(buf, strcspn(buf, "\r\n"));
+        erase_and_free(buf, PASSWORD_MAX + 2);
+        if (!password)
+                return -ENOMEM;
+        *ret = password;
         return 0;
 
-fail:;
-        int r = negative_errno();
+fail:
+        r = negative_errno();
+        erase_and_free(buf, PASSWORD_MAX + 2);
         *ret_path = strdup(path);
         return r;
 }
@@ -1366,10 +1385,8 @@ static MqttTask *mqtt_task_free_one(MqttTask *m) {
                         topic_pattern_free(m->patterns[i]);
         free(m->patterns);
         free(m->sub_mids);
-        if (m->password) {
-                explicit_bzero(m->password, strlen(m->password));
-                free(m->password);
-        }
+        if (m->password)
+                erase_and_free(m->password, strlen(m->password) + 1);
         free(m->host_port);
         sd_event_unref(m->event);
         free(m);
