@@ -46,6 +46,10 @@ enum {
  * reads at most this many or as many as its in-flight queues hold, whichever it decides). */
 #define READ_PACKET_BUDGET 64
 #define WRITE_PACKET_BUDGET 64
+/* What a PUBLISH packet may hold besides its payload: fixed header (5), topic (2 + up to
+ * 65535), packet id (2), and properties (their length, 4, and 4 KiB for subscription
+ * identifiers, message expiry, content type, user properties and the like). */
+#define PUBLISH_OVERHEAD_MAX (5 + 2 + 65535 + 2 + 4 + 4096)
 /* A password file is one line; anything longer than MQTT's limit is not a password. */
 #define PASSWORD_MAX 65535
 #define CREDENTIAL_DEFAULT_NAME "mqtt-password"
@@ -301,6 +305,16 @@ static uint64_t backoff_usec(unsigned attempt) {
                 d *= 2;
         d = MIN(d, BACKOFF_MAX_USEC);
         return d / 2 + random_u64() % (d / 2 + 1);
+}
+
+/* The Maximum Packet Size we ask of an MQTT 5 broker: a PUBLISH with a payload of max_payload
+ * bytes and anything the broker may put around it (the longest topic MQTT allows, the packet
+ * id, properties such as subscription identifiers) fits; a payload over max_payload is a
+ * too_long reject as long as the packet fits too, and beyond that the broker drops it. */
+static uint32_t max_packet_size(size_t max_payload) {
+        uint64_t size = (uint64_t) max_payload + PUBLISH_OVERHEAD_MAX;
+
+        return (uint32_t) MIN(size, (uint64_t) UINT32_MAX);
 }
 
 static uint64_t connect_timeout_usec(const MqttConfig *c) {
@@ -1230,18 +1244,28 @@ static int mqtt_start(Task *t) {
                 }
         }
 
-        if (c->protocol == MQTT_PROTOCOL_V5 && c->session_expiry > 0) {
+        if (c->protocol == MQTT_PROTOCOL_V5) {
                 mosquitto_property *props = NULL;
 
-                /* libmosquitto 2.0 keeps CONNECT properties (here the session expiry interval, without
-                 * which an MQTT 5 session ends at every disconnect) only through
-                 * mosquitto_connect_bind_v5(), which connects synchronously. Given an invalid port it
-                 * stores the properties and returns MOSQ_ERR_INVAL before touching the network; the
-                 * asynchronous connects that follow send them. The MQTT 5 persistent-session test
-                 * checks that this keeps working. */
-                rc = mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, c->session_expiry);
-                if (rc != MOSQ_ERR_SUCCESS)
+                /* libmosquitto 2.0 keeps CONNECT properties (the session expiry interval, without
+                 * which an MQTT 5 session ends at every disconnect; the maximum packet size) only
+                 * through mosquitto_connect_bind_v5(), which connects synchronously. Given an invalid
+                 * port it stores the properties and returns MOSQ_ERR_INVAL before touching the
+                 * network; the asynchronous connects that follow send them. The MQTT 5
+                 * persistent-session and oversized-message tests check that this keeps working. */
+                rc = MOSQ_ERR_SUCCESS;
+                if (c->session_expiry > 0)
+                        rc = mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, c->session_expiry);
+                /* libmosquitto reads a whole PUBLISH into memory before on_message sees it: the
+                 * broker must not send one far beyond what we would keep. A broker discards a
+                 * message that does not fit the client's Maximum Packet Size instead of sending it. */
+                if (rc == MOSQ_ERR_SUCCESS)
+                        rc = mosquitto_property_add_int32(&props, MQTT_PROP_MAXIMUM_PACKET_SIZE,
+                                                          max_packet_size(c->max_payload_bytes));
+                if (rc != MOSQ_ERR_SUCCESS) {
+                        mosquitto_property_free_all(&props);
                         return mosq_to_errno(rc, errno);
+                }
                 rc = mosquitto_connect_bind_v5(m->mosq, c->host, -1, (int) c->keepalive, NULL, props);
                 mosquitto_property_free_all(&props);
                 if (rc != MOSQ_ERR_INVAL && rc != MOSQ_ERR_SUCCESS)

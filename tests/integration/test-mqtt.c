@@ -838,6 +838,49 @@ START_TEST(test_malformed) {
 }
 END_TEST
 
+/* ---- a huge message: with MQTT 5 the broker is told not to send it at all ---- */
+
+START_TEST(test_oversized) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *config = NULL, *extra = NULL, *huge = NULL;
+        char over[1000];
+        const size_t huge_size = 300 * 1024;
+
+        tl_broker_start(&b, dir, NULL);
+        ck_assert_int_ge(asprintf(&extra, "%s \"max_payload_bytes\": 64,", protocols[_i]), 0);
+        config = make_config(dir, b.port, extra, default_topics);
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+
+        memset(over, '1', sizeof(over));
+        huge = malloc(huge_size);
+        ck_assert(huge);
+        memset(huge, '2', huge_size);
+        pub_open(&p, b.port, "pub-huge", true);
+        pub_send(&p, "gh/h1/temperature", over, sizeof(over), 1, false);  /* over 64, a small packet */
+        pub_send(&p, "gh/h1/temperature", huge, huge_size, 1, false);     /* far over */
+        pub_text(&p, "gh/h1/temperature", "7.5");
+        pub_close(&p);
+
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='h1' AND value=7.5", 1, 5000), 1);
+        /* The message just over the limit is a too_long reject either way (its first 64 bytes
+         * kept). The huge one reaches the daemon, and libmosquitto's memory, only with MQTT
+         * 3.1.1; an MQTT 5 broker drops it for exceeding our Maximum Packet Size. */
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='too_long' AND length(raw)=64 AND "
+                                  "raw=CAST('1111111111111111111111111111111111111111111111111111111111111111' AS BLOB)"),
+                         1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='too_long'"), (_i == 0 ? 2 : 1));
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view"), (_i == 0 ? 2 : 1));
+        /* The connection was not disturbed by it. */
+        assert_log_lacks(&d, "Connection to broker");
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+}
+END_TEST
+
 /* ---- retained messages without a timestamp are old values, not readings taken now ---- */
 
 START_TEST(test_retained) {
@@ -973,6 +1016,7 @@ static Suite *mqtt_suite(void) {
         tcase_add_loop_test(tc, test_persistent_session, 0, 2);
         tcase_add_test(tc, test_retained);
         tcase_add_test(tc, test_malformed);
+        tcase_add_loop_test(tc, test_oversized, 0, 2);
 #if !defined(__SANITIZE_ADDRESS__)
         tcase_add_test(tc, test_parse_enomem);
 #endif
