@@ -118,6 +118,26 @@ char *tl_read_file(const char *path) {
         return buf;
 }
 
+/* With SC_TEST_DAEMON_WRAPPER set (words separated by spaces, e.g. "valgrind --leak-check=full
+ * --log-file=/tmp/vg/%p.log"), the daemon runs under that command; other programs run as they are.
+ * For memory checking the whole suite; see docs/RELIABILITY.md. In the child, before exec. */
+static void exec_maybe_wrapped(char *const argv[]) {
+        const char *wrapper = getenv("SC_TEST_DAEMON_WRAPPER");
+        char *words[64], *copy, *save = NULL;
+        size_t n = 0;
+
+        if (wrapper && *wrapper && streq(argv[0], SC_BINARY) && (copy = strdup(wrapper))) {
+                for (char *w = strtok_r(copy, " ", &save); w && n < 32; w = strtok_r(NULL, " ", &save))
+                        words[n++] = w;
+                for (size_t i = 0; argv[i] && n < ELEMENTSOF(words) - 1; i++)
+                        words[n++] = argv[i];
+                words[n] = NULL;
+                execvp(words[0], words);
+                return;
+        }
+        execvp(argv[0], argv);
+}
+
 pid_t tl_spawn(char *const argv[], char *const env[], const char *out_path, const char *err_path) {
         pid_t parent = getpid(), pid;
 
@@ -146,7 +166,7 @@ pid_t tl_spawn(char *const argv[], char *const env[], const char *out_path, cons
                 }
                 for (size_t i = 0; env && env[i]; i++)
                         putenv(env[i]);
-                execvp(argv[0], argv);
+                exec_maybe_wrapped(argv);
                 fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
                 _exit(127);
         }

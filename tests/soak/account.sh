@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# The soak's account: from the store, the journal, the timeline, the simulators' summaries and
+# the RSS samples a soak run left in its directory, it reports per input what was sent, stored,
+# rejected, lost and duplicated, the restarts by cause, the integrity checks and the RSS, and
+# exits 1 when a loss, a reject, a restart or a growth is not explained (see soak.sh).
+#
+#   account.sh DIR ANALYSIS-DB MARGIN-MS COMMIT-MAX-ROWS READINGS-PER-FRAME READ-BUDGET RSS-NOISE-KIB
+#
+# DIR holds store.db (+ -wal), journal.json (journalctl -o json as one array), timeline.tsv
+# (ms, kind, detail), rss.tsv (ms, pid, KiB), sim-serial.json and sim-mqtt.json. Only the sqlite3
+# shell is needed (its JSON functions and readfile()).
+set -euo pipefail
+
+D=$1 A=$2 M=$3 ROWS=$4 RPF=$5 BUDGET=$6 NOISE=$7
+REOPEN_MS=${SOAK_REOPEN_MS:-4000} OFFLINE_MS=${SOAK_OFFLINE_MS:-8000}
+rm -f "$A"
+fail=0
+q() { sqlite3 -batch -noheader -cmd "ATTACH 'file:$D/store.db?mode=ro' AS store" "$A" "$@"; }
+check() { # OK? WHAT
+        if [ "$1" = 1 ]; then echo "  ok: $2"; else echo "  FAIL: $2"; fail=1; fi
+}
+
+sqlite3 -batch "$A" <<SQL
+CREATE TABLE timeline (t INTEGER, kind TEXT, detail TEXT);
+CREATE TABLE rss (t INTEGER, pid INTEGER, kib INTEGER);
+.mode tabs
+.import $D/timeline.tsv timeline
+.import $D/rss.tsv rss
+CREATE TABLE journal AS
+  SELECT CAST(json_extract(value, '\$.__REALTIME_TIMESTAMP') AS INTEGER) / 1000 AS t,
+         json_extract(value, '\$.MESSAGE') AS msg,
+         json_extract(value, '\$.TASK') AS task,
+         json_extract(value, '\$.EXIT_CODE') AS exit_code,
+         CAST(json_extract(value, '\$.EXIT_STATUS') AS INTEGER) AS exit_status,
+         json_extract(value, '\$.UNIT') AS unit
+  FROM json_each(readfile('$D/journal.json'));
+CREATE TABLE sim (input TEXT PRIMARY KEY, j TEXT);
+INSERT INTO sim VALUES ('serial', readfile('$D/sim-serial.json')), ('mqtt', readfile('$D/sim-mqtt.json'));
+ATTACH 'file:$D/store.db?mode=ro' AS store;
+CREATE TABLE seqs AS
+  SELECT CASE WHEN sensor LIKE 'soak-s%' THEN 'serial' ELSE 'mqtt' END AS input,
+         CAST(value AS INTEGER) AS seq, min(ts) AS ts, count(*) AS n
+  FROM store.readings_view WHERE metric = 'seq' GROUP BY 1, 2;
+CREATE TABLE stored AS
+  SELECT CASE WHEN sensor LIKE 'soak-s%' THEN 'serial' ELSE 'mqtt' END AS input, count(*) AS readings
+  FROM store.readings_view GROUP BY 1;
+-- The daemon's process ends, as systemd saw them; the final stop on request is not one.
+CREATE TABLE exits AS
+  SELECT t, exit_code, exit_status FROM journal
+  WHERE unit = 'sensor-collector.service' AND msg LIKE '%: Main process exited%'
+    AND NOT (exit_code = 'exited' AND exit_status = 0);
+CREATE TABLE faults AS
+  SELECT t, kind, detail FROM timeline WHERE kind IN ('sigkill', 'sigstop', 'pty_down', 'broker_down', 'disk_fill');
+CREATE TABLE opens AS
+  SELECT t FROM journal WHERE task = 'serial' AND msg LIKE '%pened serial port%';
+-- Gaps in the numbers, with the sensor timestamps of the stored frames on either side (the
+-- simulator stamps a frame when it makes it). Before the first and after the last stored
+-- number, the run's start and stop stand in.
+CREATE TABLE gaps AS
+  WITH b AS (
+    SELECT input, json_extract(j, '\$.seq_first') AS first, json_extract(j, '\$.seq_last') AS last FROM sim),
+  g AS (
+    SELECT s.input, s.seq, s.ts,
+           lag(s.seq) OVER w AS pseq, lag(s.ts) OVER w AS pts
+    FROM seqs s WINDOW w AS (PARTITION BY s.input ORDER BY s.seq))
+  SELECT input, pseq + 1 AS lo, seq - 1 AS hi, pts AS ta, ts AS tb FROM g WHERE pseq IS NOT NULL AND seq > pseq + 1
+  UNION ALL
+  SELECT b.input, b.first, (SELECT min(seq) FROM seqs s WHERE s.input = b.input) - 1,
+         (SELECT min(t) FROM timeline WHERE kind = 'sims_started'),
+         (SELECT min(ts) FROM seqs s WHERE s.input = b.input)
+  FROM b WHERE (SELECT min(seq) FROM seqs s WHERE s.input = b.input) > b.first
+  UNION ALL
+  SELECT b.input, (SELECT max(seq) FROM seqs s WHERE s.input = b.input) + 1, b.last,
+         (SELECT max(ts) FROM seqs s WHERE s.input = b.input),
+         (SELECT max(t) FROM timeline WHERE kind = 'stop')
+  FROM b WHERE (SELECT max(seq) FROM seqs s WHERE s.input = b.input) < b.last;
+-- When the serial input could not take frames (sent then is lost by physics): from a process
+-- end (for a kill: from the SIGKILL or SIGSTOP) to the next port open, and from a writer gone
+-- to the port open after it is back (at least 2.5 s: the simulator reopens its end with backoff
+-- up to 2 s).
+CREATE TABLE serial_windows AS
+  SELECT CASE WHEN e.exit_code = 'exited' THEN e.t
+              ELSE coalesce((SELECT max(f.t) FROM faults f WHERE f.t <= e.t AND f.kind IN ('sigkill', 'sigstop')), e.t)
+         END AS s,
+         coalesce((SELECT min(o.t) FROM opens o WHERE o.t > e.t), (SELECT max(t) FROM timeline)) AS e
+  FROM exits e
+  UNION ALL
+  SELECT p.t,
+         max(coalesce((SELECT min(o.t) FROM opens o WHERE o.t > u.t), (SELECT max(t) FROM timeline)), u.t + 2500)
+  FROM faults p JOIN timeline u ON u.kind = 'pty_up'
+       AND u.t = (SELECT min(t) FROM timeline WHERE kind = 'pty_up' AND t > p.t)
+  WHERE p.kind = 'pty_down';
+SQL
+
+# The serial windows, widened by the margin and merged where they overlap.
+q "SELECT s - $M, e + $M FROM serial_windows ORDER BY 1" | tr '|' '\t' |
+        awk -F'\t' 'NR == 1 { s = $1; e = $2; next }
+                    $1 <= e { if ($2 > e) e = $2; next }
+                    { print s "\t" e; s = $1; e = $2 }
+                    END { if (NR) print s "\t" e }' >"$D/serial-windows.tsv"
+sqlite3 -batch "$A" <<SQL
+CREATE TABLE sw (s INTEGER, e INTEGER);
+.mode tabs
+.import $D/serial-windows.tsv sw
+SQL
+
+jv() { q "SELECT json_extract(j, '\$.$2') FROM sim WHERE input = '$1'"; }
+count_exits() { q "SELECT count(*) FROM exits WHERE $1"; }
+count_tl() { q "SELECT count(*) FROM timeline WHERE $1"; }
+
+n_sigkill=$(count_tl "kind = 'sigkill'")
+n_sigstop=$(count_tl "kind = 'sigstop'")
+n_pty=$(count_tl "kind = 'pty_down'")
+n_pty_long=$(count_tl "kind = 'pty_down' AND CAST(detail AS INTEGER) > $REOPEN_MS")
+n_broker=$(count_tl "kind = 'broker_down'")
+n_broker_long=$(count_tl "kind = 'broker_down' AND CAST(detail AS INTEGER) > $OFFLINE_MS")
+n_fill=$(count_tl "kind = 'disk_fill'")
+n_burst=$(count_tl "kind = 'burst'")
+x_kill=$(count_exits "exit_code = 'killed' AND exit_status = 9")
+x_abrt=$(count_exits "exit_code IN ('killed', 'dumped') AND exit_status = 6")
+x10=$(count_exits "exit_code = 'exited' AND exit_status = 10")
+x11=$(count_exits "exit_code = 'exited' AND exit_status = 11")
+x12=$(count_exits "exit_code = 'exited' AND exit_status = 12")
+x_all=$(count_exits 1)
+x_other=$((x_all - x_kill - x_abrt - x10 - x11 - x12))
+wd=$(q "SELECT count(*) FROM journal WHERE unit = 'sensor-collector.service' AND msg LIKE '%: Watchdog timeout%'")
+start_ms=$(q "SELECT min(t) FROM timeline WHERE kind = 'sims_started'")
+stop_ms=$(q "SELECT max(t) FROM timeline WHERE kind = 'stop'")
+
+echo "==== soak account ($(( (stop_ms - start_ms) / 1000 )) s of traffic)"
+echo "faults injected: $n_sigkill SIGKILL, $n_sigstop SIGSTOP past the watchdog, $n_pty serial writer removals ($n_pty_long past reopen_timeout), $n_broker broker restarts ($n_broker_long past max_offline), $n_fill disk full, $n_burst bad-frame bursts"
+echo "restarts by cause (journal): $x_kill SIGKILL, $x_abrt SIGABRT (watchdog; $wd 'Watchdog timeout' lines), $x10 exit 10 (serial), $x11 exit 11 (MQTT), $x12 exit 12 (store), $x_other other"
+q "SELECT '  other: ' || exit_code || '/' || exit_status FROM exits WHERE NOT (exit_code = 'killed' AND exit_status IN (9, 6)) AND NOT (exit_code = 'dumped' AND exit_status = 6) AND NOT (exit_code = 'exited' AND exit_status IN (10, 11, 12))"
+check "$([ "$x_other" -eq 0 ] && echo 1 || echo 0)" "no restart with a cause that was not injected"
+check "$([ "$x_kill" -eq "$n_sigkill" ] && echo 1 || echo 0)" "one SIGKILL restart per SIGKILL ($x_kill/$n_sigkill)"
+check "$([ "$x_abrt" -eq "$n_sigstop" ] && [ "$wd" -eq "$n_sigstop" ] && echo 1 || echo 0)" "one watchdog abort per SIGSTOP ($x_abrt/$n_sigstop)"
+check "$([ "$x10" -ge "$n_pty_long" ] && [ "$x10" -le $((2 * n_pty_long)) ] && echo 1 || echo 0)" "exit 10 only after a long serial outage ($x10 for $n_pty_long)"
+check "$([ "$x11" -ge "$n_broker_long" ] && [ "$x11" -le $((2 * n_broker_long)) ] && echo 1 || echo 0)" "exit 11 only after a long broker outage ($x11 for $n_broker_long)"
+check "$([ "$x12" -ge "$n_fill" ] && { [ "$n_fill" -gt 0 ] || [ "$x12" -eq 0 ]; } && echo 1 || echo 0)" "exit 12 only while the disk was full ($x12)"
+
+echo "integrity_check after kills: $(count_tl "kind = 'integrity' AND detail LIKE '% ok'") ok, $(count_tl "kind = 'integrity' AND detail LIKE '%FAILED%'") failed, $(count_tl "kind = 'integrity' AND detail LIKE '%skipped%'") skipped"
+check "$([ "$(count_tl "kind = 'integrity' AND detail LIKE '%FAILED%'")" -eq 0 ] && echo 1 || echo 0)" "every integrity_check after a kill passed"
+
+# ---- per input -----------------------------------------------------------------------------
+batch_frames=$(( (ROWS + RPF - 1) / RPF + 1 ))
+hard_kills=$((x_kill + x_abrt))
+for input in serial mqtt; do
+        first=$(jv $input seq_first) last=$(jv $input seq_last)
+        sent=$((last - first + 1))
+        bad_sent=$(jv $input bad_frames)
+        readings_sent=$(jv $input readings)
+        stored=$(q "SELECT count(*) FROM seqs WHERE input = '$input' AND seq BETWEEN $first AND $last")
+        dups=$(q "SELECT coalesce(sum(n - 1), 0) FROM seqs WHERE input = '$input'")
+        readings=$(q "SELECT coalesce(max(readings), 0) FROM stored WHERE input = '$input'")
+        lost=$(q "SELECT coalesce(sum(hi - lo + 1), 0) FROM gaps WHERE input = '$input'")
+        ngaps=$(q "SELECT count(*) FROM gaps WHERE input = '$input'")
+        maxgap=$(q "SELECT coalesce(max(hi - lo + 1), 0) FROM gaps WHERE input = '$input'")
+        echo
+        echo "---- $input"
+        echo "frames sent: $sent good (seq $first..$last) + $bad_sent bad; readings sent $readings_sent, stored $readings"
+        if [ $input = serial ]; then
+                echo "  writer: $(jv serial serial.frames_sent) frames written, $(jv serial serial.lost_at_source) lost at source (pty gone), $(jv serial serial.reopens) reopens"
+        else
+                echo "  publisher: $(jv mqtt mqtt.messages) messages, $(jv mqtt mqtt.acknowledged) acknowledged, $(jv mqtt mqtt.unacknowledged) unacknowledged, $(jv mqtt mqtt.connects) connects"
+        fi
+        echo "good frames stored: $stored, lost: $lost in $ngaps gaps (longest $maxgap), duplicates stored: $dups"
+        [ $input != serial ] || echo "  of the lost, $(jv serial serial.lost_at_source) (good and bad) were never written: the pty was gone"
+        check "$([ "$stored" -eq $((sent - lost)) ] && echo 1 || echo 0)" "$input: stored + lost = sent"
+        check "$([ "$dups" -eq 0 ] && echo 1 || echo 0)" "$input: no duplicate stored"
+        if [ $input = serial ]; then
+                rate=$(q "SELECT json_extract(j, '\$.frames_per_s') FROM sim WHERE input = 'serial'")
+                wsum=$(q "SELECT coalesce(sum(e - s), 0) FROM sw")
+                bound=$(q "SELECT CAST(($wsum / 1000.0) * $rate + 0.999 AS INTEGER)")
+                unexplained=$(q "SELECT count(*) FROM gaps g WHERE input = 'serial'
+                                 AND NOT EXISTS (SELECT 1 FROM sw WHERE sw.s <= g.tb AND sw.e >= g.ta)")
+                echo "outage windows (daemon down or port gone, +-${M} ms, merged): $(q 'SELECT count(*) FROM sw') totalling $((wsum / 1000)).$(printf '%03d' $((wsum % 1000))) s; at $rate frames/s that bounds the loss at $bound frames"
+                q "SELECT '  unexplained gap: seq ' || lo || '..' || hi || ' between ts ' || ta || ' and ' || tb FROM gaps g WHERE input = 'serial'
+                   AND NOT EXISTS (SELECT 1 FROM sw WHERE sw.s <= g.tb AND sw.e >= g.ta)"
+                check "$([ "$unexplained" -eq 0 ] && echo 1 || echo 0)" "serial: every gap falls in an outage window ($unexplained unexplained)"
+                check "$([ "$lost" -le "$bound" ] && echo 1 || echo 0)" "serial: lost $lost <= bound $bound"
+        else
+                events=$((hard_kills + x12))
+                allowance=$((hard_kills * batch_frames + x12 * (batch_frames + BUDGET)))
+                echo "documented window: one store batch ($ROWS rows = $batch_frames frames) per hard kill ($hard_kills), plus $BUDGET messages per store failure ($x12): at most $events gaps, $allowance frames"
+                check "$([ "$ngaps" -le "$events" ] && echo 1 || echo 0)" "mqtt: $ngaps gaps <= $events hard kills and store failures"
+                check "$([ "$maxgap" -le $((batch_frames + BUDGET)) ] && echo 1 || echo 0)" "mqtt: no gap longer than a batch ($maxgap)"
+                check "$([ "$lost" -le "$allowance" ] && echo 1 || echo 0)" "mqtt: lost $lost <= $allowance"
+        fi
+
+        # Rejects: the injected kinds against the reasons; fragments of frames cut by an outage
+        # (a "truncated" line, or the rest of a line whose start a killed daemon had read) are
+        # allowed up to two per outage of this input.
+        src=$input
+        q "SELECT '  rejects ' || reason || ': ' || count(*) FROM store.rejects_view WHERE source = '$src' GROUP BY reason ORDER BY reason"
+        frag=$(q "SELECT count(*) FROM store.rejects_view WHERE source = '$src' AND (reason = 'truncated' OR CAST(raw AS TEXT) LIKE '%\"seq\":%')")
+        rj() { q "SELECT count(*) FROM store.rejects_view WHERE source = '$src' AND reason IN ($1) AND reason != 'truncated' AND CAST(raw AS TEXT) NOT LIKE '%\"seq\":%'"; }
+        g_text=$(rj "'bad_json','not_utf8'")
+        g_long=$(rj "'too_long'")
+        g_fin=$(rj "'not_finite'")
+        # A frame without "sensor": over MQTT the id comes from the topic level, which the
+        # simulator leaves empty (greenhouse//state): bad_sensor there.
+        if [ $input = serial ]; then miss_reason=missing_sensor; else miss_reason=bad_sensor; fi
+        g_miss=$(rj "'$miss_reason'")
+        other=$(q "SELECT count(*) FROM store.rejects_view WHERE source = '$src' AND reason NOT IN ('bad_json','not_utf8','too_long','not_finite','$miss_reason','truncated') AND CAST(raw AS TEXT) NOT LIKE '%\"seq\":%'")
+        s_text=$(( $(jv $input bad.garbage) + $(jv $input bad.bad_utf8) ))
+        s_long=$(jv $input bad.overlong) s_fin=$(jv $input bad.not_finite) s_miss=$(jv $input bad.missing_sensor)
+        rejected=$(q "SELECT count(*) FROM store.rejects_view WHERE source = '$src'")
+        excess=0 missing=0
+        for pair in "$g_text $s_text" "$g_long $s_long" "$g_fin $s_fin" "$g_miss $s_miss"; do
+                set -- $pair
+                [ "$1" -le "$2" ] && missing=$((missing + $2 - $1)) || excess=$((excess + $1 - $2))
+        done
+        if [ $input = serial ]; then outages=$((x_all + n_pty)); else outages=$((x_all + n_broker)); fi
+        echo "rejected: $rejected = garbage/bad_utf8 $g_text of $s_text sent, overlong $g_long of $s_long, not_finite $g_fin of $s_fin, missing_sensor ($miss_reason) $g_miss of $s_miss, fragments $frag, other $other"
+        echo "  bad frames sent but not rejected (lost with the good ones): $missing; rejects beyond the injected: $excess"
+        check "$([ "$other" -eq 0 ] && echo 1 || echo 0)" "$input: no reject of a reason the simulator does not inject"
+        check "$([ $((excess + frag)) -le $((2 * outages)) ] && echo 1 || echo 0)" "$input: fragments and excess rejects ($((excess + frag))) <= 2 per outage ($outages)"
+        if [ $input = mqtt ]; then
+                check "$([ $((lost + missing)) -le "$allowance" ] && echo 1 || echo 0)" "mqtt: good and bad frames lost ($((lost + missing))) <= $allowance"
+        else
+                check "$([ $((lost + missing)) -le "$bound" ] && echo 1 || echo 0)" "serial: good and bad frames lost ($((lost + missing))) <= bound $bound"
+        fi
+done
+
+# ---- RSS -----------------------------------------------------------------------------------
+echo
+echo "---- RSS (VmRSS every 2 s)"
+rs=$(q "SELECT min(t) FROM timeline WHERE kind = 'rss_start'")
+re=$(q "SELECT max(t) FROM timeline WHERE kind = 'rss_end'")
+first_pid=$(q "SELECT pid FROM rss ORDER BY t LIMIT 1")
+echo "first process: $(q "SELECT kib FROM rss WHERE pid = $first_pid ORDER BY t LIMIT 1") KiB at its first sample, $(q "SELECT max(kib) FROM rss WHERE pid = $first_pid") KiB at most"
+echo "all $(q 'SELECT count(DISTINCT pid) FROM rss') processes: $(q 'SELECT min(kib) FROM rss')..$(q 'SELECT max(kib) FROM rss') KiB"
+pids=$(q "SELECT count(DISTINCT pid) FROM rss WHERE t BETWEEN $rs AND $re")
+p=$(q "SELECT pid FROM rss WHERE t >= $rs ORDER BY t LIMIT 1")
+a=$(q "SELECT kib FROM rss WHERE pid = $p AND t >= $rs ORDER BY t LIMIT 1")
+b=$(q "SELECT kib FROM rss WHERE pid = $p AND t <= $re ORDER BY t DESC LIMIT 1")
+span=$(( ($(q "SELECT max(t) FROM rss WHERE pid = $p AND t <= $re") - $(q "SELECT min(t) FROM rss WHERE pid = $p AND t >= $rs")) / 1000 ))
+echo "long-lived process (riding phase, $span s, $(count_tl "kind IN ('pty_down', 'broker_down', 'burst') AND t BETWEEN $rs AND $re") faults ridden out): $a KiB -> $b KiB ($((b - a)) KiB)"
+q "SELECT '  ' || ((t - $rs) / 1000) || ' s: ' || kib || ' KiB' FROM rss WHERE pid = $p AND t BETWEEN $rs AND $re AND (rowid % 15 = 0)" | head -n 20
+check "$([ "$pids" -eq 1 ] && echo 1 || echo 0)" "one process through the riding phase (no restart)"
+check "$([ $((b - a)) -le "$NOISE" ] && echo 1 || echo 0)" "RSS growth $((b - a)) KiB <= $NOISE KiB"
+
+echo
+[ $fail -eq 0 ] && echo "verdict: PASS" || echo "verdict: FAIL"
+exit $fail

@@ -1,0 +1,352 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# The soak and fault campaign: numbered readings through both inputs while faults hit the
+# broker, the serial port, the daemon and its disk, under a real systemd; then an account of
+# every reading (docs/RELIABILITY.md describes the method and the figures).
+#
+#   soak.sh [MINUTES]       (default SOAK_MINUTES, else 2)
+#
+# Environment: SC_BINARY, SC_PTYSHIM, SC_SOURCE (as for tests/system, see lib.sh), SC_SIMULATE
+# (tools/sc-simulate), SOAK_SEED=N replays a run's schedule (printed at the start),
+# SOAK_REPORT=FILE also writes the report there, SC_KEEP=1 keeps the test directory.
+#
+# What runs: the system manager, journald, broker and pty pair of tests/system/lib.sh (private
+# namespaces, own cgroup, random port, everything stopped by PID or cgroup on any exit); the
+# daemon from its own unit; two simulators, one per input, each numbering its good frames
+# ("seq" metric, sensor ids soak-s* on the serial port, soak-m* over MQTT QoS 1 json).
+# Differences from the shipped unit, and why (the first three as in test-lifecycle.sh):
+#   ExecStart=, DeviceAllow=char-pts, LD_PRELOAD=ptyshim.so, ExecStartPre=clear-exclusive
+#                     the serial port is a socat pty (see test-lifecycle.sh)
+#   WatchdogSec=2s    so a SIGSTOPped daemon is caught quickly
+# The state directory is a tmpfs of its own inside the namespace, so that its disk can be
+# filled (and freed) without touching the machine. The broker gets max_queued_messages 0: by
+# default mosquitto drops QoS 1 messages beyond 1000 per offline client, which would be the
+# broker's loss, not ours.
+#
+# Faults (a seeded schedule: the kind, the pauses and the outage lengths come from SOAK_SEED):
+#   sigkill       SIGKILL the daemon; systemd restarts it
+#   watchdog      SIGSTOP the daemon; systemd's watchdog kills it (SIGABRT) and restarts it
+#   pty_short     the serial writer (socat) gone for less than serial.reopen_timeout
+#   pty_long      gone for longer: the daemon exits 10 and is restarted
+#   broker_short  mosquitto stopped (SIGTERM: it writes its persistence) and restarted within
+#                 mqtt.max_offline
+#   broker_long   stopped for longer: the daemon exits 11 and is restarted
+#   diskfull      the store's tmpfs filled until the daemon exits 12, held, then freed (once)
+#   burst         both simulators send a burst of bad frames (SIGUSR2, sc-simulate --burst)
+# Every restarting fault happens in the first 60% of the run; the rest has only the faults a
+# running daemon rides out, so one process lives through them for the leak check.
+#
+# Verdict (exit 1 on any): a serial gap that no outage window explains, or serial loss above
+# the bound from those windows; an MQTT gap beyond one batch per hard kill or store failure;
+# a duplicate stored; a reject that no injected bad frame or outage explains; a restart with
+# a cause not injected; a failed integrity_check; RSS growth of the long-lived daemon beyond
+# noise; a simulator failing.
+. "$(dirname "$0")/../system/lib.sh"
+
+SOAK_MINUTES=${1:-${SOAK_MINUTES:-2}}
+[[ "$SOAK_MINUTES" =~ ^[0-9]+$ ]] && [ "$SOAK_MINUTES" -ge 1 ] || { echo "soak.sh: MINUTES must be a positive integer" >&2; exit 64; }
+SOAK_SEED=${SOAK_SEED:-$(( $(date +%s%N) % 1000000007 ))}
+[ -n "${SC_SIMULATE:-}" ] && [ -x "$SC_SIMULATE" ] || { echo "soak.sh: SC_SIMULATE must name the built sc-simulate" >&2; exit 1; }
+
+unit=sensor-collector.service
+conf=/etc/sensor-collector/sensor-collector.json
+state=/var/lib/private/sensor-collector            # the StateDirectory, as the manager sees it
+RATE_SERIAL=25 RATE_MQTT=25                         # frames per second per input
+REOPEN_TIMEOUT=4 MAX_OFFLINE=8                      # the daemon's budgets (seconds)
+COMMIT_MAX_ROWS=500 READINGS_PER_FRAME=3            # store default; temperature, humidity, seq
+READ_PACKET_BUDGET=64                               # MQTT messages handled per wakeup (mqtt-task.c)
+MARGIN_MS=500                                       # around each serial outage window
+RSS_NOISE_KIB=1024                                  # allowed RSS growth of the long-lived daemon
+
+failures=()
+verdict() { # OK? WHAT
+        if [ "$1" = 1 ]; then sc_log "ok: $2"; else sc_log "FAIL: $2"; failures+=("$2"); fi
+}
+now_ms() { date +%s%3N; }
+ev() { # KIND [DETAIL]: one line of the timeline
+        printf '%s\t%s\t%s\n' "$(now_ms)" "$1" "${2:-}" >>"$T/timeline.tsv"
+        sc_log "timeline: $1 ${2:-}"
+}
+
+# The broker of lib.sh, with one line added to its configuration (see above). sc_broker_start
+# starts "mosquitto -c FILE" in the background; this function replaces itself with the real one.
+mosquitto() {
+        printf 'max_queued_messages 0\n' >>"$2"
+        exec /usr/sbin/mosquitto "$@"
+}
+
+sc_setup
+# On any exit, before lib.sh's cleanup ends the namespace: keep the journal and the store with
+# the rest of the test directory (SC_KEEP=1 keeps it; a failed run keeps it too).
+soak_save() {
+        [ -n "$SC_MANAGER_PID" ] && kill -0 "$SC_MANAGER_PID" 2>/dev/null || return 0
+        [ -s "$T/journal.txt" ] || sc_journal -o short-precise >"$T/journal.txt" 2>/dev/null || true
+        [ -s "$T/journal.json" ] || sc_journal -u "$unit" -o json 2>/dev/null |
+                sed '1s/^/[/; $!s/$/,/; $s/$/]/' >"$T/journal.json" || true
+        [ -e "$T/store.db" ] || { cp "$host_state/readings.db" "$T/store.db" &&
+                cp "$host_state/readings.db-wal" "$T/store.db-wal"; } 2>/dev/null || true
+}
+trap 'st=$?; set +e; soak_save; [ $st -eq 0 ] || SC_KEEP=1; (exit $st); sc_cleanup' EXIT
+host_state=""
+: >"$T/timeline.tsv"
+sc_log "seed $SOAK_SEED, $SOAK_MINUTES min (replay: SOAK_SEED=$SOAK_SEED)"
+sc_manager_start
+sc_broker_start
+sc_pty_start
+RANDOM=$SOAK_SEED   # after the broker's random port: from here on RANDOM is the schedule's
+
+# The state directory on a tmpfs of its own: about 1.5 MB of store per minute at these rates.
+store_mb=$((24 + 2 * SOAK_MINUTES))
+sc_in_ns sh -c "mkdir -p $state && chmod 0700 /var/lib/private && mount -t tmpfs -o size=${store_mb}m,mode=0700 soak-store $state"
+# The same directory from outside, for cp and dd (the sqlite3 shell resolves the /proc link to
+# our own root, so it reads the store through sc_in_ns instead).
+host_state=/proc/$SC_MANAGER_PID/root$state
+
+printf '%s\n' '{
+  "serial": { "device": "'"$(sc_pty_device)"'", "baud": 115200, "reopen_timeout": '$REOPEN_TIMEOUT' },
+  "mqtt": { "host": "127.0.0.1", "port": '"$SC_BROKER_PORT"', "client_id": "sc-soak",
+            "keepalive": 5, "max_offline": '$MAX_OFFLINE',
+            "topics": [ { "filter": "greenhouse/+sensor/state", "qos": 1, "format": "json" } ] },
+  "store": { "commit_max_rows": '$COMMIT_MAX_ROWS' },
+  "supervisor": { "stop_timeout": 5 }
+}' >"$T/config.json"
+sc_in_ns sh -c "mkdir -p /etc/sensor-collector && cp $SC_NS/config.json $conf &&
+                install -m 0600 /dev/null /etc/sensor-collector/mqtt-password"
+cat >"$T/bin/clear-exclusive" <<'PERL'
+#!/usr/bin/perl
+# Leaves exclusive mode on a tty (TIOCNXCL), as its last close would.
+open(my $tty, "+<", $ARGV[0]) or exit 0;
+ioctl($tty, 0x540D, 0) or die "TIOCNXCL on $ARGV[0]: $!\n";
+PERL
+chmod 0755 "$T/bin/clear-exclusive"
+sc_unit_from_source \
+        "s|^ExecStart=/usr/bin/sensor-collector |ExecStart=$SC_NS/bin/sensor-collector |" \
+        "s|^DeviceAllow=char-ttyAMA rw|&\nDeviceAllow=char-pts rw\nEnvironment=LD_PRELOAD=$SC_NS/bin/ptyshim.so|" \
+        "s|^WatchdogSec=.*|WatchdogSec=2s|" \
+        "s|^ExecStart=|ExecStartPre=-+$SC_NS/bin/clear-exclusive $SC_NS/pty/dev\n&|"
+
+status_line() { sc_ctl status "$unit" 2>/dev/null | sed -n 's/^ *Status: "\(.*\)"$/\1/p' || true; }
+healthy() { # active, the port open and the broker connected
+        local s
+        sc_is_state $unit active running || return 1
+        s=$(status_line)
+        [[ "$s" == *"serial: running"* && "$s" == *"mqtt: connected"* ]]
+}
+main_pid() { sc_prop $unit MainPID; }
+
+ev start
+sc_ctl start --no-block "$unit"
+sc_wait 30 "the daemon is up with both inputs" healthy
+
+# ---- RSS of the daemon, every 2 s, from the service's cgroup (host PIDs) --------------------
+# (Which hierarchy holds the processes depends on the machine's cgroup setup: both are read.)
+(
+        trap 'exit 0' TERM
+        while :; do
+                for p in $(find /sys/fs/cgroup/unified/"$SC_CGROUP" /sys/fs/cgroup/systemd/"$SC_CGROUP" \
+                                -path "*/$unit/cgroup.procs" -exec cat {} + 2>/dev/null | sort -u); do
+                        [ "$(cat /proc/$p/comm 2>/dev/null)" = sensor-collecto ] || continue
+                        r=$(awk '$1 == "VmRSS:" { print $2 }' /proc/$p/status 2>/dev/null)
+                        [ -n "$r" ] && printf '%s\t%s\t%s\n' "$(date +%s%3N)" "$p" "$r"
+                done
+                sleep 2
+        done
+) >"$T/rss.tsv" 2>/dev/null &
+SC_PIDS+=($!)
+
+# ---- the simulators ----------------------------------------------------------------------
+sim_common=(-q --sensors 4 --metrics temperature,humidity --number --bad-rate 0.01 --burst 25
+            --wait 30 --drain-timeout 30)
+"$SC_SIMULATE" "${sim_common[@]}" --serial "$T/pty/sim" --rate $RATE_SERIAL --sensor-prefix soak-s \
+        --seed $((SOAK_SEED + 1)) --stats-json "$T/sim-serial.json" 2>"$T/sim-serial.log" &
+sim_serial=$!
+SC_PIDS+=($sim_serial)
+"$SC_SIMULATE" "${sim_common[@]}" --mqtt "127.0.0.1:$SC_BROKER_PORT" --qos 1 --client-id soak-sim \
+        --mqtt-format json --rate $RATE_MQTT --sensor-prefix soak-m \
+        --seed $((SOAK_SEED + 2)) --stats-json "$T/sim-mqtt.json" 2>"$T/sim-mqtt.log" &
+sim_mqtt=$!
+SC_PIDS+=($sim_mqtt)
+ev sims_started
+
+# ---- faults ------------------------------------------------------------------------------
+rnd() { R=$((RANDOM % ($2 - $1 + 1) + $1)); }            # LO HI: an integer in R (no subshell,
+                                                        # which would not advance RANDOM)
+ms_sleep() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
+
+check_integrity() { # WHEN: integrity_check of the store as the next start will find it
+        local dir="$T/check" pid before after out
+        rm -rf "$dir" && mkdir -p "$dir"
+        before=$(main_pid)
+        cp "$host_state/readings.db" "$dir/" 2>/dev/null || { ev integrity "$1 skipped (no store yet)"; return 0; }
+        cp "$host_state/readings.db-wal" "$dir/" 2>/dev/null || true
+        after=$(main_pid)
+        if [ "$before" != 0 ] || [ "$after" != 0 ]; then
+                ev integrity "$1 skipped (a daemon was running during the copy)"
+                return 0
+        fi
+        out=$(sqlite3 "$dir/readings.db" 'PRAGMA integrity_check' 2>&1) || true
+        if [ "$out" = ok ]; then
+                ev integrity "$1 ok"
+        else
+                ev integrity "$1 FAILED: $out"
+                verdict 0 "integrity_check after $1: $out"
+        fi
+}
+
+wait_dead() { # OLD-PID: until that process is gone and no new one runs yet
+        local pid=$1 i
+        for i in $(seq 150); do
+                [ "$(main_pid)" != "$pid" ] && [ "$(main_pid)" = 0 ] && return 0
+                sleep 0.05
+        done
+        return 1
+}
+
+exits_seen() { # the manager's "Main process exited" lines so far
+        sc_journal -u "$unit" -o cat 2>/dev/null | grep -c 'Main process exited' || true
+}
+
+fault_sigkill() {
+        local pid
+        pid=$(main_pid)
+        ev sigkill "pid $pid"
+        sc_in_ns kill -KILL "$pid"
+        wait_dead "$pid" && check_integrity "sigkill"
+}
+fault_watchdog() {
+        local pid
+        pid=$(main_pid)
+        ev sigstop "pid $pid"
+        sc_in_ns kill -STOP "$pid"
+        wait_dead "$pid" && check_integrity "watchdog"
+}
+fault_pty() { # MS
+        ev pty_down "$1 ms"
+        sc_pty_stop
+        ms_sleep "$1"
+        sc_pty_start
+        ev pty_up
+}
+fault_broker() { # MS
+        ev broker_down "$1 ms"
+        sc_broker_stop
+        ms_sleep "$1"
+        local port=$SC_BROKER_PORT
+        sc_broker_start
+        [ "$SC_BROKER_PORT" = "$port" ] || sc_fail "the broker came back on port $SC_BROKER_PORT, not $port"
+        ev broker_up
+}
+fault_burst() {
+        ev burst
+        kill -USR2 "$sim_serial" "$sim_mqtt"
+}
+fault_diskfull() {
+        local n0 i
+        n0=$(exits_seen)
+        ev disk_fill
+        dd if=/dev/zero of="$host_state/filler" bs=64k 2>/dev/null || true
+        for i in $(seq 600); do
+                sc_journal -u "$unit" EXIT_STATUS=12 -o cat 2>/dev/null | grep -q 'Exiting with status 12' && break
+                sleep 0.1
+        done
+        [ "$i" -lt 600 ] || verdict 0 "the full disk did not make the daemon exit 12 within 60 s"
+        ms_sleep 3000     # one more start fails the same way
+        ev disk_free "$(($(exits_seen) - n0)) exits while full"
+        rm -f "$host_state/filler"
+        for i in $(seq 100); do # the last exit's process gone, so the copy is stable
+                [ "$(main_pid)" = 0 ] && { check_integrity "disk full"; break; }
+                sleep 0.05
+        done
+}
+
+run_fault() { # KIND
+        case "$1" in
+        sigkill)      fault_sigkill ;;
+        watchdog)     fault_watchdog ;;
+        pty_short)    rnd 300 $(( (REOPEN_TIMEOUT - 2) * 1000 )); fault_pty $R ;;
+        pty_long)     fault_pty "$(( (REOPEN_TIMEOUT + 2) * 1000 ))" ;;
+        broker_short) rnd 300 2500; fault_broker $R ;;
+        broker_long)  fault_broker "$(( (MAX_OFFLINE + 1) * 1000 ))" ;;
+        diskfull)     fault_diskfull ;;
+        burst)        fault_burst ;;
+        esac
+        sc_wait 60 "healthy after $1" healthy
+}
+
+t0=$(date +%s)
+end=$((t0 + SOAK_MINUTES * 60))
+fault_end=$((t0 + SOAK_MINUTES * 60 * 6 / 10))
+pause_max=$(( SOAK_MINUTES <= 5 ? 3000 : 20000 ))
+# Every kind at least once, in a seeded order; then seeded draws.
+must=(sigkill watchdog pty_short pty_long broker_short broker_long diskfull burst)
+for ((i = ${#must[@]} - 1; i > 0; i--)); do
+        j=$((RANDOM % (i + 1)))
+        tmp=${must[i]} must[i]=${must[j]} must[j]=$tmp
+done
+restarting=(sigkill sigkill sigkill watchdog pty_short pty_short pty_long broker_short broker_short broker_long burst burst)
+riding=(pty_short broker_short broker_short burst)
+ev phase faults
+n=0
+while :; do
+        if [ $n -lt ${#must[@]} ]; then
+                kind=${must[n]}
+        elif [ "$(date +%s)" -lt "$fault_end" ]; then
+                kind=${restarting[RANDOM % ${#restarting[@]}]}
+        else
+                break
+        fi
+        n=$((n + 1))
+        rnd 500 $pause_max
+        ms_sleep $R
+        run_fault "$kind"
+done
+ev phase riding
+sleep 10   # the daemon settles; the leak check's first sample is after this
+ev rss_start
+while [ "$(date +%s)" -lt $((end - 8)) ]; do
+        rnd 1000 $((pause_max * 2))
+        ms_sleep $R
+        [ "$(date +%s)" -lt $((end - 8)) ] || break
+        run_fault "${riding[RANDOM % ${#riding[@]}]}"
+done
+sleep 4
+ev rss_end
+
+# ---- drain: the simulators stop and wait for their QoS 1 acknowledgements ----------------
+ev phase drain
+kill -TERM "$sim_serial" "$sim_mqtt"
+sim_ok=1
+wait "$sim_serial" || { sim_ok=0; sc_log "the serial simulator failed: $(tail -n 5 "$T/sim-serial.log")"; }
+wait "$sim_mqtt" || { sim_ok=0; sc_log "the MQTT simulator failed: $(tail -n 5 "$T/sim-mqtt.log")"; }
+verdict $sim_ok "both simulators ended normally (MQTT: every QoS 1 message acknowledged)"
+seq_last_m=$(sqlite3 :memory: "SELECT json_extract(readfile('$T/sim-mqtt.json'), '\$.seq_last')")
+stored_last() {
+        sc_in_ns sqlite3 -readonly "$state/readings.db" \
+                "SELECT coalesce(max(CAST(value AS INTEGER)), 0) FROM readings_view WHERE metric = 'seq' AND sensor LIKE 'soak-m%'"
+}
+mqtt_caught_up() { [ "$(stored_last)" -ge "$seq_last_m" ]; }
+sc_log "MQTT: last seq sent $seq_last_m, stored so far $(stored_last 2>&1)"
+sc_wait 60 "the daemon stored the last MQTT frame" mqtt_caught_up
+sleep 2   # the serial tail, if any, is in the tty buffer: read and committed by now
+sc_ctl stop "$unit"
+verdict "$([ "$(sc_prop $unit ExecMainStatus)" = 0 ] && echo 1 || echo 0)" "the final stop exits 0"
+ev stop
+
+# ---- the account ---------------------------------------------------------------------------
+A="$T/analysis.db"
+soak_save      # the journal and the store, into the test directory
+final_check=$(sqlite3 "$T/store.db" 'PRAGMA integrity_check' 2>&1) || true
+verdict "$([ "$final_check" = ok ] && echo 1 || echo 0)" "integrity_check of the final store: $final_check"
+
+SOAK_REOPEN_MS=$((REOPEN_TIMEOUT * 1000)) SOAK_OFFLINE_MS=$((MAX_OFFLINE * 1000)) \
+        bash "$(dirname "$0")/account.sh" "$T" "$A" "$MARGIN_MS" "$COMMIT_MAX_ROWS" "$READINGS_PER_FRAME" \
+        "$READ_PACKET_BUDGET" "$RSS_NOISE_KIB" >"$T/report.txt" || failures+=("the account (see the report)")
+cat "$T/report.txt"
+[ -z "${SOAK_REPORT:-}" ] || { cp "$T/report.txt" "$SOAK_REPORT"; cp "$T/timeline.tsv" "$SOAK_REPORT.timeline"; }
+
+if [ ${#failures[@]} -gt 0 ]; then
+        sc_log "FAILED (seed $SOAK_SEED): ${failures[*]}"
+        SC_KEEP=1
+        exit 1
+fi
+sc_log "PASS (seed $SOAK_SEED)"
