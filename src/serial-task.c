@@ -60,6 +60,9 @@ typedef struct SerialTask {
         uint64_t backoff_usec;
         unsigned attempts;            /* reopen attempts since it went away */
         uint64_t last_data_usec;      /* CLOCK_MONOTONIC of the last byte (or of the open) */
+        uint64_t silent_since_usec;   /* of the last byte, or of the open at start or after a loss:
+                                       * idle reopens do not restart it */
+        unsigned idle_reopens;        /* idle reopens since the last byte */
         uint64_t rng;
 
         RateLimit reject_ratelimit;
@@ -350,6 +353,15 @@ static int serial_read_chunk(SerialTask *st) {
         if (n == 0)
                 return 0;
         st->last_data_usec = serial_now(st);
+        if (st->idle_reopens > 0) {
+                char span[32];
+
+                log_full_errno_fields(LOG_INFO, 0, SERIAL_FIELDS(st), "Serial port '%s' delivers data again after %s.",
+                                      device(st), format_timespan(span, sizeof(span), st->last_data_usec - st->silent_since_usec));
+                st->idle_reopens = 0;
+                task_report_running(st->task);
+        }
+        st->silent_since_usec = st->last_data_usec;
         st->received_ms = wall_clock_ms(st);
         r = line_buffer_feed(&st->lines, buf, (size_t) n, serial_handle_line, st);
         if (r < 0 && st->state == PORT_OPEN)
@@ -376,10 +388,18 @@ static int serial_arm_timer(SerialTask *st, sd_event_source **source, uint64_t u
         return sd_event_source_set_enabled(*source, SD_EVENT_ONESHOT);
 }
 
-static int serial_arm_idle(SerialTask *st, uint64_t usec) {
+/* When no byte has come for idle_timeout + reopen_timeout, the idle timer fails the task. */
+static uint64_t serial_silence_deadline(const SerialTask *st) {
+        return st->silent_since_usec + st->config->idle_timeout_usec + st->config->reopen_timeout_usec;
+}
+
+/* Arms the idle timer for the next idle reopen or the silence deadline, whichever is first. */
+static int serial_arm_idle(SerialTask *st) {
         if (st->config->idle_timeout_usec == 0)
                 return 0;
-        return serial_arm_timer(st, &st->idle_source, usec, on_idle_timer, "serial-idle");
+        return serial_arm_timer(st, &st->idle_source,
+                                MIN(st->last_data_usec + st->config->idle_timeout_usec, serial_silence_deadline(st)),
+                                on_idle_timer, "serial-idle");
 }
 
 /* Applies every line setting from the configuration, one at a time, so that an error names
@@ -472,9 +492,10 @@ fail:
         return -errno;
 }
 
-/* Opens and configures the port and starts watching it. Returns 0, or -errno with a short
- * description in problem and *ret_fatal set when reopening cannot help. Logs nothing. */
-static int serial_open(SerialTask *st, bool *ret_fatal, char *problem, size_t size) {
+/* Opens and configures the port and starts watching it. An idle reopen keeps counting the
+ * silence; any other open starts it afresh. Returns 0, or -errno with a short description in
+ * problem and *ret_fatal set when reopening cannot help. Logs nothing. */
+static int serial_open(SerialTask *st, bool idle_reopen, bool *ret_fatal, char *problem, size_t size) {
         struct sp_port *port = NULL;
         enum sp_return sr;
         int fd = -EBADF, r;
@@ -552,7 +573,11 @@ static int serial_open(SerialTask *st, bool *ret_fatal, char *problem, size_t si
         st->state = PORT_OPEN;
         st->ever_opened = true;
         st->last_data_usec = serial_now(st);
-        r = serial_arm_idle(st, st->last_data_usec + st->config->idle_timeout_usec);
+        if (!idle_reopen) {
+                st->silent_since_usec = st->last_data_usec;
+                st->idle_reopens = 0;
+        }
+        r = serial_arm_idle(st);
         if (r < 0)
                 log_full_errno_fields(LOG_WARNING, r, SERIAL_FIELDS(st),
                                       "Failed to arm the idle timer for '%s', ignoring: %m", device(st));
@@ -650,7 +675,7 @@ static int on_reopen_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 return 0;
 
         st->attempts++;
-        r = serial_open(st, &fatal, problem, sizeof(problem));
+        r = serial_open(st, false, &fatal, problem, sizeof(problem));
         now = serial_now(st);
         if (r >= 0) {
                 char suffix[80];
@@ -681,10 +706,22 @@ static int on_reopen_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+static void serial_report_silent(SerialTask *st, uint64_t now) {
+        char cause[256], span[32];
+
+        snprintf(cause, sizeof(cause), "no data from %s for %s (%u idle %s)", device(st),
+                 format_timespan(span, sizeof(span), now - st->silent_since_usec), st->idle_reopens,
+                 plural(st->idle_reopens, "reopen", "reopens"));
+        task_report_degraded(st->task, cause);
+}
+
+/* No byte for idle_timeout: reopen the port, and report degraded until a byte comes. No byte
+ * for idle_timeout + reopen_timeout (counted from the last byte or the last open that was not
+ * an idle reopen): fail, like a port that does not come back. */
 static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         SerialTask *st = userdata;
         uint64_t idle = st->config->idle_timeout_usec, now = serial_now(st);
-        char span[32], problem[160];
+        char span[32], limit[32], problem[160];
         bool fatal;
         int r;
 
@@ -692,8 +729,20 @@ static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         (void) usec;
         if (st->state != PORT_OPEN || idle == 0)
                 return 0;
+        if (now >= serial_silence_deadline(st)) {
+                /* Keep a partial line (bytes then, which restart the clock: only in theory). */
+                r = serial_flush_partial(st);
+                if (r < 0) {
+                        (void) serial_store_failed(st, r);
+                        return 0;
+                }
+                serial_fail(st, -ENODATA, "No data from serial port '%s' for %s (%u idle %s)", device(st),
+                            format_timespan(span, sizeof(span), now - st->silent_since_usec), st->idle_reopens,
+                            plural(st->idle_reopens, "reopen", "reopens"));
+                return 0;
+        }
         if (now < st->last_data_usec + idle) {
-                r = serial_arm_idle(st, st->last_data_usec + idle);
+                r = serial_arm_idle(st);
                 if (r < 0)
                         log_full_errno_fields(LOG_WARNING, r, SERIAL_FIELDS(st),
                                               "Failed to re-arm the idle timer for '%s', ignoring: %m", device(st));
@@ -702,18 +751,21 @@ static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
         /* A wedged USB adapter often talks again after a close and open. */
         log_full_errno_fields(LOG_WARNING, 0, SERIAL_FIELDS(st),
-                              "No data from serial port '%s' for %s, reopening it.", device(st),
-                              format_timespan(span, sizeof(span), now - st->last_data_usec));
+                              "No data from serial port '%s' for %s, reopening it (giving up after %s without data).",
+                              device(st), format_timespan(span, sizeof(span), now - st->silent_since_usec),
+                              format_timespan(limit, sizeof(limit), idle + st->config->reopen_timeout_usec));
         r = serial_flush_partial(st);
         if (r < 0) {
                 (void) serial_store_failed(st, r);
                 return 0;
         }
         serial_close_port(st);
-        r = serial_open(st, &fatal, problem, sizeof(problem));
+        r = serial_open(st, true, &fatal, problem, sizeof(problem));
         if (r >= 0) {
                 st->reopens++;
+                st->idle_reopens++;
                 serial_log_opened(st, "Reopened", "after it was idle");
+                serial_report_silent(st, now);
                 return 0;
         }
         if (fatal) {
@@ -757,7 +809,7 @@ static int serial_task_start(Task *t) {
         bool fatal;
         int r;
 
-        r = serial_open(st, &fatal, problem, sizeof(problem));
+        r = serial_open(st, false, &fatal, problem, sizeof(problem));
         if (r >= 0) {
                 serial_log_opened(st, "Opened", NULL);
                 task_report_running(t);
@@ -817,7 +869,14 @@ static void serial_task_format_status(Task *t, char *buf, size_t size) {
                  st->reopens, plural(st->reopens, "reopen", "reopens"));
         switch (st->state) {
         case PORT_OPEN:
-                snprintf(buf, size, "running on %s, %s", device(st), counters);
+                if (st->idle_reopens > 0) {
+                        char span[32];
+
+                        snprintf(buf, size, "no data from %s for %s (%u idle %s), %s", device(st),
+                                 format_timespan(span, sizeof(span), serial_now(st) - st->silent_since_usec),
+                                 st->idle_reopens, plural(st->idle_reopens, "reopen", "reopens"), counters);
+                } else
+                        snprintf(buf, size, "running on %s, %s", device(st), counters);
                 break;
         case PORT_REOPENING:
                 snprintf(buf, size, "%s %s (attempt %u), %s", st->ever_opened ? "reopening" : "waiting for",

@@ -12,7 +12,10 @@
  * Returns 0 or -ENOMEM. */
 /* Behaviour (docs/SERIAL.md): start() opens and configures config->device and reports running;
  * a missing device, or one that goes away later, is reopened with backoff and the task is
- * degraded meanwhile; not back within reopen_timeout -> failure. Every line becomes readings
+ * degraded meanwhile; not back within reopen_timeout -> failure. With idle_timeout, a port
+ * silent that long is reopened and the task degraded until a byte comes; no byte for
+ * idle_timeout + reopen_timeout (since the last byte or the last open that was not an idle
+ * reopen) -> failure (-ENODATA). Every line becomes readings
  * (store_append) or a reject (store_append_reject); a partial line cut off by a close is a
  * "truncated" reject. stop() reads what is already buffered (bounded), closes the port and
  * returns 0. The task keeps pointers to config (device is used as the readings' origin) and

@@ -462,7 +462,7 @@ START_TEST(test_store_fails_on_partial_line) {
                       "%s", log);
         ck_assert_msg(strstr(log, "Store refused a record, no longer reading"), "%s", log);
         /* ...and does not go on to reopen the port */
-        ck_assert_msg(!strstr(log, "giving up after"), "%s", log);
+        ck_assert_msg(!strstr(log, "; reopening, giving up") && !strstr(log, "did not reopen"), "%s", log);
         free(log);
         ck_assert_int_eq(tl_sql_int(c.db, "SELECT count(*) FROM readings"), 1);
 }
@@ -489,6 +489,61 @@ START_TEST(test_failed_idle_reopen_counts_once) {
         ck_assert_msg(tl_notify_wait(&c.d.notify, "1 frame, 0 rejects, 1 reopen\n", 3000), "%s", c.d.notify.log);
         stop_daemon_ok(&c);
         ck_assert_int_eq(count_log(&c, "1 reopen)."), 1);
+}
+END_TEST
+
+/* A port that stays open but silent: degraded from the first idle reopen, failed (exit 10)
+ * once nothing came for idle_timeout + reopen_timeout. */
+START_TEST(test_silent_port_fails) {
+        int64_t t0, elapsed;
+        char *log;
+        int status;
+        Ctx c;
+
+        ctx_init(&c, true);
+        daemon_start(&c, "\"format\": \"kv\", \"idle_timeout\": 0.3, \"reopen_timeout\": 0.5", "");
+        wait_ready(&c);
+        t0 = tl_now_ms();
+        ck_assert_msg(tl_notify_wait(&c.d.notify, "serial: no data from", 3000), "%s", c.d.notify.log);
+        status = tl_daemon_wait(&c.d, 5000);
+        elapsed = tl_now_ms() - t0;
+        log = tl_daemon_log(&c.d);
+        ck_assert_msg(status == 10, "exit status %d; log:\n%s", status, log);
+        ck_assert_msg(elapsed >= 700 && elapsed <= 3000, "failed after %" PRId64 " ms", elapsed);
+        ck_assert_msg(strstr(log, "Task serial failed: No data from serial port") && strstr(log, "2 idle reopens"),
+                      "%s", log);
+        ck_assert_msg(strstr(log, "giving up after 800ms without data"), "%s", log);
+        free(log);
+        ck_assert(strstr(c.d.notify.log, "STOPPING=1"));
+}
+END_TEST
+
+/* Bytes end the degraded state and restart the clock: a port that talks now and then, less
+ * often than idle_timeout, is reopened but never given up on. */
+START_TEST(test_silent_port_recovers) {
+        Ctx c;
+
+        ctx_init(&c, true);
+        daemon_start(&c, "\"format\": \"kv\", \"idle_timeout\": 0.3, \"reopen_timeout\": 0.5", "");
+        wait_ready(&c);
+        for (int i = 1; i <= 3; i++) {
+                char line[64];
+
+                /* wait for the idle reopen (degraded), then talk: running again */
+                ck_assert_msg(tl_notify_wait(&c.d.notify, "serial: no data from", 3000), "%s", c.d.notify.log);
+                c.d.notify.len = 0;     /* from here on, only what comes next */
+                c.d.notify.log[0] = 0;
+                snprintf(line, sizeof(line), "sensor=q v=%d\n", i);
+                write_str(&c, line);
+                ck_assert_msg(tl_notify_wait(&c.d.notify, "serial: running on", 3000), "%s", c.d.notify.log);
+                c.d.notify.len = 0;
+                c.d.notify.log[0] = 0;
+        }
+        ck_assert_int_eq(count_log(&c, "delivers data again"), 3);
+        /* more than idle_timeout + reopen_timeout since start: still alive */
+        ck_assert_int_eq(tl_wait(c.d.pid, 1), -ETIMEDOUT);
+        wait_sql(&c, "SELECT count(*) FROM readings", 3);
+        stop_daemon_ok(&c);
 }
 END_TEST
 
@@ -632,6 +687,8 @@ static Suite *serial_suite(void) {
         tcase_add_test(tc, test_sigterm_commits);
         tcase_add_loop_test(tc, test_store_fails_on_partial_line, 0, 2);
         tcase_add_test(tc, test_failed_idle_reopen_counts_once);
+        tcase_add_test(tc, test_silent_port_fails);
+        tcase_add_test(tc, test_silent_port_recovers);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("settings");
