@@ -74,6 +74,11 @@ typedef struct MqttTask {
         TopicPattern **patterns;      /* one per config->topics[i] */
         int *sub_mids;                /* message id of each SUBSCRIBE, 0 once granted */
         size_t n_subs_pending;
+        int unsub_mid;                /* message id of the UNSUBSCRIBE of stale filters */
+        bool unsub_pending;           /* its UNSUBACK not in yet */
+        char *subs_key;               /* the store's meta key for the filters of our session */
+        char **remembered;            /* filters that may be subscribed in the broker's session */
+        size_t n_remembered;
         char *password;
         char *host_port;              /* "host:port" for messages */
 
@@ -589,6 +594,7 @@ static void mqtt_connect(MqttTask *m) {
         m->tls_error[0] = 0;
         m->lib_error[0] = 0;
         m->n_subs_pending = 0;
+        m->unsub_pending = false;
         mosquitto_log_callback_set(m->mosq, on_log);
 
         /* Note: for a host name (not an address) libmosquitto resolves it with a blocking
@@ -819,6 +825,202 @@ static const char *connack_describe(MqttProtocol protocol, int rc) {
         return protocol == MQTT_PROTOCOL_V311 ? mosquitto_connack_string(rc) : mosquitto_reason_string(rc);
 }
 
+/* ---- the filters of a persistent session, remembered in the store ----
+ *
+ * A broker keeps the subscriptions of a persistent session across our restarts, also those of
+ * filters a later configuration no longer has: with MQTT 3.1.1 their messages would arrive as
+ * topic_mismatch rejects forever, with MQTT 5 they would carry the identifier of whatever topic
+ * now has their index, and be stored twice. So the store keeps the set of filters that may be
+ * subscribed in the session (the configured ones and, until their UNSUBACK, stale ones), and
+ * when the broker says the session is present, the stale ones are unsubscribed before the task
+ * counts as running. */
+
+static void mqtt_store_failed(MqttTask *m);
+
+static void strv_free_n(char **v, size_t n) {
+        if (!v)
+                return;
+        for (size_t i = 0; i < n; i++)
+                free(v[i]);
+        free(v);
+}
+
+static bool strv_contains(char *const *v, size_t n, const char *s) {
+        for (size_t i = 0; i < n; i++)
+                if (streq(v[i], s))
+                        return true;
+        return false;
+}
+
+/* Every subscription filter of the configuration (without duplicates) into a borrowed list;
+ * returns how many. list has room for n_topics. */
+static size_t mqtt_configured_filters(MqttTask *m, const char **list) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < m->config->n_topics; i++) {
+                const char *f = topic_pattern_subscription(m->patterns[i]);
+
+                if (!strv_contains((char *const *) list, n, f))
+                        list[n++] = f;
+        }
+        return n;
+}
+
+/* Reads what the store remembers for our session (filters, each NUL-terminated: MQTT strings
+ * cannot hold U+0000). A store that cannot say is logged and treated as remembering nothing. */
+static void mqtt_load_remembered(MqttTask *m) {
+        _cleanup_free_ char *value = NULL;
+        void *v = NULL;
+        size_t size = 0, n = 0;
+        int r;
+
+        r = store_get_meta(m->store, m->subs_key, &v, &size);
+        value = v;
+        if (r < 0) {
+                log_full_errno_fields(LOG_WARNING, r, LOG_FIELDS("TASK", "mqtt"),
+                                      "Failed to read the subscriptions of the last run from the store, ignoring: %m");
+                return;
+        }
+        for (size_t i = 0; i < size; i++)
+                if (value[i] == 0)
+                        n++;
+        strv_free_n(m->remembered, m->n_remembered);
+        m->remembered = NULL;
+        m->n_remembered = 0;
+        if (n == 0)
+                return;
+        m->remembered = calloc(n, sizeof(char *));
+        if (!m->remembered)
+                return; /* as good as remembering nothing */
+        for (size_t i = 0; i < size && m->n_remembered < n; i += strlen(value + i) + 1) {
+                m->remembered[m->n_remembered] = strdup(value + i);
+                if (!m->remembered[m->n_remembered])
+                        break;
+                m->n_remembered++;
+        }
+}
+
+/* Makes the store remember exactly these filters for our session (nothing is written when it
+ * already does). Returns 0, or -errno when the store failed (it reports that itself). */
+static int mqtt_remember(MqttTask *m, const char *const *filters, size_t n) {
+        _cleanup_free_ char *value = NULL;
+        char **copy;
+        size_t size = 0, same = 0;
+        int r;
+
+        for (size_t i = 0; i < n; i++)
+                if (strv_contains(m->remembered, m->n_remembered, filters[i]))
+                        same++;
+        if (same == n && n == m->n_remembered)
+                return 0;
+
+        for (size_t i = 0; i < n; i++)
+                size += strlen(filters[i]) + 1;
+        value = malloc(MAX(size, 1u));
+        copy = calloc(MAX(n, 1u), sizeof(char *));
+        if (!value || !copy) {
+                free(copy);
+                return -ENOMEM;
+        }
+        size = 0;
+        for (size_t i = 0; i < n; i++) {
+                size_t len = strlen(filters[i]) + 1;
+
+                memcpy(value + size, filters[i], len);
+                size += len;
+                copy[i] = strdup(filters[i]);
+                if (!copy[i]) {
+                        strv_free_n(copy, i);
+                        return -ENOMEM;
+                }
+        }
+        r = store_set_meta(m->store, m->subs_key, value, size);
+        if (r < 0) {
+                strv_free_n(copy, n);
+                return r;
+        }
+        strv_free_n(m->remembered, m->n_remembered);
+        m->remembered = copy;
+        m->n_remembered = n;
+        return 0;
+}
+
+/* After CONNACK: remember what may now be subscribed and unsubscribe the stale filters of a
+ * present session. Returns 0, or -errno (the connection or the task has been handled). */
+static int mqtt_drop_stale_filters(MqttTask *m, bool session_present) {
+        const MqttConfig *c = m->config;
+        _cleanup_free_ const char **filters = NULL;
+        char **stale = NULL; /* copies: mqtt_remember() replaces m->remembered */
+        size_t n_filters, n_stale = 0;
+        char list[512];
+        size_t used = 0;
+        int r, k, mid = 0, saved_errno;
+
+        m->unsub_pending = false;
+        if (c->clean_session)
+                return 0;
+
+        filters = calloc(c->n_topics + m->n_remembered + 1, sizeof(char *));
+        stale = calloc(m->n_remembered + 1, sizeof(char *));
+        if (!filters || !stale) {
+                free(stale);
+                mqtt_fail(m, -ENOMEM, "Failed to compare the subscriptions of the session with the configuration");
+                return -ENOMEM;
+        }
+        n_filters = mqtt_configured_filters(m, filters);
+        if (session_present)
+                for (size_t i = 0; i < m->n_remembered; i++)
+                        if (!strv_contains((char *const *) filters, n_filters, m->remembered[i])) {
+                                stale[n_stale] = strdup(m->remembered[i]);
+                                if (!stale[n_stale]) {
+                                        strv_free_n(stale, n_stale);
+                                        mqtt_fail(m, -ENOMEM, "Failed to compare the subscriptions of the session with the configuration");
+                                        return -ENOMEM;
+                                }
+                                n_stale++;
+                        }
+
+        /* Written before anything goes out: a crash in between leaves the store knowing more
+         * filters than the session has, never fewer. */
+        for (size_t i = 0; i < n_stale; i++)
+                filters[n_filters + i] = stale[i];
+        r = mqtt_remember(m, filters, n_filters + n_stale);
+        if (r < 0) {
+                strv_free_n(stale, n_stale);
+                if (r == -ENOMEM)
+                        mqtt_fail(m, r, "Failed to remember the subscriptions of the session");
+                else
+                        mqtt_store_failed(m);
+                return r;
+        }
+        if (n_stale == 0) {
+                free(stale);
+                return 0;
+        }
+
+        list[0] = 0;
+        for (size_t i = 0; i < n_stale && used < sizeof(list); i++)
+                used += (size_t) snprintf(list + used, sizeof(list) - used, "%s'%s'", i > 0 ? ", " : "", stale[i]);
+        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "mqtt"),
+                              "Unsubscribing from %zu filter%s an earlier configuration left in the session: %s.", n_stale,
+                              n_stale == 1 ? "" : "s", list);
+        errno = 0;
+        k = mosquitto_unsubscribe_multiple(m->mosq, &mid, (int) n_stale, stale, NULL);
+        saved_errno = errno;
+        strv_free_n(stale, n_stale);
+        if (k != MOSQ_ERR_SUCCESS) {
+                if (k == MOSQ_ERR_NO_CONN || k == MOSQ_ERR_ERRNO || k == MOSQ_ERR_CONN_LOST)
+                        mqtt_connection_failed(m, mosq_to_errno(k, saved_errno), mosq_describe(k, saved_errno));
+                else
+                        mqtt_fail(m, mosq_to_errno(k, saved_errno), "Failed to unsubscribe from stale filters: %s",
+                                  mosq_describe(k, saved_errno));
+                return mosq_to_errno(k, saved_errno);
+        }
+        m->unsub_mid = mid;
+        m->unsub_pending = true;
+        return 0;
+}
+
 static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags, const mosquitto_property *props) {
         MqttTask *m = userdata;
         const MqttConfig *c = m->config;
@@ -852,6 +1054,8 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
          * only way to learn (from the SUBACKs) that every subscription is granted. */
         m->state = MQTT_STATE_SUBSCRIBING;
         m->n_subs_pending = 0;
+        if (mqtt_drop_stale_filters(m, session_present) < 0)
+                return;
         for (size_t i = 0; i < c->n_topics; i++) {
                 int mid = 0, k;
 
@@ -904,6 +1108,21 @@ static void mqtt_now_running(MqttTask *m) {
         (void) sd_event_source_set_enabled(m->offline_timer, SD_EVENT_OFF);
         m->attempt = 0;
         m->last_error = 0;
+
+        /* Every stale filter is gone from the session now: only the configured ones remain. */
+        if (!m->config->clean_session) {
+                _cleanup_free_ const char **filters = calloc(m->config->n_topics + 1, sizeof(char *));
+                int r = filters ? mqtt_remember(m, filters, mqtt_configured_filters(m, filters)) : -ENOMEM;
+
+                if (r == -ENOMEM) {
+                        mqtt_fail(m, r, "Failed to remember the subscriptions of the session");
+                        return;
+                }
+                if (r < 0) {
+                        mqtt_store_failed(m);
+                        return;
+                }
+        }
         task_report_running(m->task);
 
         /* libmosquitto formats a log line for every packet whenever a log callback is set; we
@@ -943,6 +1162,18 @@ static void on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int qo
                         m->n_subs_pending--;
                 break;
         }
+        if (m->n_subs_pending == 0 && !m->unsub_pending)
+                mqtt_now_running(m);
+}
+
+static void on_unsubscribe(struct mosquitto *mosq, void *userdata, int mid, const mosquitto_property *props) {
+        MqttTask *m = userdata;
+        (void) mosq;
+        (void) props;
+
+        if (m->state != MQTT_STATE_SUBSCRIBING || !m->unsub_pending || mid != m->unsub_mid)
+                return;
+        m->unsub_pending = false;
         if (m->n_subs_pending == 0)
                 mqtt_now_running(m);
 }
@@ -1281,6 +1512,9 @@ static int mqtt_start(Task *t) {
         if (r < 0)
                 return r;
 
+        if (!c->clean_session)
+                mqtt_load_remembered(m);
+
         /* Until the first connection is up, the task counts as offline. */
         r = mqtt_begin_offline(m, now_usec(m));
         if (r < 0)
@@ -1409,6 +1643,8 @@ static MqttTask *mqtt_task_free_one(MqttTask *m) {
                         topic_pattern_free(m->patterns[i]);
         free(m->patterns);
         free(m->sub_mids);
+        free(m->subs_key);
+        strv_free_n(m->remembered, m->n_remembered);
         if (m->password)
                 erase_and_free(m->password, strlen(m->password) + 1);
         free(m->host_port);
@@ -1446,6 +1682,11 @@ static int mqtt_task_setup(MqttTask *m) {
                 m->host_port = NULL;
                 return -ENOMEM;
         }
+        /* A session belongs to a client id at a broker. */
+        if (asprintf(&m->subs_key, "mqtt.subscriptions %s@%s", c->client_id, m->host_port) < 0) {
+                m->subs_key = NULL;
+                return -ENOMEM;
+        }
 
         m->patterns = calloc(MAX(c->n_topics, 1u), sizeof(TopicPattern *));
         m->sub_mids = calloc(MAX(c->n_topics, 1u), sizeof(int));
@@ -1477,6 +1718,7 @@ static int mqtt_task_setup(MqttTask *m) {
         mosquitto_connect_v5_callback_set(m->mosq, on_connect);
         mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
         mosquitto_subscribe_v5_callback_set(m->mosq, on_subscribe);
+        mosquitto_unsubscribe_v5_callback_set(m->mosq, on_unsubscribe);
         mosquitto_message_v5_callback_set(m->mosq, on_message);
         mosquitto_log_callback_set(m->mosq, on_log);
         return 0;

@@ -129,3 +129,16 @@ int store_reader_rejects(StoreReader *r, const StoreFilter *f,
 #define STORE_SCHEMA_VERSION 2
 /* PRAGMA application_id of every sensor-collector store: "SCol". */
 #define STORE_APPLICATION_ID 0x53436f6c
+
+/* Small values other modules keep across restarts, in the store's meta table. A key must not
+ * be one the store uses itself: prefix it with the module's name and a dot ("mqtt."). */
+/* Returns 1 with *ret_value (a copy of the value with a NUL after its *ret_size bytes; the
+ * caller frees it) when key is set, 0 with *ret_value NULL and *ret_size 0 when it is not, or
+ * -errno: -ESHUTDOWN when the store is not open or has failed, -ENOMEM, or what SQLite said.
+ * Logs nothing and does not fail the store. */
+int store_get_meta(Store *s, const char *key, void **ret_value, size_t *ret_size);
+/* Sets key to value[0..size), or deletes it when value is NULL, and commits at once (with the
+ * open batch, if any). Returns 0, or -errno: -ESHUTDOWN when the store is not open or has
+ * failed, -EMSGSIZE for a value over 2 GiB; any other failure fails the store (its task
+ * reports it) and is returned. Logs nothing itself. */
+int store_set_meta(Store *s, const char *key, const void *value, size_t size);

@@ -472,6 +472,52 @@ START_TEST(test_persistent_session) {
 }
 END_TEST
 
+/* ---- filters an earlier configuration left in the persistent session are unsubscribed ---- */
+
+START_TEST(test_stale_subscriptions) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *old_config = NULL, *config = NULL;
+
+        tl_broker_start(&b, dir, NULL);
+        old_config = make_config(dir, b.port, protocols[_i],
+                                 "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" },"
+                                 "  { \"filter\": \"old/+sensor/+metric\", \"format\": \"value\" } ]");
+        start_daemon(&d, old_config, NULL);
+        expect_ready(&d);
+        stop_daemon_ok(&d);
+        assert_log_lacks(&d, "Unsubscribing");
+
+        /* Now one narrower filter. MQTT 5: it has identifier 1, as gh/+/+ had. */
+        config = make_config(dir, b.port, protocols[_i],
+                             "[ { \"filter\": \"gh/+sensor/temperature\", \"metric\": \"temperature\", \"format\": \"value\" } ]");
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+        assert_log_contains(&d, "Unsubscribing from 2 filters an earlier configuration left in the session: 'gh/+/+', 'old/+/+'.");
+
+        pub_open(&p, b.port, "pub-stale", true);
+        pub_text(&p, "old/x1/temperature", "5");   /* only the old filters match */
+        pub_text(&p, "gh/x2/humidity", "6");
+        pub_text(&p, "gh/x3/temperature", "7");    /* both the old and the new one match */
+        pub_text(&p, "gh/x4/temperature", "8");    /* the last: once stored, the others are handled */
+        pub_close(&p);
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='x4'", 1, 5000), 1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='x3'"), 1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view"), 2);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view"), 0);
+        stop_daemon_ok(&d);
+
+        /* The store remembers what is subscribed now: nothing more to unsubscribe. */
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+        stop_daemon_ok(&d);
+        assert_log_lacks(&d, "Unsubscribing");
+        tl_broker_stop(&b);
+}
+END_TEST
+
 /* ---- the broker restarts mid-stream: every number of a QoS 1 sequence arrives ---- */
 
 #define SEQ_COUNT 400
@@ -786,8 +832,9 @@ START_TEST(test_malformed) {
         static const uint8_t binary[] = { 0xff, 0xfe, 0x00, 0x01, 0x80 };
 
         tl_broker_start(&b, dir, NULL);
-        /* An earlier configuration left a subscription in the persistent session. */
-        old_config = make_config(dir, b.port, NULL, "[ { \"filter\": \"old/+sensor/+metric\", \"format\": \"value\" } ]");
+        /* An earlier configuration left a subscription in the persistent session, and its store
+         * (which would remember the filter, to unsubscribe it) is gone. */
+        old_config = make_config(tl_tmpdir(), b.port, NULL, "[ { \"filter\": \"old/+sensor/+metric\", \"format\": \"value\" } ]");
         start_daemon(&d, old_config, NULL);
         expect_ready(&d);
         stop_daemon_ok(&d);
@@ -1014,6 +1061,7 @@ static Suite *mqtt_suite(void) {
         tcase_set_timeout(tc, 30);
         tcase_add_loop_test(tc, test_ingest, 0, 2);
         tcase_add_loop_test(tc, test_persistent_session, 0, 2);
+        tcase_add_loop_test(tc, test_stale_subscriptions, 0, 2);
         tcase_add_test(tc, test_retained);
         tcase_add_test(tc, test_malformed);
         tcase_add_loop_test(tc, test_oversized, 0, 2);
