@@ -50,6 +50,7 @@ typedef struct SerialTask {
         sd_event_source *io_source;
         sd_event_source *reopen_source;
         sd_event_source *idle_source;
+        sd_event_source *suppressed_source;   /* reports rejects kept out of the log */
 
         PortState state;
         bool ever_opened;
@@ -217,9 +218,29 @@ static const char *device(const SerialTask *st) {
 #define SERIAL_FIELDS(st) LOG_FIELDS("TASK", "serial", "DEVICE", device(st))
 
 static void serial_fail(SerialTask *st, int error, const char *format, ...) _printf_(3, 4);
+static int serial_arm_timer(SerialTask *st, sd_event_source **source, uint64_t usec,
+                            sd_event_time_handler_t handler, const char *description);
 static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata);
 static int on_reopen_timer(sd_event_source *s, uint64_t usec, void *userdata);
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+
+/* Says how many reject messages the rate limit kept out of the log, if any. */
+static void serial_report_suppressed(SerialTask *st) {
+        if (st->reject_ratelimit.suppressed == 0)
+                return;
+        log_full_errno_fields(LOG_WARNING, 0, SERIAL_FIELDS(st), "Suppressed %u messages about rejected frames from '%s'.",
+                              st->reject_ratelimit.suppressed, device(st));
+        st->reject_ratelimit.suppressed = 0;
+}
+
+/* The rate limit's interval is over: a burst of rejects followed by silence is accounted for
+ * now, not whenever the next reject happens to come. */
+static int on_suppressed_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) s;
+        (void) usec;
+        serial_report_suppressed(userdata);
+        return 0;
+}
 
 /* Stores a rejected line and tells about it, rate-limited. Returns 0, or the store's error
  * (the store has then reported its failure). */
@@ -247,6 +268,15 @@ static int serial_reject(SerialTask *st, const char *raw, size_t size, FrameReje
                                       "Rejected frame from '%s' (%s, %zu bytes): \"%s\"", device(st),
                                       strna(frame_reject_to_string(reason)), size,
                                       format_excerpt(excerpt, sizeof(excerpt), raw, size));
+        } else if (st->reject_ratelimit.suppressed == 1) {
+                /* The first one kept back: report them when the interval ends (the rate limit
+                 * runs on CLOCK_MONOTONIC too). */
+                int r = serial_arm_timer(st, &st->suppressed_source,
+                                         st->reject_ratelimit.begin_usec + st->reject_ratelimit.interval_usec,
+                                         on_suppressed_timer, "serial-suppressed");
+                if (r < 0)
+                        log_full_errno_fields(LOG_DEBUG, r, SERIAL_FIELDS(st),
+                                              "Failed to arm the timer for suppressed messages, ignoring: %m");
         }
         return store_append_reject(st->store, &rj);
 }
@@ -831,8 +861,12 @@ static int serial_task_stop(Task *t) {
         SerialTask *st = task_get_userdata(t);
         bool was_open = st->state == PORT_OPEN;
 
-        if (st->state == PORT_DONE)
+        if (st->state == PORT_DONE) {
+                /* failed: the port is closed already */
+                serial_report_suppressed(st);
+                st->suppressed_source = sd_event_source_disable_unref(st->suppressed_source);
                 return 0;
+        }
         if (was_open) {
                 /* Bytes already in the port's buffer arrived: take them, boundedly. */
                 for (size_t total = 0; st->state == PORT_OPEN && total < SERIAL_STOP_DRAIN_MAX;) {
@@ -848,6 +882,8 @@ static int serial_task_stop(Task *t) {
         st->reopen_source = sd_event_source_disable_unref(st->reopen_source);
         st->idle_source = sd_event_source_disable_unref(st->idle_source);
         st->state = PORT_DONE;
+        serial_report_suppressed(st);
+        st->suppressed_source = sd_event_source_disable_unref(st->suppressed_source);
         if (was_open)
                 log_full_errno_fields(LOG_INFO, 0, SERIAL_FIELDS(st),
                                       "Closed serial port '%s' (%" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64
@@ -902,6 +938,7 @@ static void serial_task_free(void *userdata) {
         serial_close_port(st);
         sd_event_source_disable_unref(st->reopen_source);
         sd_event_source_disable_unref(st->idle_source);
+        sd_event_source_disable_unref(st->suppressed_source);
         line_buffer_done(&st->lines);
         sd_event_unref(st->event);
         free(st);

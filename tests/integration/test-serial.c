@@ -276,6 +276,32 @@ START_TEST(test_reject_log_ratelimit) {
         ck_assert_int_le(count_log(&c, "Rejected frame from"), 10);
         ck_assert_int_ge(count_log(&c, "Rejected frame from"), 1);
         stop_daemon_ok(&c);
+        /* what was held back is told at the latest when the port closes */
+        ck_assert_int_eq(count_log(&c, "Suppressed 40 messages about rejected frames"), 1);
+}
+END_TEST
+
+/* A burst of rejects followed by silence: the count of messages held back is logged when the
+ * rate limit's interval (10 s) ends, not only with a later reject or at stop. The one slow
+ * test here (it mostly waits); sd-event's timers do not run under libfaketime. */
+START_TEST(test_reject_log_suppressed_after_burst) {
+        char text[8192] = "";
+        int64_t t0;
+        Ctx c;
+
+        for (int i = 0; i < 30; i++)
+                strcat(text, "not a frame\n");
+        ctx_init(&c, true);
+        daemon_start(&c, "\"format\": \"kv\"", "");
+        wait_ready(&c);
+        t0 = tl_now_ms();
+        write_str(&c, text);
+        wait_sql(&c, "SELECT count(*) FROM rejects", 30);
+        wait_log(&c, "Suppressed 20 messages about rejected frames", 13000);
+        ck_assert_int_ge(tl_now_ms() - t0, 9000);
+        ck_assert_int_eq(tl_wait(c.d.pid, 1), -ETIMEDOUT);         /* still running */
+        stop_daemon_ok(&c);
+        ck_assert_int_eq(count_log(&c, "Suppressed"), 1);
 }
 END_TEST
 
@@ -689,6 +715,11 @@ static Suite *serial_suite(void) {
         tcase_add_test(tc, test_failed_idle_reopen_counts_once);
         tcase_add_test(tc, test_silent_port_fails);
         tcase_add_test(tc, test_silent_port_recovers);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("slow");
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, test_reject_log_suppressed_after_burst);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("settings");
