@@ -549,8 +549,9 @@ START_TEST(test_broker_restart) {
                 while (p.connected && next <= SEQ_COUNT && next - 1 - p.acked < 10) {
                         int rc;
 
-                        snprintf(payload, sizeof(payload), "{\"sensor\": \"seq\", \"ts\": %d, \"n\": %d}",
-                                 1700000000 + next, next);
+                        /* ts in ms, as the sensor's own timestamp must be. */
+                        snprintf(payload, sizeof(payload), "{\"sensor\": \"seq\", \"ts\": %" PRId64 ", \"n\": %d}",
+                                 INT64_C(1700000000000) + next, next);
                         rc = mosquitto_publish(p.mosq, NULL, "gh/seq/state", (int) strlen(payload), payload, 1, false);
                         ck_assert_msg(rc == MOSQ_ERR_SUCCESS || rc == MOSQ_ERR_ERRNO || rc == MOSQ_ERR_NO_CONN ||
                                               rc == MOSQ_ERR_CONN_LOST,
