@@ -233,13 +233,20 @@ echo "first process: $(q "SELECT kib FROM rss WHERE pid = $first_pid ORDER BY t 
 echo "all $(q 'SELECT count(DISTINCT pid) FROM rss') processes: $(q 'SELECT min(kib) FROM rss')..$(q 'SELECT max(kib) FROM rss') KiB"
 pids=$(q "SELECT count(DISTINCT pid) FROM rss WHERE t BETWEEN $rs AND $re")
 p=$(q "SELECT pid FROM rss WHERE t >= $rs ORDER BY t LIMIT 1")
-a=$(q "SELECT kib FROM rss WHERE pid = $p AND t >= $rs ORDER BY t LIMIT 1")
-b=$(q "SELECT kib FROM rss WHERE pid = $p AND t <= $re ORDER BY t DESC LIMIT 1")
-span=$(( ($(q "SELECT max(t) FROM rss WHERE pid = $p AND t <= $re") - $(q "SELECT min(t) FROM rss WHERE pid = $p AND t >= $rs")) / 1000 ))
-echo "long-lived process (riding phase, $span s, $(count_tl "kind IN ('pty_down', 'broker_down', 'burst') AND t BETWEEN $rs AND $re") faults ridden out): $a KiB -> $b KiB ($((b - a)) KiB)"
-q "SELECT '  ' || ((t - $rs) / 1000) || ' s: ' || kib || ' KiB' FROM rss WHERE pid = $p AND t BETWEEN $rs AND $re AND (rowid % 15 = 0)" | head -n 20
+t_a=$(q "SELECT min(t) FROM rss WHERE pid = $p AND t >= $rs")
+t_b=$(q "SELECT max(t) FROM rss WHERE pid = $p AND t <= $re")
+a=$(q "SELECT kib FROM rss WHERE pid = $p AND t = $t_a")
+b=$(q "SELECT kib FROM rss WHERE pid = $p AND t = $t_b")
+mid=$(q "SELECT kib FROM rss WHERE pid = $p AND t >= ($t_a + $t_b) / 2 ORDER BY t LIMIT 1")
+span=$(( (t_b - t_a) / 1000 ))
+echo "long-lived process (riding phase, $span s, $(count_tl "kind IN ('pty_down', 'broker_down', 'burst') AND t BETWEEN $rs AND $re") faults ridden out): $a KiB -> $mid KiB at half time -> $b KiB ($((b - a)) KiB; second half $((b - mid)) KiB)"
+q "SELECT '  ' || ((t - $t_a) / 1000) || ' s: ' || kib || ' KiB' FROM rss WHERE pid = $p AND t BETWEEN $t_a AND $t_b AND (rowid % 15 = 0)" | head -n 30
 check "$([ "$pids" -eq 1 ] && echo 1 || echo 0)" "one process through the riding phase (no restart)"
-check "$([ $((b - a)) -le "$NOISE" ] && echo 1 || echo 0)" "RSS growth $((b - a)) KiB <= $NOISE KiB"
+# SQLite's page cache (1 MiB, see docs/STORE.md) fills as the store grows: growth up to that
+# plus the noise is allowed over the whole phase, and only the noise over its second half,
+# when the cache is warm. A leak per message or per reconnect keeps growing.
+check "$([ $((b - a)) -le $((1024 + NOISE)) ] && echo 1 || echo 0)" "RSS growth $((b - a)) KiB <= $((1024 + NOISE)) KiB (page cache + noise)"
+check "$([ $((b - mid)) -le $((NOISE / 2)) ] && echo 1 || echo 0)" "RSS growth over the second half $((b - mid)) KiB <= $((NOISE / 2)) KiB"
 
 echo
 [ $fail -eq 0 ] && echo "verdict: PASS" || echo "verdict: FAIL"
