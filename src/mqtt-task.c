@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The MQTT input: libmosquitto driven from the sd_event loop, subscribed messages into readings. */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -7,7 +8,10 @@
 #include <limits.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <netdb.h>
+#include <signal.h>
 #include <stdio.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -56,6 +60,7 @@ enum {
 
 typedef enum MqttState {
         MQTT_STATE_IDLE,          /* not started */
+        MQTT_STATE_RESOLVING,     /* waiting for the lookup of the broker's host name */
         MQTT_STATE_CONNECTING,    /* socket up or connecting, CONNECT queued, no CONNACK yet */
         MQTT_STATE_SUBSCRIBING,   /* CONNACK accepted, waiting for every SUBACK */
         MQTT_STATE_CONNECTED,     /* every subscription granted: running */
@@ -64,6 +69,18 @@ typedef enum MqttState {
         MQTT_STATE_STOPPED,
         MQTT_STATE_FAILED,
 } MqttState;
+
+/* One lookup of the broker's host name, by glibc's getaddrinfo_a() in a thread of glibc's. That
+ * thread reads host and hints and writes into req until the lookup is done (gai_error() no
+ * longer says EAI_INPROGRESS), so the struct lives until then, also when nobody waits for it
+ * any more. The end is announced by a thread glibc starts for it, which writes to the task's
+ * eventfd and touches nothing else. */
+typedef struct MqttLookup {
+        struct gaicb req;
+        struct addrinfo hints;
+        struct MqttLookup *next;      /* in abandoned_lookups */
+        char host[];
+} MqttLookup;
 
 typedef struct MqttTask {
         Task *task;                   /* borrowed: the task owns this struct */
@@ -91,8 +108,14 @@ typedef struct MqttTask {
         sd_event_source *offline_timer;   /* fires when offline for max_offline */
         sd_event_source *stop_timer;
 
+        bool needs_lookup;            /* host is a name, not an address or "localhost" */
+        MqttLookup *lookup;           /* the lookup in flight, or NULL */
+        int lookup_fd;                /* eventfd: a lookup ended; or -EBADF */
+        sd_event_source *lookup_source;
+        uint64_t n_lookups;           /* started, and so announcements to come to lookup_fd */
+        uint64_t n_lookups_announced; /* ... that came (or never will: cancelled) */
+
         MqttState state;
-        bool connect_called;          /* mosquitto_connect_bind_async() done once */
         bool ever_connected;
         bool stop_pending;            /* stop() returned 1: report when the DISCONNECT is out */
         bool store_failed;            /* the store refused a row: stop reading */
@@ -115,6 +138,10 @@ typedef struct MqttTask {
 } MqttTask;
 
 static bool mosquitto_initialized;
+
+/* Lookups still running when their task was freed (at exit): glibc's thread still writes into
+ * them, so they are not freed, and kept reachable here. */
+static MqttLookup *abandoned_lookups;
 
 /* libmosquitto 2.0 makes its sockets (the connection, and a socket pair it wakes its own loop
  * with) without SOCK_CLOEXEC, and says nothing about which they are. Around each call that may
@@ -460,7 +487,9 @@ static void mqtt_fail_unreachable(MqttTask *m, uint64_t now) {
         char text[32];
         const char *last;
 
-        if (m->state == MQTT_STATE_CONNECTING)
+        if (m->state == MQTT_STATE_RESOLVING)
+                last = "the current attempt is waiting for the host name lookup";
+        else if (m->state == MQTT_STATE_CONNECTING)
                 last = "the current attempt got no CONNACK yet";
         else if (m->state == MQTT_STATE_SUBSCRIBING)
                 last = "the current attempt got no SUBACK yet";
@@ -513,7 +542,7 @@ static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
         size_t n;
         int fd, r;
 
-        if (!state_has_connection(m->state) && m->state != MQTT_STATE_IDLE)
+        if (!state_has_connection(m->state) && m->state != MQTT_STATE_IDLE && m->state != MQTT_STATE_RESOLVING)
                 return;
 
         /* libmosquitto's texts end in a full stop; ours continue after the cause. */
@@ -583,31 +612,21 @@ static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
         task_report_degraded(m->task, degraded);
 }
 
-/* Starts one connection attempt. Failures are handled (retry or task failure), never returned. */
-static void mqtt_connect(MqttTask *m) {
+/* Connects to address (the host name itself, or the address it resolved to). Failures are
+ * handled (retry or task failure), never returned. */
+static void mqtt_connect_to(MqttTask *m, const char *address) {
         const MqttConfig *c = m->config;
         FdSnapshot fds;
         int rc, saved_errno;
 
-        m->attempt++;
-        m->attempt_usec = now_usec(m);
-        m->tls_error[0] = 0;
-        m->lib_error[0] = 0;
-        m->n_subs_pending = 0;
-        m->unsub_pending = false;
-        mosquitto_log_callback_set(m->mosq, on_log);
-
-        /* Note: for a host name (not an address) libmosquitto resolves it with a blocking
-         * getaddrinfo() here; the TCP connect and the TLS handshake are non-blocking. */
+        /* For a host name libmosquitto would resolve it with a blocking getaddrinfo() here; the
+         * task passes an address, or a name resolved a moment ago (TLS). The TCP connect and the
+         * TLS handshake are non-blocking. */
         fd_snapshot(&fds);
         errno = 0;
-        if (!m->connect_called)
-                rc = mosquitto_connect_bind_async(m->mosq, c->host, c->port, (int) c->keepalive, NULL);
-        else
-                rc = mosquitto_reconnect_async(m->mosq);
+        rc = mosquitto_connect_bind_async(m->mosq, address, c->port, (int) c->keepalive, NULL);
         saved_errno = errno;
         fd_set_cloexec_since(&fds, m->mosq);
-        m->connect_called = true;
 
         switch (rc) {
         case MOSQ_ERR_SUCCESS:
@@ -640,6 +659,203 @@ static void mqtt_connect(MqttTask *m) {
                 mqtt_fail(m, mosq_to_errno(rc, saved_errno), "Failed to connect to broker %s: %s", m->host_port,
                           mosq_describe(rc, saved_errno));
                 return;
+        }
+}
+
+static void mqtt_lookup_free(MqttLookup *l) {
+        if (!l)
+                return;
+        if (l->req.ar_result)
+                freeaddrinfo(l->req.ar_result);
+        free(l);
+}
+
+/* Runs in a thread glibc starts when a lookup ends: wakes the loop, nothing else. */
+static void mqtt_lookup_announce(union sigval v) {
+        uint64_t one = 1;
+
+        (void) !write(v.sival_int, &one, sizeof(one));
+}
+
+static int gai_to_errno(int rc) {
+        switch (rc) {
+        case EAI_MEMORY:
+                return -ENOMEM;
+        case EAI_AGAIN:
+        case EAI_FAIL:
+        case EAI_NONAME:
+        case EAI_NODATA:
+        case EAI_ADDRFAMILY:
+        case EAI_SYSTEM:
+                return -EHOSTUNREACH;
+        default:
+                return -EINVAL;
+        }
+}
+
+/* Starts looking up the broker's host name. Returns 0, or -errno with ret_cause. */
+static int mqtt_lookup_start(MqttTask *m, const char **ret_cause) {
+        const char *host = m->config->host;
+        struct gaicb *list[1];
+        struct sigevent sev = {
+                .sigev_notify = SIGEV_THREAD,
+                .sigev_value.sival_int = m->lookup_fd,
+                .sigev_notify_function = mqtt_lookup_announce,
+        };
+        MqttLookup *l;
+        int rc;
+
+        l = calloc(1, offsetof(MqttLookup, host) + strlen(host) + 1);
+        if (!l) {
+                *ret_cause = "out of memory";
+                return -ENOMEM;
+        }
+        strcpy(l->host, host);
+        /* What libmosquitto asks for itself. */
+        l->hints.ai_family = AF_UNSPEC;
+        l->hints.ai_socktype = SOCK_STREAM;
+        l->req.ar_name = l->host;
+        l->req.ar_request = &l->hints;
+        list[0] = &l->req;
+        rc = getaddrinfo_a(GAI_NOWAIT, list, 1, &sev);
+        if (rc != 0) {
+                free(l);
+                *ret_cause = gai_strerror(rc);
+                return gai_to_errno(rc);
+        }
+        m->lookup = l;
+        m->n_lookups++;
+        return 0;
+}
+
+/* The lookup has ended? Then connect to what it found, or count a failed attempt. Called when
+ * the eventfd says so, and from the housekeeping timer in case an announcement never came. */
+static void mqtt_lookup_check(MqttTask *m) {
+        _cleanup_free_ MqttLookup *l = NULL;
+        struct addrinfo *res, *ai;
+        char address[NI_MAXHOST], cause[300];
+        size_t n = 0, pick;
+        int rc;
+
+        if (!m->lookup)
+                return;
+        rc = gai_error(&m->lookup->req);
+        if (rc == EAI_INPROGRESS)
+                return;
+        l = TAKE_PTR(m->lookup);
+        res = TAKE_PTR(l->req.ar_result);
+        if (m->state != MQTT_STATE_RESOLVING) {
+                /* The attempt that wanted it is over: a new one looks up afresh. */
+                if (res)
+                        freeaddrinfo(res);
+                return;
+        }
+
+        if (rc != 0 || !res) {
+                if (res)
+                        freeaddrinfo(res);
+                snprintf(cause, sizeof(cause), "host name lookup failed: %s", rc != 0 ? gai_strerror(rc) : "no address");
+                if (rc == EAI_MEMORY)
+                        mqtt_fail(m, -ENOMEM, "Failed to look up broker %s: %s", m->host_port, gai_strerror(rc));
+                else
+                        mqtt_connection_failed(m, rc != 0 ? gai_to_errno(rc) : -EHOSTUNREACH, cause);
+                return;
+        }
+
+        /* Successive attempts take successive addresses, so one that does not answer is not
+         * tried forever. */
+        for (ai = res; ai; ai = ai->ai_next)
+                n++;
+        pick = (m->attempt - 1) % n;
+        for (ai = res; pick > 0; pick--)
+                ai = ai->ai_next;
+        rc = getnameinfo(ai->ai_addr, ai->ai_addrlen, address, sizeof(address), NULL, 0, NI_NUMERICHOST);
+        freeaddrinfo(res);
+        if (rc != 0) {
+                snprintf(cause, sizeof(cause), "could not format the address of '%s': %s", m->config->host,
+                         gai_strerror(rc));
+                mqtt_connection_failed(m, gai_to_errno(rc), cause);
+                return;
+        }
+        log_full_errno_fields(LOG_DEBUG, 0, LOG_FIELDS("TASK", "mqtt"), "Resolved '%s' to %s (%zu address%s).",
+                              m->config->host, address, n, n == 1 ? "" : "es");
+
+        /* With TLS libmosquitto checks the certificate against the name it connects to, so it
+         * gets the name and resolves it once more itself (blocking, but answered a moment ago:
+         * from /etc/hosts or a local cache, if there is one). The lookup here is the gate
+         * that keeps an unanswering DNS server from blocking the loop. */
+        mqtt_connect_to(m, m->config->cafile || m->config->capath ? m->config->host : address);
+}
+
+/* At free: a lookup still running is left to glibc (in abandoned_lookups), and the eventfd
+ * stays open while an announcement may still come, as glibc's thread writes to its number.
+ * That only happens at exit. */
+static void mqtt_lookup_release(MqttTask *m) {
+        uint64_t n;
+
+        if (m->lookup) {
+                int rc = gai_cancel(&m->lookup->req);
+
+                if (rc == EAI_NOTCANCELED) {
+                        m->lookup->next = abandoned_lookups;
+                        abandoned_lookups = TAKE_PTR(m->lookup);
+                } else {
+                        if (rc == EAI_CANCELED) /* never ran: nothing will be announced */
+                                m->n_lookups_announced++;
+                        mqtt_lookup_free(TAKE_PTR(m->lookup));
+                }
+        }
+        if (m->lookup_fd < 0)
+                return;
+        if (read(m->lookup_fd, &n, sizeof(n)) == (ssize_t) sizeof(n))
+                m->n_lookups_announced += n;
+        if (m->n_lookups_announced >= m->n_lookups)
+                m->lookup_fd = safe_close(m->lookup_fd);
+}
+
+static int on_lookup_event(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        MqttTask *m = userdata;
+        uint64_t n;
+        (void) s;
+        (void) revents;
+
+        if (read(fd, &n, sizeof(n)) == (ssize_t) sizeof(n))
+                m->n_lookups_announced += n;
+        mqtt_lookup_check(m);
+        return 0;
+}
+
+/* Starts one connection attempt: with a lookup first when the host is a name. Failures are
+ * handled (retry or task failure), never returned. */
+static void mqtt_connect(MqttTask *m) {
+        const char *cause = NULL;
+        int r;
+
+        m->attempt++;
+        m->attempt_usec = now_usec(m);
+        m->tls_error[0] = 0;
+        m->lib_error[0] = 0;
+        m->n_subs_pending = 0;
+        m->unsub_pending = false;
+        mosquitto_log_callback_set(m->mosq, on_log);
+
+        if (!m->needs_lookup) {
+                mqtt_connect_to(m, m->config->host);
+                return;
+        }
+        m->state = MQTT_STATE_RESOLVING;
+        /* The lookup of an earlier attempt still running (its attempt timed out): this one
+         * waits for it rather than queueing another behind it. */
+        if (m->lookup)
+                return;
+        r = mqtt_lookup_start(m, &cause);
+        if (r == -ENOMEM)
+                mqtt_fail(m, r, "Failed to look up broker %s: %s", m->host_port, cause);
+        else if (r < 0) {
+                char text[300];
+
+                snprintf(text, sizeof(text), "host name lookup failed to start: %s", cause);
+                mqtt_connection_failed(m, r, text);
         }
 }
 
@@ -677,6 +893,14 @@ static int on_misc_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         (void) sd_event_source_set_time(s, MAX(usec + MISC_INTERVAL_USEC, now));
         mqtt_flush_reject_log(m, false);
 
+        /* In case glibc could not start the thread that announces the end of a lookup. */
+        mqtt_lookup_check(m);
+        if (m->state == MQTT_STATE_RESOLVING && now >= m->attempt_usec + connect_timeout_usec(m->config)) {
+                snprintf(cause, sizeof(cause), "no answer to the lookup of '%s' within %s", m->config->host,
+                         format_timespan(text, sizeof(text), connect_timeout_usec(m->config)));
+                mqtt_connection_failed(m, -ETIMEDOUT, cause);
+                return 0;
+        }
         if ((m->state == MQTT_STATE_CONNECTING || m->state == MQTT_STATE_SUBSCRIBING) &&
             now >= m->attempt_usec + connect_timeout_usec(m->config)) {
                 snprintf(cause, sizeof(cause), "no %s within %s", m->state == MQTT_STATE_CONNECTING ? "CONNACK" : "SUBACK",
@@ -1515,6 +1739,16 @@ static int mqtt_start(Task *t) {
         if (!c->clean_session)
                 mqtt_load_remembered(m);
 
+        if (m->needs_lookup) {
+                m->lookup_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                if (m->lookup_fd < 0)
+                        return -errno;
+                r = sd_event_add_io(m->event, &m->lookup_source, m->lookup_fd, EPOLLIN, on_lookup_event, m);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_description(m->lookup_source, "mqtt-lookup");
+        }
+
         /* Until the first connection is up, the task counts as offline. */
         r = mqtt_begin_offline(m, now_usec(m));
         if (r < 0)
@@ -1604,6 +1838,7 @@ static void mqtt_format_status(Task *t, char *buf, size_t size) {
         case MQTT_STATE_CONNECTED:
                 prefix = "connected to";
                 break;
+        case MQTT_STATE_RESOLVING:
         case MQTT_STATE_CONNECTING:
         case MQTT_STATE_SUBSCRIBING:
                 if (m->ever_connected || m->attempt > 1) {
@@ -1636,6 +1871,8 @@ static MqttTask *mqtt_task_free_one(MqttTask *m) {
         sd_event_source_disable_unref(m->reconnect_timer);
         sd_event_source_disable_unref(m->offline_timer);
         sd_event_source_disable_unref(m->stop_timer);
+        sd_event_source_disable_unref(m->lookup_source);
+        mqtt_lookup_release(m);
         if (m->mosq)
                 mosquitto_destroy(m->mosq);
         if (m->patterns)
@@ -1681,6 +1918,13 @@ static int mqtt_task_setup(MqttTask *m) {
         if (asprintf(&m->host_port, "%s:%u", c->host, (unsigned) c->port) < 0) {
                 m->host_port = NULL;
                 return -ENOMEM;
+        }
+        /* An address, or a name that /etc/hosts answers at once, needs no lookup on the loop. */
+        {
+                unsigned char buf[sizeof(struct in6_addr)];
+
+                m->needs_lookup = inet_pton(AF_INET, c->host, buf) != 1 && inet_pton(AF_INET6, c->host, buf) != 1 &&
+                                  strcasecmp(c->host, "localhost") != 0;
         }
         /* A session belongs to a client id at a broker. */
         if (asprintf(&m->subs_key, "mqtt.subscriptions %s@%s", c->client_id, m->host_port) < 0) {
@@ -1740,6 +1984,7 @@ int mqtt_task_new(sd_event *e, const MqttConfig *config, Store *store, Task **re
         m->config = config;
         m->store = store;
         m->io_fd = -EBADF;
+        m->lookup_fd = -EBADF;
         m->state = MQTT_STATE_IDLE;
         m->reject_ratelimit = RATELIMIT_INIT(10 * USEC_PER_SEC, 10);
 

@@ -5,13 +5,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <mosquitto.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -152,6 +157,9 @@ static void dump_log(TlDaemon *d) {
         fprintf(stderr, "---- daemon log ----\n%s\n---- end ----\n", log);
         free(log);
 }
+
+static void start_daemon_in_namespace(TlDaemon *d, const char *config, const char *hosts, const char *resolv,
+                                      const char *mode, char *const env[]);
 
 /* ---- a small libmosquitto publisher (blocking; fine in a test) ---- */
 
@@ -619,7 +627,7 @@ static void make_server_cert(const char *dir, const char *ca) {
         snprintf(crt, sizeof(crt), "%s/server.crt", dir);
         snprintf(ca_crt, sizeof(ca_crt), "%s/%s.crt", dir, ca);
         snprintf(ca_key, sizeof(ca_key), "%s/%s.key", dir, ca);
-        snprintf(ext, sizeof(ext), "%s", tl_write_file(dir, "server.ext", "subjectAltName=IP:127.0.0.1\n"));
+        snprintf(ext, sizeof(ext), "%s", tl_write_file(dir, "server.ext", "subjectAltName=IP:127.0.0.1,DNS:broker.test\n"));
         run_ok((char *[]){ "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
                            key, "-out", csr, "-subj", "/CN=127.0.0.1", NULL });
         run_ok((char *[]){ "openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out",
@@ -651,6 +659,20 @@ START_TEST(test_tls) {
                 pub_text(&p, "gh/tls1/temperature", "19.5");
                 pub_close(&p);
                 ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='tls1'", 1, 5000), 1);
+                stop_daemon_ok(&d);
+        } else if (_i == 3) {
+                /* A host name (in /etc/hosts) with TLS: looked up on the loop first, then given to
+                 * libmosquitto as a name, which the certificate must match (DNS:broker.test). */
+                ck_assert_int_ge(asprintf(&extra, "\"cafile\": \"%s/ca.crt\",", dir), 0);
+                config = make_config_host(dir, "broker.test", tls_port, extra, default_topics);
+                start_daemon_in_namespace(&d, config, "127.0.0.1 localhost\n127.0.0.1 broker.test\n",
+                                          "nameserver 127.0.0.1\n", "host", NULL);
+                expect_ready(&d);
+                assert_log_contains(&d, "Resolved 'broker.test' to 127.0.0.1 (1 address).");
+                pub_open(&p, b.port, "pub-tls", true);
+                pub_text(&p, "gh/tls3/temperature", "19.5");
+                pub_close(&p);
+                ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='tls3'", 1, 5000), 1);
                 stop_daemon_ok(&d);
         } else {
                 /* 1: a CA that did not sign the broker's certificate; 2: the right CA, but the
@@ -958,6 +980,209 @@ START_TEST(test_retained) {
 }
 END_TEST
 
+/* ---- host names: looked up without blocking the loop ---- */
+
+/* This program re-executed as "test-mqtt --in-namespace HOSTS RESOLV MODE PROGRAM ARGS...":
+ * PROGRAM runs in a private mount namespace where the files HOSTS and RESOLV are /etc/hosts and
+ * /etc/resolv.conf. MODE "net" adds a private network namespace with only loopback up, so no
+ * DNS server answers (nothing listens on 127.0.0.1:53); "silent-dns" also binds 127.0.0.1:53
+ * to a UDP socket nobody reads, which PROGRAM inherits: a DNS server that never answers.
+ * "host" keeps the network. Needs root, as these tests do anyway. */
+static int in_namespace(int argc, char **argv) {
+        bool net, silent;
+
+        if (argc < 6)
+                return 127;
+        net = !streq(argv[4], "host");
+        silent = streq(argv[4], "silent-dns");
+        if (unshare(CLONE_NEWNS | (net ? CLONE_NEWNET : 0)) < 0) {
+                perror("unshare");
+                return 127;
+        }
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 || mount(argv[2], "/etc/hosts", NULL, MS_BIND, NULL) < 0 ||
+            mount(argv[3], "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0) {
+                perror("mount");
+                return 127;
+        }
+        if (net) {
+                struct ifreq ifr = { 0 };
+                int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+                snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+                if (fd < 0 || ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) {
+                        perror("SIOCGIFFLAGS");
+                        return 127;
+                }
+                ifr.ifr_flags |= IFF_UP;
+                if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0) {
+                        perror("SIOCSIFFLAGS");
+                        return 127;
+                }
+                close(fd);
+        }
+        if (silent) {
+                struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(53),
+                                         .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+                int fd = socket(AF_INET, SOCK_DGRAM, 0); /* not close-on-exec: PROGRAM keeps it */
+
+                if (fd < 0 || bind(fd, (struct sockaddr *) &a, sizeof(a)) < 0) {
+                        perror("bind 127.0.0.1:53");
+                        return 127;
+                }
+        }
+        execv(argv[5], argv + 5);
+        perror("execv");
+        return 127;
+}
+
+/* Starts the daemon like tl_daemon_start(), but through in_namespace(). env: extra, may be NULL. */
+static void start_daemon_in_namespace(TlDaemon *d, const char *config, const char *hosts, const char *resolv,
+                                      const char *mode, char *const env[]) {
+        const char *dir = tl_tmpdir();
+        static char self[PATH_MAX], notify_env[400];
+        char hosts_path[300], resolv_path[300];
+        char *envs[8];
+        size_t n = 0;
+        ssize_t k;
+
+        k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        ck_assert(k > 0);
+        self[k] = 0;
+        memset(d, 0, sizeof(*d));
+        snprintf(d->config, sizeof(d->config), "%s", tl_write_file(dir, "config.json", config));
+        snprintf(d->log, sizeof(d->log), "%s/daemon.log", dir);
+        snprintf(hosts_path, sizeof(hosts_path), "%s", tl_write_file(dir, "hosts", hosts));
+        snprintf(resolv_path, sizeof(resolv_path), "%s", tl_write_file(dir, "resolv.conf", resolv));
+        tl_notify_open(&d->notify, dir);
+        snprintf(notify_env, sizeof(notify_env), "NOTIFY_SOCKET=%s", d->notify.path);
+        envs[n++] = notify_env;
+        for (size_t i = 0; env && env[i] && n < ELEMENTSOF(envs) - 1; i++)
+                envs[n++] = env[i];
+        envs[n] = NULL;
+        d->pid = tl_spawn((char *[]){ self, "--in-namespace", hosts_path, resolv_path, (char *) mode, SC_BINARY,
+                                      "--config", d->config, NULL },
+                          envs, d->log, d->log);
+}
+
+/* Reads the daemon's datagrams (into d->notify.log) until it exits or timeout_ms pass. Returns
+ * its exit status (or -ETIMEDOUT); *ret_pings gets how many WATCHDOG=1 came and *ret_gap_ms the
+ * longest time between two of them, or from the start to the first: how long the loop was
+ * held up at most. */
+static int watch_daemon(TlDaemon *d, int timeout_ms, unsigned *ret_pings, int64_t *ret_gap_ms) {
+        int64_t start = tl_now_ms(), deadline = start + timeout_ms, last = start, gap = 0;
+        unsigned pings = 0;
+        int r;
+
+        for (;;) {
+                struct pollfd pfd = { .fd = d->notify.fd, .events = POLLIN };
+                char buf[4096];
+                ssize_t k;
+
+                (void) poll(&pfd, 1, 10);
+                while ((k = recv(d->notify.fd, buf, sizeof(buf) - 1, MSG_DONTWAIT)) > 0) {
+                        buf[k] = 0;
+                        if (strstr(buf, "WATCHDOG=1")) {
+                                int64_t now = tl_now_ms();
+
+                                gap = MAX(gap, now - last);
+                                last = now;
+                                pings++;
+                        }
+                        if (d->notify.len + (size_t) k + 2 < sizeof(d->notify.log)) {
+                                memcpy(d->notify.log + d->notify.len, buf, (size_t) k);
+                                d->notify.len += (size_t) k;
+                                d->notify.log[d->notify.len++] = '\n';
+                                d->notify.log[d->notify.len] = 0;
+                        }
+                }
+                r = tl_wait(d->pid, 0);
+                if (r != -ETIMEDOUT) {
+                        d->pid = 0;
+                        tl_notify_drain(&d->notify);
+                        break;
+                }
+                if (tl_now_ms() >= deadline)
+                        break;
+        }
+        *ret_pings = pings;
+        *ret_gap_ms = gap;
+        return r;
+}
+
+/* 0: the name resolves (from /etc/hosts, through the lookup on the loop);
+ * 1: a DNS server that never answers: the attempt times out after 5 s, then the offline budget
+ *    (6 s) ends it, and the loop stays responsive all along (the watchdog pings every 100 ms);
+ * 2: the same, stopped with SIGTERM: at once;
+ * 3: no DNS server at all: failed lookups are failed attempts, retried within the budget. */
+START_TEST(test_host_name) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *config = NULL, *extra = NULL;
+        static const char hosts[] = "127.0.0.1 localhost\n127.0.0.1 broker.test\n";
+        static const char no_hosts[] = "127.0.0.1 localhost\n";
+        static const char resolv[] = "nameserver 127.0.0.1\n";
+        char *watchdog_env[] = { "WATCHDOG_USEC=200000", NULL };
+        unsigned pings;
+        int64_t gap, t0;
+        int r;
+
+        switch (_i) {
+        case 0:
+                tl_broker_start(&b, dir, NULL);
+                config = make_config_host(dir, "broker.test", b.port, NULL, default_topics);
+                start_daemon_in_namespace(&d, config, hosts, resolv, "host", NULL);
+                expect_ready(&d);
+                pub_open(&p, b.port, "pub-name", true);
+                pub_text(&p, "gh/n1/temperature", "3.5");
+                pub_close(&p);
+                ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='n1'", 1, 5000), 1);
+                assert_log_contains(&d, "Resolved 'broker.test' to 127.0.0.1 (1 address).");
+                ck_assert_msg(tl_notify_wait(&d.notify, "connected to broker.test:", 3000), "status: %s", d.notify.log);
+                stop_daemon_ok(&d);
+                tl_broker_stop(&b);
+                break;
+        case 1:
+                config = make_config_host(dir, "broker.test", 1883, "\"max_offline\": 6,", default_topics);
+                start_daemon_in_namespace(&d, config, no_hosts, resolv, "silent-dns", watchdog_env);
+                t0 = tl_now_ms();
+                r = watch_daemon(&d, 12000, &pings, &gap);
+                if (r != 11)
+                        dump_log(&d);
+                ck_assert_int_eq(r, 11);
+                ck_assert_int_ge(tl_now_ms() - t0, 5800);
+                ck_assert_int_le(tl_now_ms() - t0, 8000);
+                ck_assert_msg(pings >= 40 && gap < 600, "%u watchdog pings, longest gap %" PRId64 " ms", pings, gap);
+                assert_log_contains(&d, "Failed to connect to broker broker.test:1883 (attempt 1): no answer to the "
+                                        "lookup of 'broker.test' within 5.0s; retrying in");
+                assert_log_contains(&d, "broker broker.test:1883 unreachable for 6.0s (last error: the current attempt is "
+                                        "waiting for the host name lookup)");
+                break;
+        case 2:
+                config = make_config_host(dir, "broker.test", 1883, NULL, default_topics);
+                start_daemon_in_namespace(&d, config, no_hosts, resolv, "silent-dns", NULL);
+                ck_assert(tl_notify_wait(&d.notify, "connecting to broker.test:1883", 3000));
+                t0 = tl_now_ms();
+                stop_daemon_ok(&d);
+                ck_assert_int_le(tl_now_ms() - t0, 1000);
+                break;
+        default:
+                ck_assert_int_ge(asprintf(&extra, "\"max_offline\": 1,"), 0);
+                config = make_config_host(dir, "broker.test", 1883, extra, default_topics);
+                start_daemon_in_namespace(&d, config, no_hosts, resolv, "net", watchdog_env);
+                r = watch_daemon(&d, 5000, &pings, &gap);
+                if (r != 11)
+                        dump_log(&d);
+                ck_assert_int_eq(r, 11);
+                assert_log_contains(&d, "Failed to connect to broker broker.test:1883 (attempt 1): host name lookup failed: ");
+                assert_log_contains(&d, "broker broker.test:1883 unreachable for 1.0s (last error: ");
+                ck_assert_msg(gap < 600, "longest watchdog gap %" PRId64 " ms", gap);
+                break;
+        }
+}
+END_TEST
+
 /* ---- a stalled loop: housekeeping catches up once, not once per missed second ---- */
 
 START_TEST(test_stall) {
@@ -1075,7 +1300,7 @@ static Suite *mqtt_suite(void) {
         tcase_set_timeout(tc, 30);
         tcase_add_loop_test(tc, test_ready_after_suback, 0, 2);
         tcase_add_test(tc, test_connack_refused);
-        tcase_add_loop_test(tc, test_tls, 0, 3);
+        tcase_add_loop_test(tc, test_tls, 0, 4);
         tcase_add_loop_test(tc, test_password, 0, 4);
         suite_add_tcase(s, tc);
 
@@ -1086,11 +1311,14 @@ static Suite *mqtt_suite(void) {
         tcase_add_test(tc, test_sigterm_while_offline);
         tcase_add_test(tc, test_silent_broker);
         tcase_add_test(tc, test_stall);
+        tcase_add_loop_test(tc, test_host_name, 0, 4);
         suite_add_tcase(s, tc);
 
         return s;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+        if (argc > 1 && streq(argv[1], "--in-namespace"))
+                return in_namespace(argc, argv);
         return tl_run_suite(mqtt_suite());
 }
