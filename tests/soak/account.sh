@@ -166,6 +166,12 @@ for input in serial mqtt; do
         fi
         echo "good frames stored: $stored, lost: $lost in $ngaps gaps (longest $maxgap), duplicates stored: $dups"
         [ $input != serial ] || echo "  of the lost, $(jv serial serial.lost_at_source) (good and bad) were never written: the pty was gone"
+        # Each gap, with the first process end after its last stored neighbour was sent.
+        q "SELECT '  gap seq ' || lo || '..' || hi || ' (' || (hi - lo + 1) || '): sent ' ||
+                  ((ta - $start_ms) / 1000) || '..' || ((tb - $start_ms) / 1000) || ' s; next process end: ' ||
+                  coalesce((SELECT exit_code || '/' || exit_status || ' at ' || ((e.t - $start_ms) / 1000) || ' s'
+                            FROM exits e WHERE e.t >= g.ta ORDER BY e.t LIMIT 1), 'none')
+           FROM gaps g WHERE input = '$input' ORDER BY lo" | head -n 40
         check "$([ "$stored" -eq $((sent - lost)) ] && echo 1 || echo 0)" "$input: stored + lost = sent"
         check "$([ "$dups" -eq 0 ] && echo 1 || echo 0)" "$input: no duplicate stored"
         if [ $input = serial ]; then
