@@ -760,7 +760,8 @@ static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         if (st->state != PORT_OPEN || idle == 0)
                 return 0;
         if (now >= serial_silence_deadline(st)) {
-                /* Keep a partial line (bytes then, which restart the clock: only in theory). */
+                /* Nothing should be pending (a byte restarts the clock, each reopen flushed),
+                 * but a line is never dropped. */
                 r = serial_flush_partial(st);
                 if (r < 0) {
                         (void) serial_store_failed(st, r);
