@@ -12,6 +12,9 @@ static_assert(SENSOR_ID_MAX == METRIC_NAME_MAX, "frame_id_valid() applies one li
 
 /* 2^53: larger integers are not exact in a double, and a sensor clock that far off is broken. */
 #define TS_LIMIT 9007199254740992.0
+/* 2000-01-01T00:00:00Z in ms. Anything earlier is no sensor clock of ours but a mistake: above
+ * all seconds sent where milliseconds belong (1732200000 would be 20 days after 1970). */
+#define TS_MIN INT64_C(946684800000)
 
 /* MQTT limits a topic (and so a filter) to 65535 bytes of UTF-8. */
 #define TOPIC_MAX 65535
@@ -320,7 +323,8 @@ static int decimal_to_double(const char *s, size_t n, double *ret) {
         return 0;
 }
 
-/* Integer milliseconds since the epoch as kv writes them: decimal digits only, 0 < ts < 2^53. */
+/* Integer milliseconds since the epoch as kv writes them: decimal digits only,
+ * TS_MIN <= ts < 2^53. */
 static bool kv_timestamp(const char *s, size_t n, int64_t *ret) {
         int64_t v = 0;
 
@@ -331,7 +335,7 @@ static bool kv_timestamp(const char *s, size_t n, int64_t *ret) {
                         return false;
                 v = v * 10 + (s[i] - '0');
         }
-        if (v <= 0 || v >= (int64_t) TS_LIMIT)
+        if (v < TS_MIN || v >= (int64_t) TS_LIMIT)
                 return false;
         *ret = v;
         return true;
@@ -340,7 +344,7 @@ static bool kv_timestamp(const char *s, size_t n, int64_t *ret) {
 /* JSON has one number type: 1732200000123 and 1.732200000123e12 are the same value and both
  * accepted; 1732200000123.5 is not an integer and rejected. */
 static bool json_timestamp(double d, int64_t *ret) {
-        if (!(d > 0 && d < TS_LIMIT) || d != floor(d))
+        if (!(d >= (double) TS_MIN && d < TS_LIMIT) || d != floor(d))
                 return false;
         *ret = (int64_t) d;
         return true;

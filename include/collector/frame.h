@@ -41,7 +41,7 @@ typedef enum FrameReject {
         FRAME_REJECT_BAD_KV,          /* kv syntax error */
         FRAME_REJECT_MISSING_SENSOR,
         FRAME_REJECT_BAD_SENSOR,      /* not a string, empty, too long, not printable */
-        FRAME_REJECT_BAD_TIMESTAMP,   /* ts not an integer ms since epoch in range */
+        FRAME_REJECT_BAD_TIMESTAMP,   /* ts not an integer ms since epoch, 2000-01-01 <= ts < 2^53 */
         FRAME_REJECT_BAD_METRIC,      /* metric name empty, too long or not printable */
         FRAME_REJECT_NOT_FINITE,      /* NaN or infinity */
         FRAME_REJECT_BAD_VALUE,       /* value payload or kv value is not a number */
@@ -117,15 +117,16 @@ const char *frame_reject_to_string(FrameReject r);
  *
  * json: one object, surrounded by JSON whitespace at most (else bad_json).
  *   "sensor": a string passing frame_id_valid(), else bad_sensor; absent -> missing_sensor.
- *   "ts": optional, an integral JSON number of ms since the epoch, 0 < ts < 2^53 (1.5e3 is
- *         1500, fine; 1.5, -1, "1732200000123", null -> bad_timestamp).
+ *   "ts": optional, an integral JSON number of ms since the epoch, 946684800000 (2000-01-01)
+ *         <= ts < 2^53 (1.7322e12 is 1732200000000, fine; 1732200000 (seconds), 1.5, -1,
+ *         "1732200000123", null -> bad_timestamp).
  *   every other member with a number or boolean (1/0) is a metric: its name must pass
  *         frame_id_valid() (bad_metric), its value be finite (1e999 -> not_finite); members
  *         with null, strings, arrays or objects are ignored and counted in n_ignored.
  *   A "\u0000" escape anywhere is bad_json: C strings cannot carry it.
  * kv: "sensor=gh1-t3 temperature=23.4 ts=1732200000123", tokens separated by spaces/tabs.
  *   A token without '=' or with an empty key -> bad_kv. "sensor" and metric names as for json.
- *   "ts": 1..16 decimal digits, 0 < ts < 2^53, else bad_timestamp. Metric values:
+ *   "ts": 1..16 decimal digits, 946684800000 <= ts < 2^53, else bad_timestamp. Metric values:
  *   [+-]?(digits[.digits]|.digits)([eE][+-]?digits)?; "nan", "inf", "infinity" (any case,
  *   signed) or an overflow -> not_finite; anything else (hex, empty, "1,5") -> bad_value.
  * Both: a name used twice in one frame ("sensor", "ts" or a metric) is rejected (bad_sensor,
