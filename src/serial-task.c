@@ -228,7 +228,8 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
 static void serial_report_suppressed(SerialTask *st) {
         if (st->reject_ratelimit.suppressed == 0)
                 return;
-        log_full_errno_fields(LOG_WARNING, 0, SERIAL_FIELDS(st), "Suppressed %u messages about rejected frames from '%s'.",
+        log_full_errno_fields(LOG_WARNING, 0, SERIAL_FIELDS(st),
+                              "Suppressed %u messages about rejected frames from '%s'.",
                               st->reject_ratelimit.suppressed, device(st));
         st->reject_ratelimit.suppressed = 0;
 }
@@ -387,7 +388,8 @@ static int serial_read_chunk(SerialTask *st) {
                 char span[32];
 
                 log_full_errno_fields(LOG_INFO, 0, SERIAL_FIELDS(st), "Serial port '%s' delivers data again after %s.",
-                                      device(st), format_timespan(span, sizeof(span), st->last_data_usec - st->silent_since_usec));
+                                      device(st),
+                                      format_timespan(span, sizeof(span), st->last_data_usec - st->silent_since_usec));
                 st->idle_reopens = 0;
                 task_report_running(st->task);
         }

@@ -310,8 +310,9 @@ _printf_(3, 4) static int store_fail(Store *s, int error, const char *format, ..
         else if (readings + rejects > 0)
                 /* Accepted (the callers were told 0) but never committed: say so, as the
                  * counters never included them. */
-                task_report_failure(s->task, error, "%s; %" PRIu64 " %s and %" PRIu64 " %s of the open batch were not stored",
-                                    cause, readings, readings == 1 ? "reading" : "readings", rejects,
+                task_report_failure(s->task, error,
+                                    "%s; %" PRIu64 " %s and %" PRIu64 " %s of the open batch were not stored", cause,
+                                    readings, readings == 1 ? "reading" : "readings", rejects,
                                     rejects == 1 ? "reject" : "rejects");
         else
                 task_report_failure(s->task, error, "%s", cause);

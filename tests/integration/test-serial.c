@@ -159,7 +159,8 @@ static void sql_exec(Ctx *c, const char *sql) {
 
 /* From now on the store refuses every reject (SQLITE_CONSTRAINT: the store fails, exit 12). */
 static void refuse_rejects(Ctx *c) {
-        sql_exec(c, "CREATE TRIGGER refuse BEFORE INSERT ON rejects BEGIN SELECT RAISE(ABORT, 'rejects refused by the test'); END;");
+        sql_exec(c, "CREATE TRIGGER refuse BEFORE INSERT ON rejects"
+                    " BEGIN SELECT RAISE(ABORT, 'rejects refused by the test'); END;");
 }
 
 /* ---- frames of both formats ---- */

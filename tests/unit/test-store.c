@@ -832,7 +832,8 @@ START_TEST(test_failure_counts_lost_batch) {
         Reading bad = reading("s", "m", 666, t0 + 100, true);
         ck_assert_int_eq(store_append(f.store, &bad), -EEXIST);
         ck_assert_int_eq(task_get_state(f.task), TASK_FAILED);
-        ck_assert_msg(strstr(task_get_cause(f.task), "refused by the test trigger; 3 readings and 1 reject of the open batch were not stored"),
+        ck_assert_msg(strstr(task_get_cause(f.task),
+                             "refused by the test trigger; 3 readings and 1 reject of the open batch were not stored"),
                       "%s", task_get_cause(f.task));
         store_get_stats(f.store, &stats);
         ck_assert_uint_eq(stats.readings, 2);
