@@ -1140,7 +1140,7 @@ static int mqtt_remember(MqttTask *m, const char *const *filters, size_t n) {
 
         for (size_t i = 0; i < n; i++)
                 size += strlen(filters[i]) + 1;
-        value = malloc(MAX(size, 1u));
+        value = calloc(MAX(size, 1u), 1); /* zeroed: an empty list is one NUL byte */
         copy = calloc(MAX(n, 1u), sizeof(char *));
         if (!value || !copy) {
                 free(copy);
