@@ -23,7 +23,7 @@ static inline void fuzz_check_frame(int r, const Frame *f, FrameReject reason) {
                 abort();
         if (f->n_metrics < 1 || f->n_metrics > FRAME_METRICS_MAX)
                 abort();
-        if (f->has_ts && (f->ts_ms <= 0 || f->ts_ms >= (INT64_C(1) << 53)))
+        if (f->has_ts && (f->ts_ms < INT64_C(946684800000) || f->ts_ms >= (INT64_C(1) << 53)))
                 abort();
         for (size_t i = 0; i < f->n_metrics; i++) {
                 if (!frame_id_valid(f->metrics[i].name, strlen(f->metrics[i].name)) || !isfinite(f->metrics[i].value))
