@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "collector/log.h"
+#include "collector/time-util.h"
 
 #define LOG_FIELDS_MAX 16
 
@@ -160,15 +161,8 @@ int log_internal(int level, int error, const char *file, int line, const char *f
         return -error;
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
 bool ratelimit_below(RateLimit *rl, unsigned *ret_suppressed) {
-        uint64_t now = now_usec();
+        uint64_t now = clock_now_usec(CLOCK_MONOTONIC);
 
         if (ret_suppressed)
                 *ret_suppressed = 0;

@@ -30,6 +30,7 @@ enum {
 #include "collector/log.h"
 #include "collector/mqtt-task.h"
 #include "collector/supervisor.h"
+#include "collector/time-util.h"
 
 /* Reconnect backoff: the first retry after about this long, doubling up to the cap; each delay
  * is drawn at random from its upper half so that gateways behind one broker spread out. */
@@ -285,36 +286,7 @@ static const char *mosq_describe(int rc, int errno_value) {
 }
 
 static uint64_t now_usec(MqttTask *m) {
-        uint64_t t = 0;
-
-        if (sd_event_now(m->event, CLOCK_MONOTONIC, &t) < 0) {
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                t = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-        }
-        return t;
-}
-
-static int64_t now_wallclock_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* "250ms", "4.5s", "10min", "1h 5min": for people reading logs and STATUS=. */
-static const char *format_timespan(char *buf, size_t size, uint64_t usec) {
-        uint64_t sec = usec / USEC_PER_SEC;
-
-        if (usec < USEC_PER_SEC)
-                snprintf(buf, size, "%" PRIu64 "ms", usec / USEC_PER_MSEC);
-        else if (usec < 60 * USEC_PER_SEC)
-                snprintf(buf, size, "%.1fs", (double) usec / (double) USEC_PER_SEC);
-        else if (sec < 3600)
-                snprintf(buf, size, sec % 60 ? "%" PRIu64 "min %" PRIu64 "s" : "%" PRIu64 "min", sec / 60, sec % 60);
-        else
-                snprintf(buf, size, "%" PRIu64 "h %" PRIu64 "min", sec / 3600, (sec % 3600) / 60);
-        return buf;
+        return event_now_usec(m->event, CLOCK_MONOTONIC);
 }
 
 static uint64_t random_u64(void) {
@@ -415,14 +387,12 @@ static int mqtt_update_io(MqttTask *m) {
  * once with force (at stop and failure): a burst followed by silence is accounted for too. */
 static void mqtt_flush_reject_log(MqttTask *m, bool force) {
         RateLimit *rl = &m->reject_ratelimit;
-        struct timespec ts;
         uint64_t now;
 
         if (rl->suppressed == 0)
                 return;
         /* The clock ratelimit_below() uses. */
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        now = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+        now = clock_now_usec(CLOCK_MONOTONIC);
         if (!force && now - rl->begin_usec < rl->interval_usec)
                 return;
         log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "mqtt"), "%u more rejected MQTT messages not logged.",
@@ -1498,7 +1468,7 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
         const MqttTopicConfig *tc = NULL;
         const TopicPattern *pattern = NULL;
         FrameReject reason = FRAME_REJECT_TOPIC_MISMATCH;
-        int64_t received_ms = now_wallclock_ms();
+        int64_t received_ms = wall_clock_ms();
         size_t size = msg->payloadlen > 0 ? (size_t) msg->payloadlen : 0;
         Frame frame;
         int r;

@@ -12,6 +12,7 @@
 #include "collector/query.h"
 #include "collector/store.h"
 #include "collector/supervisor.h"
+#include "collector/time-util.h"
 
 /* Table output is aligned over this many rows at a time: bounded memory on any result size. */
 #define TABLE_CHUNK_ROWS 1000
@@ -212,13 +213,6 @@ int query_parse_time(const char *s, int64_t now_ms, int64_t *ret_ms) {
         if (strlen(s) >= 10 && s[4] == '-')
                 return parse_absolute(s, ret_ms);
         return parse_relative(s, now_ms, ret_ms);
-}
-
-static int64_t wall_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* "2026-11-21T10:00:00.123Z" in UTC, or "2026-11-21 11:00:00.123" in local time. */
@@ -592,7 +586,7 @@ static int parse_args(int argc, char **argv, QueryArgs *a) {
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
-        int64_t now = wall_ms();
+        int64_t now = wall_clock_ms();
         unsigned modes = 0;
         char *end;
         int c;

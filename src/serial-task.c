@@ -18,6 +18,7 @@
 #include "collector/log.h"
 #include "collector/serial-task.h"
 #include "collector/supervisor.h"
+#include "collector/time-util.h"
 
 /* Bytes read per loop iteration: a bounded amount of work per dispatch. At 115200 baud a port
  * delivers about 11.5 KiB/s, so this keeps up with a few wakeups a second. */
@@ -116,45 +117,12 @@ static bool error_is_transient(int error) {
 }
 
 static uint64_t serial_now(SerialTask *st) {
-        uint64_t t = 0;
-
-        if (sd_event_now(st->event, CLOCK_MONOTONIC, &t) < 0) {
-                struct timespec ts;
-
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                t = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-        }
-        return t;
+        return event_now_usec(st->event, CLOCK_MONOTONIC);
 }
 
-static int64_t wall_clock_ms(SerialTask *st) {
-        uint64_t t = 0;
-
-        if (sd_event_now(st->event, CLOCK_REALTIME, &t) < 0) {
-                struct timespec ts;
-
-                clock_gettime(CLOCK_REALTIME, &ts);
-                return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-        }
-        return (int64_t) (t / USEC_PER_MSEC);
-}
-
-/* A compact human time span: "250ms", "1.5s", "2min", "1h 5min". */
-static const char *format_timespan(char *buf, size_t size, uint64_t usec) {
-        uint64_t ms = usec / USEC_PER_MSEC, s = usec / USEC_PER_SEC;
-
-        if (usec < USEC_PER_SEC)
-                snprintf(buf, size, "%" PRIu64 "ms", ms);
-        else if (s < 60 && ms % 1000 != 0)
-                snprintf(buf, size, "%" PRIu64 ".%" PRIu64 "s", s, (ms % 1000) / 100);
-        else if (s < 60)
-                snprintf(buf, size, "%" PRIu64 "s", s);
-        else if (s < 3600)
-                snprintf(buf, size, s % 60 ? "%" PRIu64 "min %" PRIu64 "s" : "%" PRIu64 "min", s / 60, s % 60);
-        else
-                snprintf(buf, size, (s / 60) % 60 ? "%" PRIu64 "h %" PRIu64 "min" : "%" PRIu64 "h",
-                         s / 3600, (s / 60) % 60);
-        return buf;
+/* Receipt time of what this loop iteration read. */
+static int64_t serial_wall_clock_ms(SerialTask *st) {
+        return (int64_t) (event_now_usec(st->event, CLOCK_REALTIME) / USEC_PER_MSEC);
 }
 
 static const char *plural(uint64_t n, const char *one, const char *many) {
@@ -394,7 +362,7 @@ static int serial_read_chunk(SerialTask *st) {
                 task_report_running(st->task);
         }
         st->silent_since_usec = st->last_data_usec;
-        st->received_ms = wall_clock_ms(st);
+        st->received_ms = serial_wall_clock_ms(st);
         r = line_buffer_feed(&st->lines, buf, (size_t) n, serial_handle_line, st);
         if (r < 0 && st->state == PORT_OPEN)
                 (void) serial_store_failed(st, r);

@@ -13,6 +13,7 @@
 #include "collector/log.h"
 #include "collector/store.h"
 #include "collector/supervisor.h"
+#include "collector/time-util.h"
 
 /* ReadingSource values are stored as they are (readings.source_id, the sources table). */
 _Static_assert(READING_SOURCE_SERIAL == 0 && READING_SOURCE_MQTT == 1, "stored source ids changed");
@@ -219,12 +220,6 @@ static int sqlite_to_errno(sqlite3 *db, int rc) {
         }
 }
 
-static int64_t now_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- interned names ---- */
 
@@ -692,7 +687,7 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
         *ret_by_size = false;
 
         if (s->config->retention_days > 0) {
-                int64_t cutoff = now_ms() - (int64_t) s->config->retention_days * MSEC_PER_DAY;
+                int64_t cutoff = wall_clock_ms() - (int64_t) s->config->retention_days * MSEC_PER_DAY;
 
                 rc = store_head_cutoff(s, STMT_READINGS_HEAD, cutoff, RETENTION_STEP_ROWS, &id, NULL);
                 if (rc == SQLITE_OK)
@@ -833,17 +828,14 @@ static int on_retention_timer(sd_event_source *source, uint64_t usec, void *user
 
 static int progress_deadline(void *userdata) {
         const uint64_t *deadline = userdata;
-        struct timespec ts;
 
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC > *deadline;
+        return clock_now_usec(CLOCK_MONOTONIC) > *deadline;
 }
 
 /* quick_check within a time budget: finds a damaged file early when it is small enough to
  * check quickly; on a big one, corruption shows up on the first write that touches it. */
 static int store_quick_check(Store *s) {
         char result[256] = "";
-        struct timespec ts;
         uint64_t deadline;
         int64_t pages = 0, page_size = 0;
         int rc;
@@ -860,8 +852,7 @@ static int store_quick_check(Store *s) {
                 return 0;
         }
 
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        deadline = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC + QUICK_CHECK_BUDGET_USEC;
+        deadline = clock_now_usec(CLOCK_MONOTONIC) + QUICK_CHECK_BUDGET_USEC;
         sqlite3_progress_handler(s->db, 1000, progress_deadline, &deadline);
         rc = exec_text(s->db, "PRAGMA quick_check(1)", result, sizeof(result));
         sqlite3_progress_handler(s->db, 0, NULL, NULL);
@@ -892,7 +883,7 @@ static int store_migrate(Store *s, int64_t from) {
                          "PRAGMA application_id = %d; PRAGMA user_version = %d;"
                          "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', %d), ('%s', %" PRId64 ");",
                          STORE_APPLICATION_ID, STORE_SCHEMA_VERSION, STORE_SCHEMA_VERSION,
-                         from == 0 ? "created" : "migrated", now_ms());
+                         from == 0 ? "created" : "migrated", wall_clock_ms());
                 rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
         }
         if (rc == SQLITE_OK && from == 0)

@@ -8,6 +8,7 @@
 
 #include "collector/log.h"
 #include "collector/supervisor.h"
+#include "collector/time-util.h"
 
 #define STATUS_MAX 1024
 
@@ -40,10 +41,7 @@ struct Supervisor {
 static const int handled_signals[] = { SIGTERM, SIGINT, SIGHUP };
 
 static uint64_t now_usec(Supervisor *s) {
-        uint64_t t = 0;
-
-        (void) sd_event_now(s->event, CLOCK_MONOTONIC, &t);
-        return t;
+        return event_now_usec(s->event, CLOCK_MONOTONIC);
 }
 
 static void supervisor_format_status(Supervisor *s, char *buf, size_t size) {
