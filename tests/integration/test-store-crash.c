@@ -2,7 +2,6 @@
 /* Crash consistency: the real daemon is SIGKILLed at random moments while frames stream in; nothing committed is lost. */
 #include <inttypes.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -52,34 +51,8 @@ static void write_frames(Ctx *c, int n) {
         tl_pty_write(&c->pty, buf, len);
 }
 
-/* PRAGMA integrity_check through a normal (read-write) connection, which also recovers a hot
- * WAL the way the next daemon would. */
-static void check_integrity(const char *db_path) {
-        sqlite3 *db = NULL;
-        sqlite3_stmt *st = NULL;
-
-        ck_assert_int_eq(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-        sqlite3_busy_timeout(db, 2000);
-        ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
-        ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-        ck_assert_msg(streq((const char *) sqlite3_column_text(st, 0), "ok"), "integrity_check: %s",
-                      sqlite3_column_text(st, 0));
-        sqlite3_finalize(st);
-        sqlite3_close(db);
-}
-
 static int64_t count(Ctx *c) {
         return tl_sql_int(c->db, "SELECT count(*) FROM readings");
-}
-
-typedef struct CountAtLeast {
-        Ctx *c;
-        int64_t want;
-} CountAtLeast;
-
-static bool count_at_least(void *userdata) {
-        CountAtLeast *w = userdata;
-        return count(w->c) >= w->want;
 }
 
 START_TEST(test_sigkill_at_random_moments) {
@@ -133,7 +106,7 @@ START_TEST(test_sigkill_at_random_moments) {
                 ck_assert_int_eq(status, 128 + SIGKILL);
                 tl_notify_close(&c.d.notify);
 
-                check_integrity(c.db);
+                tl_assert_integrity(c.db, false);
                 after = count(&c);
                 ck_assert_msg(after >= committed, "kill %d: %" PRId64 " rows committed before the kill, %" PRId64 " after",
                               k, committed, after);
@@ -144,12 +117,12 @@ START_TEST(test_sigkill_at_random_moments) {
         daemon_start(&c);
         write_frames(&c, 1);
         {
-                CountAtLeast w = { &c, last + 1 };
-                ck_assert(tl_wait_until(count_at_least, &w, 5000));
+                const int64_t want = last + 1;
+                ck_assert(tl_wait_sql_at_least(c.db, "SELECT count(*) FROM readings", want, 5000));
         }
         kill(c.d.pid, SIGTERM);
         ck_assert_int_eq(tl_daemon_wait(&c.d, 10000), 0);
-        check_integrity(c.db);
+        tl_assert_integrity(c.db, false);
 
         /* Every stored frame once; what is missing are the batches open at each kill. */
         ck_assert_int_eq(tl_sql_int(c.db, "SELECT count(DISTINCT value) = count(*) FROM readings_view WHERE metric = 'seq'"), 1);

@@ -3,7 +3,6 @@
 #include <inttypes.h>
 #include <sched.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mount.h>
@@ -81,33 +80,8 @@ static void write_frames(Ctx *c, int n) {
         tl_pty_write(&c->pty, buf, len);
 }
 
-static void check_integrity(const char *db_path) {
-        sqlite3 *db = NULL;
-        sqlite3_stmt *st = NULL;
-
-        /* Read-only: there may be no room for anything else. */
-        ck_assert_int_eq(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-        sqlite3_busy_timeout(db, 2000);
-        ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
-        ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-        ck_assert_msg(streq((const char *) sqlite3_column_text(st, 0), "ok"), "integrity_check: %s",
-                      sqlite3_column_text(st, 0));
-        sqlite3_finalize(st);
-        sqlite3_close(db);
-}
-
 static int64_t count(Ctx *c) {
         return tl_sql_int(c->db, "SELECT count(*) FROM readings");
-}
-
-typedef struct CountAtLeast {
-        Ctx *c;
-        int64_t want;
-} CountAtLeast;
-
-static bool count_at_least(void *userdata) {
-        CountAtLeast *w = userdata;
-        return count(w->c) >= w->want;
 }
 
 START_TEST(test_disk_full_then_room_again) {
@@ -148,7 +122,7 @@ START_TEST(test_disk_full_then_room_again) {
         ck_assert_msg(strstr(c.d.notify.log, "STOPPING=1"), "no STOPPING=1");
         tl_notify_close(&c.d.notify);
 
-        check_integrity(c.db);
+        tl_assert_integrity(c.db, true);
         before = count(&c);
         fprintf(stderr, "diskfull: %" PRId64 " frames written, %" PRId64 " readings committed before the disk was full\n",
                 c.seq, before);
@@ -161,14 +135,15 @@ START_TEST(test_disk_full_then_room_again) {
         ck_assert_int_ge(count(&c), before);
         {
                 int64_t from = count(&c);
-                CountAtLeast w = { &c, from + 2 * 100 };
+                const int64_t want = from + 2 * 100;
 
                 write_frames(&c, 100);
-                ck_assert_msg(tl_wait_until(count_at_least, &w, 10000), "count %" PRId64 ", want %" PRId64, count(&c), w.want);
+                ck_assert_msg(tl_wait_sql_at_least(c.db, "SELECT count(*) FROM readings", want, 10000), "count %" PRId64 ", want %" PRId64,
+                              count(&c), want);
         }
         kill(c.d.pid, SIGTERM);
         ck_assert_int_eq(tl_daemon_wait(&c.d, 10000), 0);
-        check_integrity(c.db);
+        tl_assert_integrity(c.db, true);
         tl_pty_stop(&c.pty);
 }
 END_TEST

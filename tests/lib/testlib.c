@@ -474,3 +474,33 @@ int tl_run_suite(Suite *s) {
         srunner_free(sr);
         return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
+
+void tl_assert_integrity(const char *db_path, bool read_only) {
+        sqlite3 *db = NULL;
+        sqlite3_stmt *st = NULL;
+
+        ck_assert_int_eq(sqlite3_open_v2(db_path, &db, read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE, NULL),
+                         SQLITE_OK);
+        sqlite3_busy_timeout(db, 2000);
+        ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+        ck_assert_msg(streq((const char *) sqlite3_column_text(st, 0), "ok"), "integrity_check: %s",
+                      sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+}
+
+typedef struct SqlAtLeast {
+        const char *db_path, *sql;
+        int64_t want;
+} SqlAtLeast;
+
+static bool sql_at_least(void *userdata) {
+        const SqlAtLeast *w = userdata;
+        return tl_sql_int(w->db_path, w->sql) >= w->want;
+}
+
+bool tl_wait_sql_at_least(const char *db_path, const char *sql, int64_t want, int timeout_ms) {
+        SqlAtLeast w = { db_path, sql, want };
+        return tl_wait_until(sql_at_least, &w, timeout_ms);
+}

@@ -95,3 +95,11 @@ int64_t tl_sql_int(const char *db_path, const char *sql);
 /* Runs every test of the suite (forking, as Check does by default), frees it, and returns the
  * process exit status: 0 when all passed. */
 int tl_run_suite(Suite *s);
+
+/* Asserts that PRAGMA integrity_check of the SQLite file says "ok": through a read-write
+ * connection, which also recovers a hot WAL the way the next daemon would, or read-only (a
+ * full disk may have room for nothing else). */
+void tl_assert_integrity(const char *db_path, bool read_only);
+
+/* Waits until the integer the query returns is at least want; true if it got there. */
+bool tl_wait_sql_at_least(const char *db_path, const char *sql, int64_t want, int timeout_ms);
