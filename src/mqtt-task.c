@@ -39,6 +39,9 @@ enum {
 /* A connection that lasted less than this does not reset the backoff: a broker (or a second
  * client with our client id) that drops us right after accepting must not be hammered. */
 #define STABLE_CONNECTION_USEC (10 * USEC_PER_SEC)
+/* The last attempt of an outage starts at least this long (or a quarter of max_offline) before
+ * the budget runs out, so that a broker that is back gets a try before the task gives up. */
+#define LAST_ATTEMPT_MARGIN_USEC (2 * USEC_PER_SEC)
 /* libmosquitto's housekeeping (keepalive pings, retries) wants a call about once a second. */
 #define MISC_INTERVAL_USEC USEC_PER_SEC
 /* A connection attempt that has not been answered (CONNACK and every SUBACK) within the
@@ -549,7 +552,12 @@ static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
                 m->backoff_step = 0;
         m->backoff_step++;
         delay = backoff_usec(m->backoff_step);
-        when = MIN(now + delay, deadline);
+        /* A long backoff (after a run of short connections) must not push the next attempt
+         * past the budget: the broker may be back by then, and giving up without trying would
+         * turn a short outage into a restart. Near the end, tries stay BACKOFF_MIN_USEC apart. */
+        uint64_t margin = MIN(LAST_ATTEMPT_MARGIN_USEC, m->config->max_offline_usec / 4);
+        uint64_t latest = deadline - margin > now ? deadline - margin : now;
+        when = MIN(now + delay, MAX(latest, now + BACKOFF_MIN_USEC));
         if (was_connected)
                 log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "mqtt"),
                                       "Connection to broker %s lost: %s; reconnecting in %s.", m->host_port, cause,

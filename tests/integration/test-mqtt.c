@@ -597,6 +597,41 @@ START_TEST(test_broker_restart) {
 }
 END_TEST
 
+/* ---- short outages in a row: the growing backoff must not outlast max_offline ---- */
+
+/* Each reconnect is short-lived, so the backoff keeps growing (it resets only after a stable
+ * connection): by the sixth outage it is longer than max_offline. The broker is back within a
+ * second each time; the daemon must still try before its budget runs out, not give up. */
+START_TEST(test_short_outages_in_a_row) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        _cleanup_free_ char *config = NULL;
+
+        tl_broker_start(&b, dir, NULL);
+        config = make_config(dir, b.port, "\"max_offline\": 4,", default_topics);
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+
+        for (unsigned i = 1; i <= 7; i++) {
+                int64_t deadline = tl_now_ms() + 8000;
+
+                tl_broker_stop(&b);
+                tl_sleep_ms(300);
+                tl_broker_start(&b, dir, NULL);
+                while (log_count(&d, "Reconnected to broker 127.0.0.1:") < i && tl_now_ms() < deadline &&
+                       tl_wait(d.pid, 0) == -ETIMEDOUT)
+                        tl_sleep_ms(20);
+                if (log_count(&d, "Reconnected to broker 127.0.0.1:") < i)
+                        dump_log(&d);
+                ck_assert_msg(log_count(&d, "Reconnected to broker 127.0.0.1:") >= i, "outage %u: no reconnect", i);
+        }
+        assert_log_lacks(&d, "Task mqtt failed");
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+}
+END_TEST
+
 /* ---- TLS with a CA made for the test ---- */
 
 static void run_ok(char *const argv[]) {
@@ -1307,6 +1342,7 @@ static Suite *mqtt_suite(void) {
         tc = tcase_create("outages");
         tcase_set_timeout(tc, 90);
         tcase_add_test(tc, test_broker_restart);
+        tcase_add_test(tc, test_short_outages_in_a_row);
         tcase_add_test(tc, test_max_offline);
         tcase_add_test(tc, test_sigterm_while_offline);
         tcase_add_test(tc, test_silent_broker);
