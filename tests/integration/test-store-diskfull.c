@@ -53,15 +53,7 @@ static bool mount_small_tmpfs(Ctx *c) {
 }
 
 static void daemon_start(Ctx *c) {
-        char notify[450];
-
-        snprintf(notify, sizeof(notify), "%s/notify", c->dir);
-        (void) unlink(notify);
-        tl_daemon_start(&c->d, c->dir, c->config, NULL, NULL);
-        if (!tl_notify_wait(&c->d.notify, "READY=1", 10000)) {
-                char *log = tl_daemon_log(&c->d);
-                ck_abort_msg("no READY=1; daemon log:\n%s", log);
-        }
+        tl_daemon_start_ready(&c->d, c->dir, c->config, NULL, NULL, 10000);
 }
 
 static void write_frames(Ctx *c, int n) {

@@ -504,3 +504,12 @@ bool tl_wait_sql_at_least(const char *db_path, const char *sql, int64_t want, in
         SqlAtLeast w = { db_path, sql, want };
         return tl_wait_until(sql_at_least, &w, timeout_ms);
 }
+
+void tl_daemon_start_ready(TlDaemon *d, const char *dir, const char *config_json, char *const extra_args[],
+                           char *const extra_env[], int timeout_ms) {
+        tl_daemon_start(d, dir, config_json, extra_args, extra_env);
+        if (!tl_notify_wait(&d->notify, "READY=1", timeout_ms)) {
+                char *log = tl_daemon_log(d);
+                ck_abort_msg("no READY=1 within %d ms; daemon log:\n%s", timeout_ms, log);
+        }
+}

@@ -103,3 +103,8 @@ void tl_assert_integrity(const char *db_path, bool read_only);
 
 /* Waits until the integer the query returns is at least want; true if it got there. */
 bool tl_wait_sql_at_least(const char *db_path, const char *sql, int64_t want, int timeout_ms);
+
+/* tl_daemon_start(), then waits up to timeout_ms for READY=1; fails the test with the daemon's
+ * log when it does not come. */
+void tl_daemon_start_ready(TlDaemon *d, const char *dir, const char *config_json, char *const extra_args[],
+                           char *const extra_env[], int timeout_ms);
