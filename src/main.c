@@ -5,6 +5,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "collector/config.h"
+#include "collector/list-ports.h"
 #include "collector/log.h"
 #include "collector/mqtt-task.h"
 #include "collector/query.h"
@@ -152,7 +153,7 @@ static int run(int argc, char **argv) {
         if (argc > 1 && streq(argv[1], "query"))
                 return query_main(argc - 1, argv + 1);
         if (argc > 1 && streq(argv[1], "list-ports"))
-                return serial_list_ports_main(argc - 1, argv + 1);
+                return list_ports_main(argc - 1, argv + 1);
 
         r = parse_args(argc, argv, &args);
         if (r < 0)

@@ -29,7 +29,7 @@ enum {
 #include "collector/frame.h"
 #include "collector/log.h"
 #include "collector/mqtt-task.h"
-#include "collector/supervisor.h"
+#include "collector/exit-status.h"
 #include "collector/time-util.h"
 
 /* Reconnect backoff: the first retry after about this long, doubling up to the cap; each delay

@@ -11,7 +11,7 @@
 #include "collector/config.h"
 #include "collector/query.h"
 #include "collector/store.h"
-#include "collector/supervisor.h"
+#include "collector/exit-status.h"
 #include "collector/time-util.h"
 
 /* Table output is aligned over this many rows at a time: bounded memory on any result size. */

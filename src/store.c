@@ -12,7 +12,7 @@
 
 #include "collector/log.h"
 #include "collector/store.h"
-#include "collector/supervisor.h"
+#include "collector/exit-status.h"
 #include "collector/time-util.h"
 
 /* ReadingSource values are stored as they are (readings.source_id, the sources table). */

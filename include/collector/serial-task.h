@@ -22,6 +22,6 @@
  * to store; it copies nothing else. */
 int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Task **ret);
 
-/* `sensor-collector list-ports`: prints the serial ports libserialport knows with their USB
- * description, VID:PID, serial number and by-id path. Returns a process exit status. */
-int serial_list_ports_main(int argc, char **argv);
+/* libserialport's return code (enum sp_return) -> 0 or -errno. Call right after the failing
+ * call: SP_ERR_FAIL leaves the OS error in errno. */
+int serial_error(int sp_return);

@@ -5,20 +5,9 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include "collector/exit-status.h"
 #include "collector/macro.h"
 #include "collector/task.h"
-
-/* Exit status of the process: stable, documented in README and sensor-collector(8). */
-enum {
-        EXIT_STATUS_OK = 0,            /* stopped on request */
-        EXIT_STATUS_UNEXPECTED = 1,    /* anything else */
-        EXIT_STATUS_SERIAL = 10,       /* serial task failed */
-        EXIT_STATUS_MQTT = 11,         /* MQTT task failed */
-        EXIT_STATUS_STORE = 12,        /* store failed */
-        EXIT_STATUS_STOP_TIMEOUT = 13, /* tasks did not stop within the stop timeout */
-        EXIT_STATUS_USAGE = 64,        /* bad command line, nothing to collect */
-        EXIT_STATUS_CONFIG = 78,       /* invalid configuration */
-};
 
 typedef struct Supervisor Supervisor;
 
