@@ -717,10 +717,17 @@ void line_buffer_done(LineBuffer *lb) {
         line_buffer_reset(lb);
 }
 
-void line_buffer_reset(LineBuffer *lb) {
+/* Forgets the partial line only; the chunk being read stays. */
+static void line_buffer_clear(LineBuffer *lb) {
         lb->len = 0;
         lb->discarding = false;
         lb->discarded = 0;
+}
+
+void line_buffer_reset(LineBuffer *lb) {
+        line_buffer_clear(lb);
+        lb->chunk = NULL;
+        lb->chunk_left = 0;
 }
 
 static void line_buffer_append(LineBuffer *lb, const char *p, size_t n) {
@@ -742,49 +749,78 @@ static void line_buffer_append(LineBuffer *lb, const char *p, size_t n) {
         lb->len += n;
 }
 
-/* A complete line of n bytes (the newline not included): strip one '\r', cut to max. */
-static int line_emit(const LineBuffer *lb, const char *line, size_t n, bool overlong,
-                     line_handler_t handler, void *userdata) {
+void line_buffer_put(LineBuffer *lb, const void *data, size_t size) {
+        assert(lb && lb->buf);
+        assert(data || size == 0);
+        /* the previous chunk must be used up: its unread rest would be lost */
+        assert(lb->chunk_left == 0);
+
+        lb->chunk = data;
+        lb->chunk_left = size;
+}
+
+int line_buffer_next(LineBuffer *lb, const char **ret_line, size_t *ret_size, bool *ret_overlong) {
+        const char *p = lb->chunk, *nl, *line;
+        bool overlong = false;
+        size_t n;
+
+        assert(lb && lb->buf);
+        assert(ret_line && ret_size && ret_overlong);
+
+        if (lb->chunk_left == 0)
+                return 0;
+        nl = memchr(p, '\n', lb->chunk_left);
+        if (!nl) {
+                /* the tail of a line that continues in the next chunk */
+                line_buffer_append(lb, p, lb->chunk_left);
+                lb->chunk = NULL;
+                lb->chunk_left = 0;
+                return 0;
+        }
+        n = (size_t) (nl - p);
+        lb->chunk = nl + 1;
+        lb->chunk_left -= n + 1;
+
+        if (lb->len == 0)
+                /* The whole line is in this chunk: hand it out without a copy. */
+                line = p;
+        else {
+                line_buffer_append(lb, p, n);
+                line = lb->buf;
+                n = lb->len;
+                overlong = lb->discarding;
+                /* buf keeps the bytes until the next call appends to it again */
+                line_buffer_clear(lb);
+        }
+
+        /* strip one '\r', cut to max */
         if (!overlong && n > 0 && line[n - 1] == '\r')
                 n--;
         if (n > lb->max)
                 overlong = true;
         if (overlong)
                 n = lb->max;
-        return handler(line, n, overlong, userdata);
+        *ret_line = line;
+        *ret_size = n;
+        *ret_overlong = overlong;
+        return 1;
 }
 
 int line_buffer_feed(LineBuffer *lb, const void *data, size_t size, line_handler_t handler, void *userdata) {
-        const char *p = data, *end = p + size;
+        const char *line;
+        bool overlong;
+        size_t n;
+        int r;
 
-        assert(lb && lb->buf);
-        assert(data || size == 0);
         assert(handler);
 
-        while (p < end) {
-                const char *nl = memchr(p, '\n', (size_t) (end - p));
-                bool overlong;
-                size_t n;
-                int r;
-
-                if (!nl) {
-                        line_buffer_append(lb, p, (size_t) (end - p));
-                        break;
-                }
-
-                if (lb->len == 0) {
-                        /* The whole line is in this chunk: hand it over without a copy. */
-                        r = line_emit(lb, p, (size_t) (nl - p), false, handler, userdata);
-                } else {
-                        line_buffer_append(lb, p, (size_t) (nl - p));
-                        n = lb->len;
-                        overlong = lb->discarding;
+        line_buffer_put(lb, data, size);
+        while (line_buffer_next(lb, &line, &n, &overlong) > 0) {
+                r = handler(line, n, overlong, userdata);
+                if (r < 0) {
                         line_buffer_reset(lb);
-                        r = line_emit(lb, lb->buf, n, overlong, handler, userdata);
-                }
-                p = nl + 1;
-                if (r < 0)
                         return r;
+                }
         }
         return 0;
 }

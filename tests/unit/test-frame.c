@@ -638,6 +638,41 @@ static int collect(const char *line, size_t size, bool overlong, void *userdata)
         return 0;
 }
 
+/* How a test hands bytes to the splitter: the pull form (put, then next until 0) or the push
+ * form kept for callers not yet moved. Every LineBuffer case runs through both. Returns 0, or
+ * -EIO when collect() fails, after which the pull form resets as its readers do. */
+typedef int (*feed_t)(LineBuffer *lb, const void *data, size_t size, Lines *l);
+
+static int feed_pull(LineBuffer *lb, const void *data, size_t size, Lines *l) {
+        const char *line;
+        size_t n;
+        bool overlong;
+        int r;
+
+        line_buffer_put(lb, data, size);
+        while ((r = line_buffer_next(lb, &line, &n, &overlong)) > 0) {
+                /* borrowed from the chunk or from lb, nowhere else */
+                ck_assert((line >= (const char *) data && line + n <= (const char *) data + size) ||
+                          (line >= lb->buf && line + n <= lb->buf + lb->max + 1));
+                if (collect(line, n, overlong, l) < 0) {
+                        line_buffer_reset(lb);
+                        return -EIO;
+                }
+        }
+        ck_assert_int_eq(r, 0);
+        /* used up: 0 again, the out parameters untouched */
+        line = NULL;
+        ck_assert_int_eq(line_buffer_next(lb, &line, &n, &overlong), 0);
+        ck_assert_ptr_null(line);
+        return 0;
+}
+
+static int feed_push(LineBuffer *lb, const void *data, size_t size, Lines *l) {
+        return line_buffer_feed(lb, data, size, collect, l);
+}
+
+static const feed_t feeds[] = { feed_pull, feed_push };
+
 static const char stream[] =
         "abc\n"
         "12345678\n"                  /* exactly max */
@@ -653,13 +688,13 @@ static const char stream[] =
 static const char stream_lines[] =
         "abc|12345678|12345678|12345678!|12345678!|||x\ry|01234567!|last|";
 
-static void feed_in_chunks(LineBuffer *lb, Lines *l, const char *data, size_t size, unsigned seed) {
+static void feed_in_chunks(feed_t feed, LineBuffer *lb, Lines *l, const char *data, size_t size, unsigned seed) {
         size_t i = 0;
 
         while (i < size) {
                 size_t n = seed == 0 ? 1 : 1 + (size_t) rand_r(&seed) % 13;
                 n = MIN(n, size - i);
-                ck_assert_int_eq(line_buffer_feed(lb, data + i, n, collect, l), 0);
+                ck_assert_int_eq(feed(lb, data + i, n, l), 0);
                 i += n;
         }
 }
@@ -672,7 +707,7 @@ START_TEST(test_line_buffer_split) {
 
         ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
         ck_assert(!line_buffer_pending(&lb, &pending, &size));
-        ck_assert_int_eq(line_buffer_feed(&lb, stream, sizeof(stream) - 1, collect, &one), 0);
+        ck_assert_int_eq(feeds[_i](&lb, stream, sizeof(stream) - 1, &one), 0);
         ck_assert_str_eq(one.text, stream_lines);
         ck_assert(line_buffer_pending(&lb, &pending, &size));
         ck_assert_uint_eq(size, 4);
@@ -680,14 +715,14 @@ START_TEST(test_line_buffer_split) {
         line_buffer_reset(&lb);
         ck_assert(!line_buffer_pending(&lb, NULL, NULL));
 
-        feed_in_chunks(&lb, &bytes, stream, sizeof(stream) - 1, 0);
+        feed_in_chunks(feeds[_i], &lb, &bytes, stream, sizeof(stream) - 1, 0);
         ck_assert_str_eq(bytes.text, stream_lines);
         ck_assert(line_buffer_pending(&lb, &pending, &size) && size == 4 && memcmp(pending, "tail", 4) == 0);
         line_buffer_reset(&lb);
 
         for (unsigned seed = 1; seed <= 50; seed++) {
                 chunks = (Lines) {};
-                feed_in_chunks(&lb, &chunks, stream, sizeof(stream) - 1, seed);
+                feed_in_chunks(feeds[_i], &lb, &chunks, stream, sizeof(stream) - 1, seed);
                 ck_assert_msg(streq(chunks.text, stream_lines), "seed %u: %s", seed, chunks.text);
                 ck_assert(line_buffer_pending(&lb, &pending, &size) && size == 4);
                 line_buffer_reset(&lb);
@@ -710,7 +745,7 @@ START_TEST(test_line_buffer_overlong) {
         for (size_t i = 0; i < sizeof(block); i++)
                 block[i] = (char) ('a' + i % 26);
         for (int i = 0; i < 100; i++) {
-                ck_assert_int_eq(line_buffer_feed(&lb, block, sizeof(block), collect, &l), 0);
+                ck_assert_int_eq(feeds[_i](&lb, block, sizeof(block), &l), 0);
                 ck_assert_uint_eq(l.calls, 0);
         }
         /* a partial overlong line pending: its first max bytes */
@@ -718,14 +753,14 @@ START_TEST(test_line_buffer_overlong) {
         ck_assert_uint_eq(size, 16);
         ck_assert(memcmp(pending, block, 16) == 0);
 
-        ck_assert_int_eq(line_buffer_feed(&lb, "xyz\nok\n", 7, collect, &l), 0);
+        ck_assert_int_eq(feeds[_i](&lb, "xyz\nok\n", 7, &l), 0);
         ck_assert_uint_eq(l.calls, 2);
         ck_assert_str_eq(l.text, "abcdefghijklmnop!|ok|");
         ck_assert(!line_buffer_pending(&lb, NULL, NULL));
 
         /* overlong inside one chunk, no copy path */
         l = (Lines) {};
-        ck_assert_int_eq(line_buffer_feed(&lb, "0123456789abcdefg\n0123456789abcdef\r\n", 36, collect, &l), 0);
+        ck_assert_int_eq(feeds[_i](&lb, "0123456789abcdefg\n0123456789abcdef\r\n", 36, &l), 0);
         ck_assert_str_eq(l.text, "0123456789abcdef!|0123456789abcdef|");
         line_buffer_done(&lb);
 }
@@ -736,18 +771,232 @@ START_TEST(test_line_buffer_handler_error) {
         Lines l = { .fail_at = 2 };
 
         ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
-        ck_assert_int_eq(line_buffer_feed(&lb, "a\nb\nc\nd", 7, collect, &l), -EIO);
+        ck_assert_int_eq(feeds[_i](&lb, "a\nb\nc\nd", 7, &l), -EIO);
         ck_assert_str_eq(l.text, "a|b|");
         /* a buffered line that fails is consumed as well */
         l = (Lines) { .fail_at = 1 };
         line_buffer_reset(&lb);
-        ck_assert_int_eq(line_buffer_feed(&lb, "xy", 2, collect, &l), 0);
-        ck_assert_int_eq(line_buffer_feed(&lb, "z\nw", 3, collect, &l), -EIO);
+        ck_assert_int_eq(feeds[_i](&lb, "xy", 2, &l), 0);
+        ck_assert_int_eq(feeds[_i](&lb, "z\nw", 3, &l), -EIO);
         ck_assert_str_eq(l.text, "xyz|");
         ck_assert(!line_buffer_pending(&lb, NULL, NULL));
         line_buffer_done(&lb);
 
         ck_assert_int_eq(line_buffer_init(&lb, 0), -EINVAL);
+}
+END_TEST
+
+/* The next line must be want (overlong or not); want NULL: the chunk must be used up. */
+static void expect_next(LineBuffer *lb, const char *want, bool want_overlong) {
+        const char *line = NULL;
+        size_t n = SIZE_MAX;
+        bool overlong = !want_overlong;
+
+        if (!want) {
+                ck_assert_int_eq(line_buffer_next(lb, &line, &n, &overlong), 0);
+                ck_assert_ptr_null(line);
+                ck_assert_uint_eq(n, SIZE_MAX);
+                return;
+        }
+        ck_assert_int_eq(line_buffer_next(lb, &line, &n, &overlong), 1);
+        ck_assert_msg(n == strlen(want) && memcmp(line, want, n) == 0, "got '%.*s', want '%s'", (int) n, line, want);
+        ck_assert(overlong == want_overlong);
+}
+
+static void expect_pending(const LineBuffer *lb, const char *want) {
+        const char *line;
+        size_t n;
+
+        if (!want) {
+                ck_assert(!line_buffer_pending(lb, &line, &n));
+                return;
+        }
+        ck_assert(line_buffer_pending(lb, &line, &n));
+        ck_assert_msg(n == strlen(want) && memcmp(line, want, n) == 0, "pending '%.*s', want '%s'", (int) n, line, want);
+}
+
+/* Lines whole within the chunk point into it; a line completed from the buffer points into lb. */
+START_TEST(test_line_buffer_pull_no_copy) {
+        static const char chunk[] = "abc\r\ndef\ngh";
+        LineBuffer lb;
+        const char *line;
+        size_t n;
+        bool overlong;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        line_buffer_put(&lb, chunk, sizeof(chunk) - 1);
+        ck_assert_int_eq(line_buffer_next(&lb, &line, &n, &overlong), 1);
+        ck_assert_ptr_eq(line, chunk);
+        ck_assert_uint_eq(n, 3);
+        ck_assert(!overlong);
+        ck_assert_int_eq(line_buffer_next(&lb, &line, &n, &overlong), 1);
+        ck_assert_ptr_eq(line, chunk + 5);
+        ck_assert_uint_eq(n, 3);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "gh");
+
+        line_buffer_put(&lb, "i\n", 2);
+        ck_assert_int_eq(line_buffer_next(&lb, &line, &n, &overlong), 1);
+        ck_assert_ptr_eq(line, lb.buf);
+        ck_assert(n == 3 && memcmp(line, "ghi", 3) == 0);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+        line_buffer_done(&lb);
+}
+END_TEST
+
+/* A '\r' at the end of a chunk waits in the buffer: it is stripped only if "\n" follows. */
+START_TEST(test_line_buffer_pull_cr_at_chunk_end) {
+        LineBuffer lb;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        line_buffer_put(&lb, "abc\r", 4);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "abc\r");
+        line_buffer_put(&lb, "\n", 1);
+        expect_next(&lb, "abc", false);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+
+        /* max bytes and the '\r' in the extra byte: not overlong */
+        line_buffer_put(&lb, "x\nabcdefgh\r", 11);
+        expect_next(&lb, "x", false);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "abcdefgh");
+        line_buffer_put(&lb, "\n", 1);
+        expect_next(&lb, "abcdefgh", false);
+        expect_next(&lb, NULL, false);
+
+        /* no "\n" after it: the '\r' is content */
+        line_buffer_put(&lb, "ab\r", 3);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "c\n", 2);
+        expect_next(&lb, "ab\rc", false);
+        expect_next(&lb, NULL, false);
+
+        /* max bytes, '\r', then more: over */
+        line_buffer_put(&lb, "abcdefgh\r", 9);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "x\n", 2);
+        expect_next(&lb, "abcdefgh", true);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+        line_buffer_done(&lb);
+}
+END_TEST
+
+START_TEST(test_line_buffer_pull_three_chunks) {
+        LineBuffer lb;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        line_buffer_put(&lb, "ab", 2);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "ab");
+        line_buffer_put(&lb, "cd", 2);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "abcd");
+        line_buffer_put(&lb, "ef\r\ngh\n", 7);
+        expect_next(&lb, "abcdef", false);
+        expect_next(&lb, "gh", false);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+        line_buffer_done(&lb);
+}
+END_TEST
+
+/* Overlong across chunks: one line, at its newline, with the first max bytes. */
+START_TEST(test_line_buffer_pull_overlong_chunks) {
+        LineBuffer lb;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        line_buffer_put(&lb, "12345", 5);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "6789ab", 6);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "12345678");
+        ck_assert(lb.discarding);
+        line_buffer_put(&lb, "cdef", 4);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "12345678");
+        line_buffer_put(&lb, "g\r\nok\n", 6);
+        expect_next(&lb, "12345678", true);
+        expect_next(&lb, "ok", false);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+
+        /* exactly max+1 bytes across two chunks, then the newline alone */
+        line_buffer_put(&lb, "1234", 4);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "56789", 5);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "\n", 1);
+        expect_next(&lb, "12345678", true);
+        expect_next(&lb, NULL, false);
+        line_buffer_done(&lb);
+}
+END_TEST
+
+/* A reader that stops early resets: the rest of the chunk is dropped, nothing else. */
+START_TEST(test_line_buffer_pull_reset) {
+        LineBuffer lb;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        line_buffer_put(&lb, "a\nb\nc\nd", 7);
+        expect_next(&lb, "a", false);
+        line_buffer_reset(&lb);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+        line_buffer_put(&lb, "e\n", 2);
+        expect_next(&lb, "e", false);
+        expect_next(&lb, NULL, false);
+
+        /* after a line completed from the buffer */
+        line_buffer_put(&lb, "xy", 2);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "z\nw\nv", 5);
+        expect_next(&lb, "xyz", false);
+        line_buffer_reset(&lb);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+
+        /* right after put, with a partial line pending: both go */
+        line_buffer_put(&lb, "pq", 2);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "r\ns\n", 4);
+        line_buffer_reset(&lb);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+        line_buffer_put(&lb, "t\n", 2);
+        expect_next(&lb, "t", false);
+        expect_next(&lb, NULL, false);
+        line_buffer_done(&lb);
+}
+END_TEST
+
+START_TEST(test_line_buffer_pull_empty_chunk) {
+        LineBuffer lb;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        line_buffer_put(&lb, NULL, 0);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+
+        line_buffer_put(&lb, "ab", 2);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, NULL, 0);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "xyz", 0);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "ab");
+        line_buffer_put(&lb, "c\n", 2);
+        expect_next(&lb, "abc", false);
+        expect_next(&lb, NULL, false);
+
+        /* an empty line is a line, an empty chunk none */
+        line_buffer_put(&lb, "\n", 1);
+        expect_next(&lb, "", false);
+        expect_next(&lb, NULL, false);
+        line_buffer_done(&lb);
 }
 END_TEST
 
@@ -1056,9 +1305,15 @@ static Suite *frame_suite(void) {
         suite_add_tcase(s, tc);
 
         tc = tcase_create("line_buffer");
-        tcase_add_test(tc, test_line_buffer_split);
-        tcase_add_test(tc, test_line_buffer_overlong);
-        tcase_add_test(tc, test_line_buffer_handler_error);
+        tcase_add_loop_test(tc, test_line_buffer_split, 0, ELEMENTSOF(feeds));
+        tcase_add_loop_test(tc, test_line_buffer_overlong, 0, ELEMENTSOF(feeds));
+        tcase_add_loop_test(tc, test_line_buffer_handler_error, 0, ELEMENTSOF(feeds));
+        tcase_add_test(tc, test_line_buffer_pull_no_copy);
+        tcase_add_test(tc, test_line_buffer_pull_cr_at_chunk_end);
+        tcase_add_test(tc, test_line_buffer_pull_three_chunks);
+        tcase_add_test(tc, test_line_buffer_pull_overlong_chunks);
+        tcase_add_test(tc, test_line_buffer_pull_reset);
+        tcase_add_test(tc, test_line_buffer_pull_empty_chunk);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("topic");
