@@ -881,27 +881,87 @@ static bool wildcard_name_valid(const char *s, size_t n) {
         return n > 0;
 }
 
+/* The checks on the filter as a whole. Returns NULL and sets *ret_len, or says what is wrong. */
+static const char *topic_filter_error(const char *filter, size_t *ret_len) {
+        size_t len;
+
+        if (!filter || !*filter)
+                return "the topic filter is empty";
+        len = strlen(filter);
+        if (len > TOPIC_MAX)
+                return "the topic filter is longer than 65535 bytes";
+        if (!frame_utf8_valid(filter, len))
+                return "the topic filter is not valid UTF-8";
+        *ret_len = len;
+        return NULL;
+}
+
+/* The name of a "+name" level, name[0..n): marks l and p with it. Returns NULL, or says why the
+ * name is refused. */
+static const char *level_name_parse(TopicPattern *p, Level *l, const char *name, size_t n) {
+        if (!wildcard_name_valid(name, n))
+                return "a wildcard name after '+' must be lowercase letters and '_'";
+        if (n == 6 && memcmp(name, "sensor", 6) == 0) {
+                if (p->has_sensor)
+                        return "'+sensor' is used twice in the topic filter";
+                l->name = LEVEL_NAME_SENSOR;
+                p->has_sensor = true;
+        } else if (n == 6 && memcmp(name, "metric", 6) == 0) {
+                if (p->has_metric)
+                        return "'+metric' is used twice in the topic filter";
+                l->name = LEVEL_NAME_METRIC;
+                p->has_metric = true;
+        } else
+                return "unknown wildcard name: only '+sensor' and '+metric' are known";
+        return NULL;
+}
+
+/* One level of the filter, s[0..n) without its '/', the filter's last when last: fills l and
+ * writes the level as subscribed (without a wildcard name) at *out, advancing it. Returns NULL,
+ * or says why the level is refused. */
+static const char *level_parse(TopicPattern *p, Level *l, const char *s, size_t n, bool last, char **out) {
+        const char *error;
+
+        if (n > 0 && s[0] == '#') {
+                if (n > 1)
+                        return "'#' must stand alone in its topic level";
+                if (!last)
+                        return "'#' is only allowed as the last topic level";
+                l->kind = LEVEL_HASH;
+                *(*out)++ = '#';
+                return NULL;
+        }
+        if (n > 0 && s[0] == '+') {
+                l->kind = LEVEL_PLUS;
+                if (n > 1) {
+                        error = level_name_parse(p, l, s + 1, n - 1);
+                        if (error)
+                                return error;
+                }
+                *(*out)++ = '+';
+                return NULL;
+        }
+        if (memchr(s, '+', n) || memchr(s, '#', n))
+                return "'+' and '#' must stand alone at the start of a topic level";
+        l->kind = LEVEL_LITERAL;
+        l->text = *out;
+        l->len = n;
+        memcpy(*out, s, n);
+        *out += n;
+        return NULL;
+}
+
 int topic_pattern_new(const char *filter, TopicPattern **ret, const char **ret_error) {
         _cleanup_(topic_pattern_freep) TopicPattern *p = NULL;
-        const char *error = NULL, *s;
-        size_t len, n_levels = 1;
+        const char *error, *s;
+        size_t len = 0, n_levels = 1;
         char *out;
 
         assert(ret);
 
-        if (!filter || !*filter) {
-                error = "the topic filter is empty";
+        error = topic_filter_error(filter, &len);
+        if (error)
                 goto invalid;
-        }
-        len = strlen(filter);
-        if (len > TOPIC_MAX) {
-                error = "the topic filter is longer than 65535 bytes";
-                goto invalid;
-        }
-        if (!frame_utf8_valid(filter, len)) {
-                error = "the topic filter is not valid UTF-8";
-                goto invalid;
-        }
         for (s = filter; *s; s++)
                 if (*s == '/')
                         n_levels++;
@@ -918,57 +978,10 @@ int topic_pattern_new(const char *filter, TopicPattern **ret, const char **ret_e
         for (size_t i = 0; i < n_levels; i++) {
                 const char *slash = strchr(s, '/');
                 size_t n = slash ? (size_t) (slash - s) : strlen(s);
-                Level *l = &p->levels[i];
 
-                if (n > 0 && s[0] == '#') {
-                        if (n > 1) {
-                                error = "'#' must stand alone in its topic level";
-                                goto invalid;
-                        }
-                        if (i + 1 < n_levels) {
-                                error = "'#' is only allowed as the last topic level";
-                                goto invalid;
-                        }
-                        l->kind = LEVEL_HASH;
-                        *out++ = '#';
-                } else if (n > 0 && s[0] == '+') {
-                        l->kind = LEVEL_PLUS;
-                        if (n > 1) {
-                                if (!wildcard_name_valid(s + 1, n - 1)) {
-                                        error = "a wildcard name after '+' must be lowercase letters and '_'";
-                                        goto invalid;
-                                }
-                                if (n - 1 == 6 && memcmp(s + 1, "sensor", 6) == 0) {
-                                        if (p->has_sensor) {
-                                                error = "'+sensor' is used twice in the topic filter";
-                                                goto invalid;
-                                        }
-                                        l->name = LEVEL_NAME_SENSOR;
-                                        p->has_sensor = true;
-                                } else if (n - 1 == 6 && memcmp(s + 1, "metric", 6) == 0) {
-                                        if (p->has_metric) {
-                                                error = "'+metric' is used twice in the topic filter";
-                                                goto invalid;
-                                        }
-                                        l->name = LEVEL_NAME_METRIC;
-                                        p->has_metric = true;
-                                } else {
-                                        error = "unknown wildcard name: only '+sensor' and '+metric' are known";
-                                        goto invalid;
-                                }
-                        }
-                        *out++ = '+';
-                } else {
-                        if (memchr(s, '+', n) || memchr(s, '#', n)) {
-                                error = "'+' and '#' must stand alone at the start of a topic level";
-                                goto invalid;
-                        }
-                        l->kind = LEVEL_LITERAL;
-                        l->text = out;
-                        l->len = n;
-                        memcpy(out, s, n);
-                        out += n;
-                }
+                error = level_parse(p, &p->levels[i], s, n, i + 1 == n_levels, &out);
+                if (error)
+                        goto invalid;
                 if (slash) {
                         *out++ = '/';
                         s = slash + 1;
