@@ -1022,9 +1022,18 @@ static void level_copy(char *dst, size_t dst_size, const char *s, size_t n) {
         dst[n] = 0;
 }
 
-int topic_pattern_match(const TopicPattern *p, const char *topic, char *ret_sensor, char *ret_metric) {
-        const char *pos = topic, *sensor = NULL, *metric = NULL;
-        size_t sensor_len = 0, metric_len = 0;
+/* Where a topic's named levels are: spans of the topic; sensor / metric NULL when the pattern
+ * names no such level. */
+typedef struct LevelSpans {
+        const char *sensor, *metric;
+        size_t sensor_len, metric_len;
+} LevelSpans;
+
+/* The matching itself, by the rules in frame.h. Returns 1 and fills *ret (pointing into
+ * topic), or 0. */
+static int topic_match_spans(const TopicPattern *p, const char *topic, LevelSpans *ret) {
+        const char *pos = topic;
+        LevelSpans spans = {};
         bool more = true;             /* is there a topic level at pos? */
 
         assert(p);
@@ -1051,11 +1060,11 @@ int topic_pattern_match(const TopicPattern *p, const char *topic, char *ret_sens
                         if (n != l->len || memcmp(pos, l->text, n) != 0)
                                 return 0;
                 } else if (l->name == LEVEL_NAME_SENSOR) {
-                        sensor = pos;
-                        sensor_len = n;
+                        spans.sensor = pos;
+                        spans.sensor_len = n;
                 } else if (l->name == LEVEL_NAME_METRIC) {
-                        metric = pos;
-                        metric_len = n;
+                        spans.metric = pos;
+                        spans.metric_len = n;
                 }
                 if (slash)
                         pos = slash + 1;
@@ -1066,8 +1075,32 @@ int topic_pattern_match(const TopicPattern *p, const char *topic, char *ret_sens
                 return 0;             /* the topic has more levels than the filter */
 
 match:
-        level_copy(ret_sensor, SENSOR_ID_MAX + 1, sensor, sensor_len);
-        level_copy(ret_metric, METRIC_NAME_MAX + 1, metric, metric_len);
+        *ret = spans;
+        return 1;
+}
+
+int topic_pattern_match_into(const TopicPattern *p, const char *topic, TopicMatch *ret) {
+        LevelSpans spans;
+
+        assert(p);
+        assert(ret);
+
+        if (topic_match_spans(p, topic, &spans) == 0)
+                return 0;
+        level_copy(ret->sensor, sizeof(ret->sensor), spans.sensor, spans.sensor_len);
+        level_copy(ret->metric, sizeof(ret->metric), spans.metric, spans.metric_len);
+        ret->has_sensor = p->has_sensor;
+        ret->has_metric = p->has_metric;
+        return 1;
+}
+
+int topic_pattern_match(const TopicPattern *p, const char *topic, char *ret_sensor, char *ret_metric) {
+        LevelSpans spans;
+
+        if (topic_match_spans(p, topic, &spans) == 0)
+                return 0;
+        level_copy(ret_sensor, SENSOR_ID_MAX + 1, spans.sensor, spans.sensor_len);
+        level_copy(ret_metric, METRIC_NAME_MAX + 1, spans.metric, spans.metric_len);
         return 1;
 }
 
@@ -1083,13 +1116,29 @@ static int id_from(char *dst, const char *s, FrameReject bad, FrameReject *ret_r
         return 0;
 }
 
-int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixed_sensor,
-                     const char *fixed_metric, const char *topic, const void *payload,
-                     size_t size, size_t max_size, Frame *ret_frame, FrameReject *ret_reject) {
-        char topic_sensor[SENSOR_ID_MAX + 1] = "", topic_metric[METRIC_NAME_MAX + 1] = "";
+/* A value payload, s[0..n): one number, named metric (from the topic or the config; NULL: none
+ * known, no_metric). The number is checked first: bad_value beats no_metric. */
+static int parse_value_frame(const char *s, size_t n, const char *metric, Frame *f, FrameReject *ret_reject) {
+        int r;
+
+        r = frame_parse_value(s, n, &f->metrics[0].value, ret_reject);
+        if (r < 0)
+                return r;
+        if (!metric)
+                return reject(ret_reject, FRAME_REJECT_NO_METRIC);
+        r = id_from(f->metrics[0].name, metric, FRAME_REJECT_BAD_METRIC, ret_reject);
+        if (r < 0)
+                return r;
+        f->n_metrics = 1;
+        return 0;
+}
+
+int frame_parse_mqtt_matched(const TopicMatch *match, FrameFormat format, const char *fixed_sensor,
+                             const char *fixed_metric, const void *payload, size_t size,
+                             size_t max_size, Frame *ret_frame, FrameReject *ret_reject) {
+        bool topic_sensor = match && match->has_sensor, topic_metric = match && match->has_metric;
         const char *s = payload, *other_sensor;
         FrameReject reason;
-        bool matched;
         Frame f;
         int r;
 
@@ -1100,14 +1149,11 @@ int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixe
         if (format < 0 || format >= _FRAME_FORMAT_MAX)
                 return -EINVAL;
 
-        matched = !p || (topic && topic_pattern_match(p, topic, topic_sensor, topic_metric) > 0);
         /* the sensor id when the payload names none */
-        other_sensor = topic_pattern_has_sensor(p) ? topic_sensor : strempty(fixed_sensor);
+        other_sensor = topic_sensor ? match->sensor : strempty(fixed_sensor);
 
         if (size > max_size)
-                return reject_frame(ret_frame, matched ? other_sensor : "", ret_reject, FRAME_REJECT_TOO_LONG);
-        if (!matched)
-                return reject_frame(ret_frame, "", ret_reject, FRAME_REJECT_TOPIC_MISMATCH);
+                return reject_frame(ret_frame, other_sensor, ret_reject, FRAME_REJECT_TOO_LONG);
         if (!frame_utf8_valid(s, size))
                 return reject_frame(ret_frame, other_sensor, ret_reject, FRAME_REJECT_NOT_UTF8);
         if (size > 0 && s[size - 1] == '\n')
@@ -1124,17 +1170,7 @@ int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixe
                 r = parse_kv(s, size, &f, &reason);
                 break;
         case FRAME_FORMAT_VALUE:
-                r = frame_parse_value(s, size, &f.metrics[0].value, &reason);
-                if (r < 0)
-                        break;
-                if (topic_pattern_has_metric(p))
-                        r = id_from(f.metrics[0].name, topic_metric, FRAME_REJECT_BAD_METRIC, &reason);
-                else if (fixed_metric)
-                        r = id_from(f.metrics[0].name, fixed_metric, FRAME_REJECT_BAD_METRIC, &reason);
-                else
-                        r = reject(&reason, FRAME_REJECT_NO_METRIC);
-                if (r >= 0)
-                        f.n_metrics = 1;
+                r = parse_value_frame(s, size, topic_metric ? match->metric : fixed_metric, &f, &reason);
                 break;
         default:
                 return -EINVAL;
@@ -1142,7 +1178,7 @@ int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixe
         if (r < 0 && r != -EBADMSG)
                 return r;
 
-        if (r >= 0 && f.sensor[0] == 0 && (topic_pattern_has_sensor(p) || fixed_sensor))
+        if (r >= 0 && f.sensor[0] == 0 && (topic_sensor || fixed_sensor))
                 r = id_from(f.sensor, other_sensor, FRAME_REJECT_BAD_SENSOR, &reason);
         if (r >= 0)
                 r = frame_finish(&f, &reason);
@@ -1151,4 +1187,26 @@ int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixe
 
         frame_copy(ret_frame, &f);
         return 0;
+}
+
+int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixed_sensor,
+                     const char *fixed_metric, const char *topic, const void *payload,
+                     size_t size, size_t max_size, Frame *ret_frame, FrameReject *ret_reject) {
+        TopicMatch match;
+
+        assert(payload || size == 0);
+        assert(ret_frame);
+        assert(ret_reject);
+
+        if (format < 0 || format >= _FRAME_FORMAT_MAX)
+                return -EINVAL;
+        if (!p)
+                return frame_parse_mqtt_matched(NULL, format, fixed_sensor, fixed_metric, payload, size,
+                                                max_size, ret_frame, ret_reject);
+        if (topic_pattern_match_into(p, topic, &match) == 0)
+                /* too_long still comes first; neither names a sensor: the topic is none of ours */
+                return reject_frame(ret_frame, "", ret_reject,
+                                    size > max_size ? FRAME_REJECT_TOO_LONG : FRAME_REJECT_TOPIC_MISMATCH);
+        return frame_parse_mqtt_matched(&match, format, fixed_sensor, fixed_metric, payload, size, max_size,
+                                        ret_frame, ret_reject);
 }

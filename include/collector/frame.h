@@ -219,6 +219,21 @@ int topic_pattern_match(const TopicPattern *p, const char *topic, char *ret_sens
 bool topic_pattern_has_sensor(const TopicPattern *p);
 bool topic_pattern_has_metric(const TopicPattern *p);
 
+/* What matching a topic against a pattern yields: the named levels, and which the pattern has.
+ * Filled by topic_pattern_match_into(), read by frame_parse_mqtt_matched(). */
+typedef struct TopicMatch {
+        char sensor[SENSOR_ID_MAX + 1];   /* the +sensor level; "" when none or too long */
+        char metric[METRIC_NAME_MAX + 1]; /* the +metric level; "" when none or too long */
+        bool has_sensor;                  /* the pattern names a sensor level */
+        bool has_metric;                  /* the pattern names a metric level */
+} TopicMatch;
+
+/* Matches a topic by the rules of topic_pattern_match(). Returns 1 on match and fills *ret: the
+ * named levels (copied, not validated: "" when the level is absent or longer than its limit)
+ * and has_sensor / has_metric from the pattern. Returns 0 when the topic does not match (or is
+ * NULL or empty), leaving *ret untouched. Pure; borrows p and topic. */
+int topic_pattern_match_into(const TopicPattern *p, const char *topic, TopicMatch *ret);
+
 /* True when s[0..n) is a valid sensor id or metric name: 1..64 bytes (SENSOR_ID_MAX,
  * METRIC_NAME_MAX), each printable ASCII 0x21..0x7e (so no spaces, no control bytes, nothing
  * beyond ASCII). s need not be NUL-terminated; n == 0 is invalid. Every parser here applies it
@@ -243,7 +258,18 @@ bool frame_utf8_valid(const void *data, size_t size);
  * Returns 0 and fills *ret_frame; or -EBADMSG, setting *ret_reject and ret_frame->sensor to the
  * sensor id by the same precedence when a valid one is known, else "" (always "" for
  * topic_mismatch and bad_sensor), the rest untouched; -EINVAL for an unknown format; -ENOMEM.
- * Pure; borrows everything. */
+ * Pure; borrows everything. Matches the topic, then is frame_parse_mqtt_matched(). */
 int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixed_sensor,
                      const char *fixed_metric, const char *topic, const void *payload,
                      size_t size, size_t max_size, Frame *ret_frame, FrameReject *ret_reject);
+
+/* frame_parse_mqtt() for a topic already matched, so that the topic is matched once per
+ * message: match is what topic_pattern_match_into() returned for the subscription's pattern,
+ * or NULL for a subscription without one (nothing is then taken from the topic). The same
+ * checks in the same order and the same results as frame_parse_mqtt() for that topic, minus
+ * topic_mismatch, which cannot happen here: too_long, not_utf8, then the payload's own parse.
+ * Returns 0 and fills *ret_frame; -EBADMSG with *ret_reject and ret_frame->sensor as there;
+ * -EINVAL for an unknown format; -ENOMEM. Pure; borrows everything. */
+int frame_parse_mqtt_matched(const TopicMatch *match, FrameFormat format, const char *fixed_sensor,
+                             const char *fixed_metric, const void *payload, size_t size,
+                             size_t max_size, Frame *ret_frame, FrameReject *ret_reject);

@@ -1144,6 +1144,30 @@ START_TEST(test_match_table) {
 }
 END_TEST
 
+/* topic_pattern_match_into(): the same verdict and levels, plus the pattern's names; *ret
+ * untouched when the topic does not match. */
+START_TEST(test_match_into_table) {
+        const MatchCase *c = &match_cases[_i];
+        _cleanup_(topic_pattern_freep) TopicPattern *p = NULL;
+        TopicMatch m, untouched;
+        int r;
+
+        ck_assert_int_eq(topic_pattern_new(c->filter, &p, NULL), 0);
+        memset(&m, 0x5a, sizeof(m));
+        untouched = m;
+        r = topic_pattern_match_into(p, c->topic, &m);
+        ck_assert_msg(r == c->match, "'%s' ~ '%s': %d", c->filter, c->topic, r);
+        if (r == 1) {
+                ck_assert_str_eq(m.sensor, c->sensor);
+                ck_assert_str_eq(m.metric, c->metric);
+                ck_assert(m.has_sensor == topic_pattern_has_sensor(p));
+                ck_assert(m.has_metric == topic_pattern_has_metric(p));
+        } else
+                ck_assert(memcmp(&m, &untouched, sizeof(m)) == 0);
+        ck_assert_int_eq(topic_pattern_match_into(p, NULL, &m), 0);
+}
+END_TEST
+
 /* ---- frame_parse_mqtt ---- */
 
 typedef struct MqttCase {
@@ -1285,6 +1309,117 @@ START_TEST(test_mqtt_with_ts) {
 }
 END_TEST
 
+/* The same frame: on success field by field (the bytes after a name's NUL are not part of it),
+ * on a reject the sensor id and nothing else written. */
+static void assert_frames_equal(const Frame *a, const Frame *b, int r) {
+        if (r < 0 && r != -EBADMSG) {
+                /* -EINVAL and the like: not written at all */
+                ck_assert(memcmp(a, b, sizeof(Frame)) == 0);
+                return;
+        }
+        ck_assert_str_eq(a->sensor, b->sensor);
+        if (r < 0) {
+                ck_assert(untouched_but_sensor(a));
+                ck_assert(untouched_but_sensor(b));
+                return;
+        }
+        ck_assert(a->has_ts == b->has_ts);
+        ck_assert(!a->has_ts || a->ts_ms == b->ts_ms);
+        ck_assert_uint_eq(a->n_metrics, b->n_metrics);
+        ck_assert_uint_eq(a->n_ignored, b->n_ignored);
+        for (size_t i = 0; i < a->n_metrics; i++) {
+                ck_assert_str_eq(a->metrics[i].name, b->metrics[i].name);
+                ck_assert(memcmp(&a->metrics[i].value, &b->metrics[i].value, sizeof(double)) == 0);
+        }
+}
+
+/* frame_parse_mqtt() and the match-once path (topic_pattern_match_into(), then
+ * frame_parse_mqtt_matched()) must give the same result for every input: the return value,
+ * the reason and the Frame (both start from the same fill). Where the
+ * topic does not match, only frame_parse_mqtt() can answer: too_long or topic_mismatch. */
+static void assert_paths_agree(const TopicPattern *p, FrameFormat format, const char *fixed_sensor,
+                               const char *fixed_metric, const char *topic, const void *payload, size_t size,
+                               size_t max) {
+        FrameReject reason_a = _FRAME_REJECT_INVALID, reason_b = _FRAME_REJECT_INVALID;
+        TopicMatch m;
+        Frame a, b;
+        int ra, rb;
+
+        memset(&a, 0xaa, sizeof(a));
+        memset(&b, 0xaa, sizeof(b));
+        ra = frame_parse_mqtt(p, format, fixed_sensor, fixed_metric, topic, payload, size, max, &a, &reason_a);
+        if (p && topic_pattern_match_into(p, topic, &m) == 0) {
+                if (format < 0 || format >= _FRAME_FORMAT_MAX) {
+                        ck_assert_int_eq(ra, -EINVAL);
+                        return;
+                }
+                ck_assert_int_eq(ra, -EBADMSG);
+                ck_assert(reason_a == (size > max ? FRAME_REJECT_TOO_LONG : FRAME_REJECT_TOPIC_MISMATCH));
+                ck_assert_str_eq(a.sensor, "");
+                ck_assert(untouched_but_sensor(&a));
+                return;
+        }
+        rb = frame_parse_mqtt_matched(p ? &m : NULL, format, fixed_sensor, fixed_metric, payload, size, max, &b,
+                                      &reason_b);
+        ck_assert_msg(ra == rb, "'%s': %d vs %d", strna(topic), ra, rb);
+        ck_assert_int_eq(reason_a, reason_b);
+        ck_assert(reason_a != FRAME_REJECT_TOPIC_MISMATCH);
+        assert_frames_equal(&a, &b, ra);
+}
+
+START_TEST(test_mqtt_paths_agree_table) {
+        const MqttCase *c = &mqtt_cases[_i];
+        _cleanup_(topic_pattern_freep) TopicPattern *p = NULL;
+        char *copy = malloc(c->size ?: 1);
+
+        ck_assert_ptr_nonnull(copy);
+        memcpy(copy, c->payload, c->size);
+        if (c->filter)
+                ck_assert_int_eq(topic_pattern_new(c->filter, &p, NULL), 0);
+        assert_paths_agree(p, c->format, c->fixed_sensor, c->fixed_metric, c->topic, copy, c->size, c->max);
+        free(copy);
+}
+END_TEST
+
+/* Every table payload under every filter, topic, format, fixed name and limit below. */
+START_TEST(test_mqtt_paths_agree_cross) {
+        static const char *const filters[] = {
+                GH, GS, "greenhouse/+/+metric", "greenhouse/state", "+/+metric/#", "#", "$SYS/+sensor", NULL,
+        };
+        static const char *const topics[] = {
+                "greenhouse/gh1/t", "greenhouse/gh1/state", "greenhouse/state", "greenhouse//t", "greenhouse/gh1/",
+                "greenhouse/" S65 "/t", "greenhouse/" S64 "/" S64, "greenhouse/g h/x", "greenhouse/gh1/t\xc3\xa9",
+                "a/b/c/d", "$SYS/uptime", "other", "/", NULL,
+        };
+        static const struct {
+                const char *sensor, *metric;
+        } fixed[] = { { NULL, NULL }, { "fs", "fm" }, { "a b", "" }, { NULL, "fm" }, { "fs", NULL } };
+        static const FrameFormat formats[] = { JSON, KV, VALUE, _FRAME_FORMAT_MAX };
+        static const size_t maxes[] = { SIZE_MAX, 3 };
+
+        for (size_t f = 0; f < ELEMENTSOF(filters); f++) {
+                _cleanup_(topic_pattern_freep) TopicPattern *p = NULL;
+
+                if (filters[f])
+                        ck_assert_int_eq(topic_pattern_new(filters[f], &p, NULL), 0);
+                for (size_t c = 0; c < ELEMENTSOF(mqtt_cases); c++) {
+                        char *copy = malloc(mqtt_cases[c].size ?: 1);
+
+                        ck_assert_ptr_nonnull(copy);
+                        memcpy(copy, mqtt_cases[c].payload, mqtt_cases[c].size);
+                        for (size_t t = 0; t < ELEMENTSOF(topics); t++)
+                                for (size_t x = 0; x < ELEMENTSOF(fixed); x++)
+                                        for (size_t k = 0; k < ELEMENTSOF(formats); k++)
+                                                for (size_t l = 0; l < ELEMENTSOF(maxes); l++)
+                                                        assert_paths_agree(p, formats[k], fixed[x].sensor,
+                                                                           fixed[x].metric, topics[t], copy,
+                                                                           mqtt_cases[c].size, maxes[l]);
+                        free(copy);
+                }
+        }
+}
+END_TEST
+
 static Suite *frame_suite(void) {
         Suite *s = suite_create("frame");
         TCase *tc;
@@ -1320,8 +1455,11 @@ static Suite *frame_suite(void) {
         tcase_add_loop_test(tc, test_pattern_table, 0, ELEMENTSOF(pattern_cases));
         tcase_add_test(tc, test_pattern_errors);
         tcase_add_loop_test(tc, test_match_table, 0, ELEMENTSOF(match_cases));
+        tcase_add_loop_test(tc, test_match_into_table, 0, ELEMENTSOF(match_cases));
         tcase_add_loop_test(tc, test_mqtt_table, 0, ELEMENTSOF(mqtt_cases));
         tcase_add_test(tc, test_mqtt_with_ts);
+        tcase_add_loop_test(tc, test_mqtt_paths_agree_table, 0, ELEMENTSOF(mqtt_cases));
+        tcase_add_test(tc, test_mqtt_paths_agree_cross);
         suite_add_tcase(s, tc);
 
         return s;
