@@ -717,10 +717,17 @@ void line_buffer_done(LineBuffer *lb) {
         line_buffer_reset(lb);
 }
 
-void line_buffer_reset(LineBuffer *lb) {
+/* Forgets the partial line only; the chunk being read stays. */
+static void line_buffer_clear(LineBuffer *lb) {
         lb->len = 0;
         lb->discarding = false;
         lb->discarded = 0;
+}
+
+void line_buffer_reset(LineBuffer *lb) {
+        line_buffer_clear(lb);
+        lb->chunk = NULL;
+        lb->chunk_left = 0;
 }
 
 static void line_buffer_append(LineBuffer *lb, const char *p, size_t n) {
@@ -742,49 +749,78 @@ static void line_buffer_append(LineBuffer *lb, const char *p, size_t n) {
         lb->len += n;
 }
 
-/* A complete line of n bytes (the newline not included): strip one '\r', cut to max. */
-static int line_emit(const LineBuffer *lb, const char *line, size_t n, bool overlong,
-                     line_handler_t handler, void *userdata) {
+void line_buffer_put(LineBuffer *lb, const void *data, size_t size) {
+        assert(lb && lb->buf);
+        assert(data || size == 0);
+        /* the previous chunk must be used up: its unread rest would be lost */
+        assert(lb->chunk_left == 0);
+
+        lb->chunk = data;
+        lb->chunk_left = size;
+}
+
+int line_buffer_next(LineBuffer *lb, const char **ret_line, size_t *ret_size, bool *ret_overlong) {
+        const char *p = lb->chunk, *nl, *line;
+        bool overlong = false;
+        size_t n;
+
+        assert(lb && lb->buf);
+        assert(ret_line && ret_size && ret_overlong);
+
+        if (lb->chunk_left == 0)
+                return 0;
+        nl = memchr(p, '\n', lb->chunk_left);
+        if (!nl) {
+                /* the tail of a line that continues in the next chunk */
+                line_buffer_append(lb, p, lb->chunk_left);
+                lb->chunk = NULL;
+                lb->chunk_left = 0;
+                return 0;
+        }
+        n = (size_t) (nl - p);
+        lb->chunk = nl + 1;
+        lb->chunk_left -= n + 1;
+
+        if (lb->len == 0)
+                /* The whole line is in this chunk: hand it out without a copy. */
+                line = p;
+        else {
+                line_buffer_append(lb, p, n);
+                line = lb->buf;
+                n = lb->len;
+                overlong = lb->discarding;
+                /* buf keeps the bytes until the next call appends to it again */
+                line_buffer_clear(lb);
+        }
+
+        /* strip one '\r', cut to max */
         if (!overlong && n > 0 && line[n - 1] == '\r')
                 n--;
         if (n > lb->max)
                 overlong = true;
         if (overlong)
                 n = lb->max;
-        return handler(line, n, overlong, userdata);
+        *ret_line = line;
+        *ret_size = n;
+        *ret_overlong = overlong;
+        return 1;
 }
 
 int line_buffer_feed(LineBuffer *lb, const void *data, size_t size, line_handler_t handler, void *userdata) {
-        const char *p = data, *end = p + size;
+        const char *line;
+        bool overlong;
+        size_t n;
+        int r;
 
-        assert(lb && lb->buf);
-        assert(data || size == 0);
         assert(handler);
 
-        while (p < end) {
-                const char *nl = memchr(p, '\n', (size_t) (end - p));
-                bool overlong;
-                size_t n;
-                int r;
-
-                if (!nl) {
-                        line_buffer_append(lb, p, (size_t) (end - p));
-                        break;
-                }
-
-                if (lb->len == 0) {
-                        /* The whole line is in this chunk: hand it over without a copy. */
-                        r = line_emit(lb, p, (size_t) (nl - p), false, handler, userdata);
-                } else {
-                        line_buffer_append(lb, p, (size_t) (nl - p));
-                        n = lb->len;
-                        overlong = lb->discarding;
+        line_buffer_put(lb, data, size);
+        while (line_buffer_next(lb, &line, &n, &overlong) > 0) {
+                r = handler(line, n, overlong, userdata);
+                if (r < 0) {
                         line_buffer_reset(lb);
-                        r = line_emit(lb, lb->buf, n, overlong, handler, userdata);
-                }
-                p = nl + 1;
-                if (r < 0)
                         return r;
+                }
         }
         return 0;
 }
@@ -845,27 +881,87 @@ static bool wildcard_name_valid(const char *s, size_t n) {
         return n > 0;
 }
 
+/* The checks on the filter as a whole. Returns NULL and sets *ret_len, or says what is wrong. */
+static const char *topic_filter_error(const char *filter, size_t *ret_len) {
+        size_t len;
+
+        if (!filter || !*filter)
+                return "the topic filter is empty";
+        len = strlen(filter);
+        if (len > TOPIC_MAX)
+                return "the topic filter is longer than 65535 bytes";
+        if (!frame_utf8_valid(filter, len))
+                return "the topic filter is not valid UTF-8";
+        *ret_len = len;
+        return NULL;
+}
+
+/* The name of a "+name" level, name[0..n): marks l and p with it. Returns NULL, or says why the
+ * name is refused. */
+static const char *level_name_parse(TopicPattern *p, Level *l, const char *name, size_t n) {
+        if (!wildcard_name_valid(name, n))
+                return "a wildcard name after '+' must be lowercase letters and '_'";
+        if (n == 6 && memcmp(name, "sensor", 6) == 0) {
+                if (p->has_sensor)
+                        return "'+sensor' is used twice in the topic filter";
+                l->name = LEVEL_NAME_SENSOR;
+                p->has_sensor = true;
+        } else if (n == 6 && memcmp(name, "metric", 6) == 0) {
+                if (p->has_metric)
+                        return "'+metric' is used twice in the topic filter";
+                l->name = LEVEL_NAME_METRIC;
+                p->has_metric = true;
+        } else
+                return "unknown wildcard name: only '+sensor' and '+metric' are known";
+        return NULL;
+}
+
+/* One level of the filter, s[0..n) without its '/', the filter's last when last: fills l and
+ * writes the level as subscribed (without a wildcard name) at *out, advancing it. Returns NULL,
+ * or says why the level is refused. */
+static const char *level_parse(TopicPattern *p, Level *l, const char *s, size_t n, bool last, char **out) {
+        const char *error;
+
+        if (n > 0 && s[0] == '#') {
+                if (n > 1)
+                        return "'#' must stand alone in its topic level";
+                if (!last)
+                        return "'#' is only allowed as the last topic level";
+                l->kind = LEVEL_HASH;
+                *(*out)++ = '#';
+                return NULL;
+        }
+        if (n > 0 && s[0] == '+') {
+                l->kind = LEVEL_PLUS;
+                if (n > 1) {
+                        error = level_name_parse(p, l, s + 1, n - 1);
+                        if (error)
+                                return error;
+                }
+                *(*out)++ = '+';
+                return NULL;
+        }
+        if (memchr(s, '+', n) || memchr(s, '#', n))
+                return "'+' and '#' must stand alone at the start of a topic level";
+        l->kind = LEVEL_LITERAL;
+        l->text = *out;
+        l->len = n;
+        memcpy(*out, s, n);
+        *out += n;
+        return NULL;
+}
+
 int topic_pattern_new(const char *filter, TopicPattern **ret, const char **ret_error) {
         _cleanup_(topic_pattern_freep) TopicPattern *p = NULL;
-        const char *error = NULL, *s;
-        size_t len, n_levels = 1;
+        const char *error, *s;
+        size_t len = 0, n_levels = 1;
         char *out;
 
         assert(ret);
 
-        if (!filter || !*filter) {
-                error = "the topic filter is empty";
+        error = topic_filter_error(filter, &len);
+        if (error)
                 goto invalid;
-        }
-        len = strlen(filter);
-        if (len > TOPIC_MAX) {
-                error = "the topic filter is longer than 65535 bytes";
-                goto invalid;
-        }
-        if (!frame_utf8_valid(filter, len)) {
-                error = "the topic filter is not valid UTF-8";
-                goto invalid;
-        }
         for (s = filter; *s; s++)
                 if (*s == '/')
                         n_levels++;
@@ -882,57 +978,10 @@ int topic_pattern_new(const char *filter, TopicPattern **ret, const char **ret_e
         for (size_t i = 0; i < n_levels; i++) {
                 const char *slash = strchr(s, '/');
                 size_t n = slash ? (size_t) (slash - s) : strlen(s);
-                Level *l = &p->levels[i];
 
-                if (n > 0 && s[0] == '#') {
-                        if (n > 1) {
-                                error = "'#' must stand alone in its topic level";
-                                goto invalid;
-                        }
-                        if (i + 1 < n_levels) {
-                                error = "'#' is only allowed as the last topic level";
-                                goto invalid;
-                        }
-                        l->kind = LEVEL_HASH;
-                        *out++ = '#';
-                } else if (n > 0 && s[0] == '+') {
-                        l->kind = LEVEL_PLUS;
-                        if (n > 1) {
-                                if (!wildcard_name_valid(s + 1, n - 1)) {
-                                        error = "a wildcard name after '+' must be lowercase letters and '_'";
-                                        goto invalid;
-                                }
-                                if (n - 1 == 6 && memcmp(s + 1, "sensor", 6) == 0) {
-                                        if (p->has_sensor) {
-                                                error = "'+sensor' is used twice in the topic filter";
-                                                goto invalid;
-                                        }
-                                        l->name = LEVEL_NAME_SENSOR;
-                                        p->has_sensor = true;
-                                } else if (n - 1 == 6 && memcmp(s + 1, "metric", 6) == 0) {
-                                        if (p->has_metric) {
-                                                error = "'+metric' is used twice in the topic filter";
-                                                goto invalid;
-                                        }
-                                        l->name = LEVEL_NAME_METRIC;
-                                        p->has_metric = true;
-                                } else {
-                                        error = "unknown wildcard name: only '+sensor' and '+metric' are known";
-                                        goto invalid;
-                                }
-                        }
-                        *out++ = '+';
-                } else {
-                        if (memchr(s, '+', n) || memchr(s, '#', n)) {
-                                error = "'+' and '#' must stand alone at the start of a topic level";
-                                goto invalid;
-                        }
-                        l->kind = LEVEL_LITERAL;
-                        l->text = out;
-                        l->len = n;
-                        memcpy(out, s, n);
-                        out += n;
-                }
+                error = level_parse(p, &p->levels[i], s, n, i + 1 == n_levels, &out);
+                if (error)
+                        goto invalid;
                 if (slash) {
                         *out++ = '/';
                         s = slash + 1;
@@ -973,9 +1022,18 @@ static void level_copy(char *dst, size_t dst_size, const char *s, size_t n) {
         dst[n] = 0;
 }
 
-int topic_pattern_match(const TopicPattern *p, const char *topic, char *ret_sensor, char *ret_metric) {
-        const char *pos = topic, *sensor = NULL, *metric = NULL;
-        size_t sensor_len = 0, metric_len = 0;
+/* Where a topic's named levels are: spans of the topic; sensor / metric NULL when the pattern
+ * names no such level. */
+typedef struct LevelSpans {
+        const char *sensor, *metric;
+        size_t sensor_len, metric_len;
+} LevelSpans;
+
+/* The matching itself, by the rules in frame.h. Returns 1 and fills *ret (pointing into
+ * topic), or 0. */
+static int topic_match_spans(const TopicPattern *p, const char *topic, LevelSpans *ret) {
+        const char *pos = topic;
+        LevelSpans spans = {};
         bool more = true;             /* is there a topic level at pos? */
 
         assert(p);
@@ -1002,11 +1060,11 @@ int topic_pattern_match(const TopicPattern *p, const char *topic, char *ret_sens
                         if (n != l->len || memcmp(pos, l->text, n) != 0)
                                 return 0;
                 } else if (l->name == LEVEL_NAME_SENSOR) {
-                        sensor = pos;
-                        sensor_len = n;
+                        spans.sensor = pos;
+                        spans.sensor_len = n;
                 } else if (l->name == LEVEL_NAME_METRIC) {
-                        metric = pos;
-                        metric_len = n;
+                        spans.metric = pos;
+                        spans.metric_len = n;
                 }
                 if (slash)
                         pos = slash + 1;
@@ -1017,8 +1075,32 @@ int topic_pattern_match(const TopicPattern *p, const char *topic, char *ret_sens
                 return 0;             /* the topic has more levels than the filter */
 
 match:
-        level_copy(ret_sensor, SENSOR_ID_MAX + 1, sensor, sensor_len);
-        level_copy(ret_metric, METRIC_NAME_MAX + 1, metric, metric_len);
+        *ret = spans;
+        return 1;
+}
+
+int topic_pattern_match_into(const TopicPattern *p, const char *topic, TopicMatch *ret) {
+        LevelSpans spans;
+
+        assert(p);
+        assert(ret);
+
+        if (topic_match_spans(p, topic, &spans) == 0)
+                return 0;
+        level_copy(ret->sensor, sizeof(ret->sensor), spans.sensor, spans.sensor_len);
+        level_copy(ret->metric, sizeof(ret->metric), spans.metric, spans.metric_len);
+        ret->has_sensor = p->has_sensor;
+        ret->has_metric = p->has_metric;
+        return 1;
+}
+
+int topic_pattern_match(const TopicPattern *p, const char *topic, char *ret_sensor, char *ret_metric) {
+        LevelSpans spans;
+
+        if (topic_match_spans(p, topic, &spans) == 0)
+                return 0;
+        level_copy(ret_sensor, SENSOR_ID_MAX + 1, spans.sensor, spans.sensor_len);
+        level_copy(ret_metric, METRIC_NAME_MAX + 1, spans.metric, spans.metric_len);
         return 1;
 }
 
@@ -1034,13 +1116,29 @@ static int id_from(char *dst, const char *s, FrameReject bad, FrameReject *ret_r
         return 0;
 }
 
-int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixed_sensor,
-                     const char *fixed_metric, const char *topic, const void *payload,
-                     size_t size, size_t max_size, Frame *ret_frame, FrameReject *ret_reject) {
-        char topic_sensor[SENSOR_ID_MAX + 1] = "", topic_metric[METRIC_NAME_MAX + 1] = "";
+/* A value payload, s[0..n): one number, named metric (from the topic or the config; NULL: none
+ * known, no_metric). The number is checked first: bad_value beats no_metric. */
+static int parse_value_frame(const char *s, size_t n, const char *metric, Frame *f, FrameReject *ret_reject) {
+        int r;
+
+        r = frame_parse_value(s, n, &f->metrics[0].value, ret_reject);
+        if (r < 0)
+                return r;
+        if (!metric)
+                return reject(ret_reject, FRAME_REJECT_NO_METRIC);
+        r = id_from(f->metrics[0].name, metric, FRAME_REJECT_BAD_METRIC, ret_reject);
+        if (r < 0)
+                return r;
+        f->n_metrics = 1;
+        return 0;
+}
+
+int frame_parse_mqtt_matched(const TopicMatch *match, FrameFormat format, const char *fixed_sensor,
+                             const char *fixed_metric, const void *payload, size_t size,
+                             size_t max_size, Frame *ret_frame, FrameReject *ret_reject) {
+        bool topic_sensor = match && match->has_sensor, topic_metric = match && match->has_metric;
         const char *s = payload, *other_sensor;
         FrameReject reason;
-        bool matched;
         Frame f;
         int r;
 
@@ -1051,14 +1149,11 @@ int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixe
         if (format < 0 || format >= _FRAME_FORMAT_MAX)
                 return -EINVAL;
 
-        matched = !p || (topic && topic_pattern_match(p, topic, topic_sensor, topic_metric) > 0);
         /* the sensor id when the payload names none */
-        other_sensor = topic_pattern_has_sensor(p) ? topic_sensor : strempty(fixed_sensor);
+        other_sensor = topic_sensor ? match->sensor : strempty(fixed_sensor);
 
         if (size > max_size)
-                return reject_frame(ret_frame, matched ? other_sensor : "", ret_reject, FRAME_REJECT_TOO_LONG);
-        if (!matched)
-                return reject_frame(ret_frame, "", ret_reject, FRAME_REJECT_TOPIC_MISMATCH);
+                return reject_frame(ret_frame, other_sensor, ret_reject, FRAME_REJECT_TOO_LONG);
         if (!frame_utf8_valid(s, size))
                 return reject_frame(ret_frame, other_sensor, ret_reject, FRAME_REJECT_NOT_UTF8);
         if (size > 0 && s[size - 1] == '\n')
@@ -1075,17 +1170,7 @@ int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixe
                 r = parse_kv(s, size, &f, &reason);
                 break;
         case FRAME_FORMAT_VALUE:
-                r = frame_parse_value(s, size, &f.metrics[0].value, &reason);
-                if (r < 0)
-                        break;
-                if (topic_pattern_has_metric(p))
-                        r = id_from(f.metrics[0].name, topic_metric, FRAME_REJECT_BAD_METRIC, &reason);
-                else if (fixed_metric)
-                        r = id_from(f.metrics[0].name, fixed_metric, FRAME_REJECT_BAD_METRIC, &reason);
-                else
-                        r = reject(&reason, FRAME_REJECT_NO_METRIC);
-                if (r >= 0)
-                        f.n_metrics = 1;
+                r = parse_value_frame(s, size, topic_metric ? match->metric : fixed_metric, &f, &reason);
                 break;
         default:
                 return -EINVAL;
@@ -1093,7 +1178,7 @@ int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixe
         if (r < 0 && r != -EBADMSG)
                 return r;
 
-        if (r >= 0 && f.sensor[0] == 0 && (topic_pattern_has_sensor(p) || fixed_sensor))
+        if (r >= 0 && f.sensor[0] == 0 && (topic_sensor || fixed_sensor))
                 r = id_from(f.sensor, other_sensor, FRAME_REJECT_BAD_SENSOR, &reason);
         if (r >= 0)
                 r = frame_finish(&f, &reason);
@@ -1102,4 +1187,26 @@ int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixe
 
         frame_copy(ret_frame, &f);
         return 0;
+}
+
+int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixed_sensor,
+                     const char *fixed_metric, const char *topic, const void *payload,
+                     size_t size, size_t max_size, Frame *ret_frame, FrameReject *ret_reject) {
+        TopicMatch match;
+
+        assert(payload || size == 0);
+        assert(ret_frame);
+        assert(ret_reject);
+
+        if (format < 0 || format >= _FRAME_FORMAT_MAX)
+                return -EINVAL;
+        if (!p)
+                return frame_parse_mqtt_matched(NULL, format, fixed_sensor, fixed_metric, payload, size,
+                                                max_size, ret_frame, ret_reject);
+        if (topic_pattern_match_into(p, topic, &match) == 0)
+                /* too_long still comes first; neither names a sensor: the topic is none of ours */
+                return reject_frame(ret_frame, "", ret_reject,
+                                    size > max_size ? FRAME_REJECT_TOO_LONG : FRAME_REJECT_TOPIC_MISMATCH);
+        return frame_parse_mqtt_matched(&match, format, fixed_sensor, fixed_metric, payload, size, max_size,
+                                        ret_frame, ret_reject);
 }

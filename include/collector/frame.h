@@ -142,33 +142,53 @@ int frame_parse_line(FrameFormat format, FrameChecksum checksum, const char *lin
  * -ENOMEM (numbers over 128 bytes are converted from a heap copy). */
 int frame_parse_value(const char *payload, size_t size, double *ret_value, FrameReject *ret_reject);
 
-/* Splits a byte stream into lines of at most max bytes. One buffer of max+1 bytes is
- * allocated at init (the extra byte holds a '\r' that may turn out to precede "\n"); lines
- * that arrive whole within one feed are handed over without a copy. O(n) per feed. */
+/* Splits a byte stream into lines of at most max bytes. The reader puts each chunk it reads
+ * with line_buffer_put() and pulls the complete lines out with line_buffer_next(). One buffer of
+ * max+1 bytes is allocated at init (the extra byte holds a '\r' that may turn out to precede
+ * "\n"); lines that arrive whole within one chunk are handed out without a copy. O(n) per
+ * chunk. */
 typedef struct LineBuffer {
         char *buf;
         size_t max;                   /* longest line accepted, without the newline */
         size_t len;                   /* bytes of the current partial line in buf */
         bool discarding;              /* inside an overlong line: drop until newline */
         size_t discarded;             /* bytes dropped of the current overlong line */
+        const char *chunk;            /* the unread rest of the chunk put, borrowed */
+        size_t chunk_left;            /* bytes of it */
 } LineBuffer;
-
-/* Called per complete line (without "\n" or "\r\n"; only one '\r' is stripped). When
- * overlong is true, line holds the first max bytes and the rest was dropped; that happens once
- * per overlong line, when its newline arrives. line is borrowed for the call. Returning <0
- * stops line_buffer_feed(), which returns that value; the rest of that feed's data is dropped. */
-typedef int (*line_handler_t)(const char *line, size_t size, bool overlong, void *userdata);
 
 /* Returns 0, -EINVAL when max is 0 or absurdly large, or -ENOMEM. */
 int line_buffer_init(LineBuffer *lb, size_t max);
-/* Frees the buffer; safe to call twice. */
+/* Frees the buffer and drops any chunk; safe to call twice. */
 void line_buffer_done(LineBuffer *lb);
+/* Hands the splitter a chunk of size bytes (data may be NULL when size is 0). data is borrowed
+ * until line_buffer_next() has returned 0, or until line_buffer_reset(). One chunk at a time:
+ * call line_buffer_next() until it returns 0 before putting the next one. */
+void line_buffer_put(LineBuffer *lb, const void *data, size_t size);
+/* The next complete line of the chunk put, without "\n" or "\r\n" (only one '\r' is
+ * stripped). Returns 1 and sets *ret_line, *ret_size and *ret_overlong; *ret_line is borrowed
+ * (from the chunk or from lb) and valid until the next call on lb. When *ret_overlong is true,
+ * the line holds its first max bytes and the rest was dropped; that happens once per overlong
+ * line, when its newline arrives. Returns 0, the out parameters untouched, when the chunk is
+ * used up: its partial tail (at most max+1 bytes of it) is then kept in lb for the next chunk.
+ * A reader that stops before 0 (its store failed, say) calls line_buffer_reset(). */
+int line_buffer_next(LineBuffer *lb, const char **ret_line, size_t *ret_size, bool *ret_overlong);
+
+/* The push form of line_buffer_put() + line_buffer_next(), kept for callers not yet moved to
+ * the pull form; it will be removed. handler is called per line with the values
+ * line_buffer_next() returns (line borrowed for the call). Returning <0 stops the feed, which
+ * returns that value after line_buffer_reset(): the rest of data is dropped. */
+typedef int (*line_handler_t)(const char *line, size_t size, bool overlong, void *userdata);
 /* Feeds bytes; calls handler for each complete line. Returns 0 or the handler's error. */
 int line_buffer_feed(LineBuffer *lb, const void *data, size_t size, line_handler_t handler,
                      void *userdata);
+
 /* A partial line pending? Then ret_line and ret_size (either may be NULL) point at it, at most
- * max bytes of it, unstripped (valid until the next feed or reset). For a truncated reject. */
+ * max bytes of it, unstripped (valid until the next put, next or reset). Asked between chunks
+ * (after line_buffer_next() returned 0), it is the stream's unfinished tail: for a truncated
+ * reject. */
 bool line_buffer_pending(const LineBuffer *lb, const char **ret_line, size_t *ret_size);
+/* Forgets the partial line and drops the unread rest of the chunk put, if any. */
 void line_buffer_reset(LineBuffer *lb);
 
 /* A subscription filter with named wildcards: "greenhouse/+sensor/+metric" subscribes to
@@ -199,6 +219,21 @@ int topic_pattern_match(const TopicPattern *p, const char *topic, char *ret_sens
 bool topic_pattern_has_sensor(const TopicPattern *p);
 bool topic_pattern_has_metric(const TopicPattern *p);
 
+/* What matching a topic against a pattern yields: the named levels, and which the pattern has.
+ * Filled by topic_pattern_match_into(), read by frame_parse_mqtt_matched(). */
+typedef struct TopicMatch {
+        char sensor[SENSOR_ID_MAX + 1];   /* the +sensor level; "" when none or too long */
+        char metric[METRIC_NAME_MAX + 1]; /* the +metric level; "" when none or too long */
+        bool has_sensor;                  /* the pattern names a sensor level */
+        bool has_metric;                  /* the pattern names a metric level */
+} TopicMatch;
+
+/* Matches a topic by the rules of topic_pattern_match(). Returns 1 on match and fills *ret: the
+ * named levels (copied, not validated: "" when the level is absent or longer than its limit)
+ * and has_sensor / has_metric from the pattern. Returns 0 when the topic does not match (or is
+ * NULL or empty), leaving *ret untouched. Pure; borrows p and topic. */
+int topic_pattern_match_into(const TopicPattern *p, const char *topic, TopicMatch *ret);
+
 /* True when s[0..n) is a valid sensor id or metric name: 1..64 bytes (SENSOR_ID_MAX,
  * METRIC_NAME_MAX), each printable ASCII 0x21..0x7e (so no spaces, no control bytes, nothing
  * beyond ASCII). s need not be NUL-terminated; n == 0 is invalid. Every parser here applies it
@@ -223,7 +258,18 @@ bool frame_utf8_valid(const void *data, size_t size);
  * Returns 0 and fills *ret_frame; or -EBADMSG, setting *ret_reject and ret_frame->sensor to the
  * sensor id by the same precedence when a valid one is known, else "" (always "" for
  * topic_mismatch and bad_sensor), the rest untouched; -EINVAL for an unknown format; -ENOMEM.
- * Pure; borrows everything. */
+ * Pure; borrows everything. Matches the topic, then is frame_parse_mqtt_matched(). */
 int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixed_sensor,
                      const char *fixed_metric, const char *topic, const void *payload,
                      size_t size, size_t max_size, Frame *ret_frame, FrameReject *ret_reject);
+
+/* frame_parse_mqtt() for a topic already matched, so that the topic is matched once per
+ * message: match is what topic_pattern_match_into() returned for the subscription's pattern,
+ * or NULL for a subscription without one (nothing is then taken from the topic). The same
+ * checks in the same order and the same results as frame_parse_mqtt() for that topic, minus
+ * topic_mismatch, which cannot happen here: too_long, not_utf8, then the payload's own parse.
+ * Returns 0 and fills *ret_frame; -EBADMSG with *ret_reject and ret_frame->sensor as there;
+ * -EINVAL for an unknown format; -ENOMEM. Pure; borrows everything. */
+int frame_parse_mqtt_matched(const TopicMatch *match, FrameFormat format, const char *fixed_sensor,
+                             const char *fixed_metric, const void *payload, size_t size,
+                             size_t max_size, Frame *ret_frame, FrameReject *ret_reject);

@@ -31,8 +31,7 @@ static void record(Collected *c, const char *line, size_t size, char kind) {
         c->len += size;
 }
 
-static int on_line(const char *line, size_t size, bool overlong, void *userdata) {
-        Collected *c = userdata;
+static void on_line(Collected *c, const char *line, size_t size, bool overlong) {
         FrameReject reason;
         Frame f;
 
@@ -41,6 +40,29 @@ static int on_line(const char *line, size_t size, bool overlong, void *userdata)
         if (!overlong)
                 fuzz_check_frame(frame_parse_line(FORMAT, c->checksum, line, size, &f, &reason), &f, reason);
         record(c, line, size, overlong ? 'o' : 'l');
+}
+
+/* One chunk through the pull form: every line it completes, then used up. */
+static void pull(LineBuffer *lb, const uint8_t *data, size_t size, Collected *c) {
+        const char *line, *chunk = (const char *) data;
+        size_t n;
+        bool overlong;
+        int r;
+
+        line_buffer_put(lb, data, size);
+        while ((r = line_buffer_next(lb, &line, &n, &overlong)) > 0) {
+                /* borrowed from the chunk (no copy) or from the buffer, nowhere else */
+                if (!(line >= chunk && line + n <= chunk + size) && !(line >= lb->buf && line + n <= lb->buf + lb->max + 1))
+                        abort();
+                on_line(c, line, n, overlong);
+        }
+        if (r != 0 || lb->len > lb->max + 1 || line_buffer_next(lb, &line, &n, &overlong) != 0)
+                abort();
+}
+
+/* The push form, kept for callers not yet moved to the pull form, must give the same lines. */
+static int on_line_pushed(const char *line, size_t size, bool overlong, void *userdata) {
+        on_line(userdata, line, size, overlong);
         return 0;
 }
 
@@ -58,7 +80,7 @@ static void add_pending(const LineBuffer *lb, Collected *c) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-        Collected whole = {}, chunked = {};
+        Collected whole = {}, chunked = {}, pushed = {};
         LineBuffer lb;
         FrameReject reason;
         Frame f;
@@ -68,32 +90,41 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (size < 1)
                 return 0;
         /* first byte: bit 0 picks the checksum, the rest the line limit and the chunk sizes */
-        whole.checksum = chunked.checksum = data[0] & 1 ? FRAME_CHECKSUM_NMEA : FRAME_CHECKSUM_NONE;
-        whole.max = chunked.max = 8 + (data[0] >> 1) * 4;
+        whole.checksum = chunked.checksum = pushed.checksum = data[0] & 1 ? FRAME_CHECKSUM_NMEA : FRAME_CHECKSUM_NONE;
+        whole.max = chunked.max = pushed.max = 8 + (data[0] >> 1) * 4;
         step = 1 + (data[0] >> 4);
         data++;
         size--;
 
         fuzz_check_frame(frame_parse_line(FORMAT, whole.checksum, (const char *) data, size, &f, &reason), &f, reason);
 
-        /* the same bytes as a stream, whole and in chunks: the lines must be the same */
+        /* the same bytes as a stream, whole, in chunks and in chunks pushed: the same lines */
         if (line_buffer_init(&lb, whole.max) < 0)
                 abort();
-        if (line_buffer_feed(&lb, data, size, on_line, &whole) < 0)
-                abort();
+        pull(&lb, data, size, &whole);
         add_pending(&lb, &whole);
         line_buffer_reset(&lb);
         while (i < size) {
                 size_t n = MIN(size - i, (size_t) step + (data[i] & 7));
-                if (line_buffer_feed(&lb, data + i, n, on_line, &chunked) < 0)
-                        abort();
+                pull(&lb, data + i, n, &chunked);
                 i += n;
         }
         add_pending(&lb, &chunked);
+        line_buffer_reset(&lb);
+        for (i = 0; i < size;) {
+                size_t n = MIN(size - i, (size_t) step + (data[i] & 7));
+                if (line_buffer_feed(&lb, data + i, n, on_line_pushed, &pushed) < 0)
+                        abort();
+                i += n;
+        }
+        add_pending(&lb, &pushed);
         line_buffer_done(&lb);
         if (whole.len != chunked.len || (whole.len > 0 && memcmp(whole.out, chunked.out, whole.len) != 0))
                 abort();
+        if (pushed.len != chunked.len || (pushed.len > 0 && memcmp(pushed.out, chunked.out, pushed.len) != 0))
+                abort();
         free(whole.out);
         free(chunked.out);
+        free(pushed.out);
         return 0;
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* libFuzzer target: MQTT topic + payload through topic patterns and frame_parse_mqtt(). */
+/* libFuzzer target: MQTT topic + payload through topic patterns, frame_parse_mqtt() and the match-once path. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -26,12 +26,61 @@ static void check_match(const TopicPattern *p, const char *topic) {
         char sensor[SENSOR_ID_MAX + 1], metric[METRIC_NAME_MAX + 1];
         int r;
 
+        TopicMatch m;
+
         r = topic_pattern_match(p, topic, sensor, metric);
         if (r < 0 || r > 1)
                 abort();
         if (r == 1 && (strlen(sensor) > SENSOR_ID_MAX || strlen(metric) > METRIC_NAME_MAX))
                 abort();
         if (r != topic_pattern_match(p, topic, NULL, NULL))
+                abort();
+        /* the TopicMatch form: the same verdict and levels, the pattern's names */
+        if (topic_pattern_match_into(p, topic, &m) != r)
+                abort();
+        if (r == 1 && (!streq(m.sensor, sensor) || !streq(m.metric, metric) ||
+                       m.has_sensor != topic_pattern_has_sensor(p) || m.has_metric != topic_pattern_has_metric(p)))
+                abort();
+}
+
+/* The same frame from both paths: field by field on success (bytes after a name's NUL are not
+ * part of it); on a reject the sensor id. */
+static bool frames_equal(const Frame *a, const Frame *b, int r) {
+        if (!streq(a->sensor, b->sensor))
+                return false;
+        if (r != 0)
+                return true;
+        if (a->has_ts != b->has_ts || (a->has_ts && a->ts_ms != b->ts_ms) || a->n_metrics != b->n_metrics ||
+            a->n_ignored != b->n_ignored)
+                return false;
+        for (size_t i = 0; i < a->n_metrics; i++)
+                if (!streq(a->metrics[i].name, b->metrics[i].name) ||
+                    memcmp(&a->metrics[i].value, &b->metrics[i].value, sizeof(double)) != 0)
+                        return false;
+        return true;
+}
+
+/* frame_parse_mqtt() against the match-once path: topic_pattern_match_into(), then
+ * frame_parse_mqtt_matched(). They must agree on everything; where the topic does not match,
+ * frame_parse_mqtt() alone answers, with too_long or topic_mismatch and no sensor id. */
+static void check_paths_agree(size_t i, const TopicPattern *p, const char *topic, const char *payload,
+                              size_t size, size_t max, int r, const Frame *f, FrameReject reason) {
+        FrameReject reason_b;
+        TopicMatch m;
+        Frame b;
+        int rb;
+
+        if (p && topic_pattern_match_into(p, topic, &m) == 0) {
+                if (r != -EBADMSG || f->sensor[0] != 0 ||
+                    reason != (size > max ? FRAME_REJECT_TOO_LONG : FRAME_REJECT_TOPIC_MISMATCH))
+                        abort();
+                return;
+        }
+        rb = frame_parse_mqtt_matched(p ? &m : NULL, subscriptions[i].format, subscriptions[i].fixed_sensor,
+                                      subscriptions[i].fixed_metric, payload, size, max, &b, &reason_b);
+        if (rb == -ENOMEM || r == -ENOMEM)
+                return;
+        if (rb != r || (r == -EBADMSG && reason_b != reason) || !frames_equal(f, &b, r))
                 abort();
 }
 
@@ -70,6 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                      subscriptions[i].fixed_metric, topic, payload_copy, payload_size, 1024, &f,
                                      &reason);
                 fuzz_check_frame(r, &f, reason);
+                check_paths_agree(i, patterns[i], topic, payload_copy, payload_size, 1024, r, &f, reason);
                 if (patterns[i])
                         check_match(patterns[i], topic);
         }

@@ -638,6 +638,41 @@ static int collect(const char *line, size_t size, bool overlong, void *userdata)
         return 0;
 }
 
+/* How a test hands bytes to the splitter: the pull form (put, then next until 0) or the push
+ * form kept for callers not yet moved. Every LineBuffer case runs through both. Returns 0, or
+ * -EIO when collect() fails, after which the pull form resets as its readers do. */
+typedef int (*feed_t)(LineBuffer *lb, const void *data, size_t size, Lines *l);
+
+static int feed_pull(LineBuffer *lb, const void *data, size_t size, Lines *l) {
+        const char *line;
+        size_t n;
+        bool overlong;
+        int r;
+
+        line_buffer_put(lb, data, size);
+        while ((r = line_buffer_next(lb, &line, &n, &overlong)) > 0) {
+                /* borrowed from the chunk or from lb, nowhere else */
+                ck_assert((line >= (const char *) data && line + n <= (const char *) data + size) ||
+                          (line >= lb->buf && line + n <= lb->buf + lb->max + 1));
+                if (collect(line, n, overlong, l) < 0) {
+                        line_buffer_reset(lb);
+                        return -EIO;
+                }
+        }
+        ck_assert_int_eq(r, 0);
+        /* used up: 0 again, the out parameters untouched */
+        line = NULL;
+        ck_assert_int_eq(line_buffer_next(lb, &line, &n, &overlong), 0);
+        ck_assert_ptr_null(line);
+        return 0;
+}
+
+static int feed_push(LineBuffer *lb, const void *data, size_t size, Lines *l) {
+        return line_buffer_feed(lb, data, size, collect, l);
+}
+
+static const feed_t feeds[] = { feed_pull, feed_push };
+
 static const char stream[] =
         "abc\n"
         "12345678\n"                  /* exactly max */
@@ -653,13 +688,13 @@ static const char stream[] =
 static const char stream_lines[] =
         "abc|12345678|12345678|12345678!|12345678!|||x\ry|01234567!|last|";
 
-static void feed_in_chunks(LineBuffer *lb, Lines *l, const char *data, size_t size, unsigned seed) {
+static void feed_in_chunks(feed_t feed, LineBuffer *lb, Lines *l, const char *data, size_t size, unsigned seed) {
         size_t i = 0;
 
         while (i < size) {
                 size_t n = seed == 0 ? 1 : 1 + (size_t) rand_r(&seed) % 13;
                 n = MIN(n, size - i);
-                ck_assert_int_eq(line_buffer_feed(lb, data + i, n, collect, l), 0);
+                ck_assert_int_eq(feed(lb, data + i, n, l), 0);
                 i += n;
         }
 }
@@ -672,7 +707,7 @@ START_TEST(test_line_buffer_split) {
 
         ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
         ck_assert(!line_buffer_pending(&lb, &pending, &size));
-        ck_assert_int_eq(line_buffer_feed(&lb, stream, sizeof(stream) - 1, collect, &one), 0);
+        ck_assert_int_eq(feeds[_i](&lb, stream, sizeof(stream) - 1, &one), 0);
         ck_assert_str_eq(one.text, stream_lines);
         ck_assert(line_buffer_pending(&lb, &pending, &size));
         ck_assert_uint_eq(size, 4);
@@ -680,14 +715,14 @@ START_TEST(test_line_buffer_split) {
         line_buffer_reset(&lb);
         ck_assert(!line_buffer_pending(&lb, NULL, NULL));
 
-        feed_in_chunks(&lb, &bytes, stream, sizeof(stream) - 1, 0);
+        feed_in_chunks(feeds[_i], &lb, &bytes, stream, sizeof(stream) - 1, 0);
         ck_assert_str_eq(bytes.text, stream_lines);
         ck_assert(line_buffer_pending(&lb, &pending, &size) && size == 4 && memcmp(pending, "tail", 4) == 0);
         line_buffer_reset(&lb);
 
         for (unsigned seed = 1; seed <= 50; seed++) {
                 chunks = (Lines) {};
-                feed_in_chunks(&lb, &chunks, stream, sizeof(stream) - 1, seed);
+                feed_in_chunks(feeds[_i], &lb, &chunks, stream, sizeof(stream) - 1, seed);
                 ck_assert_msg(streq(chunks.text, stream_lines), "seed %u: %s", seed, chunks.text);
                 ck_assert(line_buffer_pending(&lb, &pending, &size) && size == 4);
                 line_buffer_reset(&lb);
@@ -710,7 +745,7 @@ START_TEST(test_line_buffer_overlong) {
         for (size_t i = 0; i < sizeof(block); i++)
                 block[i] = (char) ('a' + i % 26);
         for (int i = 0; i < 100; i++) {
-                ck_assert_int_eq(line_buffer_feed(&lb, block, sizeof(block), collect, &l), 0);
+                ck_assert_int_eq(feeds[_i](&lb, block, sizeof(block), &l), 0);
                 ck_assert_uint_eq(l.calls, 0);
         }
         /* a partial overlong line pending: its first max bytes */
@@ -718,14 +753,14 @@ START_TEST(test_line_buffer_overlong) {
         ck_assert_uint_eq(size, 16);
         ck_assert(memcmp(pending, block, 16) == 0);
 
-        ck_assert_int_eq(line_buffer_feed(&lb, "xyz\nok\n", 7, collect, &l), 0);
+        ck_assert_int_eq(feeds[_i](&lb, "xyz\nok\n", 7, &l), 0);
         ck_assert_uint_eq(l.calls, 2);
         ck_assert_str_eq(l.text, "abcdefghijklmnop!|ok|");
         ck_assert(!line_buffer_pending(&lb, NULL, NULL));
 
         /* overlong inside one chunk, no copy path */
         l = (Lines) {};
-        ck_assert_int_eq(line_buffer_feed(&lb, "0123456789abcdefg\n0123456789abcdef\r\n", 36, collect, &l), 0);
+        ck_assert_int_eq(feeds[_i](&lb, "0123456789abcdefg\n0123456789abcdef\r\n", 36, &l), 0);
         ck_assert_str_eq(l.text, "0123456789abcdef!|0123456789abcdef|");
         line_buffer_done(&lb);
 }
@@ -736,18 +771,232 @@ START_TEST(test_line_buffer_handler_error) {
         Lines l = { .fail_at = 2 };
 
         ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
-        ck_assert_int_eq(line_buffer_feed(&lb, "a\nb\nc\nd", 7, collect, &l), -EIO);
+        ck_assert_int_eq(feeds[_i](&lb, "a\nb\nc\nd", 7, &l), -EIO);
         ck_assert_str_eq(l.text, "a|b|");
         /* a buffered line that fails is consumed as well */
         l = (Lines) { .fail_at = 1 };
         line_buffer_reset(&lb);
-        ck_assert_int_eq(line_buffer_feed(&lb, "xy", 2, collect, &l), 0);
-        ck_assert_int_eq(line_buffer_feed(&lb, "z\nw", 3, collect, &l), -EIO);
+        ck_assert_int_eq(feeds[_i](&lb, "xy", 2, &l), 0);
+        ck_assert_int_eq(feeds[_i](&lb, "z\nw", 3, &l), -EIO);
         ck_assert_str_eq(l.text, "xyz|");
         ck_assert(!line_buffer_pending(&lb, NULL, NULL));
         line_buffer_done(&lb);
 
         ck_assert_int_eq(line_buffer_init(&lb, 0), -EINVAL);
+}
+END_TEST
+
+/* The next line must be want (overlong or not); want NULL: the chunk must be used up. */
+static void expect_next(LineBuffer *lb, const char *want, bool want_overlong) {
+        const char *line = NULL;
+        size_t n = SIZE_MAX;
+        bool overlong = !want_overlong;
+
+        if (!want) {
+                ck_assert_int_eq(line_buffer_next(lb, &line, &n, &overlong), 0);
+                ck_assert_ptr_null(line);
+                ck_assert_uint_eq(n, SIZE_MAX);
+                return;
+        }
+        ck_assert_int_eq(line_buffer_next(lb, &line, &n, &overlong), 1);
+        ck_assert_msg(n == strlen(want) && memcmp(line, want, n) == 0, "got '%.*s', want '%s'", (int) n, line, want);
+        ck_assert(overlong == want_overlong);
+}
+
+static void expect_pending(const LineBuffer *lb, const char *want) {
+        const char *line;
+        size_t n;
+
+        if (!want) {
+                ck_assert(!line_buffer_pending(lb, &line, &n));
+                return;
+        }
+        ck_assert(line_buffer_pending(lb, &line, &n));
+        ck_assert_msg(n == strlen(want) && memcmp(line, want, n) == 0, "pending '%.*s', want '%s'", (int) n, line, want);
+}
+
+/* Lines whole within the chunk point into it; a line completed from the buffer points into lb. */
+START_TEST(test_line_buffer_pull_no_copy) {
+        static const char chunk[] = "abc\r\ndef\ngh";
+        LineBuffer lb;
+        const char *line;
+        size_t n;
+        bool overlong;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        line_buffer_put(&lb, chunk, sizeof(chunk) - 1);
+        ck_assert_int_eq(line_buffer_next(&lb, &line, &n, &overlong), 1);
+        ck_assert_ptr_eq(line, chunk);
+        ck_assert_uint_eq(n, 3);
+        ck_assert(!overlong);
+        ck_assert_int_eq(line_buffer_next(&lb, &line, &n, &overlong), 1);
+        ck_assert_ptr_eq(line, chunk + 5);
+        ck_assert_uint_eq(n, 3);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "gh");
+
+        line_buffer_put(&lb, "i\n", 2);
+        ck_assert_int_eq(line_buffer_next(&lb, &line, &n, &overlong), 1);
+        ck_assert_ptr_eq(line, lb.buf);
+        ck_assert(n == 3 && memcmp(line, "ghi", 3) == 0);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+        line_buffer_done(&lb);
+}
+END_TEST
+
+/* A '\r' at the end of a chunk waits in the buffer: it is stripped only if "\n" follows. */
+START_TEST(test_line_buffer_pull_cr_at_chunk_end) {
+        LineBuffer lb;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        line_buffer_put(&lb, "abc\r", 4);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "abc\r");
+        line_buffer_put(&lb, "\n", 1);
+        expect_next(&lb, "abc", false);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+
+        /* max bytes and the '\r' in the extra byte: not overlong */
+        line_buffer_put(&lb, "x\nabcdefgh\r", 11);
+        expect_next(&lb, "x", false);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "abcdefgh");
+        line_buffer_put(&lb, "\n", 1);
+        expect_next(&lb, "abcdefgh", false);
+        expect_next(&lb, NULL, false);
+
+        /* no "\n" after it: the '\r' is content */
+        line_buffer_put(&lb, "ab\r", 3);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "c\n", 2);
+        expect_next(&lb, "ab\rc", false);
+        expect_next(&lb, NULL, false);
+
+        /* max bytes, '\r', then more: over */
+        line_buffer_put(&lb, "abcdefgh\r", 9);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "x\n", 2);
+        expect_next(&lb, "abcdefgh", true);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+        line_buffer_done(&lb);
+}
+END_TEST
+
+START_TEST(test_line_buffer_pull_three_chunks) {
+        LineBuffer lb;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        line_buffer_put(&lb, "ab", 2);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "ab");
+        line_buffer_put(&lb, "cd", 2);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "abcd");
+        line_buffer_put(&lb, "ef\r\ngh\n", 7);
+        expect_next(&lb, "abcdef", false);
+        expect_next(&lb, "gh", false);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+        line_buffer_done(&lb);
+}
+END_TEST
+
+/* Overlong across chunks: one line, at its newline, with the first max bytes. */
+START_TEST(test_line_buffer_pull_overlong_chunks) {
+        LineBuffer lb;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        line_buffer_put(&lb, "12345", 5);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "6789ab", 6);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "12345678");
+        ck_assert(lb.discarding);
+        line_buffer_put(&lb, "cdef", 4);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "12345678");
+        line_buffer_put(&lb, "g\r\nok\n", 6);
+        expect_next(&lb, "12345678", true);
+        expect_next(&lb, "ok", false);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+
+        /* exactly max+1 bytes across two chunks, then the newline alone */
+        line_buffer_put(&lb, "1234", 4);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "56789", 5);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "\n", 1);
+        expect_next(&lb, "12345678", true);
+        expect_next(&lb, NULL, false);
+        line_buffer_done(&lb);
+}
+END_TEST
+
+/* A reader that stops early resets: the rest of the chunk is dropped, nothing else. */
+START_TEST(test_line_buffer_pull_reset) {
+        LineBuffer lb;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        line_buffer_put(&lb, "a\nb\nc\nd", 7);
+        expect_next(&lb, "a", false);
+        line_buffer_reset(&lb);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+        line_buffer_put(&lb, "e\n", 2);
+        expect_next(&lb, "e", false);
+        expect_next(&lb, NULL, false);
+
+        /* after a line completed from the buffer */
+        line_buffer_put(&lb, "xy", 2);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "z\nw\nv", 5);
+        expect_next(&lb, "xyz", false);
+        line_buffer_reset(&lb);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+
+        /* right after put, with a partial line pending: both go */
+        line_buffer_put(&lb, "pq", 2);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "r\ns\n", 4);
+        line_buffer_reset(&lb);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+        line_buffer_put(&lb, "t\n", 2);
+        expect_next(&lb, "t", false);
+        expect_next(&lb, NULL, false);
+        line_buffer_done(&lb);
+}
+END_TEST
+
+START_TEST(test_line_buffer_pull_empty_chunk) {
+        LineBuffer lb;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        line_buffer_put(&lb, NULL, 0);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, NULL);
+
+        line_buffer_put(&lb, "ab", 2);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, NULL, 0);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "xyz", 0);
+        expect_next(&lb, NULL, false);
+        expect_pending(&lb, "ab");
+        line_buffer_put(&lb, "c\n", 2);
+        expect_next(&lb, "abc", false);
+        expect_next(&lb, NULL, false);
+
+        /* an empty line is a line, an empty chunk none */
+        line_buffer_put(&lb, "\n", 1);
+        expect_next(&lb, "", false);
+        expect_next(&lb, NULL, false);
+        line_buffer_done(&lb);
 }
 END_TEST
 
@@ -895,6 +1144,30 @@ START_TEST(test_match_table) {
 }
 END_TEST
 
+/* topic_pattern_match_into(): the same verdict and levels, plus the pattern's names; *ret
+ * untouched when the topic does not match. */
+START_TEST(test_match_into_table) {
+        const MatchCase *c = &match_cases[_i];
+        _cleanup_(topic_pattern_freep) TopicPattern *p = NULL;
+        TopicMatch m, untouched;
+        int r;
+
+        ck_assert_int_eq(topic_pattern_new(c->filter, &p, NULL), 0);
+        memset(&m, 0x5a, sizeof(m));
+        untouched = m;
+        r = topic_pattern_match_into(p, c->topic, &m);
+        ck_assert_msg(r == c->match, "'%s' ~ '%s': %d", c->filter, c->topic, r);
+        if (r == 1) {
+                ck_assert_str_eq(m.sensor, c->sensor);
+                ck_assert_str_eq(m.metric, c->metric);
+                ck_assert(m.has_sensor == topic_pattern_has_sensor(p));
+                ck_assert(m.has_metric == topic_pattern_has_metric(p));
+        } else
+                ck_assert(memcmp(&m, &untouched, sizeof(m)) == 0);
+        ck_assert_int_eq(topic_pattern_match_into(p, NULL, &m), 0);
+}
+END_TEST
+
 /* ---- frame_parse_mqtt ---- */
 
 typedef struct MqttCase {
@@ -1036,6 +1309,117 @@ START_TEST(test_mqtt_with_ts) {
 }
 END_TEST
 
+/* The same frame: on success field by field (the bytes after a name's NUL are not part of it),
+ * on a reject the sensor id and nothing else written. */
+static void assert_frames_equal(const Frame *a, const Frame *b, int r) {
+        if (r < 0 && r != -EBADMSG) {
+                /* -EINVAL and the like: not written at all */
+                ck_assert(memcmp(a, b, sizeof(Frame)) == 0);
+                return;
+        }
+        ck_assert_str_eq(a->sensor, b->sensor);
+        if (r < 0) {
+                ck_assert(untouched_but_sensor(a));
+                ck_assert(untouched_but_sensor(b));
+                return;
+        }
+        ck_assert(a->has_ts == b->has_ts);
+        ck_assert(!a->has_ts || a->ts_ms == b->ts_ms);
+        ck_assert_uint_eq(a->n_metrics, b->n_metrics);
+        ck_assert_uint_eq(a->n_ignored, b->n_ignored);
+        for (size_t i = 0; i < a->n_metrics; i++) {
+                ck_assert_str_eq(a->metrics[i].name, b->metrics[i].name);
+                ck_assert(memcmp(&a->metrics[i].value, &b->metrics[i].value, sizeof(double)) == 0);
+        }
+}
+
+/* frame_parse_mqtt() and the match-once path (topic_pattern_match_into(), then
+ * frame_parse_mqtt_matched()) must give the same result for every input: the return value,
+ * the reason and the Frame (both start from the same fill). Where the
+ * topic does not match, only frame_parse_mqtt() can answer: too_long or topic_mismatch. */
+static void assert_paths_agree(const TopicPattern *p, FrameFormat format, const char *fixed_sensor,
+                               const char *fixed_metric, const char *topic, const void *payload, size_t size,
+                               size_t max) {
+        FrameReject reason_a = _FRAME_REJECT_INVALID, reason_b = _FRAME_REJECT_INVALID;
+        TopicMatch m;
+        Frame a, b;
+        int ra, rb;
+
+        memset(&a, 0xaa, sizeof(a));
+        memset(&b, 0xaa, sizeof(b));
+        ra = frame_parse_mqtt(p, format, fixed_sensor, fixed_metric, topic, payload, size, max, &a, &reason_a);
+        if (p && topic_pattern_match_into(p, topic, &m) == 0) {
+                if (format < 0 || format >= _FRAME_FORMAT_MAX) {
+                        ck_assert_int_eq(ra, -EINVAL);
+                        return;
+                }
+                ck_assert_int_eq(ra, -EBADMSG);
+                ck_assert(reason_a == (size > max ? FRAME_REJECT_TOO_LONG : FRAME_REJECT_TOPIC_MISMATCH));
+                ck_assert_str_eq(a.sensor, "");
+                ck_assert(untouched_but_sensor(&a));
+                return;
+        }
+        rb = frame_parse_mqtt_matched(p ? &m : NULL, format, fixed_sensor, fixed_metric, payload, size, max, &b,
+                                      &reason_b);
+        ck_assert_msg(ra == rb, "'%s': %d vs %d", strna(topic), ra, rb);
+        ck_assert_int_eq(reason_a, reason_b);
+        ck_assert(reason_a != FRAME_REJECT_TOPIC_MISMATCH);
+        assert_frames_equal(&a, &b, ra);
+}
+
+START_TEST(test_mqtt_paths_agree_table) {
+        const MqttCase *c = &mqtt_cases[_i];
+        _cleanup_(topic_pattern_freep) TopicPattern *p = NULL;
+        char *copy = malloc(c->size ?: 1);
+
+        ck_assert_ptr_nonnull(copy);
+        memcpy(copy, c->payload, c->size);
+        if (c->filter)
+                ck_assert_int_eq(topic_pattern_new(c->filter, &p, NULL), 0);
+        assert_paths_agree(p, c->format, c->fixed_sensor, c->fixed_metric, c->topic, copy, c->size, c->max);
+        free(copy);
+}
+END_TEST
+
+/* Every table payload under every filter, topic, format, fixed name and limit below. */
+START_TEST(test_mqtt_paths_agree_cross) {
+        static const char *const filters[] = {
+                GH, GS, "greenhouse/+/+metric", "greenhouse/state", "+/+metric/#", "#", "$SYS/+sensor", NULL,
+        };
+        static const char *const topics[] = {
+                "greenhouse/gh1/t", "greenhouse/gh1/state", "greenhouse/state", "greenhouse//t", "greenhouse/gh1/",
+                "greenhouse/" S65 "/t", "greenhouse/" S64 "/" S64, "greenhouse/g h/x", "greenhouse/gh1/t\xc3\xa9",
+                "a/b/c/d", "$SYS/uptime", "other", "/", NULL,
+        };
+        static const struct {
+                const char *sensor, *metric;
+        } fixed[] = { { NULL, NULL }, { "fs", "fm" }, { "a b", "" }, { NULL, "fm" }, { "fs", NULL } };
+        static const FrameFormat formats[] = { JSON, KV, VALUE, _FRAME_FORMAT_MAX };
+        static const size_t maxes[] = { SIZE_MAX, 3 };
+
+        for (size_t f = 0; f < ELEMENTSOF(filters); f++) {
+                _cleanup_(topic_pattern_freep) TopicPattern *p = NULL;
+
+                if (filters[f])
+                        ck_assert_int_eq(topic_pattern_new(filters[f], &p, NULL), 0);
+                for (size_t c = 0; c < ELEMENTSOF(mqtt_cases); c++) {
+                        char *copy = malloc(mqtt_cases[c].size ?: 1);
+
+                        ck_assert_ptr_nonnull(copy);
+                        memcpy(copy, mqtt_cases[c].payload, mqtt_cases[c].size);
+                        for (size_t t = 0; t < ELEMENTSOF(topics); t++)
+                                for (size_t x = 0; x < ELEMENTSOF(fixed); x++)
+                                        for (size_t k = 0; k < ELEMENTSOF(formats); k++)
+                                                for (size_t l = 0; l < ELEMENTSOF(maxes); l++)
+                                                        assert_paths_agree(p, formats[k], fixed[x].sensor,
+                                                                           fixed[x].metric, topics[t], copy,
+                                                                           mqtt_cases[c].size, maxes[l]);
+                        free(copy);
+                }
+        }
+}
+END_TEST
+
 static Suite *frame_suite(void) {
         Suite *s = suite_create("frame");
         TCase *tc;
@@ -1056,17 +1440,26 @@ static Suite *frame_suite(void) {
         suite_add_tcase(s, tc);
 
         tc = tcase_create("line_buffer");
-        tcase_add_test(tc, test_line_buffer_split);
-        tcase_add_test(tc, test_line_buffer_overlong);
-        tcase_add_test(tc, test_line_buffer_handler_error);
+        tcase_add_loop_test(tc, test_line_buffer_split, 0, ELEMENTSOF(feeds));
+        tcase_add_loop_test(tc, test_line_buffer_overlong, 0, ELEMENTSOF(feeds));
+        tcase_add_loop_test(tc, test_line_buffer_handler_error, 0, ELEMENTSOF(feeds));
+        tcase_add_test(tc, test_line_buffer_pull_no_copy);
+        tcase_add_test(tc, test_line_buffer_pull_cr_at_chunk_end);
+        tcase_add_test(tc, test_line_buffer_pull_three_chunks);
+        tcase_add_test(tc, test_line_buffer_pull_overlong_chunks);
+        tcase_add_test(tc, test_line_buffer_pull_reset);
+        tcase_add_test(tc, test_line_buffer_pull_empty_chunk);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("topic");
         tcase_add_loop_test(tc, test_pattern_table, 0, ELEMENTSOF(pattern_cases));
         tcase_add_test(tc, test_pattern_errors);
         tcase_add_loop_test(tc, test_match_table, 0, ELEMENTSOF(match_cases));
+        tcase_add_loop_test(tc, test_match_into_table, 0, ELEMENTSOF(match_cases));
         tcase_add_loop_test(tc, test_mqtt_table, 0, ELEMENTSOF(mqtt_cases));
         tcase_add_test(tc, test_mqtt_with_ts);
+        tcase_add_loop_test(tc, test_mqtt_paths_agree_table, 0, ELEMENTSOF(mqtt_cases));
+        tcase_add_test(tc, test_mqtt_paths_agree_cross);
         suite_add_tcase(s, tc);
 
         return s;
