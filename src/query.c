@@ -10,7 +10,7 @@
 
 #include "collector/config.h"
 #include "collector/query.h"
-#include "collector/store.h"
+#include "collector/store-reader.h"
 #include "collector/supervisor.h"
 #include "collector/time-util.h"
 
