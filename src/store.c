@@ -936,14 +936,12 @@ static bool identity_is_empty(const StoreIdentity *id) {
         return id->application_id == 0 && id->user_version == 0 && id->tables == 0;
 }
 
-static int store_open(Store *s) {
+/* Checks the store's directory and file with the kernel before SQLite opens them. */
+static int store_check_access(Store *s) {
         const char *path = s->config->path;
         _cleanup_free_ char *copy = NULL;
-        StoreIdentity id;
-        char mode[32];
         struct stat st;
         const char *dir;
-        int rc;
 
         /* Say which directory is missing instead of SQLite's "unable to open database file". */
         copy = strdup(path);
@@ -966,6 +964,15 @@ static int store_open(Store *s) {
                 return store_fail(s, -errno, "Cannot write to the store '%s'", path);
         else if (access(dir, W_OK | X_OK) < 0)
                 return store_fail(s, -errno, "Cannot write to directory '%s' of the store '%s'", dir, path);
+        return 0;
+}
+
+/* Opens the file for writing and tells what is in it; refuses anything but an empty file or a
+ * store of this or an older schema. */
+static int store_connect(Store *s, StoreIdentity *ret_id) {
+        const char *path = s->config->path;
+        StoreIdentity id;
+        int rc;
 
         rc = store_sqlite_open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, &s->db);
         if (rc != SQLITE_OK)
@@ -988,9 +995,17 @@ static int store_open(Store *s) {
                 return store_fail(s, -EPROTONOSUPPORT,
                                   "Store '%s' has schema v%" PRId64 ", newer than this version supports (v%d)", path,
                                   id.user_version, STORE_SCHEMA_VERSION);
+        *ret_id = id;
+        return 0;
+}
+
+/* WAL, durability and memory settings of the connection; auto_vacuum for a new file. */
+static int store_set_pragmas(Store *s, bool empty) {
+        char mode[32];
+        int rc;
 
         /* Only an empty file can still change auto_vacuum (before any table exists). */
-        if (identity_is_empty(&id)) {
+        if (empty) {
                 rc = sqlite3_exec(s->db, "PRAGMA auto_vacuum = INCREMENTAL", NULL, NULL, NULL);
                 if (rc != SQLITE_OK)
                         return store_fail_sqlite(s, rc, "set up");
@@ -1000,7 +1015,8 @@ static int store_open(Store *s) {
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "enable WAL on");
         if (!streq(mode, "wal"))
-                return store_fail(s, -EOPNOTSUPP, "Cannot enable WAL on '%s' (journal mode stays '%s')", path, mode);
+                return store_fail(s, -EOPNOTSUPP, "Cannot enable WAL on '%s' (journal mode stays '%s')",
+                                  s->config->path, mode);
 
         rc = sqlite3_exec(s->db,
                           s->config->synchronous == STORE_SYNCHRONOUS_FULL ? "PRAGMA synchronous = FULL"
@@ -1018,17 +1034,12 @@ static int store_open(Store *s) {
                                   NULL, NULL, NULL);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "set up");
+        return 0;
+}
 
-        if (!identity_is_empty(&id)) {
-                rc = store_quick_check(s);
-                if (rc < 0)
-                        return rc;
-        }
-        if (id.user_version < STORE_SCHEMA_VERSION) {
-                rc = store_migrate(s, id.user_version);
-                if (rc < 0)
-                        return rc;
-        }
+/* The page size (for the used size) and the statements of every write, prepared once. */
+static int store_prepare(Store *s) {
+        int rc;
 
         rc = exec_int(s->db, "PRAGMA page_size", &s->page_size);
         if (rc != SQLITE_OK)
@@ -1040,6 +1051,34 @@ static int store_open(Store *s) {
                         return store_fail_sqlite(s, rc, "prepare statements for");
         }
         return 0;
+}
+
+/* Opens the store for writing: checks, connection, settings, a quick check of an existing file,
+ * the schema, the statements. A failure is reported (store_fail()) and returned. */
+static int store_open(Store *s) {
+        StoreIdentity id;
+        int r;
+
+        r = store_check_access(s);
+        if (r < 0)
+                return r;
+        r = store_connect(s, &id);
+        if (r < 0)
+                return r;
+        r = store_set_pragmas(s, identity_is_empty(&id));
+        if (r < 0)
+                return r;
+        if (!identity_is_empty(&id)) {
+                r = store_quick_check(s);
+                if (r < 0)
+                        return r;
+        }
+        if (id.user_version < STORE_SCHEMA_VERSION) {
+                r = store_migrate(s, id.user_version);
+                if (r < 0)
+                        return r;
+        }
+        return store_prepare(s);
 }
 
 static void store_close(Store *s) {
