@@ -90,28 +90,18 @@ static int reader_prepare(StoreReader *r, const char *sql, const StoreFilter *f,
         return 0;
 }
 
-/* Rows of (id, sensor, metric, value, ts, sensor_ts, received, source, origin). */
-static int reader_walk_readings(StoreReader *r, const char *sql, const StoreFilter *f,
-                                int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
-        sqlite3_stmt *st;
+/* Runs sql with the filter f bound and calls row(st, userdata) for each row; a negative return
+ * from row stops the walk and is returned. Returns 0 or -errno. */
+static int reader_walk(StoreReader *r, const char *sql, const StoreFilter *f,
+                       int (*row)(sqlite3_stmt *st, void *userdata), void *userdata) {
+        sqlite3_stmt *st = NULL;
         int rc, k;
 
         k = reader_prepare(r, sql, f, &st);
         if (k < 0)
                 return k;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                StoredReading row = {
-                        .id = sqlite3_column_int64(st, 0),
-                        .sensor = strempty((const char *) sqlite3_column_text(st, 1)),
-                        .metric = strempty((const char *) sqlite3_column_text(st, 2)),
-                        .value = sqlite3_column_double(st, 3),
-                        .ts_ms = sqlite3_column_int64(st, 4),
-                        .sensor_ts = sqlite3_column_type(st, 5) != SQLITE_NULL,
-                        .received_ms = sqlite3_column_int64(st, 6),
-                        .source = strempty((const char *) sqlite3_column_text(st, 7)),
-                        .origin = strempty((const char *) sqlite3_column_text(st, 8)),
-                };
-                k = cb(&row, userdata);
+                k = row(st, userdata);
                 if (k < 0) {
                         sqlite3_finalize(st);
                         return k;
@@ -120,6 +110,70 @@ static int reader_walk_readings(StoreReader *r, const char *sql, const StoreFilt
         k = rc == SQLITE_DONE ? 0 : (store_sqlite_errno(r->db, rc) ?: -EIO);
         sqlite3_finalize(st);
         return k;
+}
+
+/* The caller's callback of a walk and its userdata, one type per kind of row. */
+typedef struct ReadingWalk {
+        int (*cb)(const StoredReading *row, void *userdata);
+        void *userdata;
+} ReadingWalk;
+
+typedef struct CountWalk {
+        int (*cb)(const StoredCount *row, void *userdata);
+        void *userdata;
+} CountWalk;
+
+typedef struct RejectWalk {
+        int (*cb)(const StoredReject *row, void *userdata);
+        void *userdata;
+} RejectWalk;
+
+/* Rows of (id, sensor, metric, value, ts, sensor_ts, received, source, origin). */
+static int reading_row(sqlite3_stmt *st, void *userdata) {
+        const ReadingWalk *w = userdata;
+        StoredReading row = {
+                .id = sqlite3_column_int64(st, 0),
+                .sensor = strempty((const char *) sqlite3_column_text(st, 1)),
+                .metric = strempty((const char *) sqlite3_column_text(st, 2)),
+                .value = sqlite3_column_double(st, 3),
+                .ts_ms = sqlite3_column_int64(st, 4),
+                .sensor_ts = sqlite3_column_type(st, 5) != SQLITE_NULL,
+                .received_ms = sqlite3_column_int64(st, 6),
+                .source = strempty((const char *) sqlite3_column_text(st, 7)),
+                .origin = strempty((const char *) sqlite3_column_text(st, 8)),
+        };
+
+        return w->cb(&row, w->userdata);
+}
+
+/* Rows of (sensor, metric, count, first ts, last ts). */
+static int count_row(sqlite3_stmt *st, void *userdata) {
+        const CountWalk *w = userdata;
+        StoredCount row = {
+                .sensor = strempty((const char *) sqlite3_column_text(st, 0)),
+                .metric = strempty((const char *) sqlite3_column_text(st, 1)),
+                .count = (uint64_t) sqlite3_column_int64(st, 2),
+                .first_ts_ms = sqlite3_column_int64(st, 3),
+                .last_ts_ms = sqlite3_column_int64(st, 4),
+        };
+
+        return w->cb(&row, w->userdata);
+}
+
+/* Rows of (id, received, source, origin, reason, raw). */
+static int reject_row(sqlite3_stmt *st, void *userdata) {
+        const RejectWalk *w = userdata;
+        StoredReject row = {
+                .id = sqlite3_column_int64(st, 0),
+                .received_ms = sqlite3_column_int64(st, 1),
+                .source = strempty((const char *) sqlite3_column_text(st, 2)),
+                .origin = strempty((const char *) sqlite3_column_text(st, 3)),
+                .reason = strempty((const char *) sqlite3_column_text(st, 4)),
+                .raw = sqlite3_column_blob(st, 5) ?: "", /* NULL for an empty blob */
+                .raw_size = (size_t) sqlite3_column_bytes(st, 5),
+        };
+
+        return w->cb(&row, w->userdata);
 }
 
 #define READING_COLUMNS                                                                            \
@@ -148,7 +202,7 @@ int store_reader_readings(StoreReader *r, const StoreFilter *f,
         else
                 snprintf(sql, sizeof(sql), "SELECT" READING_COLUMNS " FROM readings r WHERE %s ORDER BY r.ts, r.id",
                          where);
-        return reader_walk_readings(r, sql, f, cb, userdata);
+        return reader_walk(r, sql, f, reading_row, &(ReadingWalk){ cb, userdata });
 }
 
 int store_reader_latest(StoreReader *r, const StoreFilter *f,
@@ -156,7 +210,7 @@ int store_reader_latest(StoreReader *r, const StoreFilter *f,
         assert(r && f && cb);
 
         /* One index probe per sensor and metric pair instead of a scan of every reading. */
-        return reader_walk_readings(
+        return reader_walk(
                 r,
                 "SELECT r.id, s.name, m.name, r.value, r.ts, r.sensor_ts, r.received,"
                 " (SELECT name FROM sources WHERE id = r.source_id), (SELECT name FROM origins WHERE id = r.origin_id)"
@@ -166,55 +220,30 @@ int store_reader_latest(StoreReader *r, const StoreFilter *f,
                 "             AND (:source IS NULL OR x.source_id = :source) AND x.ts >= :since AND x.ts < :until"
                 "             ORDER BY x.ts DESC, x.id DESC LIMIT 1)"
                 " ORDER BY s.name, m.name",
-                f, cb, userdata);
+                f, reading_row, &(ReadingWalk){ cb, userdata });
 }
 
 int store_reader_counts(StoreReader *r, const StoreFilter *f,
                         int (*cb)(const StoredCount *row, void *userdata), void *userdata) {
-        sqlite3_stmt *st;
-        int rc, k;
-
         assert(r && f && cb);
 
-        k = reader_prepare(r,
+        return reader_walk(r,
                            "SELECT s.name, m.name, count(*), min(r.ts), max(r.ts)"
                            " FROM sensors s CROSS JOIN metrics m CROSS JOIN readings r"
                            " WHERE (:sensor IS NULL OR s.name = :sensor) AND (:metric IS NULL OR m.name = :metric)"
                            " AND r.sensor_id = s.id AND r.metric_id = m.id"
                            " AND (:source IS NULL OR r.source_id = :source) AND r.ts >= :since AND r.ts < :until"
                            " GROUP BY s.id, m.id ORDER BY s.name, m.name",
-                           f, &st);
-        if (k < 0)
-                return k;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                StoredCount row = {
-                        .sensor = strempty((const char *) sqlite3_column_text(st, 0)),
-                        .metric = strempty((const char *) sqlite3_column_text(st, 1)),
-                        .count = (uint64_t) sqlite3_column_int64(st, 2),
-                        .first_ts_ms = sqlite3_column_int64(st, 3),
-                        .last_ts_ms = sqlite3_column_int64(st, 4),
-                };
-                k = cb(&row, userdata);
-                if (k < 0) {
-                        sqlite3_finalize(st);
-                        return k;
-                }
-        }
-        k = rc == SQLITE_DONE ? 0 : (store_sqlite_errno(r->db, rc) ?: -EIO);
-        sqlite3_finalize(st);
-        return k;
+                           f, count_row, &(CountWalk){ cb, userdata });
 }
 
 int store_reader_rejects(StoreReader *r, const StoreFilter *f,
                          int (*cb)(const StoredReject *row, void *userdata), void *userdata) {
-        sqlite3_stmt *st;
-        int rc, k;
-
         assert(r && f && cb);
 
         if (f->sensor || f->metric)
                 return -EINVAL;
-        k = reader_prepare(r,
+        return reader_walk(r,
                            f->limit > 0 ? "SELECT * FROM (SELECT j.id, j.received, src.name, o.name, j.reason, j.raw"
                                           " FROM rejects j JOIN sources src ON src.id = j.source_id"
                                           " JOIN origins o ON o.id = j.origin_id"
@@ -226,26 +255,5 @@ int store_reader_rejects(StoreReader *r, const StoreFilter *f,
                                           " JOIN origins o ON o.id = j.origin_id"
                                           " WHERE (:source IS NULL OR j.source_id = :source)"
                                           " AND j.received >= :since AND j.received < :until ORDER BY j.id",
-                           f, &st);
-        if (k < 0)
-                return k;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                StoredReject row = {
-                        .id = sqlite3_column_int64(st, 0),
-                        .received_ms = sqlite3_column_int64(st, 1),
-                        .source = strempty((const char *) sqlite3_column_text(st, 2)),
-                        .origin = strempty((const char *) sqlite3_column_text(st, 3)),
-                        .reason = strempty((const char *) sqlite3_column_text(st, 4)),
-                        .raw = sqlite3_column_blob(st, 5) ?: "", /* NULL for an empty blob */
-                        .raw_size = (size_t) sqlite3_column_bytes(st, 5),
-                };
-                k = cb(&row, userdata);
-                if (k < 0) {
-                        sqlite3_finalize(st);
-                        return k;
-                }
-        }
-        k = rc == SQLITE_DONE ? 0 : (store_sqlite_errno(r->db, rc) ?: -EIO);
-        sqlite3_finalize(st);
-        return k;
+                           f, reject_row, &(RejectWalk){ cb, userdata });
 }
