@@ -631,114 +631,133 @@ static bool parse_choice(Ctx *ctx, const char *path, const Field *f, const cJSON
         return false;
 }
 
+/* The parsers of one present value by field type: each stores a valid value at p and returns
+ * true, or reports why it is not and returns false. */
+
+static bool parse_bool(Ctx *ctx, const char *path, const cJSON *v, void *p) {
+        if (!cJSON_IsBool(v)) {
+                error_at(ctx, path, "expected true or false, got %s", json_type_name(v));
+                return false;
+        }
+        *(bool *) p = cJSON_IsTrue(v);
+        return true;
+}
+
+static bool parse_int(Ctx *ctx, const char *path, const Field *f, const cJSON *v, void *p) {
+        double d = v->valuedouble;
+
+        if (!cJSON_IsNumber(v)) {
+                error_at(ctx, path, "expected an integer, got %s", json_type_name(v));
+                return false;
+        }
+        if (!isfinite(d) || d != floor(d)) {
+                error_at(ctx, path, "%.15g is not an integer", d);
+                return false;
+        }
+        /* Compare as doubles before casting: every bound here is exact in a double. */
+        if (d < (double) f->min || d > (double) f->max) {
+                error_at(ctx, path, "%.15g is out of range (%" PRIi64 "..%" PRIi64 ")", d, f->min, f->max);
+                return false;
+        }
+        set_uint(p, f->size, (uint64_t) d);
+        return true;
+}
+
+static bool parse_seconds(Ctx *ctx, const char *path, const Field *f, const cJSON *v, void *p) {
+        double d = v->valuedouble;
+        char range[96];
+        uint64_t usec;
+
+        if (!cJSON_IsNumber(v)) {
+                error_at(ctx, path, "expected a number of seconds, got %s", json_type_name(v));
+                return false;
+        }
+        if (!isfinite(d) || d < f->min_sec || (f->min_exclusive && d <= f->min_sec) || d > f->max_sec) {
+                format_seconds_range(f, range, sizeof(range));
+                error_at(ctx, path, "%.15g is out of range (%s)", d, range);
+                return false;
+        }
+        usec = (uint64_t) llround(d * (double) USEC_PER_SEC);
+        if (f->min_exclusive && usec == 0)
+                usec = 1; /* "more than 0" must not round to "off" */
+        *(uint64_t *) p = usec;
+        return true;
+}
+
+/* A string from a fixed set of values (f->names): stores a copy of the name. */
+static bool parse_string_choice(Ctx *ctx, const char *path, const Field *f, const cJSON *v, void *p) {
+        int i;
+
+        if (!parse_choice(ctx, path, f, v, &i))
+                return false;
+        if (set_string(p, f->names[i]) < 0) {
+                ctx->oom = true;
+                return false;
+        }
+        return true;
+}
+
+static bool parse_string(Ctx *ctx, const char *path, const Field *f, const cJSON *v, void *p) {
+        _cleanup_free_ char *shown = NULL;
+        const char *why;
+        size_t len;
+
+        if (f->names)
+                return parse_string_choice(ctx, path, f, v, p);
+        if (!cJSON_IsString(v)) {
+                error_at(ctx, path, "expected a string, got %s", json_type_name(v));
+                return false;
+        }
+        len = strlen(v->valuestring);
+        if (len == 0 && f->min > 0) {
+                error_at(ctx, path, "must not be empty");
+                return false;
+        }
+        shown = show(v->valuestring);
+        if (!shown) {
+                ctx->oom = true;
+                return false;
+        }
+        if ((int64_t) len > f->max) {
+                error_at(ctx, path, "\"%s\" is too long (%zu bytes, at most %" PRIi64 ")", shown, len, f->max);
+                return false;
+        }
+        why = f->check ? f->check(v->valuestring) : NULL;
+        if (why) {
+                error_at(ctx, path, "\"%s\" %s", shown, why);
+                return false;
+        }
+        if (set_string(p, v->valuestring) < 0) {
+                ctx->oom = true;
+                return false;
+        }
+        return true;
+}
+
+static bool parse_enum(Ctx *ctx, const char *path, const Field *f, const cJSON *v, void *p) {
+        int i;
+
+        if (!parse_choice(ctx, path, f, v, &i))
+                return false;
+        *(int *) p = i;
+        return true;
+}
+
 /* Parses one present value into its field. Returns true when valid; false after reporting. */
 static bool parse_field(Ctx *ctx, const char *path, const Field *f, const cJSON *v, void *base) {
         void *p = (uint8_t *) base + f->offset;
-        char range[96];
 
         switch (f->type) {
         case FIELD_BOOL:
-                if (!cJSON_IsBool(v)) {
-                        error_at(ctx, path, "expected true or false, got %s", json_type_name(v));
-                        return false;
-                }
-                *(bool *) p = cJSON_IsTrue(v);
-                return true;
-
-        case FIELD_INT: {
-                double d = v->valuedouble;
-
-                if (!cJSON_IsNumber(v)) {
-                        error_at(ctx, path, "expected an integer, got %s", json_type_name(v));
-                        return false;
-                }
-                if (!isfinite(d) || d != floor(d)) {
-                        error_at(ctx, path, "%.15g is not an integer", d);
-                        return false;
-                }
-                /* Compare as doubles before casting: every bound here is exact in a double. */
-                if (d < (double) f->min || d > (double) f->max) {
-                        error_at(ctx, path, "%.15g is out of range (%" PRIi64 "..%" PRIi64 ")", d, f->min, f->max);
-                        return false;
-                }
-                set_uint(p, f->size, (uint64_t) d);
-                return true;
-        }
-
-        case FIELD_SECONDS: {
-                double d = v->valuedouble;
-
-                if (!cJSON_IsNumber(v)) {
-                        error_at(ctx, path, "expected a number of seconds, got %s", json_type_name(v));
-                        return false;
-                }
-                if (!isfinite(d) || d < f->min_sec || (f->min_exclusive && d <= f->min_sec) || d > f->max_sec) {
-                        format_seconds_range(f, range, sizeof(range));
-                        error_at(ctx, path, "%.15g is out of range (%s)", d, range);
-                        return false;
-                }
-                uint64_t usec = (uint64_t) llround(d * (double) USEC_PER_SEC);
-                if (f->min_exclusive && usec == 0)
-                        usec = 1; /* "more than 0" must not round to "off" */
-                *(uint64_t *) p = usec;
-                return true;
-        }
-
-        case FIELD_STRING: {
-                _cleanup_free_ char *shown = NULL;
-                const char *why;
-                size_t len;
-
-                if (f->names) {
-                        int i;
-
-                        if (!parse_choice(ctx, path, f, v, &i))
-                                return false;
-                        if (set_string(p, f->names[i]) < 0) {
-                                ctx->oom = true;
-                                return false;
-                        }
-                        return true;
-                }
-                if (!cJSON_IsString(v)) {
-                        error_at(ctx, path, "expected a string, got %s", json_type_name(v));
-                        return false;
-                }
-                len = strlen(v->valuestring);
-                if (len == 0 && f->min > 0) {
-                        error_at(ctx, path, "must not be empty");
-                        return false;
-                }
-                shown = show(v->valuestring);
-                if (!shown) {
-                        ctx->oom = true;
-                        return false;
-                }
-                if ((int64_t) len > f->max) {
-                        error_at(ctx, path, "\"%s\" is too long (%zu bytes, at most %" PRIi64 ")", shown, len, f->max);
-                        return false;
-                }
-                why = f->check ? f->check(v->valuestring) : NULL;
-                if (why) {
-                        error_at(ctx, path, "\"%s\" %s", shown, why);
-                        return false;
-                }
-                if (set_string(p, v->valuestring) < 0) {
-                        ctx->oom = true;
-                        return false;
-                }
-                return true;
-        }
-
-        case FIELD_ENUM: {
-                int i;
-
-                if (!parse_choice(ctx, path, f, v, &i))
-                        return false;
-                *(int *) p = i;
-                return true;
-        }
-
+                return parse_bool(ctx, path, v, p);
+        case FIELD_INT:
+                return parse_int(ctx, path, f, v, p);
+        case FIELD_SECONDS:
+                return parse_seconds(ctx, path, f, v, p);
+        case FIELD_STRING:
+                return parse_string(ctx, path, f, v, p);
+        case FIELD_ENUM:
+                return parse_enum(ctx, path, f, v, p);
         case FIELD_CUSTOM:
                 return f->parse(ctx, path, v, base);
         }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* `sensor-collector query`: options, time parsing and output formats over the store's read-only API. */
+#include <assert.h>
 #include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -10,8 +11,8 @@
 
 #include "collector/config.h"
 #include "collector/query.h"
-#include "collector/store.h"
 #include "collector/exit-status.h"
+#include "collector/store-reader.h"
 #include "collector/time-util.h"
 
 /* Table output is aligned over this many rows at a time: bounded memory on any result size. */
@@ -558,17 +559,88 @@ static int on_reject(const StoredReject *row, void *userdata) {
 
 /* ---- options ---- */
 
+enum {
+        ARG_DB = 0x100,
+        ARG_SOURCE,
+        ARG_SINCE,
+        ARG_UNTIL,
+        ARG_LATEST,
+        ARG_COUNT,
+        ARG_REJECTS,
+        ARG_UTC,
+};
+
+/* One of the options that narrow the rows (--sensor, --metric, --source, --since, --until,
+ * --limit) into f; times are relative to now (ms). Returns 0 or -EINVAL after the usage. */
+static int parse_filter_option(int c, const char *arg, int64_t now, StoreFilter *f) {
+        char *end;
+
+        switch (c) {
+        case 's':
+                f->sensor = arg;
+                return 0;
+        case 'm':
+                f->metric = arg;
+                return 0;
+        case ARG_SOURCE:
+                if (streq(arg, "serial"))
+                        f->source = READING_SOURCE_SERIAL;
+                else if (streq(arg, "mqtt"))
+                        f->source = READING_SOURCE_MQTT;
+                else
+                        return usage_error("invalid --source '%s' (serial or mqtt)", arg);
+                return 0;
+        case ARG_SINCE:
+                if (query_parse_time(arg, now, &f->since_ms) < 0)
+                        return usage_error("invalid --since '%s' (e.g. 15m, 2d, 2026-11-21T10:00:00Z)", arg);
+                return 0;
+        case ARG_UNTIL:
+                if (query_parse_time(arg, now, &f->until_ms) < 0)
+                        return usage_error("invalid --until '%s' (e.g. 15m, 2d, 2026-11-21T10:00:00Z)", arg);
+                return 0;
+        case 'n':
+                errno = 0;
+                f->limit = strtoull(arg, &end, 10);
+                if (errno != 0 || end == arg || *end || arg[0] == '-')
+                        return usage_error("invalid --limit '%s' (a number, 0 = all)", arg);
+                return 0;
+        default:
+                assert(!"not a filter option");
+                return -EINVAL;
+        }
+}
+
+/* --format: returns 0 and *ret, or -EINVAL after the usage. */
+static int parse_format(const char *arg, OutputFormat *ret) {
+        if (streq(arg, "table"))
+                *ret = FORMAT_TABLE;
+        else if (streq(arg, "csv"))
+                *ret = FORMAT_CSV;
+        else if (streq(arg, "json"))
+                *ret = FORMAT_JSON;
+        else
+                return usage_error("invalid --format '%s' (table, csv or json)", arg);
+        return 0;
+}
+
+/* The options that exclude each other; n_modes counts --latest, --count and --rejects given.
+ * Returns 0 or -EINVAL after the usage. */
+static int check_args(const QueryArgs *a, unsigned n_modes) {
+        if (n_modes > 1)
+                return usage_error("--latest, --count and --rejects exclude each other");
+        if (a->db && a->config)
+                return usage_error("--db and --config exclude each other");
+        if ((a->mode == MODE_LATEST || a->mode == MODE_COUNT) && a->filter.limit > 0)
+                return usage_error("--limit does not apply to --latest and --count");
+        if (a->mode == MODE_REJECTS && (a->filter.sensor || a->filter.metric))
+                return usage_error("--sensor and --metric do not apply to --rejects");
+        if (a->filter.since_ms >= a->filter.until_ms && a->filter.since_ms != INT64_MIN)
+                return usage_error("--since must be before --until");
+        return 0;
+}
+
+/* Returns 0 with *a filled in, 1 after --help, or -EINVAL after printing the usage. */
 static int parse_args(int argc, char **argv, QueryArgs *a) {
-        enum {
-                ARG_DB = 0x100,
-                ARG_SOURCE,
-                ARG_SINCE,
-                ARG_UNTIL,
-                ARG_LATEST,
-                ARG_COUNT,
-                ARG_REJECTS,
-                ARG_UTC,
-        };
         static const struct option options[] = {
                 { "db", required_argument, NULL, ARG_DB },
                 { "config", required_argument, NULL, 'c' },
@@ -587,9 +659,8 @@ static int parse_args(int argc, char **argv, QueryArgs *a) {
                 {},
         };
         int64_t now = wall_clock_ms();
-        unsigned modes = 0;
-        char *end;
-        int c;
+        unsigned n_modes = 0;
+        int c, r;
 
         *a = (QueryArgs){ .filter = STORE_FILTER_ALL, .mode = MODE_READINGS, .format = FORMAT_TABLE };
         optind = 0; /* also resets getopt's state: query_main may run more than once per process */
@@ -603,54 +674,25 @@ static int parse_args(int argc, char **argv, QueryArgs *a) {
                         a->config = optarg;
                         break;
                 case 's':
-                        a->filter.sensor = optarg;
-                        break;
                 case 'm':
-                        a->filter.metric = optarg;
-                        break;
                 case ARG_SOURCE:
-                        if (streq(optarg, "serial"))
-                                a->filter.source = READING_SOURCE_SERIAL;
-                        else if (streq(optarg, "mqtt"))
-                                a->filter.source = READING_SOURCE_MQTT;
-                        else
-                                return usage_error("invalid --source '%s' (serial or mqtt)", optarg);
-                        break;
                 case ARG_SINCE:
-                        if (query_parse_time(optarg, now, &a->filter.since_ms) < 0)
-                                return usage_error("invalid --since '%s' (e.g. 15m, 2d, 2026-11-21T10:00:00Z)", optarg);
-                        break;
                 case ARG_UNTIL:
-                        if (query_parse_time(optarg, now, &a->filter.until_ms) < 0)
-                                return usage_error("invalid --until '%s' (e.g. 15m, 2d, 2026-11-21T10:00:00Z)", optarg);
-                        break;
                 case 'n':
-                        errno = 0;
-                        a->filter.limit = strtoull(optarg, &end, 10);
-                        if (errno != 0 || end == optarg || *end || optarg[0] == '-')
-                                return usage_error("invalid --limit '%s' (a number, 0 = all)", optarg);
+                        r = parse_filter_option(c, optarg, now, &a->filter);
+                        if (r < 0)
+                                return r;
                         break;
                 case ARG_LATEST:
-                        a->mode = MODE_LATEST;
-                        modes++;
-                        break;
                 case ARG_COUNT:
-                        a->mode = MODE_COUNT;
-                        modes++;
-                        break;
                 case ARG_REJECTS:
-                        a->mode = MODE_REJECTS;
-                        modes++;
+                        a->mode = c == ARG_LATEST ? MODE_LATEST : c == ARG_COUNT ? MODE_COUNT : MODE_REJECTS;
+                        n_modes++;
                         break;
                 case 'o':
-                        if (streq(optarg, "table"))
-                                a->format = FORMAT_TABLE;
-                        else if (streq(optarg, "csv"))
-                                a->format = FORMAT_CSV;
-                        else if (streq(optarg, "json"))
-                                a->format = FORMAT_JSON;
-                        else
-                                return usage_error("invalid --format '%s' (table, csv or json)", optarg);
+                        r = parse_format(optarg, &a->format);
+                        if (r < 0)
+                                return r;
                         break;
                 case ARG_UTC:
                         a->utc = true;
@@ -665,17 +707,7 @@ static int parse_args(int argc, char **argv, QueryArgs *a) {
                 }
         if (optind < argc)
                 return usage_error("unexpected argument '%s'", argv[optind]);
-        if (modes > 1)
-                return usage_error("--latest, --count and --rejects exclude each other");
-        if (a->db && a->config)
-                return usage_error("--db and --config exclude each other");
-        if ((a->mode == MODE_LATEST || a->mode == MODE_COUNT) && a->filter.limit > 0)
-                return usage_error("--limit does not apply to --latest and --count");
-        if (a->mode == MODE_REJECTS && (a->filter.sensor || a->filter.metric))
-                return usage_error("--sensor and --metric do not apply to --rejects");
-        if (a->filter.since_ms >= a->filter.until_ms && a->filter.since_ms != INT64_MIN)
-                return usage_error("--since must be before --until");
-        return 0;
+        return check_args(a, n_modes);
 }
 
 static const char *open_error(int r) {
@@ -704,40 +736,97 @@ static const char *open_error(int r) {
         }
 }
 
+/* The store to read: --db, store.path of --config, else store.path of the default configuration
+ * if there is one, else the default path. *ret_path may point into *ret_config (the caller
+ * frees it). Returns 0, or the -errno of loading --config after printing its errors. */
+static int find_store_path(const QueryArgs *a, Config **ret_config, const char **ret_path) {
+        _cleanup_strv_free_ char **errors = NULL;
+        int r;
+
+        *ret_path = a->db ? a->db : STORE_DEFAULT_PATH;
+        if (!a->db && !a->config) {
+                /* Where the daemon writes: store.path of the default configuration, if there
+                 * is one; a broken one is the daemon's problem, not a reason to show nothing. */
+                r = config_load(CONFIG_DEFAULT_PATH, ret_config, &errors);
+                if (r >= 0)
+                        *ret_path = (*ret_config)->store.path;
+                else if (r != -ENOENT)
+                        fprintf(stderr, "sensor-collector query: ignoring '%s' (%s), reading '%s'.\n",
+                                CONFIG_DEFAULT_PATH, errors && errors[0] ? errors[0] : strerror(-r), *ret_path);
+        } else if (a->config) {
+                r = config_load(a->config, ret_config, &errors);
+                if (r < 0) {
+                        for (char **e = errors; e && *e; e++)
+                                fprintf(stderr, "%s\n", *e);
+                        if (!errors || !errors[0])
+                                fprintf(stderr, "sensor-collector query: cannot load '%s': %s\n", a->config, strerror(-r));
+                        return r;
+                }
+                *ret_path = (*ret_config)->store.path;
+        }
+        return 0;
+}
+
+/* Points o at the columns of a table, or of CSV and JSON. */
+static void output_columns(Output *o, size_t n_headers, const char *const *headers, const bool *right,
+                           size_t n_keys, const char *const *keys, const bool *json_raw) {
+        o->n_columns = o->format == FORMAT_TABLE ? n_headers : n_keys;
+        o->headers = headers;
+        o->right = right;
+        o->keys = keys;
+        o->json_raw = json_raw;
+}
+
+/* Sets up o for the mode and format of a; returns what its rows are, for "No readings." */
+static const char *output_setup(Output *o, const QueryArgs *a) {
+        *o = (Output){ .format = a->format, .utc = a->utc };
+        switch (a->mode) {
+        case MODE_READINGS:
+        case MODE_LATEST:
+                output_columns(o, ELEMENTSOF(reading_headers), reading_headers, reading_right,
+                               ELEMENTSOF(reading_keys), reading_keys, reading_json_raw);
+                return "readings";
+        case MODE_COUNT:
+                output_columns(o, ELEMENTSOF(count_headers), count_headers, count_right,
+                               ELEMENTSOF(count_keys), count_keys, count_json_raw);
+                return "readings";
+        case MODE_REJECTS:
+        default:
+                output_columns(o, ELEMENTSOF(reject_headers), reject_headers, reject_right,
+                               ELEMENTSOF(reject_keys), reject_keys, reject_json_raw);
+                return "rejects";
+        }
+}
+
+/* Walks the rows of the mode of a into o. Returns 0 or -errno. */
+static int query_walk(StoreReader *reader, const QueryArgs *a, Output *o) {
+        switch (a->mode) {
+        case MODE_READINGS:
+                return store_reader_readings(reader, &a->filter, on_reading, o);
+        case MODE_LATEST:
+                return store_reader_latest(reader, &a->filter, on_reading, o);
+        case MODE_COUNT:
+                return store_reader_counts(reader, &a->filter, on_count, o);
+        case MODE_REJECTS:
+        default:
+                return store_reader_rejects(reader, &a->filter, on_reject, o);
+        }
+}
+
 int query_main(int argc, char **argv) {
         _cleanup_(store_reader_freep) StoreReader *reader = NULL;
         _cleanup_(config_freep) Config *config = NULL;
-        _cleanup_strv_free_ char **errors = NULL;
-        Output out = {};
         const char *path, *what;
+        Output out;
         QueryArgs a;
         int r;
 
         r = parse_args(argc, argv, &a);
         if (r != 0)
                 return r > 0 ? EXIT_STATUS_OK : EXIT_STATUS_USAGE;
-
-        path = a.db ? a.db : STORE_DEFAULT_PATH;
-        if (!a.db && !a.config) {
-                /* Where the daemon writes: store.path of the default configuration, if there
-                 * is one; a broken one is the daemon's problem, not a reason to show nothing. */
-                r = config_load(CONFIG_DEFAULT_PATH, &config, &errors);
-                if (r >= 0)
-                        path = config->store.path;
-                else if (r != -ENOENT)
-                        fprintf(stderr, "sensor-collector query: ignoring '%s' (%s), reading '%s'.\n",
-                                CONFIG_DEFAULT_PATH, errors && errors[0] ? errors[0] : strerror(-r), path);
-        } else if (a.config) {
-                r = config_load(a.config, &config, &errors);
-                if (r < 0) {
-                        for (char **e = errors; e && *e; e++)
-                                fprintf(stderr, "%s\n", *e);
-                        if (!errors || !errors[0])
-                                fprintf(stderr, "sensor-collector query: cannot load '%s': %s\n", a.config, strerror(-r));
-                        return r == -EINVAL ? EXIT_STATUS_CONFIG : EXIT_STATUS_UNEXPECTED;
-                }
-                path = config->store.path;
-        }
+        r = find_store_path(&a, &config, &path);
+        if (r < 0)
+                return r == -EINVAL ? EXIT_STATUS_CONFIG : EXIT_STATUS_UNEXPECTED;
 
         r = store_reader_open(path, &reader);
         if (r < 0) {
@@ -745,48 +834,8 @@ int query_main(int argc, char **argv) {
                 return EXIT_STATUS_UNEXPECTED;
         }
 
-        out.format = a.format;
-        out.utc = a.utc;
-        switch (a.mode) {
-        case MODE_READINGS:
-        case MODE_LATEST:
-                if (a.format == FORMAT_TABLE) {
-                        out.n_columns = ELEMENTSOF(reading_headers);
-                        out.headers = reading_headers;
-                        out.right = reading_right;
-                } else {
-                        out.n_columns = ELEMENTSOF(reading_keys);
-                        out.keys = reading_keys;
-                        out.json_raw = reading_json_raw;
-                }
-                what = "readings";
-                r = a.mode == MODE_LATEST ? store_reader_latest(reader, &a.filter, on_reading, &out)
-                                          : store_reader_readings(reader, &a.filter, on_reading, &out);
-                break;
-        case MODE_COUNT:
-                out.n_columns = ELEMENTSOF(count_headers);
-                out.headers = count_headers;
-                out.right = count_right;
-                out.keys = count_keys;
-                out.json_raw = count_json_raw;
-                what = "readings";
-                r = store_reader_counts(reader, &a.filter, on_count, &out);
-                break;
-        case MODE_REJECTS:
-        default:
-                if (a.format == FORMAT_TABLE) {
-                        out.n_columns = ELEMENTSOF(reject_headers);
-                        out.headers = reject_headers;
-                        out.right = reject_right;
-                } else {
-                        out.n_columns = ELEMENTSOF(reject_keys);
-                        out.keys = reject_keys;
-                        out.json_raw = reject_json_raw;
-                }
-                what = "rejects";
-                r = store_reader_rejects(reader, &a.filter, on_reject, &out);
-                break;
-        }
+        what = output_setup(&out, &a);
+        r = query_walk(reader, &a, &out);
         output_finish(&out, what);
         if (fflush(stdout) != 0 || ferror(stdout)) {
                 fprintf(stderr, "sensor-collector query: cannot write the output: %m\n");

@@ -14,6 +14,7 @@
 #include "collector/store.h"
 #include "collector/exit-status.h"
 #include "collector/time-util.h"
+#include "store-internal.h"
 
 /* ReadingSource values are stored as they are (readings.source_id, the sources table). */
 _Static_assert(READING_SOURCE_SERIAL == 0 && READING_SOURCE_MQTT == 1, "stored source ids changed");
@@ -167,7 +168,7 @@ struct Store {
 };
 
 /* SQLite's result codes become -errno here and nowhere else. */
-static int sqlite_to_errno(sqlite3 *db, int rc) {
+int store_sqlite_errno(sqlite3 *db, int rc) {
         int sys = db ? sqlite3_system_errno(db) : 0;
 
         switch (rc & 0xff) {
@@ -220,6 +221,17 @@ static int sqlite_to_errno(sqlite3 *db, int rc) {
         }
 }
 
+int store_sqlite_open(const char *path, int flags, sqlite3 **ret_db) {
+        int rc;
+
+        rc = sqlite3_open_v2(path, ret_db, flags, NULL);
+        if (*ret_db)
+                sqlite3_extended_result_codes(*ret_db, 1);
+        if (rc != SQLITE_OK)
+                return rc;
+        sqlite3_busy_timeout(*ret_db, BUSY_TIMEOUT_MS);
+        return SQLITE_OK;
+}
 
 /* ---- interned names ---- */
 
@@ -316,7 +328,7 @@ _printf_(3, 4) static int store_fail(Store *s, int error, const char *format, ..
 
 /* Fails the store for an SQLite error: "Failed to <what> '<path>': <sqlite message>". */
 static int store_fail_sqlite(Store *s, int rc, const char *what) {
-        int r = sqlite_to_errno(s->db, rc);
+        int r = store_sqlite_errno(s->db, rc);
 
         if (r == 0)
                 r = -EIO;
@@ -908,14 +920,7 @@ static int store_migrate(Store *s, int64_t from) {
         return 0;
 }
 
-/* What is in the file: ours (any version), empty, or something else. */
-typedef struct StoreIdentity {
-        int64_t application_id;
-        int64_t user_version;
-        int64_t tables;
-} StoreIdentity;
-
-static int store_identify(sqlite3 *db, StoreIdentity *ret) {
+int store_identify(sqlite3 *db, StoreIdentity *ret) {
         int rc;
 
         *ret = (StoreIdentity) {};
@@ -931,14 +936,12 @@ static bool identity_is_empty(const StoreIdentity *id) {
         return id->application_id == 0 && id->user_version == 0 && id->tables == 0;
 }
 
-static int store_open(Store *s) {
+/* Checks the store's directory and file with the kernel before SQLite opens them. */
+static int store_check_access(Store *s) {
         const char *path = s->config->path;
         _cleanup_free_ char *copy = NULL;
-        StoreIdentity id;
-        char mode[32];
         struct stat st;
         const char *dir;
-        int rc;
 
         /* Say which directory is missing instead of SQLite's "unable to open database file". */
         copy = strdup(path);
@@ -961,13 +964,19 @@ static int store_open(Store *s) {
                 return store_fail(s, -errno, "Cannot write to the store '%s'", path);
         else if (access(dir, W_OK | X_OK) < 0)
                 return store_fail(s, -errno, "Cannot write to directory '%s' of the store '%s'", dir, path);
+        return 0;
+}
 
-        rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-        if (s->db)
-                sqlite3_extended_result_codes(s->db, 1);
+/* Opens the file for writing and tells what is in it; refuses anything but an empty file or a
+ * store of this or an older schema. */
+static int store_connect(Store *s, StoreIdentity *ret_id) {
+        const char *path = s->config->path;
+        StoreIdentity id;
+        int rc;
+
+        rc = store_sqlite_open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, &s->db);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "open the store");
-        sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
         /* SQLite quietly opens a write-protected file read-only; a store that cannot be
          * written is a failure now, not at the first commit. */
         if (sqlite3_db_readonly(s->db, "main") == 1)
@@ -986,9 +995,17 @@ static int store_open(Store *s) {
                 return store_fail(s, -EPROTONOSUPPORT,
                                   "Store '%s' has schema v%" PRId64 ", newer than this version supports (v%d)", path,
                                   id.user_version, STORE_SCHEMA_VERSION);
+        *ret_id = id;
+        return 0;
+}
+
+/* WAL, durability and memory settings of the connection; auto_vacuum for a new file. */
+static int store_set_pragmas(Store *s, bool empty) {
+        char mode[32];
+        int rc;
 
         /* Only an empty file can still change auto_vacuum (before any table exists). */
-        if (identity_is_empty(&id)) {
+        if (empty) {
                 rc = sqlite3_exec(s->db, "PRAGMA auto_vacuum = INCREMENTAL", NULL, NULL, NULL);
                 if (rc != SQLITE_OK)
                         return store_fail_sqlite(s, rc, "set up");
@@ -998,7 +1015,8 @@ static int store_open(Store *s) {
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "enable WAL on");
         if (!streq(mode, "wal"))
-                return store_fail(s, -EOPNOTSUPP, "Cannot enable WAL on '%s' (journal mode stays '%s')", path, mode);
+                return store_fail(s, -EOPNOTSUPP, "Cannot enable WAL on '%s' (journal mode stays '%s')",
+                                  s->config->path, mode);
 
         rc = sqlite3_exec(s->db,
                           s->config->synchronous == STORE_SYNCHRONOUS_FULL ? "PRAGMA synchronous = FULL"
@@ -1016,17 +1034,12 @@ static int store_open(Store *s) {
                                   NULL, NULL, NULL);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "set up");
+        return 0;
+}
 
-        if (!identity_is_empty(&id)) {
-                rc = store_quick_check(s);
-                if (rc < 0)
-                        return rc;
-        }
-        if (id.user_version < STORE_SCHEMA_VERSION) {
-                rc = store_migrate(s, id.user_version);
-                if (rc < 0)
-                        return rc;
-        }
+/* The page size (for the used size) and the statements of every write, prepared once. */
+static int store_prepare(Store *s) {
+        int rc;
 
         rc = exec_int(s->db, "PRAGMA page_size", &s->page_size);
         if (rc != SQLITE_OK)
@@ -1038,6 +1051,34 @@ static int store_open(Store *s) {
                         return store_fail_sqlite(s, rc, "prepare statements for");
         }
         return 0;
+}
+
+/* Opens the store for writing: checks, connection, settings, a quick check of an existing file,
+ * the schema, the statements. A failure is reported (store_fail()) and returned. */
+static int store_open(Store *s) {
+        StoreIdentity id;
+        int r;
+
+        r = store_check_access(s);
+        if (r < 0)
+                return r;
+        r = store_connect(s, &id);
+        if (r < 0)
+                return r;
+        r = store_set_pragmas(s, identity_is_empty(&id));
+        if (r < 0)
+                return r;
+        if (!identity_is_empty(&id)) {
+                r = store_quick_check(s);
+                if (r < 0)
+                        return r;
+        }
+        if (id.user_version < STORE_SCHEMA_VERSION) {
+                r = store_migrate(s, id.user_version);
+                if (r < 0)
+                        return r;
+        }
+        return store_prepare(s);
 }
 
 static void store_close(Store *s) {
@@ -1168,252 +1209,6 @@ int store_task_new(sd_event *e, const StoreConfig *config, Task **ret_task, Stor
         return 0;
 }
 
-/* ---- the read-only side ---- */
-
-struct StoreReader {
-        sqlite3 *db;
-};
-
-StoreReader *store_reader_free(StoreReader *r) {
-        if (!r)
-                return NULL;
-        (void) sqlite3_close(r->db);
-        free(r);
-        return NULL;
-}
-
-int store_reader_open(const char *path, StoreReader **ret) {
-        _cleanup_(store_reader_freep) StoreReader *r = NULL;
-        StoreIdentity id;
-        struct stat st;
-        int rc;
-
-        assert(path && ret);
-
-        /* SQLite would say "unable to open"; a person wants to know the file is missing. */
-        if (stat(path, &st) < 0)
-                return -errno;
-        if (S_ISDIR(st.st_mode))
-                return -EISDIR;
-
-        r = calloc(1, sizeof(*r));
-        if (!r)
-                return -ENOMEM;
-        rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
-        if (r->db)
-                sqlite3_extended_result_codes(r->db, 1);
-        if (rc != SQLITE_OK)
-                return sqlite_to_errno(r->db, rc) ?: -EIO;
-        sqlite3_busy_timeout(r->db, BUSY_TIMEOUT_MS);
-
-        rc = store_identify(r->db, &id);
-        if (rc != SQLITE_OK)
-                return sqlite_to_errno(r->db, rc) ?: -EIO;
-        if (id.application_id != STORE_APPLICATION_ID)
-                return -EMEDIUMTYPE;
-        if (id.user_version > STORE_SCHEMA_VERSION)
-                return -EPROTONOSUPPORT;
-        if (id.user_version < 1)
-                return -EMEDIUMTYPE;
-
-        *ret = TAKE_PTR(r);
-        return 0;
-}
-
-/* Binds the common filter parameters by name; unused names are skipped. */
-static int bind_filter(sqlite3_stmt *st, const StoreFilter *f) {
-        int rc = SQLITE_OK, i;
-
-        if ((i = sqlite3_bind_parameter_index(st, ":sensor")) > 0)
-                rc = f->sensor ? sqlite3_bind_text(st, i, f->sensor, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
-        if (rc == SQLITE_OK && (i = sqlite3_bind_parameter_index(st, ":metric")) > 0)
-                rc = f->metric ? sqlite3_bind_text(st, i, f->metric, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
-        if (rc == SQLITE_OK && (i = sqlite3_bind_parameter_index(st, ":source")) > 0)
-                rc = f->source >= 0 ? sqlite3_bind_int(st, i, f->source) : sqlite3_bind_null(st, i);
-        if (rc == SQLITE_OK && (i = sqlite3_bind_parameter_index(st, ":since")) > 0)
-                rc = sqlite3_bind_int64(st, i, f->since_ms);
-        if (rc == SQLITE_OK && (i = sqlite3_bind_parameter_index(st, ":until")) > 0)
-                rc = sqlite3_bind_int64(st, i, f->until_ms);
-        if (rc == SQLITE_OK && (i = sqlite3_bind_parameter_index(st, ":limit")) > 0)
-                rc = sqlite3_bind_int64(st, i, f->limit > 0 && f->limit <= INT64_MAX ? (int64_t) f->limit : -1);
-        return rc;
-}
-
-static int reader_prepare(StoreReader *r, const char *sql, const StoreFilter *f, sqlite3_stmt **ret) {
-        sqlite3_stmt *st = NULL;
-        int rc;
-
-        rc = sqlite3_prepare_v2(r->db, sql, -1, &st, NULL);
-        if (rc == SQLITE_OK)
-                rc = bind_filter(st, f);
-        if (rc != SQLITE_OK) {
-                sqlite3_finalize(st);
-                return sqlite_to_errno(r->db, rc) ?: -EIO;
-        }
-        *ret = st;
-        return 0;
-}
-
-/* Rows of (id, sensor, metric, value, ts, sensor_ts, received, source, origin). */
-static int reader_walk_readings(StoreReader *r, const char *sql, const StoreFilter *f,
-                                int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
-        sqlite3_stmt *st;
-        int rc, k;
-
-        k = reader_prepare(r, sql, f, &st);
-        if (k < 0)
-                return k;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                StoredReading row = {
-                        .id = sqlite3_column_int64(st, 0),
-                        .sensor = strempty((const char *) sqlite3_column_text(st, 1)),
-                        .metric = strempty((const char *) sqlite3_column_text(st, 2)),
-                        .value = sqlite3_column_double(st, 3),
-                        .ts_ms = sqlite3_column_int64(st, 4),
-                        .sensor_ts = sqlite3_column_type(st, 5) != SQLITE_NULL,
-                        .received_ms = sqlite3_column_int64(st, 6),
-                        .source = strempty((const char *) sqlite3_column_text(st, 7)),
-                        .origin = strempty((const char *) sqlite3_column_text(st, 8)),
-                };
-                k = cb(&row, userdata);
-                if (k < 0) {
-                        sqlite3_finalize(st);
-                        return k;
-                }
-        }
-        k = rc == SQLITE_DONE ? 0 : (sqlite_to_errno(r->db, rc) ?: -EIO);
-        sqlite3_finalize(st);
-        return k;
-}
-
-#define READING_COLUMNS                                                                            \
-        " r.id, (SELECT name FROM sensors WHERE id = r.sensor_id), (SELECT name FROM metrics WHERE id = r.metric_id)," \
-        " r.value, r.ts, r.sensor_ts, r.received, (SELECT name FROM sources WHERE id = r.source_id),"  \
-        " (SELECT name FROM origins WHERE id = r.origin_id)"
-
-int store_reader_readings(StoreReader *r, const StoreFilter *f,
-                          int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
-        char where[512], sql[2048];
-
-        assert(r && f && cb);
-
-        /* Only the filters that are set, as name -> id lookups, so that the planner sees plain
-         * equalities and uses the key index (sensor_id, metric_id, ts) or the ts index. */
-        snprintf(where, sizeof(where), "r.ts >= :since AND r.ts < :until%s%s%s",
-                 f->sensor ? " AND r.sensor_id = (SELECT id FROM sensors WHERE name = :sensor)" : "",
-                 f->metric ? " AND r.metric_id = (SELECT id FROM metrics WHERE name = :metric)" : "",
-                 f->source >= 0 ? " AND r.source_id = :source" : "");
-        if (f->limit > 0)
-                /* The newest N, shown oldest first. */
-                snprintf(sql, sizeof(sql),
-                         "SELECT * FROM (SELECT" READING_COLUMNS " FROM readings r WHERE %s"
-                         " ORDER BY r.ts DESC, r.id DESC LIMIT :limit) ORDER BY 5, 1",
-                         where);
-        else
-                snprintf(sql, sizeof(sql), "SELECT" READING_COLUMNS " FROM readings r WHERE %s ORDER BY r.ts, r.id",
-                         where);
-        return reader_walk_readings(r, sql, f, cb, userdata);
-}
-
-int store_reader_latest(StoreReader *r, const StoreFilter *f,
-                        int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
-        assert(r && f && cb);
-
-        /* One index probe per sensor and metric pair instead of a scan of every reading. */
-        return reader_walk_readings(
-                r,
-                "SELECT r.id, s.name, m.name, r.value, r.ts, r.sensor_ts, r.received,"
-                " (SELECT name FROM sources WHERE id = r.source_id), (SELECT name FROM origins WHERE id = r.origin_id)"
-                " FROM sensors s CROSS JOIN metrics m CROSS JOIN readings r"
-                " WHERE (:sensor IS NULL OR s.name = :sensor) AND (:metric IS NULL OR m.name = :metric)"
-                " AND r.id = (SELECT x.id FROM readings x WHERE x.sensor_id = s.id AND x.metric_id = m.id"
-                "             AND (:source IS NULL OR x.source_id = :source) AND x.ts >= :since AND x.ts < :until"
-                "             ORDER BY x.ts DESC, x.id DESC LIMIT 1)"
-                " ORDER BY s.name, m.name",
-                f, cb, userdata);
-}
-
-int store_reader_counts(StoreReader *r, const StoreFilter *f,
-                        int (*cb)(const StoredCount *row, void *userdata), void *userdata) {
-        sqlite3_stmt *st;
-        int rc, k;
-
-        assert(r && f && cb);
-
-        k = reader_prepare(r,
-                           "SELECT s.name, m.name, count(*), min(r.ts), max(r.ts)"
-                           " FROM sensors s CROSS JOIN metrics m CROSS JOIN readings r"
-                           " WHERE (:sensor IS NULL OR s.name = :sensor) AND (:metric IS NULL OR m.name = :metric)"
-                           " AND r.sensor_id = s.id AND r.metric_id = m.id"
-                           " AND (:source IS NULL OR r.source_id = :source) AND r.ts >= :since AND r.ts < :until"
-                           " GROUP BY s.id, m.id ORDER BY s.name, m.name",
-                           f, &st);
-        if (k < 0)
-                return k;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                StoredCount row = {
-                        .sensor = strempty((const char *) sqlite3_column_text(st, 0)),
-                        .metric = strempty((const char *) sqlite3_column_text(st, 1)),
-                        .count = (uint64_t) sqlite3_column_int64(st, 2),
-                        .first_ts_ms = sqlite3_column_int64(st, 3),
-                        .last_ts_ms = sqlite3_column_int64(st, 4),
-                };
-                k = cb(&row, userdata);
-                if (k < 0) {
-                        sqlite3_finalize(st);
-                        return k;
-                }
-        }
-        k = rc == SQLITE_DONE ? 0 : (sqlite_to_errno(r->db, rc) ?: -EIO);
-        sqlite3_finalize(st);
-        return k;
-}
-
-int store_reader_rejects(StoreReader *r, const StoreFilter *f,
-                         int (*cb)(const StoredReject *row, void *userdata), void *userdata) {
-        sqlite3_stmt *st;
-        int rc, k;
-
-        assert(r && f && cb);
-
-        if (f->sensor || f->metric)
-                return -EINVAL;
-        k = reader_prepare(r,
-                           f->limit > 0 ? "SELECT * FROM (SELECT j.id, j.received, src.name, o.name, j.reason, j.raw"
-                                          " FROM rejects j JOIN sources src ON src.id = j.source_id"
-                                          " JOIN origins o ON o.id = j.origin_id"
-                                          " WHERE (:source IS NULL OR j.source_id = :source)"
-                                          " AND j.received >= :since AND j.received < :until"
-                                          " ORDER BY j.id DESC LIMIT :limit) ORDER BY 1"
-                                        : "SELECT j.id, j.received, src.name, o.name, j.reason, j.raw"
-                                          " FROM rejects j JOIN sources src ON src.id = j.source_id"
-                                          " JOIN origins o ON o.id = j.origin_id"
-                                          " WHERE (:source IS NULL OR j.source_id = :source)"
-                                          " AND j.received >= :since AND j.received < :until ORDER BY j.id",
-                           f, &st);
-        if (k < 0)
-                return k;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                StoredReject row = {
-                        .id = sqlite3_column_int64(st, 0),
-                        .received_ms = sqlite3_column_int64(st, 1),
-                        .source = strempty((const char *) sqlite3_column_text(st, 2)),
-                        .origin = strempty((const char *) sqlite3_column_text(st, 3)),
-                        .reason = strempty((const char *) sqlite3_column_text(st, 4)),
-                        .raw = sqlite3_column_blob(st, 5) ?: "", /* NULL for an empty blob */
-                        .raw_size = (size_t) sqlite3_column_bytes(st, 5),
-                };
-                k = cb(&row, userdata);
-                if (k < 0) {
-                        sqlite3_finalize(st);
-                        return k;
-                }
-        }
-        k = rc == SQLITE_DONE ? 0 : (sqlite_to_errno(r->db, rc) ?: -EIO);
-        sqlite3_finalize(st);
-        return k;
-}
-
 /* ---- values of other modules in the meta table ---- */
 
 int store_get_meta(Store *s, const char *key, void **ret_value, size_t *ret_size) {
@@ -1445,7 +1240,7 @@ int store_get_meta(Store *s, const char *key, void **ret_value, size_t *ret_size
                         memcpy(copy, v, size);
                 copy[size] = 0;
         } else if (rc != SQLITE_DONE) {
-                r = sqlite_to_errno(s->db, rc) ?: -EIO;
+                r = store_sqlite_errno(s->db, rc) ?: -EIO;
                 sqlite3_finalize(st);
                 return r;
         }

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "collector/store-reader.h"
 #include "collector/store.h"
 #include "testlib.h"
 
