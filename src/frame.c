@@ -806,25 +806,6 @@ int line_buffer_next(LineBuffer *lb, const char **ret_line, size_t *ret_size, bo
         return 1;
 }
 
-int line_buffer_feed(LineBuffer *lb, const void *data, size_t size, line_handler_t handler, void *userdata) {
-        const char *line;
-        bool overlong;
-        size_t n;
-        int r;
-
-        assert(handler);
-
-        line_buffer_put(lb, data, size);
-        while (line_buffer_next(lb, &line, &n, &overlong) > 0) {
-                r = handler(line, n, overlong, userdata);
-                if (r < 0) {
-                        line_buffer_reset(lb);
-                        return r;
-                }
-        }
-        return 0;
-}
-
 bool line_buffer_pending(const LineBuffer *lb, const char **ret_line, size_t *ret_size) {
         assert(lb);
 

@@ -10,8 +10,8 @@
 #include <time.h>
 
 #include "collector/config.h"
-#include "collector/query.h"
 #include "collector/exit-status.h"
+#include "collector/query.h"
 #include "collector/store-reader.h"
 #include "collector/time-util.h"
 

@@ -13,7 +13,10 @@
 #include <termios.h>
 #include <time.h>
 
+#include "collector/backoff.h"
+#include "collector/event-util.h"
 #include "collector/frame.h"
+#include "collector/ingest.h"
 #include "collector/log.h"
 #include "collector/serial-task.h"
 #include "collector/exit-status.h"
@@ -24,13 +27,11 @@
 #define SERIAL_READ_CHUNK 4096
 /* What stop() still reads from the port's buffer before closing it, at most. */
 #define SERIAL_STOP_DRAIN_MAX (64 * 1024)
+/* Reopen backoff: a local adapter comes back within a second or so (re-enumeration), so start
+ * fast and stay at most a few seconds apart; the last attempt is at the end of reopen_timeout. */
 #define SERIAL_BACKOFF_INITIAL_USEC (100 * USEC_PER_MSEC)
 #define SERIAL_BACKOFF_MAX_USEC (5 * USEC_PER_SEC)
 #define SERIAL_TIMER_ACCURACY_USEC (1 * USEC_PER_MSEC)
-#define SERIAL_REJECT_LOG_INTERVAL_USEC (10 * USEC_PER_SEC)
-#define SERIAL_REJECT_LOG_BURST 10
-/* Bytes of a rejected line shown in its log message (escaped). */
-#define SERIAL_EXCERPT_MAX 64
 
 typedef enum PortState {
         PORT_NEW,         /* not started */
@@ -44,32 +45,26 @@ typedef struct SerialTask {
         Task *task;                   /* borrowed: the task owns this struct */
         sd_event *event;
         const SerialConfig *config;   /* borrowed, outlives the task */
-        Store *store;                 /* borrowed, outlives the task */
+        Ingest *ingest;               /* owned */
 
         struct sp_port *port;         /* NULL when closed */
         sd_event_source *io_source;
         sd_event_source *reopen_source;
         sd_event_source *idle_source;
-        sd_event_source *suppressed_source;   /* reports rejects kept out of the log */
 
         PortState state;
         bool ever_opened;
         LineBuffer lines;
         int64_t received_ms;          /* receipt time of the bytes being split into lines */
 
-        uint64_t lost_usec;           /* CLOCK_MONOTONIC when the port went away */
-        uint64_t backoff_usec;
+        BackoffPolicy backoff_policy; /* the reopen budget is the configuration's */
+        Backoff backoff;              /* reopens: CLOCK_MONOTONIC */
         unsigned attempts;            /* reopen attempts since it went away */
         uint64_t last_data_usec;      /* CLOCK_MONOTONIC of the last byte (or of the open) */
         uint64_t silent_since_usec;   /* of the last byte, or of the open at start or after a loss:
                                        * idle reopens do not restart it */
         unsigned idle_reopens;        /* idle reopens since the last byte */
-        uint64_t rng;
 
-        RateLimit reject_ratelimit;
-        uint64_t frames;
-        uint64_t readings;
-        uint64_t rejects;
         uint64_t empty_lines;
         uint64_t reopens;
 } SerialTask;
@@ -117,47 +112,8 @@ static uint64_t serial_now(SerialTask *st) {
         return event_now_usec(st->event, CLOCK_MONOTONIC);
 }
 
-/* Receipt time of what this loop iteration read. */
-static int64_t serial_wall_clock_ms(SerialTask *st) {
-        return (int64_t) (event_now_usec(st->event, CLOCK_REALTIME) / USEC_PER_MSEC);
-}
-
 static const char *plural(uint64_t n, const char *one, const char *many) {
         return n == 1 ? one : many;
-}
-
-/* xorshift64*: jitter only, not security. */
-static uint64_t serial_random(SerialTask *st) {
-        st->rng ^= st->rng >> 12;
-        st->rng ^= st->rng << 25;
-        st->rng ^= st->rng >> 27;
-        return st->rng * UINT64_C(2685821657736338717);
-}
-
-/* Printable excerpt of raw bytes for a log line: non-printables as \xHH, cut with "...". */
-static const char *format_excerpt(char *buf, size_t size, const char *raw, size_t raw_size) {
-        size_t used = 0;
-
-        assert(size >= 8);
-        for (size_t i = 0; i < raw_size; i++) {
-                unsigned char c = (unsigned char) raw[i];
-                char one[5];
-                size_t k;
-
-                if (c >= 0x20 && c < 0x7f && c != '\\')
-                        one[0] = (char) c, one[1] = 0;
-                else
-                        snprintf(one, sizeof(one), "\\x%02x", c);
-                k = strlen(one);
-                if (i >= SERIAL_EXCERPT_MAX || used + k + 4 > size) {
-                        memcpy(buf + used, "...", 4);
-                        return buf;
-                }
-                memcpy(buf + used, one, k);
-                used += k;
-        }
-        buf[used] = 0;
-        return buf;
 }
 
 static bool line_is_blank(const char *line, size_t size) {
@@ -189,62 +145,26 @@ static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata);
 static int on_reopen_timer(sd_event_source *s, uint64_t usec, void *userdata);
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
 
-/* Says how many reject messages the rate limit kept out of the log, if any. */
-static void serial_report_suppressed(SerialTask *st) {
-        if (st->reject_ratelimit.suppressed == 0)
-                return;
-        log_full_errno_fields(LOG_WARNING, 0, SERIAL_FIELDS(st),
-                              "Suppressed %u messages about rejected frames from '%s'.",
-                              st->reject_ratelimit.suppressed, device(st));
-        st->reject_ratelimit.suppressed = 0;
-}
+static const IngestInput serial_input = {
+        .task = "serial",
+        .source = READING_SOURCE_SERIAL,
+        .origin_field = "DEVICE",
+        .reject_noun = "frame from",
+        .suppressed_noun = "frames from",
+        .suppressed_names_origin = true,
+};
 
-/* The rate limit's interval is over: a burst of rejects followed by silence is accounted for
- * now, not whenever the next reject happens to come. */
-static int on_suppressed_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        (void) s;
-        (void) usec;
-        serial_report_suppressed(userdata);
-        return 0;
-}
-
-/* Stores a rejected line and tells about it, rate-limited. Returns 0, or the store's error
- * (the store has then reported its failure). */
+/* Stores a rejected line (and logs it, rate-limited). Returns 0, or the store's error (the
+ * store has then reported its failure). */
 static int serial_reject(SerialTask *st, const char *raw, size_t size, FrameReject reason, const char *sensor) {
-        Reject rj = {
-                .received_ms = st->received_ms,
-                .source = READING_SOURCE_SERIAL,
-                .origin = device(st),
-                .raw = raw,
-                .raw_size = size,
-                .reason = reason,
-        };
-        unsigned suppressed;
-
-        st->rejects++;
-        if (ratelimit_below(&st->reject_ratelimit, &suppressed)) {
-                char excerpt[SERIAL_EXCERPT_MAX * 4 + 8];
-
-                if (suppressed > 0)
-                        log_full_errno_fields(LOG_WARNING, 0, SERIAL_FIELDS(st),
-                                              "Suppressed %u messages about rejected frames from '%s'.",
-                                              suppressed, device(st));
-                log_full_errno_fields(LOG_WARNING, 0,
-                                      LOG_FIELDS("TASK", "serial", "DEVICE", device(st), "SENSOR_ID", sensor),
-                                      "Rejected frame from '%s' (%s, %zu bytes): \"%s\"", device(st),
-                                      strna(frame_reject_to_string(reason)), size,
-                                      format_excerpt(excerpt, sizeof(excerpt), raw, size));
-        } else if (st->reject_ratelimit.suppressed == 1) {
-                /* The first one kept back: report them when the interval ends (the rate limit
-                 * runs on CLOCK_MONOTONIC too). */
-                int r = serial_arm_timer(st, &st->suppressed_source,
-                                         st->reject_ratelimit.begin_usec + st->reject_ratelimit.interval_usec,
-                                         on_suppressed_timer, "serial-suppressed");
-                if (r < 0)
-                        log_full_errno_fields(LOG_DEBUG, r, SERIAL_FIELDS(st),
-                                              "Failed to arm the timer for suppressed messages, ignoring: %m");
-        }
-        return store_append_reject(st->store, &rj);
+        return ingest_reject(st->ingest, &(IngestReject){
+                                                 .origin = device(st),
+                                                 .raw = raw,
+                                                 .raw_size = size,
+                                                 .reason = reason,
+                                                 .sensor = sensor,
+                                                 .received_ms = st->received_ms,
+                                         });
 }
 
 static void serial_close_port(SerialTask *st) {
@@ -269,8 +189,9 @@ static int serial_store_failed(SerialTask *st, int error) {
         return error;
 }
 
-static int serial_handle_line(const char *line, size_t size, bool overlong, void *userdata) {
-        SerialTask *st = userdata;
+/* One line from the splitter: a frame to ingest, or a reject. Returns 0, or -errno when the
+ * store failed (the port is closed then) or the task failed. */
+static int serial_handle_line(SerialTask *st, const char *line, size_t size, bool overlong) {
         FrameReject reason = FRAME_REJECT_BAD_JSON;
         Frame frame = {};
         int r;
@@ -290,26 +211,8 @@ static int serial_handle_line(const char *line, size_t size, bool overlong, void
                 }
                 frame.sensor[SENSOR_ID_MAX] = 0;
                 r = serial_reject(st, line, size, reason, frame.sensor[0] ? frame.sensor : NULL);
-        } else {
-                st->frames++;
-                r = 0;
-                for (size_t i = 0; i < frame.n_metrics && r >= 0; i++) {
-                        Reading rd = {
-                                .sensor = frame.sensor,
-                                .metric = frame.metrics[i].name,
-                                .value = frame.metrics[i].value,
-                                .ts_ms = frame.has_ts ? frame.ts_ms : st->received_ms,
-                                .sensor_ts = frame.has_ts,
-                                .received_ms = st->received_ms,
-                                .source = READING_SOURCE_SERIAL,
-                                .origin = device(st),
-                        };
-
-                        r = store_append(st->store, &rd);
-                        if (r >= 0)
-                                st->readings++;
-                }
-        }
+        } else
+                r = ingest_frame(st->ingest, &frame, device(st), st->received_ms);
         if (r < 0)
                 return serial_store_failed(st, r);
         return 0;
@@ -359,30 +262,29 @@ static int serial_read_chunk(SerialTask *st) {
                 task_report_running(st->task);
         }
         st->silent_since_usec = st->last_data_usec;
-        st->received_ms = serial_wall_clock_ms(st);
-        r = line_buffer_feed(&st->lines, buf, (size_t) n, serial_handle_line, st);
-        if (r < 0 && st->state == PORT_OPEN)
-                (void) serial_store_failed(st, r);
+        st->received_ms = ingest_receipt_ms(st->ingest);
+        line_buffer_put(&st->lines, buf, (size_t) n);
+        for (;;) {
+                const char *line;
+                size_t size;
+                bool overlong;
+
+                if (line_buffer_next(&st->lines, &line, &size, &overlong) == 0)
+                        break;
+                r = serial_handle_line(st, line, size, overlong);
+                if (r < 0) {
+                        /* Nothing more is read (the store or the task failed): the rest of the
+                         * chunk goes nowhere, and must not stay borrowed. */
+                        line_buffer_reset(&st->lines);
+                        break;
+                }
+        }
         return n;
 }
 
-/* Arms a one-shot CLOCK_MONOTONIC timer at usec, creating it on first use. */
 static int serial_arm_timer(SerialTask *st, sd_event_source **source, uint64_t usec,
                             sd_event_time_handler_t handler, const char *description) {
-        int r;
-
-        if (!*source) {
-                r = sd_event_add_time(st->event, source, CLOCK_MONOTONIC, usec, SERIAL_TIMER_ACCURACY_USEC,
-                                      handler, st);
-                if (r < 0)
-                        return r;
-                (void) sd_event_source_set_description(*source, description);
-                return 0;
-        }
-        r = sd_event_source_set_time(*source, usec);
-        if (r < 0)
-                return r;
-        return sd_event_source_set_enabled(*source, SD_EVENT_ONESHOT);
+        return event_arm_timer(st->event, source, usec, SERIAL_TIMER_ACCURACY_USEC, handler, st, description);
 }
 
 /* When no byte has come for idle_timeout + reopen_timeout, the idle timer fails the task. */
@@ -489,19 +391,16 @@ fail:
         return -errno;
 }
 
-/* Opens and configures the port and starts watching it. An idle reopen keeps counting the
- * silence; any other open starts it afresh. Returns 0, or -errno with a short description in
- * problem and *ret_fatal set when reopening cannot help. Logs nothing. */
-static int serial_open(SerialTask *st, bool idle_reopen, bool *ret_fatal, char *problem, size_t size) {
+/* Finds the port by its name and opens it (st->port). Returns 0, or -errno with problem and
+ * *ret_fatal as serial_open(). */
+static int serial_open_port(SerialTask *st, bool *ret_fatal, char *problem, size_t size) {
         struct sp_port *port = NULL;
         enum sp_return sr;
-        int fd = -EBADF, r;
+        struct stat sb;
+        int r;
 
-        *ret_fatal = false;
         sr = sp_get_port_by_name(device(st), &port);
         if (sr < 0) {
-                struct stat sb;
-
                 r = serial_error(sr);
                 if (r == -ENOMEM) {
                         *ret_fatal = true;
@@ -520,17 +419,29 @@ static int serial_open(SerialTask *st, bool idle_reopen, bool *ret_fatal, char *
                 *ret_fatal = !st->ever_opened;
                 return st->ever_opened ? -ENODEV : -ENOTTY;
         }
-        st->port = port;
-
-        sr = sp_open(st->port, SP_MODE_READ);
+        sr = sp_open(port, SP_MODE_READ);
         if (sr < 0) {
                 r = serial_error(sr);
-                sp_free_port(st->port);
-                st->port = NULL;
+                sp_free_port(port);
                 snprintf(problem, size, "cannot open");
                 *ret_fatal = !error_is_transient(r);
                 return r;
         }
+        st->port = port;
+        return 0;
+}
+
+/* Opens and configures the port and starts watching it. An idle reopen keeps counting the
+ * silence; any other open starts it afresh. Returns 0, or -errno with a short description in
+ * problem and *ret_fatal set when reopening cannot help. Logs nothing. */
+static int serial_open(SerialTask *st, bool idle_reopen, bool *ret_fatal, char *problem, size_t size) {
+        enum sp_return sr;
+        int fd = -EBADF, r;
+
+        *ret_fatal = false;
+        r = serial_open_port(st, ret_fatal, problem, size);
+        if (r < 0)
+                return r;
 
         sr = sp_get_port_handle(st->port, &fd);
         r = sr < 0 ? serial_error(sr) : fd < 0 ? -EBADF : 0;
@@ -570,6 +481,7 @@ static int serial_open(SerialTask *st, bool idle_reopen, bool *ret_fatal, char *
         st->state = PORT_OPEN;
         st->ever_opened = true;
         st->last_data_usec = serial_now(st);
+        backoff_up(&st->backoff, st->last_data_usec);
         if (!idle_reopen) {
                 st->silent_since_usec = st->last_data_usec;
                 st->idle_reopens = 0;
@@ -610,34 +522,31 @@ static void serial_report_degraded(SerialTask *st) {
         task_report_degraded(st->task, cause);
 }
 
-/* Arms the next reopen attempt: exponential backoff with jitter, never past the deadline, so
- * that the last attempt happens when the budget runs out. */
-static void serial_schedule_reopen(SerialTask *st) {
-        uint64_t now = serial_now(st), deadline, delay, at;
+/* Arms the next reopen attempt by the backoff policy (jitter, so that gateways that lost power
+ * together do not hammer a shared bus in step; the last attempt when the budget runs out).
+ * Returns 0 (armed, or the task failed), or -ETIMEDOUT: reopen_timeout is spent. */
+static int serial_schedule_reopen(SerialTask *st) {
+        uint64_t at;
         int r;
 
-        deadline = st->lost_usec + st->config->reopen_timeout_usec;
-        /* Equal jitter: between half and all of the backoff, so that gateways that lost
-         * power together do not hammer a shared bus in step. */
-        delay = st->backoff_usec / 2 + serial_random(st) % (st->backoff_usec / 2 + 1);
-        at = MIN(now + delay, MAX(deadline, now));
-        st->backoff_usec = MIN(st->backoff_usec * 2, SERIAL_BACKOFF_MAX_USEC);
-
+        r = backoff_next(&st->backoff, serial_now(st), backoff_random(), &at);
+        if (r < 0)
+                return r;
         r = serial_arm_timer(st, &st->reopen_source, at, on_reopen_timer, "serial-reopen");
         if (r < 0) {
                 serial_fail(st, r, "Failed to arm the reopen timer for serial port '%s'", device(st));
-                return;
+                return 0;
         }
         st->state = PORT_REOPENING;
         serial_report_degraded(st);
+        return 0;
 }
 
 /* Starts the reopen cycle after the port went away (or was missing at start). */
 static void serial_begin_reopen(SerialTask *st) {
-        st->lost_usec = serial_now(st);
         st->attempts = 0;
-        st->backoff_usec = SERIAL_BACKOFF_INITIAL_USEC;
-        serial_schedule_reopen(st);
+        if (serial_schedule_reopen(st) < 0)
+                serial_fail(st, -ETIMEDOUT, "Serial port '%s' gone, and reopen_timeout is zero", device(st));
 }
 
 /* The adapter went away, or reading failed: close, keep what was pending, try to get it back. */
@@ -663,7 +572,7 @@ static int on_reopen_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         SerialTask *st = userdata;
         char problem[160], span[32];
         bool fatal, had_opened = st->ever_opened;
-        uint64_t now;
+        uint64_t outage;
         int r;
 
         (void) s;
@@ -672,18 +581,18 @@ static int on_reopen_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 return 0;
 
         st->attempts++;
+        /* Before the open: a successful one ends the outage. */
+        outage = backoff_outage_usec(&st->backoff, serial_now(st));
         r = serial_open(st, false, &fatal, problem, sizeof(problem));
-        now = serial_now(st);
         if (r >= 0) {
                 char suffix[80];
 
                 if (had_opened)
                         st->reopens++;
-                snprintf(suffix, sizeof(suffix), "after %s (%u %s)",
-                         format_timespan(span, sizeof(span), now - st->lost_usec), st->attempts,
+                snprintf(suffix, sizeof(suffix), "after %s (%u %s)", format_timespan(span, sizeof(span), outage),
+                         st->attempts,
                          plural(st->attempts, "attempt", "attempts"));
                 serial_log_opened(st, had_opened ? "Reopened" : "Opened", suffix);
-                st->lost_usec = 0;
                 task_report_running(st->task);
                 return 0;
         }
@@ -691,15 +600,13 @@ static int on_reopen_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 serial_fail(st, r, "Serial port '%s': %s", device(st), problem);
                 return 0;
         }
-        if (now >= st->lost_usec + st->config->reopen_timeout_usec) {
-                serial_fail(st, r, "Serial port '%s' %s for %s (%u %s to open it; last: %s)", device(st),
-                            had_opened ? "gone" : "not available", format_timespan(span, sizeof(span), now - st->lost_usec),
-                            st->attempts, plural(st->attempts, "attempt", "attempts"), problem);
-                return 0;
-        }
         log_full_errno_fields(LOG_DEBUG, r, SERIAL_FIELDS(st), "Serial port '%s' still unavailable (%s): %m",
                               device(st), problem);
-        serial_schedule_reopen(st);
+        if (serial_schedule_reopen(st) < 0)
+                serial_fail(st, r, "Serial port '%s' %s for %s (%u %s to open it; last: %s)", device(st),
+                            had_opened ? "gone" : "not available",
+                            format_timespan(span, sizeof(span), outage), st->attempts,
+                            plural(st->attempts, "attempt", "attempts"), problem);
         return 0;
 }
 
@@ -815,7 +722,7 @@ static int serial_task_start(Task *t) {
         }
         if (fatal) {
                 serial_fail(st, r, "Serial port '%s': %s", device(st), problem);
-                return r;
+                return 0; /* reported with its cause */
         }
         /* The same as losing it later: an adapter plugged in after boot, or still settling. */
         log_full_errno_fields(LOG_WARNING, r, SERIAL_FIELDS(st),
@@ -831,8 +738,7 @@ static int serial_task_stop(Task *t) {
 
         if (st->state == PORT_DONE) {
                 /* failed: the port is closed already */
-                serial_report_suppressed(st);
-                st->suppressed_source = sd_event_source_disable_unref(st->suppressed_source);
+                ingest_flush_log(st->ingest);
                 return 0;
         }
         if (was_open) {
@@ -850,17 +756,19 @@ static int serial_task_stop(Task *t) {
         st->reopen_source = sd_event_source_disable_unref(st->reopen_source);
         st->idle_source = sd_event_source_disable_unref(st->idle_source);
         st->state = PORT_DONE;
-        serial_report_suppressed(st);
-        st->suppressed_source = sd_event_source_disable_unref(st->suppressed_source);
-        if (was_open)
+        ingest_flush_log(st->ingest);
+        if (was_open) {
+                const IngestCounters *n = ingest_get_counters(st->ingest);
+
                 log_full_errno_fields(LOG_INFO, 0, SERIAL_FIELDS(st),
                                       "Closed serial port '%s' (%" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64
                                       " blank %s, %" PRIu64 " %s).",
-                                      device(st), st->frames, plural(st->frames, "frame", "frames"), st->readings,
-                                      plural(st->readings, "reading", "readings"), st->rejects,
-                                      plural(st->rejects, "reject", "rejects"), st->empty_lines,
+                                      device(st), n->frames, plural(n->frames, "frame", "frames"), n->readings,
+                                      plural(n->readings, "reading", "readings"), n->rejects,
+                                      plural(n->rejects, "reject", "rejects"), st->empty_lines,
                                       plural(st->empty_lines, "line", "lines"), st->reopens,
                                       plural(st->reopens, "reopen", "reopens"));
+        }
         return 0;
 }
 
@@ -868,8 +776,10 @@ static void serial_task_format_status(Task *t, char *buf, size_t size) {
         SerialTask *st = task_get_userdata(t);
         char counters[160];
 
-        snprintf(counters, sizeof(counters), "%" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64 " %s", st->frames,
-                 plural(st->frames, "frame", "frames"), st->rejects, plural(st->rejects, "reject", "rejects"),
+        const IngestCounters *n = ingest_get_counters(st->ingest);
+
+        snprintf(counters, sizeof(counters), "%" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64 " %s", n->frames,
+                 plural(n->frames, "frame", "frames"), n->rejects, plural(n->rejects, "reject", "rejects"),
                  st->reopens, plural(st->reopens, "reopen", "reopens"));
         switch (st->state) {
         case PORT_OPEN:
@@ -906,7 +816,7 @@ static void serial_task_free(void *userdata) {
         serial_close_port(st);
         sd_event_source_disable_unref(st->reopen_source);
         sd_event_source_disable_unref(st->idle_source);
-        sd_event_source_disable_unref(st->suppressed_source);
+        ingest_free(st->ingest);
         line_buffer_done(&st->lines);
         sd_event_unref(st->event);
         free(st);
@@ -933,12 +843,17 @@ int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Task 
                 return -ENOMEM;
         st->event = sd_event_ref(e);
         st->config = config;
-        st->store = store;
         st->state = PORT_NEW;
-        st->reject_ratelimit = RATELIMIT_INIT(SERIAL_REJECT_LOG_INTERVAL_USEC, SERIAL_REJECT_LOG_BURST);
-        st->rng = (serial_now(st) ^ ((uint64_t) getpid() << 32) ^ (uint64_t) (uintptr_t) st) | 1;
+        st->backoff_policy = (BackoffPolicy){
+                .initial_usec = SERIAL_BACKOFF_INITIAL_USEC,
+                .max_usec = SERIAL_BACKOFF_MAX_USEC,
+                .budget_usec = config->reopen_timeout_usec,
+        };
+        backoff_init(&st->backoff, &st->backoff_policy);
 
-        r = line_buffer_init(&st->lines, config->max_frame_bytes);
+        r = ingest_new(e, store, &serial_input, &st->ingest);
+        if (r >= 0)
+                r = line_buffer_init(&st->lines, config->max_frame_bytes);
         if (r < 0) {
                 serial_task_free(st);
                 return r;

@@ -128,6 +128,8 @@ int task_start(Task *t) {
         assert(t->state == TASK_NEW);
         t->state = TASK_STARTING;
         r = t->ops->start(t);
+        /* The contract in task.h: a start() that reported its failure returns 0. */
+        assert(r >= 0 || t->state != TASK_FAILED);
         if (r < 0)
                 task_report_failure(t, r, "Failed to start");
         return r;

@@ -174,15 +174,6 @@ void line_buffer_put(LineBuffer *lb, const void *data, size_t size);
  * A reader that stops before 0 (its store failed, say) calls line_buffer_reset(). */
 int line_buffer_next(LineBuffer *lb, const char **ret_line, size_t *ret_size, bool *ret_overlong);
 
-/* The push form of line_buffer_put() + line_buffer_next(), kept for callers not yet moved to
- * the pull form; it will be removed. handler is called per line with the values
- * line_buffer_next() returns (line borrowed for the call). Returning <0 stops the feed, which
- * returns that value after line_buffer_reset(): the rest of data is dropped. */
-typedef int (*line_handler_t)(const char *line, size_t size, bool overlong, void *userdata);
-/* Feeds bytes; calls handler for each complete line. Returns 0 or the handler's error. */
-int line_buffer_feed(LineBuffer *lb, const void *data, size_t size, line_handler_t handler,
-                     void *userdata);
-
 /* A partial line pending? Then ret_line and ret_size (either may be NULL) point at it, at most
  * max bytes of it, unstripped (valid until the next put, next or reset). Asked between chunks
  * (after line_buffer_next() returned 0), it is the stream's unfinished tail: for a truncated

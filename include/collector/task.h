@@ -27,9 +27,12 @@ typedef struct TaskOps {
         const char *name;
         /* Process exit status when this task fails (10, 11, 12, ...). */
         int exit_status;
-        /* Begin work. Returns 0 when started (running is reported later, or from within start()
-         * via task_report_running()), or -errno: the task failed at start, and the supervisor
-         * logs that error. Must not block. */
+        /* Begin work. Must not block. One failure contract for every task: start() either
+         * returns -errno, having reported nothing (the task layer then reports the failure as
+         * "Failed to start: <error>"), or returns 0. 0 means started (running is reported later,
+         * or from within start() via task_report_running()) or failed with a cause of its own
+         * (task_report_failure() called from within start()). Never both: a start() that has
+         * reported a failure returns 0. */
         int (*start)(Task *t);
         /* Begin an orderly stop: close ports, disconnect, commit. Returns 0 when fully stopped
          * now, or 1 when the stop completes later with task_report_stopped(). Idempotent: may be

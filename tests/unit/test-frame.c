@@ -667,11 +667,7 @@ static int feed_pull(LineBuffer *lb, const void *data, size_t size, Lines *l) {
         return 0;
 }
 
-static int feed_push(LineBuffer *lb, const void *data, size_t size, Lines *l) {
-        return line_buffer_feed(lb, data, size, collect, l);
-}
-
-static const feed_t feeds[] = { feed_pull, feed_push };
+static const feed_t feeds[] = { feed_pull };
 
 static const char stream[] =
         "abc\n"

@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: MIT */
+/* Ingest: frames into readings, bad input into rejects, for every input alike. */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collector/event-util.h"
+#include "collector/ingest.h"
+#include "collector/log.h"
+#include "collector/time-util.h"
+
+/* At most this many reject lines per input per interval; the rest are counted and reported
+ * when the interval ends. */
+#define INGEST_REJECT_LOG_INTERVAL_USEC (10 * USEC_PER_SEC)
+#define INGEST_REJECT_LOG_BURST 10
+/* Bytes of a rejected frame shown in its log line (escaped); the reject table has them all. */
+#define INGEST_EXCERPT_MAX 64
+/* The origin named in the suppressed-messages line (a device path or a topic). */
+#define INGEST_ORIGIN_MAX 256
+
+struct Ingest {
+        sd_event *event;              /* referenced */
+        Store *store;                 /* borrowed */
+        const IngestInput *input;     /* static */
+        IngestCounters counters;
+        bool store_failed;
+
+        RateLimit reject_ratelimit;
+        sd_event_source *suppressed_source;   /* reports what the rate limit kept back */
+        char last_origin[INGEST_ORIGIN_MAX];  /* of the last reject, for that report */
+};
+
+int ingest_new(sd_event *e, Store *store, const IngestInput *input, Ingest **ret) {
+        Ingest *in;
+
+        assert(e && input && input->task && ret);
+        in = calloc(1, sizeof(*in));
+        if (!in)
+                return -ENOMEM;
+        in->event = sd_event_ref(e);
+        in->store = store;
+        in->input = input;
+        in->reject_ratelimit = RATELIMIT_INIT(INGEST_REJECT_LOG_INTERVAL_USEC, INGEST_REJECT_LOG_BURST);
+        *ret = in;
+        return 0;
+}
+
+Ingest *ingest_free(Ingest *in) {
+        if (!in)
+                return NULL;
+        ingest_flush_log(in);
+        sd_event_source_disable_unref(in->suppressed_source);
+        sd_event_unref(in->event);
+        free(in);
+        return NULL;
+}
+
+int64_t ingest_receipt_ms(const Ingest *in) {
+        return (int64_t) (event_now_usec(in->event, CLOCK_REALTIME) / USEC_PER_MSEC);
+}
+
+bool ingest_accepting(const Ingest *in) {
+        return !in->store_failed;
+}
+
+const IngestCounters *ingest_get_counters(const Ingest *in) {
+        return &in->counters;
+}
+
+/* The store refused a row and has reported its own failure; the supervisor stops everything.
+ * Until then the input reads nothing more. */
+int ingest_store_failed(Ingest *in, int error) {
+        if (!in->store_failed)
+                log_full_errno_fields(LOG_DEBUG, error, LOG_FIELDS("TASK", in->input->task),
+                                      "Store refused a record, no longer reading: %m");
+        in->store_failed = true;
+        return error;
+}
+
+int ingest_frame(Ingest *in, const Frame *frame, const char *origin, int64_t received_ms) {
+        Reading rd = {
+                .sensor = frame->sensor,
+                .ts_ms = frame->has_ts ? frame->ts_ms : received_ms,
+                .sensor_ts = frame->has_ts,
+                .received_ms = received_ms,
+                .source = in->input->source,
+                .origin = origin,
+        };
+
+        if (in->store_failed)
+                return -ESHUTDOWN;
+        for (size_t i = 0; i < frame->n_metrics; i++) {
+                int r;
+
+                rd.metric = frame->metrics[i].name;
+                rd.value = frame->metrics[i].value;
+                r = store_append(in->store, &rd);
+                if (r < 0)
+                        return ingest_store_failed(in, r);
+                in->counters.readings++;
+        }
+        in->counters.frames++;
+        return 0;
+}
+
+/* Printable excerpt of raw bytes for a log line: non-printables as \xHH, cut with "...". */
+static const char *format_excerpt(char *buf, size_t size, const char *raw, size_t raw_size) {
+        size_t used = 0;
+
+        assert(size >= 8);
+        for (size_t i = 0; i < raw_size; i++) {
+                unsigned char c = (unsigned char) raw[i];
+                char one[5];
+                size_t k;
+
+                if (c >= 0x20 && c < 0x7f && c != '\\')
+                        one[0] = (char) c, one[1] = 0;
+                else
+                        snprintf(one, sizeof(one), "\\x%02x", c);
+                k = strlen(one);
+                if (i >= INGEST_EXCERPT_MAX || used + k + 4 > size) {
+                        memcpy(buf + used, "...", 4);
+                        return buf;
+                }
+                memcpy(buf + used, one, k);
+                used += k;
+        }
+        buf[used] = 0;
+        return buf;
+}
+
+static void ingest_log_suppressed(Ingest *in, unsigned n) {
+        if (n == 0)
+                return;
+        if (in->input->suppressed_names_origin)
+                log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", in->input->task),
+                                      "Suppressed %u messages about rejected %s '%s'.", n, in->input->suppressed_noun,
+                                      in->last_origin);
+        else
+                log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", in->input->task),
+                                      "Suppressed %u messages about rejected %s.", n, in->input->suppressed_noun);
+}
+
+void ingest_flush_log(Ingest *in) {
+        ingest_log_suppressed(in, in->reject_ratelimit.suppressed);
+        in->reject_ratelimit.suppressed = 0;
+}
+
+/* The rate limit's interval is over: a burst of rejects followed by silence is accounted for
+ * now, not whenever the next reject happens to come. */
+static int on_suppressed_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) s;
+        (void) usec;
+        ingest_flush_log(userdata);
+        return 0;
+}
+
+/* The first message the rate limit keeps back: report them when its interval ends (it runs on
+ * CLOCK_MONOTONIC too). */
+static void ingest_arm_suppressed(Ingest *in) {
+        uint64_t at = in->reject_ratelimit.begin_usec + in->reject_ratelimit.interval_usec;
+        int r;
+
+        r = event_arm_timer(in->event, &in->suppressed_source, at, USEC_PER_MSEC, on_suppressed_timer, in,
+                            "ingest-suppressed");
+        if (r < 0)
+                log_full_errno_fields(LOG_DEBUG, r, LOG_FIELDS("TASK", in->input->task),
+                                      "Failed to arm the timer for suppressed messages, ignoring: %m");
+}
+
+static void ingest_log_reject(Ingest *in, const IngestReject *rj) {
+        const char *sensor = rj->sensor && rj->sensor[0] ? rj->sensor : NULL;
+        char excerpt[INGEST_EXCERPT_MAX * 4 + 8];
+        unsigned suppressed;
+
+        snprintf(in->last_origin, sizeof(in->last_origin), "%s", strempty(rj->origin));
+        if (!ratelimit_below(&in->reject_ratelimit, &suppressed)) {
+                if (in->reject_ratelimit.suppressed == 1)
+                        ingest_arm_suppressed(in);
+                return;
+        }
+        ingest_log_suppressed(in, suppressed);
+        log_full_errno_fields(LOG_WARNING, 0,
+                              LOG_FIELDS("TASK", in->input->task, in->input->origin_field, rj->origin, "SENSOR_ID",
+                                         sensor),
+                              "Rejected %s '%s' (%s, %zu bytes): \"%s\"; kept in the reject table.",
+                              in->input->reject_noun, strempty(rj->origin), strna(frame_reject_to_string(rj->reason)),
+                              MAX(rj->size, rj->raw_size),
+                              format_excerpt(excerpt, sizeof(excerpt), rj->raw, rj->raw_size));
+}
+
+int ingest_reject(Ingest *in, const IngestReject *rj) {
+        Reject row = {
+                .received_ms = rj->received_ms,
+                .source = in->input->source,
+                .origin = rj->origin,
+                .raw = rj->raw,
+                .raw_size = rj->raw_size,
+                .reason = rj->reason,
+        };
+        int r;
+
+        if (in->store_failed)
+                return -ESHUTDOWN;
+        ingest_log_reject(in, rj);
+        r = store_append_reject(in->store, &row);
+        if (r < 0)
+                return ingest_store_failed(in, r);
+        in->counters.rejects++;
+        return 0;
+}

@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for ingest on a real SQLite store: the timestamp rule, rejects with their raw bytes,
+ * counters, the one receipt clock, and no more rows once the store refused one. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "collector/ingest.h"
+#include "collector/store.h"
+#include "collector/time-util.h"
+#include "testlib.h"
+
+typedef struct Fixture {
+        sd_event *event;
+        StoreConfig config;
+        char path[512];
+        Task *task;
+        Store *store;
+        Ingest *ingest;
+} Fixture;
+
+static const IngestInput test_input = {
+        .task = "serial",
+        .source = READING_SOURCE_SERIAL,
+        .origin_field = "DEVICE",
+        .reject_noun = "frame from",
+        .suppressed_noun = "frames from",
+        .suppressed_names_origin = true,
+};
+
+static void fx_init(Fixture *f) {
+        memset(f, 0, sizeof(*f));
+        ck_assert_int_ge(sd_event_new(&f->event), 0);
+        snprintf(f->path, sizeof(f->path), "%s/readings.db", tl_tmpdir());
+        f->config = (StoreConfig){
+                .path = f->path,
+                .synchronous = STORE_SYNCHRONOUS_NORMAL,
+                .commit_interval_ms = 10000,
+                .commit_max_rows = 100000,
+        };
+        ck_assert_int_eq(store_task_new(f->event, &f->config, &f->task, &f->store), 0);
+        ck_assert_int_eq(task_start(f->task), 0);
+        ck_assert_int_eq(task_get_state(f->task), TASK_RUNNING);
+        ck_assert_int_eq(ingest_new(f->event, f->store, &test_input, &f->ingest), 0);
+}
+
+static void fx_done(Fixture *f) {
+        f->ingest = ingest_free(f->ingest);
+        (void) task_stop(f->task);
+        f->task = task_free(f->task);
+        f->event = sd_event_unref(f->event);
+}
+
+static Frame frame_of(const char *sensor, bool has_ts, int64_t ts, double t, double h) {
+        Frame fr = { .has_ts = has_ts, .ts_ms = ts, .n_metrics = 2 };
+
+        snprintf(fr.sensor, sizeof(fr.sensor), "%s", sensor);
+        snprintf(fr.metrics[0].name, sizeof(fr.metrics[0].name), "temperature");
+        fr.metrics[0].value = t;
+        snprintf(fr.metrics[1].name, sizeof(fr.metrics[1].name), "humidity");
+        fr.metrics[1].value = h;
+        return fr;
+}
+
+/* A frame's time is the sensor's own when it sends one, else the time of receipt; both are kept
+ * with the source and origin; the counters say what was stored. */
+START_TEST(test_frames) {
+        Fixture f;
+        Frame with_ts = frame_of("gh1-t1", true, 1732200000123, 21.5, 60);
+        Frame without_ts = frame_of("gh1-t2", false, 0, 19.25, 55);
+        const IngestCounters *n;
+
+        fx_init(&f);
+        ck_assert(ingest_accepting(f.ingest));
+        ck_assert_int_eq(ingest_frame(f.ingest, &with_ts, "/dev/ttyUSB0", 1732200001000), 0);
+        ck_assert_int_eq(ingest_frame(f.ingest, &without_ts, "/dev/ttyUSB0", 1732200002000), 0);
+        n = ingest_get_counters(f.ingest);
+        ck_assert_uint_eq(n->frames, 2);
+        ck_assert_uint_eq(n->readings, 4);
+        ck_assert_uint_eq(n->rejects, 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE sensor='gh1-t1' AND "
+                                            "ts=1732200000123 AND sensor_ts=1 AND received=1732200001000 AND "
+                                            "source='serial' AND origin='/dev/ttyUSB0'"),
+                         2);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE sensor='gh1-t2' AND "
+                                            "ts=1732200002000 AND sensor_ts=0 AND received=1732200002000"),
+                         2);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE metric='temperature' AND value=19.25"), 1);
+        fx_done(&f);
+}
+END_TEST
+
+/* A reject keeps the raw bytes as they came (here not UTF-8, with a NUL), at most raw_size of
+ * them, with its reason and origin. */
+START_TEST(test_rejects) {
+        static const char raw[] = "{\"sensor\":\"x\xff\",\0tail";
+        Fixture f;
+
+        fx_init(&f);
+        ck_assert_int_eq(ingest_reject(f.ingest, &(IngestReject){ .origin = "/dev/ttyUSB0",
+                                                                   .raw = raw,
+                                                                   .raw_size = sizeof(raw) - 1,
+                                                                   .reason = FRAME_REJECT_NOT_UTF8,
+                                                                   .received_ms = 1732200003000 }),
+                         0);
+        /* An input that keeps only part of a long payload says how long it was. */
+        ck_assert_int_eq(ingest_reject(f.ingest, &(IngestReject){ .origin = "gh/m1/state",
+                                                                   .raw = "0123456789",
+                                                                   .raw_size = 4,
+                                                                   .size = 10,
+                                                                   .reason = FRAME_REJECT_TOO_LONG,
+                                                                   .sensor = "m1",
+                                                                   .received_ms = 1732200004000 }),
+                         0);
+        ck_assert_uint_eq(ingest_get_counters(f.ingest)->rejects, 2);
+        ck_assert_uint_eq(ingest_get_counters(f.ingest)->frames, 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT length(raw) FROM rejects_view WHERE reason='not_utf8' AND "
+                                            "origin='/dev/ttyUSB0' AND received=1732200003000"),
+                         (int64_t) sizeof(raw) - 1);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM rejects_view WHERE reason='too_long' AND "
+                                            "raw=CAST('0123' AS BLOB)"),
+                         1);
+        fx_done(&f);
+}
+END_TEST
+
+/* One receipt clock: the loop's wall clock of this iteration, the same for every call in it. */
+START_TEST(test_receipt_clock) {
+        Fixture f;
+        int64_t before = (int64_t) (clock_now_usec(CLOCK_REALTIME) / USEC_PER_MSEC), a, b, after;
+
+        fx_init(&f);
+        ck_assert_int_ge(sd_event_run(f.event, 0), 0); /* an iteration: the loop takes its time */
+        a = ingest_receipt_ms(f.ingest);
+        tl_sleep_ms(5);
+        b = ingest_receipt_ms(f.ingest);
+        after = (int64_t) (clock_now_usec(CLOCK_REALTIME) / USEC_PER_MSEC);
+        ck_assert_int_eq(a, b);
+        ck_assert_int_ge(a, before);
+        ck_assert_int_le(a, after);
+        fx_done(&f);
+}
+END_TEST
+
+/* Once the store refused a row (here a value no parser would let through), ingest accepts
+ * nothing more: the input stops reading, and nothing is written behind the failure's back. */
+START_TEST(test_store_refused) {
+        Fixture f;
+        Frame good = frame_of("s1", true, 1732200000000, 1, 2);
+        Frame bad = frame_of("s1", true, 1732200000001, NAN, 2);
+
+        fx_init(&f);
+        ck_assert_int_eq(ingest_frame(f.ingest, &good, "/dev/x", 1732200000500), 0);
+        ck_assert_int_eq(ingest_frame(f.ingest, &bad, "/dev/x", 1732200000500), -EINVAL);
+        ck_assert(!ingest_accepting(f.ingest));
+        ck_assert_int_eq(task_get_state(f.task), TASK_FAILED);
+        ck_assert_int_eq(ingest_frame(f.ingest, &good, "/dev/x", 1732200000600), -ESHUTDOWN);
+        ck_assert_int_eq(ingest_reject(f.ingest, &(IngestReject){ .origin = "/dev/x", .raw = "x", .raw_size = 1 }),
+                         -ESHUTDOWN);
+        ck_assert_uint_eq(ingest_get_counters(f.ingest)->frames, 1);
+        ck_assert_uint_eq(ingest_get_counters(f.ingest)->readings, 2);
+        ck_assert_uint_eq(ingest_get_counters(f.ingest)->rejects, 0);
+        fx_done(&f);
+}
+END_TEST
+
+static Suite *ingest_suite(void) {
+        Suite *s = suite_create("ingest");
+        TCase *tc = tcase_create("ingest");
+
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, test_frames);
+        tcase_add_test(tc, test_rejects);
+        tcase_add_test(tc, test_receipt_clock);
+        tcase_add_test(tc, test_store_refused);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        return tl_run_suite(ingest_suite());
+}
