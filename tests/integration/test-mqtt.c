@@ -599,32 +599,65 @@ END_TEST
 
 /* ---- short outages in a row: the growing backoff must not outlast max_offline ---- */
 
-/* Each reconnect is short-lived, so the backoff keeps growing (it resets only after a stable
- * connection): by the sixth outage it is longer than max_offline. The broker is back within a
- * second each time; the daemon must still try before its budget runs out, not give up. */
+/* One outage as this test makes it: the broker stopped, down for 300 ms (long enough for the
+ * daemon's first retry to be refused), started again and answering. Returns how long that took
+ * as the test saw it, which bounds the outage the daemon saw from above. */
+static int64_t broker_outage(TlBroker *b, const char *dir) {
+        int64_t start = tl_now_ms();
+
+        tl_broker_stop(b);
+        tl_sleep_ms(300);
+        tl_broker_start(b, dir, NULL);
+        return tl_now_ms() - start;
+}
+
+/* Each reconnect is short-lived, so the backoff keeps growing (it resets only after a connection
+ * stayed up 10 s): after enough outages it is longer than max_offline. The broker is back
+ * quickly each time; the daemon must still try before its budget runs out, not give up.
+ *
+ * How quickly the broker is back depends on the load: stopping and starting mosquitto (and
+ * seeing it answer) takes about 0.5 s on a quiet machine and several times that on a busy one.
+ * So the test measures it first, and gives the daemon a budget four times that (at least 4 s,
+ * at most 15 s): the broker is then back within a quarter of the budget, leaving the daemon
+ * three quarters of it to try. The number of outages follows from the budget: the backoff
+ * grows by at least one step per outage (the lost connection), and once its shortest possible
+ * delay (half of 0.2 s doubled per step) is longer than the budget, a daemon that lets the
+ * backoff push the next attempt past max_offline gives up without trying; that outage is the
+ * last one needed. With a 4 s budget that is seven outages, and such a daemon fails at the
+ * fifth or sixth. */
 START_TEST(test_short_outages_in_a_row) {
         const char *dir = tl_tmpdir();
         TlBroker b = { 0 };
         TlDaemon d;
-        _cleanup_free_ char *config = NULL;
+        _cleanup_free_ char *config = NULL, *extra = NULL;
+        int64_t restart_ms, budget_ms, shortest_ms;
+        unsigned outages;
 
         tl_broker_start(&b, dir, NULL);
-        config = make_config(dir, b.port, "\"max_offline\": 4,", default_topics);
+        restart_ms = MAX(broker_outage(&b, dir), broker_outage(&b, dir));
+        budget_ms = MIN(MAX((4 * restart_ms + 999) / 1000 * 1000, 4000), 15000);
+        for (outages = 1, shortest_ms = 100; shortest_ms < budget_ms; outages++)
+                shortest_ms *= 2;
+        ck_assert_int_ge(asprintf(&extra, "\"max_offline\": %" PRId64 ",", budget_ms / 1000), 0);
+        config = make_config(dir, b.port, extra, default_topics);
         start_daemon(&d, config, NULL);
         expect_ready(&d);
 
-        for (unsigned i = 1; i <= 7; i++) {
-                int64_t deadline = tl_now_ms() + 8000;
+        for (unsigned i = 1; i <= outages; i++) {
+                /* The daemon reconnects within its budget or exits 11: either ends the wait
+                 * long before this, which only bounds a daemon that does neither. */
+                int64_t start = tl_now_ms(), deadline = start + budget_ms + 10000, outage_ms;
 
-                tl_broker_stop(&b);
-                tl_sleep_ms(300);
-                tl_broker_start(&b, dir, NULL);
+                outage_ms = broker_outage(&b, dir);
                 while (log_count(&d, "Reconnected to broker 127.0.0.1:") < i && tl_now_ms() < deadline &&
                        tl_wait(d.pid, 0) == -ETIMEDOUT)
                         tl_sleep_ms(20);
                 if (log_count(&d, "Reconnected to broker 127.0.0.1:") < i)
                         dump_log(&d);
-                ck_assert_msg(log_count(&d, "Reconnected to broker 127.0.0.1:") >= i, "outage %u: no reconnect", i);
+                ck_assert_msg(log_count(&d, "Reconnected to broker 127.0.0.1:") >= i,
+                              "outage %u: no reconnect (broker back after %" PRId64 " ms; max_offline %" PRId64
+                              " s, from restarts measured at %" PRId64 " ms)",
+                              i, outage_ms, budget_ms / 1000, restart_ms);
         }
         assert_log_lacks(&d, "Task mqtt failed");
         stop_daemon_ok(&d);
