@@ -599,32 +599,65 @@ END_TEST
 
 /* ---- short outages in a row: the growing backoff must not outlast max_offline ---- */
 
-/* Each reconnect is short-lived, so the backoff keeps growing (it resets only after a stable
- * connection): by the sixth outage it is longer than max_offline. The broker is back within a
- * second each time; the daemon must still try before its budget runs out, not give up. */
+/* One outage as this test makes it: the broker stopped, down for 300 ms (long enough for the
+ * daemon's first retry to be refused), started again and answering. Returns how long that took
+ * as the test saw it, which bounds the outage the daemon saw from above. */
+static int64_t broker_outage(TlBroker *b, const char *dir) {
+        int64_t start = tl_now_ms();
+
+        tl_broker_stop(b);
+        tl_sleep_ms(300);
+        tl_broker_start(b, dir, NULL);
+        return tl_now_ms() - start;
+}
+
+/* Each reconnect is short-lived, so the backoff keeps growing (it resets only after a connection
+ * stayed up 10 s): after enough outages it is longer than max_offline. The broker is back
+ * quickly each time; the daemon must still try before its budget runs out, not give up.
+ *
+ * How quickly the broker is back depends on the load: stopping and starting mosquitto (and
+ * seeing it answer) takes about 0.5 s on a quiet machine and several times that on a busy one.
+ * So the test measures it first, and gives the daemon a budget four times that (at least 4 s,
+ * at most 15 s): the broker is then back within a quarter of the budget, leaving the daemon
+ * three quarters of it to try. The number of outages follows from the budget: the backoff
+ * grows by at least one step per outage (the lost connection), and once its shortest possible
+ * delay (half of 0.2 s doubled per step) is longer than the budget, a daemon that lets the
+ * backoff push the next attempt past max_offline gives up without trying; that outage is the
+ * last one needed. With a 4 s budget that is seven outages, and such a daemon fails at the
+ * fifth or sixth. */
 START_TEST(test_short_outages_in_a_row) {
         const char *dir = tl_tmpdir();
         TlBroker b = { 0 };
         TlDaemon d;
-        _cleanup_free_ char *config = NULL;
+        _cleanup_free_ char *config = NULL, *extra = NULL;
+        int64_t restart_ms, budget_ms, shortest_ms;
+        unsigned outages;
 
         tl_broker_start(&b, dir, NULL);
-        config = make_config(dir, b.port, "\"max_offline\": 4,", default_topics);
+        restart_ms = MAX(broker_outage(&b, dir), broker_outage(&b, dir));
+        budget_ms = MIN(MAX((4 * restart_ms + 999) / 1000 * 1000, 4000), 15000);
+        for (outages = 1, shortest_ms = 100; shortest_ms < budget_ms; outages++)
+                shortest_ms *= 2;
+        ck_assert_int_ge(asprintf(&extra, "\"max_offline\": %" PRId64 ",", budget_ms / 1000), 0);
+        config = make_config(dir, b.port, extra, default_topics);
         start_daemon(&d, config, NULL);
         expect_ready(&d);
 
-        for (unsigned i = 1; i <= 7; i++) {
-                int64_t deadline = tl_now_ms() + 8000;
+        for (unsigned i = 1; i <= outages; i++) {
+                /* The daemon reconnects within its budget or exits 11: either ends the wait
+                 * long before this, which only bounds a daemon that does neither. */
+                int64_t start = tl_now_ms(), deadline = start + budget_ms + 10000, outage_ms;
 
-                tl_broker_stop(&b);
-                tl_sleep_ms(300);
-                tl_broker_start(&b, dir, NULL);
+                outage_ms = broker_outage(&b, dir);
                 while (log_count(&d, "Reconnected to broker 127.0.0.1:") < i && tl_now_ms() < deadline &&
                        tl_wait(d.pid, 0) == -ETIMEDOUT)
                         tl_sleep_ms(20);
                 if (log_count(&d, "Reconnected to broker 127.0.0.1:") < i)
                         dump_log(&d);
-                ck_assert_msg(log_count(&d, "Reconnected to broker 127.0.0.1:") >= i, "outage %u: no reconnect", i);
+                ck_assert_msg(log_count(&d, "Reconnected to broker 127.0.0.1:") >= i,
+                              "outage %u: no reconnect (broker back after %" PRId64 " ms; max_offline %" PRId64
+                              " s, from restarts measured at %" PRId64 " ms)",
+                              i, outage_ms, budget_ms / 1000, restart_ms);
         }
         assert_log_lacks(&d, "Task mqtt failed");
         stop_daemon_ok(&d);
@@ -816,7 +849,7 @@ START_TEST(test_max_offline) {
         TlDaemon d;
         Pub p;
         _cleanup_free_ char *config = NULL;
-        int64_t t0;
+        int64_t before_stop, t0;
         int r;
 
         tl_broker_start(&b, dir, NULL);
@@ -829,11 +862,18 @@ START_TEST(test_max_offline) {
         pub_close(&p);
         ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view", 2, 5000), 2);
 
+        /* The daemon loses the connection after before_stop and before the broker is gone
+         * (gone_ms): a busy machine can put a long time between the two (mosquitto saves its
+         * database on the way out), so each bound counts from the side that makes it hold.
+         * Not before the 2 s budget has passed since before_stop (less 1 ms for our
+         * millisecond timestamps); and at most 5 s after the broker is gone: the budget plus
+         * 3 s for a busy machine to dispatch the timer, stop and exit. */
+        before_stop = tl_now_ms();
         tl_broker_stop(&b);
         t0 = tl_now_ms();
         r = tl_daemon_wait(&d, 8000);
         ck_assert_int_eq(r, 11);
-        ck_assert_int_ge(tl_now_ms() - t0, 1800);
+        ck_assert_int_ge(tl_now_ms() - before_stop, 2000 - 1);
         ck_assert_int_le(tl_now_ms() - t0, 5000);
         assert_log_contains(&d, "Connection to broker 127.0.0.1:");
         assert_log_contains(&d, "unreachable for 2");
