@@ -447,7 +447,9 @@ static const Field serial_fields[] = {
         F_ENUM("format", SerialConfig, format, serial_format_names, FRAME_FORMAT_JSON),
         F_ENUM("checksum", SerialConfig, checksum, checksum_names, FRAME_CHECKSUM_NONE),
         F_INT("max_frame_bytes", SerialConfig, max_frame_bytes, 16, 65536, 1024),
-        F_SECONDS("reopen_timeout", SerialConfig, reopen_timeout_usec, 0, true, 86400, 120),
+        /* Minimums: a budget shorter than one retry, or a stop shorter than a commit, makes the
+         * daemon give up at once; such values are typos, not settings. */
+        F_SECONDS("reopen_timeout", SerialConfig, reopen_timeout_usec, 0.1, false, 86400, 120),
         F_SECONDS("idle_timeout", SerialConfig, idle_timeout_usec, 0, false, 86400, 0),
 };
 
@@ -469,7 +471,7 @@ static const Field mqtt_fields[] = {
         F_STRING("certfile", MqttConfig, certfile, 1, 4095, check_absolute_path, NULL),
         F_STRING("keyfile", MqttConfig, keyfile, 1, 4095, check_absolute_path, NULL),
         F_CHOICE("tls_version", MqttConfig, tls_version, tls_version_names),
-        F_SECONDS("max_offline", MqttConfig, max_offline_usec, 0, true, 604800, 600),
+        F_SECONDS("max_offline", MqttConfig, max_offline_usec, 0.5, false, 604800, 600),
         F_INT("max_payload_bytes", MqttConfig, max_payload_bytes, 16, 268435455, 4096),
         F_CUSTOM("topics", parse_topics),
 };
@@ -498,7 +500,7 @@ static const Field log_fields[] = {
 };
 
 static const Field supervisor_fields[] = {
-        F_SECONDS("stop_timeout", SupervisorConfig, stop_timeout_usec, 0, true, 3600, 10),
+        F_SECONDS("stop_timeout", SupervisorConfig, stop_timeout_usec, 0.5, false, 3600, 10),
         F_SECONDS("status_interval", SupervisorConfig, status_interval_usec, 0.1, false, 3600, 1),
 };
 
@@ -1519,6 +1521,18 @@ int config_parse(const char *name, const char *text, size_t size, Config **ret_c
         return 0;
 }
 
+static const char *file_type_name(mode_t mode) {
+        if (S_ISFIFO(mode))
+                return "a FIFO";
+        if (S_ISSOCK(mode))
+                return "a socket";
+        if (S_ISCHR(mode))
+                return "a character device";
+        if (S_ISBLK(mode))
+                return "a block device";
+        return "not a file";
+}
+
 int config_load(const char *path, Config **ret_config, char ***ret_errors) {
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *text = NULL;
@@ -1530,7 +1544,8 @@ int config_load(const char *path, Config **ret_config, char ***ret_errors) {
         assert(path);
         assert(ret_config);
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        /* O_NONBLOCK: opening a FIFO for reading would wait for a writer, forever. */
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
                 goto fail_errno;
         if (fstat(fd, &st) < 0)
@@ -1538,6 +1553,15 @@ int config_load(const char *path, Config **ret_config, char ***ret_errors) {
         if (S_ISDIR(st.st_mode)) {
                 errno = EISDIR;
                 goto fail_errno;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                /* A FIFO, socket or device is not a configuration: it can block or never end. */
+                char *m = NULL;
+
+                if (asprintf(&m, "%s: not a regular file (%s)", path, file_type_name(st.st_mode)) < 0)
+                        m = NULL;
+                ctx_add(&ctx, m);
+                return finish(&ctx, -EINVAL, ret_errors);
         }
         text = malloc(CONFIG_FILE_MAX + 1);
         if (!text)

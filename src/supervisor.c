@@ -327,6 +327,14 @@ int supervisor_new(const SupervisorOptions *o, Supervisor **ret) {
         if (r < 0)
                 return r;
 
+        /* Signals whose default action kills the process would lose the open batch and say
+         * nothing: a write past a file size limit (LimitFSIZE=) and a write to a closed pipe
+         * (stderr read by a program that went away) fail with EFBIG and EPIPE instead, which
+         * the store and the log handle (exit 12 with the cause; a lost log line). libmosquitto
+         * ignores SIGPIPE itself, but only once the MQTT task exists. */
+        if (signal(SIGPIPE, SIG_IGN) == SIG_ERR || signal(SIGXFSZ, SIG_IGN) == SIG_ERR)
+                return -errno;
+
         /* libsystemd 252 wants the signals blocked before sd_event_add_signal(). */
         sigemptyset(&mask);
         for (size_t i = 0; i < ELEMENTSOF(handled_signals); i++)

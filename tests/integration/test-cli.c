@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The command line: usage errors, --help/--version, nothing to collect, early exits tell systemd. */
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "collector/macro.h"
 #include "testlib.h"
@@ -114,6 +115,59 @@ START_TEST(test_config_io_error_is_restartable) {
 }
 END_TEST
 
+/* A configuration path that is a FIFO (or a socket, a device) is refused at once with exit 78:
+ * opening a FIFO for reading used to wait for a writer forever, in --check-config and at start.
+ * Nobody ever writes to this one. */
+START_TEST(test_config_fifo_refused) {
+        char path[512], *out = NULL;
+        char *argv[] = { SC_BINARY, "--check-config", "--config", path, NULL };
+        char *argv_start[] = { SC_BINARY, "--config", path, NULL };
+
+        snprintf(path, sizeof(path), "%s/config.json", tl_tmpdir());
+        ck_assert_int_eq(mkfifo(path, 0600), 0);
+        ck_assert_int_eq(tl_run(argv, NULL, &out, 10000), 78);
+        ck_assert_msg(strstr(out, "config.json: not a regular file (a FIFO)"), "output: %s", out);
+        free(out);
+        ck_assert_int_eq(tl_run(argv_start, NULL, &out, 10000), 78);
+        ck_assert_msg(strstr(out, "not a regular file (a FIFO)"), "output: %s", out);
+        free(out);
+}
+END_TEST
+
+/* A file size limit (LimitFSIZE=, here prlimit) is a store failure, exit 12, not a death by
+ * SIGXFSZ (exit 153) that loses the open batch. Creating the store writes more than 2 KiB. */
+START_TEST(test_file_size_limit_is_store_failure) {
+        char path[512], db[512], *out = NULL;
+        char *argv[] = { "prlimit", "--fsize=2048", SC_BINARY, "--no-mqtt", "--config", path, NULL };
+        char *text = NULL;
+
+        snprintf(db, sizeof(db), "%s/readings.db", tl_tmpdir());
+        ck_assert_int_ge(asprintf(&text, "{ \"serial\": { \"device\": \"/dev/ttyUSB0\" }, \"store\": { \"path\": \"%s\" } }", db), 0);
+        snprintf(path, sizeof(path), "%s", tl_write_file(tl_tmpdir(), "config.json", text));
+        ck_assert_int_eq(tl_run(argv, NULL, &out, 20000), 12);
+        ck_assert_msg(strstr(out, "Task store failed"), "output: %s", out);
+        free(out);
+        free(text);
+}
+END_TEST
+
+/* stderr read by a program that went away: the next log line must not kill a serial-only
+ * daemon with SIGPIPE (exit 141, the open batch lost). It goes on and ends as it would: the port
+ * never appears, so after reopen_timeout it fails with the serial task's status, 10. */
+START_TEST(test_closed_stderr_pipe) {
+        char path[512], db[512], *text = NULL;
+        char *argv[] = { "bash", "-c", "\"$0\" --no-mqtt --config \"$1\" 2>&1 >/dev/null | true; exit ${PIPESTATUS[0]}",
+                         SC_BINARY, path, NULL };
+
+        snprintf(db, sizeof(db), "%s/readings.db", tl_tmpdir());
+        ck_assert_int_ge(asprintf(&text, "{ \"serial\": { \"device\": \"/dev/ttyUSB0\", \"reopen_timeout\": 0.5 }, "
+                                         "\"store\": { \"path\": \"%s\" } }", db), 0);
+        snprintf(path, sizeof(path), "%s", tl_write_file(tl_tmpdir(), "config.json", text));
+        ck_assert_int_eq(tl_run(argv, NULL, NULL, 20000), 10);
+        free(text);
+}
+END_TEST
+
 /* A usage error under systemd still says STOPPING=1 and why. */
 START_TEST(test_usage_error_notifies) {
         const char *dir = tl_tmpdir();
@@ -171,6 +225,9 @@ int main(void) {
         tcase_add_test(tc, test_config_error_notifies);
         tcase_add_test(tc, test_check_config_nothing_to_collect);
         tcase_add_test(tc, test_config_io_error_is_restartable);
+        tcase_add_test(tc, test_config_fifo_refused);
+        tcase_add_test(tc, test_file_size_limit_is_store_failure);
+        tcase_add_test(tc, test_closed_stderr_pipe);
         tcase_add_test(tc, test_usage_error_notifies);
         tcase_add_test(tc, test_store_failure_at_start);
         suite_add_tcase(s, tc);

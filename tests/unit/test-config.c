@@ -281,10 +281,15 @@ static const struct {
         { "{\"mqtt\": {\"enabled\": false, \"protocol\": \"5\", \"session_expiry\": 4294967296}}",
           "mem.json: /mqtt/session_expiry: 4294967296 is out of range (0..4294967295)\n" },
         /* Seconds. */
+        /* Durations that would make the daemon give up at once are typos, not settings. */
+        { "{\"supervisor\": {\"stop_timeout\": 1e-6}}",
+          "mem.json: /supervisor/stop_timeout: 1e-06 is out of range (0.5..3600 seconds)\n" },
+        { "{\"mqtt\": {\"max_offline\": 1e-6, \"enabled\": false}}",
+          "mem.json: /mqtt/max_offline: 1e-06 is out of range (0.5..604800 seconds)\n" },
         { "{\"supervisor\": {\"stop_timeout\": -1}}",
-          "mem.json: /supervisor/stop_timeout: -1 is out of range (more than 0, at most 3600 seconds)\n" },
+          "mem.json: /supervisor/stop_timeout: -1 is out of range (0.5..3600 seconds)\n" },
         { "{\"supervisor\": {\"stop_timeout\": 3600.5}}",
-          "mem.json: /supervisor/stop_timeout: 3600.5 is out of range (more than 0, at most 3600 seconds)\n" },
+          "mem.json: /supervisor/stop_timeout: 3600.5 is out of range (0.5..3600 seconds)\n" },
         { "{\"supervisor\": {\"status_interval\": \"1s\"}}",
           "mem.json: /supervisor/status_interval: expected a number of seconds, got a string\n" },
         /* Baud. */
@@ -410,9 +415,13 @@ START_TEST(test_port_and_seconds) {
         ck_assert_uint_eq(a->mqtt.port, 1883);
         ck_assert_int_eq(parse_text("{\"mqtt\": {\"enabled\": false, \"capath\": \"/etc/ssl/certs\"}}", &b, &e2), 0);
         ck_assert_uint_eq(b->mqtt.port, 8883);
-        /* "More than 0" never rounds down to 0 (which would mean "off" or "at once"). */
-        ck_assert_int_eq(parse_text("{\"serial\": {\"enabled\": false, \"reopen_timeout\": 1e-9, \"idle_timeout\": 1.5}}", &c, &e3), 0);
-        ck_assert_uint_eq(c->serial.reopen_timeout_usec, 1);
+        /* A budget too short for one retry is refused, not rounded to "give up at once". */
+        ck_assert_int_lt(parse_text("{\"serial\": {\"enabled\": false, \"reopen_timeout\": 1e-9, \"idle_timeout\": 1.5}}", &c, &e3), 0);
+        ck_assert_ptr_nonnull(strstr(e3, "/serial/reopen_timeout: 1e-09 is out of range (0.1..86400 seconds)"));
+        config_free(TAKE_PTR(c));
+        free(TAKE_PTR(e3));
+        ck_assert_int_eq(parse_text("{\"serial\": {\"enabled\": false, \"reopen_timeout\": 0.1, \"idle_timeout\": 1.5}}", &c, &e3), 0);
+        ck_assert_uint_eq(c->serial.reopen_timeout_usec, 100000);
         ck_assert_uint_eq(c->serial.idle_timeout_usec, 1500000);
 }
 END_TEST
