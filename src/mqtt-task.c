@@ -122,6 +122,21 @@ typedef struct MqttTask {
 
 static bool mosquitto_initialized;
 
+/* The QoS a topic is subscribed with: the configured one, but never above 1. libmosquitto 2.0
+ * holds an incoming QoS 2 message in memory from its PUBREC until the broker's PUBREL and only
+ * then hands it to on_message; the broker counts it as ours from the PUBREC on. A process that
+ * disconnects in between (every orderly stop with a stream arriving) loses it: after the
+ * restart the broker resends only the PUBREL, which libmosquitto answers without having the
+ * message. libmosquitto gives no way to learn whether such messages are pending, so a stop
+ * cannot wait for them. With QoS 1 a message is acknowledged only as on_message runs, the
+ * store commits at stop, and what the broker redelivers is a duplicate the store drops when
+ * the reading carries the sensor's timestamp. */
+#define SUBSCRIBE_QOS_MAX 1
+
+static int subscribe_qos(const MqttTopicConfig *t) {
+        return MIN(t->qos, SUBSCRIBE_QOS_MAX);
+}
+
 static bool startswith(const char *s, const char *prefix) {
         return strncmp(s, prefix, strlen(prefix)) == 0;
 }
@@ -759,11 +774,11 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
                         k = mosquitto_property_add_varint(&sub_props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, (uint32_t) i + 1);
                         if (k == MOSQ_ERR_SUCCESS)
                                 k = mosquitto_subscribe_v5(m->mosq, &mid, mqtt_router_subscription(m->router, i),
-                                                           c->topics[i].qos, 0, sub_props);
+                                                           subscribe_qos(&c->topics[i]), 0, sub_props);
                         mosquitto_property_free_all(&sub_props);
                 } else
                         k = mosquitto_subscribe(m->mosq, &mid, mqtt_router_subscription(m->router, i),
-                                                c->topics[i].qos);
+                                                subscribe_qos(&c->topics[i]));
                 if (k != MOSQ_ERR_SUCCESS) {
                         char what[300];
 
@@ -840,10 +855,10 @@ static void on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int qo
                                   c->protocol == MQTT_PROTOCOL_V5 ? mosquitto_reason_string(granted) : "Failure");
                         return;
                 }
-                if (granted < c->topics[i].qos)
+                if (granted < subscribe_qos(&c->topics[i]))
                         log_full_errno_fields(LOG_NOTICE, 0, LOG_FIELDS("TASK", "mqtt", "TOPIC", c->topics[i].filter),
                                               "Broker %s granted QoS %d for '%s' where %d was asked.", m->host_port,
-                                              granted, c->topics[i].filter, c->topics[i].qos);
+                                              granted, c->topics[i].filter, subscribe_qos(&c->topics[i]));
                 if (m->n_subs_pending > 0)
                         m->n_subs_pending--;
                 break;
@@ -1055,6 +1070,14 @@ static int mqtt_start(Task *t) {
         r = sd_event_source_set_enabled(m->misc_timer, SD_EVENT_ON);
         if (r < 0)
                 return r;
+
+        for (size_t i = 0; i < m->config->n_topics; i++)
+                if (m->config->topics[i].qos > SUBSCRIBE_QOS_MAX)
+                        log_full_errno_fields(LOG_NOTICE, 0, LOG_FIELDS("TASK", "mqtt", "TOPIC", m->config->topics[i].filter),
+                                              "QoS %d for '%s' is subscribed as QoS %d: libmosquitto would lose QoS 2 "
+                                              "messages in flight at a stop; the store drops QoS 1 redeliveries of "
+                                              "readings with the sensor's timestamp.",
+                                              m->config->topics[i].qos, m->config->topics[i].filter, SUBSCRIBE_QOS_MAX);
 
         if (!m->config->clean_session)
                 mqtt_load_remembered(m);

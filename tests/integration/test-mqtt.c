@@ -597,6 +597,110 @@ START_TEST(test_broker_restart) {
 }
 END_TEST
 
+/* ---- QoS 2 topics, orderly stops mid-stream: every number arrives ---- */
+
+/* Bursts of 20 every 5 ms (4000 messages a second, about 2.3 s): the stream outlasts the
+ * stop/start cycles, and each burst keeps many messages in flight at once. */
+#define Q2_COUNT 9000
+#define Q2_BURST 20
+#define Q2_BURST_MS 5
+#define Q2_CYCLES 3
+
+static void q2_on_publish(struct mosquitto *mosq, void *userdata, int mid) {
+        (void) mosq;
+        (void) mid;
+        (*(int *) userdata)++;
+}
+
+/* A child process that publishes Q2_COUNT numbered messages with QoS 2 in bursts, and exits 0
+ * once the broker completed every one. */
+static pid_t q2_publisher(int port) {
+        pid_t pid = fork();
+        struct mosquitto *mosq;
+        int acked = 0, next = 1;
+        int64_t start, deadline;
+        char payload[128];
+
+        ck_assert_int_ge(pid, 0);
+        if (pid > 0)
+                return pid;
+        mosquitto_lib_init();
+        mosq = mosquitto_new("pub-q2", true, &acked);
+        if (!mosq || mosquitto_connect(mosq, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS)
+                _exit(2);
+        mosquitto_publish_callback_set(mosq, q2_on_publish);
+        start = tl_now_ms();
+        deadline = start + 60000;
+        while (acked < Q2_COUNT) {
+                while (next <= Q2_COUNT && next <= ((tl_now_ms() - start) / Q2_BURST_MS + 1) * Q2_BURST) {
+                        snprintf(payload, sizeof(payload), "{\"sensor\": \"q2\", \"ts\": %" PRId64 ", \"n\": %d}",
+                                 INT64_C(1700000000000) + next, next);
+                        if (mosquitto_publish(mosq, NULL, "gh/q2/state", (int) strlen(payload), payload, 2, false) !=
+                            MOSQ_ERR_SUCCESS)
+                                _exit(3);
+                        next++;
+                }
+                if (mosquitto_loop(mosq, 1, 1) != MOSQ_ERR_SUCCESS || tl_now_ms() > deadline)
+                        _exit(4);
+        }
+        (void) mosquitto_disconnect(mosq);
+        (void) mosquitto_loop(mosq, 10, 1);
+        _exit(0);
+}
+
+/* A topic configured with QoS 2 and a persistent session, and SIGTERM/restart cycles while a
+ * stream arrives. libmosquitto 2.0 hands an incoming QoS 2 message to on_message only when
+ * the broker's PUBREL arrives; what it has acknowledged with PUBREC by then lives only in its
+ * memory. A process that disconnects in between loses those messages: the broker resends
+ * just the PUBREL, which the next process answers without ever having seen the message. */
+START_TEST(test_qos2_orderly_stops) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        _cleanup_free_ char *config = NULL;
+        pid_t pub;
+        int64_t n;
+
+        /* Messages queued while the daemon restarts must not hit the broker's default cap. */
+        tl_broker_start(&b, dir, "max_queued_messages 100000\n");
+        config = make_config(dir, b.port, protocols[_i],
+                             "[ { \"filter\": \"gh/+sensor/state\", \"qos\": 2, \"format\": \"json\" } ]");
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+        assert_log_contains(&d, "QoS 2 for 'gh/+sensor/state' is subscribed as QoS 1");
+
+        pub = q2_publisher(b.port);
+        for (int i = 0; i < Q2_CYCLES; i++) {
+                tl_sleep_ms(600);
+                stop_daemon_ok(&d);
+                start_daemon(&d, config, NULL);
+                expect_ready(&d);
+        }
+        ck_assert_int_eq(tl_wait(pub, 30000), 0);
+
+        n = wait_sql(dir, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor='q2' AND metric='n'", Q2_COUNT,
+                     20000);
+        if (n != Q2_COUNT) {
+                fprintf(stderr, "missing:");
+                for (int k = 1, shown = 0; k <= Q2_COUNT && shown < 40; k++) {
+                        char q[160];
+
+                        snprintf(q, sizeof(q), "SELECT count(*) FROM readings_view WHERE sensor='q2' AND metric='n' AND value=%d", k);
+                        if (sql(dir, q) == 0) {
+                                fprintf(stderr, " %d", k);
+                                shown++;
+                        }
+                }
+                fprintf(stderr, "\n");
+        }
+        ck_assert_int_eq(n, Q2_COUNT);
+        /* The sensor's timestamp makes QoS 1 redeliveries duplicates, not extra rows. */
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='q2' AND metric='n'"), Q2_COUNT);
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+}
+END_TEST
+
 /* ---- short outages in a row: the growing backoff must not outlast max_offline ---- */
 
 /* One outage as this test makes it: the broker stopped, down for 300 ms (long enough for the
@@ -1388,6 +1492,11 @@ static Suite *mqtt_suite(void) {
         tcase_add_test(tc, test_silent_broker);
         tcase_add_test(tc, test_stall);
         tcase_add_loop_test(tc, test_host_name, 0, 4);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("qos2");
+        tcase_set_timeout(tc, 60);
+        tcase_add_loop_test(tc, test_qos2_orderly_stops, 0, 2);
         suite_add_tcase(s, tc);
 
         return s;
