@@ -526,6 +526,152 @@ START_TEST(test_stale_subscriptions) {
 }
 END_TEST
 
+/* ---- a filter the broker refused is not remembered ---- */
+
+/* mosquitto's dynamic security plugin (shipped with the broker) refuses subscriptions by ACL;
+ * its acl_file does not (2.0 grants every SUBSCRIBE and filters at delivery). */
+static const char dynsec_json[] =
+        "{\"defaultACLAccess\": {\"publishClientSend\": true, \"publishClientReceive\": true,"
+        " \"subscribe\": true, \"unsubscribe\": true},"
+        " \"clients\": [], \"groups\": [{\"groupname\": \"anon\", \"roles\": [{\"rolename\": \"r\"}], \"clients\": []}],"
+        " \"anonymousGroup\": \"anon\","
+        " \"roles\": [{\"rolename\": \"r\", \"acls\": [{\"acltype\": \"subscribePattern\", \"topic\": \"denied/#\","
+        " \"priority\": 0, \"allow\": false}]}]}\n";
+
+static const char *dynsec_plugin(void) {
+        static const char *const paths[] = {
+                "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+                "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+                "/usr/lib/arm-linux-gnueabihf/mosquitto_dynamic_security.so",
+                "/usr/lib/mosquitto_dynamic_security.so",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(paths); i++)
+                if (access(paths[i], R_OK) == 0)
+                        return paths[i];
+        ck_abort_msg("mosquitto_dynamic_security.so not found (package mosquitto)");
+        return NULL;
+}
+
+START_TEST(test_refused_filter_forgotten) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *old_config = NULL, *config = NULL, *extra = NULL;
+
+        tl_write_file(dir, "dynsec.json", dynsec_json);
+        ck_assert_int_ge(asprintf(&extra, "plugin %s\nplugin_opt_config_file %s/dynsec.json\n", dynsec_plugin(), dir), 0);
+        tl_broker_start(&b, dir, extra);
+
+        /* The broker refuses one of the filters: exit 11, as before. */
+        old_config = make_config(dir, b.port, protocols[_i],
+                                 "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" },"
+                                 "  { \"filter\": \"denied/+sensor/+metric\", \"format\": \"value\" } ]");
+        start_daemon(&d, old_config, NULL);
+        ck_assert_int_eq(tl_daemon_wait(&d, 8000), 11);
+        assert_log_contains(&d, "refused the subscription to 'denied/+sensor/+metric'");
+
+        /* Without it the daemon starts and has nothing to unsubscribe: the refused filter was
+         * never in the session, and the store does not remember it. */
+        config = make_config(dir, b.port, protocols[_i], "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" } ]");
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+        assert_log_lacks(&d, "Unsubscribing");
+        pub_open(&p, b.port, "pub-refused", true);
+        pub_text(&p, "gh/r1/temperature", "5");
+        pub_close(&p);
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='r1'", 1, 5000), 1);
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+}
+END_TEST
+
+/* ---- a broker that drops the connection on the UNSUBSCRIBE of a stale filter ---- */
+
+/* The store remembers a stale filter (a real broker granted it); then, on the same port, a
+ * scripted broker reports the session present and closes the connection whenever an
+ * UNSUBSCRIBE comes. After two such losses the filter is forgotten and the task runs. */
+START_TEST(test_unsubscribe_dropped) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        _cleanup_free_ char *old_config = NULL, *config = NULL;
+        uint8_t buf[1024];
+        size_t len;
+        int lfd, cfd, port, type, unsubscribes = 0;
+
+        lfd = fake_listen(&port);
+        close(lfd); /* the port, for mosquitto first */
+        b.port = port;
+        tl_broker_start(&b, dir, NULL);
+        old_config = make_config(dir, port, NULL,
+                                 "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" },"
+                                 "  { \"filter\": \"old/+sensor/+metric\", \"format\": \"value\" } ]");
+        start_daemon(&d, old_config, NULL);
+        expect_ready(&d);
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+        tl_sleep_ms(200);
+
+        {
+                struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                                         .sin_port = htons((uint16_t) port) };
+                int one = 1;
+
+                lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                ck_assert_int_ge(lfd, 0);
+                (void) setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+                for (int i = 0; i < 50 && bind(lfd, (struct sockaddr *) &a, sizeof(a)) < 0; i++)
+                        tl_sleep_ms(100);
+                ck_assert_int_eq(listen(lfd, 4), 0);
+        }
+        config = make_config(dir, port, NULL, "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" } ]");
+        start_daemon(&d, config, NULL);
+        for (int attempt = 0; attempt < 3; attempt++) {
+                bool unsubscribed = false;
+
+                cfd = fake_accept(lfd, 5000);
+                ck_assert_int_eq(fake_read_packet(cfd, buf, sizeof(buf), &len), 1); /* CONNECT */
+                fake_write(cfd, (uint8_t[]){ 0x20, 0x02, 0x01, 0x00 }, 4);        /* session present */
+                /* SUBSCRIBE and, while the filter is remembered, UNSUBSCRIBE; in either order. */
+                for (int k = 0; k < 2 && !unsubscribed; k++) {
+                        type = fake_read_packet(cfd, buf, sizeof(buf), &len);
+                        if (type == 10) {
+                                unsubscribed = true;
+                                unsubscribes++;
+                        } else if (type == 8 && attempt < 2)
+                                continue;
+                        else
+                                break;
+                }
+                if (unsubscribed) {
+                        ck_assert_int_lt(attempt, 2);
+                        close(cfd);
+                        continue;
+                }
+                ck_assert_int_eq(attempt, 2);
+                ck_assert_int_eq(type, 8);
+                fake_write(cfd, (uint8_t[]){ 0x90, 0x03, buf[0], buf[1], 0x01 }, 5); /* SUBACK */
+                expect_ready(&d);
+                stop_daemon_ok(&d);
+                close(cfd);
+        }
+        ck_assert_int_eq(unsubscribes, 2);
+        assert_log_contains(&d, "closed the connection 2 times in a row before answering the UNSUBSCRIBE of 'old/+/+'; "
+                                "forgetting them");
+        close(lfd);
+
+        /* The store no longer names it: a real broker is not asked again. */
+        tl_broker_start(&b, dir, NULL);
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+        stop_daemon_ok(&d);
+        assert_log_lacks(&d, "Unsubscribing");
+        tl_broker_stop(&b);
+}
+END_TEST
+
 /* ---- the broker restarts mid-stream: every number of a QoS 1 sequence arrives ---- */
 
 #define SEQ_COUNT 400
@@ -1467,6 +1613,8 @@ static Suite *mqtt_suite(void) {
         tcase_add_loop_test(tc, test_ingest, 0, 2);
         tcase_add_loop_test(tc, test_persistent_session, 0, 2);
         tcase_add_loop_test(tc, test_stale_subscriptions, 0, 2);
+        tcase_add_loop_test(tc, test_refused_filter_forgotten, 0, 2);
+        tcase_add_test(tc, test_unsubscribe_dropped);
         tcase_add_test(tc, test_retained);
         tcase_add_test(tc, test_malformed);
         tcase_add_loop_test(tc, test_oversized, 0, 2);
