@@ -21,6 +21,36 @@ bool session_filters_contains(const SessionFilters *s, const char *filter) {
         return false;
 }
 
+bool session_filters_remove(SessionFilters *s, const char *filter) {
+        for (size_t i = 0; i < s->n; i++)
+                if (streq(s->v[i], filter)) {
+                        free(s->v[i]);
+                        s->v[i] = s->v[--s->n]; /* a set: order does not matter */
+                        return true;
+                }
+        return false;
+}
+
+int session_filters_subtract(const SessionFilters *a, const SessionFilters *b, SessionFilters *ret) {
+        SessionFilters d = {};
+
+        for (size_t i = 0; i < a->n; i++)
+                if (!session_filters_contains(b, a->v[i])) {
+                        int r = session_filters_add(&d, a->v[i]);
+                        if (r < 0) {
+                                session_filters_done(&d);
+                                return r;
+                        }
+                }
+        session_filters_done(ret);
+        *ret = d;
+        return 0;
+}
+
+bool session_filters_forget_refused(const SessionFilters *known_before, const char *filter) {
+        return !session_filters_contains(known_before, filter);
+}
+
 int session_filters_add(SessionFilters *s, const char *filter) {
         char **v, *copy;
 

@@ -62,6 +62,9 @@ enum {
  * reads at most this many or as many as its in-flight queues hold, whichever it decides). */
 #define READ_PACKET_BUDGET 64
 #define WRITE_PACKET_BUDGET 64
+/* Connections lost in a row with the UNSUBSCRIBE of stale filters unanswered before they are
+ * forgotten: one loss may be a coincidence, two are the broker refusing them. */
+#define UNSUB_LOST_MAX 2
 /* What a PUBLISH packet may hold besides its payload: fixed header (5), topic (2 + up to
  * 65535), packet id (2), and properties (their length, 4, and 4 KiB for subscription
  * identifiers, message expiry, content type, user properties and the like). */
@@ -94,6 +97,9 @@ typedef struct MqttTask {
         char *subs_key;               /* the store's meta key for the filters of our session */
         SessionFilters configured;    /* every filter of the configuration, once */
         SessionFilters remembered;    /* filters that may be subscribed in the broker's session */
+        SessionFilters known_before;  /* remembered at CONNACK of a present session: granted earlier */
+        SessionFilters stale;         /* filters of an earlier configuration being unsubscribed */
+        unsigned unsub_lost;          /* connections lost in a row with their UNSUBACK outstanding */
         char *password;
         char *host_port;              /* "host:port" for messages */
 
@@ -121,6 +127,21 @@ typedef struct MqttTask {
 } MqttTask;
 
 static bool mosquitto_initialized;
+
+/* The QoS a topic is subscribed with: the configured one, but never above 1. libmosquitto 2.0
+ * holds an incoming QoS 2 message in memory from its PUBREC until the broker's PUBREL and only
+ * then hands it to on_message; the broker counts it as ours from the PUBREC on. A process that
+ * disconnects in between (every orderly stop with a stream arriving) loses it: after the
+ * restart the broker resends only the PUBREL, which libmosquitto answers without having the
+ * message. libmosquitto gives no way to learn whether such messages are pending, so a stop
+ * cannot wait for them. With QoS 1 a message is acknowledged only as on_message runs, the
+ * store commits at stop, and what the broker redelivers is a duplicate the store drops when
+ * the reading carries the sensor's timestamp. */
+#define SUBSCRIBE_QOS_MAX 1
+
+static int subscribe_qos(const MqttTopicConfig *t) {
+        return MIN(t->qos, SUBSCRIBE_QOS_MAX);
+}
 
 static bool startswith(const char *s, const char *prefix) {
         return strncmp(s, prefix, strlen(prefix)) == 0;
@@ -323,6 +344,8 @@ static int mqtt_begin_offline(MqttTask *m, uint64_t now) {
 }
 
 static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata);
+static int mqtt_forget(MqttTask *m, const SessionFilters *drop);
+static void format_filters(const SessionFilters *s, char *list, size_t size);
 
 /* The connection is gone or could not be made: retry later with backoff, or fail when the broker
  * has been unreachable for max_offline. cause is a readable reason, error a negative errno. */
@@ -348,6 +371,21 @@ static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
         fd = mosquitto_socket(m->mosq);
         if (fd >= 0)
                 (void) shutdown(fd, SHUT_RDWR);
+        /* A broker that drops the connection on our UNSUBSCRIBE of stale filters would do so on
+         * every connection: after the second loss in a row with it unanswered, forget them. */
+        if (m->state == MQTT_STATE_SUBSCRIBING && m->unsub_pending && ++m->unsub_lost >= UNSUB_LOST_MAX) {
+                char list[512];
+
+                format_filters(&m->stale, list, sizeof(list));
+                log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "mqtt"),
+                                      "Broker %s closed the connection %u times in a row before answering the "
+                                      "UNSUBSCRIBE of %s; forgetting them, ignoring.",
+                                      m->host_port, m->unsub_lost, list);
+                m->unsub_lost = 0;
+                m->unsub_pending = false;
+                if (mqtt_forget(m, &m->stale) < 0)
+                        return;
+        }
         m->state = MQTT_STATE_OFFLINE;
         io_watch_drop(&m->io);
         m->last_error = error < 0 ? error : -ECONNRESET;
@@ -657,6 +695,28 @@ static int mqtt_remember(MqttTask *m, SessionFilters *want) {
         return r;
 }
 
+/* Makes the store forget the filters of drop. Returns 0 or -errno (handled as in
+ * mqtt_remember()). */
+static int mqtt_forget(MqttTask *m, const SessionFilters *drop) {
+        _cleanup_(session_filters_done) SessionFilters want = {};
+        int r = session_filters_subtract(&m->remembered, drop, &want);
+
+        if (r < 0) {
+                mqtt_fail(m, r, "Failed to remember the subscriptions of the session");
+                return r;
+        }
+        return mqtt_remember(m, &want);
+}
+
+/* Formats a list of filters for a log line: 'a', 'b'. */
+static void format_filters(const SessionFilters *s, char *list, size_t size) {
+        size_t used = 0;
+
+        list[0] = 0;
+        for (size_t i = 0; i < s->n && used < size; i++)
+                used += (size_t) snprintf(list + used, size - used, "%s'%s'", i > 0 ? ", " : "", s->v[i]);
+}
+
 /* A SUBSCRIBE or UNSUBSCRIBE could not be queued (rc, errno_value right after the call): a lost
  * connection is retried, anything else is a failure of the task. Returns the -errno. */
 static int mqtt_request_failed(MqttTask *m, int rc, int errno_value, const char *what) {
@@ -671,18 +731,23 @@ static int mqtt_request_failed(MqttTask *m, int rc, int errno_value, const char 
  * has been handled). */
 static int mqtt_unsubscribe_stale(MqttTask *m, const SessionFilters *stale) {
         char list[512];
-        size_t used = 0;
         int k, mid = 0, saved_errno;
 
-        list[0] = 0;
-        for (size_t i = 0; i < stale->n && used < sizeof(list); i++)
-                used += (size_t) snprintf(list + used, sizeof(list) - used, "%s'%s'", i > 0 ? ", " : "", stale->v[i]);
+        format_filters(stale, list, sizeof(list));
         log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "mqtt"),
                               "Unsubscribing from %zu filter%s an earlier configuration left in the session: %s.", stale->n,
                               stale->n == 1 ? "" : "s", list);
         errno = 0;
         k = mosquitto_unsubscribe_multiple(m->mosq, &mid, (int) stale->n, stale->v, NULL);
         saved_errno = errno;
+        if (k == MOSQ_ERR_INVAL || k == MOSQ_ERR_MALFORMED_UTF8) {
+                /* A remembered filter libmosquitto will not send (a store from elsewhere): no
+                 * broker can hold it either. Failing here would fail every start. */
+                log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "mqtt"),
+                                      "Cannot unsubscribe from %s (%s), forgetting them, ignoring.", list,
+                                      mosq_describe(k, saved_errno));
+                return mqtt_forget(m, stale);
+        }
         if (k != MOSQ_ERR_SUCCESS)
                 return mqtt_request_failed(m, k, saved_errno, "unsubscribe from stale filters");
         m->unsub_mid = mid;
@@ -701,6 +766,14 @@ static int mqtt_drop_stale_filters(MqttTask *m, bool session_present) {
         if (m->config->clean_session)
                 return 0;
         r = session_filters_plan(&m->remembered, &m->configured, session_present, &stale, &remember);
+        if (r >= 0)
+                r = session_filters_copy(&m->stale, &stale);
+        /* What an earlier SUBACK granted (or an earlier plan wrote ahead): a refusal now does not
+         * take it out of the session. */
+        if (r >= 0 && session_present)
+                r = session_filters_copy(&m->known_before, &m->remembered);
+        else if (r >= 0)
+                session_filters_done(&m->known_before);
         if (r < 0) {
                 mqtt_fail(m, r, "Failed to compare the subscriptions of the session with the configuration");
                 return r;
@@ -759,11 +832,11 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
                         k = mosquitto_property_add_varint(&sub_props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, (uint32_t) i + 1);
                         if (k == MOSQ_ERR_SUCCESS)
                                 k = mosquitto_subscribe_v5(m->mosq, &mid, mqtt_router_subscription(m->router, i),
-                                                           c->topics[i].qos, 0, sub_props);
+                                                           subscribe_qos(&c->topics[i]), 0, sub_props);
                         mosquitto_property_free_all(&sub_props);
                 } else
                         k = mosquitto_subscribe(m->mosq, &mid, mqtt_router_subscription(m->router, i),
-                                                c->topics[i].qos);
+                                                subscribe_qos(&c->topics[i]));
                 if (k != MOSQ_ERR_SUCCESS) {
                         char what[300];
 
@@ -792,6 +865,7 @@ static void mqtt_now_running(MqttTask *m) {
                                       "Connected to broker %s, %zu subscription%s granted.", m->host_port,
                                       m->config->n_topics, m->config->n_topics == 1 ? "" : "s");
         m->ever_connected = true;
+        m->unsub_lost = 0;
         backoff_up(&m->backoff, now);
         (void) sd_event_source_set_enabled(m->offline_timer, SD_EVENT_OFF);
         m->attempt = 0;
@@ -835,15 +909,29 @@ static void on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int qo
                 m->sub_mids[i] = 0;
                 granted = qos_count > 0 && granted_qos ? granted_qos[0] : 0x80;
                 if (granted >= 0x80) {
+                        /* Written ahead by the plan, but the broker does not hold it: a later
+                         * configuration without it must not try to unsubscribe it. */
+                        const char *sub = mqtt_router_subscription(m->router, i);
+
+                        if (!c->clean_session && session_filters_forget_refused(&m->known_before, sub)) {
+                                _cleanup_(session_filters_done) SessionFilters refused = {};
+
+                                if (session_filters_add(&refused, sub) < 0) {
+                                        mqtt_fail(m, -ENOMEM, "Failed to remember the subscriptions of the session");
+                                        return;
+                                }
+                                if (mqtt_forget(m, &refused) < 0)
+                                        return;
+                        }
                         mqtt_fail(m, -EACCES, "broker %s refused the subscription to '%s' (SUBACK 0x%02x: %s)",
                                   m->host_port, c->topics[i].filter, (unsigned) granted,
                                   c->protocol == MQTT_PROTOCOL_V5 ? mosquitto_reason_string(granted) : "Failure");
                         return;
                 }
-                if (granted < c->topics[i].qos)
+                if (granted < subscribe_qos(&c->topics[i]))
                         log_full_errno_fields(LOG_NOTICE, 0, LOG_FIELDS("TASK", "mqtt", "TOPIC", c->topics[i].filter),
                                               "Broker %s granted QoS %d for '%s' where %d was asked.", m->host_port,
-                                              granted, c->topics[i].filter, c->topics[i].qos);
+                                              granted, c->topics[i].filter, subscribe_qos(&c->topics[i]));
                 if (m->n_subs_pending > 0)
                         m->n_subs_pending--;
                 break;
@@ -860,6 +948,12 @@ static void on_unsubscribe(struct mosquitto *mosq, void *userdata, int mid, cons
         if (m->state != MQTT_STATE_SUBSCRIBING || !m->unsub_pending || mid != m->unsub_mid)
                 return;
         m->unsub_pending = false;
+        m->unsub_lost = 0;
+        /* libmosquitto 2.0 does not pass the UNSUBACK's reason codes on: granted or refused, the
+         * filters are forgotten. A refusal (e.g. an ACL) leaves them in the session, and their
+         * messages show up as topic_mismatch rejects: visible, not a failed start forever. */
+        if (mqtt_forget(m, &m->stale) < 0)
+                return;
         if (m->n_subs_pending == 0)
                 mqtt_now_running(m);
 }
@@ -1056,6 +1150,14 @@ static int mqtt_start(Task *t) {
         if (r < 0)
                 return r;
 
+        for (size_t i = 0; i < m->config->n_topics; i++)
+                if (m->config->topics[i].qos > SUBSCRIBE_QOS_MAX)
+                        log_full_errno_fields(LOG_NOTICE, 0, LOG_FIELDS("TASK", "mqtt", "TOPIC", m->config->topics[i].filter),
+                                              "QoS %d for '%s' is subscribed as QoS %d: libmosquitto would lose QoS 2 "
+                                              "messages in flight at a stop; the store drops QoS 1 redeliveries of "
+                                              "readings with the sensor's timestamp.",
+                                              m->config->topics[i].qos, m->config->topics[i].filter, SUBSCRIBE_QOS_MAX);
+
         if (!m->config->clean_session)
                 mqtt_load_remembered(m);
 
@@ -1193,6 +1295,8 @@ static MqttTask *mqtt_task_free_one(MqttTask *m) {
         free(m->subs_key);
         session_filters_done(&m->configured);
         session_filters_done(&m->remembered);
+        session_filters_done(&m->known_before);
+        session_filters_done(&m->stale);
         if (m->password)
                 erase_and_free(m->password, strlen(m->password) + 1);
         free(m->host_port);

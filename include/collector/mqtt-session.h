@@ -29,6 +29,12 @@ void session_filters_done(SessionFilters *s);
 /* Adds a copy of filter unless the set has it. Returns 0 or -ENOMEM (the set unchanged). */
 int session_filters_add(SessionFilters *s, const char *filter);
 bool session_filters_contains(const SessionFilters *s, const char *filter);
+/* Removes filter from the set if it has it (the order of the others may change). Returns true
+ * when it was there. */
+bool session_filters_remove(SessionFilters *s, const char *filter);
+/* Fills *ret (replaced) with the filters of a that are not in b. Returns 0 or -ENOMEM (*ret
+ * unchanged). */
+int session_filters_subtract(const SessionFilters *a, const SessionFilters *b, SessionFilters *ret);
 /* True when a and b hold the same filters, in any order. */
 bool session_filters_equal(const SessionFilters *a, const SessionFilters *b);
 /* Replaces *dst with a copy of src. Returns 0 or -ENOMEM (dst unchanged). */
@@ -50,6 +56,14 @@ int session_filters_decode(const void *data, size_t size, SessionFilters *ret);
  * *ret_remember (both replaced). Returns 0 or -ENOMEM. */
 int session_filters_plan(const SessionFilters *remembered, const SessionFilters *configured, bool session_present,
                          SessionFilters *ret_stale, SessionFilters *ret_remember);
+
+/* A SUBSCRIBE of filter was refused. The plan had the store remember it before the SUBSCRIBE
+ * went out (written ahead, so that a crash leaves the store knowing more than the session);
+ * a refusal means the broker does not hold it, unless an earlier SUBACK had granted it
+ * (known_before: what the store remembered before this connection, when the session was
+ * present) and the broker keeps that old subscription. Returns true when the filter must be
+ * forgotten. */
+bool session_filters_forget_refused(const SessionFilters *known_before, const char *filter);
 
 /* ---- in the store (under meta key, one per client id and broker) ---- */
 

@@ -526,6 +526,152 @@ START_TEST(test_stale_subscriptions) {
 }
 END_TEST
 
+/* ---- a filter the broker refused is not remembered ---- */
+
+/* mosquitto's dynamic security plugin (shipped with the broker) refuses subscriptions by ACL;
+ * its acl_file does not (2.0 grants every SUBSCRIBE and filters at delivery). */
+static const char dynsec_json[] =
+        "{\"defaultACLAccess\": {\"publishClientSend\": true, \"publishClientReceive\": true,"
+        " \"subscribe\": true, \"unsubscribe\": true},"
+        " \"clients\": [], \"groups\": [{\"groupname\": \"anon\", \"roles\": [{\"rolename\": \"r\"}], \"clients\": []}],"
+        " \"anonymousGroup\": \"anon\","
+        " \"roles\": [{\"rolename\": \"r\", \"acls\": [{\"acltype\": \"subscribePattern\", \"topic\": \"denied/#\","
+        " \"priority\": 0, \"allow\": false}]}]}\n";
+
+static const char *dynsec_plugin(void) {
+        static const char *const paths[] = {
+                "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+                "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+                "/usr/lib/arm-linux-gnueabihf/mosquitto_dynamic_security.so",
+                "/usr/lib/mosquitto_dynamic_security.so",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(paths); i++)
+                if (access(paths[i], R_OK) == 0)
+                        return paths[i];
+        ck_abort_msg("mosquitto_dynamic_security.so not found (package mosquitto)");
+        return NULL;
+}
+
+START_TEST(test_refused_filter_forgotten) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *old_config = NULL, *config = NULL, *extra = NULL;
+
+        tl_write_file(dir, "dynsec.json", dynsec_json);
+        ck_assert_int_ge(asprintf(&extra, "plugin %s\nplugin_opt_config_file %s/dynsec.json\n", dynsec_plugin(), dir), 0);
+        tl_broker_start(&b, dir, extra);
+
+        /* The broker refuses one of the filters: exit 11, as before. */
+        old_config = make_config(dir, b.port, protocols[_i],
+                                 "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" },"
+                                 "  { \"filter\": \"denied/+sensor/+metric\", \"format\": \"value\" } ]");
+        start_daemon(&d, old_config, NULL);
+        ck_assert_int_eq(tl_daemon_wait(&d, 8000), 11);
+        assert_log_contains(&d, "refused the subscription to 'denied/+sensor/+metric'");
+
+        /* Without it the daemon starts and has nothing to unsubscribe: the refused filter was
+         * never in the session, and the store does not remember it. */
+        config = make_config(dir, b.port, protocols[_i], "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" } ]");
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+        assert_log_lacks(&d, "Unsubscribing");
+        pub_open(&p, b.port, "pub-refused", true);
+        pub_text(&p, "gh/r1/temperature", "5");
+        pub_close(&p);
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='r1'", 1, 5000), 1);
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+}
+END_TEST
+
+/* ---- a broker that drops the connection on the UNSUBSCRIBE of a stale filter ---- */
+
+/* The store remembers a stale filter (a real broker granted it); then, on the same port, a
+ * scripted broker reports the session present and closes the connection whenever an
+ * UNSUBSCRIBE comes. After two such losses the filter is forgotten and the task runs. */
+START_TEST(test_unsubscribe_dropped) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        _cleanup_free_ char *old_config = NULL, *config = NULL;
+        uint8_t buf[1024];
+        size_t len;
+        int lfd, cfd, port, type, unsubscribes = 0;
+
+        lfd = fake_listen(&port);
+        close(lfd); /* the port, for mosquitto first */
+        b.port = port;
+        tl_broker_start(&b, dir, NULL);
+        old_config = make_config(dir, port, NULL,
+                                 "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" },"
+                                 "  { \"filter\": \"old/+sensor/+metric\", \"format\": \"value\" } ]");
+        start_daemon(&d, old_config, NULL);
+        expect_ready(&d);
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+        tl_sleep_ms(200);
+
+        {
+                struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                                         .sin_port = htons((uint16_t) port) };
+                int one = 1;
+
+                lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                ck_assert_int_ge(lfd, 0);
+                (void) setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+                for (int i = 0; i < 50 && bind(lfd, (struct sockaddr *) &a, sizeof(a)) < 0; i++)
+                        tl_sleep_ms(100);
+                ck_assert_int_eq(listen(lfd, 4), 0);
+        }
+        config = make_config(dir, port, NULL, "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" } ]");
+        start_daemon(&d, config, NULL);
+        for (int attempt = 0; attempt < 3; attempt++) {
+                bool unsubscribed = false;
+
+                cfd = fake_accept(lfd, 5000);
+                ck_assert_int_eq(fake_read_packet(cfd, buf, sizeof(buf), &len), 1); /* CONNECT */
+                fake_write(cfd, (uint8_t[]){ 0x20, 0x02, 0x01, 0x00 }, 4);        /* session present */
+                /* SUBSCRIBE and, while the filter is remembered, UNSUBSCRIBE; in either order. */
+                for (int k = 0; k < 2 && !unsubscribed; k++) {
+                        type = fake_read_packet(cfd, buf, sizeof(buf), &len);
+                        if (type == 10) {
+                                unsubscribed = true;
+                                unsubscribes++;
+                        } else if (type == 8 && attempt < 2)
+                                continue;
+                        else
+                                break;
+                }
+                if (unsubscribed) {
+                        ck_assert_int_lt(attempt, 2);
+                        close(cfd);
+                        continue;
+                }
+                ck_assert_int_eq(attempt, 2);
+                ck_assert_int_eq(type, 8);
+                fake_write(cfd, (uint8_t[]){ 0x90, 0x03, buf[0], buf[1], 0x01 }, 5); /* SUBACK */
+                expect_ready(&d);
+                stop_daemon_ok(&d);
+                close(cfd);
+        }
+        ck_assert_int_eq(unsubscribes, 2);
+        assert_log_contains(&d, "closed the connection 2 times in a row before answering the UNSUBSCRIBE of 'old/+/+'; "
+                                "forgetting them");
+        close(lfd);
+
+        /* The store no longer names it: a real broker is not asked again. */
+        tl_broker_start(&b, dir, NULL);
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+        stop_daemon_ok(&d);
+        assert_log_lacks(&d, "Unsubscribing");
+        tl_broker_stop(&b);
+}
+END_TEST
+
 /* ---- the broker restarts mid-stream: every number of a QoS 1 sequence arrives ---- */
 
 #define SEQ_COUNT 400
@@ -592,6 +738,110 @@ START_TEST(test_broker_restart) {
         assert_log_contains(&d, "Reconnected to broker 127.0.0.1:");
         ck_assert_msg(tl_notify_wait(&d.notify, "reconnecting to 127.0.0.1:", 0), "status: %s", d.notify.log);
         ck_assert_uint_ge(assert_sockets_cloexec(d.pid), 3);
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+}
+END_TEST
+
+/* ---- QoS 2 topics, orderly stops mid-stream: every number arrives ---- */
+
+/* Bursts of 20 every 5 ms (4000 messages a second, about 2.3 s): the stream outlasts the
+ * stop/start cycles, and each burst keeps many messages in flight at once. */
+#define Q2_COUNT 9000
+#define Q2_BURST 20
+#define Q2_BURST_MS 5
+#define Q2_CYCLES 3
+
+static void q2_on_publish(struct mosquitto *mosq, void *userdata, int mid) {
+        (void) mosq;
+        (void) mid;
+        (*(int *) userdata)++;
+}
+
+/* A child process that publishes Q2_COUNT numbered messages with QoS 2 in bursts, and exits 0
+ * once the broker completed every one. */
+static pid_t q2_publisher(int port) {
+        pid_t pid = fork();
+        struct mosquitto *mosq;
+        int acked = 0, next = 1;
+        int64_t start, deadline;
+        char payload[128];
+
+        ck_assert_int_ge(pid, 0);
+        if (pid > 0)
+                return pid;
+        mosquitto_lib_init();
+        mosq = mosquitto_new("pub-q2", true, &acked);
+        if (!mosq || mosquitto_connect(mosq, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS)
+                _exit(2);
+        mosquitto_publish_callback_set(mosq, q2_on_publish);
+        start = tl_now_ms();
+        deadline = start + 60000;
+        while (acked < Q2_COUNT) {
+                while (next <= Q2_COUNT && next <= ((tl_now_ms() - start) / Q2_BURST_MS + 1) * Q2_BURST) {
+                        snprintf(payload, sizeof(payload), "{\"sensor\": \"q2\", \"ts\": %" PRId64 ", \"n\": %d}",
+                                 INT64_C(1700000000000) + next, next);
+                        if (mosquitto_publish(mosq, NULL, "gh/q2/state", (int) strlen(payload), payload, 2, false) !=
+                            MOSQ_ERR_SUCCESS)
+                                _exit(3);
+                        next++;
+                }
+                if (mosquitto_loop(mosq, 1, 1) != MOSQ_ERR_SUCCESS || tl_now_ms() > deadline)
+                        _exit(4);
+        }
+        (void) mosquitto_disconnect(mosq);
+        (void) mosquitto_loop(mosq, 10, 1);
+        _exit(0);
+}
+
+/* A topic configured with QoS 2 and a persistent session, and SIGTERM/restart cycles while a
+ * stream arrives. libmosquitto 2.0 hands an incoming QoS 2 message to on_message only when
+ * the broker's PUBREL arrives; what it has acknowledged with PUBREC by then lives only in its
+ * memory. A process that disconnects in between loses those messages: the broker resends
+ * just the PUBREL, which the next process answers without ever having seen the message. */
+START_TEST(test_qos2_orderly_stops) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        _cleanup_free_ char *config = NULL;
+        pid_t pub;
+        int64_t n;
+
+        /* Messages queued while the daemon restarts must not hit the broker's default cap. */
+        tl_broker_start(&b, dir, "max_queued_messages 100000\n");
+        config = make_config(dir, b.port, protocols[_i],
+                             "[ { \"filter\": \"gh/+sensor/state\", \"qos\": 2, \"format\": \"json\" } ]");
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+        assert_log_contains(&d, "QoS 2 for 'gh/+sensor/state' is subscribed as QoS 1");
+
+        pub = q2_publisher(b.port);
+        for (int i = 0; i < Q2_CYCLES; i++) {
+                tl_sleep_ms(600);
+                stop_daemon_ok(&d);
+                start_daemon(&d, config, NULL);
+                expect_ready(&d);
+        }
+        ck_assert_int_eq(tl_wait(pub, 30000), 0);
+
+        n = wait_sql(dir, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor='q2' AND metric='n'", Q2_COUNT,
+                     20000);
+        if (n != Q2_COUNT) {
+                fprintf(stderr, "missing:");
+                for (int k = 1, shown = 0; k <= Q2_COUNT && shown < 40; k++) {
+                        char q[160];
+
+                        snprintf(q, sizeof(q), "SELECT count(*) FROM readings_view WHERE sensor='q2' AND metric='n' AND value=%d", k);
+                        if (sql(dir, q) == 0) {
+                                fprintf(stderr, " %d", k);
+                                shown++;
+                        }
+                }
+                fprintf(stderr, "\n");
+        }
+        ck_assert_int_eq(n, Q2_COUNT);
+        /* The sensor's timestamp makes QoS 1 redeliveries duplicates, not extra rows. */
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='q2' AND metric='n'"), Q2_COUNT);
         stop_daemon_ok(&d);
         tl_broker_stop(&b);
 }
@@ -1363,6 +1613,8 @@ static Suite *mqtt_suite(void) {
         tcase_add_loop_test(tc, test_ingest, 0, 2);
         tcase_add_loop_test(tc, test_persistent_session, 0, 2);
         tcase_add_loop_test(tc, test_stale_subscriptions, 0, 2);
+        tcase_add_loop_test(tc, test_refused_filter_forgotten, 0, 2);
+        tcase_add_test(tc, test_unsubscribe_dropped);
         tcase_add_test(tc, test_retained);
         tcase_add_test(tc, test_malformed);
         tcase_add_loop_test(tc, test_oversized, 0, 2);
@@ -1388,6 +1640,11 @@ static Suite *mqtt_suite(void) {
         tcase_add_test(tc, test_silent_broker);
         tcase_add_test(tc, test_stall);
         tcase_add_loop_test(tc, test_host_name, 0, 4);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("qos2");
+        tcase_set_timeout(tc, 60);
+        tcase_add_loop_test(tc, test_qos2_orderly_stops, 0, 2);
         suite_add_tcase(s, tc);
 
         return s;

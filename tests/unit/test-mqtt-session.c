@@ -127,6 +127,67 @@ START_TEST(test_plan) {
 }
 END_TEST
 
+static const struct {
+        const char *a[FILTERS_MAX];
+        const char *b[FILTERS_MAX];
+        const char *difference[FILTERS_MAX];
+} subtract_cases[] = {
+        { { NULL }, { NULL }, { NULL } },
+        { { "a", "b", NULL }, { NULL }, { "a", "b", NULL } },
+        { { "a", "b", NULL }, { "b", NULL }, { "a", NULL } },
+        { { "a", "b", NULL }, { "c", "a", "b", NULL }, { NULL } },
+        { { NULL }, { "a", NULL }, { NULL } },
+};
+
+START_TEST(test_subtract) {
+        _cleanup_(session_filters_done) SessionFilters a = {}, b = {}, d = {};
+
+        set_of(&a, subtract_cases[_i].a);
+        set_of(&b, subtract_cases[_i].b);
+        ck_assert_int_eq(session_filters_add(&d, "replaced"), 0);
+        ck_assert_int_eq(session_filters_subtract(&a, &b, &d), 0);
+        assert_set(&d, subtract_cases[_i].difference);
+        /* Removing b's filters one by one gives the same. */
+        for (size_t i = 0; i < b.n; i++)
+                (void) session_filters_remove(&a, b.v[i]);
+        ck_assert(session_filters_equal(&a, &d));
+}
+END_TEST
+
+START_TEST(test_remove) {
+        _cleanup_(session_filters_done) SessionFilters s = {};
+
+        set_of(&s, (const char *const[]){ "a", "b", "c", NULL });
+        ck_assert(session_filters_remove(&s, "a"));
+        ck_assert(!session_filters_remove(&s, "a"));
+        assert_set(&s, (const char *const[]){ "b", "c", NULL });
+        ck_assert(session_filters_remove(&s, "c"));
+        ck_assert(session_filters_remove(&s, "b"));
+        ck_assert_uint_eq(s.n, 0);
+        ck_assert(!session_filters_remove(&s, "b"));
+}
+END_TEST
+
+/* A refused SUBSCRIBE: forget the filter unless an earlier SUBACK granted it (then the broker may
+ * still hold that subscription, and a later configuration must unsubscribe it). */
+static const struct {
+        const char *known_before[FILTERS_MAX];
+        const char *filter;
+        bool forget;
+} refused_cases[] = {
+        { { NULL }, "denied/+", true },                  /* new session, or nothing remembered */
+        { { "gh/+/+", NULL }, "denied/+", true },        /* added by this configuration */
+        { { "gh/+/+", "denied/+", NULL }, "denied/+", false }, /* granted in an earlier run */
+};
+
+START_TEST(test_forget_refused) {
+        _cleanup_(session_filters_done) SessionFilters known = {};
+
+        set_of(&known, refused_cases[_i].known_before);
+        ck_assert(session_filters_forget_refused(&known, refused_cases[_i].filter) == refused_cases[_i].forget);
+}
+END_TEST
+
 /* MQTT 3.1.1 CONNACK return codes and MQTT 5 reason codes: give up on what no retry can fix. */
 static const struct {
         MqttProtocol protocol;
@@ -168,6 +229,9 @@ static Suite *mqtt_session_suite(void) {
         tcase_add_loop_test(tc, test_decode, 0, ELEMENTSOF(decode_cases));
         tcase_add_test(tc, test_round_trip);
         tcase_add_loop_test(tc, test_plan, 0, ELEMENTSOF(plan_cases));
+        tcase_add_loop_test(tc, test_subtract, 0, ELEMENTSOF(subtract_cases));
+        tcase_add_test(tc, test_remove);
+        tcase_add_loop_test(tc, test_forget_refused, 0, ELEMENTSOF(refused_cases));
         suite_add_tcase(s, tc);
 
         tc = tcase_create("connack");
