@@ -91,7 +91,7 @@ typedef enum Stmt {
         STMT_ADD_SENSOR,
         STMT_ADD_METRIC,
         STMT_ADD_ORIGIN,
-        STMT_READINGS_HEAD,     /* id, received of the oldest N readings */
+        STMT_READINGS_HEAD,     /* id, received of the oldest N readings after an id */
         STMT_REJECTS_HEAD,
         STMT_DELETE_READINGS,   /* id <= ? */
         STMT_DELETE_REJECTS,
@@ -114,8 +114,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_ADD_SENSOR] = "INSERT INTO sensors (name) VALUES (?1)",
         [STMT_ADD_METRIC] = "INSERT INTO metrics (name) VALUES (?1)",
         [STMT_ADD_ORIGIN] = "INSERT INTO origins (name) VALUES (?1)",
-        [STMT_READINGS_HEAD] = "SELECT id, received FROM readings ORDER BY id LIMIT ?1",
-        [STMT_REJECTS_HEAD] = "SELECT id, received FROM rejects ORDER BY id LIMIT ?1",
+        [STMT_READINGS_HEAD] = "SELECT id, received FROM readings WHERE id > ?2 ORDER BY id LIMIT ?1",
+        [STMT_REJECTS_HEAD] = "SELECT id, received FROM rejects WHERE id > ?2 ORDER BY id LIMIT ?1",
         [STMT_DELETE_READINGS] = "DELETE FROM readings WHERE id <= ?1",
         [STMT_DELETE_REJECTS] = "DELETE FROM rejects WHERE id <= ?1",
         [STMT_PAGE_COUNT] = "PRAGMA page_count",
@@ -165,6 +165,9 @@ struct Store {
         uint64_t sweep_rejects;
         bool sweep_by_size;
         bool retention_backlog;  /* the last step hit its row limit: more is due */
+        /* Age retention walks each table from here (readings, rejects): every row at or
+         * before it that is still there was received "in the future" when walked. */
+        int64_t age_walk_from[2];
 };
 
 /* SQLite's result codes become -errno here and nowhere else. */
@@ -631,25 +634,39 @@ void store_get_stats(const Store *s, StoreStats *ret) {
 
 /* ---- retention ---- */
 
-/* The last id among the oldest `limit` rows of a table (walked by id) whose receipt time is
- * before cutoff, stopping at the first younger row: rows are appended in receipt order, so the
- * walk is bounded and never scans the table. 0 when none. */
-static int store_head_cutoff(Store *s, Stmt head, int64_t cutoff_ms, int64_t limit, int64_t *ret_id,
-                             int64_t *ret_received) {
+/* Walks the oldest `limit` rows of a table after id `after` (by id) and finds the last one
+ * received before cutoff_ms. Rows are appended in receipt order, so the walk stops at the first
+ * row that is young enough and never scans the table. A row received after future_ms cannot
+ * have a true receipt time (the gateway clock was ahead when it came): it is stepped over, not
+ * stopped at, and goes with the old rows after it (a delete by id takes it along), so one row
+ * stamped years ahead cannot hold up retention. *ret_id is the last old row (0 when none),
+ * *ret_received its receipt time, *ret_walked the last row before the first young one (every
+ * row up to it is old or from the future; `after` when none). Returns an SQLite code. */
+static int store_head_cutoff(Store *s, Stmt head, int64_t after, int64_t cutoff_ms, int64_t future_ms, int64_t limit,
+                             int64_t *ret_id, int64_t *ret_received, int64_t *ret_walked) {
         sqlite3_stmt *st = s->stmts[head];
-        int64_t last = 0, last_received = 0;
+        int64_t last = 0, last_received = 0, walked = after;
         int rc;
 
         rc = sqlite3_bind_int64(st, 1, limit);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, after);
         while (rc == SQLITE_OK) {
+                int64_t id, received;
+
                 rc = sqlite3_step(st);
                 if (rc != SQLITE_ROW)
                         break;
                 rc = SQLITE_OK;
-                if (sqlite3_column_int64(st, 1) >= cutoff_ms)
+                id = sqlite3_column_int64(st, 0);
+                received = sqlite3_column_int64(st, 1);
+                if (received >= cutoff_ms && received <= future_ms)
                         break;
-                last = sqlite3_column_int64(st, 0);
-                last_received = sqlite3_column_int64(st, 1);
+                walked = id;
+                if (received < cutoff_ms) {
+                        last = id;
+                        last_received = received;
+                }
         }
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
@@ -658,6 +675,8 @@ static int store_head_cutoff(Store *s, Stmt head, int64_t cutoff_ms, int64_t lim
         *ret_id = last;
         if (ret_received)
                 *ret_received = last_received;
+        if (ret_walked)
+                *ret_walked = walked;
         return SQLITE_OK;
 }
 
@@ -699,23 +718,26 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
         *ret_by_size = false;
 
         if (s->config->retention_days > 0) {
-                int64_t cutoff = wall_clock_ms() - (int64_t) s->config->retention_days * MSEC_PER_DAY;
+                static const Stmt heads[2] = { STMT_READINGS_HEAD, STMT_REJECTS_HEAD };
+                static const Stmt deletes[2] = { STMT_DELETE_READINGS, STMT_DELETE_REJECTS };
+                int64_t now = wall_clock_ms(), cutoff = now - (int64_t) s->config->retention_days * MSEC_PER_DAY;
 
-                rc = store_head_cutoff(s, STMT_READINGS_HEAD, cutoff, RETENTION_STEP_ROWS, &id, NULL);
-                if (rc == SQLITE_OK)
-                        rc = store_delete_upto(s, STMT_DELETE_READINGS, id, &n);
-                if (rc != SQLITE_OK)
-                        return rc;
-                readings += n;
-                *ret_more = *ret_more || n >= RETENTION_STEP_ROWS;
+                for (size_t t = 0; t < 2; t++) {
+                        int64_t walked;
 
-                rc = store_head_cutoff(s, STMT_REJECTS_HEAD, cutoff, RETENTION_STEP_ROWS, &id, NULL);
-                if (rc == SQLITE_OK)
-                        rc = store_delete_upto(s, STMT_DELETE_REJECTS, id, &n);
-                if (rc != SQLITE_OK)
-                        return rc;
-                rejects += n;
-                *ret_more = *ret_more || n >= RETENTION_STEP_ROWS;
+                        rc = store_head_cutoff(s, heads[t], s->age_walk_from[t], cutoff, now, RETENTION_STEP_ROWS,
+                                               &id, NULL, &walked);
+                        if (rc == SQLITE_OK)
+                                rc = store_delete_upto(s, deletes[t], id, &n);
+                        if (rc != SQLITE_OK)
+                                return rc;
+                        *(t == 0 ? &readings : &rejects) += n;
+                        /* Rows from the future stay behind the walk's start: the next walk
+                         * does not read them again. A full walk means more is due. */
+                        *ret_more = *ret_more || walked - s->age_walk_from[t] >= RETENTION_STEP_ROWS ||
+                                    n >= RETENTION_STEP_ROWS;
+                        s->age_walk_from[t] = walked;
+                }
         }
 
         if (s->config->max_size_mb > 0) {
@@ -727,14 +749,15 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                 if (used > limit) {
                         /* The oldest readings, then the rejects received up to the newest of
                          * them; rejects alone when no reading is left. */
-                        rc = store_head_cutoff(s, STMT_READINGS_HEAD, INT64_MAX, RETENTION_STEP_ROWS, &id, &received);
+                        rc = store_head_cutoff(s, STMT_READINGS_HEAD, 0, INT64_MAX, INT64_MAX, RETENTION_STEP_ROWS, &id,
+                                              &received, NULL);
                         if (rc == SQLITE_OK)
                                 rc = store_delete_upto(s, STMT_DELETE_READINGS, id, &n);
                         if (rc != SQLITE_OK)
                                 return rc;
                         readings += n;
-                        rc = store_head_cutoff(s, STMT_REJECTS_HEAD, n > 0 ? received + 1 : INT64_MAX,
-                                               RETENTION_STEP_ROWS, &id, NULL);
+                        rc = store_head_cutoff(s, STMT_REJECTS_HEAD, 0, n > 0 ? received + 1 : INT64_MAX, INT64_MAX,
+                                               RETENTION_STEP_ROWS, &id, NULL, NULL);
                         if (rc == SQLITE_OK)
                                 rc = store_delete_upto(s, STMT_DELETE_REJECTS, id, &n);
                         if (rc != SQLITE_OK)

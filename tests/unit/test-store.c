@@ -896,6 +896,48 @@ START_TEST(test_retention_by_age) {
 }
 END_TEST
 
+/* Rows are walked in insertion order. One row received while the gateway clock was 15 years
+ * ahead must not hold up the old rows behind it (nor a run of such rows longer than a step):
+ * whatever was received more than retention_days ago goes. */
+START_TEST(test_retention_by_age_after_clock_ahead) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, ahead = now + 15 * 365 * DAY_MS;
+        int r, total = 0;
+
+        fx_init(&f, NULL);
+        f.config.retention_days = 30;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "future", 1, ahead, &ts);
+        reject_n(&f, 1, ahead);
+        append_n(&f, "old", 100, now - 60 * DAY_MS, &ts);
+        reject_n(&f, 4, now - 60 * DAY_MS);
+        append_n(&f, "future2", 2500, ahead, &ts);          /* more than a step of them */
+        append_n(&f, "old2", 50, now - 45 * DAY_MS, &ts);
+        append_n(&f, "new", 10, now - DAY_MS, &ts);
+        append_n(&f, "future3", 3, ahead, &ts);             /* behind the young rows: kept */
+        reject_n(&f, 2, now);
+
+        while ((r = store_run_retention(f.store)) > 0) {
+                ck_assert_int_le(r, 2 * 2000);
+                total += r;
+        }
+        ck_assert_int_eq(r, 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor IN ('old', 'old2')"), 0);
+        /* The rows from the future that came before old rows are as old as those. */
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor IN ('future', 'future2')"), 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'new'"), 10);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'future3'"), 3);
+        ck_assert_int_eq(total, 1 + 100 + 2500 + 50 + 1 + 4);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM rejects"), 2);
+
+        /* Later steps do not walk the rows from the future again, and keep what is young. */
+        ck_assert_int_eq(store_run_retention(f.store), 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 13);
+        ck_assert_int_eq(task_get_state(f.task), TASK_RUNNING);
+        fx_done(&f);
+}
+END_TEST
+
 static bool old_rows_gone(Fixture *f) {
         return sql_int(f, "SELECT count(*) FROM readings") == 5;
 }
@@ -1026,6 +1068,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_failure_cause_survives_rollback);
         tcase_add_test(tc, test_failure_counts_lost_batch);
         tcase_add_test(tc, test_retention_by_age);
+        tcase_add_test(tc, test_retention_by_age_after_clock_ahead);
         tcase_add_test(tc, test_retention_timer);
         tcase_add_test(tc, test_retention_no_burst_after_stall);
         tcase_add_test(tc, test_retention_by_size);
