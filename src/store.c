@@ -33,6 +33,12 @@ _Static_assert(READING_SOURCE_SERIAL == 0 && READING_SOURCE_MQTT == 1, "stored s
 #define RETENTION_BUSY_INTERVAL_USEC (50 * USEC_PER_MSEC)
 #define RETENTION_STEP_ROWS 2000
 #define MSEC_PER_DAY ((int64_t) 24 * 60 * 60 * 1000)
+/* Rejects are noise from the network: with max_size_mb set they get at most this share of it
+ * (1/REJECTS_SHARE_DIVISOR), oldest first, so a burst of garbage never pushes out readings.
+ * Their size is estimated as the raw bytes plus REJECT_ROW_OVERHEAD per row (the id, receipt
+ * time, source, origin id, reason and the b-tree cell around them). */
+#define REJECTS_SHARE_DIVISOR 10
+#define REJECT_ROW_OVERHEAD 40
 /* Interned names cached in memory; bounded, cleared when full (names come from the network). */
 #define NAME_CACHE_SLOTS 1024
 #define NAME_CACHE_MAX (NAME_CACHE_SLOTS / 2)
@@ -97,6 +103,8 @@ typedef enum Stmt {
         STMT_DELETE_REJECTS,
         STMT_PAGE_COUNT,
         STMT_FREELIST_COUNT,
+        STMT_REJECTS_SIZES,     /* id, length(raw) of the oldest N rejects */
+        STMT_REJECTS_BYTES_UPTO, /* count, raw bytes of the rejects with id <= ? */
         _STMT_MAX,
 } Stmt;
 
@@ -120,6 +128,9 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_DELETE_REJECTS] = "DELETE FROM rejects WHERE id <= ?1",
         [STMT_PAGE_COUNT] = "PRAGMA page_count",
         [STMT_FREELIST_COUNT] = "PRAGMA freelist_count",
+        /* length() of a blob reads its size from the record header, not the bytes. */
+        [STMT_REJECTS_SIZES] = "SELECT id, length(raw) FROM rejects ORDER BY id LIMIT ?1",
+        [STMT_REJECTS_BYTES_UPTO] = "SELECT count(*), total(length(raw)) FROM rejects WHERE id <= ?1",
 };
 
 typedef enum NameKind {
@@ -168,6 +179,11 @@ struct Store {
         /* Age retention walks each table from here (readings, rejects): every row at or
          * before it that is still there was received "in the future" when walked. */
         int64_t age_walk_from[2];
+        /* Estimated bytes of the committed rejects (see REJECT_ROW_OVERHEAD), counted once
+         * when max_size_mb first needs it, then kept up to date; and those of the open batch. */
+        bool reject_bytes_known;
+        int64_t reject_bytes;
+        int64_t batch_reject_bytes;
 };
 
 /* SQLite's result codes become -errno here and nowhere else. */
@@ -291,6 +307,7 @@ static void store_rollback(Store *s) {
         s->in_transaction = false;
         s->batch_rows = 0;
         s->batch = (StoreStats) {};
+        s->batch_reject_bytes = 0;
         /* Names added in the rolled-back transaction are gone from the file. */
         for (size_t i = 0; i < _NAME_KIND_MAX; i++)
                 name_cache_clear(&s->names[i]);
@@ -443,6 +460,8 @@ static int store_commit_internal(Store *s) {
         s->stats.duplicates += s->batch.duplicates;
         s->stats.rejects += s->batch.rejects;
         s->batch = (StoreStats) {};
+        s->reject_bytes += s->batch_reject_bytes;
+        s->batch_reject_bytes = 0;
         s->stats.commits++;
         return 0;
 }
@@ -624,6 +643,7 @@ int store_append_reject(Store *s, const Reject *r) {
                 return store_fail_sqlite(s, rc, "write a reject to");
 
         s->batch.rejects++;
+        s->batch_reject_bytes += (int64_t) r->raw_size + REJECT_ROW_OVERHEAD;
         return store_batch_row(s);
 }
 
@@ -687,6 +707,20 @@ static int store_delete_upto(Store *s, Stmt del, int64_t id, uint64_t *ret_delet
         *ret_deleted = 0;
         if (id <= 0)
                 return SQLITE_OK;
+        if (del == STMT_DELETE_REJECTS && s->reject_bytes_known) {
+                sqlite3_stmt *q = s->stmts[STMT_REJECTS_BYTES_UPTO];
+
+                /* A range of at most a step's rows from the head. */
+                rc = sqlite3_bind_int64(q, 1, id);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_step(q);
+                if (rc != SQLITE_ROW)
+                        return rc; /* see stmt_run() */
+                s->reject_bytes -= sqlite3_column_int64(q, 0) * REJECT_ROW_OVERHEAD + sqlite3_column_int64(q, 1);
+                s->reject_bytes = MAX(s->reject_bytes, (int64_t) 0);
+                sqlite3_reset(q);
+                sqlite3_clear_bindings(q);
+        }
         rc = sqlite3_bind_int64(st, 1, id);
         if (rc == SQLITE_OK)
                 rc = stmt_run(st);
@@ -705,6 +739,57 @@ static int store_used_bytes(Store *s, int64_t *ret) {
         if (rc == SQLITE_OK)
                 *ret = (pages - free_pages) * s->page_size;
         return rc;
+}
+
+/* Keeps the rejects within their share of max_size_mb, oldest first: counts their size once (a
+ * scan of the rejects only, which this bound keeps small), then removes at most a step's rows.
+ * Sets *ret_deleted and, when more must go, *ret_more. Returns an SQLite code. */
+static int store_trim_rejects(Store *s, int64_t budget, uint64_t *ret_deleted, bool *ret_more) {
+        sqlite3_stmt *st = s->stmts[STMT_REJECTS_SIZES];
+        int64_t excess, freed = 0, last = 0;
+        int rc;
+
+        *ret_deleted = 0;
+        if (!s->reject_bytes_known) {
+                int64_t count = 0, bytes = 0;
+                sqlite3_stmt *q = NULL;
+
+                rc = sqlite3_prepare_v2(s->db, "SELECT count(*), total(length(raw)) FROM rejects", -1, &q, NULL);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_step(q);
+                if (rc == SQLITE_ROW) {
+                        count = sqlite3_column_int64(q, 0);
+                        bytes = sqlite3_column_int64(q, 1);
+                        rc = SQLITE_OK;
+                }
+                sqlite3_finalize(q);
+                if (rc != SQLITE_OK)
+                        return rc;
+                s->reject_bytes = count * REJECT_ROW_OVERHEAD + bytes;
+                s->reject_bytes_known = true;
+        }
+        excess = s->reject_bytes - budget;
+        if (excess <= 0)
+                return SQLITE_OK;
+
+        rc = sqlite3_bind_int64(st, 1, RETENTION_STEP_ROWS);
+        while (rc == SQLITE_OK && freed < excess) {
+                rc = sqlite3_step(st);
+                if (rc != SQLITE_ROW)
+                        break;
+                rc = SQLITE_OK;
+                last = sqlite3_column_int64(st, 0);
+                freed += sqlite3_column_int64(st, 1) + REJECT_ROW_OVERHEAD;
+        }
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        if (rc != SQLITE_OK && rc != SQLITE_DONE)
+                return rc;
+        rc = store_delete_upto(s, STMT_DELETE_REJECTS, last, ret_deleted);
+        if (rc != SQLITE_OK)
+                return rc;
+        *ret_more = *ret_more || s->reject_bytes > budget;
+        return SQLITE_OK;
 }
 
 /* One step inside the open transaction; sets *ret_more when a backlog remains. */
@@ -743,10 +828,19 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
         if (s->config->max_size_mb > 0) {
                 int64_t used, limit = (int64_t) s->config->max_size_mb * 1024 * 1024;
 
+                /* The rejects' own bound first: noise never pushes out readings. */
+                rc = store_trim_rejects(s, limit / REJECTS_SHARE_DIVISOR, &n, ret_more);
+                if (rc != SQLITE_OK)
+                        return rc;
+                rejects += n;
+                *ret_by_size = *ret_by_size || n > 0;
+
                 rc = store_used_bytes(s, &used);
                 if (rc != SQLITE_OK)
                         return rc;
-                if (used > limit) {
+                /* While rejects are over their share, the next step trims more of them
+                 * before any reading is touched. */
+                if (used > limit && s->reject_bytes <= limit / REJECTS_SHARE_DIVISOR) {
                         /* The oldest readings, then the rejects received up to the newest of
                          * them; rejects alone when no reading is left. */
                         rc = store_head_cutoff(s, STMT_READINGS_HEAD, 0, INT64_MAX, INT64_MAX, RETENTION_STEP_ROWS, &id,

@@ -1043,6 +1043,61 @@ START_TEST(test_retention_by_size) {
 }
 END_TEST
 
+static int64_t used_bytes(Fixture *f) {
+        return sql_int(f, "SELECT (page_count - freelist_count) * page_size FROM pragma_page_count(), "
+                          "pragma_freelist_count(), pragma_page_size()");
+}
+
+/* A burst of garbage after the good readings: the rejects are trimmed to their own share of
+ * max_size_mb (oldest first), and not one reading goes for them. */
+START_TEST(test_retention_rejects_have_their_own_bound) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, limit = 1024 * 1024, kept, min_kept;
+        char raw[1024];
+        int r;
+
+        memset(raw, 'g', sizeof(raw));
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "good", 5000, now - DAY_MS, &ts);
+        for (int i = 0; i < 3000; i++) {
+                Reject j = { .received_ms = now - 1000 + i / 10, .source = READING_SOURCE_MQTT, .origin = "noise",
+                             .raw = raw, .raw_size = sizeof(raw), .reason = FRAME_REJECT_BAD_JSON };
+                ck_assert_int_eq(store_append_reject(f.store, &j), 0);
+        }
+        fx_stop(&f);
+        ck_assert_int_gt(used_bytes(&f), 2 * limit);
+
+        f.config.max_size_mb = 1;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        while ((r = store_run_retention(f.store)) > 0)
+                ck_assert_int_le(r, 2 * 2000);
+        ck_assert_int_eq(r, 0);
+        /* Later rejects are kept in the same bound, the readings still untouched. */
+        for (int i = 0; i < 500; i++) {
+                Reject j = { .received_ms = now + i, .source = READING_SOURCE_MQTT, .origin = "noise",
+                             .raw = raw, .raw_size = sizeof(raw), .reason = FRAME_REJECT_BAD_JSON };
+                ck_assert_int_eq(store_append_reject(f.store, &j), 0);
+        }
+        while ((r = store_run_retention(f.store)) > 0)
+                ;
+        ck_assert_int_eq(r, 0);
+        fx_stop(&f);
+
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 5000);
+        ck_assert_int_le(used_bytes(&f), limit);
+        kept = sql_int(&f, "SELECT count(*) FROM rejects");
+        /* A tenth of the limit, estimated: about a hundred rejects of 1 KiB. */
+        ck_assert_int_gt(kept, 50);
+        ck_assert_int_le(kept * (int64_t) sizeof(raw), limit / 10);
+        /* The newest stay, without gaps. */
+        min_kept = sql_int(&f, "SELECT min(id) FROM rejects");
+        ck_assert_int_eq(sql_int(&f, "SELECT max(id) FROM rejects"), 3500);
+        ck_assert_int_eq(3500 - min_kept + 1, kept);
+        fx_done(&f);
+}
+END_TEST
+
 static Suite *store_suite(void) {
         Suite *s = suite_create("store");
         TCase *tc = tcase_create("core");
@@ -1072,6 +1127,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_retention_timer);
         tcase_add_test(tc, test_retention_no_burst_after_stall);
         tcase_add_test(tc, test_retention_by_size);
+        tcase_add_test(tc, test_retention_rejects_have_their_own_bound);
         suite_add_tcase(s, tc);
         return s;
 }
