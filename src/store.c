@@ -39,6 +39,20 @@ _Static_assert(READING_SOURCE_SERIAL == 0 && READING_SOURCE_MQTT == 1, "stored s
  * time, source, origin id, reason and the b-tree cell around them). */
 #define REJECTS_SHARE_DIVISOR 10
 #define REJECT_ROW_OVERHEAD 40
+/* Size retention never removes the newest readings: at least SIZE_FLOOR_MIN_ROWS, and as many
+ * as a quarter of the limit holds at 128 bytes a row (a reading takes about 77). */
+#define SIZE_FLOOR_MIN_ROWS 1000
+#define SIZE_FLOOR_ROWS(limit) MAX((int64_t) SIZE_FLOOR_MIN_ROWS, (limit) / 4 / 128)
+/* Unused names (sensors, metrics, origins no row refers to) are found by a mark-and-sweep pass
+ * in bounded steps: at most once an hour after rows were removed, or back to back while the
+ * store is over max_size_mb and names take more than 1/NAMES_SHARE_DIVISOR of it. A name costs
+ * its bytes twice (the table and its unique index) plus NAME_ROW_OVERHEAD, and a whole overflow
+ * page when it is too long to fit an index cell (about 1 000 bytes with 4 KiB pages). */
+#define PRUNE_INTERVAL_USEC (3600 * USEC_PER_SEC)
+#define NAMES_SHARE_DIVISOR 8
+#define NAME_ROW_OVERHEAD 24
+/* "Over the size limit and nothing more can go" is logged at most this often. */
+#define OVER_LIMIT_LOG_INTERVAL_USEC (600 * USEC_PER_SEC)
 /* Interned names cached in memory; bounded, cleared when full (names come from the network). */
 #define NAME_CACHE_SLOTS 1024
 #define NAME_CACHE_MAX (NAME_CACHE_SLOTS / 2)
@@ -105,6 +119,15 @@ typedef enum Stmt {
         STMT_FREELIST_COUNT,
         STMT_REJECTS_SIZES,     /* id, length(raw) of the oldest N rejects */
         STMT_REJECTS_BYTES_UPTO, /* count, raw bytes of the rejects with id <= ? */
+        STMT_READINGS_MAX_ID,
+        STMT_WALK_READINGS,     /* name ids of readings in an id range, for the prune pass */
+        STMT_WALK_REJECTS,
+        STMT_SCAN_SENSORS,      /* id, length(name) of names in an id range */
+        STMT_SCAN_METRICS,
+        STMT_SCAN_ORIGINS,
+        STMT_DROP_SENSOR,
+        STMT_DROP_METRIC,
+        STMT_DROP_ORIGIN,
         _STMT_MAX,
 } Stmt;
 
@@ -122,8 +145,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_ADD_SENSOR] = "INSERT INTO sensors (name) VALUES (?1)",
         [STMT_ADD_METRIC] = "INSERT INTO metrics (name) VALUES (?1)",
         [STMT_ADD_ORIGIN] = "INSERT INTO origins (name) VALUES (?1)",
-        [STMT_READINGS_HEAD] = "SELECT id, received FROM readings WHERE id > ?2 ORDER BY id LIMIT ?1",
-        [STMT_REJECTS_HEAD] = "SELECT id, received FROM rejects WHERE id > ?2 ORDER BY id LIMIT ?1",
+        [STMT_READINGS_HEAD] = "SELECT id, received FROM readings WHERE id > ?2 AND id <= ?3 ORDER BY id LIMIT ?1",
+        [STMT_REJECTS_HEAD] = "SELECT id, received FROM rejects WHERE id > ?2 AND id <= ?3 ORDER BY id LIMIT ?1",
         [STMT_DELETE_READINGS] = "DELETE FROM readings WHERE id <= ?1",
         [STMT_DELETE_REJECTS] = "DELETE FROM rejects WHERE id <= ?1",
         [STMT_PAGE_COUNT] = "PRAGMA page_count",
@@ -131,6 +154,16 @@ static const char *const stmt_sql[_STMT_MAX] = {
         /* length() of a blob reads its size from the record header, not the bytes. */
         [STMT_REJECTS_SIZES] = "SELECT id, length(raw) FROM rejects ORDER BY id LIMIT ?1",
         [STMT_REJECTS_BYTES_UPTO] = "SELECT count(*), total(length(raw)) FROM rejects WHERE id <= ?1",
+        [STMT_READINGS_MAX_ID] = "SELECT coalesce(max(id), 0) FROM readings",
+        [STMT_WALK_READINGS] = "SELECT id, sensor_id, metric_id, origin_id FROM readings "
+                               "WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
+        [STMT_WALK_REJECTS] = "SELECT id, origin_id FROM rejects WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
+        [STMT_SCAN_SENSORS] = "SELECT id, length(name) FROM sensors WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
+        [STMT_SCAN_METRICS] = "SELECT id, length(name) FROM metrics WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
+        [STMT_SCAN_ORIGINS] = "SELECT id, length(name) FROM origins WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
+        [STMT_DROP_SENSOR] = "DELETE FROM sensors WHERE id = ?1",
+        [STMT_DROP_METRIC] = "DELETE FROM metrics WHERE id = ?1",
+        [STMT_DROP_ORIGIN] = "DELETE FROM origins WHERE id = ?1",
 };
 
 typedef enum NameKind {
@@ -149,6 +182,18 @@ typedef struct NameCache {
         NameSlot slots[NAME_CACHE_SLOTS];
         size_t n;
 } NameCache;
+
+/* A mark-and-sweep pass over the name tables. Names in use are marked by walking every row
+ * that existed when the pass began and, from then on, by store_intern() for every row added;
+ * then the names that existed when it began and are not marked are deleted. */
+typedef struct NamePrune {
+        bool active;
+        bool dirty;                             /* rows were removed since the last pass began */
+        uint64_t last_end_usec;                 /* CLOCK_MONOTONIC; 0: none yet */
+        int64_t walk_end[2], walk_pos[2];       /* readings, rejects */
+        int64_t name_max[_NAME_KIND_MAX], sweep_pos[_NAME_KIND_MAX];
+        uint8_t *marks[_NAME_KIND_MAX];         /* a bit per id up to name_max */
+} NamePrune;
 
 struct Store {
         sd_event *event;
@@ -184,6 +229,16 @@ struct Store {
         bool reject_bytes_known;
         int64_t reject_bytes;
         int64_t batch_reject_bytes;
+        /* The same for the name tables: estimated bytes and rows, committed and open. */
+        bool names_known;
+        int64_t names_bytes, names_count;
+        int64_t batch_names_bytes, batch_names_count;
+        NamePrune prune;
+        uint64_t sweep_names;
+        /* Over max_size_mb with nothing more that size retention may remove: the used bytes
+         * (0 when not), and when that was last logged. */
+        int64_t over_limit_bytes;
+        uint64_t over_limit_logged_usec;
 };
 
 /* SQLite's result codes become -errno here and nowhere else. */
@@ -291,6 +346,29 @@ static void name_cache_put(NameCache *c, const char *name, int64_t id) {
         c->n++;
 }
 
+/* The estimated cost of a name of len bytes in its table and unique index. */
+static int64_t name_cost(const Store *s, int64_t len) {
+        /* SQLite's largest local payload of an index cell, see sqlite3BtreeOpen(). */
+        int64_t max_local = (s->page_size - 12) * 64 / 255 - 23;
+
+        return 2 * len + NAME_ROW_OVERHEAD + (len > max_local ? s->page_size : 0);
+}
+
+static void prune_mark(NamePrune *p, NameKind kind, int64_t id) {
+        if (p->active && p->marks[kind] && id > 0 && id <= p->name_max[kind])
+                p->marks[kind][id / 8] |= (uint8_t) (1u << (id % 8));
+}
+
+static bool prune_marked(const NamePrune *p, NameKind kind, int64_t id) {
+        return id <= 0 || id > p->name_max[kind] || (p->marks[kind][id / 8] & (1u << (id % 8)));
+}
+
+static void prune_end(NamePrune *p) {
+        for (size_t k = 0; k < _NAME_KIND_MAX; k++)
+                p->marks[k] = mfree(p->marks[k]);
+        p->active = false;
+}
+
 /* ---- failure ---- */
 
 static void store_rollback(Store *s) {
@@ -308,6 +386,7 @@ static void store_rollback(Store *s) {
         s->batch_rows = 0;
         s->batch = (StoreStats) {};
         s->batch_reject_bytes = 0;
+        s->batch_names_bytes = s->batch_names_count = 0;
         /* Names added in the rolled-back transaction are gone from the file. */
         for (size_t i = 0; i < _NAME_KIND_MAX; i++)
                 name_cache_clear(&s->names[i]);
@@ -462,6 +541,9 @@ static int store_commit_internal(Store *s) {
         s->batch = (StoreStats) {};
         s->reject_bytes += s->batch_reject_bytes;
         s->batch_reject_bytes = 0;
+        s->names_bytes += s->batch_names_bytes;
+        s->names_count += s->batch_names_count;
+        s->batch_names_bytes = s->batch_names_count = 0;
         s->stats.commits++;
         return 0;
 }
@@ -503,6 +585,7 @@ static int store_intern(Store *s, NameKind kind, const char *name, int64_t *ret)
         int rc;
 
         if (slot->name) {
+                prune_mark(&s->prune, kind, slot->id);
                 *ret = slot->id;
                 return 0;
         }
@@ -518,10 +601,13 @@ static int store_intern(Store *s, NameKind kind, const char *name, int64_t *ret)
                 if (rc == SQLITE_OK)
                         rc = stmt_run(st);
                 id = sqlite3_last_insert_rowid(s->db);
+                s->batch_names_bytes += name_cost(s, (int64_t) strlen(name));
+                s->batch_names_count++;
         }
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "write to");
 
+        prune_mark(&s->prune, kind, id);
         name_cache_put(c, name, id);
         *ret = id;
         return 0;
@@ -659,11 +745,11 @@ void store_get_stats(const Store *s, StoreStats *ret) {
  * row that is young enough and never scans the table. A row received after future_ms cannot
  * have a true receipt time (the gateway clock was ahead when it came): it is stepped over, not
  * stopped at, and goes with the old rows after it (a delete by id takes it along), so one row
- * stamped years ahead cannot hold up retention. *ret_id is the last old row (0 when none),
+ * stamped years ahead cannot hold up retention. Rows after id `until` are not walked. *ret_id is the last old row (0 when none),
  * *ret_received its receipt time, *ret_walked the last row before the first young one (every
  * row up to it is old or from the future; `after` when none). Returns an SQLite code. */
-static int store_head_cutoff(Store *s, Stmt head, int64_t after, int64_t cutoff_ms, int64_t future_ms, int64_t limit,
-                             int64_t *ret_id, int64_t *ret_received, int64_t *ret_walked) {
+static int store_head_cutoff(Store *s, Stmt head, int64_t after, int64_t until, int64_t cutoff_ms, int64_t future_ms,
+                             int64_t limit, int64_t *ret_id, int64_t *ret_received, int64_t *ret_walked) {
         sqlite3_stmt *st = s->stmts[head];
         int64_t last = 0, last_received = 0, walked = after;
         int rc;
@@ -671,6 +757,8 @@ static int store_head_cutoff(Store *s, Stmt head, int64_t after, int64_t cutoff_
         rc = sqlite3_bind_int64(st, 1, limit);
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_int64(st, 2, after);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 3, until);
         while (rc == SQLITE_OK) {
                 int64_t id, received;
 
@@ -792,11 +880,196 @@ static int store_trim_rejects(Store *s, int64_t budget, uint64_t *ret_deleted, b
         return SQLITE_OK;
 }
 
+/* Counts the name tables once (the estimate is kept up to date from then on). */
+static int store_count_names(Store *s) {
+        static const char *const sql[_NAME_KIND_MAX] = {
+                "SELECT count(*), total(length(name)), total(length(name) > ?1) FROM sensors",
+                "SELECT count(*), total(length(name)), total(length(name) > ?1) FROM metrics",
+                "SELECT count(*), total(length(name)), total(length(name) > ?1) FROM origins",
+        };
+        int64_t max_local = (s->page_size - 12) * 64 / 255 - 23;
+        int64_t count = 0, bytes = 0;
+
+        if (s->names_known)
+                return SQLITE_OK;
+        for (size_t k = 0; k < _NAME_KIND_MAX; k++) {
+                sqlite3_stmt *q = NULL;
+                int rc;
+
+                rc = sqlite3_prepare_v2(s->db, sql[k], -1, &q, NULL);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(q, 1, max_local);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_step(q);
+                if (rc == SQLITE_ROW) {
+                        count += sqlite3_column_int64(q, 0);
+                        bytes += 2 * sqlite3_column_int64(q, 1) + sqlite3_column_int64(q, 0) * NAME_ROW_OVERHEAD +
+                                 sqlite3_column_int64(q, 2) * s->page_size;
+                        rc = SQLITE_OK;
+                }
+                sqlite3_finalize(q);
+                if (rc != SQLITE_OK)
+                        return rc;
+        }
+        s->names_count = count;
+        s->names_bytes = bytes;
+        s->names_known = true;
+        return SQLITE_OK;
+}
+
+/* Begins a prune pass: notes how far the tables reach now and makes room for the marks. */
+static int prune_begin(Store *s) {
+        static const char *const max_sql[_NAME_KIND_MAX] = {
+                "SELECT coalesce(max(id), 0) FROM sensors",
+                "SELECT coalesce(max(id), 0) FROM metrics",
+                "SELECT coalesce(max(id), 0) FROM origins",
+        };
+        NamePrune *p = &s->prune;
+        int rc;
+
+        *p = (NamePrune) { .last_end_usec = p->last_end_usec };
+        rc = stmt_int(s->stmts[STMT_READINGS_MAX_ID], &p->walk_end[0]);
+        if (rc == SQLITE_OK)
+                rc = exec_int(s->db, "SELECT coalesce(max(id), 0) FROM rejects", &p->walk_end[1]);
+        for (size_t k = 0; rc == SQLITE_OK && k < _NAME_KIND_MAX; k++)
+                rc = exec_int(s->db, max_sql[k], &p->name_max[k]);
+        if (rc != SQLITE_OK)
+                return rc;
+        for (size_t k = 0; k < _NAME_KIND_MAX; k++) {
+                p->marks[k] = calloc((size_t) p->name_max[k] / 8 + 1, 1);
+                if (!p->marks[k]) {
+                        /* Only housekeeping: try again at the next interval. */
+                        prune_end(p);
+                        p->last_end_usec = clock_now_usec(CLOCK_MONOTONIC);
+                        log_full_errno_fields(LOG_WARNING, -ENOMEM, LOG_FIELDS("TASK", "store"),
+                                              "Not enough memory to look for unused names in '%s', ignoring.",
+                                              s->config->path);
+                        return SQLITE_OK;
+                }
+        }
+        p->active = true;
+        return SQLITE_OK;
+}
+
+/* One bounded step of a prune pass: walks a step's rows of readings, then of rejects, marking
+ * the names they use; then deletes a step's worth of unmarked names, one table at a time.
+ * Adds the names deleted to *ret_names. Returns an SQLite code. */
+static int prune_step(Store *s, uint64_t *ret_names) {
+        static const Stmt scan[_NAME_KIND_MAX] = { STMT_SCAN_SENSORS, STMT_SCAN_METRICS, STMT_SCAN_ORIGINS };
+        static const Stmt drop[_NAME_KIND_MAX] = { STMT_DROP_SENSOR, STMT_DROP_METRIC, STMT_DROP_ORIGIN };
+        NamePrune *p = &s->prune;
+        int64_t unused[RETENTION_STEP_ROWS], unused_bytes = 0;
+        size_t n_unused = 0;
+        int rc;
+
+        for (size_t t = 0; t < 2; t++) {
+                sqlite3_stmt *st = s->stmts[t == 0 ? STMT_WALK_READINGS : STMT_WALK_REJECTS];
+                int64_t rows = 0;
+
+                if (p->walk_pos[t] >= p->walk_end[t])
+                        continue;
+                rc = sqlite3_bind_int64(st, 1, p->walk_pos[t]);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(st, 2, p->walk_end[t]);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(st, 3, RETENTION_STEP_ROWS);
+                while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        rc = SQLITE_OK;
+                        rows++;
+                        p->walk_pos[t] = sqlite3_column_int64(st, 0);
+                        if (t == 0) {
+                                prune_mark(p, NAME_SENSOR, sqlite3_column_int64(st, 1));
+                                prune_mark(p, NAME_METRIC, sqlite3_column_int64(st, 2));
+                                prune_mark(p, NAME_ORIGIN, sqlite3_column_int64(st, 3));
+                        } else
+                                prune_mark(p, NAME_ORIGIN, sqlite3_column_int64(st, 1));
+                }
+                sqlite3_reset(st);
+                sqlite3_clear_bindings(st);
+                if (rc != SQLITE_DONE)
+                        return rc;
+                if (rows < RETENTION_STEP_ROWS)
+                        p->walk_pos[t] = p->walk_end[t];
+                return SQLITE_OK;
+        }
+
+        for (size_t k = 0; k < _NAME_KIND_MAX; k++) {
+                sqlite3_stmt *st = s->stmts[scan[k]];
+                int64_t rows = 0;
+
+                if (p->sweep_pos[k] >= p->name_max[k])
+                        continue;
+                rc = sqlite3_bind_int64(st, 1, p->sweep_pos[k]);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(st, 2, p->name_max[k]);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(st, 3, RETENTION_STEP_ROWS);
+                while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        int64_t id = sqlite3_column_int64(st, 0);
+
+                        rc = SQLITE_OK;
+                        rows++;
+                        p->sweep_pos[k] = id;
+                        if (!prune_marked(p, (NameKind) k, id)) {
+                                unused[n_unused++] = id;
+                                unused_bytes += name_cost(s, sqlite3_column_int64(st, 1));
+                        }
+                }
+                sqlite3_reset(st);
+                sqlite3_clear_bindings(st);
+                if (rc != SQLITE_DONE)
+                        return rc;
+                if (rows < RETENTION_STEP_ROWS)
+                        p->sweep_pos[k] = p->name_max[k];
+                /* Deleted after the scan, not under it. */
+                for (size_t i = 0; i < n_unused; i++) {
+                        rc = sqlite3_bind_int64(s->stmts[drop[k]], 1, unused[i]);
+                        if (rc == SQLITE_OK)
+                                rc = stmt_run(s->stmts[drop[k]]);
+                        if (rc != SQLITE_OK)
+                                return rc;
+                }
+                if (n_unused > 0) {
+                        /* The cache may hold a deleted name's id. */
+                        name_cache_clear(&s->names[k]);
+                        s->names_count = MAX(s->names_count - (int64_t) n_unused, (int64_t) 0);
+                        s->names_bytes = MAX(s->names_bytes - unused_bytes, (int64_t) 0);
+                        *ret_names += n_unused;
+                }
+                return SQLITE_OK;
+        }
+
+        prune_end(p);
+        p->last_end_usec = clock_now_usec(CLOCK_MONOTONIC);
+        return SQLITE_OK;
+}
+
+/* Says loudly (rate-limited) that the store is over max_size_mb and size retention may remove
+ * nothing more, with the numbers; the task's status says it too until it is under again. */
+static void store_note_over_limit(Store *s, int64_t used, int64_t limit, int64_t floor_rows) {
+        uint64_t now = clock_now_usec(CLOCK_MONOTONIC);
+
+        if (s->over_limit_bytes > 0 && now < s->over_limit_logged_usec + OVER_LIMIT_LOG_INTERVAL_USEC) {
+                s->over_limit_bytes = used;
+                return;
+        }
+        s->over_limit_bytes = used;
+        s->over_limit_logged_usec = now;
+        log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "store"),
+                              "Store '%s' uses %.1f MiB, over its limit of %" PRId64 " MiB, and size retention may "
+                              "remove nothing more: it keeps the newest readings (at least %" PRId64 ") and the %" PRId64
+                              " names still in use (about %.1f MiB), and rejects take %.1f MiB. "
+                              "Raise store.max_size_mb, or find what sends so many distinct sensor ids or topics.",
+                              s->config->path, used / 1048576.0, limit / 1048576, floor_rows, s->names_count,
+                              s->names_bytes / 1048576.0, s->reject_bytes / 1048576.0);
+}
+
 /* One step inside the open transaction; sets *ret_more when a backlog remains. */
-static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_rejects, bool *ret_by_size,
-                                bool *ret_more) {
-        uint64_t readings = 0, rejects = 0, n;
+static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_rejects, uint64_t *ret_names,
+                                bool *ret_by_size, bool *ret_more) {
+        uint64_t readings = 0, rejects = 0, names = 0, n;
         int64_t id, received;
+        bool names_big = false, over = false;
         int rc;
 
         *ret_more = false;
@@ -810,7 +1083,7 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                 for (size_t t = 0; t < 2; t++) {
                         int64_t walked;
 
-                        rc = store_head_cutoff(s, heads[t], s->age_walk_from[t], cutoff, now, RETENTION_STEP_ROWS,
+                        rc = store_head_cutoff(s, heads[t], s->age_walk_from[t], INT64_MAX, cutoff, now, RETENTION_STEP_ROWS,
                                                &id, NULL, &walked);
                         if (rc == SQLITE_OK)
                                 rc = store_delete_upto(s, deletes[t], id, &n);
@@ -826,47 +1099,88 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
         }
 
         if (s->config->max_size_mb > 0) {
-                int64_t used, limit = (int64_t) s->config->max_size_mb * 1024 * 1024;
+                int64_t used, limit = (int64_t) s->config->max_size_mb * 1024 * 1024, floor_rows = SIZE_FLOOR_ROWS(limit);
+                uint64_t by_size = 0;
 
                 /* The rejects' own bound first: noise never pushes out readings. */
                 rc = store_trim_rejects(s, limit / REJECTS_SHARE_DIVISOR, &n, ret_more);
                 if (rc != SQLITE_OK)
                         return rc;
                 rejects += n;
-                *ret_by_size = *ret_by_size || n > 0;
+                by_size += n;
 
-                rc = store_used_bytes(s, &used);
+                rc = store_count_names(s);
+                if (rc == SQLITE_OK)
+                        rc = store_used_bytes(s, &used);
                 if (rc != SQLITE_OK)
                         return rc;
+                names_big = s->names_bytes > limit / NAMES_SHARE_DIVISOR;
                 /* While rejects are over their share, the next step trims more of them
-                 * before any reading is touched. */
-                if (used > limit && s->reject_bytes <= limit / REJECTS_SHARE_DIVISOR) {
-                        /* The oldest readings, then the rejects received up to the newest of
-                         * them; rejects alone when no reading is left. */
-                        rc = store_head_cutoff(s, STMT_READINGS_HEAD, 0, INT64_MAX, INT64_MAX, RETENTION_STEP_ROWS, &id,
-                                              &received, NULL);
+                 * before any reading is touched; while names take much of the room and a
+                 * pass is finding the unused ones, readings wait for what it frees. */
+                if (used > limit && s->reject_bytes <= limit / REJECTS_SHARE_DIVISOR &&
+                    !(names_big && s->prune.active)) {
+                        int64_t newest = 0;
+
+                        /* The oldest readings, but never the newest floor_rows; then the
+                         * rejects received up to the newest reading removed, or rejects alone
+                         * when no reading may go. */
+                        rc = stmt_int(s->stmts[STMT_READINGS_MAX_ID], &newest);
+                        if (rc == SQLITE_OK)
+                                rc = store_head_cutoff(s, STMT_READINGS_HEAD, 0, newest - floor_rows, INT64_MAX,
+                                                       INT64_MAX, RETENTION_STEP_ROWS, &id, &received, NULL);
                         if (rc == SQLITE_OK)
                                 rc = store_delete_upto(s, STMT_DELETE_READINGS, id, &n);
                         if (rc != SQLITE_OK)
                                 return rc;
                         readings += n;
-                        rc = store_head_cutoff(s, STMT_REJECTS_HEAD, 0, n > 0 ? received + 1 : INT64_MAX, INT64_MAX,
+                        by_size += n;
+                        rc = store_head_cutoff(s, STMT_REJECTS_HEAD, 0, INT64_MAX, n > 0 ? received + 1 : INT64_MAX, INT64_MAX,
                                                RETENTION_STEP_ROWS, &id, NULL, NULL);
                         if (rc == SQLITE_OK)
                                 rc = store_delete_upto(s, STMT_DELETE_REJECTS, id, &n);
                         if (rc != SQLITE_OK)
                                 return rc;
                         rejects += n;
-                        *ret_by_size = true;
+                        by_size += n;
+                }
+                rc = store_used_bytes(s, &used);
+                if (rc != SQLITE_OK)
+                        return rc;
+                over = used > limit;
+                *ret_by_size = by_size > 0;
+                *ret_more = *ret_more || (over && by_size > 0);
 
-                        rc = store_used_bytes(s, &used);
-                        if (rc != SQLITE_OK)
-                                return rc;
-                        *ret_more = *ret_more || (used > limit && readings + rejects > 0);
+                /* Nothing more may go, and no pass can free more names: say so. */
+                if (over && by_size == 0 && !s->prune.active && !(s->prune.dirty && names_big))
+                        store_note_over_limit(s, used, limit, floor_rows);
+                else if (!over && s->over_limit_bytes > 0) {
+                        s->over_limit_bytes = 0;
+                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
+                                              "Store '%s' is under its limit of %u MiB again (%.1f MiB).",
+                                              s->config->path, s->config->max_size_mb, used / 1048576.0);
                 }
         }
 
-        if (readings + rejects > 0) {
+        /* Unused names: a pass once the rows due have gone, at most once an hour, or back to
+         * back while names keep the store over its limit. */
+        s->prune.dirty = s->prune.dirty || readings + rejects > 0;
+        if (!s->prune.active && s->prune.dirty &&
+            ((over && names_big) ||
+             (!*ret_more && (s->prune.last_end_usec == 0 ||
+                             clock_now_usec(CLOCK_MONOTONIC) >= s->prune.last_end_usec + PRUNE_INTERVAL_USEC)))) {
+                rc = prune_begin(s);
+                if (rc != SQLITE_OK)
+                        return rc;
+        }
+        if (s->prune.active) {
+                rc = prune_step(s, &names);
+                if (rc != SQLITE_OK)
+                        return rc;
+                *ret_more = true;
+        }
+
+        if (readings + rejects + names > 0) {
                 int64_t pages = 0, free_pages = 0;
 
                 /* Give a large freelist back to the file system, a bounded bit per step. With
@@ -882,11 +1196,12 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
 
         *ret_readings = readings;
         *ret_rejects = rejects;
+        *ret_names = names;
         return SQLITE_OK;
 }
 
 int store_run_retention(Store *s) {
-        uint64_t readings = 0, rejects = 0;
+        uint64_t readings = 0, rejects = 0, names = 0;
         bool by_size = false, more = false;
         int rc, r;
 
@@ -905,7 +1220,7 @@ int store_run_retention(Store *s) {
         r = store_begin(s);
         if (r < 0)
                 return r;
-        rc = store_retention_step(s, &readings, &rejects, &by_size, &more);
+        rc = store_retention_step(s, &readings, &rejects, &names, &by_size, &more);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "remove old readings from");
         r = store_commit_internal(s);
@@ -914,23 +1229,32 @@ int store_run_retention(Store *s) {
 
         s->sweep_readings += readings;
         s->sweep_rejects += rejects;
+        s->sweep_names += names;
         s->sweep_by_size = s->sweep_by_size || by_size;
-        if (!more && s->sweep_readings + s->sweep_rejects > 0) {
-                char why[96] = "";
+        if (!more && s->sweep_readings + s->sweep_rejects + s->sweep_names > 0) {
+                char why[96] = "", also[64] = "";
 
                 if (s->config->retention_days > 0)
                         snprintf(why, sizeof(why), "older than %u days", s->config->retention_days);
                 if (s->sweep_by_size)
                         snprintf(why + strlen(why), sizeof(why) - strlen(why), "%sto stay under %u MiB",
                                  why[0] ? ", or " : "", s->config->max_size_mb);
+                if (s->sweep_names > 0)
+                        snprintf(also, sizeof(also), ", and %" PRIu64 " names no row uses", s->sweep_names);
                 log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
-                                      "Retention removed %" PRIu64 " readings and %" PRIu64 " rejects (%s) from '%s'.",
-                                      s->sweep_readings, s->sweep_rejects, why, s->config->path);
-                s->sweep_readings = s->sweep_rejects = 0;
+                                      "Retention removed %" PRIu64 " readings and %" PRIu64 " rejects (%s)%s from '%s'.",
+                                      s->sweep_readings, s->sweep_rejects, why[0] ? why : "none due", also,
+                                      s->config->path);
+                s->sweep_readings = s->sweep_rejects = s->sweep_names = 0;
                 s->sweep_by_size = false;
         }
-        s->retention_backlog = more && readings + rejects > 0;
-        return (int) MIN(readings + rejects, (uint64_t) INT32_MAX);
+        s->retention_backlog = more;
+        return (int) MIN(readings + rejects + names, (uint64_t) INT32_MAX);
+}
+
+bool store_retention_pending(const Store *s) {
+        assert(s);
+        return s->retention_backlog;
 }
 
 static int on_retention_timer(sd_event_source *source, uint64_t usec, void *userdata) {
@@ -1272,18 +1596,24 @@ static void store_free(void *userdata) {
         store_close(s);
         for (size_t i = 0; i < _NAME_KIND_MAX; i++)
                 name_cache_clear(&s->names[i]);
+        prune_end(&s->prune);
         sd_event_unref(s->event);
         free(s);
 }
 
 static void store_format_status(Task *t, char *buf, size_t size) {
         Store *s = task_store(t);
+        size_t len;
 
         if (s->stats.duplicates > 0)
                 snprintf(buf, size, "%" PRIu64 " readings, %" PRIu64 " rejects, %" PRIu64 " duplicates",
                          s->stats.readings, s->stats.rejects, s->stats.duplicates);
         else
                 snprintf(buf, size, "%" PRIu64 " readings, %" PRIu64 " rejects", s->stats.readings, s->stats.rejects);
+        len = strlen(buf);
+        if (s->over_limit_bytes > 0 && len < size)
+                snprintf(buf + len, size - len, ", over its size limit (%.1f of %u MiB)", s->over_limit_bytes / 1048576.0,
+                         s->config->max_size_mb);
 }
 
 static const TaskOps store_task_ops = {

@@ -896,6 +896,21 @@ START_TEST(test_retention_by_age) {
 }
 END_TEST
 
+/* Runs retention steps until nothing more is due; returns how many rows and names went. */
+static int64_t retention_until_done(Fixture *f) {
+        int64_t total = 0;
+        int r, steps = 0;
+
+        do {
+                r = store_run_retention(f->store);
+                ck_assert_int_ge(r, 0);
+                ck_assert_int_le(r, 4 * 2000);
+                total += r;
+                ck_assert_int_lt(++steps, 1000);
+        } while (r > 0 || store_retention_pending(f->store));
+        return total;
+}
+
 /* Rows are walked in insertion order. One row received while the gateway clock was 15 years
  * ahead must not hold up the old rows behind it (nor a run of such rows longer than a step):
  * whatever was received more than retention_days ago goes. */
@@ -930,7 +945,10 @@ START_TEST(test_retention_by_age_after_clock_ahead) {
         ck_assert_int_eq(total, 1 + 100 + 2500 + 50 + 1 + 4);
         ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM rejects"), 2);
 
-        /* Later steps do not walk the rows from the future again, and keep what is young. */
+        /* Later steps do not walk the rows from the future again, and keep what is young
+         * (the pass over the names that follows removes the sensors no row uses). */
+        retention_until_done(&f);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM sensors"), 2);
         ck_assert_int_eq(store_run_retention(f.store), 0);
         ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 13);
         ck_assert_int_eq(task_get_state(f.task), TASK_RUNNING);
@@ -1098,6 +1116,94 @@ START_TEST(test_retention_rejects_have_their_own_bound) {
 }
 END_TEST
 
+/* Readings from a node that puts a counter in its 1 KiB topic: one origin each. */
+static void append_topics(Fixture *f, int n, int from, int64_t received, int64_t *ts) {
+        char topic[1100];
+
+        for (int i = 0; i < n; i++) {
+                Reading r = reading("node", "m", i, (*ts)++, true);
+
+                snprintf(topic, sizeof(topic), "greenhouse/%0*d/%d", 1000, 0, from + i);
+                r.origin = topic;
+                r.source = READING_SOURCE_MQTT;
+                r.received_ms = received;
+                ck_assert_int_eq(store_append(f->store, &r), 0);
+        }
+}
+
+/* Size retention deletes the readings that used 4 000 distinct 1 KiB topics, then the topics no
+ * row uses any more, and stops there: the newer readings stay. */
+START_TEST(test_retention_by_size_prunes_unused_names) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, limit = 2 * 1024 * 1024;
+        char status[160];
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_topics(&f, 4000, 0, now - 2 * DAY_MS, &ts);
+        append_n(&f, "good", 6000, now - DAY_MS, &ts);
+        fx_stop(&f);
+        ck_assert_int_gt(used_bytes(&f), 4 * limit);
+
+        f.config.max_size_mb = 2;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        retention_until_done(&f);
+        ck_assert_int_le(used_bytes(&f), limit);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'node'"), 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'good'"), 6000);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 6000);
+        /* The topics went; the names still used stayed. */
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM origins"), 1);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM sensors"), 1);
+        task_format_status(f.task, status, sizeof(status));
+        ck_assert_msg(!strstr(status, "over"), "%s", status);
+
+        /* Names interned after the pass still resolve (the cache forgot the deleted ones). */
+        Reading r = reading("node", "m", 1, ts++, true);
+        r.origin = "greenhouse/new";
+        ck_assert_int_eq(store_append(f.store, &r), 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE origin = 'greenhouse/new'"), 1);
+        fx_done(&f);
+}
+END_TEST
+
+/* When the newest readings themselves keep the store over its limit (their 4 000 topics take
+ * 9 MiB), size retention keeps them and says so, instead of deleting every reading. */
+START_TEST(test_retention_by_size_keeps_the_newest) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, limit = 2 * 1024 * 1024;
+        char status[160];
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "old", 3000, now - 2 * DAY_MS, &ts);
+        append_topics(&f, 4000, 0, now, &ts);
+        fx_stop(&f);
+
+        f.config.max_size_mb = 2;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        retention_until_done(&f);
+        /* The floor at 2 MiB is 4 096 readings: the 4 000 newest and 96 older ones stay. */
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'node'"), 4000);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 4096);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM origins"), 4001);
+        ck_assert_int_gt(used_bytes(&f), limit);
+        task_format_status(f.task, status, sizeof(status));
+        ck_assert_msg(strstr(status, "over its size limit ("), "%s", status);
+        ck_assert_msg(strstr(status, " of 2 MiB)"), "%s", status);
+
+        /* New readings keep coming: each is kept, and the oldest beyond the floor go. */
+        append_n(&f, "new", 10, now, &ts);
+        retention_until_done(&f);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'new'"), 10);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'node'"), 4000);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 4096);
+        ck_assert_int_eq(task_get_state(f.task), TASK_RUNNING);
+        fx_done(&f);
+}
+END_TEST
+
 static Suite *store_suite(void) {
         Suite *s = suite_create("store");
         TCase *tc = tcase_create("core");
@@ -1128,6 +1234,8 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_retention_no_burst_after_stall);
         tcase_add_test(tc, test_retention_by_size);
         tcase_add_test(tc, test_retention_rejects_have_their_own_bound);
+        tcase_add_test(tc, test_retention_by_size_prunes_unused_names);
+        tcase_add_test(tc, test_retention_by_size_keeps_the_newest);
         suite_add_tcase(s, tc);
         return s;
 }
