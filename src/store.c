@@ -53,6 +53,9 @@ _Static_assert(READING_SOURCE_SERIAL == 0 && READING_SOURCE_MQTT == 1, "stored s
 #define NAME_ROW_OVERHEAD 24
 /* "Over the size limit and nothing more can go" is logged at most this often. */
 #define OVER_LIMIT_LOG_INTERVAL_USEC (600 * USEC_PER_SEC)
+/* How often the store checks, besides after every commit, that its files are still the ones
+ * it has open (someone may delete or replace them while the daemon runs). */
+#define FILE_CHECK_INTERVAL_USEC (2 * USEC_PER_SEC)
 /* Interned names cached in memory; bounded, cleared when full (names come from the network). */
 #define NAME_CACHE_SLOTS 1024
 #define NAME_CACHE_MAX (NAME_CACHE_SLOTS / 2)
@@ -206,6 +209,13 @@ struct Store {
 
         sd_event_source *commit_timer;
         sd_event_source *retention_timer;
+        sd_event_source *check_timer;
+        /* The -wal and -shm files open in SQLite (device, inode), noted when first seen. */
+        struct {
+                bool known;
+                dev_t dev;
+                ino_t ino;
+        } side_files[2];
 
         bool in_transaction;
         unsigned batch_rows;
@@ -493,6 +503,88 @@ static int exec_text(sqlite3 *db, const char *sql, char *buf, size_t size) {
         return rc;
 }
 
+/* ---- the files under our feet ---- */
+
+static const char *const side_suffix[2] = { "-wal", "-shm" };
+
+/* Notes the device and inode of the -wal and -shm files when they exist and are not noted yet:
+ * SQLite keeps them open for as long as the connection lives. */
+static void store_note_side_files(Store *s) {
+        for (size_t i = 0; i < ELEMENTSOF(side_suffix); i++) {
+                _cleanup_free_ char *path = NULL;
+                struct stat st;
+
+                if (s->side_files[i].known)
+                        continue;
+                if (asprintf(&path, "%s%s", s->config->path, side_suffix[i]) < 0)
+                        return;
+                if (stat(path, &st) < 0)
+                        continue;
+                s->side_files[i].known = true;
+                s->side_files[i].dev = st.st_dev;
+                s->side_files[i].ino = st.st_ino;
+        }
+}
+
+/* Checks that the path still names the file SQLite has open, and that its -wal and -shm files
+ * are the ones noted: someone deleting or replacing them while the daemon runs would have it
+ * commit into files nobody will ever read again. Fails the store with the cause (which says
+ * what became of the rows) and returns the error; 0 when all is well. */
+static int store_check_files(Store *s) {
+        struct stat st;
+        int moved = 0;
+
+        if (!s->db || s->failed)
+                return 0;
+        /* SQLite compares the path's inode with its open file's (unix VFS). */
+        if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK && moved) {
+                if (stat(s->config->path, &st) < 0 && errno == ENOENT)
+                        return store_fail(s, -ENOENT,
+                                          "Store '%s' was deleted while open; what was committed to it since is lost "
+                                          "with the deleted file. A restart creates a new store",
+                                          s->config->path);
+                return store_fail(s, -ESTALE,
+                                  "Store '%s' was moved away or replaced while open; what was committed since went "
+                                  "to the file that was moved away, not to '%s'",
+                                  s->config->path, s->config->path);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(side_suffix); i++) {
+                _cleanup_free_ char *path = NULL;
+                int r;
+
+                if (!s->side_files[i].known)
+                        continue;
+                if (asprintf(&path, "%s%s", s->config->path, side_suffix[i]) < 0)
+                        return store_fail(s, -ENOMEM, "Out of memory");
+                if (stat(path, &st) >= 0) {
+                        if (st.st_dev == s->side_files[i].dev && st.st_ino == s->side_files[i].ino)
+                                continue;
+                        r = -ESTALE;
+                } else
+                        r = -errno;
+                /* Closing the store (the failure stops the task) checkpoints the log SQLite
+                 * still has open into the store: committed rows are kept. */
+                return store_fail(s, r,
+                                  "The %s file '%s' of the store was %s while open; stopping, so that what was "
+                                  "committed is written back to '%s' and nothing more goes to a file nobody reads",
+                                  i == 0 ? "write-ahead log" : "shared-memory index", path,
+                                  r == -ESTALE ? "replaced" : "deleted", s->config->path);
+        }
+        store_note_side_files(s);
+        return 0;
+}
+
+static int on_check_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        Store *s = userdata;
+
+        /* A failure is reported inside; a handler must not return it. */
+        if (store_check_files(s) < 0)
+                return 0;
+        (void) sd_event_source_set_time(source, usec + FILE_CHECK_INTERVAL_USEC);
+        (void) sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+        return 0;
+}
+
 /* ---- batches ---- */
 
 /* Opens a batch: BEGIN IMMEDIATE takes the write lock, so the commit timer is armed here and
@@ -545,7 +637,7 @@ static int store_commit_internal(Store *s) {
         s->names_count += s->batch_names_count;
         s->batch_names_bytes = s->batch_names_count = 0;
         s->stats.commits++;
-        return 0;
+        return store_check_files(s);
 }
 
 int store_commit(Store *s) {
@@ -1497,7 +1589,7 @@ static int store_prepare(Store *s) {
 /* Opens the store for writing: checks, connection, settings, a quick check of an existing file,
  * the schema, the statements. A failure is reported (store_fail()) and returned. */
 static int store_open(Store *s) {
-        StoreIdentity id;
+        StoreIdentity id = {};
         int r;
 
         r = store_check_access(s);
@@ -1546,12 +1638,16 @@ static int store_start(Task *t) {
                 store_close(s);
                 return 0; /* reported with its cause */
         }
+        store_note_side_files(s);
 
         /* Armed at the first row of each batch; 1 ms accuracy (0 would mean sd-event's 250 ms). */
         r = sd_event_add_time(s->event, &s->commit_timer, CLOCK_MONOTONIC, 0, USEC_PER_MSEC,
                               on_commit_timer, s);
         if (r >= 0)
                 r = sd_event_source_set_enabled(s->commit_timer, SD_EVENT_OFF);
+        if (r >= 0)
+                r = sd_event_add_time_relative(s->event, &s->check_timer, CLOCK_MONOTONIC, FILE_CHECK_INTERVAL_USEC,
+                                               100 * USEC_PER_MSEC, on_check_timer, s);
         if (r >= 0 && (s->config->retention_days > 0 || s->config->max_size_mb > 0))
                 r = sd_event_add_time_relative(s->event, &s->retention_timer, CLOCK_MONOTONIC, RETENTION_FIRST_USEC,
                                                100 * USEC_PER_MSEC, on_retention_timer, s);
@@ -1577,6 +1673,7 @@ static int store_stop(Task *t) {
         s->closed = true;
         s->commit_timer = sd_event_source_disable_unref(s->commit_timer);
         s->retention_timer = sd_event_source_disable_unref(s->retention_timer);
+        s->check_timer = sd_event_source_disable_unref(s->check_timer);
         if (s->db && !s->failed && s->in_transaction)
                 (void) store_commit_internal(s); /* a failure reports itself */
         store_close(s);
@@ -1590,6 +1687,7 @@ static void store_free(void *userdata) {
                 return;
         sd_event_source_disable_unref(s->commit_timer);
         sd_event_source_disable_unref(s->retention_timer);
+        sd_event_source_disable_unref(s->check_timer);
         if (s->db && !s->failed && s->in_transaction && sqlite3_step(s->stmts[STMT_COMMIT]) != SQLITE_DONE)
                 log_warning("Failed to commit the last batch to '%s' while freeing the store: %s, ignoring.",
                             s->config->path, sqlite3_errmsg(s->db));

@@ -1204,6 +1204,99 @@ START_TEST(test_retention_by_size_keeps_the_newest) {
 }
 END_TEST
 
+/* ---- the files deleted or replaced under the daemon ---- */
+
+static bool task_failed(Fixture *f) {
+        return task_get_state(f->task) == TASK_FAILED;
+}
+
+/* Appends one reading and commits; returns what the commit said. */
+static int append_commit(Fixture *f, int64_t ts) {
+        Reading r = reading("s", "m", 1, ts, true);
+
+        ck_assert_int_eq(store_append(f->store, &r), 0);
+        return store_commit(f->store);
+}
+
+static void assert_cause(Fixture *f, int error, const char *needle) {
+        ck_assert_int_eq(task_get_state(f->task), TASK_FAILED);
+        ck_assert_int_eq(task_get_error(f->task), error);
+        ck_assert_msg(strstr(task_get_cause(f->task), needle) && strstr(task_get_cause(f->task), f->path),
+                      "cause '%s' lacks '%s'", task_get_cause(f->task), needle);
+        ck_assert_uint_eq(f->failures, 1);
+}
+
+START_TEST(test_store_deleted_fails_at_commit) {
+        Fixture f;
+        int64_t t0 = wall_ms();
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        ck_assert_int_eq(append_commit(&f, t0), 0);
+        ck_assert_int_eq(unlink(f.path), 0);
+        ck_assert_int_eq(append_commit(&f, t0 + 1), -ENOENT);
+        assert_cause(&f, -ENOENT, "was deleted while open");
+        Reading r = reading("s", "m", 1, t0 + 2, true);
+        ck_assert_int_eq(store_append(f.store, &r), -ESHUTDOWN);
+        fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_store_replaced_fails_at_commit) {
+        Fixture f;
+        char aside[600];
+        int64_t t0 = wall_ms();
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        ck_assert_int_eq(append_commit(&f, t0), 0);
+        snprintf(aside, sizeof(aside), "%s.old", f.path);
+        ck_assert_int_eq(rename(f.path, aside), 0);
+        sql_exec(f.path, "CREATE TABLE other (x)");
+        ck_assert_int_eq(append_commit(&f, t0 + 1), -ESTALE);
+        assert_cause(&f, -ESTALE, "was moved away or replaced while open");
+        fx_done(&f);
+        /* The new file was not written to. */
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM sqlite_schema"), 1);
+}
+END_TEST
+
+/* Deleting the write-ahead log while the daemon runs: the store fails at the next commit, and
+ * closing it writes what SQLite still had in the deleted log back into the store. */
+START_TEST(test_store_wal_deleted_fails_and_keeps_rows) {
+        Fixture f;
+        char wal[600];
+        int64_t t0 = wall_ms();
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        for (int i = 0; i < 10; i++)
+                ck_assert_int_eq(append_commit(&f, t0 + i), 0);
+        snprintf(wal, sizeof(wal), "%s-wal", f.path);
+        ck_assert_int_eq(unlink(wal), 0);
+        ck_assert_int_eq(append_commit(&f, t0 + 10), -ENOENT);
+        assert_cause(&f, -ENOENT, "write-ahead log");
+        fx_done(&f);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings"), 11);
+        tl_assert_integrity(f.path, true);
+}
+END_TEST
+
+/* No commit comes (the inputs are quiet): the periodic check finds the deleted store. */
+START_TEST(test_store_deleted_found_by_timer) {
+        Fixture f;
+        int64_t t0 = wall_ms();
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        ck_assert_int_eq(append_commit(&f, t0), 0);
+        ck_assert_int_eq(unlink(f.path), 0);
+        ck_assert(run_loop_until(&f, task_failed, 5000));
+        assert_cause(&f, -ENOENT, "was deleted while open");
+        fx_done(&f);
+}
+END_TEST
+
 static Suite *store_suite(void) {
         Suite *s = suite_create("store");
         TCase *tc = tcase_create("core");
@@ -1236,6 +1329,10 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_retention_rejects_have_their_own_bound);
         tcase_add_test(tc, test_retention_by_size_prunes_unused_names);
         tcase_add_test(tc, test_retention_by_size_keeps_the_newest);
+        tcase_add_test(tc, test_store_deleted_fails_at_commit);
+        tcase_add_test(tc, test_store_replaced_fails_at_commit);
+        tcase_add_test(tc, test_store_wal_deleted_fails_and_keeps_rows);
+        tcase_add_test(tc, test_store_deleted_found_by_timer);
         suite_add_tcase(s, tc);
         return s;
 }
