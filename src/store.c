@@ -1333,10 +1333,14 @@ int store_run_retention(Store *s) {
                                  why[0] ? ", or " : "", s->config->max_size_mb);
                 if (s->sweep_names > 0)
                         snprintf(also, sizeof(also), ", and %" PRIu64 " names no row uses", s->sweep_names);
-                log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
-                                      "Retention removed %" PRIu64 " readings and %" PRIu64 " rejects (%s)%s from '%s'.",
-                                      s->sweep_readings, s->sweep_rejects, why[0] ? why : "none due", also,
-                                      s->config->path);
+                if (s->sweep_readings + s->sweep_rejects == 0)
+                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
+                                              "Retention removed %" PRIu64 " names no row uses from '%s'.",
+                                              s->sweep_names, s->config->path);
+                else
+                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
+                                              "Retention removed %" PRIu64 " readings and %" PRIu64 " rejects (%s)%s from '%s'.",
+                                              s->sweep_readings, s->sweep_rejects, why, also, s->config->path);
                 s->sweep_readings = s->sweep_rejects = s->sweep_names = 0;
                 s->sweep_by_size = false;
         }

@@ -15,7 +15,9 @@ typedef struct Store Store;
 /* Creates the store task ("store", exit status 12). The task owns the Store; *ret_store is a
  * borrowed view, valid until the task is freed. start() opens the database (creating or
  * migrating the schema) and reports running; stop() commits and closes. Any write that fails
- * (disk full, I/O error, corruption, locked beyond the busy timeout) reports the task failed.
+ * (disk full, I/O error, corruption, locked beyond the busy timeout) reports the task failed, and
+ * so does finding, after a commit or on a 2 s timer, that the store's file or its -wal or -shm
+ * was deleted or replaced while open (-ENOENT, -ESTALE).
  * config must outlive the task. Returns 0 or -ENOMEM. */
 int store_task_new(sd_event *e, const StoreConfig *config, Task **ret_task, Store **ret_store);
 
@@ -31,7 +33,8 @@ int store_append(Store *s, const Reading *r);
 /* Appends a reject (raw bytes and reason) to the open batch; same rules as store_append(). */
 int store_append_reject(Store *s, const Reject *r);
 
-/* Commits the open batch now. Returns 0 or -errno (and reports the task failed). */
+/* Commits the open batch now, then checks that the store's files are still the ones open.
+ * Returns 0 or -errno (and reports the task failed). */
 int store_commit(Store *s);
 
 /* Counters since start. Rows of the open batch count once it commits: a failure that rolls the
