@@ -2,6 +2,7 @@
 /* The durable store: readings and rejects in one SQLite file (WAL), committed in small batches. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
@@ -14,7 +15,9 @@ typedef struct Store Store;
 /* Creates the store task ("store", exit status 12). The task owns the Store; *ret_store is a
  * borrowed view, valid until the task is freed. start() opens the database (creating or
  * migrating the schema) and reports running; stop() commits and closes. Any write that fails
- * (disk full, I/O error, corruption, locked beyond the busy timeout) reports the task failed.
+ * (disk full, I/O error, corruption, locked beyond the busy timeout) reports the task failed, and
+ * so does finding, after a commit or on a 2 s timer, that the store's file or its -wal or -shm
+ * was deleted or replaced while open (-ENOENT, -ESTALE).
  * config must outlive the task. Returns 0 or -ENOMEM. */
 int store_task_new(sd_event *e, const StoreConfig *config, Task **ret_task, Store **ret_store);
 
@@ -30,7 +33,8 @@ int store_append(Store *s, const Reading *r);
 /* Appends a reject (raw bytes and reason) to the open batch; same rules as store_append(). */
 int store_append_reject(Store *s, const Reject *r);
 
-/* Commits the open batch now. Returns 0 or -errno (and reports the task failed). */
+/* Commits the open batch now, then checks that the store's files are still the ones open.
+ * Returns 0 or -errno (and reports the task failed). */
 int store_commit(Store *s);
 
 /* Counters since start. Rows of the open batch count once it commits: a failure that rolls the
@@ -46,10 +50,17 @@ void store_get_stats(const Store *s, StoreStats *ret);
 
 /* Runs one bounded retention step now (the task also runs them from a timer): commits the open
  * batch, then deletes at most a few thousand of the oldest rows that are older than
- * retention_days (by receipt time) or, while the used size exceeds max_size_mb, the oldest
- * readings and the rejects received before them. Returns the number of rows removed (0 when
- * nothing was due), or -errno (and reports the task failed). */
+ * retention_days (by receipt time); with max_size_mb, the oldest rejects beyond their share
+ * of it, then, while the used size exceeds it, the oldest readings (never the newest, see
+ * docs/STORE.md) and the rejects received before them; and it advances a pass that deletes
+ * the names (sensors, metrics, origins) no row uses. When the limit cannot be met the task's
+ * status says so and a warning is logged (rate-limited). Returns the number of rows and names
+ * removed (0 when nothing was), or -errno (and reports the task failed). */
 int store_run_retention(Store *s);
+
+/* Whether retention has more to do right away (a backlog, or a pass over the names under way):
+ * the task then runs the next step soon. */
+bool store_retention_pending(const Store *s);
 
 /* The schema version this program writes (PRAGMA user_version). */
 #define STORE_SCHEMA_VERSION 2

@@ -896,6 +896,66 @@ START_TEST(test_retention_by_age) {
 }
 END_TEST
 
+/* Runs retention steps until nothing more is due; returns how many rows and names went. */
+static int64_t retention_until_done(Fixture *f) {
+        int64_t total = 0;
+        int r, steps = 0;
+
+        do {
+                r = store_run_retention(f->store);
+                ck_assert_int_ge(r, 0);
+                ck_assert_int_le(r, 4 * 2000);
+                total += r;
+                ck_assert_int_lt(++steps, 1000);
+        } while (r > 0 || store_retention_pending(f->store));
+        return total;
+}
+
+/* Rows are walked in insertion order. One row received while the gateway clock was 15 years
+ * ahead must not hold up the old rows behind it (nor a run of such rows longer than a step):
+ * whatever was received more than retention_days ago goes. */
+START_TEST(test_retention_by_age_after_clock_ahead) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, ahead = now + 15 * 365 * DAY_MS;
+        int r, total = 0;
+
+        fx_init(&f, NULL);
+        f.config.retention_days = 30;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "future", 1, ahead, &ts);
+        reject_n(&f, 1, ahead);
+        append_n(&f, "old", 100, now - 60 * DAY_MS, &ts);
+        reject_n(&f, 4, now - 60 * DAY_MS);
+        append_n(&f, "future2", 2500, ahead, &ts);          /* more than a step of them */
+        append_n(&f, "old2", 50, now - 45 * DAY_MS, &ts);
+        append_n(&f, "new", 10, now - DAY_MS, &ts);
+        append_n(&f, "future3", 3, ahead, &ts);             /* behind the young rows: kept */
+        reject_n(&f, 2, now);
+
+        while ((r = store_run_retention(f.store)) > 0) {
+                ck_assert_int_le(r, 2 * 2000);
+                total += r;
+        }
+        ck_assert_int_eq(r, 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor IN ('old', 'old2')"), 0);
+        /* The rows from the future that came before old rows are as old as those. */
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor IN ('future', 'future2')"), 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'new'"), 10);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'future3'"), 3);
+        ck_assert_int_eq(total, 1 + 100 + 2500 + 50 + 1 + 4);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM rejects"), 2);
+
+        /* Later steps do not walk the rows from the future again, and keep what is young
+         * (the pass over the names that follows removes the sensors no row uses). */
+        retention_until_done(&f);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM sensors"), 2);
+        ck_assert_int_eq(store_run_retention(f.store), 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 13);
+        ck_assert_int_eq(task_get_state(f.task), TASK_RUNNING);
+        fx_done(&f);
+}
+END_TEST
+
 static bool old_rows_gone(Fixture *f) {
         return sql_int(f, "SELECT count(*) FROM readings") == 5;
 }
@@ -1001,6 +1061,242 @@ START_TEST(test_retention_by_size) {
 }
 END_TEST
 
+static int64_t used_bytes(Fixture *f) {
+        return sql_int(f, "SELECT (page_count - freelist_count) * page_size FROM pragma_page_count(), "
+                          "pragma_freelist_count(), pragma_page_size()");
+}
+
+/* A burst of garbage after the good readings: the rejects are trimmed to their own share of
+ * max_size_mb (oldest first), and not one reading goes for them. */
+START_TEST(test_retention_rejects_have_their_own_bound) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, limit = 1024 * 1024, kept, min_kept;
+        char raw[1024];
+        int r;
+
+        memset(raw, 'g', sizeof(raw));
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "good", 5000, now - DAY_MS, &ts);
+        for (int i = 0; i < 3000; i++) {
+                Reject j = { .received_ms = now - 1000 + i / 10, .source = READING_SOURCE_MQTT, .origin = "noise",
+                             .raw = raw, .raw_size = sizeof(raw), .reason = FRAME_REJECT_BAD_JSON };
+                ck_assert_int_eq(store_append_reject(f.store, &j), 0);
+        }
+        fx_stop(&f);
+        ck_assert_int_gt(used_bytes(&f), 2 * limit);
+
+        f.config.max_size_mb = 1;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        while ((r = store_run_retention(f.store)) > 0)
+                ck_assert_int_le(r, 2 * 2000);
+        ck_assert_int_eq(r, 0);
+        /* Later rejects are kept in the same bound, the readings still untouched. */
+        for (int i = 0; i < 500; i++) {
+                Reject j = { .received_ms = now + i, .source = READING_SOURCE_MQTT, .origin = "noise",
+                             .raw = raw, .raw_size = sizeof(raw), .reason = FRAME_REJECT_BAD_JSON };
+                ck_assert_int_eq(store_append_reject(f.store, &j), 0);
+        }
+        while ((r = store_run_retention(f.store)) > 0)
+                ;
+        ck_assert_int_eq(r, 0);
+        fx_stop(&f);
+
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 5000);
+        ck_assert_int_le(used_bytes(&f), limit);
+        kept = sql_int(&f, "SELECT count(*) FROM rejects");
+        /* A tenth of the limit, estimated: about a hundred rejects of 1 KiB. */
+        ck_assert_int_gt(kept, 50);
+        ck_assert_int_le(kept * (int64_t) sizeof(raw), limit / 10);
+        /* The newest stay, without gaps. */
+        min_kept = sql_int(&f, "SELECT min(id) FROM rejects");
+        ck_assert_int_eq(sql_int(&f, "SELECT max(id) FROM rejects"), 3500);
+        ck_assert_int_eq(3500 - min_kept + 1, kept);
+        fx_done(&f);
+}
+END_TEST
+
+/* Readings from a node that puts a counter in its 1 KiB topic: one origin each. */
+static void append_topics(Fixture *f, int n, int from, int64_t received, int64_t *ts) {
+        char topic[1100];
+
+        for (int i = 0; i < n; i++) {
+                Reading r = reading("node", "m", i, (*ts)++, true);
+
+                snprintf(topic, sizeof(topic), "greenhouse/%0*d/%d", 1000, 0, from + i);
+                r.origin = topic;
+                r.source = READING_SOURCE_MQTT;
+                r.received_ms = received;
+                ck_assert_int_eq(store_append(f->store, &r), 0);
+        }
+}
+
+/* Size retention deletes the readings that used 4 000 distinct 1 KiB topics, then the topics no
+ * row uses any more, and stops there: the newer readings stay. */
+START_TEST(test_retention_by_size_prunes_unused_names) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, limit = 2 * 1024 * 1024;
+        char status[160];
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_topics(&f, 4000, 0, now - 2 * DAY_MS, &ts);
+        append_n(&f, "good", 6000, now - DAY_MS, &ts);
+        fx_stop(&f);
+        ck_assert_int_gt(used_bytes(&f), 4 * limit);
+
+        f.config.max_size_mb = 2;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        retention_until_done(&f);
+        ck_assert_int_le(used_bytes(&f), limit);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'node'"), 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'good'"), 6000);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 6000);
+        /* The topics went; the names still used stayed. */
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM origins"), 1);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM sensors"), 1);
+        task_format_status(f.task, status, sizeof(status));
+        ck_assert_msg(!strstr(status, "over"), "%s", status);
+
+        /* Names interned after the pass still resolve (the cache forgot the deleted ones). */
+        Reading r = reading("node", "m", 1, ts++, true);
+        r.origin = "greenhouse/new";
+        ck_assert_int_eq(store_append(f.store, &r), 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE origin = 'greenhouse/new'"), 1);
+        fx_done(&f);
+}
+END_TEST
+
+/* When the newest readings themselves keep the store over its limit (their 4 000 topics take
+ * 9 MiB), size retention keeps them and says so, instead of deleting every reading. */
+START_TEST(test_retention_by_size_keeps_the_newest) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, limit = 2 * 1024 * 1024;
+        char status[160];
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "old", 3000, now - 2 * DAY_MS, &ts);
+        append_topics(&f, 4000, 0, now, &ts);
+        fx_stop(&f);
+
+        f.config.max_size_mb = 2;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        retention_until_done(&f);
+        /* The floor at 2 MiB is 4 096 readings: the 4 000 newest and 96 older ones stay. */
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'node'"), 4000);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 4096);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM origins"), 4001);
+        ck_assert_int_gt(used_bytes(&f), limit);
+        task_format_status(f.task, status, sizeof(status));
+        ck_assert_msg(strstr(status, "over its size limit ("), "%s", status);
+        ck_assert_msg(strstr(status, " of 2 MiB)"), "%s", status);
+
+        /* New readings keep coming: each is kept, and the oldest beyond the floor go. */
+        append_n(&f, "new", 10, now, &ts);
+        retention_until_done(&f);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'new'"), 10);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'node'"), 4000);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 4096);
+        ck_assert_int_eq(task_get_state(f.task), TASK_RUNNING);
+        fx_done(&f);
+}
+END_TEST
+
+/* ---- the files deleted or replaced under the daemon ---- */
+
+static bool task_failed(Fixture *f) {
+        return task_get_state(f->task) == TASK_FAILED;
+}
+
+/* Appends one reading and commits; returns what the commit said. */
+static int append_commit(Fixture *f, int64_t ts) {
+        Reading r = reading("s", "m", 1, ts, true);
+
+        ck_assert_int_eq(store_append(f->store, &r), 0);
+        return store_commit(f->store);
+}
+
+static void assert_cause(Fixture *f, int error, const char *needle) {
+        ck_assert_int_eq(task_get_state(f->task), TASK_FAILED);
+        ck_assert_int_eq(task_get_error(f->task), error);
+        ck_assert_msg(strstr(task_get_cause(f->task), needle) && strstr(task_get_cause(f->task), f->path),
+                      "cause '%s' lacks '%s'", task_get_cause(f->task), needle);
+        ck_assert_uint_eq(f->failures, 1);
+}
+
+START_TEST(test_store_deleted_fails_at_commit) {
+        Fixture f;
+        int64_t t0 = wall_ms();
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        ck_assert_int_eq(append_commit(&f, t0), 0);
+        ck_assert_int_eq(unlink(f.path), 0);
+        ck_assert_int_eq(append_commit(&f, t0 + 1), -ENOENT);
+        assert_cause(&f, -ENOENT, "was deleted while open");
+        Reading r = reading("s", "m", 1, t0 + 2, true);
+        ck_assert_int_eq(store_append(f.store, &r), -ESHUTDOWN);
+        fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_store_replaced_fails_at_commit) {
+        Fixture f;
+        char aside[600];
+        int64_t t0 = wall_ms();
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        ck_assert_int_eq(append_commit(&f, t0), 0);
+        snprintf(aside, sizeof(aside), "%s.old", f.path);
+        ck_assert_int_eq(rename(f.path, aside), 0);
+        sql_exec(f.path, "CREATE TABLE other (x)");
+        ck_assert_int_eq(append_commit(&f, t0 + 1), -ESTALE);
+        assert_cause(&f, -ESTALE, "was moved away or replaced while open");
+        fx_done(&f);
+        /* The new file was not written to. */
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM sqlite_schema"), 1);
+}
+END_TEST
+
+/* Deleting the write-ahead log while the daemon runs: the store fails at the next commit, and
+ * closing it writes what SQLite still had in the deleted log back into the store. */
+START_TEST(test_store_wal_deleted_fails_and_keeps_rows) {
+        Fixture f;
+        char wal[600];
+        int64_t t0 = wall_ms();
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        for (int i = 0; i < 10; i++)
+                ck_assert_int_eq(append_commit(&f, t0 + i), 0);
+        snprintf(wal, sizeof(wal), "%s-wal", f.path);
+        ck_assert_int_eq(unlink(wal), 0);
+        ck_assert_int_eq(append_commit(&f, t0 + 10), -ENOENT);
+        assert_cause(&f, -ENOENT, "write-ahead log");
+        fx_done(&f);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings"), 11);
+        tl_assert_integrity(f.path, true);
+}
+END_TEST
+
+/* No commit comes (the inputs are quiet): the periodic check finds the deleted store. */
+START_TEST(test_store_deleted_found_by_timer) {
+        Fixture f;
+        int64_t t0 = wall_ms();
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        ck_assert_int_eq(append_commit(&f, t0), 0);
+        ck_assert_int_eq(unlink(f.path), 0);
+        ck_assert(run_loop_until(&f, task_failed, 5000));
+        assert_cause(&f, -ENOENT, "was deleted while open");
+        fx_done(&f);
+}
+END_TEST
+
 static Suite *store_suite(void) {
         Suite *s = suite_create("store");
         TCase *tc = tcase_create("core");
@@ -1026,9 +1322,17 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_failure_cause_survives_rollback);
         tcase_add_test(tc, test_failure_counts_lost_batch);
         tcase_add_test(tc, test_retention_by_age);
+        tcase_add_test(tc, test_retention_by_age_after_clock_ahead);
         tcase_add_test(tc, test_retention_timer);
         tcase_add_test(tc, test_retention_no_burst_after_stall);
         tcase_add_test(tc, test_retention_by_size);
+        tcase_add_test(tc, test_retention_rejects_have_their_own_bound);
+        tcase_add_test(tc, test_retention_by_size_prunes_unused_names);
+        tcase_add_test(tc, test_retention_by_size_keeps_the_newest);
+        tcase_add_test(tc, test_store_deleted_fails_at_commit);
+        tcase_add_test(tc, test_store_replaced_fails_at_commit);
+        tcase_add_test(tc, test_store_wal_deleted_fails_and_keeps_rows);
+        tcase_add_test(tc, test_store_deleted_found_by_timer);
         suite_add_tcase(s, tc);
         return s;
 }
