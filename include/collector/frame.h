@@ -142,44 +142,68 @@ int frame_parse_line(FrameFormat format, FrameChecksum checksum, const char *lin
  * -ENOMEM (numbers over 128 bytes are converted from a heap copy). */
 int frame_parse_value(const char *payload, size_t size, double *ret_value, FrameReject *ret_reject);
 
-/* Splits a byte stream into lines of at most max bytes. The reader puts each chunk it reads
- * with line_buffer_put() and pulls the complete lines out with line_buffer_next(). One buffer of
- * max+1 bytes is allocated at init (the extra byte holds a '\r' that may turn out to precede
- * "\n"); lines that arrive whole within one chunk are handed out without a copy. O(n) per
- * chunk. */
+/* What ends a line of a byte stream (serial.line_end). */
+typedef enum LineEnd {
+        LINE_END_LF,              /* "\n", and "\r\n" (one '\r' stripped); a lone '\r' is content */
+        LINE_END_CR,              /* "\r", and "\r\n" as one line end; a lone '\n' is content */
+        LINE_END_ANY,             /* "\n", "\r" or "\r\n" (one line end) */
+        _LINE_END_MAX,
+        _LINE_END_INVALID = -EINVAL,
+} LineEnd;
+
+const char *line_end_to_string(LineEnd e);
+LineEnd line_end_from_string(const char *s);
+
+/* Splits a byte stream into lines of at most max bytes, ended as line_end says. The reader puts
+ * each chunk it reads with line_buffer_put() and pulls the complete lines out with
+ * line_buffer_next(). One buffer of max+1 bytes is allocated at init (with lf, the extra byte
+ * holds a '\r' that may turn out to precede "\n"); lines that arrive whole within one chunk are
+ * handed out without a copy. O(n) per chunk. */
 typedef struct LineBuffer {
         char *buf;
-        size_t max;                   /* longest line accepted, without the newline */
-        size_t len;                   /* bytes of the current partial line in buf */
-        bool discarding;              /* inside an overlong line: drop until newline */
-        size_t discarded;             /* bytes dropped of the current overlong line */
+        size_t max;                   /* longest line accepted, without its line end */
+        LineEnd line_end;
+        size_t len;                   /* bytes of the current partial line in buf, at most max+1 */
+        bool discarding;              /* the current line was handed out as overlong: drop the
+                                       * rest of it, up to its line end */
+        bool skip_lf;                 /* a '\r' ended the last line (cr, any) at the end of a
+                                       * chunk: a '\n' first in the next one belongs to it */
+        uint64_t discarded;           /* bytes of overlong lines dropped beyond their first max,
+                                       * since init */
         const char *chunk;            /* the unread rest of the chunk put, borrowed */
         size_t chunk_left;            /* bytes of it */
 } LineBuffer;
 
-/* Returns 0, -EINVAL when max is 0 or absurdly large, or -ENOMEM. */
-int line_buffer_init(LineBuffer *lb, size_t max);
+/* Returns 0, -EINVAL when max is 0 or absurdly large or line_end is not a LineEnd, or -ENOMEM. */
+int line_buffer_init(LineBuffer *lb, size_t max, LineEnd line_end);
 /* Frees the buffer and drops any chunk; safe to call twice. */
 void line_buffer_done(LineBuffer *lb);
 /* Hands the splitter a chunk of size bytes (data may be NULL when size is 0). data is borrowed
  * until line_buffer_next() has returned 0, or until line_buffer_reset(). One chunk at a time:
  * call line_buffer_next() until it returns 0 before putting the next one. */
 void line_buffer_put(LineBuffer *lb, const void *data, size_t size);
-/* The next complete line of the chunk put, without "\n" or "\r\n" (only one '\r' is
- * stripped). Returns 1 and sets *ret_line, *ret_size and *ret_overlong; *ret_line is borrowed
- * (from the chunk or from lb) and valid until the next call on lb. When *ret_overlong is true,
- * the line holds its first max bytes and the rest was dropped; that happens once per overlong
- * line, when its newline arrives. Returns 0, the out parameters untouched, when the chunk is
- * used up: its partial tail (at most max+1 bytes of it) is then kept in lb for the next chunk.
- * A reader that stops before 0 (its store failed, say) calls line_buffer_reset(). */
+/* The next line of the chunk put, without its line end (lf: "\n" or "\r\n", only one '\r'
+ * stripped; cr: "\r" or "\r\n"; any: either). Returns 1 and sets *ret_line, *ret_size and
+ * *ret_overlong; *ret_line is borrowed (from the chunk or from lb) and valid until the next
+ * call on lb. A line is overlong as soon as it is known to be longer than max (with lf, a '\r'
+ * right after max bytes waits for the next byte), whether or not its line end has come: it is
+ * then returned at once, once, with *ret_overlong true and its first max bytes, and the rest of
+ * it up to its line end is dropped and counted in lb->discarded. So a stream that never ends a
+ * line (a device ending lines with the other character) yields one overlong line within max+1
+ * bytes (max+2 with lf, when byte max+1 is a '\r'), not nothing; what follows is dropped until a
+ * line end comes. Returns 0, the out parameters untouched, when the chunk is used up: its
+ * partial tail (at most max+1 bytes of it) is then kept in lb for the next chunk. A reader that
+ * stops before 0 (its store failed, say) calls line_buffer_reset(). */
 int line_buffer_next(LineBuffer *lb, const char **ret_line, size_t *ret_size, bool *ret_overlong);
 
 /* A partial line pending? Then ret_line and ret_size (either may be NULL) point at it, at most
  * max bytes of it, unstripped (valid until the next put, next or reset). Asked between chunks
  * (after line_buffer_next() returned 0), it is the stream's unfinished tail: for a truncated
- * reject. */
+ * reject. The rest of an overlong line, already handed out, is not pending. lb->len > lb->max
+ * when the tail is max bytes and a '\r' (lf): a line over max once the stream ends there. */
 bool line_buffer_pending(const LineBuffer *lb, const char **ret_line, size_t *ret_size);
-/* Forgets the partial line and drops the unread rest of the chunk put, if any. */
+/* Forgets the partial line (and a '\r' that ended the last one) and drops the unread rest of the
+ * chunk put, if any. */
 void line_buffer_reset(LineBuffer *lb);
 
 /* A subscription filter with named wildcards: "greenhouse/+sensor/+metric" subscribes to
