@@ -60,6 +60,7 @@ static const char *const frame_reject_table[_FRAME_REJECT_MAX] = {
         [FRAME_REJECT_NOT_UTF8] = "not_utf8",
         [FRAME_REJECT_TRUNCATED] = "truncated",
         [FRAME_REJECT_TOPIC_MISMATCH] = "topic_mismatch",
+        [FRAME_REJECT_SENSOR_MISMATCH] = "sensor_mismatch",
 };
 
 static const char *table_to_string(const char *const *table, size_t n, int i) {
@@ -1237,12 +1238,21 @@ int frame_parse_mqtt_matched(const TopicMatch *match, FrameFormat format, const 
         if (r < 0 && r != -EBADMSG)
                 return r;
 
+        /* A topic that names the sensor is its identity: a broker ACL can restrict who publishes
+         * on which topic, nothing restricts what a payload says. A payload naming another sensor
+         * would otherwise file its values under that name (and have the real sensor's readings
+         * dropped as duplicates of them). */
+        if (r >= 0 && topic_sensor && f.sensor[0] != 0 && !streq(f.sensor, match->sensor))
+                r = reject(&reason, FRAME_REJECT_SENSOR_MISMATCH);
         if (r >= 0 && f.sensor[0] == 0 && (topic_sensor || fixed_sensor))
                 r = id_from(f.sensor, other_sensor, FRAME_REJECT_BAD_SENSOR, &reason);
         if (r >= 0)
                 r = frame_finish(&f, &reason);
         if (r < 0)
-                return reject_frame(ret_frame, f.sensor[0] ? f.sensor : other_sensor, ret_reject, reason);
+                /* the id a reject is logged under: the topic's when it names one, whatever the
+                 * payload claims */
+                return reject_frame(ret_frame, topic_sensor || !f.sensor[0] ? other_sensor : f.sensor, ret_reject,
+                                    reason);
 
         frame_copy(ret_frame, &f);
         return 0;

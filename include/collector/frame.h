@@ -52,6 +52,7 @@ typedef enum FrameReject {
         FRAME_REJECT_NOT_UTF8,
         FRAME_REJECT_TRUNCATED,       /* partial line cut off by a port close */
         FRAME_REJECT_TOPIC_MISMATCH,  /* topic does not match the subscription's pattern */
+        FRAME_REJECT_SENSOR_MISMATCH, /* the payload names a sensor other than the topic's +sensor level */
         _FRAME_REJECT_MAX,
         _FRAME_REJECT_INVALID = -EINVAL,
 } FrameReject;
@@ -262,17 +263,22 @@ bool frame_utf8_valid(const void *data, size_t size);
 /* Turns one MQTT message into a Frame, for a subscription made from pattern p (may be NULL:
  * no topic check, nothing taken from the topic) with the given payload format (json, kv or
  * value). fixed_sensor / fixed_metric (may be NULL) stand in when neither payload nor topic
- * names one. Precedence for the sensor id: a "sensor" in a json/kv payload, then the topic's
- * +sensor level, then fixed_sensor; for the metric of a value payload: the topic's +metric
- * level, then fixed_metric (json and kv payloads name their own metrics). Whatever is taken
- * from the topic must pass frame_id_valid() (else bad_sensor / bad_metric).
+ * names one. The sensor id: when p has a +sensor level, that level is the identity (a broker
+ * ACL decides who may publish on a topic; nothing restricts what a payload says), and a json/kv
+ * payload whose "sensor" differs from it (byte for byte) is sensor_mismatch, never a reading;
+ * one naming the same sensor, or none, is fine. Without a +sensor level: a "sensor" in the
+ * payload, then fixed_sensor. For the metric of a value payload: the topic's +metric level, then
+ * fixed_metric (json and kv payloads name their own metrics). Whatever is taken from the topic
+ * must pass frame_id_valid() (else bad_sensor / bad_metric).
  * max_size is the payload limit (SIZE_MAX: none). Checks in this order: size > max_size ->
  * too_long; topic not matching p -> topic_mismatch; payload not UTF-8 or with NUL -> not_utf8;
- * then the payload's own parse. A single trailing "\n" or "\r\n" is tolerated in every
- * format (publishing a file adds one).
+ * then the payload's own parse (its first problem decides), then sensor_mismatch, then a sensor
+ * from the topic or fixed_sensor (bad_sensor), missing_sensor, no_metric. A single trailing "\n"
+ * or "\r\n" is tolerated in every format (publishing a file adds one).
  * Returns 0 and fills *ret_frame; or -EBADMSG, setting *ret_reject and ret_frame->sensor to the
- * sensor id by the same precedence when a valid one is known, else "" (always "" for
- * topic_mismatch and bad_sensor), the rest untouched; -EINVAL for an unknown format; -ENOMEM.
+ * sensor id (the topic's with a +sensor level, else the payload's, else fixed_sensor) when it
+ * passes frame_id_valid(), else "" (always "" for topic_mismatch and bad_sensor; so a reject
+ * never carries an id with spaces, quotes, control bytes or non-ASCII), the rest untouched; -EINVAL for an unknown format; -ENOMEM.
  * Pure; borrows everything. Matches the topic, then is frame_parse_mqtt_matched(). */
 int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixed_sensor,
                      const char *fixed_metric, const char *topic, const void *payload,
