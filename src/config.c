@@ -65,6 +65,12 @@ static const char *const checksum_names[_FRAME_CHECKSUM_MAX] = {
         [FRAME_CHECKSUM_NMEA] = "nmea",
 };
 
+static const char *const line_end_names[_LINE_END_MAX] = {
+        [LINE_END_LF] = "lf",
+        [LINE_END_CR] = "cr",
+        [LINE_END_ANY] = "any",
+};
+
 static const char *const log_level_names[] = {
         [LOG_DEBUG] = "debug",
         [LOG_INFO] = "info",
@@ -447,6 +453,7 @@ static const Field serial_fields[] = {
         F_ENUM("format", SerialConfig, format, serial_format_names, FRAME_FORMAT_JSON),
         F_ENUM("checksum", SerialConfig, checksum, checksum_names, FRAME_CHECKSUM_NONE),
         F_INT("max_frame_bytes", SerialConfig, max_frame_bytes, 16, 65536, 1024),
+        F_ENUM("line_end", SerialConfig, line_end, line_end_names, LINE_END_LF),
         /* Minimums: a budget shorter than one retry, or a stop shorter than a commit, makes the
          * daemon give up at once; such values are typos, not settings. */
         F_SECONDS("reopen_timeout", SerialConfig, reopen_timeout_usec, 0.1, false, 86400, 120),

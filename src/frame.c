@@ -60,6 +60,7 @@ static const char *const frame_reject_table[_FRAME_REJECT_MAX] = {
         [FRAME_REJECT_NOT_UTF8] = "not_utf8",
         [FRAME_REJECT_TRUNCATED] = "truncated",
         [FRAME_REJECT_TOPIC_MISMATCH] = "topic_mismatch",
+        [FRAME_REJECT_SENSOR_MISMATCH] = "sensor_mismatch",
 };
 
 static const char *table_to_string(const char *const *table, size_t n, int i) {
@@ -694,19 +695,33 @@ int frame_parse_value(const char *payload, size_t size, double *ret_value, Frame
 
 /* ---- line splitting ---- */
 
-int line_buffer_init(LineBuffer *lb, size_t max) {
+static const char *const line_end_table[_LINE_END_MAX] = {
+        [LINE_END_LF] = "lf",
+        [LINE_END_CR] = "cr",
+        [LINE_END_ANY] = "any",
+};
+
+const char *line_end_to_string(LineEnd e) {
+        return table_to_string(line_end_table, ELEMENTSOF(line_end_table), e);
+}
+
+LineEnd line_end_from_string(const char *s) {
+        return table_from_string(line_end_table, ELEMENTSOF(line_end_table), s);
+}
+
+int line_buffer_init(LineBuffer *lb, size_t max, LineEnd line_end) {
         char *b;
 
         assert(lb);
-        if (max == 0 || max > SIZE_MAX / 2)
+        if (max == 0 || max > SIZE_MAX / 2 || line_end < 0 || line_end >= _LINE_END_MAX)
                 return -EINVAL;
 
-        /* One byte more than a line: a '\r' right after max bytes may still turn out to be the
-         * one before "\n", which does not count. */
+        /* One byte more than a line: with lf, a '\r' right after max bytes may still turn out to
+         * be the one before "\n", which does not count. */
         b = malloc(max + 1);
         if (!b)
                 return -ENOMEM;
-        *lb = (LineBuffer) { .buf = b, .max = max };
+        *lb = (LineBuffer) { .buf = b, .max = max, .line_end = line_end };
         return 0;
 }
 
@@ -717,36 +732,12 @@ void line_buffer_done(LineBuffer *lb) {
         line_buffer_reset(lb);
 }
 
-/* Forgets the partial line only; the chunk being read stays. */
-static void line_buffer_clear(LineBuffer *lb) {
+void line_buffer_reset(LineBuffer *lb) {
         lb->len = 0;
         lb->discarding = false;
-        lb->discarded = 0;
-}
-
-void line_buffer_reset(LineBuffer *lb) {
-        line_buffer_clear(lb);
+        lb->skip_lf = false;
         lb->chunk = NULL;
         lb->chunk_left = 0;
-}
-
-static void line_buffer_append(LineBuffer *lb, const char *p, size_t n) {
-        size_t room;
-
-        if (lb->discarding) {
-                lb->discarded += n;
-                return;
-        }
-        room = lb->max + 1 - lb->len;
-        if (n > room) {
-                memcpy(lb->buf + lb->len, p, room);
-                lb->len += room;
-                lb->discarding = true;
-                lb->discarded = n - room;
-                return;
-        }
-        memcpy(lb->buf + lb->len, p, n);
-        lb->len += n;
 }
 
 void line_buffer_put(LineBuffer *lb, const void *data, size_t size) {
@@ -759,51 +750,139 @@ void line_buffer_put(LineBuffer *lb, const void *data, size_t size) {
         lb->chunk_left = size;
 }
 
-int line_buffer_next(LineBuffer *lb, const char **ret_line, size_t *ret_size, bool *ret_overlong) {
-        const char *p = lb->chunk, *nl, *line;
-        bool overlong = false;
-        size_t n;
+static void line_buffer_consume(LineBuffer *lb, size_t n) {
+        lb->chunk += n;
+        lb->chunk_left -= n;
+        if (lb->chunk_left == 0)
+                lb->chunk = NULL;
+}
 
+/* The offset of the first line end in p[0..n) for the buffer's mode, or n when there is none. */
+static size_t line_end_find(LineEnd mode, const char *p, size_t n) {
+        const char *lf, *cr;
+
+        switch (mode) {
+        case LINE_END_LF:
+                lf = memchr(p, '\n', n);
+                return lf ? (size_t) (lf - p) : n;
+        case LINE_END_CR:
+                cr = memchr(p, '\r', n);
+                return cr ? (size_t) (cr - p) : n;
+        default:
+                lf = memchr(p, '\n', n);
+                n = lf ? (size_t) (lf - p) : n;
+                cr = memchr(p, '\r', n);
+                return cr ? (size_t) (cr - p) : n;
+        }
+}
+
+/* Consumes the chunk up to and including the line end at offset i. A '\r' that ends a line (cr,
+ * any) takes a '\n' right after it along, also when that '\n' comes with the next chunk:
+ * "\r\n" is one line end, not a line end and an empty line. */
+static void line_buffer_skip_end(LineBuffer *lb, size_t i) {
+        bool cr = lb->chunk[i] == '\r';
+
+        line_buffer_consume(lb, i + 1);
+        if (!cr)
+                return;
+        if (lb->chunk_left == 0)
+                lb->skip_lf = true;
+        else if (lb->chunk[0] == '\n')
+                line_buffer_consume(lb, 1);
+}
+
+/* The chunk's rest, p[0..n), holds no line end: keep it, unless the line is over max by now.
+ * Then it is handed out at once (its first max bytes, overlong) and the rest of it, up to its
+ * line end, is dropped: a device that never ends a line is told about within max bytes, not
+ * when (if ever) a line end comes. Returns 1 with the line, or 0. */
+static int line_buffer_keep(LineBuffer *lb, const char *p, size_t n, const char **ret_line, size_t *ret_size) {
+        size_t total = lb->len + n;
+
+        /* with lf, a '\r' in the extra byte may still be the one before "\n" */
+        if (total <= lb->max || (lb->line_end == LINE_END_LF && total == lb->max + 1 && p[n - 1] == '\r')) {
+                memcpy(lb->buf + lb->len, p, n);
+                lb->len = total;
+                line_buffer_consume(lb, n);
+                return 0;
+        }
+
+        if (lb->len == 0)
+                *ret_line = p;        /* no copy: valid until the next call, as the chunk is */
+        else {
+                if (lb->len < lb->max)
+                        memcpy(lb->buf + lb->len, p, lb->max - lb->len);
+                *ret_line = lb->buf;
+        }
+        *ret_size = lb->max;
+        lb->discarded += total - lb->max;
+        lb->len = 0;
+        lb->discarding = true;
+        line_buffer_consume(lb, n);
+        return 1;
+}
+
+int line_buffer_next(LineBuffer *lb, const char **ret_line, size_t *ret_size, bool *ret_overlong) {
         assert(lb && lb->buf);
         assert(ret_line && ret_size && ret_overlong);
 
-        if (lb->chunk_left == 0)
-                return 0;
-        nl = memchr(p, '\n', lb->chunk_left);
-        if (!nl) {
-                /* the tail of a line that continues in the next chunk */
-                line_buffer_append(lb, p, lb->chunk_left);
-                lb->chunk = NULL;
-                lb->chunk_left = 0;
-                return 0;
-        }
-        n = (size_t) (nl - p);
-        lb->chunk = nl + 1;
-        lb->chunk_left -= n + 1;
+        for (;;) {
+                const char *p = lb->chunk, *line;
+                size_t n = lb->chunk_left, i, size;
 
-        if (lb->len == 0)
-                /* The whole line is in this chunk: hand it out without a copy. */
-                line = p;
-        else {
-                line_buffer_append(lb, p, n);
-                line = lb->buf;
-                n = lb->len;
-                overlong = lb->discarding;
-                /* buf keeps the bytes until the next call appends to it again */
-                line_buffer_clear(lb);
-        }
+                if (n == 0)
+                        return 0;
+                if (lb->skip_lf) {
+                        lb->skip_lf = false;
+                        if (p[0] == '\n') {
+                                line_buffer_consume(lb, 1);
+                                continue;
+                        }
+                }
 
-        /* strip one '\r', cut to max */
-        if (!overlong && n > 0 && line[n - 1] == '\r')
-                n--;
-        if (n > lb->max)
-                overlong = true;
-        if (overlong)
-                n = lb->max;
-        *ret_line = line;
-        *ret_size = n;
-        *ret_overlong = overlong;
-        return 1;
+                i = line_end_find(lb->line_end, p, n);
+                if (lb->discarding) {
+                        /* the rest of a line handed out as overlong already */
+                        lb->discarded += i;
+                        if (i == n) {
+                                line_buffer_consume(lb, n);
+                                return 0;
+                        }
+                        lb->discarding = false;
+                        line_buffer_skip_end(lb, i);
+                        continue;
+                }
+                if (i == n) {
+                        if (line_buffer_keep(lb, p, n, ret_line, ret_size) == 0)
+                                return 0;
+                        *ret_overlong = true;
+                        return 1;
+                }
+
+                if (lb->len == 0) {
+                        /* The whole line is in this chunk: hand it out without a copy. */
+                        line = p;
+                        size = i;
+                } else {
+                        /* buf keeps the bytes until the next call appends to it again */
+                        memcpy(lb->buf + lb->len, p, MIN(i, lb->max + 1 - lb->len));
+                        line = lb->buf;
+                        size = lb->len + i;
+                        lb->len = 0;
+                }
+                line_buffer_skip_end(lb, i);
+
+                /* lf: strip one '\r' (of "\r\n"); then cut to max */
+                if (lb->line_end == LINE_END_LF && size > 0 && size <= lb->max + 1 && line[size - 1] == '\r')
+                        size--;
+                *ret_overlong = size > lb->max;
+                if (size > lb->max) {
+                        lb->discarded += size - lb->max;
+                        size = lb->max;
+                }
+                *ret_line = line;
+                *ret_size = size;
+                return 1;
+        }
 }
 
 bool line_buffer_pending(const LineBuffer *lb, const char **ret_line, size_t *ret_size) {
@@ -1159,12 +1238,21 @@ int frame_parse_mqtt_matched(const TopicMatch *match, FrameFormat format, const 
         if (r < 0 && r != -EBADMSG)
                 return r;
 
+        /* A topic that names the sensor is its identity: a broker ACL can restrict who publishes
+         * on which topic, nothing restricts what a payload says. A payload naming another sensor
+         * would otherwise file its values under that name (and have the real sensor's readings
+         * dropped as duplicates of them). */
+        if (r >= 0 && topic_sensor && f.sensor[0] != 0 && !streq(f.sensor, match->sensor))
+                r = reject(&reason, FRAME_REJECT_SENSOR_MISMATCH);
         if (r >= 0 && f.sensor[0] == 0 && (topic_sensor || fixed_sensor))
                 r = id_from(f.sensor, other_sensor, FRAME_REJECT_BAD_SENSOR, &reason);
         if (r >= 0)
                 r = frame_finish(&f, &reason);
         if (r < 0)
-                return reject_frame(ret_frame, f.sensor[0] ? f.sensor : other_sensor, ret_reject, reason);
+                /* the id a reject is logged under: the topic's when it names one, whatever the
+                 * payload claims */
+                return reject_frame(ret_frame, topic_sensor || !f.sensor[0] ? other_sensor : f.sensor, ret_reject,
+                                    reason);
 
         frame_copy(ret_frame, &f);
         return 0;

@@ -2,6 +2,7 @@
 /* MQTT messages into frames: which configured topic a message is for, parsed, handed to ingest. */
 #include <assert.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "collector/frame.h"
 #include "collector/log.h"
@@ -65,6 +66,16 @@ static bool message_is_for(const MqttMessage *msg, size_t topic) {
         return msg->n_subscription_ids == 0;
 }
 
+/* The id for the SENSOR_ID= field of a log line, or NULL for none. What frame.c hands out
+ * passes frame_id_valid() (printable ASCII, no space, no control byte); quotes and backslashes
+ * pass that too, but in a log field they are what a reader of journalctl, a shell or a log
+ * shipper splitting on them trips over. Such an id stays in TOPIC= and the stored row. */
+static const char *log_sensor_id(const char *id) {
+        if (!id || !frame_id_valid(id, strlen(id)) || strpbrk(id, "\"'\\"))
+                return NULL;
+        return id;
+}
+
 static int router_reject(MqttRouter *r, const MqttMessage *msg, FrameReject reason, const char *sensor,
                          int64_t received_ms) {
         (void) ingest_reject(r->ingest, &(IngestReject){
@@ -73,7 +84,7 @@ static int router_reject(MqttRouter *r, const MqttMessage *msg, FrameReject reas
                                                 .raw_size = MIN(msg->size, r->config->max_payload_bytes),
                                                 .size = msg->size,
                                                 .reason = reason,
-                                                .sensor = sensor,
+                                                .sensor = log_sensor_id(sensor),
                                                 .received_ms = received_ms,
                                         });
         return 0; /* a store failure is handled: ingest no longer accepts */
@@ -109,7 +120,9 @@ int mqtt_router_handle(MqttRouter *r, const MqttMessage *msg) {
          * timestamp it is an old value of unknown age, not a reading taken now. */
         if (msg->retain && !frame.has_ts) {
                 r->counters.retained_skipped++;
-                log_full_errno_fields(LOG_DEBUG, 0, LOG_FIELDS("TASK", "mqtt", "TOPIC", msg->topic, "SENSOR_ID", frame.sensor),
+                log_full_errno_fields(LOG_DEBUG, 0,
+                                      LOG_FIELDS("TASK", "mqtt", "TOPIC", msg->topic, "SENSOR_ID",
+                                                 log_sensor_id(frame.sensor)),
                                       "Skipping retained message without timestamp on '%s'.", msg->topic);
                 return 0;
         }

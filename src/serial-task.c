@@ -66,6 +66,7 @@ typedef struct SerialTask {
         unsigned idle_reopens;        /* idle reopens since the last byte */
 
         uint64_t empty_lines;
+        bool line_end_hinted;         /* the hint about serial.line_end was logged */
         uint64_t reopens;
 } SerialTask;
 
@@ -121,6 +122,16 @@ static bool line_is_blank(const char *line, size_t size) {
                 if (!strchr(" \t\r", line[i]) || line[i] == 0)
                         return false;
         return true;
+}
+
+/* ", N bytes of overlong lines skipped" for STATUS= and the closing line, or "" when none were:
+ * what came after the first max_frame_bytes of each too_long reject is not stored anywhere. */
+static const char *skipped_text(const SerialTask *st, char *buf, size_t size) {
+        if (st->lines.discarded == 0)
+                return "";
+        snprintf(buf, size, ", %" PRIu64 " %s of overlong lines skipped", st->lines.discarded,
+                 plural(st->lines.discarded, "byte", "bytes"));
+        return buf;
 }
 
 static char parity_letter(SerialParity p) {
@@ -196,9 +207,19 @@ static int serial_handle_line(SerialTask *st, const char *line, size_t size, boo
         Frame frame = {};
         int r;
 
-        if (overlong)
+        if (overlong) {
+                /* Handed out as soon as it passed max_frame_bytes, line end or not: stored and
+                 * logged now. A '\r' inside, with lf, most likely means a device that ends its
+                 * lines with CR only: say once which setting reads it. */
+                if (!st->line_end_hinted && st->config->line_end == LINE_END_LF && memchr(line, '\r', size)) {
+                        log_full_errno_fields(LOG_NOTICE, 0, SERIAL_FIELDS(st),
+                                              "Serial port '%s' sent a line over %zu bytes with '\\r' in it; if the "
+                                              "device ends lines with CR only, set serial.line_end to \"cr\" or \"any\".",
+                                              device(st), st->config->max_frame_bytes);
+                        st->line_end_hinted = true;
+                }
                 r = serial_reject(st, line, size, FRAME_REJECT_TOO_LONG, NULL);
-        else if (line_is_blank(line, size)) {
+        } else if (line_is_blank(line, size)) {
                 /* Blank lines (many devices send "\r\n" between bursts) carry nothing. */
                 st->empty_lines++;
                 return 0;
@@ -229,7 +250,9 @@ static int serial_flush_partial(SerialTask *st) {
                 line_buffer_reset(&st->lines);
                 return 0;
         }
-        if (st->lines.discarding || st->lines.len > st->lines.max)
+        /* an overlong line was stored when it passed max_frame_bytes, and is not pending; a tail
+         * of max bytes and a '\r' that no "\n" followed is one byte over */
+        if (st->lines.len > st->lines.max)
                 r = serial_reject(st, line, size, FRAME_REJECT_TOO_LONG, NULL);
         else if (line_is_blank(line, size))
                 r = 0;
@@ -760,27 +783,30 @@ static int serial_task_stop(Task *t) {
         if (was_open) {
                 const IngestCounters *n = ingest_get_counters(st->ingest);
 
+                char skipped[64];
+
                 log_full_errno_fields(LOG_INFO, 0, SERIAL_FIELDS(st),
                                       "Closed serial port '%s' (%" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64
-                                      " blank %s, %" PRIu64 " %s).",
+                                      " blank %s, %" PRIu64 " %s%s).",
                                       device(st), n->frames, plural(n->frames, "frame", "frames"), n->readings,
                                       plural(n->readings, "reading", "readings"), n->rejects,
                                       plural(n->rejects, "reject", "rejects"), st->empty_lines,
                                       plural(st->empty_lines, "line", "lines"), st->reopens,
-                                      plural(st->reopens, "reopen", "reopens"));
+                                      plural(st->reopens, "reopen", "reopens"),
+                                      skipped_text(st, skipped, sizeof(skipped)));
         }
         return 0;
 }
 
 static void serial_task_format_status(Task *t, char *buf, size_t size) {
         SerialTask *st = task_get_userdata(t);
-        char counters[160];
+        char counters[160], skipped[64];
 
         const IngestCounters *n = ingest_get_counters(st->ingest);
 
-        snprintf(counters, sizeof(counters), "%" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64 " %s", n->frames,
+        snprintf(counters, sizeof(counters), "%" PRIu64 " %s, %" PRIu64 " %s, %" PRIu64 " %s%s", n->frames,
                  plural(n->frames, "frame", "frames"), n->rejects, plural(n->rejects, "reject", "rejects"),
-                 st->reopens, plural(st->reopens, "reopen", "reopens"));
+                 st->reopens, plural(st->reopens, "reopen", "reopens"), skipped_text(st, skipped, sizeof(skipped)));
         switch (st->state) {
         case PORT_OPEN:
                 if (st->idle_reopens > 0) {
@@ -853,7 +879,7 @@ int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Task 
 
         r = ingest_new(e, store, &serial_input, &st->ingest);
         if (r >= 0)
-                r = line_buffer_init(&st->lines, config->max_frame_bytes);
+                r = line_buffer_init(&st->lines, config->max_frame_bytes, config->line_end);
         if (r < 0) {
                 serial_task_free(st);
                 return r;

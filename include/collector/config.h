@@ -55,6 +55,7 @@ typedef struct SerialConfig {
         FrameFormat format;           /* json or kv */
         FrameChecksum checksum;
         size_t max_frame_bytes;
+        LineEnd line_end;             /* what ends a line: lf (default), cr or any */
         uint64_t reopen_timeout_usec; /* give up (exit 10) after the port is gone this long */
         uint64_t idle_timeout_usec;   /* 0 = off */
 } SerialConfig;

@@ -52,6 +52,7 @@ typedef enum FrameReject {
         FRAME_REJECT_NOT_UTF8,
         FRAME_REJECT_TRUNCATED,       /* partial line cut off by a port close */
         FRAME_REJECT_TOPIC_MISMATCH,  /* topic does not match the subscription's pattern */
+        FRAME_REJECT_SENSOR_MISMATCH, /* the payload names a sensor other than the topic's +sensor level */
         _FRAME_REJECT_MAX,
         _FRAME_REJECT_INVALID = -EINVAL,
 } FrameReject;
@@ -142,44 +143,68 @@ int frame_parse_line(FrameFormat format, FrameChecksum checksum, const char *lin
  * -ENOMEM (numbers over 128 bytes are converted from a heap copy). */
 int frame_parse_value(const char *payload, size_t size, double *ret_value, FrameReject *ret_reject);
 
-/* Splits a byte stream into lines of at most max bytes. The reader puts each chunk it reads
- * with line_buffer_put() and pulls the complete lines out with line_buffer_next(). One buffer of
- * max+1 bytes is allocated at init (the extra byte holds a '\r' that may turn out to precede
- * "\n"); lines that arrive whole within one chunk are handed out without a copy. O(n) per
- * chunk. */
+/* What ends a line of a byte stream (serial.line_end). */
+typedef enum LineEnd {
+        LINE_END_LF,              /* "\n", and "\r\n" (one '\r' stripped); a lone '\r' is content */
+        LINE_END_CR,              /* "\r", and "\r\n" as one line end; a lone '\n' is content */
+        LINE_END_ANY,             /* "\n", "\r" or "\r\n" (one line end) */
+        _LINE_END_MAX,
+        _LINE_END_INVALID = -EINVAL,
+} LineEnd;
+
+const char *line_end_to_string(LineEnd e);
+LineEnd line_end_from_string(const char *s);
+
+/* Splits a byte stream into lines of at most max bytes, ended as line_end says. The reader puts
+ * each chunk it reads with line_buffer_put() and pulls the complete lines out with
+ * line_buffer_next(). One buffer of max+1 bytes is allocated at init (with lf, the extra byte
+ * holds a '\r' that may turn out to precede "\n"); lines that arrive whole within one chunk are
+ * handed out without a copy. O(n) per chunk. */
 typedef struct LineBuffer {
         char *buf;
-        size_t max;                   /* longest line accepted, without the newline */
-        size_t len;                   /* bytes of the current partial line in buf */
-        bool discarding;              /* inside an overlong line: drop until newline */
-        size_t discarded;             /* bytes dropped of the current overlong line */
+        size_t max;                   /* longest line accepted, without its line end */
+        LineEnd line_end;
+        size_t len;                   /* bytes of the current partial line in buf, at most max+1 */
+        bool discarding;              /* the current line was handed out as overlong: drop the
+                                       * rest of it, up to its line end */
+        bool skip_lf;                 /* a '\r' ended the last line (cr, any) at the end of a
+                                       * chunk: a '\n' first in the next one belongs to it */
+        uint64_t discarded;           /* bytes of overlong lines dropped beyond their first max,
+                                       * since init */
         const char *chunk;            /* the unread rest of the chunk put, borrowed */
         size_t chunk_left;            /* bytes of it */
 } LineBuffer;
 
-/* Returns 0, -EINVAL when max is 0 or absurdly large, or -ENOMEM. */
-int line_buffer_init(LineBuffer *lb, size_t max);
+/* Returns 0, -EINVAL when max is 0 or absurdly large or line_end is not a LineEnd, or -ENOMEM. */
+int line_buffer_init(LineBuffer *lb, size_t max, LineEnd line_end);
 /* Frees the buffer and drops any chunk; safe to call twice. */
 void line_buffer_done(LineBuffer *lb);
 /* Hands the splitter a chunk of size bytes (data may be NULL when size is 0). data is borrowed
  * until line_buffer_next() has returned 0, or until line_buffer_reset(). One chunk at a time:
  * call line_buffer_next() until it returns 0 before putting the next one. */
 void line_buffer_put(LineBuffer *lb, const void *data, size_t size);
-/* The next complete line of the chunk put, without "\n" or "\r\n" (only one '\r' is
- * stripped). Returns 1 and sets *ret_line, *ret_size and *ret_overlong; *ret_line is borrowed
- * (from the chunk or from lb) and valid until the next call on lb. When *ret_overlong is true,
- * the line holds its first max bytes and the rest was dropped; that happens once per overlong
- * line, when its newline arrives. Returns 0, the out parameters untouched, when the chunk is
- * used up: its partial tail (at most max+1 bytes of it) is then kept in lb for the next chunk.
- * A reader that stops before 0 (its store failed, say) calls line_buffer_reset(). */
+/* The next line of the chunk put, without its line end (lf: "\n" or "\r\n", only one '\r'
+ * stripped; cr: "\r" or "\r\n"; any: either). Returns 1 and sets *ret_line, *ret_size and
+ * *ret_overlong; *ret_line is borrowed (from the chunk or from lb) and valid until the next
+ * call on lb. A line is overlong as soon as it is known to be longer than max (with lf, a '\r'
+ * right after max bytes waits for the next byte), whether or not its line end has come: it is
+ * then returned at once, once, with *ret_overlong true and its first max bytes, and the rest of
+ * it up to its line end is dropped and counted in lb->discarded. So a stream that never ends a
+ * line (a device ending lines with the other character) yields one overlong line within max+1
+ * bytes (max+2 with lf, when byte max+1 is a '\r'), not nothing; what follows is dropped until a
+ * line end comes. Returns 0, the out parameters untouched, when the chunk is used up: its
+ * partial tail (at most max+1 bytes of it) is then kept in lb for the next chunk. A reader that
+ * stops before 0 (its store failed, say) calls line_buffer_reset(). */
 int line_buffer_next(LineBuffer *lb, const char **ret_line, size_t *ret_size, bool *ret_overlong);
 
 /* A partial line pending? Then ret_line and ret_size (either may be NULL) point at it, at most
  * max bytes of it, unstripped (valid until the next put, next or reset). Asked between chunks
  * (after line_buffer_next() returned 0), it is the stream's unfinished tail: for a truncated
- * reject. */
+ * reject. The rest of an overlong line, already handed out, is not pending. lb->len > lb->max
+ * when the tail is max bytes and a '\r' (lf): a line over max once the stream ends there. */
 bool line_buffer_pending(const LineBuffer *lb, const char **ret_line, size_t *ret_size);
-/* Forgets the partial line and drops the unread rest of the chunk put, if any. */
+/* Forgets the partial line (and a '\r' that ended the last one) and drops the unread rest of the
+ * chunk put, if any. */
 void line_buffer_reset(LineBuffer *lb);
 
 /* A subscription filter with named wildcards: "greenhouse/+sensor/+metric" subscribes to
@@ -238,17 +263,22 @@ bool frame_utf8_valid(const void *data, size_t size);
 /* Turns one MQTT message into a Frame, for a subscription made from pattern p (may be NULL:
  * no topic check, nothing taken from the topic) with the given payload format (json, kv or
  * value). fixed_sensor / fixed_metric (may be NULL) stand in when neither payload nor topic
- * names one. Precedence for the sensor id: a "sensor" in a json/kv payload, then the topic's
- * +sensor level, then fixed_sensor; for the metric of a value payload: the topic's +metric
- * level, then fixed_metric (json and kv payloads name their own metrics). Whatever is taken
- * from the topic must pass frame_id_valid() (else bad_sensor / bad_metric).
+ * names one. The sensor id: when p has a +sensor level, that level is the identity (a broker
+ * ACL decides who may publish on a topic; nothing restricts what a payload says), and a json/kv
+ * payload whose "sensor" differs from it (byte for byte) is sensor_mismatch, never a reading;
+ * one naming the same sensor, or none, is fine. Without a +sensor level: a "sensor" in the
+ * payload, then fixed_sensor. For the metric of a value payload: the topic's +metric level, then
+ * fixed_metric (json and kv payloads name their own metrics). Whatever is taken from the topic
+ * must pass frame_id_valid() (else bad_sensor / bad_metric).
  * max_size is the payload limit (SIZE_MAX: none). Checks in this order: size > max_size ->
  * too_long; topic not matching p -> topic_mismatch; payload not UTF-8 or with NUL -> not_utf8;
- * then the payload's own parse. A single trailing "\n" or "\r\n" is tolerated in every
- * format (publishing a file adds one).
+ * then the payload's own parse (its first problem decides), then sensor_mismatch, then a sensor
+ * from the topic or fixed_sensor (bad_sensor), missing_sensor, no_metric. A single trailing "\n"
+ * or "\r\n" is tolerated in every format (publishing a file adds one).
  * Returns 0 and fills *ret_frame; or -EBADMSG, setting *ret_reject and ret_frame->sensor to the
- * sensor id by the same precedence when a valid one is known, else "" (always "" for
- * topic_mismatch and bad_sensor), the rest untouched; -EINVAL for an unknown format; -ENOMEM.
+ * sensor id (the topic's with a +sensor level, else the payload's, else fixed_sensor) when it
+ * passes frame_id_valid(), else "" (always "" for topic_mismatch and bad_sensor; so a reject
+ * never carries an id with spaces, quotes, control bytes or non-ASCII), the rest untouched; -EINVAL for an unknown format; -ENOMEM.
  * Pure; borrows everything. Matches the topic, then is frame_parse_mqtt_matched(). */
 int frame_parse_mqtt(const TopicPattern *p, FrameFormat format, const char *fixed_sensor,
                      const char *fixed_metric, const char *topic, const void *payload,

@@ -12,6 +12,7 @@
 
 typedef struct Collected {
         FrameChecksum checksum;
+        LineEnd line_end;
         size_t max;
         char *out;                    /* every line as <size><kind><bytes>, to compare */
         size_t len, alloc;
@@ -35,7 +36,10 @@ static void on_line(Collected *c, const char *line, size_t size, bool overlong) 
         FrameReject reason;
         Frame f;
 
-        if (size > c->max || memchr(line, '\n', size) || (overlong && size != c->max))
+        /* no line end inside a line: lf lets a lone '\r' through, cr a lone '\n' */
+        if (size > c->max || (overlong && size != c->max) ||
+            (c->line_end != LINE_END_CR && memchr(line, '\n', size)) ||
+            (c->line_end != LINE_END_LF && memchr(line, '\r', size)))
                 abort();
         if (!overlong)
                 fuzz_check_frame(frame_parse_line(FORMAT, c->checksum, line, size, &f, &reason), &f, reason);
@@ -81,19 +85,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size_t i = 0;
         unsigned step;
 
-        if (size < 1)
+        if (size < 2)
                 return 0;
-        /* first byte: bit 0 picks the checksum, the rest the line limit and the chunk sizes */
+        /* first byte: bit 0 picks the checksum, the rest the line limit and the chunk sizes;
+         * second byte: what ends a line */
         whole.checksum = chunked.checksum = data[0] & 1 ? FRAME_CHECKSUM_NMEA : FRAME_CHECKSUM_NONE;
         whole.max = chunked.max = 8 + (data[0] >> 1) * 4;
         step = 1 + (data[0] >> 4);
-        data++;
-        size--;
+        whole.line_end = chunked.line_end = (LineEnd) (data[1] % _LINE_END_MAX);
+        data += 2;
+        size -= 2;
 
         fuzz_check_frame(frame_parse_line(FORMAT, whole.checksum, (const char *) data, size, &f, &reason), &f, reason);
 
         /* the same bytes as a stream, whole and in chunks: the same lines */
-        if (line_buffer_init(&lb, whole.max) < 0)
+        if (line_buffer_init(&lb, whole.max, whole.line_end) < 0)
                 abort();
         pull(&lb, data, size, &whole);
         add_pending(&lb, &whole);

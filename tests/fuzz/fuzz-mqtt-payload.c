@@ -120,6 +120,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                      &reason);
                 fuzz_check_frame(r, &f, reason);
                 check_paths_agree(i, patterns[i], topic, payload_copy, payload_size, 1024, r, &f, reason);
+                /* a +sensor level is the identity: a reading is that sensor's, whatever the
+                 * payload says, and a reject is logged under it or under none */
+                if (topic_pattern_has_sensor(patterns[i]) && (r == 0 || r == -EBADMSG)) {
+                        TopicMatch m;
+
+                        if (topic_pattern_match_into(patterns[i], topic, &m) == 1 &&
+                            !streq(f.sensor, m.sensor) && (r == 0 || f.sensor[0] != 0))
+                                abort();
+                }
                 if (patterns[i])
                         check_match(patterns[i], topic);
         }

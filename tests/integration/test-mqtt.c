@@ -275,7 +275,7 @@ START_TEST(test_ingest) {
         pub_text(&p, "gh/t1/state", "{\"temperature\": 21.5, \"humidity\": 40, \"ts\": 1732200000123}");
         pub_text(&p, "gh/t2/temperature", "22.25");
         pub_text(&p, "gh/t2/co2", " 415 \n");
-        pub_text(&p, "gh/t3/state", "{\"sensor\": \"t3-own\", \"light\": 1200}");
+        pub_text(&p, "gh/t3/state", "{\"sensor\": \"t3\", \"light\": 1200}");
 
         ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view", 5, 5000), 5);
         ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='t1' AND metric='temperature' AND "
@@ -286,8 +286,8 @@ START_TEST(test_ingest) {
                                   "value=22.25 AND NOT sensor_ts AND ts=received AND origin='gh/t2/temperature'"),
                          1);
         ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='t2' AND metric='co2' AND value=415"), 1);
-        /* The payload's own sensor id wins over the topic's. */
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='t3-own' AND metric='light'"), 1);
+        /* A payload naming the topic's own sensor is fine (another one: see test_sensor_mismatch). */
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='t3' AND metric='light'"), 1);
         /* Receipt time is wall clock, in ms. */
         ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE abs(received - CAST(strftime('%s','now') AS INTEGER) * 1000) < 60000"), 5);
         ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view"), 0);
@@ -1233,6 +1233,61 @@ START_TEST(test_malformed) {
 }
 END_TEST
 
+/* ---- the topic is the identity: a payload cannot speak for another sensor ---- */
+
+/* A node allowed (by a broker ACL, say) to publish on gh/attacker/state names "victim" in its
+ * payloads. Its message is a sensor_mismatch reject, logged under the topic's sensor; the
+ * victim's real reading with the same timestamp, published after it, is stored, not dropped as
+ * a duplicate. Rejects from topics whose sensor level is no clean id (a space, quotes, beyond
+ * ASCII) carry no SENSOR_ID= at all. */
+START_TEST(test_sensor_mismatch) {
+        const char *dir = tl_tmpdir();
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *config = NULL;
+        static const char forged[] = "{\"sensor\": \"victim\", \"ts\": 1732200000123, \"temperature\": 99}";
+
+        tl_broker_start(&b, dir, NULL);
+        config = make_config(dir, b.port, NULL, default_topics);
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+
+        pub_open(&p, b.port, "pub-mismatch", true);
+        pub_text(&p, "gh/attacker/state", forged);
+        pub_text(&p, "gh/victim/state", "{\"sensor\": \"victim\", \"ts\": 1732200000123, \"temperature\": 20}");
+        pub_text(&p, "gh/attacker/state", "{\"ts\": 1732200000123, \"temperature\": 30}");
+        pub_text(&p, "gh/g h/state", "{");
+        pub_text(&p, "gh/g\"h/state", "{");
+        pub_text(&p, "gh/g'h/state", "{");
+        pub_text(&p, "gh/g\\h/state", "{");
+        pub_text(&p, "gh/g\xc3\xa9/state", "{");
+        pub_close(&p);
+
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM rejects_view", 6, 5000), 6);
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view", 2, 5000), 2);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='victim' AND value=20 AND "
+                                  "origin='gh/victim/state'"),
+                         1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='attacker' AND value=30"), 1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE value=99"), 0);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='sensor_mismatch' AND "
+                                  "origin='gh/attacker/state' AND source='mqtt' AND raw=CAST('{\"sensor\": \"victim\", "
+                                  "\"ts\": 1732200000123, \"temperature\": 99}' AS BLOB)"),
+                         1);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='bad_json'"), 5);
+
+        assert_log_contains(&d, "Rejected message on 'gh/attacker/state' (sensor_mismatch");
+        assert_log_contains(&d, "SENSOR_ID=attacker]");
+        /* the only reject with a clean id: none of the others names one in the field */
+        ck_assert_uint_eq(log_count(&d, "SENSOR_ID="), 1);
+        assert_log_lacks(&d, "SENSOR_ID=victim");
+        ck_assert_uint_eq(log_count(&d, "Rejected message on 'gh/g"), 5);
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+}
+END_TEST
+
 /* ---- a huge message: with MQTT 5 the broker is told not to send it at all ---- */
 
 START_TEST(test_oversized) {
@@ -1617,6 +1672,7 @@ static Suite *mqtt_suite(void) {
         tcase_add_test(tc, test_unsubscribe_dropped);
         tcase_add_test(tc, test_retained);
         tcase_add_test(tc, test_malformed);
+        tcase_add_test(tc, test_sensor_mismatch);
         tcase_add_loop_test(tc, test_oversized, 0, 2);
 #if !defined(__SANITIZE_ADDRESS__)
         tcase_add_test(tc, test_parse_enomem);

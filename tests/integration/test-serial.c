@@ -262,6 +262,73 @@ START_TEST(test_garbage_and_overlong) {
 }
 END_TEST
 
+/* A device that ends frames with CR only: with "line_end": "cr" every frame is a reading, and
+ * "\r\n" ends one line (no blank line after it). */
+START_TEST(test_cr_line_end) {
+        Ctx c;
+
+        ctx_init(&c, true);
+        daemon_start(&c, "\"format\": \"kv\", \"line_end\": \"cr\"", "");
+        wait_ready(&c);
+        write_str(&c, "sensor=c1 t=1\rsensor=c2 t=2\r\nsensor=c3 t=3\r");
+        /* the last frame too, with nothing after its '\r' */
+        wait_sql(&c, "SELECT count(*) FROM readings", 3);
+        ck_assert_int_eq(tl_sql_int(c.db, "SELECT sum(value) FROM readings"), 6);
+        ck_assert_int_eq(tl_sql_int(c.db, "SELECT count(DISTINCT sensor) FROM readings_view"), 3);
+        /* the '\n' of "\r\n" split off into the next write is no line of its own either */
+        write_str(&c, "sensor=c4 t=4\r");
+        wait_sql(&c, "SELECT count(*) FROM readings", 4);
+        write_str(&c, "\nsensor=c5 t=5\r");
+        wait_sql(&c, "SELECT count(*) FROM readings", 5);
+        stop_daemon_ok(&c);
+        ck_assert_int_eq(tl_sql_int(c.db, "SELECT count(*) FROM rejects"), 0);
+        ck_assert_int_eq(count_log(&c, "0 blank lines"), 1);
+}
+END_TEST
+
+/* The same CR-only device with the default line_end: no newline ever comes, yet a too_long reject
+ * (its first max_frame_bytes bytes) is stored and logged as soon as max_frame_bytes have arrived,
+ * STATUS= counts it, and the rest is counted as skipped. */
+START_TEST(test_cr_only_default_line_end) {
+        char frames[1024] = "";
+        Ctx c;
+
+        for (int i = 0; i < 20; i++) {
+                char one[32];
+
+                snprintf(one, sizeof(one), "sensor=s%d t=%d\r", i % 10, i);
+                strcat(frames, one);
+        }
+        ck_assert_uint_gt(strlen(frames), 64 + 1);
+        ctx_init(&c, true);
+        daemon_start(&c, "\"format\": \"kv\", \"max_frame_bytes\": 64", "");
+        wait_ready(&c);
+        write_str(&c, frames);
+        wait_sql(&c, "SELECT count(*) FROM rejects WHERE reason = 'too_long' AND length(raw) = 64", 1);
+        ck_assert_int_eq(sqlf(&c, "SELECT count(*) FROM rejects WHERE raw = CAST('%.64s' AS BLOB)", frames), 1);
+        wait_log(&c, "(too_long, 64 bytes)", 3000);
+        wait_log(&c, "set serial.line_end to \"cr\" or \"any\"", 3000);
+        ck_assert_msg(tl_notify_wait(&c.d.notify, "0 frames, 1 reject, 0 reopens", 3000), "%s", c.d.notify.log);
+        ck_assert_int_eq(tl_sql_int(c.db, "SELECT count(*) FROM readings"), 0);
+
+        /* still no newline: the line goes on and is not stored twice */
+        write_str(&c, frames);
+        {
+                char want[96];
+
+                snprintf(want, sizeof(want), "%zu bytes of overlong lines skipped", 2 * strlen(frames) - 64);
+                ck_assert_msg(tl_notify_wait(&c.d.notify, want, 3000), "%s", c.d.notify.log);
+        }
+        ck_assert_int_eq(tl_sql_int(c.db, "SELECT count(*) FROM rejects"), 1);
+        /* a newline ends the overlong line; what follows is read as usual */
+        write_str(&c, "\nsensor=n1 t=7\n");
+        wait_sql(&c, "SELECT count(*) FROM readings", 1);
+        stop_daemon_ok(&c);
+        ck_assert_int_eq(tl_sql_int(c.db, "SELECT count(*) FROM rejects"), 1);
+        ck_assert_int_eq(count_log(&c, "set serial.line_end"), 1);
+}
+END_TEST
+
 START_TEST(test_reject_log_ratelimit) {
         char text[8192] = "";
         Ctx c;
@@ -701,6 +768,8 @@ static Suite *serial_suite(void) {
         tcase_add_loop_test(tc, test_formats_end_to_end, 0, ELEMENTSOF(format_cases));
         tcase_add_test(tc, test_byte_by_byte);
         tcase_add_test(tc, test_garbage_and_overlong);
+        tcase_add_test(tc, test_cr_line_end);
+        tcase_add_test(tc, test_cr_only_default_line_end);
         tcase_add_test(tc, test_reject_log_ratelimit);
         tcase_add_test(tc, test_checksum);
         suite_add_tcase(s, tc);

@@ -602,6 +602,7 @@ START_TEST(test_string_tables) {
         ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_NOT_UTF8), "not_utf8");
         ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_TRUNCATED), "truncated");
         ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_TOPIC_MISMATCH), "topic_mismatch");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_SENSOR_MISMATCH), "sensor_mismatch");
 
         ck_assert_ptr_null(frame_format_to_string(_FRAME_FORMAT_MAX));
         ck_assert_ptr_null(frame_format_to_string(_FRAME_FORMAT_INVALID));
@@ -701,7 +702,7 @@ START_TEST(test_line_buffer_split) {
         const char *pending;
         size_t size;
 
-        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        ck_assert_int_eq(line_buffer_init(&lb, 8, LINE_END_LF), 0);
         ck_assert(!line_buffer_pending(&lb, &pending, &size));
         ck_assert_int_eq(feeds[_i](&lb, stream, sizeof(stream) - 1, &one), 0);
         ck_assert_str_eq(one.text, stream_lines);
@@ -729,30 +730,30 @@ START_TEST(test_line_buffer_split) {
 }
 END_TEST
 
-/* An overlong line spread over many feeds: one call, at its newline, with the first max bytes. */
+/* An overlong line spread over many feeds: one call, as soon as it passes max (not at its
+ * newline, which may never come), with the first max bytes; the rest is dropped and counted. */
 START_TEST(test_line_buffer_overlong) {
         LineBuffer lb;
         Lines l = {};
         char block[1000];
-        const char *pending;
-        size_t size;
 
-        ck_assert_int_eq(line_buffer_init(&lb, 16), 0);
+        ck_assert_int_eq(line_buffer_init(&lb, 16, LINE_END_LF), 0);
         for (size_t i = 0; i < sizeof(block); i++)
                 block[i] = (char) ('a' + i % 26);
         for (int i = 0; i < 100; i++) {
                 ck_assert_int_eq(feeds[_i](&lb, block, sizeof(block), &l), 0);
-                ck_assert_uint_eq(l.calls, 0);
+                ck_assert_uint_eq(l.calls, 1);
+                ck_assert_str_eq(l.text, "abcdefghijklmnop!|");
+                /* handed out already: nothing pending for a truncated reject */
+                ck_assert(!line_buffer_pending(&lb, NULL, NULL));
         }
-        /* a partial overlong line pending: its first max bytes */
-        ck_assert(line_buffer_pending(&lb, &pending, &size));
-        ck_assert_uint_eq(size, 16);
-        ck_assert(memcmp(pending, block, 16) == 0);
+        ck_assert_uint_eq(lb.discarded, 100 * sizeof(block) - 16);
 
         ck_assert_int_eq(feeds[_i](&lb, "xyz\nok\n", 7, &l), 0);
         ck_assert_uint_eq(l.calls, 2);
         ck_assert_str_eq(l.text, "abcdefghijklmnop!|ok|");
         ck_assert(!line_buffer_pending(&lb, NULL, NULL));
+        ck_assert_uint_eq(lb.discarded, 100 * sizeof(block) - 16 + 3);
 
         /* overlong inside one chunk, no copy path */
         l = (Lines) {};
@@ -766,7 +767,7 @@ START_TEST(test_line_buffer_handler_error) {
         LineBuffer lb;
         Lines l = { .fail_at = 2 };
 
-        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        ck_assert_int_eq(line_buffer_init(&lb, 8, LINE_END_LF), 0);
         ck_assert_int_eq(feeds[_i](&lb, "a\nb\nc\nd", 7, &l), -EIO);
         ck_assert_str_eq(l.text, "a|b|");
         /* a buffered line that fails is consumed as well */
@@ -778,7 +779,7 @@ START_TEST(test_line_buffer_handler_error) {
         ck_assert(!line_buffer_pending(&lb, NULL, NULL));
         line_buffer_done(&lb);
 
-        ck_assert_int_eq(line_buffer_init(&lb, 0), -EINVAL);
+        ck_assert_int_eq(line_buffer_init(&lb, 0, LINE_END_LF), -EINVAL);
 }
 END_TEST
 
@@ -819,7 +820,7 @@ START_TEST(test_line_buffer_pull_no_copy) {
         size_t n;
         bool overlong;
 
-        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        ck_assert_int_eq(line_buffer_init(&lb, 8, LINE_END_LF), 0);
         line_buffer_put(&lb, chunk, sizeof(chunk) - 1);
         ck_assert_int_eq(line_buffer_next(&lb, &line, &n, &overlong), 1);
         ck_assert_ptr_eq(line, chunk);
@@ -845,7 +846,7 @@ END_TEST
 START_TEST(test_line_buffer_pull_cr_at_chunk_end) {
         LineBuffer lb;
 
-        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        ck_assert_int_eq(line_buffer_init(&lb, 8, LINE_END_LF), 0);
         line_buffer_put(&lb, "abc\r", 4);
         expect_next(&lb, NULL, false);
         expect_pending(&lb, "abc\r");
@@ -884,7 +885,7 @@ END_TEST
 START_TEST(test_line_buffer_pull_three_chunks) {
         LineBuffer lb;
 
-        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        ck_assert_int_eq(line_buffer_init(&lb, 8, LINE_END_LF), 0);
         line_buffer_put(&lb, "ab", 2);
         expect_next(&lb, NULL, false);
         expect_pending(&lb, "ab");
@@ -900,33 +901,38 @@ START_TEST(test_line_buffer_pull_three_chunks) {
 }
 END_TEST
 
-/* Overlong across chunks: one line, at its newline, with the first max bytes. */
+/* Overlong across chunks: one line, as soon as it passes max, with the first max bytes. */
 START_TEST(test_line_buffer_pull_overlong_chunks) {
         LineBuffer lb;
 
-        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        ck_assert_int_eq(line_buffer_init(&lb, 8, LINE_END_LF), 0);
         line_buffer_put(&lb, "12345", 5);
         expect_next(&lb, NULL, false);
         line_buffer_put(&lb, "6789ab", 6);
+        expect_next(&lb, "12345678", true);
         expect_next(&lb, NULL, false);
-        expect_pending(&lb, "12345678");
+        expect_pending(&lb, NULL);
         ck_assert(lb.discarding);
         line_buffer_put(&lb, "cdef", 4);
         expect_next(&lb, NULL, false);
-        expect_pending(&lb, "12345678");
+        expect_pending(&lb, NULL);
         line_buffer_put(&lb, "g\r\nok\n", 6);
-        expect_next(&lb, "12345678", true);
         expect_next(&lb, "ok", false);
         expect_next(&lb, NULL, false);
         expect_pending(&lb, NULL);
+        ck_assert(!lb.discarding);
+        ck_assert_uint_eq(lb.discarded, 3 + 4 + 2);
 
-        /* exactly max+1 bytes across two chunks, then the newline alone */
+        /* exactly max+1 bytes across two chunks: over at the ninth byte, not at the newline */
         line_buffer_put(&lb, "1234", 4);
         expect_next(&lb, NULL, false);
         line_buffer_put(&lb, "56789", 5);
+        expect_next(&lb, "12345678", true);
         expect_next(&lb, NULL, false);
         line_buffer_put(&lb, "\n", 1);
-        expect_next(&lb, "12345678", true);
+        expect_next(&lb, NULL, false);
+        line_buffer_put(&lb, "x\n", 2);
+        expect_next(&lb, "x", false);
         expect_next(&lb, NULL, false);
         line_buffer_done(&lb);
 }
@@ -936,7 +942,7 @@ END_TEST
 START_TEST(test_line_buffer_pull_reset) {
         LineBuffer lb;
 
-        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        ck_assert_int_eq(line_buffer_init(&lb, 8, LINE_END_LF), 0);
         line_buffer_put(&lb, "a\nb\nc\nd", 7);
         expect_next(&lb, "a", false);
         line_buffer_reset(&lb);
@@ -972,7 +978,7 @@ END_TEST
 START_TEST(test_line_buffer_pull_empty_chunk) {
         LineBuffer lb;
 
-        ck_assert_int_eq(line_buffer_init(&lb, 8), 0);
+        ck_assert_int_eq(line_buffer_init(&lb, 8, LINE_END_LF), 0);
         line_buffer_put(&lb, NULL, 0);
         expect_next(&lb, NULL, false);
         expect_pending(&lb, NULL);
@@ -993,6 +999,169 @@ START_TEST(test_line_buffer_pull_empty_chunk) {
         expect_next(&lb, "", false);
         expect_next(&lb, NULL, false);
         line_buffer_done(&lb);
+}
+END_TEST
+
+/* One stream under each line_end, whole, byte by byte (so every '\r' and '\n' meets a chunk
+ * boundary) and in random chunks: the same lines each time. */
+static const char modes_stream[] =
+        "abc\r"
+        "def\r\n"
+        "\r"
+        "\r\n"
+        "g\nh\r"
+        "12345678\r"
+        "123456789\r"
+        "tail";
+
+static const struct {
+        LineEnd mode;
+        const char *lines;            /* "<line>|", "<line>!|" (overlong) */
+        const char *pending;          /* NULL: none */
+} mode_cases[] = {
+        /* lf: a lone '\r' is content, so this stream has only two line ends; the rest is over
+         * max_frame_bytes by its ninth byte and handed out then, without a newline */
+        { LINE_END_LF, "abc\rdef|\r|g|h\r123456!|", NULL },
+        /* cr: "\r\n" is one line end, a lone '\n' is content */
+        { LINE_END_CR, "abc|def|||g\nh|12345678|12345678!|", "tail" },
+        { LINE_END_ANY, "abc|def|||g|h|12345678|12345678!|", "tail" },
+};
+
+START_TEST(test_line_buffer_modes) {
+        LineBuffer lb;
+        Lines one = {}, bytes = {}, chunks;
+        const char *pending;
+        size_t size;
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8, mode_cases[_i].mode), 0);
+        ck_assert_int_eq(feed_pull(&lb, modes_stream, sizeof(modes_stream) - 1, &one), 0);
+        ck_assert_msg(streq(one.text, mode_cases[_i].lines), "%s: %s", line_end_to_string(mode_cases[_i].mode),
+                      one.text);
+        if (mode_cases[_i].pending) {
+                ck_assert(line_buffer_pending(&lb, &pending, &size));
+                ck_assert(size == strlen(mode_cases[_i].pending) && memcmp(pending, mode_cases[_i].pending, size) == 0);
+        } else
+                ck_assert(!line_buffer_pending(&lb, NULL, NULL));
+        line_buffer_reset(&lb);
+
+        feed_in_chunks(feed_pull, &lb, &bytes, modes_stream, sizeof(modes_stream) - 1, 0);
+        ck_assert_str_eq(bytes.text, mode_cases[_i].lines);
+        ck_assert(line_buffer_pending(&lb, NULL, NULL) == !!mode_cases[_i].pending);
+        line_buffer_reset(&lb);
+
+        for (unsigned seed = 1; seed <= 50; seed++) {
+                chunks = (Lines) {};
+                feed_in_chunks(feed_pull, &lb, &chunks, modes_stream, sizeof(modes_stream) - 1, seed);
+                ck_assert_msg(streq(chunks.text, mode_cases[_i].lines), "seed %u: %s", seed, chunks.text);
+                ck_assert(line_buffer_pending(&lb, NULL, NULL) == !!mode_cases[_i].pending);
+                line_buffer_reset(&lb);
+        }
+        line_buffer_done(&lb);
+}
+END_TEST
+
+/* cr and any: a line ends at its '\r' at once (no waiting for a '\n' that may not come), and a
+ * '\n' that starts the next chunk is the rest of that line end, not an empty line or content. */
+START_TEST(test_line_buffer_cr_then_lf_in_next_chunk) {
+        static const LineEnd modes[] = { LINE_END_CR, LINE_END_ANY };
+        LineBuffer lb;
+
+        for (size_t m = 0; m < ELEMENTSOF(modes); m++) {
+                ck_assert_int_eq(line_buffer_init(&lb, 8, modes[m]), 0);
+                line_buffer_put(&lb, "abc\r", 4);
+                expect_next(&lb, "abc", false);
+                expect_next(&lb, NULL, false);
+                expect_pending(&lb, NULL);
+                line_buffer_put(&lb, "\n", 1);
+                expect_next(&lb, NULL, false);
+                expect_pending(&lb, NULL);
+                /* only one '\n' belongs to the '\r': with cr the next one is content */
+                line_buffer_put(&lb, "de\r", 3);
+                expect_next(&lb, "de", false);
+                expect_next(&lb, NULL, false);
+                line_buffer_put(&lb, "\nf\r", 3);
+                expect_next(&lb, "f", false);
+                expect_next(&lb, NULL, false);
+                line_buffer_put(&lb, "\n\n", 2);
+                if (modes[m] == LINE_END_ANY)
+                        expect_next(&lb, "", false);
+                expect_next(&lb, NULL, false);
+                expect_pending(&lb, modes[m] == LINE_END_CR ? "\n" : NULL);
+                line_buffer_reset(&lb);
+
+                /* a buffered line completed by a '\r' at the chunk's end, its '\n' next */
+                line_buffer_put(&lb, "gh", 2);
+                expect_next(&lb, NULL, false);
+                line_buffer_put(&lb, "i\r", 2);
+                expect_next(&lb, "ghi", false);
+                expect_next(&lb, NULL, false);
+                line_buffer_put(&lb, "\nj\r\n", 4);
+                expect_next(&lb, "j", false);
+                expect_next(&lb, NULL, false);
+
+                /* reset forgets the pending '\n' skip: a new stream starts clean */
+                line_buffer_put(&lb, "k\r", 2);
+                expect_next(&lb, "k", false);
+                line_buffer_reset(&lb);
+                line_buffer_put(&lb, "\nl\r", 3);
+                if (modes[m] == LINE_END_ANY)
+                        expect_next(&lb, "", false);
+                expect_next(&lb, modes[m] == LINE_END_CR ? "\nl" : "l", false);
+                expect_next(&lb, NULL, false);
+
+                /* max bytes then '\r': not overlong, no waiting (unlike lf) */
+                line_buffer_put(&lb, "12345678\r", 9);
+                expect_next(&lb, "12345678", false);
+                expect_next(&lb, NULL, false);
+                line_buffer_done(&lb);
+        }
+}
+END_TEST
+
+/* A device that ends lines with '\r' read with the default lf: the first "line" is handed out
+ * as overlong as soon as max is passed, then one per max and more bytes, however long no "\n"
+ * comes; and with cr the same bytes are lines. */
+START_TEST(test_line_buffer_early_overlong) {
+        static const char cr_frames[] = "a=1 b=2\ra=3 b=4\ra=5 b=6\ra=7 b=8\r";
+        LineBuffer lb;
+        Lines l = {};
+
+        ck_assert_int_eq(line_buffer_init(&lb, 10, LINE_END_LF), 0);
+        feed_in_chunks(feed_pull, &lb, &l, cr_frames, sizeof(cr_frames) - 1, 0);
+        ck_assert_str_eq(l.text, "a=1 b=2\ra=!|");
+        ck_assert(!line_buffer_pending(&lb, NULL, NULL));
+        ck_assert_uint_eq(lb.discarded, sizeof(cr_frames) - 1 - 10);
+        /* the first "\n" ends the dropped line; the next line is a line again */
+        l = (Lines) {};
+        ck_assert_int_eq(feed_pull(&lb, "x\ny\n", 4, &l), 0);
+        ck_assert_str_eq(l.text, "y|");
+        line_buffer_done(&lb);
+
+        l = (Lines) {};
+        ck_assert_int_eq(line_buffer_init(&lb, 10, LINE_END_CR), 0);
+        feed_in_chunks(feed_pull, &lb, &l, cr_frames, sizeof(cr_frames) - 1, 0);
+        ck_assert_str_eq(l.text, "a=1 b=2|a=3 b=4|a=5 b=6|a=7 b=8|");
+        ck_assert_uint_eq(lb.discarded, 0);
+        line_buffer_done(&lb);
+
+        /* a line over max in cr mode, its '\r' in a later chunk: out at max+1, the rest dropped */
+        l = (Lines) {};
+        ck_assert_int_eq(line_buffer_init(&lb, 4, LINE_END_CR), 0);
+        ck_assert_int_eq(feed_pull(&lb, "abcde", 5, &l), 0);
+        ck_assert_str_eq(l.text, "abcd!|");
+        ck_assert_int_eq(feed_pull(&lb, "fg\r", 3, &l), 0);
+        ck_assert_int_eq(feed_pull(&lb, "\nok\r", 4, &l), 0);
+        ck_assert_str_eq(l.text, "abcd!|ok|");
+        ck_assert_uint_eq(lb.discarded, 3);
+        line_buffer_done(&lb);
+
+        ck_assert_int_eq(line_buffer_init(&lb, 8, _LINE_END_MAX), -EINVAL);
+        ck_assert_int_eq(line_buffer_init(&lb, 8, _LINE_END_INVALID), -EINVAL);
+        ck_assert_str_eq(line_end_to_string(LINE_END_LF), "lf");
+        ck_assert_str_eq(line_end_to_string(LINE_END_CR), "cr");
+        ck_assert_str_eq(line_end_to_string(LINE_END_ANY), "any");
+        ck_assert_int_eq(line_end_from_string("cr"), LINE_END_CR);
+        ck_assert_int_eq(line_end_from_string("CR"), -EINVAL);
 }
 END_TEST
 
@@ -1217,18 +1386,50 @@ static const MqttCase mqtt_cases[] = {
         MQ_NO(NULL, VALUE, "a b", "t", "x", "3", BAD_SENSOR, ""),
         MQ_NO(NULL, VALUE, "s", "", "x", "3", BAD_METRIC, "s"),
 
-        /* json: the payload's sensor beats the topic's, which beats the fixed one */
+        /* json: a +sensor level is the identity, it beats the fixed one; a payload naming the
+         * same sensor is fine, one naming another is sensor_mismatch (logged under the
+         * topic's id, "" when that is no valid id), never a reading under either name */
         MQ_OK(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":1}", "gh1", { "t", 1 }),
         MQ_OK(GS, JSON, "fixed", NULL, "greenhouse/gh1/state", "{\"t\":1}", "gh1", { "t", 1 }),
-        MQ_OK(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"p1\",\"t\":1}", "p1", { "t", 1 }),
-        MQ_OK(GS, JSON, NULL, NULL, "greenhouse/g h/state", "{\"sensor\":\"p1\",\"t\":1}", "p1", { "t", 1 }),
+        MQ_OK(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"gh1\",\"t\":1}", "gh1", { "t", 1 }),
+        MQ_OK(GS, JSON, "fixed", NULL, "greenhouse/gh1/state", "{\"t\":1,\"sensor\":\"gh1\"}", "gh1", { "t", 1 }),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"p1\",\"t\":1}", SENSOR_MISMATCH, "gh1"),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/attacker/state", "{\"sensor\":\"victim\",\"t\":1}", SENSOR_MISMATCH,
+              "attacker"),
+        MQ_NO(GS, JSON, "victim", NULL, "greenhouse/attacker/state", "{\"sensor\":\"victim\",\"t\":1}",
+              SENSOR_MISMATCH, "attacker"),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"GH1\",\"t\":1}", SENSOR_MISMATCH, "gh1"),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"gh1 \",\"t\":1}", BAD_SENSOR, ""),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/g h/state", "{\"sensor\":\"p1\",\"t\":1}", SENSOR_MISMATCH, ""),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/" S65 "/state", "{\"sensor\":\"p1\",\"t\":1}", SENSOR_MISMATCH, ""),
+        MQ_NO(GH, JSON, NULL, NULL, "greenhouse/gh1/x", "{\"sensor\":\"gh2\",\"t\":1}", SENSOR_MISMATCH, "gh1"),
+        /* the payload's own problems come first; the reject is the topic's sensor's */
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"p1\",\"t\":1e999}", NOT_FINITE, "gh1"),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"p1\",\"t\":1", BAD_JSON, "gh1"),
+        /* without a +sensor level the payload names the sensor: a fixed one is a fallback only */
+        MQ_OK("greenhouse/+/state", JSON, "fixed", NULL, "greenhouse/x/state", "{\"sensor\":\"p1\",\"t\":1}", "p1",
+              { "t", 1 }),
+        MQ_NO("greenhouse/+/state", JSON, NULL, NULL, "greenhouse/x/state", "{\"sensor\":\"p1\"}", NO_METRIC, "p1"),
+        /* a reject carries an id only when it passes frame_id_valid(): never one with a space,
+         * a control byte or beyond ASCII, whichever part named it. Quotes are printable ASCII
+         * and valid in an id; mqtt-message.c keeps them out of the SENSOR_ID= log field. */
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/g h/state", "{", BAD_JSON, ""),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/g\th/state", "{}", BAD_SENSOR, ""),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh\xc3\xa9/state", "{", BAD_JSON, ""),
+        MQ_NO(GS, VALUE, NULL, NULL, "greenhouse/gh\xc3\xa9/state", "x", BAD_VALUE, ""),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/g\"h/state", "{", BAD_JSON, "g\"h"),
+        MQ_NO(NULL, JSON, "a b", NULL, "x", "{\"t\":1", BAD_JSON, ""),
+        MQ_NO(NULL, JSON, "a\xc3\xa9", NULL, "x", "{\"t\":1", BAD_JSON, ""),
+        MQ_OK(NULL, JSON, NULL, NULL, "x", "{\"sensor\":\"a\\\"b\",\"t\":1}", "a\"b", { "t", 1 }),
+        MQ_NO(NULL, KV, NULL, NULL, "x", "sensor=\xc3\xa9 t=1", BAD_SENSOR, ""),
         MQ_OK(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":1,\"u\":2}\r\n", "gh1", { "t", 1 }, { "u", 2 }),
         MQ_OK("greenhouse/state", JSON, "f1", NULL, "greenhouse/state", "{\"t\":1}", "f1", { "t", 1 }),
         /* a +metric level has no say over a json payload's members */
         MQ_OK(GH, JSON, NULL, NULL, "greenhouse/gh1/x", "{\"t\":1}", "gh1", { "t", 1 }),
         MQ_NO("greenhouse/state", JSON, NULL, NULL, "greenhouse/state", "{\"t\":1}", MISSING_SENSOR, ""),
         MQ_NO(GS, JSON, NULL, NULL, "greenhouse/g h/state", "{\"t\":1}", BAD_SENSOR, ""),
-        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"p1\"}", NO_METRIC, "p1"),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"p1\"}", SENSOR_MISMATCH, "gh1"),
+        MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"gh1\"}", NO_METRIC, "gh1"),
         MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{}", NO_METRIC, "gh1"),
         MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"sensor\":\"\",\"t\":1}", BAD_SENSOR, ""),
         MQ_NO(GS, JSON, NULL, NULL, "greenhouse/gh1/state", "{\"t\":1", BAD_JSON, "gh1"),
@@ -1238,7 +1439,10 @@ static const MqttCase mqtt_cases[] = {
 
         /* kv over MQTT */
         MQ_OK(GS, KV, NULL, NULL, "greenhouse/gh1/state", "t=1 u=2\n", "gh1", { "t", 1 }, { "u", 2 }),
-        MQ_OK(GS, KV, NULL, NULL, "greenhouse/gh1/state", "sensor=p1 t=1", "p1", { "t", 1 }),
+        MQ_OK(GS, KV, NULL, NULL, "greenhouse/gh1/state", "sensor=gh1 t=1", "gh1", { "t", 1 }),
+        MQ_NO(GS, KV, NULL, NULL, "greenhouse/gh1/state", "sensor=p1 t=1", SENSOR_MISMATCH, "gh1"),
+        MQ_NO(GS, KV, NULL, NULL, "greenhouse/attacker/state", "t=1 sensor=victim", SENSOR_MISMATCH, "attacker"),
+        MQ_OK("greenhouse/+/state", KV, NULL, NULL, "greenhouse/x/state", "sensor=p1 t=1", "p1", { "t", 1 }),
         MQ_NO(GS, KV, NULL, NULL, "greenhouse/gh1/state", "t", BAD_KV, "gh1"),
 
         /* size limit, before anything else: 4096 is the limit in these cases */
@@ -1382,12 +1586,12 @@ static const char *const cross_filters[] = {
 };
 
 /* Every table payload under every topic, format, fixed name and limit below, for one filter per
- * loop iteration (about 28,000 parses each: each iteration has its own time budget, so a
- * sanitizer build on a loaded machine stays within it). */
+ * run (each run has its own time limit: the product is large under the sanitizers). */
 START_TEST(test_mqtt_paths_agree_cross) {
         static const char *const topics[] = {
                 "greenhouse/gh1/t", "greenhouse/gh1/state", "greenhouse/state", "greenhouse//t", "greenhouse/gh1/",
                 "greenhouse/" S65 "/t", "greenhouse/" S64 "/" S64, "greenhouse/g h/x", "greenhouse/gh1/t\xc3\xa9",
+                "greenhouse/p1/state", "greenhouse/victim/state", "greenhouse/g\"h/state",
                 "a/b/c/d", "$SYS/uptime", "other", "/", NULL,
         };
         static const struct {
@@ -1396,26 +1600,22 @@ START_TEST(test_mqtt_paths_agree_cross) {
         static const FrameFormat formats[] = { JSON, KV, VALUE, _FRAME_FORMAT_MAX };
         static const size_t maxes[] = { SIZE_MAX, 3 };
 
-        {
-                _cleanup_(topic_pattern_freep) TopicPattern *p = NULL;
-                const char *filter = cross_filters[_i];
+        _cleanup_(topic_pattern_freep) TopicPattern *p = NULL;
 
-                if (filter)
-                        ck_assert_int_eq(topic_pattern_new(filter, &p, NULL), 0);
-                for (size_t c = 0; c < ELEMENTSOF(mqtt_cases); c++) {
-                        char *copy = malloc(mqtt_cases[c].size ?: 1);
+        if (cross_filters[_i])
+                ck_assert_int_eq(topic_pattern_new(cross_filters[_i], &p, NULL), 0);
+        for (size_t c = 0; c < ELEMENTSOF(mqtt_cases); c++) {
+                char *copy = malloc(mqtt_cases[c].size ?: 1);
 
-                        ck_assert_ptr_nonnull(copy);
-                        memcpy(copy, mqtt_cases[c].payload, mqtt_cases[c].size);
-                        for (size_t t = 0; t < ELEMENTSOF(topics); t++)
-                                for (size_t x = 0; x < ELEMENTSOF(fixed); x++)
-                                        for (size_t k = 0; k < ELEMENTSOF(formats); k++)
-                                                for (size_t l = 0; l < ELEMENTSOF(maxes); l++)
-                                                        assert_paths_agree(p, formats[k], fixed[x].sensor,
-                                                                           fixed[x].metric, topics[t], copy,
-                                                                           mqtt_cases[c].size, maxes[l]);
-                        free(copy);
-                }
+                ck_assert_ptr_nonnull(copy);
+                memcpy(copy, mqtt_cases[c].payload, mqtt_cases[c].size);
+                for (size_t t = 0; t < ELEMENTSOF(topics); t++)
+                        for (size_t x = 0; x < ELEMENTSOF(fixed); x++)
+                                for (size_t k = 0; k < ELEMENTSOF(formats); k++)
+                                        for (size_t l = 0; l < ELEMENTSOF(maxes); l++)
+                                                assert_paths_agree(p, formats[k], fixed[x].sensor, fixed[x].metric,
+                                                                   topics[t], copy, mqtt_cases[c].size, maxes[l]);
+                free(copy);
         }
 }
 END_TEST
@@ -1449,10 +1649,13 @@ static Suite *frame_suite(void) {
         tcase_add_test(tc, test_line_buffer_pull_overlong_chunks);
         tcase_add_test(tc, test_line_buffer_pull_reset);
         tcase_add_test(tc, test_line_buffer_pull_empty_chunk);
+        tcase_add_loop_test(tc, test_line_buffer_modes, 0, ELEMENTSOF(mode_cases));
+        tcase_add_test(tc, test_line_buffer_cr_then_lf_in_next_chunk);
+        tcase_add_test(tc, test_line_buffer_early_overlong);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("topic");
-        tcase_set_timeout(tc, 60); /* the cross check: thousands of parses per iteration, under sanitizers too */
+        tcase_set_timeout(tc, 60); /* the cross check: thousands of parses per run, under sanitizers too */
         tcase_add_loop_test(tc, test_pattern_table, 0, ELEMENTSOF(pattern_cases));
         tcase_add_test(tc, test_pattern_errors);
         tcase_add_loop_test(tc, test_match_table, 0, ELEMENTSOF(match_cases));
