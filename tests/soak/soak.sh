@@ -12,8 +12,10 @@
 #
 # What runs: the system manager, journald, broker and pty pair of tests/system/lib.sh (private
 # namespaces, own cgroup, random port, everything stopped by PID or cgroup on any exit); the
-# daemon from its own unit; two simulators, one per input, each numbering its good frames
-# ("seq" metric, sensor ids soak-s* on the serial port, soak-m* over MQTT QoS 1 json).
+# daemon from its own unit; three simulators, each numbering its good frames ("seq" metric):
+# sensor ids soak-s* on the serial port, soak-m* over MQTT QoS 1 json on greenhouse/+/state,
+# soak-q* over MQTT QoS 2 json on greenhouse-q2/+/state (a topic configured with qos 2, which
+# the daemon subscribes as QoS 1: docs/MQTT.md).
 # Differences from the shipped unit, and why (the first three as in test-lifecycle.sh):
 #   ExecStart=, DeviceAllow=char-pts, LD_PRELOAD=ptyshim.so, ExecStartPre=clear-exclusive
 #                     the serial port is a socat pty (see test-lifecycle.sh)
@@ -21,7 +23,10 @@
 # The state directory is a tmpfs of its own inside the namespace, so that its disk can be
 # filled (and freed) without touching the machine. The broker gets max_queued_messages 0: by
 # default mosquitto drops QoS 1 messages beyond 1000 per offline client, which would be the
-# broker's loss, not ours.
+# broker's loss, not ours; and autosave_interval 1: mosquitto writes its persistence only at
+# exit and every autosave_interval seconds (default 1800), so a broker killed hard restarts
+# from its last save. Saving every second (mosquitto saves when more than that has passed, so
+# at most about 2 s apart) bounds what it can lose (see broker_kill).
 #
 # Faults (a seeded schedule: the kind, the pauses and the outage lengths come from SOAK_SEED):
 #   sigkill       SIGKILL the daemon; systemd restarts it
@@ -31,13 +36,21 @@
 #   broker_short  mosquitto stopped (SIGTERM: it writes its persistence) and restarted within
 #                 mqtt.max_offline
 #   broker_long   stopped for longer: the daemon exits 11 and is restarted
+#   broker_kill   mosquitto killed with SIGKILL (no persistence written) and restarted on the
+#                 same port from its last autosave within mqtt.max_offline; the daemon rides it
+#                 out. What the broker had acknowledged to a publisher but neither saved nor
+#                 delivered is the broker's loss: the account attributes a gap to it only when
+#                 the gap's frames were sent in the SOAK_BROKER_SAVE_MS before the kill and no
+#                 daemon process ended around it
 #   diskfull      the store's tmpfs filled until the daemon exits 12, held, then freed (once)
 #   burst         both simulators send a burst of bad frames (SIGUSR2, sc-simulate --burst)
 # Every restarting fault happens in the first 60% of the run; the rest has only the faults a
 # running daemon rides out, so one process lives through them for the leak check.
 #
 # Verdict (exit 1 on any): a serial gap that no outage window explains, or serial loss above
-# the bound from those windows; an MQTT gap beyond one batch per hard kill or store failure;
+# the bound from those windows; an MQTT gap (QoS 1 or QoS 2 stream) that is neither the
+# broker's (see broker_kill) nor within one batch per hard kill or store failure; a message a
+# publisher did not get acknowledged;
 # a duplicate stored; a reject that no injected bad frame or outage explains; a restart with
 # a cause not injected; a failed integrity_check; RSS growth of the long-lived daemon beyond
 # noise; a simulator failing.
@@ -51,12 +64,13 @@ SOAK_SEED=${SOAK_SEED:-$(( $(date +%s%N) % 1000000007 ))}
 unit=sensor-collector.service
 conf=/etc/sensor-collector/sensor-collector.json
 state=/var/lib/private/sensor-collector            # the StateDirectory, as the manager sees it
-RATE_SERIAL=25 RATE_MQTT=25                         # frames per second per input
+RATE_SERIAL=25 RATE_MQTT=25 RATE_QOS2=10            # frames per second per input
 REOPEN_TIMEOUT=4 MAX_OFFLINE=8                      # the daemon's budgets (seconds)
 COMMIT_MAX_ROWS=500 READINGS_PER_FRAME=3            # store default; temperature, humidity, seq
 READ_PACKET_BUDGET=64                               # MQTT messages handled per wakeup (mqtt-task.c)
 MARGIN_MS=500                                       # around each serial outage window
 RSS_NOISE_KIB=1024                                  # allowed RSS growth of the long-lived daemon
+BROKER_SAVE_MS=3000                                 # autosave_interval 1: saves <= ~2 s apart, + 1 s
 
 failures=()
 verdict() { # OK? WHAT
@@ -71,7 +85,7 @@ ev() { # KIND [DETAIL]: one line of the timeline
 # The broker of lib.sh, with one line added to its configuration (see above). sc_broker_start
 # starts "mosquitto -c FILE" in the background; this function replaces itself with the real one.
 mosquitto() {
-        printf 'max_queued_messages 0\n' >>"$2"
+        printf 'max_queued_messages 0\nautosave_interval 1\n' >>"$2"
         exec /usr/sbin/mosquitto "$@"
 }
 
@@ -106,7 +120,8 @@ printf '%s\n' '{
   "serial": { "device": "'"$(sc_pty_device)"'", "baud": 115200, "reopen_timeout": '$REOPEN_TIMEOUT' },
   "mqtt": { "host": "127.0.0.1", "port": '"$SC_BROKER_PORT"', "client_id": "sc-soak",
             "keepalive": 5, "max_offline": '$MAX_OFFLINE',
-            "topics": [ { "filter": "greenhouse/+sensor/state", "qos": 1, "format": "json" } ] },
+            "topics": [ { "filter": "greenhouse/+sensor/state", "qos": 1, "format": "json" },
+                        { "filter": "greenhouse-q2/+sensor/state", "qos": 2, "format": "json" } ] },
   "store": { "commit_max_rows": '$COMMIT_MAX_ROWS' },
   "supervisor": { "stop_timeout": 5 }
 }' >"$T/config.json"
@@ -166,6 +181,11 @@ SC_PIDS+=($sim_serial)
         --seed $((SOAK_SEED + 2)) --stats-json "$T/sim-mqtt.json" 2>"$T/sim-mqtt.log" &
 sim_mqtt=$!
 SC_PIDS+=($sim_mqtt)
+"$SC_SIMULATE" "${sim_common[@]}" --mqtt "127.0.0.1:$SC_BROKER_PORT" --qos 2 --client-id soak-sim2 \
+        --mqtt-format json --topic-prefix greenhouse-q2 --rate $RATE_QOS2 --sensor-prefix soak-q \
+        --seed $((SOAK_SEED + 3)) --stats-json "$T/sim-mqtt2.json" 2>"$T/sim-mqtt2.log" &
+sim_qos2=$!
+SC_PIDS+=($sim_qos2)
 ev sims_started
 
 # ---- faults ------------------------------------------------------------------------------
@@ -236,9 +256,23 @@ fault_broker() { # MS
         [ "$SC_BROKER_PORT" = "$port" ] || sc_fail "the broker came back on port $SC_BROKER_PORT, not $port"
         ev broker_up
 }
+fault_broker_kill() { # MS
+        local pid=$SC_BROKER_PID port=$SC_BROKER_PORT i
+        ev broker_kill "$1 ms"
+        kill -KILL "$pid"
+        for i in $(seq 100); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.05
+        done
+        kill -0 "$pid" 2>/dev/null && sc_fail "mosquitto (pid $pid) still there 5 s after SIGKILL"
+        ms_sleep "$1"
+        sc_broker_start
+        [ "$SC_BROKER_PORT" = "$port" ] || sc_fail "the broker came back on port $SC_BROKER_PORT, not $port"
+        ev broker_up
+}
 fault_burst() {
         ev burst
-        kill -USR2 "$sim_serial" "$sim_mqtt"
+        kill -USR2 "$sim_serial" "$sim_mqtt" "$sim_qos2"
 }
 fault_diskfull() {
         local n0 i
@@ -267,6 +301,7 @@ run_fault() { # KIND
         pty_long)     fault_pty "$(( (REOPEN_TIMEOUT + 2) * 1000 ))" ;;
         broker_short) rnd 300 2500; fault_broker $R ;;
         broker_long)  fault_broker "$(( (MAX_OFFLINE + 1) * 1000 ))" ;;
+        broker_kill)  rnd 300 2500; fault_broker_kill $R ;;
         diskfull)     fault_diskfull ;;
         burst)        fault_burst ;;
         esac
@@ -278,13 +313,14 @@ end=$((t0 + SOAK_MINUTES * 60))
 fault_end=$((t0 + SOAK_MINUTES * 60 * 6 / 10))
 pause_max=$(( SOAK_MINUTES <= 5 ? 3000 : 20000 ))
 # Every kind at least once, in a seeded order; then seeded draws.
-must=(sigkill watchdog pty_short pty_long broker_short broker_long diskfull burst)
+must=(sigkill watchdog pty_short pty_long broker_short broker_long broker_kill diskfull burst)
 for ((i = ${#must[@]} - 1; i > 0; i--)); do
         j=$((RANDOM % (i + 1)))
         tmp=${must[i]} must[i]=${must[j]} must[j]=$tmp
 done
-restarting=(sigkill sigkill sigkill watchdog pty_short pty_short pty_long broker_short broker_short broker_long burst burst)
-riding=(pty_short broker_short broker_short burst)
+restarting=(sigkill sigkill sigkill watchdog pty_short pty_short pty_long broker_short broker_short broker_long
+            broker_kill broker_kill burst burst)
+riding=(pty_short broker_short broker_short broker_kill burst)
 ev phase faults
 n=0
 while :; do
@@ -312,21 +348,23 @@ done
 sleep 4
 ev rss_end
 
-# ---- drain: the simulators stop and wait for their QoS 1 acknowledgements ----------------
+# ---- drain: the simulators stop and wait for their QoS 1 and QoS 2 acknowledgements -------
 ev phase drain
-kill -TERM "$sim_serial" "$sim_mqtt"
+kill -TERM "$sim_serial" "$sim_mqtt" "$sim_qos2"
 sim_ok=1
 wait "$sim_serial" || { sim_ok=0; sc_log "the serial simulator failed: $(tail -n 5 "$T/sim-serial.log")"; }
-wait "$sim_mqtt" || { sim_ok=0; sc_log "the MQTT simulator failed: $(tail -n 5 "$T/sim-mqtt.log")"; }
-verdict $sim_ok "both simulators ended normally (MQTT: every QoS 1 message acknowledged)"
-seq_last_m=$(sqlite3 :memory: "SELECT json_extract(readfile('$T/sim-mqtt.json'), '\$.seq_last')")
-stored_last() {
+wait "$sim_mqtt" || { sim_ok=0; sc_log "the MQTT QoS 1 simulator failed: $(tail -n 5 "$T/sim-mqtt.log")"; }
+wait "$sim_qos2" || { sim_ok=0; sc_log "the MQTT QoS 2 simulator failed: $(tail -n 5 "$T/sim-mqtt2.log")"; }
+verdict $sim_ok "the simulators ended normally (MQTT: every QoS 1 and QoS 2 message acknowledged)"
+seq_last() { sqlite3 :memory: "SELECT json_extract(readfile('$T/$1'), '\$.seq_last')"; }
+seq_last_m=$(seq_last sim-mqtt.json) seq_last_q=$(seq_last sim-mqtt2.json)
+stored_last() { # SENSOR-PREFIX
         sc_in_ns sqlite3 -readonly "$state/readings.db" \
-                "SELECT coalesce(max(CAST(value AS INTEGER)), 0) FROM readings_view WHERE metric = 'seq' AND sensor LIKE 'soak-m%'"
+                "SELECT coalesce(max(CAST(value AS INTEGER)), 0) FROM readings_view WHERE metric = 'seq' AND sensor LIKE '$1%'"
 }
-mqtt_caught_up() { [ "$(stored_last)" -ge "$seq_last_m" ]; }
-sc_log "MQTT: last seq sent $seq_last_m, stored so far $(stored_last 2>&1)"
-sc_wait 60 "the daemon stored the last MQTT frame" mqtt_caught_up
+mqtt_caught_up() { [ "$(stored_last soak-m)" -ge "$seq_last_m" ] && [ "$(stored_last soak-q)" -ge "$seq_last_q" ]; }
+sc_log "MQTT: last seq sent $seq_last_m (QoS 1), $seq_last_q (QoS 2); stored so far $(stored_last soak-m 2>&1), $(stored_last soak-q 2>&1)"
+sc_wait 60 "the daemon stored the last MQTT frame of both streams" mqtt_caught_up
 sleep 2   # the serial tail, if any, is in the tty buffer: read and committed by now
 sc_ctl stop "$unit"
 verdict "$([ "$(sc_prop $unit ExecMainStatus)" = 0 ] && echo 1 || echo 0)" "the final stop exits 0"
@@ -338,7 +376,7 @@ soak_save      # the journal and the store, into the test directory
 final_check=$(sqlite3 "$T/store.db" 'PRAGMA integrity_check' 2>&1) || true
 verdict "$([ "$final_check" = ok ] && echo 1 || echo 0)" "integrity_check of the final store: $final_check"
 
-SOAK_REOPEN_MS=$((REOPEN_TIMEOUT * 1000)) SOAK_OFFLINE_MS=$((MAX_OFFLINE * 1000)) \
+SOAK_REOPEN_MS=$((REOPEN_TIMEOUT * 1000)) SOAK_OFFLINE_MS=$((MAX_OFFLINE * 1000)) SOAK_BROKER_SAVE_MS=$BROKER_SAVE_MS \
         bash "$(dirname "$0")/account.sh" "$T" "$A" "$MARGIN_MS" "$COMMIT_MAX_ROWS" "$READINGS_PER_FRAME" \
         "$READ_PACKET_BUDGET" "$RSS_NOISE_KIB" >"$T/report.txt" || failures+=("the account (see the report)")
 cat "$T/report.txt"
