@@ -409,7 +409,6 @@ struct Field {
         size_t offset, size;
         int64_t min, max;                       /* INT: value; STRING: length in bytes */
         double min_sec, max_sec;                /* SECONDS */
-        bool min_exclusive;                     /* SECONDS: "more than min_sec" */
         const char *const *names;               /* ENUM; STRING: the allowed values */
         size_t n_names;
         const char *const *aliases;             /* ENUM: more accepted names, same indexing */
@@ -424,9 +423,8 @@ struct Field {
 #define MEMBER(st, m) .offset = offsetof(st, m), .size = sizeof(((st *) NULL)->m)
 #define F_BOOL(k, st, m, d) { .key = k, .type = FIELD_BOOL, MEMBER(st, m), .def = d }
 #define F_INT(k, st, m, lo, hi, d) { .key = k, .type = FIELD_INT, MEMBER(st, m), .min = lo, .max = hi, .def = d }
-#define F_SECONDS(k, st, m, lo, excl, hi, d)                                                        \
-        { .key = k, .type = FIELD_SECONDS, MEMBER(st, m), .min_sec = lo, .min_exclusive = excl,    \
-          .max_sec = hi, .def_sec = d }
+#define F_SECONDS(k, st, m, lo, hi, d)                                                              \
+        { .key = k, .type = FIELD_SECONDS, MEMBER(st, m), .min_sec = lo, .max_sec = hi, .def_sec = d }
 #define F_STRING(k, st, m, lo, hi, chk, d)                                                          \
         { .key = k, .type = FIELD_STRING, MEMBER(st, m), .min = lo, .max = hi, .check = chk, .def_str = d }
 #define F_CHOICE(k, st, m, tbl)                                                                     \
@@ -456,8 +454,8 @@ static const Field serial_fields[] = {
         F_ENUM("line_end", SerialConfig, line_end, line_end_names, LINE_END_LF),
         /* Minimums: a budget shorter than one retry, or a stop shorter than a commit, makes the
          * daemon give up at once; such values are typos, not settings. */
-        F_SECONDS("reopen_timeout", SerialConfig, reopen_timeout_usec, 0.1, false, 86400, 120),
-        F_SECONDS("idle_timeout", SerialConfig, idle_timeout_usec, 0, false, 86400, 0),
+        F_SECONDS("reopen_timeout", SerialConfig, reopen_timeout_usec, 0.1, 86400, 120),
+        F_SECONDS("idle_timeout", SerialConfig, idle_timeout_usec, 0, 86400, 0),
 };
 
 static bool parse_topics(Ctx *ctx, const char *path, const cJSON *v, void *base);
@@ -478,7 +476,7 @@ static const Field mqtt_fields[] = {
         F_STRING("certfile", MqttConfig, certfile, 1, 4095, check_absolute_path, NULL),
         F_STRING("keyfile", MqttConfig, keyfile, 1, 4095, check_absolute_path, NULL),
         F_CHOICE("tls_version", MqttConfig, tls_version, tls_version_names),
-        F_SECONDS("max_offline", MqttConfig, max_offline_usec, 0.5, false, 604800, 600),
+        F_SECONDS("max_offline", MqttConfig, max_offline_usec, 0.5, 604800, 600),
         F_INT("max_payload_bytes", MqttConfig, max_payload_bytes, 16, 268435455, 4096),
         F_CUSTOM("topics", parse_topics),
 };
@@ -507,8 +505,8 @@ static const Field log_fields[] = {
 };
 
 static const Field supervisor_fields[] = {
-        F_SECONDS("stop_timeout", SupervisorConfig, stop_timeout_usec, 0.5, false, 3600, 10),
-        F_SECONDS("status_interval", SupervisorConfig, status_interval_usec, 0.1, false, 3600, 1),
+        F_SECONDS("stop_timeout", SupervisorConfig, stop_timeout_usec, 0.5, 3600, 10),
+        F_SECONDS("status_interval", SupervisorConfig, status_interval_usec, 0.1, 3600, 1),
 };
 
 enum { SECTION_SERIAL, SECTION_MQTT, SECTION_STORE, SECTION_LOG, SECTION_SUPERVISOR };
@@ -600,10 +598,7 @@ static void apply_default(Ctx *ctx, const Field *f, void *base) {
 }
 
 static void format_seconds_range(const Field *f, char *buf, size_t size) {
-        if (f->min_exclusive)
-                snprintf(buf, size, "more than %g, at most %g seconds", f->min_sec, f->max_sec);
-        else
-                snprintf(buf, size, "%g..%g seconds", f->min_sec, f->max_sec);
+        snprintf(buf, size, "%g..%g seconds", f->min_sec, f->max_sec);
 }
 
 static bool parse_choice(Ctx *ctx, const char *path, const Field *f, const cJSON *v, int *ret_index) {
@@ -681,14 +676,12 @@ static bool parse_seconds(Ctx *ctx, const char *path, const Field *f, const cJSO
                 error_at(ctx, path, "expected a number of seconds, got %s", json_type_name(v));
                 return false;
         }
-        if (!isfinite(d) || d < f->min_sec || (f->min_exclusive && d <= f->min_sec) || d > f->max_sec) {
+        if (!isfinite(d) || d < f->min_sec || d > f->max_sec) {
                 format_seconds_range(f, range, sizeof(range));
                 error_at(ctx, path, "%.15g is out of range (%s)", d, range);
                 return false;
         }
         usec = (uint64_t) llround(d * (double) USEC_PER_SEC);
-        if (f->min_exclusive && usec == 0)
-                usec = 1; /* "more than 0" must not round to "off" */
         *(uint64_t *) p = usec;
         return true;
 }
