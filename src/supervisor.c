@@ -308,9 +308,10 @@ static void supervisor_reload(Supervisor *s) {
                 (void) sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64, clock_now_usec(CLOCK_MONOTONIC));
         (void) s->reload(s->reload_userdata, &note);
         snprintf(s->reload_note, sizeof(s->reload_note), "%s", strempty(note));
+        /* STATUS= first: when the reload is seen to end, systemctl status says how it went. */
+        supervisor_send_status(s, true);
         if (s->ready_sent)
                 (void) sd_notify(false, "READY=1");
-        supervisor_send_status(s, true);
 }
 
 static int on_signal(sd_event_source *source, const struct signalfd_siginfo *si, void *userdata) {
