@@ -120,6 +120,10 @@ static void assert_log(Ctx *c, const char *needle, bool present) {
         ck_assert_msg(found == present, "'%s' %s in the daemon log", needle, present ? "missing" : "unexpected");
 }
 
+static bool log_has_level_change(void *userdata) {
+        return count_log(userdata, "Log level changed from info to debug.") > 0;
+}
+
 static uint64_t monotonic_usec(void) {
         struct timespec ts;
 
@@ -386,6 +390,41 @@ START_TEST(test_reload_loses_nothing) {
 }
 END_TEST
 
+/* A SIGHUP before READY=1 (the port not there yet): the reload happens, but there is no
+ * RELOADING=1 and no early READY=1; READY=1 comes when every task runs, as ever. */
+START_TEST(test_reload_before_ready) {
+        _cleanup_free_ char *json = NULL, *debug = NULL;
+        Ctx c;
+
+        memset(&c, 0, sizeof(c));
+        c.dir = tl_tmpdir();
+        snprintf(c.db, sizeof(c.db), "%s/readings.db", c.dir);
+        /* the names tl_pty_start() will give, for a port that is not there yet */
+        snprintf(c.pty.link, sizeof(c.pty.link), "%s/dev", c.dir);
+        snprintf(c.pty.device, sizeof(c.pty.device), "/dev/../../../../../..%s", c.pty.link);
+        tl_broker_start(&c.broker, c.dir, NULL);
+        json = make_config(&c, "info", ", \"reopen_timeout\": 30", "");
+        tl_daemon_start(&c.d, c.dir, json, NULL, NULL);
+        ck_assert_msg(tl_notify_wait(&c.d.notify, "STATUS=Starting", 10000), "%s", c.d.notify.log);
+
+        debug = make_config(&c, "debug", ", \"reopen_timeout\": 30", "");
+        write_config(&c, debug);
+        ck_assert_int_eq(kill(c.d.pid, SIGHUP), 0);
+        ck_assert_msg(tl_wait_until(log_has_level_change, &c, 10000), "no reload before READY=1");
+        tl_notify_drain(&c.d.notify);
+        ck_assert_msg(!strstr(c.d.notify.log, "RELOADING=1") && !strstr(c.d.notify.log, "READY=1"), "%s",
+                      c.d.notify.log);
+
+        tl_pty_start(&c.pty, c.dir);
+        ck_assert_msg(tl_notify_wait(&c.d.notify, "READY=1", 40000), "%s", c.d.notify.log);
+        ck_assert_msg(!strstr(c.d.notify.log, "RELOADING=1"), "%s", c.d.notify.log);
+        send_serial(&c, 3);
+        send_mqtt(&c);
+        wait_all_stored(&c);
+        stop_ok(&c);
+}
+END_TEST
+
 static Suite *reload_suite(void) {
         Suite *s = suite_create("reload");
         TCase *tc = tcase_create("sighup");
@@ -395,6 +434,7 @@ static Suite *reload_suite(void) {
         tcase_add_test(tc, test_reload_bad_keeps_old);
         tcase_add_test(tc, test_reload_restart_keys);
         tcase_add_test(tc, test_reload_loses_nothing);
+        tcase_add_test(tc, test_reload_before_ready);
         suite_add_tcase(s, tc);
         return s;
 }
