@@ -88,6 +88,33 @@ static const RestartKey restart_keys[] = {
 
 #undef K
 
+/* Keys a reload applies, each through a hook (the log level: apply_log_level() below). A key
+ * that becomes applicable at run time moves here from restart_keys[] with its hook. */
+static const char *const applied_keys[] = {
+        "/log/level",
+};
+
+/* Keys with no member of their own: custom_baud only allows a non-standard /serial/baud, and a
+ * change of it that matters changes the baud rate too. */
+static const char *const restart_keys_without_member[] = {
+        "/serial/custom_baud",
+};
+
+int reload_key_kind(const char *path) {
+        assert(path);
+
+        for (size_t i = 0; i < ELEMENTSOF(restart_keys); i++)
+                if (streq(restart_keys[i].path, path))
+                        return RELOAD_KEY_RESTART;
+        for (size_t i = 0; i < ELEMENTSOF(restart_keys_without_member); i++)
+                if (streq(restart_keys_without_member[i], path))
+                        return RELOAD_KEY_RESTART;
+        for (size_t i = 0; i < ELEMENTSOF(applied_keys); i++)
+                if (streq(applied_keys[i], path))
+                        return RELOAD_KEY_APPLIED;
+        return -ENOENT;
+}
+
 static bool topic_equal(const MqttTopicConfig *a, const MqttTopicConfig *b) {
         return streq_ptr(a->filter, b->filter) && a->qos == b->qos && a->format == b->format &&
                streq_ptr(a->sensor, b->sensor) && streq_ptr(a->metric, b->metric);
@@ -312,7 +339,7 @@ int reload_run(Reload *r) {
         _cleanup_(config_freep) Config *next = NULL;
         _cleanup_strv_free_ char **keys = NULL;
         const Config *old = reload_current(r);
-        char list[NOTE_MAX - 64];
+        char list[200];               /* with "restart needed for ", within the supervisor's 256 */
         const char *failed = NULL;
         int k, n_keys, error = 0;
 

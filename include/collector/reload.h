@@ -14,6 +14,19 @@
  * free with strv_free(); an empty list when nothing differs), or -ENOMEM. */
 int reload_restart_keys(const Config *running, const Config *next, char ***ret_keys);
 
+typedef enum ReloadKeyKind {
+        RELOAD_KEY_RESTART,           /* only a restart applies it; a reload names it and leaves it */
+        RELOAD_KEY_APPLIED,           /* a reload applies it */
+        _RELOAD_KEY_KIND_MAX,
+        _RELOAD_KEY_KIND_INVALID = -EINVAL,
+} ReloadKeyKind;
+
+/* How a reload treats the key at path, a JSON path as in error messages ("/serial/baud"; a
+ * list such as "/mqtt/topics" is one key). Returns the kind, or -ENOENT for a key this module
+ * does not know: every key of the configuration must be classified here (a unit test walks the
+ * example configuration), so that a new key is never silently taken as applied. Pure. */
+int reload_key_kind(const char *path);
+
 /* Applies what can be applied of a new configuration at run time. Called with old, the
  * configuration last fully applied (at the first reload: the one the daemon started with),
  * and next, the new one, validated. Returns 0, or -errno when it could not apply next (it logs

@@ -7,6 +7,8 @@
 #include <unistd.h>
 #include <syslog.h>
 
+#include <cJSON.h>
+
 #include "collector/log.h"
 #include "collector/reload.h"
 #include "testlib.h"
@@ -72,6 +74,10 @@ static const KeysCase keys_cases[] = {
                     "\"topics\": [ " TOPIC_A " ]" },
           /* the port's default follows TLS: 8883 */
           "/mqtt/port,/mqtt/username,/mqtt/password_file,/mqtt/cafile,/mqtt/tls_version" },
+        { "client certificate", {},
+          { .mqtt = "\"host\": \"localhost\", \"client_id\": \"gw\", \"capath\": \"/etc/ssl/certs\", "
+                    "\"certfile\": \"/etc/sc/gw.pem\", \"keyfile\": \"/etc/sc/gw.key\", \"topics\": [ " TOPIC_A " ]" },
+          "/mqtt/port,/mqtt/capath,/mqtt/certfile,/mqtt/keyfile" },
         { "a topic added", {}, { .mqtt = MQTT_WITH(TOPIC_A ", " TOPIC_B) }, "/mqtt/topics" },
         { "topics reordered", { .mqtt = MQTT_WITH(TOPIC_A ", " TOPIC_B) }, { .mqtt = MQTT_WITH(TOPIC_B ", " TOPIC_A) },
           "/mqtt/topics" },
@@ -154,6 +160,48 @@ START_TEST(test_restart_keys) {
         ck_assert_int_eq(n, count_keys(k->expected));
         /* The relation is symmetric: going back needs the same restart. */
         ck_assert_int_eq(reload_restart_keys(next, running, &back), n);
+}
+END_TEST
+
+/* Every key of the example configuration (which shows every key) is classified, and each
+ * key the table above reports is a restart key: a key added to config.c and the example
+ * without a decision here fails this test instead of being taken as applied. */
+static void check_kinds(const cJSON *node, const char *path) {
+        const cJSON *child;
+
+        cJSON_ArrayForEach(child, node) {
+                char sub[256];
+
+                snprintf(sub, sizeof(sub), "%s/%s", path, child->string);
+                if (cJSON_IsObject(child))
+                        check_kinds(child, sub);
+                else
+                        ck_assert_msg(reload_key_kind(sub) >= 0, "%s is neither applied at a reload nor restart-only", sub);
+        }
+}
+
+START_TEST(test_key_kinds) {
+        _cleanup_free_ char *text = tl_read_file(SC_SOURCE_DIR "/config/sensor-collector.json");
+        cJSON *root;
+
+        ck_assert_ptr_nonnull(text);
+        root = cJSON_Parse(text);
+        ck_assert_ptr_nonnull(root);
+        check_kinds(root, "");
+        cJSON_Delete(root);
+
+        ck_assert_int_eq(reload_key_kind("/log/level"), RELOAD_KEY_APPLIED);
+        ck_assert_int_eq(reload_key_kind("/serial/custom_baud"), RELOAD_KEY_RESTART);
+        ck_assert_int_eq(reload_key_kind("/mqtt/topics"), RELOAD_KEY_RESTART);
+        ck_assert_int_eq(reload_key_kind("/mqtt/topics/0/qos"), -ENOENT);
+        ck_assert_int_eq(reload_key_kind("/serial"), -ENOENT);
+        ck_assert_int_eq(reload_key_kind("/nonsense"), -ENOENT);
+        for (size_t i = 0; i < ELEMENTSOF(keys_cases); i++) {
+                _cleanup_free_ char *list = strdup(keys_cases[i].expected);
+
+                for (char *save = NULL, *k = strtok_r(list, ",", &save); k; k = strtok_r(NULL, ",", &save))
+                        ck_assert_msg(reload_key_kind(k) == RELOAD_KEY_RESTART, "%s", k);
+        }
 }
 END_TEST
 
@@ -249,6 +297,32 @@ START_TEST(test_reload_good_bad_restart) {
 }
 END_TEST
 
+/* Many keys waiting for a restart: the note is cut, visibly, to fit STATUS=. */
+START_TEST(test_reload_note_cut) {
+        const char *dir = tl_tmpdir();
+        const char *path = tl_write_file(dir, "c.json", good_info);
+        _cleanup_(config_freep) Config *running = load(path);
+        _cleanup_(reload_freep) Reload *r = NULL;
+        const char *note;
+
+        log_open(LOG_TARGET_STDERR);
+        ck_assert_int_eq(reload_new(running, &(ReloadOptions){ .path = path, .log_level_override = -1 }, &r), 0);
+        tl_write_file(dir, "c.json",
+                      "{ \"serial\": { \"device\": \"/dev/ttyUSB1\", \"baud\": 19200, \"data_bits\": 7, \"parity\": \"odd\", "
+                      "\"stop_bits\": 2, \"flow_control\": \"xonxoff\", \"format\": \"kv\", \"checksum\": \"nmea\", "
+                      "\"max_frame_bytes\": 100, \"line_end\": \"cr\", \"reopen_timeout\": 5, \"idle_timeout\": 5 }, "
+                      "\"mqtt\": { \"enabled\": false }, \"store\": { \"path\": \"/srv/x.db\", \"synchronous\": \"full\", "
+                      "\"commit_interval_ms\": 5, \"commit_max_rows\": 5, \"retention_days\": 5, \"max_size_mb\": 5 }, "
+                      "\"supervisor\": { \"stop_timeout\": 5, \"status_interval\": 5 } }");
+        ck_assert_int_eq(reload_run(r), 0);
+        note = reload_get_note(r);
+        ck_assert_ptr_nonnull(note);
+        ck_assert_msg(strncmp(note, "restart needed for /serial/device, /serial/baud, ", 49) == 0, "%s", note);
+        ck_assert_msg(strlen(note) < 256, "%zu: %s", strlen(note), note);
+        ck_assert_msg(streq(note + strlen(note) - 3, "..."), "%s", note);
+}
+END_TEST
+
 /* A hook that fails: the reload fails and says which; the configuration last fully applied
  * stays the reference; the next good reload applies again to every hook. */
 START_TEST(test_reload_hook_fails) {
@@ -311,11 +385,13 @@ static Suite *reload_suite(void) {
         TCase *tc = tcase_create("restart-keys");
 
         tcase_add_loop_test(tc, test_restart_keys, 0, ELEMENTSOF(keys_cases));
+        tcase_add_test(tc, test_key_kinds);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("run");
         tcase_add_test(tc, test_reload_good_bad_restart);
         tcase_add_test(tc, test_reload_hook_fails);
+        tcase_add_test(tc, test_reload_note_cut);
         tcase_add_test(tc, test_reload_command_line_wins);
         suite_add_tcase(s, tc);
         return s;
