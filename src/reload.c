@@ -37,7 +37,21 @@ typedef struct RestartKey {
         Section section;
 } RestartKey;
 
-#define K(path, type, member, section) { path, type, offsetof(Config, member), section }
+/* The size each type reads, checked against the member at compile time (an array of size -1
+ * does not compile): a member whose type changes cannot be read with the wrong width. */
+#define KEY_SIZE_KEY_BOOL sizeof(bool)
+#define KEY_SIZE_KEY_INT sizeof(int)
+#define KEY_SIZE_KEY_UNSIGNED sizeof(unsigned)
+#define KEY_SIZE_KEY_U16 sizeof(uint16_t)
+#define KEY_SIZE_KEY_U32 sizeof(uint32_t)
+#define KEY_SIZE_KEY_U64 sizeof(uint64_t)
+#define KEY_SIZE_KEY_SIZE sizeof(size_t)
+#define KEY_SIZE_KEY_STRING sizeof(char *)
+#define KEY_SIZE_KEY_TOPICS sizeof(MqttTopicConfig *)
+#define K(path, type, member, section)                                                                   \
+        { path, type,                                                                                    \
+          offsetof(Config, member) + 0 * sizeof(char[sizeof(((Config *) 0)->member) == KEY_SIZE_##type ? 1 : -1]), \
+          section }
 
 /* Every key that the tasks or the supervisor take at start and keep: the serial port and its
  * line settings (the port would have to be reopened), the broker connection and the
