@@ -365,6 +365,14 @@ int reload_run(Reload *r) {
         /* The same command line as at start: --no-serial on a file with serial on is no change. */
         next->serial.enabled = next->serial.enabled && !r->options.no_serial;
         next->mqtt.enabled = next->mqtt.enabled && !r->options.no_mqtt;
+        /* What --check-config and a start refuse (exit 64), a reload refuses too: the restart
+         * it asks for would not come up. */
+        if (!next->serial.enabled && !next->mqtt.enabled) {
+                log_error("Reload failed: nothing to collect in '%s': both the serial and the MQTT input are disabled; "
+                          "keeping the old configuration.", r->path);
+                snprintf(r->note, sizeof(r->note), "last reload failed: nothing to collect, old configuration kept");
+                return -EINVAL;
+        }
 
         /* Against what the tasks run on: a key changed and changed back needs nothing. */
         n_keys = reload_restart_keys(r->running, next, &keys);

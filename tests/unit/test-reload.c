@@ -289,6 +289,12 @@ START_TEST(test_reload_good_bad_restart) {
         ck_assert_ptr_null(reload_get_note(r));
         ck_assert_int_eq(log_get_max_level(), LOG_INFO);
 
+        /* nothing to collect: refused as at start, not reported as two keys to restart with */
+        tl_write_file(dir, "c.json", "{ \"serial\": { \"enabled\": false }, \"mqtt\": { \"enabled\": false } }");
+        ck_assert_int_eq(reload_run(r), -EINVAL);
+        ck_assert_str_eq(reload_get_note(r), "last reload failed: nothing to collect, old configuration kept");
+        ck_assert_int_eq(log_get_max_level(), LOG_INFO);
+
         /* a file gone: the old configuration stays */
         ck_assert_int_eq(unlink(path), 0);
         ck_assert_int_eq(reload_run(r), -ENOENT);
