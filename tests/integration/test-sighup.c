@@ -227,6 +227,22 @@ static char *last_status(Ctx *c, size_t off) {
         return strndup(last, n);
 }
 
+typedef struct StatusWait {
+        Ctx *c;
+        size_t off;
+        char needle[64];
+} StatusWait;
+
+/* The last STATUS= since off contains needle. */
+static bool status_contains(void *userdata) {
+        StatusWait *w = userdata;
+        _cleanup_free_ char *status = NULL;
+
+        tl_notify_drain(&w->c->d.notify);
+        status = last_status(w->c, w->off);
+        return status && strstr(status, w->needle);
+}
+
 /* A good reload: the log level takes effect at once, both ways, and nothing else moves. */
 START_TEST(test_reload_good_log_level) {
         _cleanup_free_ char *debug = NULL, *warning = NULL, *notice = NULL;
@@ -277,6 +293,7 @@ END_TEST
 START_TEST(test_reload_bad_keeps_old) {
         _cleanup_free_ char *good = NULL;
         _cleanup_free_ char *status = NULL, *status_later = NULL, *status_good = NULL;
+        StatusWait counted = {};
         size_t off;
         Ctx c;
 
@@ -308,9 +325,11 @@ START_TEST(test_reload_bad_keeps_old) {
         ck_assert_int_eq(count_log(&c, "Opened serial port"), 1);
         ck_assert_int_eq(count_log(&c, "Reopened serial port"), 0);
 
-        /* the note stays in later STATUS= updates (the counters moved since) */
-        tl_sleep_ms(500); /* at least two status intervals: the periodic STATUS= came since */
-        tl_notify_drain(&c.d.notify);
+        /* the note stays in later STATUS= updates: the one that counts every reading stored */
+        snprintf(counted.needle, sizeof(counted.needle), "store: %" PRId64 " readings", c.serial_sent + c.mqtt_sent);
+        counted.c = &c;
+        counted.off = off;
+        ck_assert_msg(tl_wait_until(status_contains, &counted, 10000), "no STATUS= with '%s'", counted.needle);
         status_later = last_status(&c, off);
         ck_assert_msg(status_later && strstr(status_later, "last reload failed"), "STATUS: %s", strna(status_later));
 
