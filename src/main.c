@@ -9,6 +9,7 @@
 #include "collector/log.h"
 #include "collector/mqtt-task.h"
 #include "collector/query.h"
+#include "collector/reload.h"
 #include "collector/serial-task.h"
 #include "collector/store.h"
 #include "collector/supervisor.h"
@@ -143,8 +144,24 @@ static int add_tasks(Supervisor *s, const Config *config) {
         return r;
 }
 
+/* SIGHUP reloads the file given at start, with the same command line applied to it. Hooks for
+ * what else can change at run time register on the Reload here. */
+static int add_reload(Supervisor *s, const Config *config, const Args *args, Reload **ret) {
+        int r;
+
+        r = reload_new(config, &(ReloadOptions){ .path = args->config_path, .log_level_override = args->log_level,
+                                                 .no_serial = args->no_serial, .no_mqtt = args->no_mqtt },
+                       ret);
+        if (r >= 0)
+                supervisor_set_reload(s, reload_run_for_supervisor, *ret);
+        return r;
+}
+
 static int run(int argc, char **argv) {
+        /* Freed in reverse: the tasks (in s) first, then the reloaded configurations they may
+         * point into, then the one they were built from. */
         _cleanup_(config_freep) Config *config = NULL;
+        _cleanup_(reload_freep) Reload *reload = NULL;
         _cleanup_(supervisor_freep) Supervisor *s = NULL;
         _cleanup_strv_free_ char **errors = NULL;
         Args args;
@@ -197,6 +214,8 @@ static int run(int argc, char **argv) {
                            &s);
         if (r >= 0)
                 r = add_tasks(s, config);
+        if (r >= 0)
+                r = add_reload(s, config, &args, &reload);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up: %m");
                 (void) sd_notify(false, "STOPPING=1");

@@ -36,6 +36,10 @@ struct Supervisor {
 
         uint64_t status_last_usec;
         char status_sent[STATUS_MAX];
+
+        SupervisorReloadFn reload;    /* SIGHUP */
+        void *reload_userdata;
+        char reload_note[256];        /* in STATUS= until a reload says otherwise */
 };
 
 static const int handled_signals[] = { SIGTERM, SIGINT, SIGHUP };
@@ -66,6 +70,8 @@ static void supervisor_format_status(Supervisor *s, char *buf, size_t size) {
         if (failed && used < size)
                 used += (size_t) snprintf(buf + used, size - used, " (%s: %s)", task_get_name(failed),
                                           strna(task_get_cause(failed)));
+        if (s->reload_note[0] && used < size)
+                used += (size_t) snprintf(buf + used, size - used, " (%s)", s->reload_note);
         for (size_t i = 0; i < s->n_tasks && used < size; i++) {
                 char one[256];
 
@@ -288,12 +294,32 @@ static void on_task_state(Task *t, TaskState old_state, void *userdata) {
                 supervisor_schedule_stop(s);
 }
 
+/* SIGHUP: RELOADING=1, the reload (the loop holds still meanwhile, so nothing is dropped: the
+ * kernel and the broker keep what arrives), READY=1. Before READY=1 was first sent there is no
+ * reload to report: the reload still happens, and READY=1 waits for the tasks as ever. */
+static void supervisor_reload(Supervisor *s) {
+        const char *note = NULL;
+
+        if (!s->reload || s->stopping) {
+                log_notice("Received SIGHUP; %s, ignoring.", s->stopping ? "stopping" : "reloading is not supported");
+                return;
+        }
+        if (s->ready_sent)
+                (void) sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64, clock_now_usec(CLOCK_MONOTONIC));
+        (void) s->reload(s->reload_userdata, &note);
+        snprintf(s->reload_note, sizeof(s->reload_note), "%s", strempty(note));
+        /* STATUS= first: when the reload is seen to end, systemctl status says how it went. */
+        supervisor_send_status(s, true);
+        if (s->ready_sent)
+                (void) sd_notify(false, "READY=1");
+}
+
 static int on_signal(sd_event_source *source, const struct signalfd_siginfo *si, void *userdata) {
         Supervisor *s = userdata;
         (void) source;
 
         if (si->ssi_signo == SIGHUP) {
-                log_notice("Received SIGHUP; reloading is not supported, ignoring.");
+                supervisor_reload(s);
                 return 0;
         }
         if (s->stopping) {
@@ -382,6 +408,11 @@ Supervisor *supervisor_free(Supervisor *s) {
 
 sd_event *supervisor_get_event(Supervisor *s) {
         return s->event;
+}
+
+void supervisor_set_reload(Supervisor *s, SupervisorReloadFn fn, void *userdata) {
+        s->reload = fn;
+        s->reload_userdata = userdata;
 }
 
 int supervisor_add_task(Supervisor *s, Task *t) {

@@ -27,6 +27,15 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Supervisor *, supervisor_free);
 /* The loop; owned by the supervisor, valid until supervisor_free(). */
 sd_event *supervisor_get_event(Supervisor *s);
 
+/* What SIGHUP runs: returns 0 or -errno (it logs itself); *ret_note is NULL or a short text for
+ * STATUS= (borrowed, copied at once), e.g. that the last reload failed. */
+typedef int (*SupervisorReloadFn)(void *userdata, const char **ret_note);
+
+/* Sets the SIGHUP handler (none: SIGHUP is logged and ignored). The supervisor sends
+ * RELOADING=1 with MONOTONIC_USEC= before it and READY=1 after it, once the daemon was ready.
+ * userdata is borrowed and must outlive the loop. */
+void supervisor_set_reload(Supervisor *s, SupervisorReloadFn fn, void *userdata);
+
 /* Adds a task; the supervisor owns it from now on, also on failure. Tasks start in the order
  * added and stop in reverse order (add the store first: it stops last and commits).
  * Returns 0 or -ENOMEM. */

@@ -42,6 +42,7 @@ sc_log "Depends: $depends"
 for lib in libmosquitto1 libserialport0 libsystemd0 libcjson1 libsqlite3-0; do
         sc_check "Depends names $lib (from dpkg-shlibdeps)" grep -q "$lib" <<<"$depends"
 done
+sc_check "Depends names procps (/bin/kill, which the unit's ExecReload= runs)" grep -qw procps <<<"$depends"
 sc_check "the configuration is a conffile" \
         bash -c 'dpkg-deb --ctrl-tarfile "$1" | tar -xO ./conffiles | grep -qx /etc/sensor-collector/sensor-collector.json' _ "$deb"
 
@@ -60,6 +61,8 @@ sc_check "the unit is enabled (multi-user.target.wants)" \
 sc_check "the installed unit runs /usr/bin/sensor-collector" \
         grep -q '^ExecStart=/usr/bin/sensor-collector --config /etc/sensor-collector/sensor-collector.json$' \
         /lib/systemd/system/sensor-collector.service
+sc_check "the installed unit reloads with SIGHUP through an executable /bin/kill" \
+        bash -c 'grep -q "^ExecReload=/bin/kill -HUP \$MAINPID$" "$1" && test -x /bin/kill' _ /lib/systemd/system/sensor-collector.service
 version=$(/usr/bin/sensor-collector --version)
 sc_check "sensor-collector --version: $version" test "$version" = "sensor-collector $(dpkg-deb -f "$deb" Version)"
 out=$(/usr/bin/sensor-collector --check-config 2>&1)

@@ -1,0 +1,463 @@
+/* SPDX-License-Identifier: MIT */
+/* SIGHUP end to end: the real daemon reading a pty and a real broker reloads its file, good or bad, and loses nothing. */
+#include <check.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "collector/macro.h"
+#include "testlib.h"
+
+typedef struct Ctx {
+        const char *dir;
+        TlPty pty;
+        TlBroker broker;
+        TlDaemon d;
+        char db[400];
+        int64_t serial_sent;
+        int64_t mqtt_sent;
+} Ctx;
+
+/* The configuration with both inputs; level is the log level, extra_serial extra members of
+ * "serial" (each after a comma, may be ""), extra_mqtt_topic a second topic (may be ""). Caller
+ * frees. */
+static char *make_config(Ctx *c, const char *level, const char *extra_serial, const char *device_suffix) {
+        char *s = NULL;
+
+        ck_assert_int_ge(asprintf(&s,
+                                  "{\n"
+                                  "  \"serial\": { \"device\": \"%s%s\", \"format\": \"kv\"%s },\n"
+                                  "  \"mqtt\": { \"host\": \"127.0.0.1\", \"port\": %d, \"client_id\": \"sc-reload-gw\",\n"
+                                  "            \"topics\": [ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" } ] },\n"
+                                  "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": 10 },\n"
+                                  "  \"log\": { \"level\": \"%s\" },\n"
+                                  "  \"supervisor\": { \"stop_timeout\": 5, \"status_interval\": 0.2 }\n"
+                                  "}\n",
+                                  c->pty.device, device_suffix, extra_serial, c->broker.port, c->db, level),
+                         0);
+        return s;
+}
+
+static void ctx_start(Ctx *c, const char *level) {
+        _cleanup_free_ char *json = NULL;
+
+        memset(c, 0, sizeof(*c));
+        c->dir = tl_tmpdir();
+        snprintf(c->db, sizeof(c->db), "%s/readings.db", c->dir);
+        tl_pty_start(&c->pty, c->dir);
+        tl_broker_start(&c->broker, c->dir, NULL);
+        json = make_config(c, level, "", "");
+        tl_daemon_start_ready(&c->d, c->dir, json, NULL, NULL, 10000);
+}
+
+/* Replaces the file in one step (a new file renamed over it), as an editor or a configuration
+ * tool should: a SIGHUP still pending from before may be handled at any moment, and must not
+ * read a half-written file. */
+static void write_config(Ctx *c, const char *json) {
+        char path[512];
+
+        tl_write_file(c->dir, "config.json.new", json);
+        snprintf(path, sizeof(path), "%s/config.json.new", c->dir);
+        ck_assert_int_eq(rename(path, c->d.config), 0);
+}
+
+static void send_serial(Ctx *c, int n) {
+        char line[64];
+
+        for (int i = 0; i < n; i++) {
+                snprintf(line, sizeof(line), "sensor=s1 seq=%" PRId64 "\n", c->serial_sent++);
+                tl_pty_write(&c->pty, line, strlen(line));
+        }
+}
+
+static void send_mqtt(Ctx *c) {
+        char port[16], value[32];
+        char *argv[] = { "mosquitto_pub", "-p", port, "-q", "1", "-t", "gh/m1/seq", "-m", value, NULL };
+
+        snprintf(port, sizeof(port), "%d", c->broker.port);
+        snprintf(value, sizeof(value), "%" PRId64, c->mqtt_sent++);
+        ck_assert_int_eq(tl_run(argv, NULL, NULL, 10000), 0);
+}
+
+static int64_t count_in(const char *text, const char *needle) {
+        int64_t n = 0;
+
+        for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
+                n++;
+        return n;
+}
+
+static void dump(Ctx *c);
+
+static int64_t count_log(Ctx *c, const char *needle) {
+        char *log = tl_daemon_log(&c->d);
+        int64_t n = count_in(log, needle);
+
+        free(log);
+        return n;
+}
+
+/* The daemon's log and datagrams on stderr: too long for a Check message. */
+static void dump(Ctx *c) {
+        char *log = tl_daemon_log(&c->d);
+
+        tl_notify_drain(&c->d.notify);
+        fprintf(stderr, "---- daemon log:\n%s---- notify:\n%s----\n", log, c->d.notify.log);
+        free(log);
+}
+
+static void assert_log(Ctx *c, const char *needle, bool present) {
+        char *log = tl_daemon_log(&c->d);
+        bool found = strstr(log, needle) != NULL;
+
+        free(log);
+        if (found != present)
+                dump(c);
+        ck_assert_msg(found == present, "'%s' %s in the daemon log", needle, present ? "missing" : "unexpected");
+}
+
+static bool log_has_level_change(void *userdata) {
+        return count_log(userdata, "Log level changed from info to debug.") > 0;
+}
+
+static uint64_t monotonic_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+}
+
+/* The first RELOADING=1 from off on whose MONOTONIC_USEC= is at least since, and the READY=1
+ * after it; false while they are not both there. */
+static bool find_reload(const char *log, uint64_t since, uint64_t *ret_stamp, const char **ret_ready) {
+        static const char tag[] = "RELOADING=1\nMONOTONIC_USEC=";
+
+        for (const char *p = log; (p = strstr(p, tag)); p++) {
+                uint64_t stamp;
+
+                if (sscanf(p + strlen(tag), "%" SCNu64, &stamp) != 1 || stamp < since)
+                        continue;
+                *ret_stamp = stamp;
+                *ret_ready = strstr(p, "READY=1");
+                return *ret_ready != NULL;
+        }
+        return false;
+}
+
+/* Sends SIGHUP and waits for the reload's READY=1. Checks the protocol: RELOADING=1 first, in
+ * one datagram with MONOTONIC_USEC= taken between the signal and the answer, then READY=1.
+ * Signals sent before without waiting may still be answered: their reloads began before this
+ * one's stamp, or read the same file. Returns the offset in the notify log where this reload's
+ * datagrams may begin. */
+static size_t reload(Ctx *c) {
+        size_t off;
+        uint64_t before, after, stamp = 0;
+        const char *ready = NULL;
+        int64_t deadline = tl_now_ms() + 10000;
+
+        tl_notify_drain(&c->d.notify);
+        off = c->d.notify.len;
+        before = monotonic_usec();
+        ck_assert_int_eq(kill(c->d.pid, SIGHUP), 0);
+        for (;;) {
+                tl_notify_drain(&c->d.notify);
+                if (find_reload(c->d.notify.log + off, before, &stamp, &ready))
+                        break;
+                if (tl_now_ms() > deadline) {
+                        dump(c);
+                        ck_abort_msg("no RELOADING=1 with MONOTONIC_USEC= and then READY=1 after SIGHUP");
+                }
+                tl_sleep_ms(10);
+        }
+        after = monotonic_usec();
+        ck_assert_msg(stamp >= before && stamp <= after, "MONOTONIC_USEC=%" PRIu64 " not within [%" PRIu64 ", %" PRIu64 "]",
+                      stamp, before, after);
+        return off;
+}
+
+typedef struct SqlWait {
+        const char *db;
+        const char *sql;
+        int64_t want;
+} SqlWait;
+
+static bool sql_equals(void *userdata) {
+        SqlWait *w = userdata;
+        return tl_sql_int(w->db, w->sql) == w->want;
+}
+
+/* Every reading sent so far is stored, each exactly once. */
+static void wait_all_stored(Ctx *c) {
+        SqlWait w = { c->db, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor = 's1'", c->serial_sent };
+        SqlWait m = { c->db, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor = 'm1'", c->mqtt_sent };
+        SqlWait all = { c->db, "SELECT count(*) FROM readings", c->serial_sent + c->mqtt_sent };
+
+        ck_assert_msg(tl_wait_until(sql_equals, &w, 10000), "serial: %" PRId64 " of %" PRId64 " stored",
+                      tl_sql_int(c->db, w.sql), c->serial_sent);
+        ck_assert_msg(tl_wait_until(sql_equals, &m, 10000), "mqtt: %" PRId64 " of %" PRId64 " stored",
+                      tl_sql_int(c->db, m.sql), c->mqtt_sent);
+        ck_assert_msg(tl_wait_until(sql_equals, &all, 10000), "readings: %" PRId64 ", want %" PRId64,
+                      tl_sql_int(c->db, all.sql), all.want);
+}
+
+static void stop_ok(Ctx *c) {
+        int status;
+
+        kill(c->d.pid, SIGTERM);
+        status = tl_daemon_wait(&c->d, 10000);
+        if (status != 0)
+                dump(c);
+        ck_assert_msg(status == 0, "exit status %d after SIGTERM", status);
+}
+
+/* The last STATUS= in the notify log from offset off on (a copy; caller frees), or NULL. */
+static char *last_status(Ctx *c, size_t off) {
+        const char *p = c->d.notify.log + off, *last = NULL;
+        size_t n;
+
+        for (; (p = strstr(p, "STATUS=")); p++)
+                last = p;
+        if (!last)
+                return NULL;
+        n = strcspn(last, "\n");
+        return strndup(last, n);
+}
+
+typedef struct StatusWait {
+        Ctx *c;
+        size_t off;
+        char needle[64];
+} StatusWait;
+
+/* The last STATUS= since off contains needle. */
+static bool status_contains(void *userdata) {
+        StatusWait *w = userdata;
+        _cleanup_free_ char *status = NULL;
+
+        tl_notify_drain(&w->c->d.notify);
+        status = last_status(w->c, w->off);
+        return status && strstr(status, w->needle);
+}
+
+/* A good reload: the log level takes effect at once, both ways, and nothing else moves. */
+START_TEST(test_reload_good_log_level) {
+        _cleanup_free_ char *debug = NULL, *warning = NULL, *notice = NULL;
+        Ctx c;
+
+        ctx_start(&c, "notice");
+        assert_log(&c, "Reloading the configuration", false);
+
+        /* the same file: a reload, but the info lines stay below the level */
+        reload(&c);
+        ck_assert_int_eq(count_log(&c, "Reloaded the configuration"), 0);
+
+        /* debug: said at once, and the reload's own info line shows */
+        debug = make_config(&c, "debug", "", "");
+        write_config(&c, debug);
+        reload(&c);
+        assert_log(&c, "Log level changed from notice to debug.", true);
+        ck_assert_int_eq(count_log(&c, "Reloaded the configuration from '"), 1);
+        send_serial(&c, 1);
+        wait_all_stored(&c);
+
+        /* warning: the change itself is still said (before it takes effect), then silence */
+        warning = make_config(&c, "warning", "", "");
+        write_config(&c, warning);
+        reload(&c);
+        assert_log(&c, "Log level changed from debug to warning.", true);
+        /* only the reload under debug said it was reloading */
+        ck_assert_int_eq(count_log(&c, "Reloading the configuration from '"), 1);
+        reload(&c);
+        ck_assert_int_eq(count_log(&c, "Reloading the configuration from '"), 1);
+        ck_assert_int_eq(count_log(&c, "Reloaded the configuration from '"), 1);
+
+        /* and back up: the level is the file's, not stuck */
+        notice = make_config(&c, "notice", "", "");
+        write_config(&c, notice);
+        reload(&c);
+        assert_log(&c, "Log level changed from warning to notice.", true);
+        ck_assert_msg(!strstr(c.d.notify.log, "restart needed"), "%s", c.d.notify.log);
+        send_serial(&c, 3);
+        send_mqtt(&c);
+        wait_all_stored(&c);
+        stop_ok(&c);
+}
+END_TEST
+
+/* A bad file: every error logged with its location, the old configuration kept (its log level
+ * too), STATUS= says so until the next good reload, and the daemon goes on storing. */
+START_TEST(test_reload_bad_keeps_old) {
+        _cleanup_free_ char *good = NULL;
+        _cleanup_free_ char *status = NULL, *status_later = NULL, *status_good = NULL;
+        StatusWait counted = {};
+        size_t off;
+        Ctx c;
+
+        ctx_start(&c, "info");
+        send_serial(&c, 5);
+        send_mqtt(&c);
+        wait_all_stored(&c);
+
+        write_config(&c, "{ \"serial\": { \"device\": \"/dev/ttyUSB0\", \"baud\": 9601 },\n"
+                         "  \"mqtt\": { \"enabled\": false },\n"
+                         "  \"log\": { \"level\": \"loud\" },\n"
+                         "  \"sensors\": 1 }\n");
+        off = reload(&c);
+        assert_log(&c, "config.json: /serial/baud: 9601", true);
+        assert_log(&c, "config.json: /log/level:", true);
+        assert_log(&c, "config.json: /sensors:", true);
+        assert_log(&c, "Reload failed: 3 errors in '", true);
+        assert_log(&c, "keeping the old configuration", true);
+        /* nothing of it applied: not the level, not the restart-only keys */
+        assert_log(&c, "needs a restart", false);
+        status = last_status(&c, off);
+        ck_assert_msg(status && strstr(status, "Running (last reload failed: 3 errors in the configuration, old one kept)"),
+                      "STATUS: %s", strna(status));
+
+        /* still ingesting, from both inputs, over the same connection and port */
+        send_serial(&c, 20);
+        send_mqtt(&c);
+        wait_all_stored(&c);
+        ck_assert_int_eq(count_log(&c, "Opened serial port"), 1);
+        ck_assert_int_eq(count_log(&c, "Reopened serial port"), 0);
+
+        /* the note stays in later STATUS= updates: the one that counts every reading stored */
+        snprintf(counted.needle, sizeof(counted.needle), "store: %" PRId64 " readings", c.serial_sent + c.mqtt_sent);
+        counted.c = &c;
+        counted.off = off;
+        ck_assert_msg(tl_wait_until(status_contains, &counted, 10000), "no STATUS= with '%s'", counted.needle);
+        status_later = last_status(&c, off);
+        ck_assert_msg(status_later && strstr(status_later, "last reload failed"), "STATUS: %s", strna(status_later));
+
+        /* a syntax error: file:line:column */
+        write_config(&c, "{ \"serial\": { \"device\": \"/dev/ttyUSB0\" },\n  \"log\": { \"level\" \"info\" } }\n");
+        reload(&c);
+        assert_log(&c, "config.json:2:", true);
+        assert_log(&c, "Reload failed: 1 error in '", true);
+
+        /* the next good reload clears it */
+        good = make_config(&c, "info", "", "");
+        write_config(&c, good);
+        off = reload(&c);
+        status_good = last_status(&c, off);
+        ck_assert_msg(status_good && strstr(status_good, "STATUS=Running;"), "STATUS: %s", strna(status_good));
+        send_serial(&c, 2);
+        wait_all_stored(&c);
+        stop_ok(&c);
+}
+END_TEST
+
+/* Keys that need a restart are named and not applied; the rest of the file is applied. */
+START_TEST(test_reload_restart_keys) {
+        _cleanup_free_ char *moved = NULL, *status = NULL;
+        size_t off;
+        Ctx c;
+
+        ctx_start(&c, "info");
+        moved = make_config(&c, "debug", ", \"baud\": 115200, \"reopen_timeout\": 30", "-elsewhere");
+        write_config(&c, moved);
+        off = reload(&c);
+        assert_log(&c, "warning: Configuration key /serial/device changed: needs a restart, not applied.", true);
+        assert_log(&c, "warning: Configuration key /serial/baud changed: needs a restart, not applied.", true);
+        assert_log(&c, "warning: Configuration key /serial/reopen_timeout changed: needs a restart, not applied.", true);
+        assert_log(&c, "3 keys need a restart: /serial/device, /serial/baud, /serial/reopen_timeout.", true);
+        assert_log(&c, "Log level changed from info to debug.", true);
+        status = last_status(&c, off);
+        ck_assert_msg(status && strstr(status, "(restart needed for /serial/device, /serial/baud, /serial/reopen_timeout)"),
+                      "STATUS: %s", strna(status));
+
+        /* the port in use is still the old one: frames written there are stored */
+        send_serial(&c, 5);
+        send_mqtt(&c);
+        wait_all_stored(&c);
+        ck_assert_int_eq(count_log(&c, "Opened serial port"), 1);
+        ck_assert_int_eq(count_log(&c, "Reopened serial port"), 0);
+        stop_ok(&c);
+}
+END_TEST
+
+/* Reloads while readings flow on both inputs: every reading is stored once, the port is opened
+ * once and the broker connected once. */
+START_TEST(test_reload_loses_nothing) {
+        _cleanup_free_ char *a = NULL, *b = NULL;
+        Ctx c;
+
+        ctx_start(&c, "debug");
+        a = make_config(&c, "debug", "", "");
+        b = make_config(&c, "info", "", "");
+        for (int i = 0; i < 20; i++) {
+                write_config(&c, i % 2 ? a : b);
+                ck_assert_int_eq(kill(c.d.pid, SIGHUP), 0);
+                send_serial(&c, 10);
+                if (i % 4 == 0)
+                        send_mqtt(&c);
+                if (i % 5 == 0)
+                        reload(&c);
+        }
+        write_config(&c, a);
+        reload(&c);
+        wait_all_stored(&c);
+        ck_assert_int_eq(count_log(&c, "Opened serial port"), 1);
+        ck_assert_int_eq(count_log(&c, "Reopened serial port"), 0);
+        ck_assert_int_eq(count_log(&c, "subscribing."), 1);
+        assert_log(&c, "Reload failed", false);
+        stop_ok(&c);
+}
+END_TEST
+
+/* A SIGHUP before READY=1 (the port not there yet): the reload happens, but there is no
+ * RELOADING=1 and no early READY=1; READY=1 comes when every task runs, as ever. */
+START_TEST(test_reload_before_ready) {
+        _cleanup_free_ char *json = NULL, *debug = NULL;
+        Ctx c;
+
+        memset(&c, 0, sizeof(c));
+        c.dir = tl_tmpdir();
+        snprintf(c.db, sizeof(c.db), "%s/readings.db", c.dir);
+        /* the names tl_pty_start() will give, for a port that is not there yet */
+        snprintf(c.pty.link, sizeof(c.pty.link), "%s/dev", c.dir);
+        snprintf(c.pty.device, sizeof(c.pty.device), "/dev/../../../../../..%s", c.pty.link);
+        tl_broker_start(&c.broker, c.dir, NULL);
+        json = make_config(&c, "info", ", \"reopen_timeout\": 30", "");
+        tl_daemon_start(&c.d, c.dir, json, NULL, NULL);
+        ck_assert_msg(tl_notify_wait(&c.d.notify, "STATUS=Starting", 10000), "%s", c.d.notify.log);
+
+        debug = make_config(&c, "debug", ", \"reopen_timeout\": 30", "");
+        write_config(&c, debug);
+        ck_assert_int_eq(kill(c.d.pid, SIGHUP), 0);
+        ck_assert_msg(tl_wait_until(log_has_level_change, &c, 10000), "no reload before READY=1");
+        tl_notify_drain(&c.d.notify);
+        ck_assert_msg(!strstr(c.d.notify.log, "RELOADING=1") && !strstr(c.d.notify.log, "READY=1"), "%s",
+                      c.d.notify.log);
+
+        tl_pty_start(&c.pty, c.dir);
+        ck_assert_msg(tl_notify_wait(&c.d.notify, "READY=1", 40000), "%s", c.d.notify.log);
+        ck_assert_msg(!strstr(c.d.notify.log, "RELOADING=1"), "%s", c.d.notify.log);
+        send_serial(&c, 3);
+        send_mqtt(&c);
+        wait_all_stored(&c);
+        stop_ok(&c);
+}
+END_TEST
+
+static Suite *reload_suite(void) {
+        Suite *s = suite_create("reload");
+        TCase *tc = tcase_create("sighup");
+
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, test_reload_good_log_level);
+        tcase_add_test(tc, test_reload_bad_keeps_old);
+        tcase_add_test(tc, test_reload_restart_keys);
+        tcase_add_test(tc, test_reload_loses_nothing);
+        tcase_add_test(tc, test_reload_before_ready);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        return tl_run_suite(reload_suite());
+}
