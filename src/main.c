@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* sensor-collector: reads sensor frames from a serial port and MQTT, stores every reading durably. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <systemd/sd-daemon.h>
 
@@ -171,6 +172,14 @@ static int run(int argc, char **argv) {
                 return query_main(argc - 1, argv + 1);
         if (argc > 1 && streq(argv[1], "list-ports"))
                 return list_ports_main(argc - 1, argv + 1);
+
+        /* A SIGHUP sent while the configuration is still being read would kill the process with
+         * its default action; held pending here, the supervisor's handler takes it once set up. */
+        sigset_t hup;
+        if (sigemptyset(&hup) < 0 || sigaddset(&hup, SIGHUP) < 0 || sigprocmask(SIG_BLOCK, &hup, NULL) < 0) {
+                log_error_errno(errno, "Failed to block SIGHUP: %m");
+                return EXIT_STATUS_UNEXPECTED;
+        }
 
         r = parse_args(argc, argv, &args);
         if (r < 0)
