@@ -7,6 +7,8 @@
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <limits.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -435,12 +437,47 @@ _printf_(3, 4) static int store_fail(Store *s, int error, const char *format, ..
         return error;
 }
 
+/* Whether a failed write ran into the process's file size limit (RLIMIT_FSIZE, systemd's
+ * LimitFSIZE=): SQLite reports such a write as "disk I/O error" and often without the EFBIG
+ * behind it. It did when the OS error was EFBIG, or when a file of the store (the store, -wal,
+ * -shm) is within one write (32 KiB, the -shm's step; a page or a WAL frame is smaller) of the
+ * limit. Returns the limit in bytes and the biggest such file's size in *ret_size, or 0. */
+static uint64_t store_fsize_limit_hit(const Store *s, int error, uint64_t *ret_size) {
+        static const char *const suffix[] = { "", "-wal", "-shm" };
+        struct rlimit rl;
+        uint64_t biggest = 0;
+
+        if (getrlimit(RLIMIT_FSIZE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+                return 0;
+        for (size_t i = 0; i < ELEMENTSOF(suffix); i++) {
+                char path[PATH_MAX];
+                struct stat st;
+
+                if (snprintf(path, sizeof(path), "%s%s", s->config->path, suffix[i]) < (int) sizeof(path) &&
+                    stat(path, &st) == 0)
+                        biggest = MAX(biggest, (uint64_t) st.st_size);
+        }
+        if (error != -EFBIG && biggest + 32768 < (uint64_t) rl.rlim_cur)
+                return 0;
+        *ret_size = biggest;
+        return (uint64_t) rl.rlim_cur;
+}
+
 /* Fails the store for an SQLite error: "Failed to <what> '<path>': <sqlite message>". */
 static int store_fail_sqlite(Store *s, int rc, const char *what) {
         int r = store_sqlite_errno(s->db, rc);
+        uint64_t limit = 0, size = 0;
 
         if (r == 0)
                 r = -EIO;
+        if ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL)
+                limit = store_fsize_limit_hit(s, r, &size);
+        if (limit > 0)
+                return store_fail(s, -EFBIG,
+                                  "Failed to %s '%s': %s: the file size limit of the process (RLIMIT_FSIZE, "
+                                  "LimitFSIZE= in the unit) is %" PRIu64 " bytes and the store's biggest file has %" PRIu64
+                                  " bytes; raise or remove the limit", what, s->config->path,
+                                  s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc), limit, size);
         return store_fail(s, r, "Failed to %s '%s': %s", what, s->config->path,
                           s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
 }
