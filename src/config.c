@@ -227,6 +227,8 @@ static char *show(const char *s) {
 
                 if (c == '"' || c == '\\')
                         *p++ = '\\', *p++ = (char) c;
+                else if (valid && c == 0xC2 && i + 1 < cut && (unsigned char) s[i + 1] <= 0x9F)
+                        p += sprintf(p, "\\u%04x", (unsigned char) s[++i]); /* a C1 control, U+0080..U+009F */
                 else if (c < 0x20 || c == 0x7F || (c >= 0x80 && !valid))
                         p += sprintf(p, "\\x%02x", c);
                 else

@@ -214,7 +214,8 @@ typedef struct TopicPattern TopicPattern;
 
 /* Parses a filter: levels split by '/'; "#" only as the whole last level; "+" or "+name" only
  * as a whole level, name being lowercase [a-z_]+ and one of "sensor", "metric", each used at
- * most once; literal levels contain no '+' or '#'; at most 65535 bytes of UTF-8.
+ * most once; literal levels contain no '+' or '#'; at most 65535 bytes of UTF-8, without
+ * control characters (U+0000..U+001F, U+007F..U+009F), at most 201 levels (mosquitto's limit).
  * Returns 0 with *ret (owned by the caller), -EINVAL for a bad filter (with *ret_error, if
  * ret_error is not NULL, a static explanation), -ENOMEM. */
 int topic_pattern_new(const char *filter, TopicPattern **ret, const char **ret_error);
