@@ -498,6 +498,7 @@ static const Field store_fields[] = {
         F_INT("commit_max_rows", StoreConfig, commit_max_rows, 1, 100000, 500),
         F_INT("retention_days", StoreConfig, retention_days, 0, 36500, 0),
         F_INT("max_size_mb", StoreConfig, max_size_mb, 0, 1048576, 0),
+        F_INT("max_names", StoreConfig, max_names, 0, 100000000, STORE_DEFAULT_MAX_NAMES),
 };
 
 static const Field log_fields[] = {
