@@ -1480,8 +1480,11 @@ int store_run_retention(Store *s) {
         r = store_check_writable(s);
         if (r < 0)
                 return r;
-        if (s->config->retention_days == 0 && s->config->max_size_mb == 0 && !s->prune.wanted && !s->prune.active) {
-                s->retention_backlog = false; /* a pass for store.max_names is over */
+        /* Without retention, only a pass over the names for store.max_names, and the line that
+         * says what it removed, are ever due. */
+        if (s->config->retention_days == 0 && s->config->max_size_mb == 0 && !s->prune.wanted && !s->prune.active &&
+            s->sweep_names == 0) {
+                s->retention_backlog = false;
                 return 0;
         }
 
