@@ -809,13 +809,12 @@ static int64_t names_room(const Store *s, NameKind kind) {
         return (int64_t) s->config->max_names - s->table_names[kind] - s->batch_table_names[kind];
 }
 
-/* A full table turned a name away: count it, say so (rate-limited), and ask for a pass over the
- * names, since names no row uses any more still count until one removes them. */
+/* A full table turned a name away: say so (rate-limited), and ask for a pass over the names,
+ * since names no row uses any more still count until one removes them. */
 static void store_names_full(Store *s, NameKind kind) {
         static const char *const what[_NAME_KIND_MAX] = { "sensor ids", "metric names", "origins" };
         uint64_t now = clock_now_usec(CLOCK_MONOTONIC);
 
-        s->names_refused++;
         if (!s->prune.active && !s->prune.wanted &&
             (s->prune.last_end_usec == 0 || (s->prune.dirty && now >= s->prune.last_end_usec + NAMES_FULL_PRUNE_USEC))) {
                 s->prune.wanted = true;
@@ -867,6 +866,7 @@ int store_names_fit(Store *s, const Frame *f, const char *origin) {
                 return store_fail_sqlite(s, rc, "read from");
         for (size_t kind = 0; kind < _NAME_KIND_MAX; kind++)
                 if (added[kind] > 0 && added[kind] > names_room(s, (NameKind) kind)) {
+                        s->names_refused++;
                         store_names_full(s, (NameKind) kind);
                         return 0;
                 }
@@ -969,6 +969,8 @@ int store_append_reject(Store *s, const Reject *r) {
                 if (rc != SQLITE_OK)
                         return store_fail_sqlite(s, rc, "read from");
                 if (!known) {
+                        /* A frame the cap turned into this reject was counted already. */
+                        s->names_refused += r->reason != FRAME_REJECT_TOO_MANY_NAMES;
                         store_names_full(s, NAME_ORIGIN);
                         origin = NAMES_FULL_ORIGIN;
                 }

@@ -1344,6 +1344,8 @@ START_TEST(test_name_cap_counter_topic) {
                                   "origin = '(too many names)' AND CAST(raw AS TEXT) = "
                                   "'{\"sensor\": \"node\", \"ts\": 1732200000299, \"temperature\": 299}'"),
                          1);
+        /* counted in the status line */
+        ck_assert_msg(tl_notify_wait(&d.notify, "281 kept out by store.max_names", 3000), "status: %s", d.notify.log);
         assert_log_contains(&d, "holds 20 origins (store.max_names is 20)");
         assert_log_contains(&d, "Rejected message on 'node/19' (too_many_names");
         ck_assert_uint_eq(log_count(&d, "(store.max_names is 20)"), 1);
