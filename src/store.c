@@ -3,11 +3,11 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <limits.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <limits.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
