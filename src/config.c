@@ -227,6 +227,8 @@ static char *show(const char *s) {
 
                 if (c == '"' || c == '\\')
                         *p++ = '\\', *p++ = (char) c;
+                else if (valid && c == 0xC2 && i + 1 < cut && (unsigned char) s[i + 1] <= 0x9F)
+                        p += sprintf(p, "\\u%04x", (unsigned char) s[++i]); /* a C1 control, U+0080..U+009F */
                 else if (c < 0x20 || c == 0x7F || (c >= 0x80 && !valid))
                         p += sprintf(p, "\\x%02x", c);
                 else
@@ -496,6 +498,7 @@ static const Field store_fields[] = {
         F_INT("commit_max_rows", StoreConfig, commit_max_rows, 1, 100000, 500),
         F_INT("retention_days", StoreConfig, retention_days, 0, 36500, 0),
         F_INT("max_size_mb", StoreConfig, max_size_mb, 0, 1048576, 0),
+        F_INT("max_names", StoreConfig, max_names, 0, 100000000, STORE_DEFAULT_MAX_NAMES),
 };
 
 static const Field log_fields[] = {

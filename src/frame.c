@@ -18,6 +18,9 @@ static_assert(SENSOR_ID_MAX == METRIC_NAME_MAX, "frame_id_valid() applies one li
 
 /* MQTT limits a topic (and so a filter) to 65535 bytes of UTF-8. */
 #define TOPIC_MAX 65535
+/* mosquitto (2.0) refuses a subscription with more '/' than this (its TOPIC_HIERARCHY_LIMIT)
+ * and closes the connection: 201 levels subscribe, 202 do not (tried against 2.0.11). */
+#define TOPIC_FILTER_MAX_SEPARATORS 200
 
 /* Numbers up to this many bytes are converted from a copy on the stack. */
 #define NUMBER_STACK_MAX 128
@@ -61,6 +64,7 @@ static const char *const frame_reject_table[_FRAME_REJECT_MAX] = {
         [FRAME_REJECT_TRUNCATED] = "truncated",
         [FRAME_REJECT_TOPIC_MISMATCH] = "topic_mismatch",
         [FRAME_REJECT_SENSOR_MISMATCH] = "sensor_mismatch",
+        [FRAME_REJECT_TOO_MANY_NAMES] = "too_many_names",
 };
 
 static const char *table_to_string(const char *const *table, size_t n, int i) {
@@ -952,6 +956,18 @@ static const char *topic_filter_error(const char *filter, size_t *ret_len) {
                 return "the topic filter is longer than 65535 bytes";
         if (!frame_utf8_valid(filter, len))
                 return "the topic filter is not valid UTF-8";
+        /* The MQTT spec asks brokers to refuse control characters, and libmosquitto refuses
+         * them before sending (MOSQ_ERR_MALFORMED_UTF8): U+0000..U+001F, U+007F, and
+         * U+0080..U+009F (0xC2 0x80..0x9F in valid UTF-8). */
+        for (size_t i = 0, separators = 0; i < len; i++) {
+                unsigned char c = (unsigned char) filter[i];
+
+                if (c < 0x20 || c == 0x7F || (c == 0xC2 && (unsigned char) filter[i + 1] <= 0x9F))
+                        return "the topic filter holds a control character (U+0000..U+001F or U+007F..U+009F), "
+                               "which brokers refuse";
+                if (c == '/' && ++separators > TOPIC_FILTER_MAX_SEPARATORS)
+                        return "the topic filter has more than 201 levels (200 '/'), which mosquitto refuses";
+        }
         *ret_len = len;
         return NULL;
 }

@@ -87,12 +87,17 @@ int ingest_frame(Ingest *in, const Frame *frame, const char *origin, int64_t rec
                 .source = in->input->source,
                 .origin = origin,
         };
+        int r;
 
         if (in->store_failed)
                 return -ESHUTDOWN;
+        /* All or nothing: asked before the first reading, not found out at the third. */
+        r = store_names_fit(in->store, frame, origin);
+        if (r < 0)
+                return ingest_store_failed(in, r);
+        if (r == 0)
+                return INGEST_TOO_MANY_NAMES;
         for (size_t i = 0; i < frame->n_metrics; i++) {
-                int r;
-
                 rd.metric = frame->metrics[i].name;
                 rd.value = frame->metrics[i].value;
                 r = store_append(in->store, &rd);

@@ -126,6 +126,7 @@ int mqtt_router_handle(MqttRouter *r, const MqttMessage *msg) {
                                       "Skipping retained message without timestamp on '%s'.", msg->topic);
                 return 0;
         }
-        (void) ingest_frame(r->ingest, &frame, msg->topic, received_ms);
+        if (ingest_frame(r->ingest, &frame, msg->topic, received_ms) == INGEST_TOO_MANY_NAMES)
+                return router_reject(r, msg, FRAME_REJECT_TOO_MANY_NAMES, frame.sensor, received_ms);
         return 0;
 }

@@ -232,8 +232,11 @@ static int serial_handle_line(SerialTask *st, const char *line, size_t size, boo
                 }
                 frame.sensor[SENSOR_ID_MAX] = 0;
                 r = serial_reject(st, line, size, reason, frame.sensor[0] ? frame.sensor : NULL);
-        } else
+        } else {
                 r = ingest_frame(st->ingest, &frame, device(st), st->received_ms);
+                if (r == INGEST_TOO_MANY_NAMES)
+                        r = serial_reject(st, line, size, FRAME_REJECT_TOO_MANY_NAMES, frame.sensor);
+        }
         if (r < 0)
                 return serial_store_failed(st, r);
         return 0;

@@ -3,10 +3,12 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <limits.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -51,6 +53,13 @@ _Static_assert(READING_SOURCE_SERIAL == 0 && READING_SOURCE_MQTT == 1, "stored s
 #define PRUNE_INTERVAL_USEC (3600 * USEC_PER_SEC)
 #define NAMES_SHARE_DIVISOR 8
 #define NAME_ROW_OVERHEAD 24
+/* store.max_names: a frame that would add a name to a full table is a reject (ingest asks
+ * store_names_fit() first); a reject whose origin would be new gets this origin instead, one
+ * name past the cap. Full tables are logged at most every OVER_LIMIT_LOG_INTERVAL_USEC each, and
+ * a full table asks for a pass over the names (they count while rows use them) at once the
+ * first time, then at most every NAMES_FULL_PRUNE_USEC while retention removes rows. */
+#define NAMES_FULL_ORIGIN "(too many names)"
+#define NAMES_FULL_PRUNE_USEC (600 * USEC_PER_SEC)
 /* "Over the size limit and nothing more can go" is logged at most this often. */
 #define OVER_LIMIT_LOG_INTERVAL_USEC (600 * USEC_PER_SEC)
 /* How often the store checks, besides after every commit, that its files are still the ones
@@ -192,6 +201,7 @@ typedef struct NameCache {
 typedef struct NamePrune {
         bool active;
         bool dirty;                             /* rows were removed since the last pass began */
+        bool wanted;                            /* a name table is at store.max_names */
         uint64_t last_end_usec;                 /* CLOCK_MONOTONIC; 0: none yet */
         int64_t walk_end[2], walk_pos[2];       /* readings, rejects */
         int64_t name_max[_NAME_KIND_MAX], sweep_pos[_NAME_KIND_MAX];
@@ -245,6 +255,12 @@ struct Store {
         int64_t batch_names_bytes, batch_names_count;
         NamePrune prune;
         uint64_t sweep_names;
+        /* store.max_names: the names in each table (counted at open when there is a cap, kept
+         * up to date), those the open batch added, how many frames and rejects a full table
+         * turned away, and when each full table was last logged. */
+        int64_t table_names[_NAME_KIND_MAX], batch_table_names[_NAME_KIND_MAX];
+        uint64_t names_refused;
+        uint64_t names_full_logged_usec[_NAME_KIND_MAX];
         /* Over max_size_mb with nothing more that size retention may remove: the used bytes
          * (0 when not), and when that was last logged. */
         int64_t over_limit_bytes;
@@ -397,6 +413,7 @@ static void store_rollback(Store *s) {
         s->batch = (StoreStats) {};
         s->batch_reject_bytes = 0;
         s->batch_names_bytes = s->batch_names_count = 0;
+        memset(s->batch_table_names, 0, sizeof(s->batch_table_names));
         /* Names added in the rolled-back transaction are gone from the file. */
         for (size_t i = 0; i < _NAME_KIND_MAX; i++)
                 name_cache_clear(&s->names[i]);
@@ -435,12 +452,47 @@ _printf_(3, 4) static int store_fail(Store *s, int error, const char *format, ..
         return error;
 }
 
+/* Whether a failed write ran into the process's file size limit (RLIMIT_FSIZE, systemd's
+ * LimitFSIZE=): SQLite reports such a write as "disk I/O error" and often without the EFBIG
+ * behind it. It did when the OS error was EFBIG, or when a file of the store (the store, -wal,
+ * -shm) is within one write (32 KiB, the -shm's step; a page or a WAL frame is smaller) of the
+ * limit. Returns the limit in bytes and the biggest such file's size in *ret_size, or 0. */
+static uint64_t store_fsize_limit_hit(const Store *s, int error, uint64_t *ret_size) {
+        static const char *const suffix[] = { "", "-wal", "-shm" };
+        struct rlimit rl;
+        uint64_t biggest = 0;
+
+        if (getrlimit(RLIMIT_FSIZE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+                return 0;
+        for (size_t i = 0; i < ELEMENTSOF(suffix); i++) {
+                char path[PATH_MAX];
+                struct stat st;
+
+                if (snprintf(path, sizeof(path), "%s%s", s->config->path, suffix[i]) < (int) sizeof(path) &&
+                    stat(path, &st) == 0)
+                        biggest = MAX(biggest, (uint64_t) st.st_size);
+        }
+        if (error != -EFBIG && biggest + 32768 < (uint64_t) rl.rlim_cur)
+                return 0;
+        *ret_size = biggest;
+        return (uint64_t) rl.rlim_cur;
+}
+
 /* Fails the store for an SQLite error: "Failed to <what> '<path>': <sqlite message>". */
 static int store_fail_sqlite(Store *s, int rc, const char *what) {
         int r = store_sqlite_errno(s->db, rc);
+        uint64_t limit = 0, size = 0;
 
         if (r == 0)
                 r = -EIO;
+        if ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL)
+                limit = store_fsize_limit_hit(s, r, &size);
+        if (limit > 0)
+                return store_fail(s, -EFBIG,
+                                  "Failed to %s '%s': %s: the file size limit of the process (RLIMIT_FSIZE, "
+                                  "LimitFSIZE= in the unit) is %" PRIu64 " bytes and the store's biggest file has %" PRIu64
+                                  " bytes; raise or remove the limit", what, s->config->path,
+                                  s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc), limit, size);
         return store_fail(s, r, "Failed to %s '%s': %s", what, s->config->path,
                           s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
 }
@@ -636,6 +688,9 @@ static int store_commit_internal(Store *s) {
         s->names_bytes += s->batch_names_bytes;
         s->names_count += s->batch_names_count;
         s->batch_names_bytes = s->batch_names_count = 0;
+        for (size_t k = 0; k < _NAME_KIND_MAX; k++)
+                s->table_names[k] += s->batch_table_names[k];
+        memset(s->batch_table_names, 0, sizeof(s->batch_table_names));
         s->stats.commits++;
         return store_check_files(s);
 }
@@ -695,6 +750,7 @@ static int store_intern(Store *s, NameKind kind, const char *name, int64_t *ret)
                 id = sqlite3_last_insert_rowid(s->db);
                 s->batch_names_bytes += name_cost(s, (int64_t) strlen(name));
                 s->batch_names_count++;
+                s->batch_table_names[kind]++;
         }
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "write to");
@@ -722,6 +778,113 @@ static int store_check_writable(Store *s) {
         if (s->failed || s->closed || !s->db)
                 return -ESHUTDOWN;
         return 0;
+}
+
+/* ---- store.max_names ---- */
+
+/* Whether name is in its table; a name found is cached, so the append that follows finds it at
+ * once. Returns an SQLite code. */
+static int store_name_known(Store *s, NameKind kind, const char *name, bool *ret_known) {
+        static const Stmt find[_NAME_KIND_MAX] = { STMT_FIND_SENSOR, STMT_FIND_METRIC, STMT_FIND_ORIGIN };
+        sqlite3_stmt *st = s->stmts[find[kind]];
+        int64_t id = 0;
+        int rc;
+
+        if (name_cache_slot(&s->names[kind], name)->name) {
+                *ret_known = true;
+                return SQLITE_OK;
+        }
+        rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+                rc = stmt_int(st, &id);
+        sqlite3_clear_bindings(st);
+        *ret_known = rc == SQLITE_OK;
+        if (rc == SQLITE_OK)
+                name_cache_put(&s->names[kind], name, id);
+        return rc == SQLITE_NOTFOUND ? SQLITE_OK : rc;
+}
+
+/* How many more names table kind takes under store.max_names. */
+static int64_t names_room(const Store *s, NameKind kind) {
+        return (int64_t) s->config->max_names - s->table_names[kind] - s->batch_table_names[kind];
+}
+
+/* A full table turned a name away: say so (rate-limited), and ask for a pass over the names,
+ * since names no row uses any more still count until one removes them. */
+static void store_names_full(Store *s, NameKind kind) {
+        static const char *const what[_NAME_KIND_MAX] = { "sensor ids", "metric names", "origins" };
+        uint64_t now = clock_now_usec(CLOCK_MONOTONIC);
+
+        if (!s->prune.active && !s->prune.wanted &&
+            (s->prune.last_end_usec == 0 || (s->prune.dirty && now >= s->prune.last_end_usec + NAMES_FULL_PRUNE_USEC))) {
+                s->prune.wanted = true;
+                if (s->retention_timer) {
+                        (void) sd_event_source_set_time(s->retention_timer, now + RETENTION_BUSY_INTERVAL_USEC);
+                        (void) sd_event_source_set_enabled(s->retention_timer, SD_EVENT_ON);
+                }
+        }
+        if (s->names_full_logged_usec[kind] != 0 && now < s->names_full_logged_usec[kind] + OVER_LIMIT_LOG_INTERVAL_USEC)
+                return;
+        s->names_full_logged_usec[kind] = now;
+        log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "store"),
+                              "Store '%s' holds %" PRId64 " %s (store.max_names is %u): a frame that would add another "
+                              "is kept as a reject (too_many_names), a reject from a new origin under the origin '%s'. "
+                              "Raise store.max_names, or find what sends so many distinct names (the rejects show it).",
+                              s->config->path, s->table_names[kind] + s->batch_table_names[kind], what[kind],
+                              s->config->max_names, NAMES_FULL_ORIGIN);
+}
+
+int store_names_fit(Store *s, const Frame *f, const char *origin) {
+        int64_t added[_NAME_KIND_MAX] = { 0 };
+        bool fits = true, known;
+        int rc, k;
+
+        assert(s && f);
+
+        k = store_check_writable(s);
+        if (k < 0)
+                return k;
+        if (s->config->max_names == 0)
+                return 1;
+        /* Room for every name as new: the common case, no lookup. */
+        fits = names_room(s, NAME_SENSOR) >= 1 && names_room(s, NAME_METRIC) >= (int64_t) f->n_metrics &&
+               names_room(s, NAME_ORIGIN) >= 1;
+        if (fits)
+                return 1;
+
+        rc = store_name_known(s, NAME_SENSOR, f->sensor, &known);
+        added[NAME_SENSOR] += !known;
+        for (size_t i = 0; rc == SQLITE_OK && i < f->n_metrics; i++) {
+                rc = store_name_known(s, NAME_METRIC, f->metrics[i].name, &known);
+                added[NAME_METRIC] += !known;
+        }
+        if (rc == SQLITE_OK) {
+                rc = store_name_known(s, NAME_ORIGIN, strempty(origin), &known);
+                added[NAME_ORIGIN] += !known;
+        }
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "read from");
+        for (size_t kind = 0; kind < _NAME_KIND_MAX; kind++)
+                if (added[kind] > 0 && added[kind] > names_room(s, (NameKind) kind)) {
+                        s->names_refused++;
+                        store_names_full(s, (NameKind) kind);
+                        return 0;
+                }
+        return 1;
+}
+
+/* Counts the name tables for store.max_names, once at open. Returns an SQLite code. */
+static int store_count_tables(Store *s) {
+        static const char *const sql[_NAME_KIND_MAX] = {
+                "SELECT count(*) FROM sensors",
+                "SELECT count(*) FROM metrics",
+                "SELECT count(*) FROM origins",
+        };
+        int rc = SQLITE_OK;
+
+        for (size_t k = 0; rc == SQLITE_OK && k < _NAME_KIND_MAX; k++)
+                rc = exec_int(s->db, sql[k], &s->table_names[k]);
+        return rc;
 }
 
 int store_append(Store *s, const Reading *r) {
@@ -784,7 +947,7 @@ int store_append(Store *s, const Reading *r) {
 int store_append_reject(Store *s, const Reject *r) {
         sqlite3_stmt *st;
         int64_t origin_id;
-        const char *reason;
+        const char *reason, *origin = strempty(r->origin);
         int rc, k;
 
         assert(s && r);
@@ -797,10 +960,25 @@ int store_append_reject(Store *s, const Reject *r) {
                 return store_refuse(s, "Refused an invalid reject (%zu raw bytes, source %d) for '%s'", r->raw_size,
                                     (int) r->source, s->config->path);
         reason = frame_reject_to_string(r->reason);
+        /* A full origins table keeps its cap against rejects too (garbage on a new topic each
+         * time); the raw bytes are kept, the origin is in the log line. */
+        if (s->config->max_names > 0 && names_room(s, NAME_ORIGIN) <= 0) {
+                bool known;
+
+                rc = store_name_known(s, NAME_ORIGIN, origin, &known);
+                if (rc != SQLITE_OK)
+                        return store_fail_sqlite(s, rc, "read from");
+                if (!known) {
+                        /* A frame the cap turned into this reject was counted already. */
+                        s->names_refused += r->reason != FRAME_REJECT_TOO_MANY_NAMES;
+                        store_names_full(s, NAME_ORIGIN);
+                        origin = NAMES_FULL_ORIGIN;
+                }
+        }
 
         k = store_begin(s);
         if (k >= 0)
-                k = store_intern(s, NAME_ORIGIN, strempty(r->origin), &origin_id);
+                k = store_intern(s, NAME_ORIGIN, origin, &origin_id);
         if (k < 0)
                 return k;
 
@@ -1125,6 +1303,7 @@ static int prune_step(Store *s, uint64_t *ret_names) {
                         /* The cache may hold a deleted name's id. */
                         name_cache_clear(&s->names[k]);
                         s->names_count = MAX(s->names_count - (int64_t) n_unused, (int64_t) 0);
+                        s->table_names[k] = MAX(s->table_names[k] - (int64_t) n_unused, (int64_t) 0);
                         s->names_bytes = MAX(s->names_bytes - unused_bytes, (int64_t) 0);
                         *ret_names += n_unused;
                 }
@@ -1255,10 +1434,11 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
         }
 
         /* Unused names: a pass once the rows due have gone, at most once an hour, or back to
-         * back while names keep the store over its limit. */
+         * back while names keep the store over its limit, or when a table is at
+         * store.max_names (see store_names_full()). */
         s->prune.dirty = s->prune.dirty || readings + rejects > 0;
-        if (!s->prune.active && s->prune.dirty &&
-            ((over && names_big) ||
+        if (!s->prune.active && (s->prune.wanted || s->prune.dirty) &&
+            (s->prune.wanted || (over && names_big) ||
              (!*ret_more && (s->prune.last_end_usec == 0 ||
                              clock_now_usec(CLOCK_MONOTONIC) >= s->prune.last_end_usec + PRUNE_INTERVAL_USEC)))) {
                 rc = prune_begin(s);
@@ -1302,8 +1482,13 @@ int store_run_retention(Store *s) {
         r = store_check_writable(s);
         if (r < 0)
                 return r;
-        if (s->config->retention_days == 0 && s->config->max_size_mb == 0)
+        /* Without retention, only a pass over the names for store.max_names, and the line that
+         * says what it removed, are ever due. */
+        if (s->config->retention_days == 0 && s->config->max_size_mb == 0 && !s->prune.wanted && !s->prune.active &&
+            s->sweep_names == 0) {
+                s->retention_backlog = false;
                 return 0;
+        }
 
         /* The open batch first, so that deletions commit on their own. */
         r = store_commit_internal(s);
@@ -1643,6 +1828,15 @@ static int store_start(Task *t) {
                 return 0; /* reported with its cause */
         }
         store_note_side_files(s);
+        if (s->config->max_names > 0) {
+                int rc = store_count_tables(s);
+
+                if (rc != SQLITE_OK) {
+                        store_fail_sqlite(s, rc, "count the names in");
+                        store_close(s);
+                        return 0;
+                }
+        }
 
         /* Armed at the first row of each batch; 1 ms accuracy (0 would mean sd-event's 250 ms). */
         r = sd_event_add_time(s->event, &s->commit_timer, CLOCK_MONOTONIC, 0, USEC_PER_MSEC,
@@ -1652,7 +1846,7 @@ static int store_start(Task *t) {
         if (r >= 0)
                 r = sd_event_add_time_relative(s->event, &s->check_timer, CLOCK_MONOTONIC, FILE_CHECK_INTERVAL_USEC,
                                                100 * USEC_PER_MSEC, on_check_timer, s);
-        if (r >= 0 && (s->config->retention_days > 0 || s->config->max_size_mb > 0))
+        if (r >= 0 && (s->config->retention_days > 0 || s->config->max_size_mb > 0 || s->config->max_names > 0))
                 r = sd_event_add_time_relative(s->event, &s->retention_timer, CLOCK_MONOTONIC, RETENTION_FIRST_USEC,
                                                100 * USEC_PER_MSEC, on_retention_timer, s);
         if (r < 0) {
@@ -1716,6 +1910,9 @@ static void store_format_status(Task *t, char *buf, size_t size) {
         if (s->over_limit_bytes > 0 && len < size)
                 snprintf(buf + len, size - len, ", over its size limit (%.1f of %u MiB)", s->over_limit_bytes / 1048576.0,
                          s->config->max_size_mb);
+        len = strlen(buf);
+        if (s->names_refused > 0 && len < size)
+                snprintf(buf + len, size - len, ", %" PRIu64 " kept out by store.max_names", s->names_refused);
 }
 
 static const TaskOps store_task_ops = {

@@ -90,6 +90,10 @@ typedef struct MqttConfig {
         size_t n_topics;
 } MqttConfig;
 
+/* Distinct names in use per name table by default: far more sensors, metrics and topics than a
+ * greenhouse has, far fewer than a node with a counter in its topic makes (docs/STORE.md). */
+#define STORE_DEFAULT_MAX_NAMES 10000
+
 typedef struct StoreConfig {
         char *path;
         StoreSynchronous synchronous;
@@ -97,6 +101,7 @@ typedef struct StoreConfig {
         unsigned commit_max_rows;
         unsigned retention_days;      /* 0 = keep forever */
         unsigned max_size_mb;         /* 0 = no size limit */
+        unsigned max_names;           /* names in use per name table (sensors, metrics, origins); 0 = no cap */
 } StoreConfig;
 
 typedef struct LogConfig {

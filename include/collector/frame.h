@@ -53,6 +53,7 @@ typedef enum FrameReject {
         FRAME_REJECT_TRUNCATED,       /* partial line cut off by a port close */
         FRAME_REJECT_TOPIC_MISMATCH,  /* topic does not match the subscription's pattern */
         FRAME_REJECT_SENSOR_MISMATCH, /* the payload names a sensor other than the topic's +sensor level */
+        FRAME_REJECT_TOO_MANY_NAMES,  /* a new sensor, metric or origin past store.max_names */
         _FRAME_REJECT_MAX,
         _FRAME_REJECT_INVALID = -EINVAL,
 } FrameReject;
@@ -214,7 +215,8 @@ typedef struct TopicPattern TopicPattern;
 
 /* Parses a filter: levels split by '/'; "#" only as the whole last level; "+" or "+name" only
  * as a whole level, name being lowercase [a-z_]+ and one of "sensor", "metric", each used at
- * most once; literal levels contain no '+' or '#'; at most 65535 bytes of UTF-8.
+ * most once; literal levels contain no '+' or '#'; at most 65535 bytes of UTF-8, without
+ * control characters (U+0000..U+001F, U+007F..U+009F), at most 201 levels (mosquitto's limit).
  * Returns 0 with *ret (owned by the caller), -EINVAL for a bad filter (with *ret_error, if
  * ret_error is not NULL, a static explanation), -ENOMEM. */
 int topic_pattern_new(const char *filter, TopicPattern **ret, const char **ret_error);

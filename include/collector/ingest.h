@@ -64,9 +64,12 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Ingest *, ingest_free);
 int64_t ingest_receipt_ms(const Ingest *in);
 
 /* Stores each metric of a frame that came from origin (borrowed) as a reading. Its time is the
- * sensor's own when the frame has one, else received_ms. Returns 0, or the store's -errno:
- * the store has reported its failure, and from now on the input must not read any more
- * (ingest_accepting() is false). */
+ * sensor's own when the frame has one, else received_ms. Returns 0; or INGEST_TOO_MANY_NAMES
+ * when nothing was stored because the frame would add a name past store.max_names: the input
+ * stores its raw bytes with ingest_reject(), reason FRAME_REJECT_TOO_MANY_NAMES (the raw bytes
+ * are the input's); or the store's -errno: the store has reported its failure, and from now on
+ * the input must not read any more (ingest_accepting() is false). */
+#define INGEST_TOO_MANY_NAMES 1
 int ingest_frame(Ingest *in, const Frame *frame, const char *origin, int64_t received_ms);
 
 /* Stores a reject and logs it (at most 10 lines per 10 s per input; how many were kept back

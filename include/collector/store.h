@@ -30,8 +30,19 @@ int store_task_new(sd_event *e, const StoreConfig *config, Task **ret_task, Stor
  * cause and -EINVAL is returned. Strings are copied. */
 int store_append(Store *s, const Reading *r);
 
-/* Appends a reject (raw bytes and reason) to the open batch; same rules as store_append(). */
+/* Appends a reject (raw bytes and reason) to the open batch; same rules as store_append(). When
+ * its origin would be a new name in an origins table at store.max_names, it is stored under the
+ * origin "(too many names)" instead. */
 int store_append_reject(Store *s, const Reject *r);
+
+/* store.max_names bounds the names in use in each name table (sensors, metrics, origins): names
+ * come from the network. Whether the readings of frame f (borrowed) from origin (borrowed, NULL
+ * for "") fit: returns 1 when every name is known or its table has room, 0 when one would be new
+ * in a full table (counted, logged rate-limited; the caller stores the frame as a reject,
+ * too_many_names, instead), or -errno as store_append(). store_append() itself does not check:
+ * ask first. Names no row uses count until retention's pass over the names removes them; a full
+ * table asks for such a pass. Always 1 without a cap. */
+int store_names_fit(Store *s, const Frame *f, const char *origin);
 
 /* Commits the open batch now, then checks that the store's files are still the ones open.
  * Returns 0 or -errno (and reports the task failed). */

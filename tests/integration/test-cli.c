@@ -135,7 +135,8 @@ START_TEST(test_config_fifo_refused) {
 END_TEST
 
 /* A file size limit (LimitFSIZE=, here prlimit) is a store failure, exit 12, not a death by
- * SIGXFSZ (exit 153) that loses the open batch. Creating the store writes more than 2 KiB. */
+ * SIGXFSZ (exit 153) that loses the open batch, and its cause says so. Creating the store
+ * writes more than 2 KiB. */
 START_TEST(test_file_size_limit_is_store_failure) {
         char path[512], db[512], *out = NULL;
         char *argv[] = { "prlimit", "--fsize=2048", SC_BINARY, "--no-mqtt", "--config", path, NULL };
@@ -146,6 +147,10 @@ START_TEST(test_file_size_limit_is_store_failure) {
         snprintf(path, sizeof(path), "%s", tl_write_file(tl_tmpdir(), "config.json", text));
         ck_assert_int_eq(tl_run(argv, NULL, &out, 20000), 12);
         ck_assert_msg(strstr(out, "Task store failed"), "output: %s", out);
+        /* The cause names the limit, not just SQLite's "disk I/O error". */
+        ck_assert_msg(strstr(out, "file size limit of the process (RLIMIT_FSIZE, LimitFSIZE= in the unit) is 2048 bytes"),
+                      "output: %s", out);
+        ck_assert_msg(strstr(out, "File too large"), "output: %s", out);
         free(out);
         free(text);
 }

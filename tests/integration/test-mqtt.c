@@ -1288,6 +1288,72 @@ START_TEST(test_sensor_mismatch) {
 }
 END_TEST
 
+/* ---- store.max_names: a node with a counter in its topic ---- */
+
+/* A node publishing each message on a new topic (node/0, node/1, ...) cannot grow the name
+ * tables past store.max_names (20 here), while a known sensor keeps being stored: the node's
+ * messages past the cap are too_many_names rejects with their payloads, under the origin
+ * "(too many names)", and the full table is logged once. */
+START_TEST(test_name_cap_counter_topic) {
+        const char *dir = tl_tmpdir();
+        const int n = 300;
+        TlBroker b = { 0 };
+        TlDaemon d;
+        Pub p;
+        _cleanup_free_ char *config = NULL;
+
+        tl_broker_start(&b, dir, NULL);
+        ck_assert_int_ge(asprintf(&config,
+                                  "{\n"
+                                  "  \"mqtt\": { \"host\": \"127.0.0.1\", \"port\": %d, \"client_id\": \"" TEST_CLIENT_ID "\",\n"
+                                  "            \"keepalive\": 5, \"topics\": [\n"
+                                  "    { \"filter\": \"gh/+sensor/state\", \"qos\": 1, \"format\": \"json\" },\n"
+                                  "    { \"filter\": \"node/#\", \"qos\": 1, \"format\": \"json\" } ] },\n"
+                                  "  \"store\": { \"path\": \"%s/readings.db\", \"commit_interval_ms\": 10, \"max_names\": 20 },\n"
+                                  "  \"log\": { \"level\": \"debug\" },\n"
+                                  "  \"supervisor\": { \"stop_timeout\": 5, \"status_interval\": 0.1 }\n"
+                                  "}\n",
+                                  b.port, dir),
+                         0);
+        start_daemon(&d, config, NULL);
+        expect_ready(&d);
+
+        pub_open(&p, b.port, "pub-counter", true);
+        for (int i = 0; i < n; i++) {
+                char topic[32], known[128], node[128];
+
+                snprintf(known, sizeof(known), "{\"sensor\": \"known\", \"ts\": %" PRId64 ", \"temperature\": 20}",
+                         (int64_t) 1732200000000 + i);
+                snprintf(node, sizeof(node), "{\"sensor\": \"node\", \"ts\": %" PRId64 ", \"temperature\": %d}",
+                         (int64_t) 1732200000000 + i, i);
+                snprintf(topic, sizeof(topic), "node/%d", i);
+                pub_text(&p, "gh/known/state", known);
+                pub_text(&p, topic, node);
+        }
+        pub_close(&p);
+
+        /* gh/known/state and node/0..node/18 are the 20 origins; node/19 on are refused. */
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor = 'known'", n, 20000), n);
+        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM rejects_view WHERE reason = 'too_many_names'", n - 19, 20000),
+                         n - 19);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor = 'node'"), 19);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM origins"), 21);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM origins WHERE name = '(too many names)'"), 1);
+        ck_assert_int_le(sql(dir, "SELECT count(*) FROM sensors"), 20);
+        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason = 'too_many_names' AND "
+                                  "origin = '(too many names)' AND CAST(raw AS TEXT) = "
+                                  "'{\"sensor\": \"node\", \"ts\": 1732200000299, \"temperature\": 299}'"),
+                         1);
+        /* counted in the status line */
+        ck_assert_msg(tl_notify_wait(&d.notify, "281 kept out by store.max_names", 3000), "status: %s", d.notify.log);
+        assert_log_contains(&d, "holds 20 origins (store.max_names is 20)");
+        assert_log_contains(&d, "Rejected message on 'node/19' (too_many_names");
+        ck_assert_uint_eq(log_count(&d, "(store.max_names is 20)"), 1);
+        stop_daemon_ok(&d);
+        tl_broker_stop(&b);
+}
+END_TEST
+
 /* ---- a huge message: with MQTT 5 the broker is told not to send it at all ---- */
 
 START_TEST(test_oversized) {
@@ -1673,6 +1739,7 @@ static Suite *mqtt_suite(void) {
         tcase_add_test(tc, test_retained);
         tcase_add_test(tc, test_malformed);
         tcase_add_test(tc, test_sensor_mismatch);
+        tcase_add_test(tc, test_name_cap_counter_topic);
         tcase_add_loop_test(tc, test_oversized, 0, 2);
 #if !defined(__SANITIZE_ADDRESS__)
         tcase_add_test(tc, test_parse_enomem);

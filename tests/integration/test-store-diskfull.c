@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* Disk full: the store on a 1 MiB tmpfs fills up, the daemon exits 12 with the cause, and continues once there is room. */
+/* Disk full: the store on a 1 MiB tmpfs fills up, the daemon exits 12 with the cause, and continues once there is room;
+ * and a file size limit (LimitFSIZE=) reached while ingesting is named as the cause. */
 #include <inttypes.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -140,12 +142,70 @@ START_TEST(test_disk_full_then_room_again) {
 }
 END_TEST
 
+/* A file size limit (systemd's LimitFSIZE=) reached while ingesting: SQLite says "disk I/O
+ * error"; the daemon exits 12 and its cause names the limit, not a failing disk. */
+START_TEST(test_file_size_limit_while_ingesting) {
+        const rlim_t limit = 256 * 1024;
+        _cleanup_free_ char *log = NULL;
+        struct rlimit saved, rl;
+        int64_t deadline;
+        struct timespec now;
+        int status = -ETIMEDOUT;
+        char want[128];
+        Ctx c = {};
+
+        clock_gettime(CLOCK_REALTIME, &now);
+        c.ts = (int64_t) now.tv_sec * 1000;
+        c.dir = tl_tmpdir();
+        tl_pty_start(&c.pty, c.dir);
+        snprintf(c.db, sizeof(c.db), "%s/readings.db", c.dir);
+        snprintf(c.config, sizeof(c.config),
+                 "{ \"serial\": { \"enabled\": true, \"device\": \"%s\", \"format\": \"json\" },\n"
+                 "  \"mqtt\": { \"enabled\": false },\n"
+                 "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": 20, \"commit_max_rows\": 200 },\n"
+                 "  \"supervisor\": { \"stop_timeout\": 5 } }\n",
+                 c.pty.device, c.db);
+
+        /* The daemon inherits the soft limit; this process gets its own back at once. */
+        ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &saved), 0);
+        rl = saved;
+        rl.rlim_cur = limit;
+        ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+        tl_daemon_start(&c.d, c.dir, c.config, NULL, NULL);
+        ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &saved), 0);
+
+        deadline = tl_now_ms() + 30000;
+        while (tl_now_ms() < deadline) {
+                write_frames(&c, 50);
+                status = tl_daemon_wait(&c.d, 2);
+                if (status != -ETIMEDOUT)
+                        break;
+        }
+        log = tl_daemon_log(&c.d);
+        ck_assert_msg(status == 12, "exit status %d, want 12 (store failed); log:\n%s", status, log);
+        snprintf(want, sizeof(want), "file size limit of the process (RLIMIT_FSIZE, LimitFSIZE= in the unit) is %u bytes",
+                 (unsigned) limit);
+        ck_assert_msg(strstr(log, "Task store failed") && strstr(log, c.db) && strstr(log, want) &&
+                              strstr(log, "File too large"),
+                      "the cause does not name the file size limit:\n%s", log);
+        tl_notify_close(&c.d.notify);
+        tl_assert_integrity(c.db, true);
+        ck_assert_int_gt(count(&c), 0);
+        tl_pty_stop(&c.pty);
+}
+END_TEST
+
 static Suite *diskfull_suite(void) {
         Suite *s = suite_create("store-diskfull");
         TCase *tc = tcase_create("tmpfs");
 
         tcase_set_timeout(tc, 120);
         tcase_add_test(tc, test_disk_full_then_room_again);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("fsize");
+        tcase_set_timeout(tc, 120);
+        tcase_add_test(tc, test_file_size_limit_while_ingesting);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -57,6 +57,12 @@ CREATE TABLE exits AS
     AND NOT (exit_code = 'exited' AND exit_status = 0);
 CREATE TABLE faults AS
   SELECT t, kind, detail FROM timeline WHERE kind IN ('sigkill', 'sigstop', 'pty_down', 'broker_down', 'broker_kill', 'disk_fill');
+-- Orderly stops (systemctl stop during ingest, exit 0) and the start after each: from the stop
+-- to the start having reported ready.
+CREATE TABLE tw AS
+  SELECT s.t AS s, coalesce((SELECT min(u.t) FROM timeline u WHERE u.kind = 'term_up' AND u.t > s.t),
+                            (SELECT max(t) FROM timeline)) AS e
+  FROM timeline s WHERE s.kind = 'term';
 CREATE TABLE opens AS
   SELECT t FROM journal WHERE task = 'serial' AND msg LIKE '%pened serial port%';
 -- Gaps in the numbers, with the sensor timestamps of the stored frames on either side (the
@@ -95,7 +101,9 @@ CREATE TABLE serial_windows AS
          max(coalesce((SELECT min(o.t) FROM opens o WHERE o.t > u.t), (SELECT max(t) FROM timeline)), u.t + 2500)
   FROM faults p JOIN timeline u ON u.kind = 'pty_up'
        AND u.t = (SELECT min(t) FROM timeline WHERE kind = 'pty_up' AND t > p.t)
-  WHERE p.kind = 'pty_down';
+  WHERE p.kind = 'pty_down'
+  UNION ALL
+  SELECT tw.s, max(coalesce((SELECT min(o.t) FROM opens o WHERE o.t > tw.s), tw.e), tw.e) FROM tw;
 SQL
 
 # The broker's loss windows: a broker killed with SIGKILL restarts from its last autosave, so
@@ -126,6 +134,8 @@ n_pty_long=$(count_tl "kind = 'pty_down' AND CAST(detail AS INTEGER) > $REOPEN_M
 n_broker=$(count_tl "kind = 'broker_down'")
 n_broker_long=$(count_tl "kind = 'broker_down' AND CAST(detail AS INTEGER) > $OFFLINE_MS")
 n_bkill=$(count_tl "kind = 'broker_kill'")
+n_term=$(count_tl "kind = 'term'")
+n_term_bad=$(count_tl "kind = 'term_done' AND detail != 'result success status 0 exit0 yes'")
 n_fill=$(count_tl "kind = 'disk_fill'")
 n_burst=$(count_tl "kind = 'burst'")
 x_kill=$(count_exits "exit_code = 'killed' AND exit_status = 9")
@@ -140,11 +150,12 @@ start_ms=$(q "SELECT min(t) FROM timeline WHERE kind = 'sims_started'")
 stop_ms=$(q "SELECT max(t) FROM timeline WHERE kind = 'stop'")
 
 echo "==== soak account ($(( (stop_ms - start_ms) / 1000 )) s of traffic)"
-echo "faults injected: $n_sigkill SIGKILL, $n_sigstop SIGSTOP past the watchdog, $n_pty serial writer removals ($n_pty_long past reopen_timeout), $n_broker broker restarts after SIGTERM ($n_broker_long past max_offline), $n_bkill broker SIGKILLs (restarted within max_offline), $n_fill disk full, $n_burst bad-frame bursts"
+echo "faults injected: $n_sigkill SIGKILL, $n_sigstop SIGSTOP past the watchdog, $n_term orderly stops and starts (systemctl stop, start), $n_pty serial writer removals ($n_pty_long past reopen_timeout), $n_broker broker restarts after SIGTERM ($n_broker_long past max_offline), $n_bkill broker SIGKILLs (restarted within max_offline), $n_fill disk full, $n_burst bad-frame bursts"
 echo "restarts by cause (journal): $x_kill SIGKILL, $x_abrt SIGABRT (watchdog; $wd 'Watchdog timeout' lines), $x10 exit 10 (serial), $x11 exit 11 (MQTT), $x12 exit 12 (store), $x_other other"
 q "SELECT '  other: ' || exit_code || '/' || exit_status FROM exits WHERE NOT (exit_code = 'killed' AND exit_status IN (9, 6)) AND NOT (exit_code = 'dumped' AND exit_status = 6) AND NOT (exit_code = 'exited' AND exit_status IN (10, 11, 12))"
 check "$([ "$x_other" -eq 0 ] && echo 1 || echo 0)" "no restart with a cause that was not injected"
 check "$([ "$x_kill" -eq "$n_sigkill" ] && echo 1 || echo 0)" "one SIGKILL restart per SIGKILL ($x_kill/$n_sigkill)"
+check "$([ "$n_term_bad" -eq 0 ] && echo 1 || echo 0)" "every orderly stop exited 0 ($((n_term - n_term_bad))/$n_term)"
 check "$([ "$x_abrt" -eq "$n_sigstop" ] && [ "$wd" -eq "$n_sigstop" ] && echo 1 || echo 0)" "one watchdog abort per SIGSTOP ($x_abrt/$n_sigstop)"
 check "$([ "$x10" -ge "$n_pty_long" ] && [ "$x10" -le $((2 * n_pty_long)) ] && echo 1 || echo 0)" "exit 10 only after a long serial outage ($x10 for $n_pty_long)"
 check "$([ "$x11" -ge "$n_broker_long" ] && [ "$x11" -le $((2 * n_broker_long)) ] && echo 1 || echo 0)" "exit 11 only after a long broker outage ($x11 for $n_broker_long)"
@@ -190,6 +201,22 @@ for input in serial mqtt mqtt-qos2; do
            FROM gaps g WHERE input = '$input' ORDER BY lo" | head -n 40
         check "$([ "$stored" -eq $((sent - lost)) ] && echo 1 || echo 0)" "$input: stored + lost = sent"
         check "$([ "$dups" -eq 0 ] && echo 1 || echo 0)" "$input: no duplicate stored"
+        # Loss at orderly stops: gaps whose stored neighbours bracket a stop-and-start and no
+        # process end other than those stops (a kill, an exit 10/11/12) near them.
+        tcond="EXISTS (SELECT 1 FROM tw WHERE tw.s - $M <= g.tb AND tw.e + $M >= g.ta)
+               AND NOT EXISTS (SELECT 1 FROM exits e WHERE e.t BETWEEN g.ta - $M AND g.tb + $M)"
+        t_gaps=$(q "SELECT count(*) FROM gaps g WHERE input = '$input' AND $tcond")
+        t_lost=$(q "SELECT coalesce(sum(hi - lo + 1), 0) FROM gaps g WHERE input = '$input' AND $tcond")
+        t_max=$(q "SELECT coalesce(max(hi - lo + 1), 0) FROM gaps g WHERE input = '$input' AND $tcond")
+        echo "lost at the $n_term orderly stops and starts: $t_lost frames in $t_gaps gaps (longest $t_max)"
+        if [ $input = serial ]; then
+                # A stop closes the port after the last whole line it read: a line it had half
+                # read is kept as a 'truncated' reject, its rest comes to the next process as a
+                # fragment. Lines written while the daemon is down wait in the pty.
+                check "$([ "$t_max" -le 1 ] && [ "$t_gaps" -le "$n_term" ] && echo 1 || echo 0)" "serial: at most the one line cut at the port close per orderly stop ($t_lost in $t_gaps gaps)"
+        else
+                check "$([ "$t_lost" -eq 0 ] && echo 1 || echo 0)" "$input: nothing lost at orderly stops ($t_lost)"
+        fi
         if [ $input = serial ]; then
                 rate=$(q "SELECT json_extract(j, '\$.frames_per_s') FROM sim WHERE input = 'serial'")
                 wsum=$(q "SELECT coalesce(sum(e - s), 0) FROM sw")
@@ -254,7 +281,7 @@ for input in serial mqtt mqtt-qos2; do
                 set -- $pair
                 [ "$1" -le "$2" ] && missing=$((missing + $2 - $1)) || excess=$((excess + $1 - $2))
         done
-        if [ $input = serial ]; then outages=$((x_all + n_pty)); else outages=$((x_all + n_broker + n_bkill)); fi
+        if [ $input = serial ]; then outages=$((x_all + n_pty + n_term)); else outages=$((x_all + n_broker + n_bkill + n_term)); fi
         echo "rejected: $rejected = garbage/bad_utf8 $g_text of $s_text sent, overlong $g_long of $s_long, not_finite $g_fin of $s_fin, missing_sensor ($miss_reason) $g_miss of $s_miss, fragments $frag, other $other"
         echo "  bad frames sent but not rejected (lost with the good ones): $missing; rejects beyond the injected: $excess"
         check "$([ "$other" -eq 0 ] && echo 1 || echo 0)" "$input: no reject of a reason the simulator does not inject"

@@ -31,6 +31,8 @@
 # Faults (a seeded schedule: the kind, the pauses and the outage lengths come from SOAK_SEED):
 #   sigkill       SIGKILL the daemon; systemd restarts it
 #   watchdog      SIGSTOP the daemon; systemd's watchdog kills it (SIGABRT) and restarts it
+#   restart       an orderly stop during ingest (systemctl stop: SIGTERM, which must end in exit
+#                 0), then a start; the account holds MQTT loss at these stops to exactly 0
 #   pty_short     the serial writer (socat) gone for less than serial.reopen_timeout
 #   pty_long      gone for longer: the daemon exits 10 and is restarted
 #   broker_short  mosquitto stopped (SIGTERM: it writes its persistence) and restarted within
@@ -47,7 +49,8 @@
 # Every restarting fault happens in the first 60% of the run; the rest has only the faults a
 # running daemon rides out, so one process lives through them for the leak check.
 #
-# Verdict (exit 1 on any): a serial gap that no outage window explains, or serial loss above
+# Verdict (exit 1 on any): an orderly stop that did not exit 0, or any MQTT frame lost at one
+# (serial: at most the one line a stop cuts at the port close); a serial gap that no outage window explains, or serial loss above
 # the bound from those windows; an MQTT gap (QoS 1 or QoS 2 stream) that is neither the
 # broker's (see broker_kill) nor within one batch per hard kill or store failure; a message a
 # publisher did not get acknowledged;
@@ -240,6 +243,24 @@ fault_watchdog() {
         sc_in_ns kill -STOP "$pid"
         wait_dead "$pid" && check_integrity "watchdog"
 }
+fault_restart() { # an orderly stop in the middle of the stream, then a start
+        local pid result status said i
+        pid=$(main_pid)
+        ev term "pid $pid"
+        sc_ctl stop "$unit"
+        # systemd calls a death by SIGTERM a success too: the daemon's own last line says that
+        # it exited, with 0 (the journal may take a moment to have it).
+        result=$(sc_prop $unit Result) status=$(sc_prop $unit ExecMainStatus) said=no
+        for i in $(seq 40); do
+                sc_journal _PID="$pid" -o cat 2>/dev/null | grep -q '^Exiting with status 0\.' && { said=yes; break; }
+                sleep 0.05
+        done
+        ev term_done "result $result status $status exit0 $said"
+        [ "$result" = success ] && [ "$status" = 0 ] && [ $said = yes ] ||
+                verdict 0 "the orderly stop of pid $pid: result $result, status $status, 'Exiting with status 0' logged: $said"
+        sc_ctl start "$unit"
+        ev term_up "pid $(main_pid)"
+}
 fault_pty() { # MS
         ev pty_down "$1 ms"
         sc_pty_stop
@@ -297,6 +318,7 @@ run_fault() { # KIND
         case "$1" in
         sigkill)      fault_sigkill ;;
         watchdog)     fault_watchdog ;;
+        restart)      fault_restart ;;
         pty_short)    rnd 300 $(( (REOPEN_TIMEOUT - 2) * 1000 )); fault_pty $R ;;
         pty_long)     fault_pty "$(( (REOPEN_TIMEOUT + 2) * 1000 ))" ;;
         broker_short) rnd 300 2500; fault_broker $R ;;
@@ -313,12 +335,12 @@ end=$((t0 + SOAK_MINUTES * 60))
 fault_end=$((t0 + SOAK_MINUTES * 60 * 6 / 10))
 pause_max=$(( SOAK_MINUTES <= 5 ? 3000 : 20000 ))
 # Every kind at least once, in a seeded order; then seeded draws.
-must=(sigkill watchdog pty_short pty_long broker_short broker_long broker_kill diskfull burst)
+must=(sigkill watchdog restart pty_short pty_long broker_short broker_long broker_kill diskfull burst)
 for ((i = ${#must[@]} - 1; i > 0; i--)); do
         j=$((RANDOM % (i + 1)))
         tmp=${must[i]} must[i]=${must[j]} must[j]=$tmp
 done
-restarting=(sigkill sigkill sigkill watchdog pty_short pty_short pty_long broker_short broker_short broker_long
+restarting=(sigkill sigkill sigkill watchdog restart restart pty_short pty_short pty_long broker_short broker_short broker_long
             broker_kill broker_kill burst burst)
 riding=(pty_short broker_short broker_short broker_kill burst)
 ev phase faults

@@ -1232,6 +1232,13 @@ START_TEST(test_pattern_errors) {
                 { "a/#/b", "last topic level" },
                 { "a/#b", "stand alone" },
                 { "a/+Sensor", "lowercase" },
+                /* what brokers refuse (libmosquitto before sending, mosquitto on SUBSCRIBE) */
+                { "a/\x01b", "control character" },
+                { "a/b\x1f", "control character" },
+                { "a/\x7f", "control character" },
+                { "a/\xc2\x80", "control character" },
+                { "\xc2\x9f/a", "control character" },
+                { "a/\xff", "not valid UTF-8" },
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -1243,6 +1250,32 @@ START_TEST(test_pattern_errors) {
         }
         ck_assert_int_eq(topic_pattern_new(NULL, &(TopicPattern *) { NULL }, NULL), -EINVAL);
         ck_assert_ptr_null(topic_pattern_free(NULL));
+
+        /* The limits at their edges: U+00A0 (the first after the C1 controls) and 201 levels
+         * pass; 202 levels and 65536 bytes do not. */
+        {
+                static char big[65537 + 1];
+                TopicPattern *p = NULL;
+                const char *error = NULL;
+
+                ck_assert_int_eq(topic_pattern_new("a/\xc2\xa0/\x7e", &p, NULL), 0);
+                p = topic_pattern_free(p);
+                memset(big, 'a', 65535);
+                big[65535] = 0;
+                ck_assert_int_eq(topic_pattern_new(big, &p, NULL), 0);
+                p = topic_pattern_free(p);
+                big[65535] = 'a';
+                ck_assert_int_eq(topic_pattern_new(big, &p, &error), -EINVAL);
+                ck_assert_msg(strstr(error, "longer than 65535 bytes"), "%s", error);
+                for (size_t i = 1; i < 401; i += 2)
+                        big[i] = '/';
+                big[401] = 0; /* 200 '/' */
+                ck_assert_int_eq(topic_pattern_new(big, &p, NULL), 0);
+                p = topic_pattern_free(p);
+                big[401] = '/', big[402] = 'a', big[403] = 0;
+                ck_assert_int_eq(topic_pattern_new(big, &p, &error), -EINVAL);
+                ck_assert_msg(strstr(error, "more than 201 levels"), "%s", error);
+        }
 }
 END_TEST
 

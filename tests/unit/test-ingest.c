@@ -3,6 +3,7 @@
  * counters, the one receipt clock, and no more rows once the store refused one. */
 #include <check.h>
 #include <math.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -29,20 +30,32 @@ static const IngestInput test_input = {
         .suppressed_names_origin = true,
 };
 
-static void fx_init(Fixture *f) {
+/* A store with store.max_names at max_names (0: no cap), at path (NULL: a new one). */
+static void fx_init_names(Fixture *f, unsigned max_names, const char *path) {
+        char p[512];
+
+        if (path)
+                snprintf(p, sizeof(p), "%s", path);
+        else
+                snprintf(p, sizeof(p), "%s/readings.db", tl_tmpdir());
         memset(f, 0, sizeof(*f));
         ck_assert_int_ge(sd_event_new(&f->event), 0);
-        snprintf(f->path, sizeof(f->path), "%s/readings.db", tl_tmpdir());
+        snprintf(f->path, sizeof(f->path), "%s", p);
         f->config = (StoreConfig){
                 .path = f->path,
                 .synchronous = STORE_SYNCHRONOUS_NORMAL,
                 .commit_interval_ms = 10000,
                 .commit_max_rows = 100000,
+                .max_names = max_names,
         };
         ck_assert_int_eq(store_task_new(f->event, &f->config, &f->task, &f->store), 0);
         ck_assert_int_eq(task_start(f->task), 0);
         ck_assert_int_eq(task_get_state(f->task), TASK_RUNNING);
         ck_assert_int_eq(ingest_new(f->event, f->store, &test_input, &f->ingest), 0);
+}
+
+static void fx_init(Fixture *f) {
+        fx_init_names(f, 0, NULL);
 }
 
 static void fx_done(Fixture *f) {
@@ -169,6 +182,159 @@ START_TEST(test_store_refused) {
 }
 END_TEST
 
+/* What an input does with a frame: ingest it, and store its raw bytes as a reject when ingest
+ * says the names do not fit. Returns what ingest_frame() said. */
+static int feed(Fixture *f, const Frame *fr, const char *origin, int64_t received_ms) {
+        static const char raw[] = "{\"sensor\":\"raw bytes of the frame\"}";
+        int r = ingest_frame(f->ingest, fr, origin, received_ms);
+
+        if (r == INGEST_TOO_MANY_NAMES)
+                ck_assert_int_eq(ingest_reject(f->ingest, &(IngestReject){ .origin = origin,
+                                                                            .raw = raw,
+                                                                            .raw_size = sizeof(raw) - 1,
+                                                                            .reason = FRAME_REJECT_TOO_MANY_NAMES,
+                                                                            .sensor = fr->sensor,
+                                                                            .received_ms = received_ms }),
+                                 0);
+        return r;
+}
+
+/* A node with a counter in its topic (a new origin per message, here with a new sensor id every
+ * other message too) cannot grow the name tables past store.max_names, while a known sensor
+ * keeps being stored: frames that would add a name become too_many_names rejects with their raw
+ * bytes, and a reject from a new origin is kept under "(too many names)". */
+START_TEST(test_name_cap_counter_topic) {
+        const int64_t t0 = 1732200000000;
+        unsigned refused = 0, stored = 0;
+        Fixture f;
+
+        fx_init_names(&f, 20, NULL);
+        for (int i = 0; i < 500; i++) {
+                Frame known = frame_of("gh1-t1", true, t0 + i, 20, 50);
+                Frame node = frame_of(i % 2 ? "node" : "node-x", true, t0 + i, 1, 2);
+                char topic[64], sensor[32];
+                int r;
+
+                ck_assert_int_eq(feed(&f, &known, "greenhouse/gh1-t1/state", t0 + i), 0);
+                snprintf(topic, sizeof(topic), "greenhouse/node/%d/state", i);
+                if (i % 2 == 0) {
+                        snprintf(sensor, sizeof(sensor), "node-%d", i);
+                        snprintf(node.sensor, sizeof(node.sensor), "%s", sensor);
+                }
+                r = feed(&f, &node, topic, t0 + i);
+                ck_assert_msg(r == 0 || r == INGEST_TOO_MANY_NAMES, "r = %d", r);
+                r == 0 ? stored++ : refused++;
+                if (i % 97 == 0) /* across batches too */
+                        ck_assert_int_eq(store_commit(f.store), 0);
+        }
+        /* Garbage on yet another new topic: kept, under the placeholder origin; on a known
+         * topic, under its own. */
+        ck_assert_int_eq(ingest_reject(f.ingest, &(IngestReject){ .origin = "greenhouse/node/new/state", .raw = "x",
+                                                                   .raw_size = 1, .reason = FRAME_REJECT_BAD_JSON }),
+                         0);
+        ck_assert_int_eq(ingest_reject(f.ingest, &(IngestReject){ .origin = "greenhouse/gh1-t1/state", .raw = "y",
+                                                                   .raw_size = 1, .reason = FRAME_REJECT_BAD_JSON }),
+                         0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+
+        /* 20 origins: the known one and the first 19 topics of the node; then the placeholder. */
+        ck_assert_uint_eq(stored, 19);
+        ck_assert_uint_eq(refused, 500 - 19);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM origins"), 21);
+        ck_assert_int_le(tl_sql_int(f.path, "SELECT count(*) FROM sensors"), 20);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM metrics"), 2);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE sensor = 'gh1-t1'"), 1000);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM rejects_view WHERE reason = 'too_many_names' AND "
+                                            "origin = '(too many names)' AND CAST(raw AS TEXT) LIKE '{\"sensor\":%'"),
+                         500 - 19);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM rejects_view WHERE reason = 'bad_json' AND "
+                                            "origin = '(too many names)' AND CAST(raw AS TEXT) = 'x'"),
+                         1);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM rejects_view WHERE reason = 'bad_json' AND "
+                                            "origin = 'greenhouse/gh1-t1/state' AND CAST(raw AS TEXT) = 'y'"),
+                         1);
+        ck_assert_uint_eq(ingest_get_counters(f.ingest)->rejects, 500 - 19 + 2);
+        ck_assert(ingest_accepting(f.ingest));
+        fx_done(&f);
+}
+END_TEST
+
+/* A frame is stored whole or not at all: with room for one more metric name, a frame naming
+ * two new ones stores none of its readings, and a frame naming one is stored. */
+START_TEST(test_name_cap_all_or_nothing) {
+        Fixture f;
+        Frame two = frame_of("s1", true, 1732200000000, 1, 2);
+        Frame one = frame_of("s1", true, 1732200000001, 1, 2);
+
+        fx_init_names(&f, 3, NULL);
+        snprintf(two.metrics[0].name, sizeof(two.metrics[0].name), "m1");
+        snprintf(two.metrics[1].name, sizeof(two.metrics[1].name), "m2");
+        ck_assert_int_eq(feed(&f, &two, "/dev/x", 1732200000500), 0);
+        snprintf(two.metrics[0].name, sizeof(two.metrics[0].name), "m3");
+        snprintf(two.metrics[1].name, sizeof(two.metrics[1].name), "m4");
+        ck_assert_int_eq(feed(&f, &two, "/dev/x", 1732200000600), INGEST_TOO_MANY_NAMES);
+        snprintf(one.metrics[0].name, sizeof(one.metrics[0].name), "m1");
+        snprintf(one.metrics[1].name, sizeof(one.metrics[1].name), "m3");
+        ck_assert_int_eq(feed(&f, &one, "/dev/x", 1732200000700), 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings"), 4);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE metric IN ('m4')"), 0);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM metrics"), 3);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM rejects WHERE reason = 'too_many_names'"), 1);
+        fx_done(&f);
+}
+END_TEST
+
+/* The cap counts names in use: names no row uses any more (here left behind by rows deleted
+ * while the daemon was stopped) make a table look full only until the pass over the names that
+ * the first refusal asks for has removed them. */
+START_TEST(test_name_cap_counts_live_names) {
+        Fixture f;
+        sqlite3 *db;
+        int steps = 0;
+
+        fx_init_names(&f, 10, NULL);
+        for (int i = 0; i < 10; i++) {
+                Frame fr = frame_of("s1", true, 1732200000000 + i, 1, 2);
+                char topic[32];
+
+                snprintf(topic, sizeof(topic), "t/%d", i);
+                ck_assert_int_eq(feed(&f, &fr, topic, 1732200000500), 0);
+        }
+        fx_done(&f);
+        ck_assert_int_eq(sqlite3_open(f.path, &db), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_exec(db, "DELETE FROM readings WHERE origin_id IN "
+                                          "(SELECT id FROM origins WHERE name != 't/0')", NULL, NULL, NULL),
+                         SQLITE_OK);
+        sqlite3_close(db);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM origins"), 10);
+
+        {
+                char path[512];
+
+                snprintf(path, sizeof(path), "%s", f.path);
+                fx_init_names(&f, 10, path); /* the store from before, no retention configured */
+        }
+        {
+                Frame fr = frame_of("s1", true, 1732200001000, 1, 2);
+
+                ck_assert_int_eq(feed(&f, &fr, "t/new", 1732200001500), INGEST_TOO_MANY_NAMES);
+                /* The pass the refusal asked for, in the bounded steps the task's timer runs. */
+                do
+                        ck_assert_int_ge(store_run_retention(f.store), 0);
+                while (store_retention_pending(f.store) && ++steps < 100);
+                ck_assert_int_lt(steps, 100);
+                /* t/0 and the placeholder origin of the reject are in use */
+                ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM origins"), 2);
+                fr.ts_ms++;
+                ck_assert_int_eq(feed(&f, &fr, "t/new", 1732200001600), 0);
+        }
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE origin = 't/new'"), 2);
+        fx_done(&f);
+}
+END_TEST
+
 static Suite *ingest_suite(void) {
         Suite *s = suite_create("ingest");
         TCase *tc = tcase_create("ingest");
@@ -178,6 +344,9 @@ static Suite *ingest_suite(void) {
         tcase_add_test(tc, test_rejects);
         tcase_add_test(tc, test_receipt_clock);
         tcase_add_test(tc, test_store_refused);
+        tcase_add_test(tc, test_name_cap_counter_topic);
+        tcase_add_test(tc, test_name_cap_all_or_nothing);
+        tcase_add_test(tc, test_name_cap_counts_live_names);
         suite_add_tcase(s, tc);
         return s;
 }

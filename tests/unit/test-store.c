@@ -722,8 +722,12 @@ START_TEST(test_write_failure) {
                 Reading q = reading("sensor-with-a-longer-name", "m", i, t0 + i, true);
                 r = store_append(f.store, &q);
         }
-        /* SQLite reports SQLITE_IOERR_WRITE; the OS error behind it is not always kept. */
+        /* SQLite reports SQLITE_IOERR_WRITE; the OS error behind it is not always kept, so the
+         * store looks at the limit and its files itself and names the cause. */
         ck_assert_msg(r == -EFBIG || r == -EIO, "r = %d", r);
+        ck_assert_int_eq(r, -EFBIG);
+        ck_assert_msg(strstr(task_get_cause(f.task), "file size limit of the process (RLIMIT_FSIZE, LimitFSIZE= in the unit) is 65536 bytes"),
+                      "%s", task_get_cause(f.task));
         ck_assert_int_eq(task_get_state(f.task), TASK_FAILED);
         ck_assert_int_eq(task_get_error(f.task), r);
         ck_assert_msg(strstr(task_get_cause(f.task), f.path), "%s", task_get_cause(f.task));
