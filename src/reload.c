@@ -96,6 +96,7 @@ static const RestartKey restart_keys[] = {
         K("/store/commit_max_rows", KEY_UNSIGNED, store.commit_max_rows, SECTION_NONE),
         K("/store/retention_days", KEY_UNSIGNED, store.retention_days, SECTION_NONE),
         K("/store/max_size_mb", KEY_UNSIGNED, store.max_size_mb, SECTION_NONE),
+        K("/store/max_names", KEY_UNSIGNED, store.max_names, SECTION_NONE),
         K("/supervisor/stop_timeout", KEY_U64, supervisor.stop_timeout_usec, SECTION_NONE),
         K("/supervisor/status_interval", KEY_U64, supervisor.status_interval_usec, SECTION_NONE),
 };
