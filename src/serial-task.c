@@ -834,6 +834,15 @@ static void serial_task_format_status(Task *t, char *buf, size_t size) {
         }
 }
 
+static void serial_task_get_info(Task *t, TaskInfo *ret) {
+        SerialTask *st = task_get_userdata(t);
+        const IngestCounters *n = ingest_get_counters(st->ingest);
+
+        *ret = (TaskInfo){ .origin = device(st), .frames = n->frames, .readings = n->readings,
+                           .rejects = n->rejects, .reconnects = st->reopens };
+        ingest_get_last_minute(st->ingest, &ret->readings_last_minute, &ret->rejects_last_minute);
+}
+
 static void serial_task_free(void *userdata) {
         SerialTask *st = userdata;
 
@@ -855,6 +864,7 @@ static const TaskOps serial_task_ops = {
         .stop = serial_task_stop,
         .free = serial_task_free,
         .format_status = serial_task_format_status,
+        .get_info = serial_task_get_info,
 };
 
 int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Task **ret) {

@@ -27,6 +27,12 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Supervisor *, supervisor_free);
 /* The loop; owned by the supervisor, valid until supervisor_free(). */
 sd_event *supervisor_get_event(Supervisor *s);
 
+/* The tasks in the order added (for `sensor-collector status`); borrowed. NULL past the end. */
+size_t supervisor_get_n_tasks(const Supervisor *s);
+Task *supervisor_get_task(const Supervisor *s, size_t i);
+/* "starting" (before READY=1), "running" or "stopping". A static string. */
+const char *supervisor_get_phase(const Supervisor *s);
+
 /* Adds a task; the supervisor owns it from now on, also on failure. Tasks start in the order
  * added and stop in reverse order (add the store first: it stops last and commits).
  * Returns 0 or -ENOMEM. */
