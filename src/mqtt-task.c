@@ -1284,7 +1284,8 @@ static void mqtt_get_info(Task *t, TaskInfo *ret) {
         const IngestCounters *n = ingest_get_counters(m->ingest);
 
         *ret = (TaskInfo){ .origin = m->host_port, .frames = n->frames, .readings = n->readings,
-                           .rejects = n->rejects, .reconnects = m->n_reconnects };
+                           .rejects = n->rejects, .reconnects = m->n_reconnects,
+                           .last_error = m->last_cause[0] ? m->last_cause : NULL };
         ingest_get_last_minute(m->ingest, &ret->readings_last_minute, &ret->rejects_last_minute);
 }
 

@@ -194,6 +194,16 @@ static void metric_name(char *buf, size_t size, const char *a, const char *b, co
                         buf[i] = '_';
 }
 
+/* A string with a time of its own ("last_error" and "last_error_timestamp_seconds") is an event:
+ * text for people, not a label (it would make a new series each time it changes); the metrics
+ * have its time. */
+static bool is_event_text(const cJSON *row, const cJSON *m) {
+        char key[NAME_MAX_LEN];
+
+        snprintf(key, sizeof(key), "%s_timestamp_seconds", m->string);
+        return cJSON_GetObjectItemCaseSensitive(row, key) != NULL;
+}
+
 static void metrics_label_value(FILE *f, const char *s) {
         for (; *s; s++)
                 if (*s == '\\')
@@ -228,7 +238,7 @@ static void metrics_labels(FILE *f, const char *label, const char *row_name, con
                 cJSON_ArrayForEach(m, strings) {
                         char name[NAME_MAX_LEN];
 
-                        if (!cJSON_IsString(m) || (row_name && streq(m->string, label)))
+                        if (!cJSON_IsString(m) || (row_name && streq(m->string, label)) || is_event_text(strings, m))
                                 continue;
                         metric_name(name, sizeof(name), m->string, "", "");
                         fprintf(f, "%s%s=\"", any ? "," : "{", name);
@@ -243,7 +253,7 @@ static void metrics_labels(FILE *f, const char *label, const char *row_name, con
 static bool has_strings(const cJSON *row) {
         const cJSON *m;
         cJSON_ArrayForEach(m, row)
-                if (cJSON_IsString(m))
+                if (cJSON_IsString(m) && !is_event_text(row, m))
                         return true;
         return false;
 }

@@ -61,6 +61,10 @@ static int fill_input(cJSON *o, Task *t) {
 
         if (task_get_info(t, &info) < 0)
                 return 0;
+        /* The input's own words for what went wrong ("Connection refused") rather than what
+         * it does about it ("reconnecting"); its time is that of the report that followed. */
+        if (info.last_error && problem)
+                problem = info.last_error;
         if (!cJSON_AddStringToObject(o, "state", strna(task_state_to_string(task_get_state(t)))) ||
             !cJSON_AddBoolToObject(o, "healthy", task_get_state(t) == TASK_RUNNING) ||
             !add_time(o, "state_since_timestamp_seconds", task_get_state_since_usec(t)) ||

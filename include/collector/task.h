@@ -21,6 +21,7 @@ typedef struct TaskInfo {
         uint64_t readings_last_minute;
         uint64_t rejects_last_minute;
         uint64_t reconnects;          /* reopens of the port, reconnections to the broker */
+        const char *last_error;       /* what went wrong last ("Connection refused"); NULL: none */
 } TaskInfo;
 
 typedef enum TaskState {

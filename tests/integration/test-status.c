@@ -274,8 +274,9 @@ START_TEST(test_broker_down) {
         ck_assert(cJSON_IsFalse(path_get(j, "inputs", "mqtt", "healthy")));
         ck_assert(cJSON_IsFalse(path_get(j, "daemon", NULL, "healthy")));
         ck_assert_str_eq(str(j, "daemon", NULL, "state"), "degraded");
-        ck_assert_msg(strstr(str(j, "inputs", "mqtt", "last_error"), "reconnecting"), "%s",
-                      str(j, "inputs", "mqtt", "last_error"));
+        /* the cause in the input's own words, not what it does about it */
+        ck_assert_msg(str(j, "inputs", "mqtt", "last_error")[0] && !strstr(str(j, "inputs", "mqtt", "last_error"), "reconnecting"),
+                      "%s", str(j, "inputs", "mqtt", "last_error"));
         ck_assert(cJSON_IsNumber(path_get(j, "inputs", "mqtt", "last_error_timestamp_seconds")));
         ck_assert_int_eq((int) num(j, "inputs", "mqtt", "readings_total"), 1);
         /* the other input is not affected */
@@ -313,8 +314,9 @@ START_TEST(test_serial_gone) {
 
         j = wait_input_state(&c, "serial", "degraded", 30000, &st);
         ck_assert_int_eq(st, 1);
-        ck_assert_msg(strstr(str(j, "inputs", "serial", "last_error"), c.pty.device), "%s",
-                      str(j, "inputs", "serial", "last_error"));
+        ck_assert_msg(strstr(str(j, "inputs", "serial", "last_error"), "hung up") ||
+                              strstr(str(j, "inputs", "serial", "last_error"), "did not reopen"),
+                      "%s", str(j, "inputs", "serial", "last_error"));
         ck_assert_int_eq((int) num(j, "inputs", "serial", "readings_total"), 2);
         ck_assert_str_eq(str(j, "inputs", "mqtt", "state"), "running");
         cJSON_Delete(j);
