@@ -184,6 +184,7 @@ static int add_status_server(Supervisor *s, const Args *args, const Config *conf
                 r = status_sections_add(*ret, s, store, config->store.path);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the status socket '%s': %m", path);
+        log_info("Answering `sensor-collector status` on '%s'.", path);
         return 0;
 }
 
