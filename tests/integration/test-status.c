@@ -166,6 +166,64 @@ static int run_with_input(const char *dir, const char *cmd, const char *input, c
         return r;
 }
 
+/* Every socket of the process is close-on-exec; returns how many there are. */
+static unsigned assert_sockets_cloexec(pid_t pid) {
+        char dir[64], path[400], link[256], *info;
+        unsigned n = 0;
+        DIR *d;
+        struct dirent *de;
+
+        snprintf(dir, sizeof(dir), "/proc/%d/fd", (int) pid);
+        d = opendir(dir);
+        ck_assert_ptr_nonnull(d);
+        while ((de = readdir(d))) {
+                unsigned long flags;
+                ssize_t k;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+                k = readlink(path, link, sizeof(link) - 1);
+                if (k < 0)
+                        continue;
+                link[k] = 0;
+                if (strncmp(link, "socket:", 7) != 0)
+                        continue;
+                snprintf(path, sizeof(path), "/proc/%d/fdinfo/%s", (int) pid, de->d_name);
+                info = tl_read_file(path);
+                ck_assert_ptr_nonnull(info);
+                ck_assert_ptr_nonnull(strstr(info, "flags:"));
+                flags = strtoul(strstr(info, "flags:") + 6, NULL, 8);
+                ck_assert_msg(flags & O_CLOEXEC, "fd %s (%s) lacks O_CLOEXEC: %s", de->d_name, link, info);
+                free(info);
+                n++;
+        }
+        closedir(d);
+        return n;
+}
+
+static int connect_to(const char *path, bool nonblock) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+
+        memcpy(sa.sun_path, path, MIN(strlen(path), sizeof(sa.sun_path) - 1));
+        if (fd >= 0 && connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 && errno != EAGAIN && errno != EINPROGRESS) {
+                close(fd);
+                return -1;
+        }
+        return fd;
+}
+
+typedef struct SocketsWait {
+        pid_t pid;
+        unsigned want;
+} SocketsWait;
+
+static bool sockets_more(void *userdata) {
+        SocketsWait *w = userdata;
+        return assert_sockets_cloexec(w->pid) >= w->want;
+}
+
 /* ---- both inputs running ---- */
 
 START_TEST(test_both_running) {
@@ -213,6 +271,15 @@ START_TEST(test_both_running) {
                          tl_sql_int(c.db, "SELECT max(ts) FROM readings"));
         ck_assert(cJSON_IsNumber(path_get(j, "store", NULL, "last_commit_timestamp_seconds")));
         cJSON_Delete(j);
+
+        /* The listening socket and a connection it accepted are close-on-exec. */
+        {
+                unsigned before = assert_sockets_cloexec(c.d.pid);
+                int fd = connect_to(c.sock, false);
+                ck_assert_int_ge(fd, 0);
+                ck_assert(tl_wait_until(sockets_more, &(SocketsWait){ .pid = c.d.pid, .want = before + 1 }, 10000));
+                close(fd);
+        }
 
         /* text for people */
         ck_assert_int_eq(run_status(c.sock, "text", &out), 0);
@@ -391,18 +458,6 @@ END_TEST
 /* The watchdog period the test gives the daemon: it pings at half of it, and systemd would kill
  * it after a whole period without one. */
 #define HOSTILE_WATCHDOG_USEC 2000000
-
-static int connect_to(const char *path, bool nonblock) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
-
-        memcpy(sa.sun_path, path, MIN(strlen(path), sizeof(sa.sun_path) - 1));
-        if (fd >= 0 && connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 && errno != EAGAIN && errno != EINPROGRESS) {
-                close(fd);
-                return -1;
-        }
-        return fd;
-}
 
 /* The attackers, in a child process, for about duration_ms: a thousand connections held open,
  * garbage, slowloris, megabytes, and a client that asks and never reads. */
