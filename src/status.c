@@ -165,6 +165,12 @@ int status_main(int argc, char **argv) {
                 fprintf(stderr, "sensor-collector status: asking '%s' failed: %s\n", path, strerror(-r));
                 return STATUS_EXIT_UNKNOWN;
         }
+        if (!text[0]) {
+                /* Accepted and closed at once: the daemon serves STATUS_CONNECTIONS_MAX at a time. */
+                fprintf(stderr, "sensor-collector status: the daemon at '%s' closed the connection without an "
+                                "answer (busy with other clients?); try again.\n", path);
+                return STATUS_EXIT_UNKNOWN;
+        }
         answer = cJSON_Parse(text);
         error = cJSON_GetObjectItemCaseSensitive(answer, "error");
         if (!cJSON_IsObject(answer) || error) {
