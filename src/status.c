@@ -95,6 +95,7 @@ static int status_ask(const char *path, char **ret) {
         struct timeval tv = { .tv_sec = CLIENT_TIMEOUT_MS / 1000, .tv_usec = (CLIENT_TIMEOUT_MS % 1000) * 1000 };
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *buf = NULL;
+        static const char request[] = STATUS_REQUEST;
         size_t used = 0, sent = 0;
 
         if (strlen(path) >= sizeof(sa.sun_path))
@@ -108,8 +109,8 @@ static int status_ask(const char *path, char **ret) {
                 return -errno;
         if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
                 return errno == EINPROGRESS ? -EAGAIN : -errno;
-        while (sent < strlen(STATUS_REQUEST)) {
-                ssize_t k = send(fd, STATUS_REQUEST + sent, strlen(STATUS_REQUEST) - sent, MSG_NOSIGNAL);
+        while (sent < strlen(request)) {
+                ssize_t k = send(fd, &request[sent], strlen(request) - sent, MSG_NOSIGNAL);
                 if (k < 0) {
                         if (errno == EINTR)
                                 continue;
