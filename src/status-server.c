@@ -39,7 +39,17 @@ struct StatusServer {
         StatusSection *sections;
         size_t n_sections;
         RateLimit refused_ratelimit;  /* "too many connections" and accept errors */
+        RateLimit closed_ratelimit;   /* debug lines about closed peers: a flood must not flood the log */
 };
+
+/* Why a peer was closed, at debug level, at most a few lines per 10 s. */
+static void status_connection_log_closed(StatusConnection *c, int error, const char *why) {
+        unsigned suppressed;
+
+        if (ratelimit_below(&c->server->closed_ratelimit, &suppressed))
+                log_debug_errno(error, "Closing status connection: %s%s", why,
+                                suppressed > 0 ? " (and more since the last message)" : "");
+}
 
 static StatusConnection *status_connection_free(StatusConnection *c) {
         StatusServer *srv;
@@ -172,7 +182,10 @@ static int on_connection_io(sd_event_source *s, int fd, uint32_t revents, void *
                 if (r > 0)
                         r = status_connection_answer(c);
                 if (r < 0) {
-                        log_debug_errno(r, "Closing status connection: %m");
+                        status_connection_log_closed(c, r, r == -EBADMSG ? "not a status request"
+                                                           : r == -EMSGSIZE ? "request too long"
+                                                           : r == -ECONNRESET ? "no request"
+                                                           : "could not answer");
                         status_connection_free(c);
                         return 0;
                 }
@@ -186,7 +199,7 @@ static int on_connection_io(sd_event_source *s, int fd, uint32_t revents, void *
                         return 0;
         }
         if (r < 0)
-                log_debug_errno(r, "Closing status connection: %m");
+                status_connection_log_closed(c, r, "could not send the answer");
         status_connection_free(c);
         return 0;
 }
@@ -194,7 +207,7 @@ static int on_connection_io(sd_event_source *s, int fd, uint32_t revents, void *
 static int on_connection_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         (void) s;
         (void) usec;
-        log_debug("Status connection took too long, closing it.");
+        status_connection_log_closed(userdata, 0, "took too long");
         status_connection_free(userdata);
         return 0;
 }
@@ -292,6 +305,7 @@ int status_server_new(sd_event *e, const char *path, StatusServer **ret) {
         srv->fd = -EBADF;
         srv->event = sd_event_ref(e);
         srv->refused_ratelimit = RATELIMIT_INIT(10 * USEC_PER_SEC, 1);
+        srv->closed_ratelimit = RATELIMIT_INIT(10 * USEC_PER_SEC, 5);
 
         /* A socket left by a daemon that was killed is replaced; anything else at path stays. */
         if (lstat(path, &st) >= 0) {
