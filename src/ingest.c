@@ -8,6 +8,7 @@
 #include "collector/event-util.h"
 #include "collector/ingest.h"
 #include "collector/log.h"
+#include "collector/rate-window.h"
 #include "collector/time-util.h"
 
 /* At most this many reject lines per input per interval; the rest are counted and reported
@@ -24,6 +25,8 @@ struct Ingest {
         Store *store;                 /* borrowed */
         const IngestInput *input;     /* static */
         IngestCounters counters;
+        RateWindow readings_window;   /* the last minute, for `status` */
+        RateWindow rejects_window;
         bool store_failed;
 
         RateLimit reject_ratelimit;
@@ -68,6 +71,13 @@ const IngestCounters *ingest_get_counters(const Ingest *in) {
         return &in->counters;
 }
 
+void ingest_get_last_minute(const Ingest *in, uint64_t *ret_readings, uint64_t *ret_rejects) {
+        uint64_t now = clock_now_usec(CLOCK_MONOTONIC);
+
+        *ret_readings = rate_window_sum(&in->readings_window, now);
+        *ret_rejects = rate_window_sum(&in->rejects_window, now);
+}
+
 /* The store refused a row and has reported its own failure; the supervisor stops everything.
  * Until then the input reads nothing more. */
 int ingest_store_failed(Ingest *in, int error) {
@@ -105,6 +115,7 @@ int ingest_frame(Ingest *in, const Frame *frame, const char *origin, int64_t rec
                         return ingest_store_failed(in, r);
                 in->counters.readings++;
         }
+        rate_window_add(&in->readings_window, event_now_usec(in->event, CLOCK_MONOTONIC), frame->n_metrics);
         in->counters.frames++;
         return 0;
 }
@@ -213,5 +224,6 @@ int ingest_reject(Ingest *in, const IngestReject *rj) {
         if (r < 0)
                 return ingest_store_failed(in, r);
         in->counters.rejects++;
+        rate_window_add(&in->rejects_window, event_now_usec(in->event, CLOCK_MONOTONIC), 1);
         return 0;
 }

@@ -12,6 +12,8 @@
 #include "collector/query.h"
 #include "collector/reload.h"
 #include "collector/serial-task.h"
+#include "collector/status-sections.h"
+#include "collector/status.h"
 #include "collector/store.h"
 #include "collector/supervisor.h"
 
@@ -21,11 +23,14 @@ typedef struct Args {
         bool no_mqtt;
         bool check_config;
         int log_level;                /* -1: from the config */
+        const char *socket_path;      /* --socket; NULL: $RUNTIME_DIRECTORY/status.sock, if set */
 } Args;
 
 static const char usage_line[] =
         "Usage: sensor-collector [-c|--config FILE] [--no-serial] [--no-mqtt] [--check-config]\n"
-        "                        [--log-level debug|info|notice|warning|err] [--version] [--help]\n"
+        "                        [--log-level debug|info|notice|warning|err] [--socket PATH]\n"
+        "                        [--version] [--help]\n"
+        "       sensor-collector status [OPTIONS]   (see sensor-collector status --help)\n"
         "       sensor-collector query [OPTIONS]    (see sensor-collector query --help)\n"
         "       sensor-collector list-ports\n";
 
@@ -37,6 +42,8 @@ static void help(void) {
                "      --no-mqtt         do not subscribe to MQTT, whatever the config says\n"
                "      --check-config    validate the configuration, print the result, exit\n"
                "      --log-level LEVEL debug, info, notice, warning or err\n"
+               "      --socket PATH     the status socket (default: status.sock in $RUNTIME_DIRECTORY,\n"
+               "                        which systemd sets; without either, no status socket)\n"
                "      --version         print the version and exit\n"
                "  -h, --help            print this help and exit\n\n"
                "Exit status: 0 stopped on request, 10 serial failed, 11 MQTT failed, 12 store failed,\n"
@@ -46,7 +53,7 @@ static void help(void) {
 
 /* Returns 0 to go on, 1 when done (help, version), or -EINVAL after printing the problem. */
 static int parse_args(int argc, char **argv, Args *args) {
-        enum { ARG_NO_SERIAL = 0x100, ARG_NO_MQTT, ARG_CHECK_CONFIG, ARG_LOG_LEVEL, ARG_VERSION };
+        enum { ARG_NO_SERIAL = 0x100, ARG_NO_MQTT, ARG_CHECK_CONFIG, ARG_LOG_LEVEL, ARG_VERSION, ARG_SOCKET };
         static const struct option options[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "no-serial", no_argument, NULL, ARG_NO_SERIAL },
@@ -54,6 +61,7 @@ static int parse_args(int argc, char **argv, Args *args) {
                 { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 { "version", no_argument, NULL, ARG_VERSION },
+                { "socket", required_argument, NULL, ARG_SOCKET },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -86,6 +94,13 @@ static int parse_args(int argc, char **argv, Args *args) {
                 case ARG_VERSION:
                         printf("sensor-collector %s\n", SC_VERSION);
                         return 1;
+                case ARG_SOCKET:
+                        if (!optarg[0]) {
+                                fprintf(stderr, "sensor-collector: --socket needs a path\n%s", usage_line);
+                                return -EINVAL;
+                        }
+                        args->socket_path = optarg;
+                        break;
                 case 'h':
                         help();
                         return 1;
@@ -123,7 +138,7 @@ static int config_exit_status(int r) {
 }
 
 /* Builds the tasks in the order they start: the store first, so that it stops last. */
-static int add_tasks(Supervisor *s, const Config *config) {
+static int add_tasks(Supervisor *s, const Config *config, Store **ret_store) {
         sd_event *e = supervisor_get_event(s);
         Store *store;
         Task *t;
@@ -132,6 +147,8 @@ static int add_tasks(Supervisor *s, const Config *config) {
         r = store_task_new(e, &config->store, &t, &store);
         if (r >= 0)
                 r = supervisor_add_task(s, t);
+        if (r >= 0)
+                *ret_store = store;
         if (r >= 0 && config->serial.enabled) {
                 r = serial_task_new(e, &config->serial, store, &t);
                 if (r >= 0)
@@ -158,16 +175,48 @@ static int add_reload(Supervisor *s, const Config *config, const Args *args, Rel
         return r;
 }
 
+/* The status socket: --socket, else status.sock in the runtime directory systemd made
+ * (RuntimeDirectory=), else none (a daemon started by hand asks for one with --socket). A socket
+ * asked for that cannot be made is an error at start, not a silent lack of status. */
+static int add_status_server(Supervisor *s, const Args *args, const Config *config, Store *store,
+                             StatusServer **ret) {
+        _cleanup_free_ char *path = NULL;
+        const char *dir = getenv("RUNTIME_DIRECTORY");
+        int r;
+
+        if (args->socket_path)
+                r = asprintf(&path, "%s", args->socket_path);
+        else if (dir && dir[0] && !strchr(dir, ':'))
+                r = asprintf(&path, "%s/%s", dir, STATUS_SOCKET_NAME);
+        else
+                return 0;
+        if (r < 0) {
+                path = NULL;          /* asprintf() leaves it undefined */
+                return log_error_errno(-ENOMEM, "Failed to set up the status socket: %m");
+        }
+        r = status_server_new(supervisor_get_event(s), path, ret);
+        if (r >= 0)
+                r = status_sections_add(*ret, s, store, config->store.path);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the status socket '%s': %m", path);
+        log_info("Answering `sensor-collector status` on '%s'.", path);
+        return 0;
+}
+
 static int run(int argc, char **argv) {
         /* Freed in reverse: the tasks (in s) first, then the reloaded configurations they may
          * point into, then the one they were built from. */
         _cleanup_(config_freep) Config *config = NULL;
         _cleanup_(reload_freep) Reload *reload = NULL;
         _cleanup_(supervisor_freep) Supervisor *s = NULL;
+        _cleanup_(status_server_freep) StatusServer *status = NULL;   /* freed before s */
         _cleanup_strv_free_ char **errors = NULL;
+        Store *store = NULL;
         Args args;
         int r;
 
+        if (argc > 1 && streq(argv[1], "status"))
+                return status_main(argc - 1, argv + 1);
         if (argc > 1 && streq(argv[1], "query"))
                 return query_main(argc - 1, argv + 1);
         if (argc > 1 && streq(argv[1], "list-ports"))
@@ -222,12 +271,16 @@ static int run(int argc, char **argv) {
                                                  .status_interval_usec = config->supervisor.status_interval_usec },
                            &s);
         if (r >= 0)
-                r = add_tasks(s, config);
+                r = add_tasks(s, config, &store);
         if (r >= 0)
                 r = add_reload(s, config, &args, &reload);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up: %m");
                 (void) sd_notify(false, "STOPPING=1");
+                return EXIT_STATUS_UNEXPECTED;
+        }
+        if (add_status_server(s, &args, config, store, &status) < 0) {
+                (void) sd_notify(false, "STOPPING=1\nSTATUS=Failed to set up the status socket, exiting with status 1");
                 return EXIT_STATUS_UNEXPECTED;
         }
         log_info("sensor-collector %s starting (serial %s, mqtt %s, store '%s').", SC_VERSION,

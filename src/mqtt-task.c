@@ -1279,6 +1279,16 @@ static void mqtt_format_status(Task *t, char *buf, size_t size) {
         snprintf(buf, size, "%s %s, %s", prefix, m->host_port, counters);
 }
 
+static void mqtt_get_info(Task *t, TaskInfo *ret) {
+        MqttTask *m = task_get_userdata(t);
+        const IngestCounters *n = ingest_get_counters(m->ingest);
+
+        *ret = (TaskInfo){ .origin = m->host_port, .frames = n->frames, .readings = n->readings,
+                           .rejects = n->rejects, .reconnects = m->n_reconnects,
+                           .last_error = m->last_cause[0] ? m->last_cause : NULL };
+        ingest_get_last_minute(m->ingest, &ret->readings_last_minute, &ret->rejects_last_minute);
+}
+
 static MqttTask *mqtt_task_free_one(MqttTask *m) {
         if (!m)
                 return NULL;
@@ -1317,6 +1327,7 @@ static const TaskOps mqtt_task_ops = {
         .stop = mqtt_stop,
         .free = mqtt_task_free,
         .format_status = mqtt_format_status,
+        .get_info = mqtt_get_info,
 };
 
 static int mqtt_task_setup(MqttTask *m) {

@@ -68,6 +68,7 @@ typedef struct SerialTask {
         uint64_t empty_lines;
         bool line_end_hinted;         /* the hint about serial.line_end was logged */
         uint64_t reopens;
+        char last_problem[256];       /* why the port went or did not reopen, for `status` */
 } SerialTask;
 
 int serial_error(int r) {
@@ -586,6 +587,8 @@ static void serial_port_lost(SerialTask *st, int error, const char *what) {
                 return;
         }
         serial_close_port(st);
+        snprintf(st->last_problem, sizeof(st->last_problem), "%s%s%s", what, error != 0 ? ": " : "",
+                 error != 0 ? strerror(-error) : "");
         log_full_errno_fields(LOG_WARNING, error, SERIAL_FIELDS(st),
                               error != 0 ? "Serial port '%s' %s: %m; reopening, giving up after %s."
                                          : "Serial port '%s' %s; reopening, giving up after %s.",
@@ -703,6 +706,7 @@ static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 serial_fail(st, r, "Serial port '%s': %s", device(st), problem);
                 return 0;
         }
+        snprintf(st->last_problem, sizeof(st->last_problem), "did not reopen (%s): %s", problem, strerror(-r));
         log_full_errno_fields(LOG_WARNING, r, SERIAL_FIELDS(st),
                               "Serial port '%s' did not reopen (%s): %m; retrying, giving up after %s.",
                               device(st), problem, format_timespan(span, sizeof(span), st->config->reopen_timeout_usec));
@@ -837,6 +841,16 @@ static void serial_task_format_status(Task *t, char *buf, size_t size) {
         }
 }
 
+static void serial_task_get_info(Task *t, TaskInfo *ret) {
+        SerialTask *st = task_get_userdata(t);
+        const IngestCounters *n = ingest_get_counters(st->ingest);
+
+        *ret = (TaskInfo){ .origin = device(st), .frames = n->frames, .readings = n->readings,
+                           .rejects = n->rejects, .reconnects = st->reopens,
+                           .last_error = st->last_problem[0] ? st->last_problem : NULL };
+        ingest_get_last_minute(st->ingest, &ret->readings_last_minute, &ret->rejects_last_minute);
+}
+
 static void serial_task_free(void *userdata) {
         SerialTask *st = userdata;
 
@@ -858,6 +872,7 @@ static const TaskOps serial_task_ops = {
         .stop = serial_task_stop,
         .free = serial_task_free,
         .format_status = serial_task_format_status,
+        .get_info = serial_task_get_info,
 };
 
 int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Task **ret) {

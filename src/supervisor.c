@@ -415,6 +415,18 @@ void supervisor_set_reload(Supervisor *s, SupervisorReloadFn fn, void *userdata)
         s->reload_userdata = userdata;
 }
 
+size_t supervisor_get_n_tasks(const Supervisor *s) {
+        return s->n_tasks;
+}
+
+Task *supervisor_get_task(const Supervisor *s, size_t i) {
+        return i < s->n_tasks ? s->tasks[i] : NULL;
+}
+
+const char *supervisor_get_phase(const Supervisor *s) {
+        return s->stopping ? "stopping" : s->ready_sent ? "running" : "starting";
+}
+
 int supervisor_add_task(Supervisor *s, Task *t) {
         Task **n;
 

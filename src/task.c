@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "collector/task.h"
+#include "collector/time-util.h"
 
 struct Task {
         const TaskOps *ops;
@@ -15,6 +16,9 @@ struct Task {
         char *cause;          /* failure cause, or degraded cause */
         task_listener_t listener;
         void *listener_userdata;
+        uint64_t since_usec;  /* CLOCK_REALTIME of the last state change, for `status` */
+        char *last_problem;   /* the last degraded or failure cause, kept after recovery */
+        uint64_t last_problem_usec;
 };
 
 static const char *const state_names[_TASK_STATE_MAX] = {
@@ -58,6 +62,7 @@ Task *task_free(Task *t) {
         if (t->ops->free)
                 t->ops->free(t->userdata);
         free(t->cause);
+        free(t->last_problem);
         free(t);
         return NULL;
 }
@@ -114,8 +119,41 @@ static void task_set_state(Task *t, TaskState state) {
         if (old == state)
                 return;
         t->state = state;
+        t->since_usec = clock_now_usec(CLOCK_REALTIME);
         if (t->listener)
                 t->listener(t, old, t->listener_userdata);
+}
+
+/* Keeps a copy of a cause for `status`; without memory the previous one stays. */
+static void task_note_problem(Task *t, const char *cause) {
+        char *copy;
+
+        if (!cause)
+                return;
+        copy = strdup(cause);
+        if (!copy)
+                return;
+        free(t->last_problem);
+        t->last_problem = copy;
+        t->last_problem_usec = clock_now_usec(CLOCK_REALTIME);
+}
+
+uint64_t task_get_state_since_usec(const Task *t) {
+        return t->since_usec;
+}
+
+const char *task_get_last_problem(const Task *t, uint64_t *ret_usec) {
+        if (ret_usec)
+                *ret_usec = t->last_problem ? t->last_problem_usec : 0;
+        return t->last_problem;
+}
+
+int task_get_info(Task *t, TaskInfo *ret) {
+        if (!t->ops->get_info)
+                return -EOPNOTSUPP;
+        *ret = (TaskInfo) {};
+        t->ops->get_info(t, ret);
+        return 0;
 }
 
 static bool task_is_final(const Task *t) {
@@ -127,6 +165,7 @@ int task_start(Task *t) {
 
         assert(t->state == TASK_NEW);
         t->state = TASK_STARTING;
+        t->since_usec = clock_now_usec(CLOCK_REALTIME);
         r = t->ops->start(t);
         /* The contract in task.h: a start() that reported its failure returns 0. */
         assert(r >= 0 || t->state != TASK_FAILED);
@@ -165,6 +204,7 @@ void task_report_degraded(Task *t, const char *cause) {
                 return;
         free(t->cause);
         t->cause = cause ? strdup(cause) : NULL;
+        task_note_problem(t, cause);
         /* Listeners want to see a new cause too (STATUS=), so notify even without a change. */
         if (t->state == TASK_DEGRADED) {
                 if (t->listener)
@@ -183,6 +223,7 @@ void task_report_failurev(Task *t, int error, const char *format, va_list ap) {
                 cause = NULL;
         free(t->cause);
         t->cause = cause;
+        task_note_problem(t, cause);
         t->error = error > 0 ? -error : error;
         task_set_state(t, TASK_FAILED);
 }

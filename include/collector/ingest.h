@@ -89,3 +89,5 @@ int ingest_store_failed(Ingest *in, int error);
 void ingest_flush_log(Ingest *in);
 
 const IngestCounters *ingest_get_counters(const Ingest *in);
+/* Readings and rejects handed to the store in the last minute (for `sensor-collector status`). */
+void ingest_get_last_minute(const Ingest *in, uint64_t *ret_readings, uint64_t *ret_rejects);

@@ -59,6 +59,19 @@ typedef struct StoreStats {
 /* Copies the counters into *ret. */
 void store_get_stats(const Store *s, StoreStats *ret);
 
+/* What `sensor-collector status` shows of the store, read without a scan (a few index
+ * look-ups on the writer's connection, so the loop never waits long). */
+typedef struct StoreSummary {
+        uint64_t size_bytes;          /* the database file and its -wal */
+        uint64_t readings;            /* rows in the readings table, the open batch included */
+        uint64_t rejects;             /* rows in the reject table, likewise */
+        int64_t oldest_ms;            /* the oldest and newest reading's timestamp; INT64_MIN: none */
+        int64_t newest_ms;
+        int64_t last_commit_ms;       /* wall clock of the last commit; 0: none since start */
+} StoreSummary;
+/* Fills *ret. Returns 0, or -ESHUTDOWN when the store is not open or has failed. Logs nothing. */
+int store_get_summary(Store *s, StoreSummary *ret);
+
 /* Runs one bounded retention step now (the task also runs them from a timer): commits the open
  * batch, then deletes at most a few thousand of the oldest rows that are older than
  * retention_days (by receipt time); with max_size_mb, the oldest rejects beyond their share

@@ -36,6 +36,12 @@ typedef int (*SupervisorReloadFn)(void *userdata, const char **ret_note);
  * userdata is borrowed and must outlive the loop. */
 void supervisor_set_reload(Supervisor *s, SupervisorReloadFn fn, void *userdata);
 
+/* The tasks in the order added (for `sensor-collector status`); borrowed. NULL past the end. */
+size_t supervisor_get_n_tasks(const Supervisor *s);
+Task *supervisor_get_task(const Supervisor *s, size_t i);
+/* "starting" (before READY=1), "running" or "stopping". A static string. */
+const char *supervisor_get_phase(const Supervisor *s);
+
 /* Adds a task; the supervisor owns it from now on, also on failure. Tasks start in the order
  * added and stop in reverse order (add the store first: it stops last and commits).
  * Returns 0 or -ENOMEM. */

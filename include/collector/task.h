@@ -5,10 +5,24 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "collector/macro.h"
 
 typedef struct Task Task;
+
+/* What `sensor-collector status` shows of an input besides its state: filled by the task's
+ * get_info(). Strings are borrowed from the task, valid until it is freed. */
+typedef struct TaskInfo {
+        const char *origin;           /* the device path, the broker's host:port */
+        uint64_t frames;              /* frames stored since start */
+        uint64_t readings;            /* readings handed to the store since start */
+        uint64_t rejects;             /* rejects handed to the store since start */
+        uint64_t readings_last_minute;
+        uint64_t rejects_last_minute;
+        uint64_t reconnects;          /* reopens of the port, reconnections to the broker */
+        const char *last_error;       /* what went wrong last ("Connection refused"); NULL: none */
+} TaskInfo;
 
 typedef enum TaskState {
         TASK_NEW,        /* created, not started */
@@ -43,6 +57,8 @@ typedef struct TaskOps {
         /* Writes a short one-line status ("running, 1234 readings, 2 rejects") into buf.
          * May be NULL. */
         void (*format_status)(Task *t, char *buf, size_t size);
+        /* Fills *ret for `sensor-collector status` (inputs only). May be NULL. */
+        void (*get_info)(Task *t, TaskInfo *ret);
 } TaskOps;
 
 /* Called by the task layer on every state change; the supervisor listens. */
@@ -71,6 +87,16 @@ bool task_is_healthy(const Task *t);
 void task_format_status(Task *t, char *buf, size_t size);
 
 const char *task_state_to_string(TaskState s);
+
+/* For `sensor-collector status`. When the task entered its current state, in CLOCK_REALTIME
+ * microseconds (0 while TASK_NEW). */
+uint64_t task_get_state_since_usec(const Task *t);
+/* The last problem the task reported (a degraded or failure cause), kept after it recovered;
+ * NULL when there was none. *ret_usec (may be NULL) gets its CLOCK_REALTIME time. The text is
+ * owned by the task. */
+const char *task_get_last_problem(const Task *t, uint64_t *ret_usec);
+/* Fills *ret through ops->get_info. Returns 0, or -EOPNOTSUPP for a task that is not an input. */
+int task_get_info(Task *t, TaskInfo *ret);
 
 /* For the supervisor only. */
 void task_set_listener(Task *t, task_listener_t listener, void *userdata);

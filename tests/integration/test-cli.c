@@ -22,6 +22,11 @@ static const CliCase cli_cases[] = {
         { { "--log-level", "loud" }, 64,
           "sensor-collector: invalid --log-level 'loud' (debug, info, notice, warning, err)\nUsage:" },
         { { "stray" }, 64, "sensor-collector: unexpected argument 'stray'\nUsage:" },
+        { { "--socket", "" }, 64, "sensor-collector: --socket needs a path\nUsage:" },
+        { { "status", "--format" }, 64, "sensor-collector status: option '--format' needs a value\nUsage:" },
+        { { "status", "--bogus" }, 64, "sensor-collector status: unknown option '--bogus'\nUsage:" },
+        { { "status", "extra" }, 64, "sensor-collector status: unexpected argument 'extra'\nUsage:" },
+        { { "status", "--help" }, 0, "Exit status: 0 running and healthy, 1 running but degraded, 3 not running," },
         { { "--config", "/nonexistent/sc.json" }, 78, "/nonexistent/sc.json: cannot read: No such file or directory" },
 };
 

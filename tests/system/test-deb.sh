@@ -21,7 +21,8 @@ snapshot() {
               /usr/bin/sensor-collector /lib/systemd/system/sensor-collector.service \
               /etc/systemd/system/multi-user.target.wants/sensor-collector.service \
               /var/lib/systemd/deb-systemd-helper-enabled/sensor-collector.service.dsh-also \
-              /usr/share/doc/sensor-collector 2>/dev/null || true
+              /usr/share/doc/sensor-collector /usr/share/bash-completion/completions/sensor-collector 2>/dev/null || true
+        getent group sensor-collector-status || true
 }
 before=$(snapshot)
 
@@ -52,10 +53,12 @@ sc_log "installed"
 for f in /usr/bin/sensor-collector /lib/systemd/system/sensor-collector.service \
          /etc/sensor-collector/sensor-collector.json /usr/share/man/man8/sensor-collector.8.gz \
          /usr/share/man/man5/sensor-collector.json.5.gz /usr/share/doc/sensor-collector/copyright \
-         /usr/share/doc/sensor-collector/changelog.gz /usr/share/doc/sensor-collector/README.md; do
+         /usr/share/doc/sensor-collector/changelog.gz /usr/share/doc/sensor-collector/README.md \
+         /usr/share/bash-completion/completions/sensor-collector; do
         sc_check "installed: $f" test -e "$f"
 done
 sc_check "the empty MQTT password exists, root only" test "$(stat -c '%a %U' /etc/sensor-collector/mqtt-password)" = "600 root"
+sc_check "the group of the status socket exists" getent group sensor-collector-status
 sc_check "the unit is enabled (multi-user.target.wants)" \
         test -L /etc/systemd/system/multi-user.target.wants/sensor-collector.service
 sc_check "the installed unit runs /usr/bin/sensor-collector" \
@@ -68,6 +71,9 @@ sc_check "sensor-collector --version: $version" test "$version" = "sensor-collec
 out=$(/usr/bin/sensor-collector --check-config 2>&1)
 sc_check "--check-config on the shipped example: $out" test "$out" = "configuration OK"
 sc_check "man finds sensor-collector(8)" bash -c 'man -w sensor-collector >/dev/null'
+rc=0
+/usr/bin/sensor-collector status >/dev/null 2>&1 || rc=$?
+sc_check "sensor-collector status without a running daemon exits 3 (got $rc)" test "$rc" -eq 3
 
 # ---- purge: nothing left ----------------------------------------------------------------------
 dpkg -P sensor-collector >"$T/dpkg-p.out" 2>&1 || { cat "$T/dpkg-p.out" >&2; sc_fail "dpkg -P"; }

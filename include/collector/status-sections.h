@@ -1,0 +1,11 @@
+/* SPDX-License-Identifier: MIT */
+/* The sections of `sensor-collector status` the core provides: the daemon, its inputs, the store. */
+#pragma once
+
+#include "collector/status-server.h"
+#include "collector/store.h"
+#include "collector/supervisor.h"
+
+/* Adds the sections "daemon", "inputs" and "store" to srv. s and store are borrowed and must
+ * outlive srv; store_path is borrowed too (the configuration's). Returns 0 or -ENOMEM. */
+int status_sections_add(StatusServer *srv, Supervisor *s, Store *store, const char *store_path);

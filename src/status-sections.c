@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: MIT */
+/* The core sections of the status answer: the daemon's state, each input, the store. */
+#include <unistd.h>
+
+#include "collector/status-sections.h"
+#include "collector/time-util.h"
+
+typedef struct StatusCore {
+        Supervisor *supervisor;
+        Store *store;
+        const char *store_path;
+        uint64_t start_usec;          /* CLOCK_REALTIME */
+        uint64_t start_mono_usec;
+} StatusCore;
+
+/* One StatusCore per process: the daemon has one supervisor. */
+static StatusCore core;
+
+static double seconds(uint64_t usec) {
+        return (double) usec / (double) USEC_PER_SEC;
+}
+
+/* Adds name: a time in seconds since the epoch, or null when there is none (0). */
+static bool add_time(cJSON *o, const char *name, uint64_t realtime_usec) {
+        return realtime_usec > 0 ? cJSON_AddNumberToObject(o, name, seconds(realtime_usec)) != NULL
+                                 : cJSON_AddNullToObject(o, name) != NULL;
+}
+
+static bool add_time_ms(cJSON *o, const char *name, int64_t ms) {
+        return ms != INT64_MIN && ms != 0 ? cJSON_AddNumberToObject(o, name, (double) ms / 1000.0) != NULL
+                                          : cJSON_AddNullToObject(o, name) != NULL;
+}
+
+static int fill_daemon(cJSON *o, void *userdata) {
+        StatusCore *c = userdata;
+        const char *phase = supervisor_get_phase(c->supervisor);
+        bool healthy = streq(phase, "running"), degraded = false;
+
+        for (size_t i = 0; i < supervisor_get_n_tasks(c->supervisor); i++) {
+                TaskState st = task_get_state(supervisor_get_task(c->supervisor, i));
+                if (st != TASK_RUNNING)
+                        healthy = false;
+                if (st == TASK_DEGRADED)
+                        degraded = true;
+        }
+        if (streq(phase, "running") && degraded)
+                phase = "degraded";
+        if (!cJSON_AddStringToObject(o, "version", SC_VERSION) || !cJSON_AddStringToObject(o, "state", phase) ||
+            !cJSON_AddBoolToObject(o, "healthy", healthy) || !cJSON_AddNumberToObject(o, "pid", (double) getpid()) ||
+            !add_time(o, "start_timestamp_seconds", c->start_usec) ||
+            !cJSON_AddNumberToObject(o, "uptime_seconds",
+                                     seconds(clock_now_usec(CLOCK_MONOTONIC) - c->start_mono_usec)))
+                return -ENOMEM;
+        return 0;
+}
+
+static int fill_input(cJSON *o, Task *t) {
+        uint64_t problem_usec;
+        const char *problem = task_get_last_problem(t, &problem_usec);
+        TaskInfo info;
+
+        if (task_get_info(t, &info) < 0)
+                return 0;
+        /* The input's own words for what went wrong ("Connection refused") rather than what
+         * it does about it ("reconnecting"); its time is that of the report that followed. */
+        if (info.last_error && problem)
+                problem = info.last_error;
+        if (!cJSON_AddStringToObject(o, "state", strna(task_state_to_string(task_get_state(t)))) ||
+            !cJSON_AddBoolToObject(o, "healthy", task_get_state(t) == TASK_RUNNING) ||
+            !add_time(o, "state_since_timestamp_seconds", task_get_state_since_usec(t)) ||
+            !cJSON_AddStringToObject(o, "origin", strempty(info.origin)) ||
+            !cJSON_AddNumberToObject(o, "readings_total", (double) info.readings) ||
+            !cJSON_AddNumberToObject(o, "readings_last_minute", (double) info.readings_last_minute) ||
+            !cJSON_AddNumberToObject(o, "rejects_total", (double) info.rejects) ||
+            !cJSON_AddNumberToObject(o, "rejects_last_minute", (double) info.rejects_last_minute) ||
+            !cJSON_AddNumberToObject(o, "frames_total", (double) info.frames) ||
+            !cJSON_AddNumberToObject(o, "reconnects_total", (double) info.reconnects) ||
+            !(problem ? cJSON_AddStringToObject(o, "last_error", problem) : cJSON_AddNullToObject(o, "last_error")) ||
+            !add_time(o, "last_error_timestamp_seconds", problem_usec))
+                return -ENOMEM;
+        return 0;
+}
+
+static int fill_inputs(cJSON *o, void *userdata) {
+        StatusCore *c = userdata;
+
+        for (size_t i = 0; i < supervisor_get_n_tasks(c->supervisor); i++) {
+                Task *t = supervisor_get_task(c->supervisor, i);
+                TaskInfo info;
+                cJSON *row;
+                int r;
+
+                if (task_get_info(t, &info) < 0)
+                        continue;
+                row = cJSON_AddObjectToObject(o, task_get_name(t));
+                if (!row)
+                        return -ENOMEM;
+                r = fill_input(row, t);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int fill_store(cJSON *o, void *userdata) {
+        StatusCore *c = userdata;
+        Task *t = NULL;
+        StoreSummary sum;
+        StoreStats stats;
+        bool have_sum;
+
+        for (size_t i = 0; i < supervisor_get_n_tasks(c->supervisor) && !t; i++)
+                if (streq(task_get_name(supervisor_get_task(c->supervisor, i)), "store"))
+                        t = supervisor_get_task(c->supervisor, i);
+        store_get_stats(c->store, &stats);
+        have_sum = store_get_summary(c->store, &sum) >= 0;
+        if (!cJSON_AddStringToObject(o, "state", t ? strna(task_state_to_string(task_get_state(t))) : "unknown") ||
+            !cJSON_AddBoolToObject(o, "healthy", t && task_get_state(t) == TASK_RUNNING) ||
+            !cJSON_AddStringToObject(o, "path", c->store_path))
+                return -ENOMEM;
+        if (have_sum) {
+                if (!cJSON_AddNumberToObject(o, "size_bytes", (double) sum.size_bytes) ||
+                    !cJSON_AddNumberToObject(o, "reading_rows", (double) sum.readings) ||
+                    !cJSON_AddNumberToObject(o, "reject_rows", (double) sum.rejects) ||
+                    !add_time_ms(o, "oldest_reading_timestamp_seconds", sum.oldest_ms) ||
+                    !add_time_ms(o, "newest_reading_timestamp_seconds", sum.newest_ms) ||
+                    !add_time_ms(o, "last_commit_timestamp_seconds", sum.last_commit_ms))
+                        return -ENOMEM;
+        }
+        if (!cJSON_AddNumberToObject(o, "readings_stored_total", (double) stats.readings) ||
+            !cJSON_AddNumberToObject(o, "rejects_stored_total", (double) stats.rejects) ||
+            !cJSON_AddNumberToObject(o, "duplicates_total", (double) stats.duplicates) ||
+            !cJSON_AddNumberToObject(o, "commits_total", (double) stats.commits))
+                return -ENOMEM;
+        return 0;
+}
+
+int status_sections_add(StatusServer *srv, Supervisor *s, Store *store, const char *store_path) {
+        int r;
+
+        core = (StatusCore){ .supervisor = s, .store = store, .store_path = store_path,
+                             .start_usec = clock_now_usec(CLOCK_REALTIME),
+                             .start_mono_usec = clock_now_usec(CLOCK_MONOTONIC) };
+        r = status_server_add_section(srv, "daemon", fill_daemon, &core);
+        if (r >= 0)
+                r = status_server_add_section(srv, "inputs", fill_inputs, &core);
+        if (r >= 0)
+                r = status_server_add_section(srv, "store", fill_store, &core);
+        return r;
+}
