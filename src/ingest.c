@@ -19,9 +19,15 @@
 /* The origin named in the suppressed-messages line (a device path or a topic). */
 #define INGEST_ORIGIN_MAX 256
 
+/* Sensor times far from the clock: at most this many lines per interval per input. */
+#define INGEST_SUSPECT_LOG_INTERVAL_USEC (600 * USEC_PER_SEC)
+#define INGEST_SUSPECT_LOG_BURST 5
+
 struct Ingest {
         sd_event *event;              /* referenced */
         Store *store;                 /* borrowed */
+        Clock *clock;                 /* borrowed, may be NULL */
+        RateLimit suspect_ratelimit;
         const IngestInput *input;     /* static */
         IngestCounters counters;
         bool store_failed;
@@ -31,7 +37,7 @@ struct Ingest {
         char last_origin[INGEST_ORIGIN_MAX];  /* of the last reject, for that report */
 };
 
-int ingest_new(sd_event *e, Store *store, const IngestInput *input, Ingest **ret) {
+int ingest_new(sd_event *e, Store *store, Clock *clock, const IngestInput *input, Ingest **ret) {
         Ingest *in;
 
         assert(e && input && input->task && ret);
@@ -40,6 +46,8 @@ int ingest_new(sd_event *e, Store *store, const IngestInput *input, Ingest **ret
                 return -ENOMEM;
         in->event = sd_event_ref(e);
         in->store = store;
+        in->clock = clock;
+        in->suspect_ratelimit = RATELIMIT_INIT(INGEST_SUSPECT_LOG_INTERVAL_USEC, INGEST_SUSPECT_LOG_BURST);
         in->input = input;
         in->reject_ratelimit = RATELIMIT_INIT(INGEST_REJECT_LOG_INTERVAL_USEC, INGEST_REJECT_LOG_BURST);
         *ret = in;
@@ -78,6 +86,34 @@ int ingest_store_failed(Ingest *in, int error) {
         return error;
 }
 
+/* The clock's flags for a frame's readings (the same for each metric), with what a correction
+ * needs; a sensor time far from a trusted clock is counted and logged, rate-limited. */
+static void ingest_clock_flags(Ingest *in, const Frame *frame, const char *origin, Reading *rd) {
+        unsigned suppressed;
+
+        if (!in->clock)
+                return;
+        rd->flags = clock_reading_flags(clock_is_trusted(in->clock), frame->has_ts, rd->ts_ms, rd->received_ms,
+                                        clock_sensor_tolerance_ms(in->clock));
+        if (rd->flags & READING_FLAG_UNSYNCED) {
+                /* The loop's boot time of this iteration, taken with the receipt time. */
+                rd->boottime_ms = (int64_t) (event_now_usec(in->event, CLOCK_BOOTTIME) / USEC_PER_MSEC);
+                in->counters.unsynced += frame->n_metrics;
+        }
+        if (!(rd->flags & READING_FLAG_SUSPECT_TS))
+                return;
+        in->counters.suspect_ts++;
+        if (!ratelimit_below(&in->suspect_ratelimit, &suppressed))
+                return;
+        log_full_errno_fields(LOG_WARNING, 0,
+                              LOG_FIELDS("TASK", in->input->task, in->input->origin_field, origin, "SENSOR_ID",
+                                         frame->sensor),
+                              "Sensor '%s' (%s '%s') sent a time %+.1f h from the clock; stored, flagged \"suspect_ts\"%s.",
+                              frame->sensor, in->input->reject_noun, strempty(origin),
+                              (double) (rd->ts_ms - rd->received_ms) / 3.6e6,
+                              suppressed > 0 ? " (more such messages were suppressed)" : "");
+}
+
 int ingest_frame(Ingest *in, const Frame *frame, const char *origin, int64_t received_ms) {
         Reading rd = {
                 .sensor = frame->sensor,
@@ -90,6 +126,7 @@ int ingest_frame(Ingest *in, const Frame *frame, const char *origin, int64_t rec
 
         if (in->store_failed)
                 return -ESHUTDOWN;
+        ingest_clock_flags(in, frame, origin, &rd);
         for (size_t i = 0; i < frame->n_metrics; i++) {
                 int r;
 
