@@ -172,6 +172,16 @@ static int64_t q(Ctx *c, const char *sql) {
         return tl_sql_int(c->db, sql);
 }
 
+/* `sensor-collector query --db DB --utc ARGS...`: asserts it succeeds, returns its output. */
+static char *query(Ctx *c, const char *a1, const char *a2, const char *a3, const char *a4) {
+        char *argv[] = { SC_BINARY, "query", "--db", c->db, "--utc", (char *) a1, (char *) a2, (char *) a3, (char *) a4, NULL };
+        char *out = NULL;
+
+        ck_assert_int_eq(tl_run(argv, NULL, &out, 10000), 0);
+        ck_assert_ptr_nonnull(out);
+        return out;
+}
+
 /* Wrong and unsynchronised at start, a restart that is a new boot, then stepped and
  * synchronised: this boot's readings get their true times, the earlier boot's stay unsynced. */
 START_TEST(test_wrong_clock_then_synchronised) {
@@ -225,6 +235,26 @@ START_TEST(test_wrong_clock_then_synchronised) {
         ck_assert_int_eq(q(&c, "SELECT count(*) FROM clock_events WHERE kind = 'trusted' AND readings = 3"), 1);
         ck_assert_int_eq(q(&c, "SELECT count(*) FROM clock_events WHERE kind = 'corrected' AND readings = 3"), 1);
 
+        /* query shows and filters the flags. */
+        {
+                char *out = query(&c, "--flag", "corrected", "--format", "csv");
+                ck_assert_msg(strstr(out, ",b1,temp,3,false,") && strstr(out, ",unsynced corrected\n") &&
+                                      !strstr(out, ",a1,"),
+                              "%s", out);
+                free(out);
+                out = query(&c, "--flag", "unsynced", "-o", "json");
+                ck_assert_msg(strstr(out, "\"sensor\":\"a1\"") && strstr(out, "\"flags\":\"unsynced\"}") &&
+                                      !strstr(out, "\"b1\""),
+                              "%s", out);
+                free(out);
+                out = query(&c, "--sensor", "a1", NULL, NULL);
+                ck_assert_msg(strstr(out, "Z ?  a1"), "%s", out);
+                free(out);
+                out = query(&c, "--sensor", "b1", NULL, NULL);
+                ck_assert_msg(strstr(out, "Z ~  b1"), "%s", out);
+                free(out);
+        }
+
         /* From now on readings are trusted as they come. */
         write_str(&c, "{\"sensor\":\"c1\",\"temp\":6}\n");
         wait_sql(&c, "SELECT count(*) FROM readings_view WHERE sensor = 'c1' AND NOT unsynced", 1);
@@ -265,6 +295,13 @@ START_TEST(test_step_back_while_synchronised_and_suspect_sensor_times) {
         wait_log(&c, "Sensor 'ahead'");
         wait_log(&c, "flagged \"suspect_ts\"");
         received_before = q(&c, "SELECT received FROM readings_view WHERE sensor = 'r1'");
+        {
+                char *out = query(&c, "--flag", "suspect_ts", "-o", "csv");
+                ck_assert_msg(strstr(out, ",ahead,temp,1,true,") && strstr(out, ",behind,temp,2,true,") &&
+                                      strstr(out, ",suspect_ts\n") && !strstr(out, ",fine,"),
+                              "%s", out);
+                free(out);
+        }
 
         /* NTP steps the clock back an hour, still synchronised (timesyncd touches its file). */
         set_offset(&c, -3600000);
