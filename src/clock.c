@@ -49,6 +49,7 @@ struct Clock {
 
         bool judged;
         bool trusted;
+        bool synchronised;            /* trusted because something synchronised it */
         const char *why;
         int64_t offset_ms;            /* realtime - boottime at the last look */
 
@@ -250,24 +251,33 @@ static void clock_update(Clock *c, const char *cause) {
         if (!c->judged || trusted != c->trusted) {
                 uint64_t waiting = store_clock_waiting(c->store);
 
+                char seen[128];
+
+                snprintf(seen, sizeof(seen), "kernel: %s%s%s; systemd-timesyncd: %s",
+                         !p.kernel_asked ? "not asked" : p.kernel_synced ? "synchronised" : "unsynchronised",
+                         p.kernel_asked ? ", maximum error " : "",
+                         p.kernel_asked ? format_timespan((char[32]){}, 32, (uint64_t) MAX(p.kernel_maxerror_us, (int64_t) 0)) : "",
+                         p.timesyncd_synced ? "synchronised" : p.timesyncd ? "runs" : "not running");
                 if (trusted && c->judged)
                         log_full_errno_fields(LOG_NOTICE, 0, LOG_FIELDS("TASK", "clock"),
-                                              "Clock is trusted now: %s. Correcting %" PRIu64
+                                              "Clock is trusted now: %s (%s). Correcting %" PRIu64
                                               " readings of this boot stored before.",
-                                              why, waiting);
+                                              why, seen, waiting);
                 else if (trusted)
-                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "clock"), "Clock is trusted: %s.", why);
+                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "clock"), "Clock is trusted: %s (%s).",
+                                              why, seen);
                 else
                         log_full_errno_fields(c->judged ? LOG_WARNING : LOG_NOTICE, 0, LOG_FIELDS("TASK", "clock"),
-                                              "Clock is not trusted: %s. Readings are stored at once, flagged "
+                                              "Clock is not trusted: %s (%s). Readings are stored at once, flagged "
                                               "\"unsynced\", and corrected once it is.",
-                                              why);
+                                              why, seen);
                 if (c->judged)
                         clock_event(c, trusted ? "trusted" : "untrusted", 0, trusted ? (int64_t) waiting : -1, why);
                 c->trusted = trusted;
                 c->why = why;
                 c->judged = true;
         }
+        c->synchronised = p.kernel_synced || p.timesyncd_synced;
         if (c->trusted)
                 clock_begin_correction(c);
         clock_arm_recheck(c);
@@ -412,9 +422,13 @@ static void clock_format_status(Task *t, char *buf, size_t size) {
         else if (!c->trusted)
                 snprintf(buf, size, "not synchronised, %" PRIu64 " readings wait for correction", waiting);
         else if (c->correcting || waiting > 0)
-                snprintf(buf, size, "trusted, correcting %" PRIu64 " readings", waiting);
+                snprintf(buf, size, "%s, correcting %" PRIu64 " readings", c->synchronised ? "synchronised" : "trusted",
+                         waiting);
+        else if (c->synchronised)
+                snprintf(buf, size, "synchronised");
         else
-                snprintf(buf, size, "trusted");
+                snprintf(buf, size, "trusted as it is (%s)",
+                         c->config->trust == CLOCK_TRUST_ALWAYS ? "clock.trust always" : "nothing synchronises it");
 }
 
 static const TaskOps clock_task_ops = {
@@ -442,7 +456,7 @@ int clock_task_new(sd_event *e, const ClockConfig *config, Store *store, Task **
         c->store = store;
         c->timer_fd = -EBADF;
         /* A test names its own directory and decides alone what the daemon sees. */
-        c->ask_kernel = !(dir && *dir);
+        c->ask_kernel = !(dir && *dir) && !streq_ptr(getenv(CLOCK_ADJTIMEX_ENV), "no");
         c->timesync_dir = strdup(dir && *dir ? dir : CLOCK_TIMESYNC_DIR);
         if (!c->timesync_dir) {
                 clock_free(c);

@@ -25,6 +25,10 @@ typedef struct Clock Clock;
 #define CLOCK_TIMESYNC_DIR_ENV "SENSOR_COLLECTOR_TIMESYNC_DIR"
 /* The boot id, when /proc/sys is hidden (the unit's ProcSubset=pid sets it with %b). */
 #define CLOCK_BOOT_ID_ENV "SENSOR_COLLECTOR_BOOT_ID"
+/* "no": do not call adjtimex(). The unit's ProtectClock= and system call filter forbid it even
+ * to read the clock's state (the process would be killed), so the unit says so; the judgement
+ * then rests on timesyncd's file alone. */
+#define CLOCK_ADJTIMEX_ENV "SENSOR_COLLECTOR_ADJTIMEX"
 
 /* What was observed about the clock. */
 typedef struct ClockProbe {
