@@ -617,7 +617,7 @@ static void apply_default(Ctx *ctx, const Field *f, void *base) {
 }
 
 static void format_seconds_range(const Field *f, char *buf, size_t size) {
-        snprintf(buf, size, "%g..%g seconds", f->min_sec, f->max_sec);
+        snprintf(buf, size, "%.15g..%.15g seconds", f->min_sec, f->max_sec);
 }
 
 static bool parse_choice(Ctx *ctx, const char *path, const Field *f, const cJSON *v, int *ret_index) {

@@ -105,6 +105,26 @@ START_TEST(test_is_step) {
 }
 END_TEST
 
+/* The defaults: right for a Raspberry Pi with timesyncd; and the names. */
+START_TEST(test_config) {
+        static const char minimal[] = "{ \"serial\": { \"device\": \"/dev/ttyUSB0\" }, \"mqtt\": { \"enabled\": false } }";
+        static const char set[] = "{ \"serial\": { \"device\": \"/dev/ttyUSB0\" }, \"mqtt\": { \"enabled\": false },"
+                                  " \"clock\": { \"trust\": \"always\", \"sensor_ts_tolerance\": 600 } }";
+        Config *c = NULL;
+
+        ck_assert_int_eq(config_parse("mem.json", minimal, strlen(minimal), &c, NULL), 0);
+        ck_assert_int_eq(c->clock.trust, CLOCK_TRUST_AUTO);
+        ck_assert_uint_eq(c->clock.sensor_ts_tolerance_usec, 86400 * USEC_PER_SEC);
+        c = config_free(c);
+        ck_assert_int_eq(config_parse("mem.json", set, strlen(set), &c, NULL), 0);
+        ck_assert_int_eq(c->clock.trust, CLOCK_TRUST_ALWAYS);
+        ck_assert_uint_eq(c->clock.sensor_ts_tolerance_usec, 600 * USEC_PER_SEC);
+        c = config_free(c);
+        ck_assert_str_eq(clock_trust_to_string(CLOCK_TRUST_SYNC), "sync");
+        ck_assert_ptr_null(clock_trust_to_string(_CLOCK_TRUST_MAX));
+}
+END_TEST
+
 /* ---- the store's side ---- */
 
 typedef struct Fixture {
@@ -359,6 +379,7 @@ static Suite *clock_suite(void) {
         tcase_add_loop_test(tc, test_reading_flags, 0, ELEMENTSOF(flag_cases));
         tcase_add_loop_test(tc, test_corrected_ms, 0, ELEMENTSOF(correct_cases));
         tcase_add_loop_test(tc, test_is_step, 0, ELEMENTSOF(step_cases));
+        tcase_add_test(tc, test_config);
         suite_add_tcase(s, tc);
 
         tcase_set_timeout(st, 30);
