@@ -146,17 +146,20 @@ static void clock_probe(Clock *c, ClockProbe *ret) {
 }
 
 static int64_t clock_offset_now(void) {
-        return (int64_t) (clock_now_usec(CLOCK_REALTIME) / USEC_PER_MSEC) -
-               (int64_t) (clock_now_usec(CLOCK_BOOTTIME) / USEC_PER_MSEC);
+        uint64_t rt = clock_now_usec(CLOCK_REALTIME), bt = clock_now_usec(CLOCK_BOOTTIME);
+
+        return ((int64_t) rt - (int64_t) bt) / (int64_t) USEC_PER_MSEC;
 }
 
-/* "+1h 5min", "-3.0s": a step for people. */
+/* "+1h 5min", "-3.0s": a step for people. Two looks at two clocks differ by a millisecond or
+ * so: a step of a minute or more is shown to the nearest second (3599.999 s is "1h"). */
 static const char *format_step(char *buf, size_t size, int64_t step_ms) {
+        uint64_t abs_ms = step_ms < 0 ? (uint64_t) -step_ms : (uint64_t) step_ms;
         char span[32];
 
-        snprintf(buf, size, "%s%s", step_ms < 0 ? "-" : "+",
-                 format_timespan(span, sizeof(span),
-                                 (step_ms < 0 ? (uint64_t) -step_ms : (uint64_t) step_ms) * USEC_PER_MSEC));
+        if (abs_ms >= 60 * MSEC_PER_SEC)
+                abs_ms = (abs_ms + MSEC_PER_SEC / 2) / MSEC_PER_SEC * MSEC_PER_SEC;
+        snprintf(buf, size, "%s%s", step_ms < 0 ? "-" : "+", format_timespan(span, sizeof(span), abs_ms * USEC_PER_MSEC));
         return buf;
 }
 

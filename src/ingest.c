@@ -89,6 +89,8 @@ int ingest_store_failed(Ingest *in, int error) {
 /* The clock's flags for a frame's readings (the same for each metric), with what a correction
  * needs; a sensor time far from a trusted clock is counted and logged, rate-limited. */
 static void ingest_clock_flags(Ingest *in, const Frame *frame, const char *origin, Reading *rd) {
+        char span[32];
+        uint64_t off;
         unsigned suppressed;
 
         if (!in->clock)
@@ -105,12 +107,16 @@ static void ingest_clock_flags(Ingest *in, const Frame *frame, const char *origi
         in->counters.suspect_ts++;
         if (!ratelimit_below(&in->suspect_ratelimit, &suppressed))
                 return;
+        off = rd->ts_ms > rd->received_ms ? (uint64_t) rd->ts_ms - (uint64_t) rd->received_ms
+                                          : (uint64_t) rd->received_ms - (uint64_t) rd->ts_ms;
         log_full_errno_fields(LOG_WARNING, 0,
                               LOG_FIELDS("TASK", in->input->task, in->input->origin_field, origin, "SENSOR_ID",
                                          frame->sensor),
-                              "Sensor '%s' (%s '%s') sent a time %+.1f h from the clock; stored, flagged \"suspect_ts\"%s.",
+                              "Sensor '%s' (%s '%s') sent a time %s %s the clock; stored, flagged \"suspect_ts\"%s.",
                               frame->sensor, in->input->reject_noun, strempty(origin),
-                              (double) (rd->ts_ms - rd->received_ms) / 3.6e6,
+                              off / MSEC_PER_SEC > UINT64_MAX / USEC_PER_SEC ? "centuries"
+                                                                             : format_timespan(span, sizeof(span), off * USEC_PER_MSEC),
+                              rd->ts_ms > rd->received_ms ? "ahead of" : "behind",
                               suppressed > 0 ? " (more such messages were suppressed)" : "");
 }
 
