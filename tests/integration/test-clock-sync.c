@@ -318,6 +318,38 @@ START_TEST(test_step_back_while_synchronised_and_suspect_sensor_times) {
 }
 END_TEST
 
+/* A restart within the same boot while unsynchronised: the readings of both runs wait, and are
+ * corrected together when the clock is trusted (the restart resumes from what the store kept). */
+START_TEST(test_restart_within_the_boot) {
+        int64_t t0, t1;
+        Ctx c;
+
+        ctx_init(&c);
+        set_offset(&c, -30 * DAY_MS);
+        daemon_start(&c, BOOT_A, "\"trust\": \"sync\"");
+        wait_log(&c, "clock.trust is \"sync\": waiting for synchronisation");
+        t0 = real_ms();
+        write_str(&c, "{\"sensor\":\"x1\",\"temp\":1}\n");
+        wait_sql(&c, "SELECT count(*) FROM readings_view WHERE unsynced", 1);
+        daemon_stop(&c);
+
+        daemon_start(&c, BOOT_A, "\"trust\": \"sync\"");
+        wait_status(&c, "clock: not synchronised, 1 readings wait for correction");
+        write_str(&c, "{\"sensor\":\"x2\",\"temp\":2}\n");
+        wait_sql(&c, "SELECT count(*) FROM readings_view WHERE unsynced", 2);
+        t1 = real_ms();
+
+        set_offset(&c, 0);
+        declare_synchronised(&c);
+        wait_sql(&c, "SELECT count(*) FROM readings_view WHERE corrected", 2);
+        ck_assert_int_ge(q(&c, "SELECT min(received) FROM readings"), t0 - 1);
+        ck_assert_int_le(q(&c, "SELECT max(received) FROM readings"), t1 + 1);
+        ck_assert_int_eq(q(&c, "SELECT count(*) FROM boots"), 1);
+        daemon_stop(&c);
+        tl_pty_stop(&c.pty);
+}
+END_TEST
+
 static Suite *clock_suite(void) {
         Suite *s = suite_create("clock-e2e");
         TCase *tc = tcase_create("faketime");
@@ -325,6 +357,7 @@ static Suite *clock_suite(void) {
         tcase_set_timeout(tc, 120);
         tcase_add_test(tc, test_wrong_clock_then_synchronised);
         tcase_add_test(tc, test_step_back_while_synchronised_and_suspect_sensor_times);
+        tcase_add_test(tc, test_restart_within_the_boot);
         suite_add_tcase(s, tc);
         return s;
 }
