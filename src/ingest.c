@@ -109,9 +109,10 @@ static void ingest_clock_flags(Ingest *in, const Frame *frame, const char *origi
                 return;
         off = rd->ts_ms > rd->received_ms ? (uint64_t) rd->ts_ms - (uint64_t) rd->received_ms
                                           : (uint64_t) rd->received_ms - (uint64_t) rd->ts_ms;
-        log_full_errno_fields(LOG_WARNING, 0,
-                              LOG_FIELDS("TASK", in->input->task, in->input->origin_field, origin, "SENSOR_ID",
-                                         frame->sensor),
+        /* The sensor is named in the text only: SENSOR_ID= is for ids the input vouches for
+         * (mqtt-message.c decides for its rejects), and a sensor with a wrong clock is news
+         * about the sensor, not a reject. */
+        log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", in->input->task, in->input->origin_field, origin),
                               "Sensor '%s' (%s '%s') sent a time %s %s the clock; stored, flagged \"suspect_ts\"%s.",
                               frame->sensor, in->input->reject_noun, strempty(origin),
                               off / MSEC_PER_SEC > UINT64_MAX / USEC_PER_SEC ? "centuries"

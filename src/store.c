@@ -199,8 +199,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_DROP_SENSOR] = "DELETE FROM sensors WHERE id = ?1",
         [STMT_DROP_METRIC] = "DELETE FROM metrics WHERE id = ?1",
         [STMT_DROP_ORIGIN] = "DELETE FROM origins WHERE id = ?1",
-        /* Scans the rowid range only: at the head, what is left are rows kept for this reason. */
-        [STMT_DELETE_READINGS_AGED] = "DELETE FROM readings WHERE id <= ?1 AND flags & 3 != 1",
+        /* A rowid range from where the last one ended (see Store.age_delete_from). */
+        [STMT_DELETE_READINGS_AGED] = "DELETE FROM readings WHERE id > ?2 AND id <= ?1 AND flags & 3 != 1",
         [STMT_BOOT_FIRST_UNSYNCED] = "UPDATE boots SET first_unsynced = ?2 WHERE id = ?1 AND first_unsynced IS NULL",
         /* A receipt time is the reading's time unless the sensor sent its own (sensor_ts). */
         [STMT_CORRECT_READINGS] = "UPDATE readings SET received = boottime + ?1,"
@@ -300,6 +300,10 @@ struct Store {
         uint64_t boot_waiting;
         uint64_t batch_unsynced;
         int64_t correct_end;
+        /* Every reading at or before this id that is still there is one age retention keeps
+         * (received unsynced, not corrected): its next delete starts after it instead of
+         * reading them all again. Lowered when correction changes rows before it. */
+        int64_t age_delete_from;
 };
 
 /* SQLite's result codes become -errno here and nowhere else. */
@@ -993,10 +997,14 @@ static int store_delete_upto(Store *s, Stmt del, int64_t id, uint64_t *ret_delet
                 sqlite3_clear_bindings(q);
         }
         rc = sqlite3_bind_int64(st, 1, id);
+        if (rc == SQLITE_OK && del == STMT_DELETE_READINGS_AGED)
+                rc = sqlite3_bind_int64(st, 2, s->age_delete_from);
         if (rc == SQLITE_OK)
                 rc = stmt_run(st);
         if (rc == SQLITE_OK)
                 *ret_deleted = (uint64_t) sqlite3_changes64(s->db);
+        if (rc == SQLITE_OK && del == STMT_DELETE_READINGS_AGED)
+                s->age_delete_from = MAX(s->age_delete_from, id);
         return rc;
 }
 
@@ -2044,6 +2052,8 @@ int store_clock_correct(Store *s, int64_t offset_ms, unsigned max_rows, uint64_t
                 return r;
         s->boot_corrected_upto = hi;
         s->boot_waiting -= MIN((uint64_t) n, s->boot_waiting);
+        if (n > 0)
+                s->age_delete_from = MIN(s->age_delete_from, lo);
         *ret_corrected = (uint64_t) n;
         if (hi >= s->correct_end) {
                 s->correct_end = 0;

@@ -304,11 +304,49 @@ START_TEST(test_store_retention_keeps_unsynced) {
                 append(&f, "new", 0, false, t + i, 0, 0);
         ck_assert_int_eq(store_commit(f.store), 0);
         ck_assert_int_eq(store_run_retention(f.store), 10);
-        fx_stop(&f);
-
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE sensor IN ('u1', 'u2')"), 10);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE sensor IN ('old', 'old2')"), 0);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE sensor = 'new'"), 5);
+        /* Again: no reading goes (the names no row uses may). */
+        ck_assert_int_ge(store_run_retention(f.store), 0);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings"), 15);
+        fx_stop(&f);
+}
+END_TEST
+
+/* Once corrected, kept rows are ordinary rows again: when they turn out old, the next delete of
+ * older rows after them takes them too (age retention's next delete had started after them). */
+START_TEST(test_store_retention_after_correction) {
+        struct timespec now;
+        uint64_t n;
+        int64_t t;
+        Fixture f;
+
+        clock_gettime(CLOCK_REALTIME, &now);
+        t = (int64_t) now.tv_sec * 1000;
+        fx_init(&f, NULL);
+        f.config.retention_days = 1;
+        fx_start(&f);
+        ck_assert_int_eq(store_clock_set_boot(f.store, BOOT_A), 0);
+        for (int i = 0; i < 5; i++)
+                append(&f, "u", 0, false, 1000 + i, 10 + i, READING_FLAG_UNSYNCED);
+        for (int i = 0; i < 5; i++)
+                append(&f, "old", 0, false, t - 5 * DAY_MS + i, 0, 0);
+        for (int i = 0; i < 5; i++)
+                append(&f, "u2", 0, false, 2000 + i, 20 + i, READING_FLAG_UNSYNCED);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_ge(store_run_retention(f.store), 5);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings"), 10);
+
+        /* Their true times: four days ago. */
+        ck_assert_int_eq(store_clock_correct(f.store, t - 4 * DAY_MS, 1000, &n), 0);
+        ck_assert_uint_eq(n, 10);
+        for (int i = 0; i < 5; i++)
+                append(&f, "old2", 0, false, t - 3 * DAY_MS + i, 0, 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_ge(store_run_retention(f.store), 15);
+        fx_stop(&f);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings"), 0);
 }
 END_TEST
 
@@ -386,6 +424,7 @@ static Suite *clock_suite(void) {
         tcase_add_test(st, test_store_correction);
         tcase_add_test(st, test_store_earlier_boot_stays_unsynced);
         tcase_add_test(st, test_store_retention_keeps_unsynced);
+        tcase_add_test(st, test_store_retention_after_correction);
         tcase_add_test(st, test_migration_from_v2);
         suite_add_tcase(s, st);
         return s;
