@@ -163,6 +163,20 @@ static const char *format_step(char *buf, size_t size, int64_t step_ms) {
         return buf;
 }
 
+/* What was seen, for the line that says what was decided: "kernel: unsynchronised, maximum
+ * error 16.0s; systemd-timesyncd: runs". */
+static const char *format_probe(const ClockProbe *p, char *buf, size_t size) {
+        char maxerror[32] = "";
+
+        if (p->kernel_asked)
+                format_timespan(maxerror, sizeof(maxerror), (uint64_t) MAX(p->kernel_maxerror_us, (int64_t) 0));
+        snprintf(buf, size, "kernel: %s%s%s; systemd-timesyncd: %s",
+                 !p->kernel_asked ? "not asked" : p->kernel_synced ? "synchronised" : "unsynchronised",
+                 p->kernel_asked ? ", maximum error " : "", maxerror,
+                 p->timesyncd_synced ? "synchronised" : p->timesyncd ? "runs" : "not running");
+        return buf;
+}
+
 static void clock_event(Clock *c, const char *kind, int64_t step_ms, int64_t readings, const char *detail) {
         /* A failure here fails the store, which reports it. */
         (void) store_clock_event(c->store, kind, wall_clock_ms(), step_ms, readings, detail);
@@ -253,14 +267,9 @@ static void clock_update(Clock *c, const char *cause) {
 
         if (!c->judged || trusted != c->trusted) {
                 uint64_t waiting = store_clock_waiting(c->store);
-
                 char seen[128];
 
-                snprintf(seen, sizeof(seen), "kernel: %s%s%s; systemd-timesyncd: %s",
-                         !p.kernel_asked ? "not asked" : p.kernel_synced ? "synchronised" : "unsynchronised",
-                         p.kernel_asked ? ", maximum error " : "",
-                         p.kernel_asked ? format_timespan((char[32]){}, 32, (uint64_t) MAX(p.kernel_maxerror_us, (int64_t) 0)) : "",
-                         p.timesyncd_synced ? "synchronised" : p.timesyncd ? "runs" : "not running");
+                format_probe(&p, seen, sizeof(seen));
                 if (trusted && c->judged)
                         log_full_errno_fields(LOG_NOTICE, 0, LOG_FIELDS("TASK", "clock"),
                                               "Clock is trusted now: %s (%s). Correcting %" PRIu64
