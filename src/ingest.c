@@ -115,8 +115,8 @@ static void ingest_clock_flags(Ingest *in, const Frame *frame, const char *origi
         log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", in->input->task, in->input->origin_field, origin),
                               "Sensor '%s' (%s '%s') sent a time %s %s the clock; stored, flagged \"suspect_ts\"%s.",
                               frame->sensor, in->input->reject_noun, strempty(origin),
-                              off / MSEC_PER_SEC > UINT64_MAX / USEC_PER_SEC ? "centuries"
-                                                                             : format_timespan(span, sizeof(span), off * USEC_PER_MSEC),
+                              off > UINT64_MAX / USEC_PER_MSEC ? "centuries"
+                                                               : format_timespan(span, sizeof(span), off * USEC_PER_MSEC),
                               rd->ts_ms > rd->received_ms ? "ahead of" : "behind",
                               suppressed > 0 ? " (more such messages were suppressed)" : "");
 }

@@ -3,10 +3,13 @@
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "collector/clock.h"
+#include "collector/ingest.h"
 #include "collector/store.h"
+#include "collector/time-util.h"
 #include "testlib.h"
 
 #define DAY_MS ((int64_t) 24 * 3600 * 1000)
@@ -408,6 +411,107 @@ START_TEST(test_migration_from_v2) {
 }
 END_TEST
 
+/* ---- the clock task and ingest together ---- */
+
+static const IngestInput test_input = {
+        .task = "serial",
+        .source = READING_SOURCE_SERIAL,
+        .origin_field = "DEVICE",
+        .reject_noun = "frame from",
+        .suppressed_noun = "frames from",
+        .suppressed_names_origin = true,
+};
+
+static Frame one_metric(const char *sensor, bool has_ts, int64_t ts) {
+        Frame fr = { .has_ts = has_ts, .ts_ms = ts, .n_metrics = 1 };
+
+        snprintf(fr.sensor, sizeof(fr.sensor), "%s", sensor);
+        snprintf(fr.metrics[0].name, sizeof(fr.metrics[0].name), "temp");
+        fr.metrics[0].value = 1;
+        return fr;
+}
+
+/* Ingest flags what it stores as the clock task judged; the clock task sees the test's own
+ * "timesyncd directory". Unsynced: CLOCK_BOOTTIME is kept, the sensor's time is not judged;
+ * once timesyncd's file appears (an inotify event on the loop), the readings are corrected and
+ * new ones are judged against the clock. */
+START_TEST(test_ingest_flags) {
+        const char *dir = tl_tmpdir();
+        char timesync[512], env[600];
+        ClockConfig cc = { .trust = CLOCK_TRUST_AUTO, .sensor_ts_tolerance_usec = 3600 * USEC_PER_SEC };
+        Task *clock_task;
+        Clock *clock;
+        Ingest *in;
+        Fixture f;
+        Frame fr;
+        int64_t now, t_receipt, boot, waited;
+
+        snprintf(timesync, sizeof(timesync), "%s/timesync", dir);
+        ck_assert_int_eq(mkdir(timesync, 0755), 0);
+        snprintf(env, sizeof(env), "%s=%s", CLOCK_TIMESYNC_DIR_ENV, timesync);
+        ck_assert_int_eq(putenv(env), 0);
+        ck_assert_int_eq(setenv(CLOCK_BOOT_ID_ENV, BOOT_A, 1), 0);
+
+        fx_init(&f, dir);
+        fx_start(&f);
+        ck_assert_int_eq(clock_task_new(f.event, &cc, f.store, &clock_task, &clock), 0);
+        (void) task_start(clock_task);
+        ck_assert_int_eq(task_get_state(clock_task), TASK_RUNNING);
+        ck_assert(!clock_is_trusted(clock));
+        ck_assert_int_eq(clock_sensor_tolerance_ms(clock), 3600000);
+        ck_assert_int_eq(ingest_new(f.event, f.store, clock, &test_input, &in), 0);
+
+        now = t_receipt = wall_clock_ms();
+        boot = (int64_t) (clock_now_usec(CLOCK_BOOTTIME) / USEC_PER_MSEC);
+        fr = one_metric("r", false, 0);
+        ck_assert_int_eq(ingest_frame(in, &fr, "/dev/x", now), 0);
+        fr = one_metric("s", true, 0); /* 1970, but nothing to judge it against yet */
+        ck_assert_int_eq(ingest_frame(in, &fr, "/dev/x", now), 0);
+        ck_assert_uint_eq(ingest_get_counters(in)->unsynced, 2);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM readings WHERE flags = 1"), 2);
+        ck_assert_int_ge(q(&f, "SELECT min(boottime) FROM readings"), boot - 1000);
+        ck_assert_uint_eq(store_clock_waiting(f.store), 2);
+
+        /* timesyncd synchronises: the loop hears it and corrects. */
+        tl_write_file(timesync, "synchronized", "");
+        waited = tl_now_ms();
+        while (store_clock_waiting(f.store) > 0 || q(&f, "SELECT count(*) FROM readings WHERE flags = 3") < 2) {
+                ck_assert_int_lt(tl_now_ms() - waited, 10000);
+                ck_assert_int_ge(sd_event_run(f.event, 100 * 1000), 0);
+        }
+        ck_assert(clock_is_trusted(clock));
+        /* The real clock was right all along: the corrected time is the receipt time, give or
+         * take the loop's cached time and rounding. */
+        {
+                char sql[160];
+
+                snprintf(sql, sizeof(sql), "SELECT max(abs(received - %" PRId64 ")) FROM readings", t_receipt);
+                ck_assert_int_le(q(&f, sql), 1000);
+        }
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE kind = 'trusted' AND readings = 2"), 1);
+
+        /* Trusted: a sensor two hours off is suspect, one ten minutes off is not. */
+        now = wall_clock_ms();
+        fr = one_metric("far", true, now - 2 * 3600000);
+        ck_assert_int_eq(ingest_frame(in, &fr, "/dev/x", now), 0);
+        fr = one_metric("near", true, now - 600000);
+        ck_assert_int_eq(ingest_frame(in, &fr, "/dev/x", now), 0);
+        fr = one_metric("plain", false, 0);
+        ck_assert_int_eq(ingest_frame(in, &fr, "/dev/x", now), 0);
+        ck_assert_uint_eq(ingest_get_counters(in)->suspect_ts, 1);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(q(&f, "SELECT flags FROM readings_view JOIN readings USING (id) WHERE sensor = 'far'"), 4);
+        ck_assert_int_eq(q(&f, "SELECT flags FROM readings_view JOIN readings USING (id) WHERE sensor = 'near'"), 0);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM readings WHERE boottime IS NOT NULL AND flags & 1 = 0"), 0);
+
+        in = ingest_free(in);
+        (void) task_stop(clock_task);
+        task_free(clock_task);
+        fx_stop(&f);
+}
+END_TEST
+
 static Suite *clock_suite(void) {
         Suite *s = suite_create("clock");
         TCase *tc = tcase_create("rules");
@@ -426,6 +530,7 @@ static Suite *clock_suite(void) {
         tcase_add_test(st, test_store_retention_keeps_unsynced);
         tcase_add_test(st, test_store_retention_after_correction);
         tcase_add_test(st, test_migration_from_v2);
+        tcase_add_test(st, test_ingest_flags);
         suite_add_tcase(s, st);
         return s;
 }
