@@ -512,6 +512,31 @@ START_TEST(test_ingest_flags) {
 }
 END_TEST
 
+/* A store the previous version of the daemon made (tests/data/store-v2.db: schema v2, two
+ * readings and a reject from MQTT, written by sensor-collector at b3093ee), migrated. */
+START_TEST(test_migration_of_a_v2_store) {
+        char cmd[1200];
+        Fixture f;
+
+        fx_init(&f, NULL);
+        snprintf(cmd, sizeof(cmd), "cp '%s/tests/data/store-v2.db' '%s'", SC_SOURCE_DIR, f.path);
+        ck_assert_int_eq(system(cmd), 0);
+        ck_assert_int_eq(tl_sql_int(f.path, "PRAGMA user_version"), 2);
+        fx_start(&f);
+        ck_assert_int_eq(store_clock_set_boot(f.store, BOOT_A), 0);
+        append(&f, "new", 0, false, 5000, 42, READING_FLAG_UNSYNCED);
+        fx_stop(&f);
+
+        ck_assert_int_eq(tl_sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE sensor = 'gh1-t1'"), 2);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE sensor = 'gh1-t1' AND NOT unsynced AND NOT corrected AND NOT suspect_ts"), 2);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT ts FROM readings_view WHERE metric = 'humidity'"), 1764000000000);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM rejects_view"), 1);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT unsynced FROM readings_view WHERE sensor = 'new'"), 1);
+        tl_assert_integrity(f.path, false);
+}
+END_TEST
+
 static Suite *clock_suite(void) {
         Suite *s = suite_create("clock");
         TCase *tc = tcase_create("rules");
@@ -530,6 +555,7 @@ static Suite *clock_suite(void) {
         tcase_add_test(st, test_store_retention_keeps_unsynced);
         tcase_add_test(st, test_store_retention_after_correction);
         tcase_add_test(st, test_migration_from_v2);
+        tcase_add_test(st, test_migration_of_a_v2_store);
         tcase_add_test(st, test_ingest_flags);
         suite_add_tcase(s, st);
         return s;
