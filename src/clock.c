@@ -270,11 +270,14 @@ static void clock_update(Clock *c, const char *cause) {
                 char seen[128];
 
                 format_probe(&p, seen, sizeof(seen));
-                if (trusted && c->judged)
+                if (trusted && c->judged && waiting > 0)
                         log_full_errno_fields(LOG_NOTICE, 0, LOG_FIELDS("TASK", "clock"),
                                               "Clock is trusted now: %s (%s). Correcting %" PRIu64
                                               " readings of this boot stored before.",
                                               why, seen, waiting);
+                else if (trusted && c->judged)
+                        log_full_errno_fields(LOG_NOTICE, 0, LOG_FIELDS("TASK", "clock"),
+                                              "Clock is trusted now: %s (%s).", why, seen);
                 else if (trusted)
                         log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "clock"), "Clock is trusted: %s (%s).",
                                               why, seen);
@@ -283,8 +286,8 @@ static void clock_update(Clock *c, const char *cause) {
                                               "Clock is not trusted: %s (%s). Readings are stored at once, flagged "
                                               "\"unsynced\", and corrected once it is.",
                                               why, seen);
-                if (c->judged)
-                        clock_event(c, trusted ? "trusted" : "untrusted", 0, trusted ? (int64_t) waiting : -1, why);
+                /* Also at start: the table tells what each run decided. */
+                clock_event(c, trusted ? "trusted" : "untrusted", 0, (int64_t) waiting, why);
                 c->trusted = trusted;
                 c->why = why;
                 c->judged = true;

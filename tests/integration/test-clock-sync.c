@@ -233,6 +233,9 @@ START_TEST(test_wrong_clock_then_synchronised) {
         ck_assert_int_lt(q(&c, "SELECT max(received) FROM readings_view WHERE sensor LIKE 'a%'"), real_ms() - 999 * DAY_MS);
         ck_assert_int_eq(q(&c, "SELECT count(*) FROM clock_events WHERE kind = 'step' AND step_ms > 999 * 86400000"), 1);
         ck_assert_int_eq(q(&c, "SELECT count(*) FROM clock_events WHERE kind = 'trusted' AND readings = 3"), 1);
+        /* What each run decided at start: boot A's, and boot B's with A's two readings not its own. */
+        ck_assert_int_eq(q(&c, "SELECT count(*) FROM clock_events WHERE kind = 'untrusted' AND readings = 0"), 2);
+        ck_assert_int_eq(q(&c, "SELECT count(DISTINCT boot) FROM clock_events WHERE kind = 'untrusted'"), 2);
         ck_assert_int_eq(q(&c, "SELECT count(*) FROM clock_events WHERE kind = 'corrected' AND readings = 3"), 1);
 
         /* query shows and filters the flags. */

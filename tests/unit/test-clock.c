@@ -490,6 +490,7 @@ START_TEST(test_ingest_flags) {
                 ck_assert_int_le(q(&f, sql), 1000);
         }
         ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE kind = 'trusted' AND readings = 2"), 1);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE kind = 'untrusted'"), 1);
 
         /* Trusted: a sensor two hours off is suspect, one ten minutes off is not. */
         now = wall_clock_ms();
