@@ -49,8 +49,7 @@ struct Clock {
 
         bool judged;
         bool trusted;
-        bool synchronised;            /* trusted because something synchronised it */
-        const char *why;
+        bool synchronised;            /* something synchronised it (for STATUS=) */
         int64_t offset_ms;            /* realtime - boottime at the last look */
 
         int timer_fd;
@@ -289,7 +288,6 @@ static void clock_update(Clock *c, const char *cause) {
                 /* Also at start: the table tells what each run decided. */
                 clock_event(c, trusted ? "trusted" : "untrusted", 0, (int64_t) waiting, why);
                 c->trusted = trusted;
-                c->why = why;
                 c->judged = true;
         }
         c->synchronised = p.kernel_synced || p.timesyncd_synced;
