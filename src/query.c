@@ -484,22 +484,35 @@ static const char *const reading_headers[] = { "TIME", "SENSOR", "METRIC", "VALU
 static const bool reading_right[] = { false, false, false, true, false, false };
 /* CSV/JSON carry more: the ms values, whether the time is the sensor's own, and the clock's
  * flags (names separated by spaces, "" for none). */
-static const char *const reading_keys[] = { "ts", "time", "sensor", "metric", "value", "sensor_ts", "received", "source", "origin", "flags" };
+static const char *const reading_keys[] = { "ts", "time", "sensor", "metric", "value", "sensor_ts",
+                                            "received", "source", "origin", "flags" };
 static const bool reading_json_raw[] = { true, false, false, false, true, true, true, false, false, false };
 
 /* The clock's flags of a reading: "unsynced corrected suspect_ts", or a mark after the time in a
  * table: " ?" received before the clock was trusted and not corrected, " ~" corrected, " !" the
  * sensor's time was far from the clock (see docs/STORE.md). */
 static const char *format_flags(unsigned flags, bool marks, char *buf, size_t size) {
-        if (marks)
-                snprintf(buf, size, "%s%s", (flags & 3) == READING_FLAG_UNSYNCED ? " ?" : flags & READING_FLAG_CORRECTED ? " ~" : "",
+        static const struct {
+                unsigned flag;
+                const char *name;
+        } names[] = {
+                { READING_FLAG_UNSYNCED, "unsynced" },
+                { READING_FLAG_CORRECTED, "corrected" },
+                { READING_FLAG_SUSPECT_TS, "suspect_ts" },
+        };
+        size_t used = 0;
+
+        buf[0] = 0;
+        if (marks) {
+                bool waiting = (flags & (READING_FLAG_UNSYNCED | READING_FLAG_CORRECTED)) == READING_FLAG_UNSYNCED;
+
+                snprintf(buf, size, "%s%s", waiting ? " ?" : flags & READING_FLAG_CORRECTED ? " ~" : "",
                          flags & READING_FLAG_SUSPECT_TS ? " !" : "");
-        else
-                snprintf(buf, size, "%s%s%s%s%s", flags & READING_FLAG_UNSYNCED ? "unsynced" : "",
-                         (flags & READING_FLAG_UNSYNCED) && (flags & (READING_FLAG_CORRECTED | READING_FLAG_SUSPECT_TS)) ? " " : "",
-                         flags & READING_FLAG_CORRECTED ? "corrected" : "",
-                         (flags & READING_FLAG_CORRECTED) && (flags & READING_FLAG_SUSPECT_TS) ? " " : "",
-                         flags & READING_FLAG_SUSPECT_TS ? "suspect_ts" : "");
+                return buf;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(names) && used < size; i++)
+                if (flags & names[i].flag)
+                        used += (size_t) snprintf(buf + used, size - used, "%s%s", used > 0 ? " " : "", names[i].name);
         return buf;
 }
 _Static_assert(ELEMENTSOF(reading_headers) <= TABLE_COLUMNS_MAX, "too many table columns");
