@@ -316,7 +316,9 @@ static void clock_arm_recheck(Clock *c) {
 /* A timer that never fires but is cancelled whenever the clock is set (stepped): the kernel's
  * way of telling, as systemd uses it. */
 static int clock_arm_timerfd(Clock *c) {
-        struct itimerspec its = { .it_value.tv_sec = INT32_MAX };
+        /* The largest time_t, as systemd does: never reached (the kernel clamps it to its own
+         * limit), so the timer only ever ends by being cancelled. 2038 would be reachable. */
+        struct itimerspec its = { .it_value.tv_sec = (time_t) ((UINTMAX_C(1) << (sizeof(time_t) * 8 - 1)) - 1) };
 
         if (timerfd_settime(c->timer_fd, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, &its, NULL) < 0)
                 return -errno;
