@@ -43,6 +43,12 @@ static const char *const synchronous_names[_STORE_SYNCHRONOUS_MAX] = {
         [STORE_SYNCHRONOUS_FULL] = "full",
 };
 
+static const char *const clock_trust_names[_CLOCK_TRUST_MAX] = {
+        [CLOCK_TRUST_AUTO] = "auto",
+        [CLOCK_TRUST_SYNC] = "sync",
+        [CLOCK_TRUST_ALWAYS] = "always",
+};
+
 static const char *const protocol_names[_MQTT_PROTOCOL_MAX] = {
         [MQTT_PROTOCOL_V311] = "3.1.1",
         [MQTT_PROTOCOL_V5] = "5",
@@ -107,6 +113,12 @@ const char *store_synchronous_to_string(StoreSynchronous s) {
         if (s < 0 || s >= _STORE_SYNCHRONOUS_MAX)
                 return NULL;
         return synchronous_names[s];
+}
+
+const char *clock_trust_to_string(ClockTrust t) {
+        if (t < 0 || t >= _CLOCK_TRUST_MAX)
+                return NULL;
+        return clock_trust_names[t];
 }
 
 const char *mqtt_protocol_to_string(MqttProtocol p) {
@@ -501,6 +513,12 @@ static const Field store_fields[] = {
         F_INT("max_names", StoreConfig, max_names, 0, 100000000, STORE_DEFAULT_MAX_NAMES),
 };
 
+static const Field clock_fields[] = {
+        F_ENUM("trust", ClockConfig, trust, clock_trust_names, CLOCK_TRUST_AUTO),
+        /* Up to ten years: a sensor whose clock is further off than that is flagged anyway. */
+        F_SECONDS("sensor_ts_tolerance", ClockConfig, sensor_ts_tolerance_usec, 1, 315360000, 86400),
+};
+
 static const Field log_fields[] = {
         { .key = "level", .type = FIELD_ENUM, MEMBER(LogConfig, level), .names = log_level_names,
           .n_names = ELEMENTSOF(log_level_names), .aliases = log_level_aliases,
@@ -512,13 +530,14 @@ static const Field supervisor_fields[] = {
         F_SECONDS("status_interval", SupervisorConfig, status_interval_usec, 0.1, 3600, 1),
 };
 
-enum { SECTION_SERIAL, SECTION_MQTT, SECTION_STORE, SECTION_LOG, SECTION_SUPERVISOR };
+enum { SECTION_SERIAL, SECTION_MQTT, SECTION_STORE, SECTION_LOG, SECTION_SUPERVISOR, SECTION_CLOCK };
 static const char *const section_names[] = {
         [SECTION_SERIAL] = "serial",
         [SECTION_MQTT] = "mqtt",
         [SECTION_STORE] = "store",
         [SECTION_LOG] = "log",
         [SECTION_SUPERVISOR] = "supervisor",
+        [SECTION_CLOCK] = "clock",
 };
 
 /* ---- applying a table ---- */
@@ -601,7 +620,7 @@ static void apply_default(Ctx *ctx, const Field *f, void *base) {
 }
 
 static void format_seconds_range(const Field *f, char *buf, size_t size) {
-        snprintf(buf, size, "%g..%g seconds", f->min_sec, f->max_sec);
+        snprintf(buf, size, "%.15g..%.15g seconds", f->min_sec, f->max_sec);
 }
 
 static bool parse_choice(Ctx *ctx, const char *path, const Field *f, const cJSON *v, int *ret_index) {
@@ -1056,6 +1075,9 @@ static void parse_one_section(Ctx *ctx, size_t i, const cJSON *obj, Config *c) {
                 break;
         case SECTION_SUPERVISOR:
                 parse_simple(ctx, "/supervisor", supervisor_fields, ELEMENTSOF(supervisor_fields), obj, &c->supervisor);
+                break;
+        case SECTION_CLOCK:
+                parse_simple(ctx, "/clock", clock_fields, ELEMENTSOF(clock_fields), obj, &c->clock);
                 break;
         default:
                 assert(!"unknown section");

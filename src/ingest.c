@@ -20,9 +20,15 @@
 /* The origin named in the suppressed-messages line (a device path or a topic). */
 #define INGEST_ORIGIN_MAX 256
 
+/* Sensor times far from the clock: at most this many lines per interval per input. */
+#define INGEST_SUSPECT_LOG_INTERVAL_USEC (600 * USEC_PER_SEC)
+#define INGEST_SUSPECT_LOG_BURST 5
+
 struct Ingest {
         sd_event *event;              /* referenced */
         Store *store;                 /* borrowed */
+        Clock *clock;                 /* borrowed, may be NULL */
+        RateLimit suspect_ratelimit;
         const IngestInput *input;     /* static */
         IngestCounters counters;
         RateWindow readings_window;   /* the last minute, for `status` */
@@ -34,7 +40,7 @@ struct Ingest {
         char last_origin[INGEST_ORIGIN_MAX];  /* of the last reject, for that report */
 };
 
-int ingest_new(sd_event *e, Store *store, const IngestInput *input, Ingest **ret) {
+int ingest_new(sd_event *e, Store *store, Clock *clock, const IngestInput *input, Ingest **ret) {
         Ingest *in;
 
         assert(e && input && input->task && ret);
@@ -43,6 +49,8 @@ int ingest_new(sd_event *e, Store *store, const IngestInput *input, Ingest **ret
                 return -ENOMEM;
         in->event = sd_event_ref(e);
         in->store = store;
+        in->clock = clock;
+        in->suspect_ratelimit = RATELIMIT_INIT(INGEST_SUSPECT_LOG_INTERVAL_USEC, INGEST_SUSPECT_LOG_BURST);
         in->input = input;
         in->reject_ratelimit = RATELIMIT_INIT(INGEST_REJECT_LOG_INTERVAL_USEC, INGEST_REJECT_LOG_BURST);
         *ret = in;
@@ -88,6 +96,41 @@ int ingest_store_failed(Ingest *in, int error) {
         return error;
 }
 
+/* The clock's flags for a frame's readings (the same for each metric), with what a correction
+ * needs; a sensor time far from a trusted clock is counted and logged, rate-limited. */
+static void ingest_clock_flags(Ingest *in, const Frame *frame, const char *origin, Reading *rd) {
+        char span[32];
+        uint64_t off;
+        unsigned suppressed;
+
+        if (!in->clock)
+                return;
+        rd->flags = clock_reading_flags(clock_is_trusted(in->clock), frame->has_ts, rd->ts_ms, rd->received_ms,
+                                        clock_sensor_tolerance_ms(in->clock));
+        if (rd->flags & READING_FLAG_UNSYNCED) {
+                /* The loop's boot time of this iteration, taken with the receipt time. */
+                rd->boottime_ms = (int64_t) (event_now_usec(in->event, CLOCK_BOOTTIME) / USEC_PER_MSEC);
+                in->counters.unsynced += frame->n_metrics;
+        }
+        if (!(rd->flags & READING_FLAG_SUSPECT_TS))
+                return;
+        in->counters.suspect_ts++;
+        if (!ratelimit_below(&in->suspect_ratelimit, &suppressed))
+                return;
+        off = rd->ts_ms > rd->received_ms ? (uint64_t) rd->ts_ms - (uint64_t) rd->received_ms
+                                          : (uint64_t) rd->received_ms - (uint64_t) rd->ts_ms;
+        /* The sensor is named in the text only: SENSOR_ID= is for ids the input vouches for
+         * (mqtt-message.c decides for its rejects), and a sensor with a wrong clock is news
+         * about the sensor, not a reject. */
+        log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", in->input->task, in->input->origin_field, origin),
+                              "Sensor '%s' (%s '%s') sent a time %s %s the clock; stored, flagged \"suspect_ts\"%s.",
+                              frame->sensor, in->input->reject_noun, strempty(origin),
+                              off > UINT64_MAX / USEC_PER_MSEC ? "centuries"
+                                                               : format_timespan(span, sizeof(span), off * USEC_PER_MSEC),
+                              rd->ts_ms > rd->received_ms ? "ahead of" : "behind",
+                              suppressed > 0 ? " (more such messages were suppressed)" : "");
+}
+
 int ingest_frame(Ingest *in, const Frame *frame, const char *origin, int64_t received_ms) {
         Reading rd = {
                 .sensor = frame->sensor,
@@ -107,6 +150,7 @@ int ingest_frame(Ingest *in, const Frame *frame, const char *origin, int64_t rec
                 return ingest_store_failed(in, r);
         if (r == 0)
                 return INGEST_TOO_MANY_NAMES;
+        ingest_clock_flags(in, frame, origin, &rd);
         for (size_t i = 0; i < frame->n_metrics; i++) {
                 rd.metric = frame->metrics[i].name;
                 rd.value = frame->metrics[i].value;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <systemd/sd-daemon.h>
 
+#include "collector/clock.h"
 #include "collector/config.h"
 #include "collector/list-ports.h"
 #include "collector/log.h"
@@ -137,9 +138,11 @@ static int config_exit_status(int r) {
         }
 }
 
-/* Builds the tasks in the order they start: the store first, so that it stops last. */
+/* Builds the tasks in the order they start: the store first, so that it stops last; the clock
+ * next, so that it has judged the clock before the first reading arrives. */
 static int add_tasks(Supervisor *s, const Config *config, Store **ret_store) {
         sd_event *e = supervisor_get_event(s);
+        Clock *clock = NULL;
         Store *store;
         Task *t;
         int r;
@@ -147,15 +150,20 @@ static int add_tasks(Supervisor *s, const Config *config, Store **ret_store) {
         r = store_task_new(e, &config->store, &t, &store);
         if (r >= 0)
                 r = supervisor_add_task(s, t);
+        if (r >= 0) {
+                r = clock_task_new(e, &config->clock, store, &t, &clock);
+                if (r >= 0)
+                        r = supervisor_add_task(s, t);
+        }
         if (r >= 0)
                 *ret_store = store;
         if (r >= 0 && config->serial.enabled) {
-                r = serial_task_new(e, &config->serial, store, &t);
+                r = serial_task_new(e, &config->serial, store, clock, &t);
                 if (r >= 0)
                         r = supervisor_add_task(s, t);
         }
         if (r >= 0 && config->mqtt.enabled) {
-                r = mqtt_task_new(e, &config->mqtt, store, &t);
+                r = mqtt_task_new(e, &config->mqtt, store, clock, &t);
                 if (r >= 0)
                         r = supervisor_add_task(s, t);
         }

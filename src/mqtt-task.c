@@ -1402,7 +1402,7 @@ static int mqtt_task_setup(MqttTask *m) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(MqttTask *, mqtt_task_free_one);
 
-int mqtt_task_new(sd_event *e, const MqttConfig *config, Store *store, Task **ret) {
+int mqtt_task_new(sd_event *e, const MqttConfig *config, Store *store, Clock *clock, Task **ret) {
         _cleanup_(mqtt_task_free_onep) MqttTask *m = NULL;
         Task *t;
         int r;
@@ -1426,7 +1426,7 @@ int mqtt_task_new(sd_event *e, const MqttConfig *config, Store *store, Task **re
         };
         backoff_init(&m->backoff, &m->backoff_policy);
 
-        r = ingest_new(e, store, &mqtt_input, &m->ingest);
+        r = ingest_new(e, store, clock, &mqtt_input, &m->ingest);
         if (r < 0)
                 return r;
         r = mqtt_task_setup(m);

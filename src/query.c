@@ -44,6 +44,7 @@ typedef struct QueryArgs {
 static const char usage_text[] =
         "Usage: sensor-collector query [--db PATH | --config FILE] [--sensor ID] [--metric NAME]\n"
         "                              [--source serial|mqtt] [--since TIME] [--until TIME] [--limit N]\n"
+        "                              [--flag unsynced|corrected|suspect_ts]\n"
         "                              [--latest | --count | --rejects] [--format table|csv|json] [--utc]\n";
 
 static void help(void) {
@@ -58,12 +59,18 @@ static void help(void) {
                "      --since TIME      from TIME on (the sensor's timestamp; rejects: time of receipt)\n"
                "      --until TIME      before TIME\n"
                "  -n, --limit N         the newest N rows, shown oldest first (default: all)\n"
+               "      --flag FLAG       only readings flagged so (repeat for any of several): unsynced\n"
+               "                        (received before the clock was trusted, not corrected), corrected,\n"
+               "                        suspect_ts (the sensor's time was far from the clock)\n"
                "      --latest          the newest value of each sensor and metric\n"
                "      --count           how many readings per sensor and metric, first and last time\n"
                "      --rejects         what arrived and could not be used, with the reason and raw bytes\n"
                "  -o, --format FORMAT   table (aligned, local time), csv, or json (one object per line)\n"
                "      --utc             show table times in UTC\n"
                "  -h, --help            print this help and exit\n\n"
+               "A table marks a time ' ?' when it was taken before the clock was trusted and could not be\n"
+               "corrected, ' ~' when it was corrected, ' !' when the sensor's time was far from the clock;\n"
+               "CSV and JSON have a \"flags\" column (docs/STORE.md).\n\n"
                "TIME is relative to now (30s, 15m, 1h, 2d, 1w, 1h30m: that long ago; now) or absolute:\n"
                "2026-11-21T10:00:00Z, 2026-11-21T11:00:00+01:00, 2026-11-21 10:00 (local), 2026-11-21.\n\n"
                "Exit status: 0 done (also when nothing matches), 1 the store cannot be read,\n"
@@ -475,14 +482,44 @@ static void output_finish(Output *o, const char *what) {
 /* Readings and latest values share one shape. */
 static const char *const reading_headers[] = { "TIME", "SENSOR", "METRIC", "VALUE", "SOURCE", "ORIGIN" };
 static const bool reading_right[] = { false, false, false, true, false, false };
-/* CSV/JSON carry more: the ms values and whether the time is the sensor's own. */
-static const char *const reading_keys[] = { "ts", "time", "sensor", "metric", "value", "sensor_ts", "received", "source", "origin" };
-static const bool reading_json_raw[] = { true, false, false, false, true, true, true, false, false };
+/* CSV/JSON carry more: the ms values, whether the time is the sensor's own, and the clock's
+ * flags (names separated by spaces, "" for none). */
+static const char *const reading_keys[] = { "ts", "time", "sensor", "metric", "value", "sensor_ts",
+                                            "received", "source", "origin", "flags" };
+static const bool reading_json_raw[] = { true, false, false, false, true, true, true, false, false, false };
+
+/* The clock's flags of a reading: "unsynced corrected suspect_ts", or a mark after the time in a
+ * table: " ?" received before the clock was trusted and not corrected, " ~" corrected, " !" the
+ * sensor's time was far from the clock (see docs/STORE.md). */
+static const char *format_flags(unsigned flags, bool marks, char *buf, size_t size) {
+        static const struct {
+                unsigned flag;
+                const char *name;
+        } names[] = {
+                { READING_FLAG_UNSYNCED, "unsynced" },
+                { READING_FLAG_CORRECTED, "corrected" },
+                { READING_FLAG_SUSPECT_TS, "suspect_ts" },
+        };
+        size_t used = 0;
+
+        buf[0] = 0;
+        if (marks) {
+                bool waiting = (flags & (READING_FLAG_UNSYNCED | READING_FLAG_CORRECTED)) == READING_FLAG_UNSYNCED;
+
+                snprintf(buf, size, "%s%s", waiting ? " ?" : flags & READING_FLAG_CORRECTED ? " ~" : "",
+                         flags & READING_FLAG_SUSPECT_TS ? " !" : "");
+                return buf;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(names) && used < size; i++)
+                if (flags & names[i].flag)
+                        used += (size_t) snprintf(buf + used, size - used, "%s%s", used > 0 ? " " : "", names[i].name);
+        return buf;
+}
 _Static_assert(ELEMENTSOF(reading_headers) <= TABLE_COLUMNS_MAX, "too many table columns");
 
 static int on_reading(const StoredReading *row, void *userdata) {
         Output *o = userdata;
-        char time_buf[64], value[64], ts[32], received[32];
+        char time_buf[64], value[64], ts[32], received[32], flags[48];
 
         format_value(row->value, value, sizeof(value));
         if (o->format == FORMAT_JSON && !isfinite(row->value))
@@ -492,6 +529,9 @@ static int on_reading(const StoredReading *row, void *userdata) {
                                   (char *) row->origin };
 
                 format_time(row->ts_ms, o->utc, time_buf, sizeof(time_buf));
+                if (row->flags != 0)
+                        strncat(time_buf, format_flags(row->flags, true, flags, sizeof(flags)),
+                                sizeof(time_buf) - strlen(time_buf) - 1);
                 return output_row(o, cells);
         }
 
@@ -500,7 +540,7 @@ static int on_reading(const StoredReading *row, void *userdata) {
         snprintf(received, sizeof(received), "%" PRId64, row->received_ms);
         char *cells[] = { ts, time_buf, (char *) row->sensor, (char *) row->metric, value,
                           (char *) (row->sensor_ts ? "true" : "false"), received, (char *) row->source,
-                          (char *) row->origin };
+                          (char *) row->origin, (char *) format_flags(row->flags, false, flags, sizeof(flags)) };
         return output_row(o, cells);
 }
 
@@ -568,6 +608,7 @@ enum {
         ARG_COUNT,
         ARG_REJECTS,
         ARG_UTC,
+        ARG_FLAG,
 };
 
 /* One of the options that narrow the rows (--sensor, --metric, --source, --since, --until,
@@ -634,6 +675,8 @@ static int check_args(const QueryArgs *a, unsigned n_modes) {
                 return usage_error("--limit does not apply to --latest and --count");
         if (a->mode == MODE_REJECTS && (a->filter.sensor || a->filter.metric))
                 return usage_error("--sensor and --metric do not apply to --rejects");
+        if (a->mode == MODE_REJECTS && a->filter.flags)
+                return usage_error("--flag does not apply to --rejects");
         if (a->filter.since_ms >= a->filter.until_ms && a->filter.since_ms != INT64_MIN)
                 return usage_error("--since must be before --until");
         return 0;
@@ -655,6 +698,7 @@ static int parse_args(int argc, char **argv, QueryArgs *a) {
                 { "rejects", no_argument, NULL, ARG_REJECTS },
                 { "format", required_argument, NULL, 'o' },
                 { "utc", no_argument, NULL, ARG_UTC },
+                { "flag", required_argument, NULL, ARG_FLAG },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -696,6 +740,16 @@ static int parse_args(int argc, char **argv, QueryArgs *a) {
                         break;
                 case ARG_UTC:
                         a->utc = true;
+                        break;
+                case ARG_FLAG:
+                        if (streq(optarg, "unsynced"))
+                                a->filter.flags |= READING_FLAG_UNSYNCED;
+                        else if (streq(optarg, "corrected"))
+                                a->filter.flags |= READING_FLAG_CORRECTED;
+                        else if (streq(optarg, "suspect_ts"))
+                                a->filter.flags |= READING_FLAG_SUSPECT_TS;
+                        else
+                                return usage_error("invalid --flag '%s' (unsynced, corrected or suspect_ts)", optarg);
                         break;
                 case 'h':
                         help();

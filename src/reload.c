@@ -97,6 +97,8 @@ static const RestartKey restart_keys[] = {
         K("/store/retention_days", KEY_UNSIGNED, store.retention_days, SECTION_NONE),
         K("/store/max_size_mb", KEY_UNSIGNED, store.max_size_mb, SECTION_NONE),
         K("/store/max_names", KEY_UNSIGNED, store.max_names, SECTION_NONE),
+        K("/clock/trust", KEY_INT, clock.trust, SECTION_NONE),
+        K("/clock/sensor_ts_tolerance", KEY_U64, clock.sensor_ts_tolerance_usec, SECTION_NONE),
         K("/supervisor/stop_timeout", KEY_U64, supervisor.stop_timeout_usec, SECTION_NONE),
         K("/supervisor/status_interval", KEY_U64, supervisor.status_interval_usec, SECTION_NONE),
 };

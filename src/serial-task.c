@@ -875,7 +875,7 @@ static const TaskOps serial_task_ops = {
         .get_info = serial_task_get_info,
 };
 
-int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Task **ret) {
+int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Clock *clock, Task **ret) {
         SerialTask *st;
         Task *t;
         int r;
@@ -895,7 +895,7 @@ int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Task 
         };
         backoff_init(&st->backoff, &st->backoff_policy);
 
-        r = ingest_new(e, store, &serial_input, &st->ingest);
+        r = ingest_new(e, store, clock, &serial_input, &st->ingest);
         if (r >= 0)
                 r = line_buffer_init(&st->lines, config->max_frame_bytes, config->line_end);
         if (r < 0) {

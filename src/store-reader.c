@@ -11,6 +11,7 @@
 
 struct StoreReader {
         sqlite3 *db;
+        bool has_flags;               /* readings.flags exists (not in a store older than it) */
 };
 
 StoreReader *store_reader_free(StoreReader *r) {
@@ -51,6 +52,20 @@ int store_reader_open(const char *path, StoreReader **ret) {
                 return -EPROTONOSUPPORT;
         if (id.user_version < 1)
                 return -EMEDIUMTYPE;
+        /* Asked by name, not by version: the numbers of migrations are not this file's business. */
+        {
+                sqlite3_stmt *q = NULL;
+
+                rc = sqlite3_prepare_v2(r->db, "SELECT count(*) FROM pragma_table_info('readings') WHERE name = 'flags'",
+                                        -1, &q, NULL);
+                if (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+                        r->has_flags = sqlite3_column_int(q, 0) > 0;
+                        rc = SQLITE_OK;
+                }
+                sqlite3_finalize(q);
+                if (rc != SQLITE_OK)
+                        return store_sqlite_errno(r->db, rc) ?: -EIO;
+        }
 
         *ret = TAKE_PTR(r);
         return 0;
@@ -128,7 +143,7 @@ typedef struct RejectWalk {
         void *userdata;
 } RejectWalk;
 
-/* Rows of (id, sensor, metric, value, ts, sensor_ts, received, source, origin). */
+/* Rows of (id, sensor, metric, value, ts, sensor_ts, received, source, origin, flags). */
 static int reading_row(sqlite3_stmt *st, void *userdata) {
         const ReadingWalk *w = userdata;
         StoredReading row = {
@@ -141,6 +156,7 @@ static int reading_row(sqlite3_stmt *st, void *userdata) {
                 .received_ms = sqlite3_column_int64(st, 6),
                 .source = strempty((const char *) sqlite3_column_text(st, 7)),
                 .origin = strempty((const char *) sqlite3_column_text(st, 8)),
+                .flags = (unsigned) sqlite3_column_int(st, 9),
         };
 
         return w->cb(&row, w->userdata);
@@ -179,62 +195,85 @@ static int reject_row(sqlite3_stmt *st, void *userdata) {
 #define READING_COLUMNS                                                                            \
         " r.id, (SELECT name FROM sensors WHERE id = r.sensor_id), (SELECT name FROM metrics WHERE id = r.metric_id)," \
         " r.value, r.ts, r.sensor_ts, r.received, (SELECT name FROM sources WHERE id = r.source_id),"  \
-        " (SELECT name FROM origins WHERE id = r.origin_id)"
+        " (SELECT name FROM origins WHERE id = r.origin_id), %s"
+
+/* The flags column, or 0 in a store from before it. */
+static const char *flags_column(const StoreReader *r) {
+        return r->has_flags ? "r.flags" : "0";
+}
+
+/* The condition of f->flags (see StoreFilter), or "" for none. */
+static const char *flags_where(const StoreReader *r, const StoreFilter *f, char *buf, size_t size) {
+        if (f->flags == 0)
+                return "";
+        if (!r->has_flags)
+                return " AND 0";
+        snprintf(buf, size, " AND (0%s%s%s)", f->flags & READING_FLAG_UNSYNCED ? " OR r.flags & 3 = 1" : "",
+                 f->flags & READING_FLAG_CORRECTED ? " OR r.flags & 2 != 0" : "",
+                 f->flags & READING_FLAG_SUSPECT_TS ? " OR r.flags & 4 != 0" : "");
+        return buf;
+}
 
 int store_reader_readings(StoreReader *r, const StoreFilter *f,
                           int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
-        char where[512], sql[2048];
+        char where[640], sql[2048], flags[128];
 
         assert(r && f && cb);
 
         /* Only the filters that are set, as name -> id lookups, so that the planner sees plain
          * equalities and uses the key index (sensor_id, metric_id, ts) or the ts index. */
-        snprintf(where, sizeof(where), "r.ts >= :since AND r.ts < :until%s%s%s",
+        snprintf(where, sizeof(where), "r.ts >= :since AND r.ts < :until%s%s%s%s",
                  f->sensor ? " AND r.sensor_id = (SELECT id FROM sensors WHERE name = :sensor)" : "",
                  f->metric ? " AND r.metric_id = (SELECT id FROM metrics WHERE name = :metric)" : "",
-                 f->source >= 0 ? " AND r.source_id = :source" : "");
+                 f->source >= 0 ? " AND r.source_id = :source" : "", flags_where(r, f, flags, sizeof(flags)));
         if (f->limit > 0)
                 /* The newest N, shown oldest first. */
                 snprintf(sql, sizeof(sql),
                          "SELECT * FROM (SELECT" READING_COLUMNS " FROM readings r WHERE %s"
                          " ORDER BY r.ts DESC, r.id DESC LIMIT :limit) ORDER BY 5, 1",
-                         where);
+                         flags_column(r), where);
         else
                 snprintf(sql, sizeof(sql), "SELECT" READING_COLUMNS " FROM readings r WHERE %s ORDER BY r.ts, r.id",
-                         where);
+                         flags_column(r), where);
         return reader_walk(r, sql, f, reading_row, &(ReadingWalk){ cb, userdata });
 }
 
 int store_reader_latest(StoreReader *r, const StoreFilter *f,
                         int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
+        char sql[2048];
+
         assert(r && f && cb);
 
-        /* One index probe per sensor and metric pair instead of a scan of every reading. */
-        return reader_walk(
-                r,
-                "SELECT r.id, s.name, m.name, r.value, r.ts, r.sensor_ts, r.received,"
-                " (SELECT name FROM sources WHERE id = r.source_id), (SELECT name FROM origins WHERE id = r.origin_id)"
-                " FROM sensors s CROSS JOIN metrics m CROSS JOIN readings r"
-                " WHERE (:sensor IS NULL OR s.name = :sensor) AND (:metric IS NULL OR m.name = :metric)"
-                " AND r.id = (SELECT x.id FROM readings x WHERE x.sensor_id = s.id AND x.metric_id = m.id"
-                "             AND (:source IS NULL OR x.source_id = :source) AND x.ts >= :since AND x.ts < :until"
-                "             ORDER BY x.ts DESC, x.id DESC LIMIT 1)"
-                " ORDER BY s.name, m.name",
-                f, reading_row, &(ReadingWalk){ cb, userdata });
+        /* One index probe per sensor and metric pair instead of a scan of every reading. The
+         * flags filter, if any, applies to the latest value (is the latest one good?). */
+        snprintf(sql, sizeof(sql),
+                 "SELECT r.id, s.name, m.name, r.value, r.ts, r.sensor_ts, r.received,"
+                 " (SELECT name FROM sources WHERE id = r.source_id), (SELECT name FROM origins WHERE id = r.origin_id), %s"
+                 " FROM sensors s CROSS JOIN metrics m CROSS JOIN readings r"
+                 " WHERE (:sensor IS NULL OR s.name = :sensor) AND (:metric IS NULL OR m.name = :metric)"
+                 " AND r.id = (SELECT x.id FROM readings x WHERE x.sensor_id = s.id AND x.metric_id = m.id"
+                 "             AND (:source IS NULL OR x.source_id = :source) AND x.ts >= :since AND x.ts < :until"
+                 "             ORDER BY x.ts DESC, x.id DESC LIMIT 1)%s"
+                 " ORDER BY s.name, m.name",
+                 flags_column(r), flags_where(r, f, (char[128]){}, 128));
+        return reader_walk(r, sql, f, reading_row, &(ReadingWalk){ cb, userdata });
 }
 
 int store_reader_counts(StoreReader *r, const StoreFilter *f,
                         int (*cb)(const StoredCount *row, void *userdata), void *userdata) {
+        char sql[1024], flags[128];
+
         assert(r && f && cb);
 
-        return reader_walk(r,
-                           "SELECT s.name, m.name, count(*), min(r.ts), max(r.ts)"
-                           " FROM sensors s CROSS JOIN metrics m CROSS JOIN readings r"
-                           " WHERE (:sensor IS NULL OR s.name = :sensor) AND (:metric IS NULL OR m.name = :metric)"
-                           " AND r.sensor_id = s.id AND r.metric_id = m.id"
-                           " AND (:source IS NULL OR r.source_id = :source) AND r.ts >= :since AND r.ts < :until"
-                           " GROUP BY s.id, m.id ORDER BY s.name, m.name",
-                           f, count_row, &(CountWalk){ cb, userdata });
+        snprintf(sql, sizeof(sql),
+                 "SELECT s.name, m.name, count(*), min(r.ts), max(r.ts)"
+                 " FROM sensors s CROSS JOIN metrics m CROSS JOIN readings r"
+                 " WHERE (:sensor IS NULL OR s.name = :sensor) AND (:metric IS NULL OR m.name = :metric)"
+                 " AND r.sensor_id = s.id AND r.metric_id = m.id"
+                 " AND (:source IS NULL OR r.source_id = :source) AND r.ts >= :since AND r.ts < :until%s"
+                 " GROUP BY s.id, m.id ORDER BY s.name, m.name",
+                 flags_where(r, f, flags, sizeof(flags)));
+        return reader_walk(r, sql, f, count_row, &(CountWalk){ cb, userdata });
 }
 
 int store_reader_rejects(StoreReader *r, const StoreFilter *f,

@@ -110,6 +110,33 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "CREATE VIEW rejects_view AS"
         "  SELECT j.id, j.received, src.name AS source, o.name AS origin, j.reason, j.raw"
         "  FROM rejects j JOIN sources src ON src.id = j.source_id JOIN origins o ON o.id = j.origin_id;",
+
+        /* v3: what a receipt time taken before the clock was trusted needs to be corrected (see
+         * docs/STORE.md). A reading carries its flags (0, no bytes in the record, for nearly
+         * every row) and, only when received unsynced, CLOCK_BOOTTIME at receipt; its boot is
+         * the boots row whose range of ids holds it, so no index and no boot column per row. */
+        "CREATE TABLE boots ("
+        "  id INTEGER PRIMARY KEY,"
+        "  boot_id TEXT NOT NULL UNIQUE,"
+        "  first_unsynced INTEGER,"
+        "  corrected_upto INTEGER NOT NULL DEFAULT 0);"
+        "ALTER TABLE readings ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE readings ADD COLUMN boottime INTEGER;"
+        "CREATE TABLE clock_events ("
+        "  id INTEGER PRIMARY KEY,"
+        "  at INTEGER NOT NULL,"
+        "  boot INTEGER,"
+        "  kind TEXT NOT NULL,"
+        "  step_ms INTEGER,"
+        "  readings INTEGER,"
+        "  detail TEXT);"
+        "DROP VIEW readings_view;"
+        "CREATE VIEW readings_view AS"
+        "  SELECT r.id, s.name AS sensor, m.name AS metric, r.value, r.ts,"
+        "         r.sensor_ts IS NOT NULL AS sensor_ts, r.received, src.name AS source, o.name AS origin,"
+        "         (r.flags & 1) != 0 AS unsynced, (r.flags & 2) != 0 AS corrected, (r.flags & 4) != 0 AS suspect_ts"
+        "  FROM readings r JOIN sensors s ON s.id = r.sensor_id JOIN metrics m ON m.id = r.metric_id"
+        "  JOIN sources src ON src.id = r.source_id JOIN origins o ON o.id = r.origin_id;",
 };
 
 typedef enum Stmt {
@@ -140,6 +167,10 @@ typedef enum Stmt {
         STMT_DROP_SENSOR,
         STMT_DROP_METRIC,
         STMT_DROP_ORIGIN,
+        STMT_DELETE_READINGS_AGED, /* id <= ?, but not the unsynced ones */
+        STMT_BOOT_FIRST_UNSYNCED,
+        STMT_CORRECT_READINGS,
+        STMT_BOOT_CORRECTED_UPTO,
         _STMT_MAX,
 } Stmt;
 
@@ -147,8 +178,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_BEGIN] = "BEGIN IMMEDIATE",
         [STMT_COMMIT] = "COMMIT",
         [STMT_INSERT_READING] = "INSERT OR IGNORE INTO readings "
-                                "(sensor_id, metric_id, ts, sensor_ts, value, received, source_id, origin_id) "
-                                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                "(sensor_id, metric_id, ts, sensor_ts, value, received, source_id, origin_id, flags, boottime) "
+                                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         [STMT_INSERT_REJECT] = ("INSERT INTO rejects (received, source_id, origin_id, reason, raw) "
                                 "VALUES (?1, ?2, ?3, ?4, ?5)"),
         [STMT_FIND_SENSOR] = "SELECT id FROM sensors WHERE name = ?1",
@@ -157,8 +188,9 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_ADD_SENSOR] = "INSERT INTO sensors (name) VALUES (?1)",
         [STMT_ADD_METRIC] = "INSERT INTO metrics (name) VALUES (?1)",
         [STMT_ADD_ORIGIN] = "INSERT INTO origins (name) VALUES (?1)",
-        [STMT_READINGS_HEAD] = "SELECT id, received FROM readings WHERE id > ?2 AND id <= ?3 ORDER BY id LIMIT ?1",
-        [STMT_REJECTS_HEAD] = "SELECT id, received FROM rejects WHERE id > ?2 AND id <= ?3 ORDER BY id LIMIT ?1",
+        /* The third column: an unsynced receipt time, which age retention must not act on. */
+        [STMT_READINGS_HEAD] = "SELECT id, received, flags & 3 = 1 FROM readings WHERE id > ?2 AND id <= ?3 ORDER BY id LIMIT ?1",
+        [STMT_REJECTS_HEAD] = "SELECT id, received, 0 FROM rejects WHERE id > ?2 AND id <= ?3 ORDER BY id LIMIT ?1",
         [STMT_DELETE_READINGS] = "DELETE FROM readings WHERE id <= ?1",
         [STMT_DELETE_REJECTS] = "DELETE FROM rejects WHERE id <= ?1",
         [STMT_PAGE_COUNT] = "PRAGMA page_count",
@@ -176,6 +208,14 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_DROP_SENSOR] = "DELETE FROM sensors WHERE id = ?1",
         [STMT_DROP_METRIC] = "DELETE FROM metrics WHERE id = ?1",
         [STMT_DROP_ORIGIN] = "DELETE FROM origins WHERE id = ?1",
+        /* A rowid range from where the last one ended (see Store.age_delete_from). */
+        [STMT_DELETE_READINGS_AGED] = "DELETE FROM readings WHERE id > ?2 AND id <= ?1 AND flags & 3 != 1",
+        [STMT_BOOT_FIRST_UNSYNCED] = "UPDATE boots SET first_unsynced = ?2 WHERE id = ?1 AND first_unsynced IS NULL",
+        /* A receipt time is the reading's time unless the sensor sent its own (sensor_ts). */
+        [STMT_CORRECT_READINGS] = "UPDATE readings SET received = boottime + ?1,"
+                                  " ts = CASE WHEN sensor_ts IS NULL THEN boottime + ?1 ELSE ts END, flags = flags | 2"
+                                  " WHERE id > ?2 AND id <= ?3 AND flags & 3 = 1 AND boottime IS NOT NULL",
+        [STMT_BOOT_CORRECTED_UPTO] = "UPDATE boots SET corrected_upto = ?2 WHERE id = ?1",
 };
 
 typedef enum NameKind {
@@ -266,6 +306,21 @@ struct Store {
          * (0 when not), and when that was last logged. */
         int64_t over_limit_bytes;
         uint64_t over_limit_logged_usec;
+
+        /* This boot (the clock's side, see store_clock_set_boot()): its row in boots (0: none
+         * registered), the first reading it received unsynced (0: none yet), how far correction
+         * has come, how many wait for it (and how many of the open batch will), and where the
+         * correction under way ends (0: none under way). */
+        int64_t boot_row;
+        int64_t boot_first_unsynced;
+        int64_t boot_corrected_upto;
+        uint64_t boot_waiting;
+        uint64_t batch_unsynced;
+        int64_t correct_end;
+        /* Every reading at or before this id that is still there is one age retention keeps
+         * (received unsynced, not corrected): its next delete starts after it instead of
+         * reading them all again. Lowered when correction changes rows before it. */
+        int64_t age_delete_from;
 };
 
 /* SQLite's result codes become -errno here and nowhere else. */
@@ -415,6 +470,7 @@ static void store_rollback(Store *s) {
         s->batch_reject_bytes = 0;
         s->batch_names_bytes = s->batch_names_count = 0;
         memset(s->batch_table_names, 0, sizeof(s->batch_table_names));
+        s->batch_unsynced = 0;
         /* Names added in the rolled-back transaction are gone from the file. */
         for (size_t i = 0; i < _NAME_KIND_MAX; i++)
                 name_cache_clear(&s->names[i]);
@@ -692,6 +748,8 @@ static int store_commit_internal(Store *s) {
         for (size_t k = 0; k < _NAME_KIND_MAX; k++)
                 s->table_names[k] += s->batch_table_names[k];
         memset(s->batch_table_names, 0, sizeof(s->batch_table_names));
+        s->boot_waiting += s->batch_unsynced;
+        s->batch_unsynced = 0;
         s->stats.commits++;
         s->last_commit_ms = wall_clock_ms();
         return store_check_files(s);
@@ -889,6 +947,26 @@ static int store_count_tables(Store *s) {
         return rc;
 }
 
+/* A reading of this boot was stored unsynced: the first one marks where this boot's correction
+ * starts (once per boot, in the open transaction). */
+static int store_note_unsynced(Store *s, int64_t id) {
+        sqlite3_stmt *st = s->stmts[STMT_BOOT_FIRST_UNSYNCED];
+        int rc;
+
+        s->batch_unsynced++;
+        if (s->boot_row == 0 || s->boot_first_unsynced != 0)
+                return 0;
+        rc = sqlite3_bind_int64(st, 1, s->boot_row);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, id);
+        if (rc == SQLITE_OK)
+                rc = stmt_run(st);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "write a reading to");
+        s->boot_first_unsynced = id;
+        return 0;
+}
+
 int store_append(Store *s, const Reading *r) {
         sqlite3_stmt *st;
         int64_t sensor_id, metric_id, origin_id;
@@ -934,6 +1012,11 @@ int store_append(Store *s, const Reading *r) {
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_int64(st, 8, origin_id);
         if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int(st, 9, (int) r->flags);
+        if (rc == SQLITE_OK)
+                rc = r->flags & READING_FLAG_UNSYNCED ? sqlite3_bind_int64(st, 10, r->boottime_ms)
+                                                      : sqlite3_bind_null(st, 10);
+        if (rc == SQLITE_OK)
                 rc = stmt_run(st);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "write a reading to");
@@ -943,6 +1026,11 @@ int store_append(Store *s, const Reading *r) {
                 return 0;
         }
         s->batch.readings++;
+        if (r->flags & READING_FLAG_UNSYNCED) {
+                k = store_note_unsynced(s, sqlite3_last_insert_rowid(s->db));
+                if (k < 0)
+                        return k;
+        }
         return store_batch_row(s);
 }
 
@@ -1064,7 +1152,8 @@ int store_get_summary(Store *s, StoreSummary *ret) {
  * *ret_received its receipt time, *ret_walked the last row before the first young one (every
  * row up to it is old or from the future; `after` when none). Returns an SQLite code. */
 static int store_head_cutoff(Store *s, Stmt head, int64_t after, int64_t until, int64_t cutoff_ms, int64_t future_ms,
-                             int64_t limit, int64_t *ret_id, int64_t *ret_received, int64_t *ret_walked) {
+                             bool keep_unsynced, int64_t limit, int64_t *ret_id, int64_t *ret_received,
+                             int64_t *ret_walked) {
         sqlite3_stmt *st = s->stmts[head];
         int64_t last = 0, last_received = 0, walked = after;
         int rc;
@@ -1083,6 +1172,12 @@ static int store_head_cutoff(Store *s, Stmt head, int64_t after, int64_t until, 
                 rc = SQLITE_OK;
                 id = sqlite3_column_int64(st, 0);
                 received = sqlite3_column_int64(st, 1);
+                /* A receipt time taken before the clock was trusted says nothing about age:
+                 * stepped over like one from the future, and its delete leaves it. */
+                if (keep_unsynced && sqlite3_column_int(st, 2)) {
+                        walked = id;
+                        continue;
+                }
                 if (received >= cutoff_ms && received <= future_ms)
                         break;
                 walked = id;
@@ -1125,10 +1220,14 @@ static int store_delete_upto(Store *s, Stmt del, int64_t id, uint64_t *ret_delet
                 sqlite3_clear_bindings(q);
         }
         rc = sqlite3_bind_int64(st, 1, id);
+        if (rc == SQLITE_OK && del == STMT_DELETE_READINGS_AGED)
+                rc = sqlite3_bind_int64(st, 2, s->age_delete_from);
         if (rc == SQLITE_OK)
                 rc = stmt_run(st);
         if (rc == SQLITE_OK)
                 *ret_deleted = (uint64_t) sqlite3_changes64(s->db);
+        if (rc == SQLITE_OK && del == STMT_DELETE_READINGS_AGED)
+                s->age_delete_from = MAX(s->age_delete_from, id);
         return rc;
 }
 
@@ -1393,14 +1492,14 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
 
         if (s->config->retention_days > 0) {
                 static const Stmt heads[2] = { STMT_READINGS_HEAD, STMT_REJECTS_HEAD };
-                static const Stmt deletes[2] = { STMT_DELETE_READINGS, STMT_DELETE_REJECTS };
+                static const Stmt deletes[2] = { STMT_DELETE_READINGS_AGED, STMT_DELETE_REJECTS };
                 int64_t now = wall_clock_ms(), cutoff = now - (int64_t) s->config->retention_days * MSEC_PER_DAY;
 
                 for (size_t t = 0; t < 2; t++) {
                         int64_t walked;
 
-                        rc = store_head_cutoff(s, heads[t], s->age_walk_from[t], INT64_MAX, cutoff, now, RETENTION_STEP_ROWS,
-                                               &id, NULL, &walked);
+                        rc = store_head_cutoff(s, heads[t], s->age_walk_from[t], INT64_MAX, cutoff, now, true,
+                                               RETENTION_STEP_ROWS, &id, NULL, &walked);
                         if (rc == SQLITE_OK)
                                 rc = store_delete_upto(s, deletes[t], id, &n);
                         if (rc != SQLITE_OK)
@@ -1444,7 +1543,7 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                         rc = stmt_int(s->stmts[STMT_READINGS_MAX_ID], &newest);
                         if (rc == SQLITE_OK)
                                 rc = store_head_cutoff(s, STMT_READINGS_HEAD, 0, newest - floor_rows, INT64_MAX,
-                                                       INT64_MAX, RETENTION_STEP_ROWS, &id, &received, NULL);
+                                                       INT64_MAX, false, RETENTION_STEP_ROWS, &id, &received, NULL);
                         if (rc == SQLITE_OK)
                                 rc = store_delete_upto(s, STMT_DELETE_READINGS, id, &n);
                         if (rc != SQLITE_OK)
@@ -1452,7 +1551,7 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                         readings += n;
                         by_size += n;
                         rc = store_head_cutoff(s, STMT_REJECTS_HEAD, 0, INT64_MAX, n > 0 ? received + 1 : INT64_MAX, INT64_MAX,
-                                               RETENTION_STEP_ROWS, &id, NULL, NULL);
+                                               false, RETENTION_STEP_ROWS, &id, NULL, NULL);
                         if (rc == SQLITE_OK)
                                 rc = store_delete_upto(s, STMT_DELETE_REJECTS, id, &n);
                         if (rc != SQLITE_OK)
@@ -2076,4 +2175,173 @@ int store_set_meta(Store *s, const char *key, const void *value, size_t size) {
         }
         sqlite3_finalize(st);
         return store_commit_internal(s);
+}
+
+/* ---- the clock's side: this boot, correction, clock events ---- */
+
+int store_clock_set_boot(Store *s, const char *boot_id) {
+        sqlite3_stmt *st = NULL;
+        int64_t from = 0, count = 0;
+        int rc, r;
+
+        assert(s && boot_id);
+
+        r = store_check_writable(s);
+        if (r < 0)
+                return r;
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        rc = sqlite3_prepare_v2(s->db, "INSERT OR IGNORE INTO boots (boot_id) VALUES (?1)", -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 1, boot_id, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+                rc = stmt_run(st);
+        sqlite3_finalize(st);
+        st = NULL;
+        if (rc == SQLITE_OK)
+                rc = sqlite3_prepare_v2(s->db,
+                                        "SELECT id, coalesce(first_unsynced, 0), corrected_upto FROM boots WHERE boot_id = ?1",
+                                        -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 1, boot_id, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                s->boot_row = sqlite3_column_int64(st, 0);
+                s->boot_first_unsynced = sqlite3_column_int64(st, 1);
+                s->boot_corrected_upto = sqlite3_column_int64(st, 2);
+                rc = SQLITE_OK;
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+        /* A restart within the same boot: count what still waits, once (a range of ids). */
+        from = MAX(s->boot_first_unsynced - 1, s->boot_corrected_upto);
+        if (rc == SQLITE_OK && s->boot_first_unsynced > 0) {
+                rc = sqlite3_prepare_v2(s->db, "SELECT count(*) FROM readings WHERE id > ?1 AND flags & 3 = 1", -1, &st,
+                                        NULL);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(st, 1, from);
+                if (rc == SQLITE_OK)
+                        rc = stmt_int(st, &count);
+                sqlite3_finalize(st);
+        }
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "register this boot in");
+        s->boot_waiting = (uint64_t) count;
+        r = store_commit_internal(s);
+        if (r < 0)
+                return r;
+        return (int) MIN(count, (int64_t) INT32_MAX);
+}
+
+uint64_t store_clock_waiting(const Store *s) {
+        assert(s);
+        return s->boot_waiting + s->batch_unsynced;
+}
+
+int store_clock_correct(Store *s, int64_t offset_ms, unsigned max_rows, uint64_t *ret_corrected) {
+        sqlite3_stmt *st;
+        int64_t lo, hi, n;
+        int rc, r;
+
+        assert(s && max_rows > 0 && ret_corrected);
+
+        *ret_corrected = 0;
+        r = store_check_writable(s);
+        if (r < 0)
+                return r;
+        if (s->boot_row == 0 || s->boot_first_unsynced == 0)
+                return 0;
+        /* The open batch first: its unsynced rows are in this round, and the correction
+         * commits on its own. */
+        r = store_commit_internal(s);
+        if (r < 0)
+                return r;
+        if (s->correct_end == 0) {
+                rc = stmt_int(s->stmts[STMT_READINGS_MAX_ID], &s->correct_end);
+                if (rc != SQLITE_OK)
+                        return store_fail_sqlite(s, rc, "correct readings in");
+        }
+        lo = MAX(s->boot_first_unsynced - 1, s->boot_corrected_upto);
+        if (lo >= s->correct_end) {
+                s->correct_end = 0;
+                return 0;
+        }
+        hi = MIN(lo + (int64_t) max_rows, s->correct_end);
+
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        st = s->stmts[STMT_CORRECT_READINGS];
+        rc = sqlite3_bind_int64(st, 1, offset_ms);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, lo);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 3, hi);
+        if (rc == SQLITE_OK)
+                rc = stmt_run(st);
+        n = sqlite3_changes64(s->db);
+        st = s->stmts[STMT_BOOT_CORRECTED_UPTO];
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 1, s->boot_row);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, hi);
+        if (rc == SQLITE_OK)
+                rc = stmt_run(st);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "correct readings in");
+        r = store_commit_internal(s);
+        if (r < 0)
+                return r;
+        s->boot_corrected_upto = hi;
+        s->boot_waiting -= MIN((uint64_t) n, s->boot_waiting);
+        if (n > 0)
+                s->age_delete_from = MIN(s->age_delete_from, lo);
+        *ret_corrected = (uint64_t) n;
+        if (hi >= s->correct_end) {
+                s->correct_end = 0;
+                return 0;
+        }
+        return 1;
+}
+
+int store_clock_event(Store *s, const char *kind, int64_t at_ms, int64_t step_ms, int64_t readings, const char *detail) {
+        sqlite3_stmt *st = NULL;
+        int rc, r;
+
+        assert(s && kind);
+
+        r = store_check_writable(s);
+        if (r < 0)
+                return r;
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        rc = sqlite3_prepare_v2(s->db,
+                                "INSERT INTO clock_events (at, boot, kind, step_ms, readings, detail) "
+                                "VALUES (?1, nullif(?2, 0), ?3, ?4, ?5, ?6)",
+                                -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 1, at_ms);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, s->boot_row);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 3, kind, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+                rc = step_ms == 0 ? sqlite3_bind_null(st, 4) : sqlite3_bind_int64(st, 4, step_ms);
+        if (rc == SQLITE_OK)
+                rc = readings < 0 ? sqlite3_bind_null(st, 5) : sqlite3_bind_int64(st, 5, readings);
+        if (rc == SQLITE_OK)
+                rc = detail ? sqlite3_bind_text(st, 6, detail, -1, SQLITE_STATIC) : sqlite3_bind_null(st, 6);
+        if (rc == SQLITE_OK) {
+                rc = sqlite3_step(st);
+                if (rc == SQLITE_DONE)
+                        rc = SQLITE_OK;
+        }
+        if (rc != SQLITE_OK) {
+                r = store_fail_sqlite(s, rc, "write a clock event to");
+                sqlite3_finalize(st);
+                return r;
+        }
+        sqlite3_finalize(st);
+        return store_batch_row(s);
 }

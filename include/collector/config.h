@@ -104,6 +104,20 @@ typedef struct StoreConfig {
         unsigned max_names;           /* names in use per name table (sensors, metrics, origins); 0 = no cap */
 } StoreConfig;
 
+/* What makes the wall clock trustworthy (clock.trust, see clock.h and docs/STORE.md). */
+typedef enum ClockTrust {
+        CLOCK_TRUST_AUTO,             /* wait for synchronisation when something will synchronise it */
+        CLOCK_TRUST_SYNC,             /* trust only a synchronised clock */
+        CLOCK_TRUST_ALWAYS,           /* trust it as it is: a battery-backed RTC, a host-kept VM clock */
+        _CLOCK_TRUST_MAX,
+        _CLOCK_TRUST_INVALID = -EINVAL,
+} ClockTrust;
+
+typedef struct ClockConfig {
+        ClockTrust trust;
+        uint64_t sensor_ts_tolerance_usec; /* sensor time this far from a trusted clock: suspect_ts */
+} ClockConfig;
+
 typedef struct LogConfig {
         int level;                    /* LOG_ERR .. LOG_DEBUG */
 } LogConfig;
@@ -118,6 +132,7 @@ typedef struct Config {
         SerialConfig serial;
         MqttConfig mqtt;
         StoreConfig store;
+        ClockConfig clock;
         LogConfig log;
         SupervisorConfig supervisor;
 } Config;
@@ -142,6 +157,7 @@ const char *serial_parity_to_string(SerialParity p);
 const char *serial_flow_control_to_string(SerialFlowControl f);
 const char *store_synchronous_to_string(StoreSynchronous s);
 const char *mqtt_protocol_to_string(MqttProtocol p);
+const char *clock_trust_to_string(ClockTrust t);
 
 /* True for the standard rates 50..921600 (see config/README.md); others need "custom_baud". */
 bool serial_baud_is_standard(uint32_t baud);

@@ -69,7 +69,16 @@ typedef struct Reading {
         int64_t received_ms;          /* wall clock at receipt, ms since epoch */
         ReadingSource source;
         const char *origin;           /* device path or topic */
+        unsigned flags;               /* READING_FLAG_* (see clock.h) */
+        int64_t boottime_ms;          /* CLOCK_BOOTTIME at receipt; used with READING_FLAG_UNSYNCED */
 } Reading;
+
+/* What is known about a reading's times, stored as it is (readings.flags). */
+enum {
+        READING_FLAG_UNSYNCED = 1 << 0,   /* received while the clock was not trusted */
+        READING_FLAG_CORRECTED = 1 << 1,  /* ...and its receipt time corrected since */
+        READING_FLAG_SUSPECT_TS = 1 << 2, /* the sensor's time is far from the trusted clock */
+};
 
 /* Something that arrived and could not be turned into readings. Borrowed like Reading. */
 typedef struct Reject {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include "collector/clock.h"
 #include "collector/frame.h"
 #include "collector/macro.h"
 #include "collector/store.h"
@@ -36,6 +37,8 @@ typedef struct IngestCounters {
         uint64_t frames;              /* frames stored (each one or more readings) */
         uint64_t readings;            /* readings handed to the store */
         uint64_t rejects;             /* rejects handed to the store */
+        uint64_t unsynced;            /* readings received while the clock was not trusted */
+        uint64_t suspect_ts;          /* frames whose sensor time was far from the clock */
 } IngestCounters;
 
 /* One reject: raw bytes as received (or their first raw_size bytes when the input caps what it
@@ -52,8 +55,9 @@ typedef struct IngestReject {
 } IngestReject;
 
 /* Creates an ingest step for one input. input must be static; e is referenced (timers for the
- * suppressed-message report); store is borrowed and must outlive it. Returns 0 or -ENOMEM. */
-int ingest_new(sd_event *e, Store *store, const IngestInput *input, Ingest **ret);
+ * suppressed-message report); store and clock (NULL: readings are not flagged) are borrowed and
+ * must outlive it. Returns 0 or -ENOMEM. */
+int ingest_new(sd_event *e, Store *store, Clock *clock, const IngestInput *input, Ingest **ret);
 /* Reports what the rate limit still holds back, then frees. Accepts NULL; returns NULL. */
 Ingest *ingest_free(Ingest *in);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Ingest *, ingest_free);
@@ -64,11 +68,15 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Ingest *, ingest_free);
 int64_t ingest_receipt_ms(const Ingest *in);
 
 /* Stores each metric of a frame that came from origin (borrowed) as a reading. Its time is the
- * sensor's own when the frame has one, else received_ms. Returns 0; or INGEST_TOO_MANY_NAMES
- * when nothing was stored because the frame would add a name past store.max_names: the input
- * stores its raw bytes with ingest_reject(), reason FRAME_REJECT_TOO_MANY_NAMES (the raw bytes
- * are the input's); or the store's -errno: the store has reported its failure, and from now on
- * the input must not read any more (ingest_accepting() is false). */
+ * sensor's own when the frame has one, else received_ms. Its flags are the clock's
+ * (clock_reading_flags()): a reading received while the clock is not trusted keeps its
+ * CLOCK_BOOTTIME for correction; a sensor time far from a trusted clock is logged (at most 5
+ * lines per 10 min per input). Flags never hold a reading back. Returns 0; or
+ * INGEST_TOO_MANY_NAMES when nothing was stored because the frame would add a name past
+ * store.max_names: the input stores its raw bytes with ingest_reject(), reason
+ * FRAME_REJECT_TOO_MANY_NAMES (the raw bytes are the input's); or the store's -errno: the store
+ * has reported its failure, and from now on the input must not read any more
+ * (ingest_accepting() is false). */
 #define INGEST_TOO_MANY_NAMES 1
 int ingest_frame(Ingest *in, const Frame *frame, const char *origin, int64_t received_ms);
 

@@ -4,11 +4,13 @@
 
 #include <systemd/sd-event.h>
 
+#include "collector/clock.h"
 #include "collector/config.h"
 #include "collector/store.h"
 #include "collector/task.h"
 
-/* Creates the MQTT task ("mqtt", exit status 11). config and store must outlive the task.
+/* Creates the MQTT task ("mqtt", exit status 11). config, store and clock (NULL: readings are
+ * not flagged, see ingest.h) must outlive the task.
  * Returns 0, -ENOMEM, or -EINVAL for a topic filter libmosquitto rejects.
  *
  * Once started the task connects without blocking the loop (a host name is looked up by a
@@ -21,4 +23,4 @@
  * Every message becomes readings or a reject in store. stop() disconnects and completes
  * within about a second. The task owns its libmosquitto client; nothing of a message is kept
  * after its callback. See docs/MQTT.md. */
-int mqtt_task_new(sd_event *e, const MqttConfig *config, Store *store, Task **ret);
+int mqtt_task_new(sd_event *e, const MqttConfig *config, Store *store, Clock *clock, Task **ret);

@@ -4,12 +4,13 @@
 
 #include <systemd/sd-event.h>
 
+#include "collector/clock.h"
 #include "collector/config.h"
 #include "collector/store.h"
 #include "collector/task.h"
 
-/* Creates the serial task ("serial", exit status 10). config and store must outlive the task.
- * Returns 0 or -ENOMEM. */
+/* Creates the serial task ("serial", exit status 10). config, store and clock (NULL: readings
+ * are not flagged, see ingest.h) must outlive the task. Returns 0 or -ENOMEM. */
 /* Behaviour (docs/SERIAL.md): start() opens and configures config->device and reports running;
  * a missing device, or one that goes away later, is reopened with backoff and the task is
  * degraded meanwhile; not back within reopen_timeout -> failure. With idle_timeout, a port
@@ -20,7 +21,7 @@
  * "truncated" reject. stop() reads what is already buffered (bounded), closes the port and
  * returns 0. The task keeps pointers to config (device is used as the readings' origin) and
  * to store; it copies nothing else. */
-int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Task **ret);
+int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Clock *clock, Task **ret);
 
 /* libserialport's return code (enum sp_return) -> 0 or -errno. Call right after the failing
  * call: SP_ERR_FAIL leaves the OS error in errno. */

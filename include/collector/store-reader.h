@@ -31,6 +31,8 @@ typedef struct StoreFilter {
         int64_t since_ms;             /* ts >= since (rejects: received >= since) */
         int64_t until_ms;             /* ts < until (rejects: received < until) */
         uint64_t limit;               /* the newest N rows, shown oldest first; 0 = all */
+        unsigned flags;               /* readings with any of these READING_FLAG_*; 0 = any. UNSYNCED
+                                       * means not corrected (yet) */
 } StoreFilter;
 
 #define STORE_FILTER_ALL                                                                        \
@@ -47,6 +49,7 @@ typedef struct StoredReading {
         int64_t received_ms;
         const char *source;           /* "serial", "mqtt" */
         const char *origin;
+        unsigned flags;               /* READING_FLAG_*; 0 in a store older than the flags */
 } StoredReading;
 
 /* Per sensor and metric: how many readings and the time span (for --count). */

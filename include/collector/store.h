@@ -87,7 +87,7 @@ int store_run_retention(Store *s);
 bool store_retention_pending(const Store *s);
 
 /* The schema version this program writes (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 /* PRAGMA application_id of every sensor-collector store: "SCol". */
 #define STORE_APPLICATION_ID 0x53436f6c
 
@@ -103,3 +103,28 @@ int store_get_meta(Store *s, const char *key, void **ret_value, size_t *ret_size
  * failed, -EMSGSIZE for a value over 2 GiB; any other failure fails the store (its task
  * reports it) and is returned. Logs nothing itself. */
 int store_set_meta(Store *s, const char *key, const void *value, size_t size);
+
+/* ---- the clock's side (clock.c): this boot, correcting receipt times, clock events ---- */
+
+/* Registers this boot (boot_id: 32 hex digits; a row in boots): readings appended with
+ * READING_FLAG_UNSYNCED from now on belong to it, and a restart within the same boot finds
+ * what still waits. Commits at once. Returns how many readings of this boot wait for
+ * correction, or -errno (-ESHUTDOWN when not open or failed; anything else fails the store). */
+int store_clock_set_boot(Store *s, const char *boot_id);
+
+/* How many readings of this boot wait for correction (the open batch included). */
+uint64_t store_clock_waiting(const Store *s);
+
+/* One bounded step of correcting this boot's readings received unsynced: for at most max_rows
+ * ids, received (and ts, unless the sensor sent its own) becomes boottime + offset_ms, and the
+ * flag corrected is set, in a transaction of its own after the open batch is committed. A round
+ * covers what was stored when it began. *ret_corrected gets the rows changed. Returns 1 when
+ * more of the round remains, 0 when it is done (or nothing waits), or -errno as
+ * store_append(). */
+int store_clock_correct(Store *s, int64_t offset_ms, unsigned max_rows, uint64_t *ret_corrected);
+
+/* Records a clock event (kind: "trusted", "untrusted", "step", "corrected") at at_ms, with the
+ * step's size (0: none), a number of readings (-1: none) and a detail (NULL: none). It goes
+ * into the open batch. Returns 0 or -errno as store_append(). Strings are copied. */
+int store_clock_event(Store *s, const char *kind, int64_t at_ms, int64_t step_ms, int64_t readings,
+                      const char *detail);

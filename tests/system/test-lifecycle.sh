@@ -80,6 +80,10 @@ sc_pty_start
 sc_wait 10 "active (running) once the port is there" running
 sc_check "STATUS= names the tasks" status_has 'serial: running'
 sc_check "no restart so far" test "$(sc_restarts $unit)" -eq 0
+# The sandbox forbids adjtimex() (the unit says so) and hides /proc/sys (the unit passes %b).
+sc_check "the clock task says what it decided, without asking the kernel" \
+        journal_has "(kernel: not asked; systemd-timesyncd: " -u sensor-collector TASK=clock
+sc_check "STATUS= has the clock" status_has 'clock: '
 
 # ---- 2. readings from both inputs land in the store ------------------------------------------
 sc_pty_write $'{"sensor":"gh1-t1","temperature":21.5}\n'

@@ -51,7 +51,7 @@ static void fx_init_names(Fixture *f, unsigned max_names, const char *path) {
         ck_assert_int_eq(store_task_new(f->event, &f->config, &f->task, &f->store), 0);
         ck_assert_int_eq(task_start(f->task), 0);
         ck_assert_int_eq(task_get_state(f->task), TASK_RUNNING);
-        ck_assert_int_eq(ingest_new(f->event, f->store, &test_input, &f->ingest), 0);
+        ck_assert_int_eq(ingest_new(f->event, f->store, NULL, &test_input, &f->ingest), 0);
 }
 
 static void fx_init(Fixture *f) {

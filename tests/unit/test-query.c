@@ -114,19 +114,19 @@ typedef struct Case {
 static const Case cases[] = {
         { "csv, everything before a day",
           NULL, ARGS("--format", "csv", UNTIL), 0,
-          "ts,time,sensor,metric,value,sensor_ts,received,source,origin\n"
-          "1763719200000," T10 ",gh1-t3,temperature,23.4,true,1763719200005,serial,/dev/ttyUSB0\n"
-          "1763719200000," T10 ",gh1-t3,humidity,61.2,true,1763719200005,serial,/dev/ttyUSB0\n"
-          "1763719230000," T1030 ",gh2-co,co2,612,false,1763719230000,mqtt,greenhouse/gh2-co/co2\n"
-          "1763719260000," T1060 ",gh1-t3,temperature,23.5,true,1763719260005,serial,/dev/ttyUSB0\n"
-          "1763719290000," T1090 ",\"gh3,\"\"x\"\"\",light,1e-07,true,1763719290005,mqtt,greenhouse/a b\n",
+          "ts,time,sensor,metric,value,sensor_ts,received,source,origin,flags\n"
+          "1763719200000," T10 ",gh1-t3,temperature,23.4,true,1763719200005,serial,/dev/ttyUSB0,\n"
+          "1763719200000," T10 ",gh1-t3,humidity,61.2,true,1763719200005,serial,/dev/ttyUSB0,\n"
+          "1763719230000," T1030 ",gh2-co,co2,612,false,1763719230000,mqtt,greenhouse/gh2-co/co2,\n"
+          "1763719260000," T1060 ",gh1-t3,temperature,23.5,true,1763719260005,serial,/dev/ttyUSB0,\n"
+          "1763719290000," T1090 ",\"gh3,\"\"x\"\"\",light,1e-07,true,1763719290005,mqtt,greenhouse/a b,\n",
           NULL },
         { "json lines, one sensor and metric",
           NULL, ARGS("-o", "json", "--sensor", "gh1-t3", "--metric", "temperature"), 0,
           "{\"ts\":1763719200000,\"time\":\"" T10 "\",\"sensor\":\"gh1-t3\",\"metric\":\"temperature\",\"value\":23.4,"
-          "\"sensor_ts\":true,\"received\":1763719200005,\"source\":\"serial\",\"origin\":\"/dev/ttyUSB0\"}\n"
+          "\"sensor_ts\":true,\"received\":1763719200005,\"source\":\"serial\",\"origin\":\"/dev/ttyUSB0\",\"flags\":\"\"}\n"
           "{\"ts\":1763719260000,\"time\":\"" T1060 "\",\"sensor\":\"gh1-t3\",\"metric\":\"temperature\",\"value\":23.5,"
-          "\"sensor_ts\":true,\"received\":1763719260005,\"source\":\"serial\",\"origin\":\"/dev/ttyUSB0\"}\n",
+          "\"sensor_ts\":true,\"received\":1763719260005,\"source\":\"serial\",\"origin\":\"/dev/ttyUSB0\",\"flags\":\"\"}\n",
           NULL },
         { "json escapes quotes",
           NULL, ARGS("-o", "json", "-m", "light"), 0, NULL,
@@ -148,27 +148,27 @@ static const Case cases[] = {
           "23.4,true" },
         { "source filter excludes",
           NULL, ARGS("--source", "mqtt", "--format", "csv", "--metric", "temperature"), 0,
-          "ts,time,sensor,metric,value,sensor_ts,received,source,origin\n", NULL },
+          "ts,time,sensor,metric,value,sensor_ts,received,source,origin,flags\n", NULL },
         { "absolute since/until, half open",
           NULL, ARGS("--since", "2025-11-21T10:00:30Z", "--until", "2025-11-21T11:01:00+01:00", "-o", "csv"), 0,
-          "ts,time,sensor,metric,value,sensor_ts,received,source,origin\n"
-          "1763719230000," T1030 ",gh2-co,co2,612,false,1763719230000,mqtt,greenhouse/gh2-co/co2\n",
+          "ts,time,sensor,metric,value,sensor_ts,received,source,origin,flags\n"
+          "1763719230000," T1030 ",gh2-co,co2,612,false,1763719230000,mqtt,greenhouse/gh2-co/co2,\n",
           NULL },
         { "relative since",
           NULL, ARGS("--since", "15m", "-o", "csv"), 0, NULL, ",gh2-co,co2,640.25,false," },
         { "limit: the newest N, oldest first",
           NULL, ARGS("--limit", "2", "-o", "csv", UNTIL), 0,
-          "ts,time,sensor,metric,value,sensor_ts,received,source,origin\n"
-          "1763719260000," T1060 ",gh1-t3,temperature,23.5,true,1763719260005,serial,/dev/ttyUSB0\n"
-          "1763719290000," T1090 ",\"gh3,\"\"x\"\"\",light,1e-07,true,1763719290005,mqtt,greenhouse/a b\n",
+          "ts,time,sensor,metric,value,sensor_ts,received,source,origin,flags\n"
+          "1763719260000," T1060 ",gh1-t3,temperature,23.5,true,1763719260005,serial,/dev/ttyUSB0,\n"
+          "1763719290000," T1090 ",\"gh3,\"\"x\"\"\",light,1e-07,true,1763719290005,mqtt,greenhouse/a b,\n",
           NULL },
         { "latest per sensor and metric",
           NULL, ARGS("--latest", "-o", "csv", UNTIL), 0,
-          "ts,time,sensor,metric,value,sensor_ts,received,source,origin\n"
-          "1763719200000," T10 ",gh1-t3,humidity,61.2,true,1763719200005,serial,/dev/ttyUSB0\n"
-          "1763719260000," T1060 ",gh1-t3,temperature,23.5,true,1763719260005,serial,/dev/ttyUSB0\n"
-          "1763719230000," T1030 ",gh2-co,co2,612,false,1763719230000,mqtt,greenhouse/gh2-co/co2\n"
-          "1763719290000," T1090 ",\"gh3,\"\"x\"\"\",light,1e-07,true,1763719290005,mqtt,greenhouse/a b\n",
+          "ts,time,sensor,metric,value,sensor_ts,received,source,origin,flags\n"
+          "1763719200000," T10 ",gh1-t3,humidity,61.2,true,1763719200005,serial,/dev/ttyUSB0,\n"
+          "1763719260000," T1060 ",gh1-t3,temperature,23.5,true,1763719260005,serial,/dev/ttyUSB0,\n"
+          "1763719230000," T1030 ",gh2-co,co2,612,false,1763719230000,mqtt,greenhouse/gh2-co/co2,\n"
+          "1763719290000," T1090 ",\"gh3,\"\"x\"\"\",light,1e-07,true,1763719290005,mqtt,greenhouse/a b,\n",
           NULL },
         { "latest includes the recent value",
           NULL, ARGS("--latest", "-s", "gh2-co", "-o", "csv"), 0, NULL, ",gh2-co,co2,640.25," },
