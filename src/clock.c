@@ -50,6 +50,7 @@ struct Clock {
         bool judged;
         bool trusted;
         bool synchronised;            /* something synchronised it (for STATUS=) */
+        const char *why;              /* static: the reason of the last judgement */
         int64_t offset_ms;            /* realtime - boottime at the last look */
 
         int timer_fd;
@@ -119,6 +120,14 @@ bool clock_is_step(int64_t old_offset_ms, int64_t new_offset_ms) {
 
 bool clock_is_trusted(const Clock *c) {
         return !c || c->trusted;
+}
+
+void clock_get_info(const Clock *c, ClockInfo *ret) {
+        assert(c && ret);
+
+        *ret = (ClockInfo){ .judged = c->judged, .trusted = c->trusted, .synchronised = c->synchronised,
+                            .correcting = c->correcting,
+                            .readings_waiting = c->judged ? store_clock_waiting(c->store) : 0, .why = c->why };
 }
 
 int64_t clock_sensor_tolerance_ms(const Clock *c) {
@@ -244,6 +253,7 @@ static void clock_update(Clock *c, const char *cause) {
 
         clock_probe(c, &p);
         trusted = clock_judge(c->config->trust, &p, &why);
+        c->why = why;
         stepped = c->judged && clock_is_step(c->offset_ms, offset);
 
         if (stepped) {

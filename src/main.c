@@ -140,7 +140,7 @@ static int config_exit_status(int r) {
 
 /* Builds the tasks in the order they start: the store first, so that it stops last; the clock
  * next, so that it has judged the clock before the first reading arrives. */
-static int add_tasks(Supervisor *s, const Config *config, Store **ret_store) {
+static int add_tasks(Supervisor *s, const Config *config, Store **ret_store, Clock **ret_clock) {
         sd_event *e = supervisor_get_event(s);
         Clock *clock = NULL;
         Store *store;
@@ -155,8 +155,10 @@ static int add_tasks(Supervisor *s, const Config *config, Store **ret_store) {
                 if (r >= 0)
                         r = supervisor_add_task(s, t);
         }
-        if (r >= 0)
+        if (r >= 0) {
                 *ret_store = store;
+                *ret_clock = clock;
+        }
         if (r >= 0 && config->serial.enabled) {
                 r = serial_task_new(e, &config->serial, store, clock, &t);
                 if (r >= 0)
@@ -186,7 +188,7 @@ static int add_reload(Supervisor *s, const Config *config, const Args *args, Rel
 /* The status socket: --socket, else status.sock in the runtime directory systemd made
  * (RuntimeDirectory=), else none (a daemon started by hand asks for one with --socket). A socket
  * asked for that cannot be made is an error at start, not a silent lack of status. */
-static int add_status_server(Supervisor *s, const Args *args, const Config *config, Store *store,
+static int add_status_server(Supervisor *s, const Args *args, const Config *config, Store *store, Clock *clock,
                              StatusServer **ret) {
         _cleanup_free_ char *path = NULL;
         const char *dir = getenv("RUNTIME_DIRECTORY");
@@ -205,6 +207,8 @@ static int add_status_server(Supervisor *s, const Args *args, const Config *conf
         r = status_server_new(supervisor_get_event(s), path, ret);
         if (r >= 0)
                 r = status_sections_add(*ret, s, store, config->store.path);
+        if (r >= 0)
+                r = status_sections_add_clock(*ret, clock);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the status socket '%s': %m", path);
         log_info("Answering `sensor-collector status` on '%s'.", path);
@@ -220,6 +224,7 @@ static int run(int argc, char **argv) {
         _cleanup_(status_server_freep) StatusServer *status = NULL;   /* freed before s */
         _cleanup_strv_free_ char **errors = NULL;
         Store *store = NULL;
+        Clock *clock = NULL;
         Args args;
         int r;
 
@@ -279,7 +284,7 @@ static int run(int argc, char **argv) {
                                                  .status_interval_usec = config->supervisor.status_interval_usec },
                            &s);
         if (r >= 0)
-                r = add_tasks(s, config, &store);
+                r = add_tasks(s, config, &store, &clock);
         if (r >= 0)
                 r = add_reload(s, config, &args, &reload);
         if (r < 0) {
@@ -287,7 +292,7 @@ static int run(int argc, char **argv) {
                 (void) sd_notify(false, "STOPPING=1");
                 return EXIT_STATUS_UNEXPECTED;
         }
-        if (add_status_server(s, &args, config, store, &status) < 0) {
+        if (add_status_server(s, &args, config, store, clock, &status) < 0) {
                 (void) sd_notify(false, "STOPPING=1\nSTATUS=Failed to set up the status socket, exiting with status 1");
                 return EXIT_STATUS_UNEXPECTED;
         }

@@ -135,6 +135,27 @@ static int fill_store(cJSON *o, void *userdata) {
         return 0;
 }
 
+static int fill_clock(cJSON *o, void *userdata) {
+        ClockInfo ci;
+
+        clock_get_info(userdata, &ci);
+        if (!cJSON_AddStringToObject(o, "state", !ci.judged ? "starting" : !ci.trusted ? "untrusted"
+                                                 : ci.correcting || ci.readings_waiting > 0 ? "correcting"
+                                                 : ci.synchronised ? "synchronised" : "trusted") ||
+            !cJSON_AddBoolToObject(o, "trusted", ci.trusted) ||
+            !cJSON_AddBoolToObject(o, "synchronised", ci.synchronised) ||
+            !cJSON_AddNumberToObject(o, "readings_awaiting_correction", (double) ci.readings_waiting) ||
+            (ci.why && !cJSON_AddStringToObject(o, "reason", ci.why)))
+                return -ENOMEM;
+        return 0;
+}
+
+int status_sections_add_clock(StatusServer *srv, Clock *clock) {
+        if (!srv || !clock)
+                return -EINVAL;
+        return status_server_add_section(srv, "clock", fill_clock, clock);
+}
+
 int status_sections_add(StatusServer *srv, Supervisor *s, Store *store, const char *store_path) {
         int r;
 

@@ -66,5 +66,19 @@ int clock_task_new(sd_event *e, const ClockConfig *config, Store *store, Task **
 
 /* Whether readings received now get a trusted receipt time. NULL (no clock task): true. */
 bool clock_is_trusted(const Clock *c);
+/* What `sensor-collector status` shows of the clock. why is a static string (NULL before the
+ * first judgement). */
+typedef struct ClockInfo {
+        bool judged;
+        bool trusted;
+        bool synchronised;
+        bool correcting;
+        uint64_t readings_waiting;    /* this boot's readings that wait for their true time */
+        const char *why;
+} ClockInfo;
+
+/* Fills *ret from c (borrowed). Never fails. */
+void clock_get_info(const Clock *c, ClockInfo *ret);
+
 /* The tolerance for sensor timestamps, in ms. NULL: the default, one day. */
 int64_t clock_sensor_tolerance_ms(const Clock *c);

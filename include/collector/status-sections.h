@@ -2,6 +2,7 @@
 /* The sections of `sensor-collector status` the core provides: the daemon, its inputs, the store. */
 #pragma once
 
+#include "collector/clock.h"
 #include "collector/status-server.h"
 #include "collector/store.h"
 #include "collector/supervisor.h"
@@ -9,3 +10,8 @@
 /* Adds the sections "daemon", "inputs" and "store" to srv. s and store are borrowed and must
  * outlive srv; store_path is borrowed too (the configuration's). Returns 0 or -ENOMEM. */
 int status_sections_add(StatusServer *srv, Supervisor *s, Store *store, const char *store_path);
+
+/* Adds the section "clock" (whether readings get a trusted time, why, and how many of this
+ * boot's wait for correction; an untrusted clock is not a fault: readings are stored and
+ * flagged). clock is borrowed and must outlive srv. Returns 0 or -ENOMEM. */
+int status_sections_add_clock(StatusServer *srv, Clock *clock);

@@ -270,6 +270,18 @@ START_TEST(test_both_running) {
         ck_assert_int_eq((int64_t) (num(j, "store", NULL, "newest_reading_timestamp_seconds") * 1000 + 0.5),
                          tl_sql_int(c.db, "SELECT max(ts) FROM readings"));
         ck_assert(cJSON_IsNumber(path_get(j, "store", NULL, "last_commit_timestamp_seconds")));
+        /* The clock as judged on this machine: whichever way, the section says it and why, and a
+         * trusted clock leaves nothing waiting for correction. */
+        ck_assert(cJSON_IsBool(path_get(j, "clock", NULL, "trusted")));
+        ck_assert(strlen(str(j, "clock", NULL, "reason")) > 0);
+        if (cJSON_IsTrue(path_get(j, "clock", NULL, "trusted"))) {
+                ck_assert(streq(str(j, "clock", NULL, "state"), "trusted") ||
+                          streq(str(j, "clock", NULL, "state"), "synchronised"));
+                ck_assert_int_eq((int) num(j, "clock", NULL, "readings_awaiting_correction"), 0);
+        } else {
+                ck_assert_str_eq(str(j, "clock", NULL, "state"), "untrusted");
+                ck_assert_int_eq((int) num(j, "clock", NULL, "readings_awaiting_correction"), 6);
+        }
         cJSON_Delete(j);
 
         /* The listening socket and a connection it accepted are close-on-exec. */
