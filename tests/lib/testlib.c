@@ -334,6 +334,25 @@ void tl_pty_write(TlPty *p, const void *data, size_t size) {
         close(fd);
 }
 
+size_t tl_pty_try_write(TlPty *p, const void *data, size_t size) {
+        int fd = open(p->sim, O_WRONLY | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+        const char *d = data;
+        size_t done = 0;
+
+        ck_assert_msg(fd >= 0, "open %s: %s", p->sim, strerror(errno));
+        while (done < size) {
+                ssize_t k = write(fd, d + done, size - done);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0 && errno == EAGAIN)
+                        break;
+                ck_assert_msg(k > 0, "write %s: %s", p->sim, strerror(errno));
+                done += (size_t) k;
+        }
+        close(fd);
+        return done;
+}
+
 void tl_notify_open(TlNotify *n, const char *dir) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
 

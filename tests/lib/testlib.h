@@ -56,6 +56,9 @@ void tl_pty_start(TlPty *p, const char *dir);
 void tl_pty_stop(TlPty *p);
 /* Writes bytes into the test's end (opens and closes it each time). */
 void tl_pty_write(TlPty *p, const void *data, size_t size);
+/* Writes what fits now without blocking (a reader that stopped reading, or exited, leaves the
+ * pty's buffer full); returns the bytes written. */
+size_t tl_pty_try_write(TlPty *p, const void *data, size_t size);
 
 typedef struct TlNotify {
         int fd;
