@@ -9,6 +9,7 @@
 #include "collector/log.h"
 #include "collector/mqtt-task.h"
 #include "collector/query.h"
+#include "collector/sensors.h"
 #include "collector/serial-task.h"
 #include "collector/store.h"
 #include "collector/supervisor.h"
@@ -123,6 +124,7 @@ static int config_exit_status(int r) {
 /* Builds the tasks in the order they start: the store first, so that it stops last. */
 static int add_tasks(Supervisor *s, const Config *config) {
         sd_event *e = supervisor_get_event(s);
+        Sensors *sensors = NULL;
         Store *store;
         Task *t;
         int r;
@@ -130,13 +132,19 @@ static int add_tasks(Supervisor *s, const Config *config) {
         r = store_task_new(e, &config->store, &t, &store);
         if (r >= 0)
                 r = supervisor_add_task(s, t);
+        /* After the store (it reads last-seen times from it), before the inputs that feed it. */
+        if (r >= 0) {
+                r = sensors_task_new(e, &config->sensors, store, &t, &sensors);
+                if (r >= 0)
+                        r = supervisor_add_task(s, t);
+        }
         if (r >= 0 && config->serial.enabled) {
-                r = serial_task_new(e, &config->serial, store, &t);
+                r = serial_task_new(e, &config->serial, store, sensors, &t);
                 if (r >= 0)
                         r = supervisor_add_task(s, t);
         }
         if (r >= 0 && config->mqtt.enabled) {
-                r = mqtt_task_new(e, &config->mqtt, store, &t);
+                r = mqtt_task_new(e, &config->mqtt, store, sensors, &t);
                 if (r >= 0)
                         r = supervisor_add_task(s, t);
         }

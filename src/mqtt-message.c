@@ -126,6 +126,7 @@ int mqtt_router_handle(MqttRouter *r, const MqttMessage *msg) {
                                       "Skipping retained message without timestamp on '%s'.", msg->topic);
                 return 0;
         }
-        (void) ingest_frame(r->ingest, &frame, msg->topic, received_ms);
+        (void) ingest_frame_raw(r->ingest, &frame, msg->topic, received_ms, msg->payload,
+                                MIN(msg->size, r->config->max_payload_bytes));
         return 0;
 }

@@ -53,6 +53,8 @@ typedef enum FrameReject {
         FRAME_REJECT_TRUNCATED,       /* partial line cut off by a port close */
         FRAME_REJECT_TOPIC_MISMATCH,  /* topic does not match the subscription's pattern */
         FRAME_REJECT_SENSOR_MISMATCH, /* the payload names a sensor other than the topic's +sensor level */
+        FRAME_REJECT_UNKNOWN_SENSOR,  /* not in the sensor map, and its "unknown" policy is reject */
+        FRAME_REJECT_OUT_OF_RANGE,    /* a metric's value outside the sensor map's [min, max] */
         _FRAME_REJECT_MAX,
         _FRAME_REJECT_INVALID = -EINVAL,
 } FrameReject;

@@ -5,6 +5,7 @@
 #include <systemd/sd-event.h>
 
 #include "collector/config.h"
+#include "collector/sensors.h"
 #include "collector/store.h"
 #include "collector/task.h"
 
@@ -21,4 +22,4 @@
  * Every message becomes readings or a reject in store. stop() disconnects and completes
  * within about a second. The task owns its libmosquitto client; nothing of a message is kept
  * after its callback. See docs/MQTT.md. */
-int mqtt_task_new(sd_event *e, const MqttConfig *config, Store *store, Task **ret);
+int mqtt_task_new(sd_event *e, const MqttConfig *config, Store *store, Sensors *sensors, Task **ret);
