@@ -241,7 +241,7 @@ static void sensors_mark_back(Sensors *s, Watched *w, int64_t now_ms, int *ret_e
                                                  .kind = STORE_EVENT_SENSOR_BACK,
                                                  .ts_ms = now_ms,
                                                  .sensor = w->id,
-                                                 .start_ms = w->last_seen_ms,
+                                                 .start_ms = from,
                                                  .end_ms = now_ms,
                                                  .detail = w->last_seen_ms ? NULL : "first reading since watched",
                                          });
@@ -342,8 +342,8 @@ int sensors_check(Sensors *s, int64_t now_ms) {
                                                          .kind = STORE_EVENT_SENSOR_SILENT,
                                                          .ts_ms = now_ms,
                                                          .sensor = w->id,
-                                                         .start_ms = w->last_seen_ms,
-                                                         .detail = w->last_seen_ms ? NULL : "never seen",
+                                                         .start_ms = from,
+                                                         .detail = w->last_seen_ms ? NULL : "never seen since watched",
                                                  });
                 if (k < 0 && r == 0)
                         r = k;
