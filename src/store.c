@@ -1874,12 +1874,12 @@ static int store_stop(Task *t) {
 
         if (s->closed)
                 return 0;
+        if (s->db && !s->failed)
+                (void) store_note_stopped(s); /* commits the open batch; a failure reports itself */
         s->closed = true;
         s->commit_timer = sd_event_source_disable_unref(s->commit_timer);
         s->retention_timer = sd_event_source_disable_unref(s->retention_timer);
         s->check_timer = sd_event_source_disable_unref(s->check_timer);
-        if (s->db && !s->failed)
-                (void) store_note_stopped(s); /* commits the open batch; a failure reports itself */
         if (s->db && !s->failed && s->in_transaction)
                 (void) store_commit_internal(s); /* a failure reports itself */
         store_close(s);
