@@ -26,6 +26,9 @@
 #define OUT_OF_RANGE_EVENT_MS 60000
 /* At start, last-seen times come from the readings of at least this long ago. */
 #define LAST_SEEN_HORIZON_MS (INT64_C(86400) * 1000)
+/* Silence warnings one check logs one by one; past that, one line says how many more (an input
+ * that goes down silences every sensor behind it at once; each still gets its event). */
+#define SILENT_LOG_MAX 10
 /* The silence check runs every tenth of the shortest silence window, within these bounds. */
 #define CHECK_PERIOD_MIN_USEC (100 * USEC_PER_MSEC)
 #define CHECK_PERIOD_MAX_USEC (5 * USEC_PER_SEC)
@@ -314,30 +317,34 @@ int sensors_out_of_range(Sensors *s, const char *id, const SensorMetricConfig *m
                                             });
 }
 
+static void log_silent(const Watched *w, int64_t from, int64_t now_ms) {
+        char gap[48], every[48];
+
+        sensor_format_duration(gap, sizeof(gap), now_ms - from);
+        sensor_format_duration(every, sizeof(every), (int64_t) (w->entry->expect_every_usec / USEC_PER_MSEC));
+        if (w->last_seen_ms)
+                log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "sensors", "SENSOR_ID", log_id(w->id)),
+                                      "Sensor '%s' is silent: nothing for %s (expected every %s).", w->id, gap, every);
+        else
+                log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "sensors", "SENSOR_ID", log_id(w->id)),
+                                      "Sensor '%s' is silent: never seen in the %s watched (expected every %s).", w->id,
+                                      gap, every);
+}
+
 int sensors_check(Sensors *s, int64_t now_ms) {
         int n = 0, r = 0;
 
         for (size_t i = 0; i < s->n_watched; i++) {
                 Watched *w = &s->watched[i];
                 int64_t from = w->last_seen_ms ?: w->since_ms;
-                char gap[48], every[48];
                 int k;
 
                 if (w->silent || !sensor_is_silent(from, w->entry->expect_every_usec, s->map->stale_after, now_ms))
                         continue;
                 w->silent = true;
                 s->n_silent++;
-                n++;
-                sensor_format_duration(gap, sizeof(gap), now_ms - from);
-                sensor_format_duration(every, sizeof(every), (int64_t) (w->entry->expect_every_usec / USEC_PER_MSEC));
-                if (w->last_seen_ms)
-                        log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "sensors", "SENSOR_ID", log_id(w->id)),
-                                              "Sensor '%s' is silent: nothing for %s (expected every %s).", w->id, gap,
-                                              every);
-                else
-                        log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "sensors", "SENSOR_ID", log_id(w->id)),
-                                              "Sensor '%s' is silent: never seen in the %s watched (expected every %s).",
-                                              w->id, gap, every);
+                if (++n <= SILENT_LOG_MAX)
+                        log_silent(w, from, now_ms);
                 k = store_append_event(s->store, &(StoreEvent){
                                                          .kind = STORE_EVENT_SENSOR_SILENT,
                                                          .ts_ms = now_ms,
@@ -348,6 +355,10 @@ int sensors_check(Sensors *s, int64_t now_ms) {
                 if (k < 0 && r == 0)
                         r = k;
         }
+        if (n > SILENT_LOG_MAX)
+                log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "sensors"),
+                                      "%d more sensors are silent (see STATUS= and 'sensor-collector query --events').",
+                                      n - SILENT_LOG_MAX);
         return r < 0 ? r : n;
 }
 

@@ -253,6 +253,32 @@ START_TEST(test_out_of_range_bursts) {
 }
 END_TEST
 
+/* Many sensors silent at once (an input went down): each gets its event, STATUS= names them. */
+START_TEST(test_many_silent) {
+        _cleanup_(config_freep) Config *a = load("{ \"stale_after\": 1, \"map\": { \"s*\": { \"expect_every\": 1 } } }");
+        const SensorEntryConfig *e;
+        char id[16], status[64];
+        Fixture f;
+        int64_t t0 = 1800000000000;
+
+        fx_init(&f, &a->sensors);
+        for (int i = 0; i < 25; i++) {
+                snprintf(id, sizeof(id), "s%02d", i);
+                ck_assert_int_eq(sensors_lookup(f.sensors, id, t0, &e), 0);
+        }
+        ck_assert_int_eq(sensors_check(f.sensors, t0 + 1000), 25);
+        ck_assert_int_eq(sensors_count_silent(f.sensors), 25);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM events WHERE kind = 'sensor_silent'"), 25);
+        /* A short buffer is cut with "...", never overrun. */
+        sensors_format_status(f.sensors, status, sizeof(status));
+        ck_assert_int_eq(strlen(status), sizeof(status) - 1);
+        ck_assert_str_eq(status + sizeof(status) - 4, "...");
+        ck_assert(strncmp(status, "25 watched, 25 silent: s00, s01", 31) == 0);
+        fx_done(&f);
+}
+END_TEST
+
 /* Through ingest: out_of_range for one metric, the others stored; unknown_sensor rejected. */
 START_TEST(test_ingest_with_map) {
         static const IngestInput input = { .task = "serial", .source = READING_SOURCE_SERIAL, .origin_field = "DEVICE",
@@ -300,6 +326,7 @@ static Suite *sensors_suite(void) {
         tcase_set_timeout(tc, 30);
         tcase_add_test(tc, test_lookup_silence_and_set_map);
         tcase_add_test(tc, test_out_of_range_bursts);
+        tcase_add_test(tc, test_many_silent);
         tcase_add_test(tc, test_ingest_with_map);
         suite_add_tcase(s, tc);
         return s;
