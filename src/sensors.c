@@ -495,6 +495,10 @@ int sensors_get(const Sensors *s, size_t i, SensorInfo *ret) {
 void sensors_format_status(const Sensors *s, char *buf, size_t size) {
         size_t used, watched = 0;
 
+        if (s->map->n_entries == 0) {
+                snprintf(buf, size, "no sensor map");
+                return;
+        }
         for (size_t i = 0; i < s->n_watched; i++)
                 watched += s->watched[i].entry->expect_every_usec > 0;
         if (s->n_silent == 0) {

@@ -93,5 +93,6 @@ size_t sensors_count_silent(const Sensors *s);
 /* Fills *ret for the i-th watched sensor (0 <= i < sensors_count()). Returns 0 or -ERANGE. */
 int sensors_get(const Sensors *s, size_t i, SensorInfo *ret);
 
-/* Writes "N watched, M silent: a, b" (or "N watched, none silent") into buf. */
+/* Writes "N watched, M silent: a, b" (or "N watched, none silent", or "no sensor map") into
+ * buf, cut with "..." when it does not fit. */
 void sensors_format_status(const Sensors *s, char *buf, size_t size);
