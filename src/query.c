@@ -593,7 +593,13 @@ static void format_opt_time(const Output *o, int64_t ms, char *buf, size_t size)
 static const char *const event_headers[] = { "TIME", "KIND", "SENSOR", "SUBJECT", "FROM", "TO", "LENGTH", "COUNT", "DETAIL" };
 static const bool event_right[] = { false, false, false, false, false, false, true, true, false };
 static const char *const event_keys[] = { "ts", "time", "kind", "sensor", "subject", "start", "end", "duration_ms", "count", "detail" };
-static const bool event_json_raw[] = { true, false, false, false, false, true, true, true, true, false };
+/* sensor, subject and detail: a string or null, made by on_event() */
+static const bool event_json_raw[] = { true, false, false, true, true, true, true, true, true, true };
+
+/* A JSON string of s into b, or null for NULL. Returns 0 or -ENOMEM. */
+static int json_string_or_null(Buffer *b, const char *s) {
+        return s ? json_string(b, s) : buffer_puts(b, "null");
+}
 
 static int on_event(const StoredEvent *row, void *userdata) {
         Output *o = userdata;
@@ -619,15 +625,33 @@ static int on_event(const StoredEvent *row, void *userdata) {
                 snprintf(count, sizeof(count), "%" PRIu64, row->count);
         else
                 snprintf(count, sizeof(count), "%s", o->format == FORMAT_JSON ? "null" : "");
-        char *cells[] = { ts, time_buf, (char *) row->kind, (char *) strempty(row->sensor), (char *) strempty(row->subject),
-                          start, end, span, count, (char *) strempty(row->detail) };
+        _cleanup_free_ char *sensor_data = NULL, *subject_data = NULL, *detail_data = NULL;
+        Buffer sensor = {}, subject = {}, detail = {};
+        int r = 0;
+
+        if (o->format == FORMAT_JSON) {
+                r = json_string_or_null(&sensor, row->sensor);
+                if (r >= 0)
+                        r = json_string_or_null(&subject, row->subject);
+                if (r >= 0)
+                        r = json_string_or_null(&detail, row->detail);
+        }
+        sensor_data = sensor.data;
+        subject_data = subject.data;
+        detail_data = detail.data;
+        if (r < 0)
+                return r;
+        bool json = o->format == FORMAT_JSON;
+        char *cells[] = { ts, time_buf, (char *) row->kind, json ? sensor.data : (char *) strempty(row->sensor),
+                          json ? subject.data : (char *) strempty(row->subject), start, end, span, count,
+                          json ? detail.data : (char *) strempty(row->detail) };
         return output_row(o, cells);
 }
 
 static const char *const gap_headers[] = { "SENSOR", "FROM", "TO", "LENGTH", "CAUSE" };
 static const bool gap_right[] = { false, false, false, true, false };
 static const char *const gap_keys[] = { "sensor", "start", "end", "duration_ms", "ongoing", "cause" };
-static const bool gap_json_raw[] = { false, true, true, true, true, false };
+static const bool gap_json_raw[] = { false, true, true, true, true, true }; /* cause: string or null */
 
 static int on_gap(const StoredGap *row, void *userdata) {
         Output *o = userdata;
@@ -649,8 +673,17 @@ static int on_gap(const StoredGap *row, void *userdata) {
                 snprintf(span, sizeof(span), "%" PRId64, end - row->start_ms);
         else
                 snprintf(span, sizeof(span), "%s", o->format == FORMAT_JSON ? "null" : "");
+        _cleanup_free_ char *cause_data = NULL;
+        Buffer cause = {};
+        int r = 0;
+
+        if (o->format == FORMAT_JSON)
+                r = json_string_or_null(&cause, row->cause);
+        cause_data = cause.data;
+        if (r < 0)
+                return r;
         char *cells[] = { (char *) row->sensor, start, end_buf, span, (char *) (row->end_ms ? "false" : "true"),
-                          (char *) strempty(row->cause) };
+                          (char *) (o->format == FORMAT_JSON ? cause.data : strempty(row->cause)) };
         return output_row(o, cells);
 }
 
