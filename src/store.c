@@ -147,6 +147,7 @@ typedef enum Stmt {
         STMT_DROP_METRIC,
         STMT_DROP_ORIGIN,
         STMT_INSERT_EVENT,
+        STMT_DELETE_EVENTS,     /* the oldest N received before a time */
         _STMT_MAX,
 } Stmt;
 
@@ -185,6 +186,7 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_DROP_ORIGIN] = "DELETE FROM origins WHERE id = ?1",
         [STMT_INSERT_EVENT] = "INSERT INTO events (ts, kind, sensor, subject, start_ts, end_ts, count, detail) "
                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        [STMT_DELETE_EVENTS] = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
 };
 
 typedef enum NameKind {
@@ -1206,6 +1208,15 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                                     n >= RETENTION_STEP_ROWS;
                         s->age_walk_from[t] = walked;
                 }
+
+                /* Events age with the readings they explain (few rows: one bounded delete). */
+                rc = sqlite3_bind_int64(s->stmts[STMT_DELETE_EVENTS], 1, cutoff);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(s->stmts[STMT_DELETE_EVENTS], 2, RETENTION_STEP_ROWS);
+                if (rc == SQLITE_OK)
+                        rc = stmt_run(s->stmts[STMT_DELETE_EVENTS]);
+                if (rc != SQLITE_OK)
+                        return rc;
         }
 
         if (s->config->max_size_mb > 0) {

@@ -279,6 +279,38 @@ START_TEST(test_many_silent) {
 }
 END_TEST
 
+/* Events age out with the readings (store.retention_days). */
+START_TEST(test_events_retention) {
+        sd_event *e = NULL;
+        char path[512];
+        StoreConfig config;
+        Task *t;
+        Store *store;
+        int64_t now = wall_clock_ms();
+
+        ck_assert_int_ge(sd_event_new(&e), 0);
+        snprintf(path, sizeof(path), "%s/readings.db", tl_tmpdir());
+        config = (StoreConfig){ .path = path, .commit_interval_ms = 10000, .commit_max_rows = 100000, .retention_days = 1 };
+        ck_assert_int_eq(store_task_new(e, &config, &t, &store), 0);
+        ck_assert_int_eq(task_start(t), 0);
+        ck_assert_int_eq(store_append_event(store, &(StoreEvent){ .kind = STORE_EVENT_INPUT_DOWN, .ts_ms = now - 2 * 86400000LL,
+                                                                  .subject = "serial" }), 0);
+        ck_assert_int_eq(store_append_event(store, &(StoreEvent){ .kind = STORE_EVENT_INPUT_UP, .ts_ms = now,
+                                                                  .subject = "serial" }), 0);
+        ck_assert_int_ge(store_run_retention(store), 0);
+        ck_assert_int_eq(tl_sql_int(path, "SELECT count(*) FROM events"), 1);
+        ck_assert_int_eq(tl_sql_int(path, "SELECT count(*) FROM events WHERE kind = 'input_up'"), 1);
+        /* A kind the store does not know is a caller's bug: refused, the store fails. */
+        ck_assert_int_eq(store_append_event(store, &(StoreEvent){ .kind = _STORE_EVENT_MAX }), -EINVAL);
+        ck_assert_str_eq(store_event_kind_to_string(STORE_EVENT_DAEMON_DOWN), "daemon_down");
+        ck_assert_int_eq(store_event_kind_from_string("out_of_range"), STORE_EVENT_OUT_OF_RANGE);
+        ck_assert_int_eq(store_event_kind_from_string("nope"), -EINVAL);
+        (void) task_stop(t);
+        task_free(t);
+        sd_event_unref(e);
+}
+END_TEST
+
 /* Through ingest: out_of_range for one metric, the others stored; unknown_sensor rejected. */
 START_TEST(test_ingest_with_map) {
         static const IngestInput input = { .task = "serial", .source = READING_SOURCE_SERIAL, .origin_field = "DEVICE",
@@ -327,6 +359,7 @@ static Suite *sensors_suite(void) {
         tcase_add_test(tc, test_lookup_silence_and_set_map);
         tcase_add_test(tc, test_out_of_range_bursts);
         tcase_add_test(tc, test_many_silent);
+        tcase_add_test(tc, test_events_retention);
         tcase_add_test(tc, test_ingest_with_map);
         suite_add_tcase(s, tc);
         return s;
