@@ -1062,6 +1062,7 @@ static const Field sensor_metric_fields[] = {
         F_CUSTOM("min", parse_metric_min),
         F_CUSTOM("max", parse_metric_max),
         F_STRING("unit", SensorMetricConfig, unit, 1, 32, check_utf8, NULL),
+        F_SECONDS("expect_every", SensorMetricConfig, expect_every_usec, 0.1, 604800, 0),
 };
 
 static bool parse_metric_bound(Ctx *ctx, const char *path, const cJSON *v, bool *ret_has, double *ret) {
@@ -1127,7 +1128,8 @@ static bool parse_sensor_metrics(Ctx *ctx, const char *path, const cJSON *v, voi
                         continue;
                 }
                 if (!cJSON_IsObject(item)) {
-                        error_at(ctx, p, "expected an object with \"min\", \"max\" or \"unit\", got %s", json_type_name(item));
+                        error_at(ctx, p, "expected an object with \"min\", \"max\", \"unit\" or \"expect_every\", got %s",
+                                 json_type_name(item));
                         ok = false;
                         continue;
                 }

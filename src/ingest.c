@@ -153,6 +153,9 @@ int ingest_frame_raw(Ingest *in, const Frame *frame, const char *origin, int64_t
                 if (entry) {
                         const SensorMetricConfig *m = sensor_entry_metric(entry, rd.metric);
 
+                        /* Delivered, in range or not: the metric is not silent. */
+                        if (m && (r = sensors_metric_seen(in->sensors, m, received_ms)) < 0)
+                                return ingest_store_failed(in, r);
                         if (m && !sensor_metric_in_range(m, rd.value)) {
                                 r = ingest_reject_frame(in, frame, origin, received_ms, raw, raw_size,
                                                         FRAME_REJECT_OUT_OF_RANGE);

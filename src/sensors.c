@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "collector/event-util.h"
 #include "collector/exit-status.h"
@@ -33,9 +34,16 @@
 #define CHECK_PERIOD_MIN_USEC (100 * USEC_PER_MSEC)
 #define CHECK_PERIOD_MAX_USEC (5 * USEC_PER_SEC)
 
+/* A metric the entry expects on its own (its expect_every): when it was last seen. */
+typedef struct MetricWatch {
+        int64_t last_seen_ms;         /* 0: never seen */
+        bool silent;
+} MetricWatch;
+
 typedef struct Watched {
         char id[SENSOR_ID_MAX + 1];
         const SensorEntryConfig *entry;
+        MetricWatch *metrics;         /* one per entry->metrics, or NULL when it expects none */
         int64_t last_seen_ms;         /* 0: never seen */
         int64_t since_ms;             /* watched since: the silence window of one never seen */
         bool silent;
@@ -64,6 +72,7 @@ struct Sensors {
         bool started;
         sd_event_source *timer;
         uint64_t period_usec;
+        ssize_t current;              /* the watched sensor of the last sensors_lookup(), or -1 */
 };
 
 /* ---- pure parts ---- */
@@ -172,6 +181,13 @@ static void index_put(Sensors *s, uint32_t h, int32_t k) {
         s->index[i] = k;
 }
 
+static bool entry_expects_metrics(const SensorEntryConfig *e) {
+        for (size_t i = 0; i < e->n_metrics; i++)
+                if (e->metrics[i].expect_every_usec > 0)
+                        return true;
+        return false;
+}
+
 /* Adds a sensor to watch. Returns it, or NULL when full or out of memory. */
 static Watched *watched_add(Sensors *s, const char *id, uint32_t h, const SensorEntryConfig *e, int64_t now_ms) {
         Watched *w;
@@ -189,6 +205,11 @@ static Watched *watched_add(Sensors *s, const char *id, uint32_t h, const Sensor
         }
         w = &s->watched[s->n_watched];
         *w = (Watched){ .entry = e, .since_ms = now_ms };
+        if (entry_expects_metrics(e)) {
+                w->metrics = calloc(e->n_metrics, sizeof(MetricWatch));
+                if (!w->metrics)
+                        return NULL;
+        }
         strcpy(w->id, id);
         index_put(s, h, (int32_t) s->n_watched);
         s->n_watched++;
@@ -258,6 +279,7 @@ int sensors_lookup(Sensors *s, const char *id, int64_t now_ms, const SensorEntry
         Watched *w;
         int r = 0;
 
+        s->current = -1;
         w = watched_find(s, id, h);
         if (!w) {
                 if (unmapped_slot(s, id, h)->used)
@@ -283,8 +305,41 @@ int sensors_lookup(Sensors *s, const char *id, int64_t now_ms, const SensorEntry
                 sensors_mark_back(s, w, now_ms, &r);
         if (now_ms > w->last_seen_ms)
                 w->last_seen_ms = now_ms;
+        s->current = w - s->watched;
         *ret_entry = w->entry;
         return r;
+}
+
+int sensors_metric_seen(Sensors *s, const SensorMetricConfig *m, int64_t now_ms) {
+        Watched *w;
+        MetricWatch *mw;
+        char gap[48];
+        int64_t from;
+
+        if (s->current < 0)
+                return 0;
+        w = &s->watched[s->current];
+        if (!w->metrics || m < w->entry->metrics || m >= w->entry->metrics + w->entry->n_metrics)
+                return 0;
+        mw = &w->metrics[m - w->entry->metrics];
+        from = mw->last_seen_ms ?: w->since_ms;
+        if (now_ms > mw->last_seen_ms)
+                mw->last_seen_ms = now_ms;
+        if (!mw->silent)
+                return 0;
+        mw->silent = false;
+        s->n_silent--;
+        sensor_format_duration(gap, sizeof(gap), now_ms - from);
+        log_full_errno_fields(LOG_NOTICE, 0, LOG_FIELDS("TASK", "sensors", "SENSOR_ID", log_id(w->id)),
+                              "Sensor '%s' delivers '%s' again after a gap of %s.", w->id, m->name, gap);
+        return store_append_event(s->store, &(StoreEvent){
+                                                    .kind = STORE_EVENT_SENSOR_BACK,
+                                                    .ts_ms = now_ms,
+                                                    .sensor = w->id,
+                                                    .subject = m->name,
+                                                    .start_ms = from,
+                                                    .end_ms = now_ms,
+                                            });
 }
 
 int sensors_out_of_range(Sensors *s, const char *id, const SensorMetricConfig *m, double value, int64_t now_ms) {
@@ -331,6 +386,40 @@ static void log_silent(const Watched *w, int64_t from, int64_t now_ms) {
                                       gap, every);
 }
 
+/* The metrics of w that have become silent on their own. Returns how many, or -errno. */
+static int check_metrics(Sensors *s, Watched *w, int64_t now_ms, int logged) {
+        int n = 0, r = 0;
+
+        for (size_t j = 0; w->metrics && j < w->entry->n_metrics; j++) {
+                const SensorMetricConfig *m = &w->entry->metrics[j];
+                MetricWatch *mw = &w->metrics[j];
+                int64_t from = mw->last_seen_ms ?: w->since_ms;
+                char gap[48];
+                int k;
+
+                if (mw->silent || !sensor_is_silent(from, m->expect_every_usec, s->map->stale_after, now_ms))
+                        continue;
+                mw->silent = true;
+                s->n_silent++;
+                if (logged + ++n <= SILENT_LOG_MAX) {
+                        sensor_format_duration(gap, sizeof(gap), now_ms - from);
+                        log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "sensors", "SENSOR_ID", log_id(w->id)),
+                                              "Sensor '%s' is silent on '%s': nothing for %s.", w->id, m->name, gap);
+                }
+                k = store_append_event(s->store, &(StoreEvent){
+                                                         .kind = STORE_EVENT_SENSOR_SILENT,
+                                                         .ts_ms = now_ms,
+                                                         .sensor = w->id,
+                                                         .subject = m->name,
+                                                         .start_ms = from,
+                                                         .detail = mw->last_seen_ms ? NULL : "never seen since watched",
+                                                 });
+                if (k < 0 && r == 0)
+                        r = k;
+        }
+        return r < 0 ? r : n;
+}
+
 int sensors_check(Sensors *s, int64_t now_ms) {
         int n = 0, r = 0;
 
@@ -338,6 +427,11 @@ int sensors_check(Sensors *s, int64_t now_ms) {
                 Watched *w = &s->watched[i];
                 int64_t from = w->last_seen_ms ?: w->since_ms;
                 int k;
+
+                k = check_metrics(s, w, now_ms, n);
+                if (k < 0 && r == 0)
+                        r = k;
+                n += MAX(k, 0);
 
                 if (w->silent || !sensor_is_silent(from, w->entry->expect_every_usec, s->map->stale_after, now_ms))
                         continue;
@@ -367,19 +461,63 @@ int sensors_check(Sensors *s, int64_t now_ms) {
 static uint64_t check_period(const SensorMapConfig *map) {
         uint64_t p = CHECK_PERIOD_MAX_USEC;
 
-        for (size_t i = 0; i < map->n_entries; i++)
-                if (map->entries[i].expect_every_usec > 0)
-                        p = MIN(p, map->entries[i].expect_every_usec * MAX(map->stale_after, 1u) / 10);
+        for (size_t i = 0; i < map->n_entries; i++) {
+                const SensorEntryConfig *e = &map->entries[i];
+
+                if (e->expect_every_usec > 0)
+                        p = MIN(p, e->expect_every_usec * MAX(map->stale_after, 1u) / 10);
+                for (size_t j = 0; j < e->n_metrics; j++)
+                        if (e->metrics[j].expect_every_usec > 0)
+                                p = MIN(p, e->metrics[j].expect_every_usec * MAX(map->stale_after, 1u) / 10);
+        }
         return MAX(p, CHECK_PERIOD_MIN_USEC);
+}
+
+/* How many silences a watched sensor holds: its own and its metrics'. */
+static size_t watched_silences(const Watched *w) {
+        size_t n = w->silent;
+
+        for (size_t j = 0; w->metrics && j < w->entry->n_metrics; j++)
+                n += w->metrics[j].silent;
+        return n;
+}
+
+static void watched_free_list(Watched *list, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(list[i].metrics);
+        free(list);
+}
+
+/* Moves the state of old (under its old entry) into w (under its new one): the sensor's, and
+ * each metric's by name. A silence the new entry no longer watches ends without a notice. */
+static void watched_carry_over(Watched *w, const Watched *old) {
+        const SensorEntryConfig *e = w->entry;
+        MetricWatch *metrics = w->metrics;
+
+        *w = *old;
+        w->entry = e;
+        w->metrics = metrics;
+        if (w->silent && e->expect_every_usec == 0)
+                w->silent = false;
+        for (size_t j = 0; metrics && j < e->n_metrics; j++) {
+                for (size_t k = 0; old->metrics && k < old->entry->n_metrics; k++)
+                        if (streq(old->entry->metrics[k].name, e->metrics[j].name)) {
+                                metrics[j] = old->metrics[k];
+                                break;
+                        }
+                if (e->metrics[j].expect_every_usec == 0)
+                        metrics[j].silent = false;
+        }
 }
 
 /* Rebuilds the watch list for map, keeping the state of every sensor it still covers. */
 static int sensors_rebuild(Sensors *s, const SensorMapConfig *map, int64_t now_ms) {
-        _cleanup_free_ Watched *old = s->watched;
-        size_t n_old = s->n_watched;
+        Watched *old = s->watched;
+        size_t n_old = s->n_watched, n_old_allocated = s->n_allocated;
 
         s->watched = NULL;
         s->n_watched = s->n_allocated = s->n_silent = 0;
+        s->current = -1;
         memset(s->index, 0xff, sizeof(s->index));
         unmapped_clear(s);
 
@@ -397,12 +535,12 @@ static int sensors_rebuild(Sensors *s, const SensorMapConfig *map, int64_t now_m
                         goto fail;
         }
         for (size_t i = 0; i < n_old; i++) {
-                const SensorEntryConfig *e;
                 uint32_t h = id_hash(old[i].id);
                 Watched *w = watched_find(s, old[i].id, h);
 
                 if (!w) {
-                        e = sensor_map_find(map, old[i].id);
+                        const SensorEntryConfig *e = sensor_map_find(map, old[i].id);
+
                         if (!e)
                                 continue;
                         w = watched_add(s, old[i].id, h, e, now_ms);
@@ -412,27 +550,24 @@ static int sensors_rebuild(Sensors *s, const SensorMapConfig *map, int64_t now_m
                                 continue;
                         }
                 }
-                e = w->entry;
-                *w = old[i];
-                w->entry = e;
-                if (w->silent && w->entry->expect_every_usec == 0)
-                        w->silent = false;
-                if (w->silent)
-                        s->n_silent++;
+                watched_carry_over(w, &old[i]);
+                s->n_silent += watched_silences(w);
         }
+        watched_free_list(old, n_old);
         s->map = map;
         return 0;
 
 fail:
         /* Put the old list back: the old map stays in use. */
-        free(s->watched);
-        s->watched = TAKE_PTR(old);
-        s->n_watched = s->n_allocated = n_old;
+        watched_free_list(s->watched, s->n_watched);
+        s->watched = old;
+        s->n_watched = n_old;
+        s->n_allocated = n_old_allocated;
         s->n_silent = 0;
         memset(s->index, 0xff, sizeof(s->index));
         for (size_t i = 0; i < n_old; i++) {
                 index_put(s, id_hash(s->watched[i].id), (int32_t) i);
-                s->n_silent += s->watched[i].silent;
+                s->n_silent += watched_silences(&s->watched[i]);
         }
         return -ENOMEM;
 }
@@ -507,9 +642,14 @@ void sensors_format_status(const Sensors *s, char *buf, size_t size) {
         }
         used = (size_t) snprintf(buf, size, "%zu watched, %zu silent:", watched, s->n_silent);
         for (size_t i = 0, k = 0; i < s->n_watched && used < size; i++) {
-                if (!s->watched[i].silent)
-                        continue;
-                used += (size_t) snprintf(buf + used, size - used, "%s %s", k++ == 0 ? "" : ",", s->watched[i].id);
+                const Watched *w = &s->watched[i];
+
+                if (w->silent)
+                        used += (size_t) snprintf(buf + used, size - used, "%s %s", k++ == 0 ? "" : ",", w->id);
+                for (size_t j = 0; w->metrics && j < w->entry->n_metrics && used < size; j++)
+                        if (w->metrics[j].silent)
+                                used += (size_t) snprintf(buf + used, size - used, "%s %s/%s", k++ == 0 ? "" : ",",
+                                                          w->id, w->entry->metrics[j].name);
         }
         if (used >= size && size > 4)
                 memcpy(buf + size - 4, "...", 4);
@@ -531,7 +671,7 @@ static int on_check_timer(sd_event_source *source, uint64_t usec, void *userdata
         return 0;
 }
 
-static int load_last_seen(const char *id, int64_t last_ms, void *userdata) {
+static int load_last_seen(const char *id, const char *metric, int64_t last_ms, void *userdata) {
         Sensors *s = userdata;
         uint32_t h = id_hash(id);
         Watched *w = watched_find(s, id, h);
@@ -546,6 +686,9 @@ static int load_last_seen(const char *id, int64_t last_ms, void *userdata) {
                         return 0;
         }
         w->last_seen_ms = MAX(w->last_seen_ms, last_ms);
+        for (size_t j = 0; w->metrics && j < w->entry->n_metrics; j++)
+                if (streq(w->entry->metrics[j].name, metric))
+                        w->metrics[j].last_seen_ms = MAX(w->metrics[j].last_seen_ms, last_ms);
         return 0;
 }
 
@@ -557,9 +700,14 @@ static int sensors_start(Task *t) {
         s->task = t;
         /* Silence survives restarts: each sensor's last reading in the store is when it was
          * last seen, so one that died before a restart is reported now, not forgiven. */
-        for (size_t i = 0; i < s->map->n_entries; i++)
-                window = MAX(window, (int64_t) (s->map->entries[i].expect_every_usec / USEC_PER_MSEC) *
-                                             (int64_t) s->map->stale_after);
+        for (size_t i = 0; i < s->map->n_entries; i++) {
+                const SensorEntryConfig *e = &s->map->entries[i];
+
+                window = MAX(window, (int64_t) (e->expect_every_usec / USEC_PER_MSEC) * (int64_t) s->map->stale_after);
+                for (size_t j = 0; j < e->n_metrics; j++)
+                        window = MAX(window, (int64_t) (e->metrics[j].expect_every_usec / USEC_PER_MSEC) *
+                                                     (int64_t) s->map->stale_after);
+        }
         r = store_foreach_last_seen(s->store, now - MAX(2 * window, LAST_SEEN_HORIZON_MS), load_last_seen, s);
         for (size_t i = 0; r >= 0 && i < s->n_watched; i++)
                 if (s->watched[i].last_seen_ms == 0 && s->watched[i].entry->expect_every_usec > 0)
@@ -590,7 +738,7 @@ static void sensors_free(void *userdata) {
                 return;
         sd_event_source_disable_unref(s->timer);
         sd_event_unref(s->event);
-        free(s->watched);
+        watched_free_list(s->watched, s->n_watched);
         free(s);
 }
 
@@ -618,6 +766,7 @@ int sensors_task_new(sd_event *e, const SensorMapConfig *map, Store *store, Task
         s->event = sd_event_ref(e);
         s->store = store;
         memset(s->index, 0xff, sizeof(s->index));
+        s->current = -1;
         r = sensors_rebuild(s, map, 0);
         if (r < 0) {
                 sensors_free(s);

@@ -352,13 +352,13 @@ int store_reader_gaps(StoreReader *r, const StoreFilter *f,
          * input or daemon outage that overlaps the gap. */
         return reader_walk(
                 r,
-                "WITH g(sensor, start_ts, end_ts) AS ("
-                "  SELECT sensor, start_ts, end_ts FROM events WHERE kind = 'sensor_back'"
+                "WITH g(sensor, subject, start_ts, end_ts) AS ("
+                "  SELECT sensor, subject, start_ts, end_ts FROM events WHERE kind = 'sensor_back'"
                 "  UNION ALL"
-                "  SELECT s.sensor, s.start_ts, NULL FROM events s WHERE s.kind = 'sensor_silent'"
-                "    AND NOT EXISTS (SELECT 1 FROM events x WHERE x.sensor = s.sensor AND x.id > s.id"
-                "                    AND x.kind IN ('sensor_back', 'sensor_silent')))"
-                " SELECT g.sensor, g.start_ts, g.end_ts,"
+                "  SELECT s.sensor, s.subject, s.start_ts, NULL FROM events s WHERE s.kind = 'sensor_silent'"
+                "    AND NOT EXISTS (SELECT 1 FROM events x WHERE x.sensor = s.sensor AND x.subject IS s.subject"
+                "                    AND x.id > s.id AND x.kind IN ('sensor_back', 'sensor_silent')))"
+                " SELECT g.sensor || coalesce('/' || g.subject, ''), g.start_ts, g.end_ts,"
                 "  (SELECT o.kind || coalesce(' ' || o.subject, '') || coalesce(' (' || o.detail || ')', '')"
                 "   FROM events o WHERE o.kind IN ('input_up', 'input_down', 'daemon_down')"
                 "   AND o.start_ts < coalesce(g.end_ts, 9223372036854775807)"

@@ -1776,7 +1776,8 @@ static int store_note_daemon_down(Store *s) {
                                      });
 }
 
-int store_foreach_last_seen(Store *s, int64_t since_ms, int (*cb)(const char *sensor, int64_t last_ms, void *userdata),
+int store_foreach_last_seen(Store *s, int64_t since_ms,
+                            int (*cb)(const char *sensor, const char *metric, int64_t last_ms, void *userdata),
                             void *userdata) {
         sqlite3_stmt *st = NULL;
         int rc, r = 0;
@@ -1785,14 +1786,15 @@ int store_foreach_last_seen(Store *s, int64_t since_ms, int (*cb)(const char *se
         if (store_check_writable(s) < 0)
                 return -ESHUTDOWN;
         rc = sqlite3_prepare_v2(s->db,
-                                "SELECT s.name, x.last FROM (SELECT sensor_id, max(ts) AS last FROM readings "
-                                "INDEXED BY readings_ts WHERE ts >= ?1 GROUP BY sensor_id) x "
-                                "JOIN sensors s ON s.id = x.sensor_id",
+                                "SELECT s.name, m.name, x.last FROM (SELECT sensor_id, metric_id, max(ts) AS last "
+                                "FROM readings INDEXED BY readings_ts WHERE ts >= ?1 GROUP BY sensor_id, metric_id) x "
+                                "JOIN sensors s ON s.id = x.sensor_id JOIN metrics m ON m.id = x.metric_id",
                                 -1, &st, NULL);
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_int64(st, 1, since_ms);
         while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                r = cb((const char *) sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1), userdata);
+                r = cb((const char *) sqlite3_column_text(st, 0), (const char *) sqlite3_column_text(st, 1),
+                       sqlite3_column_int64(st, 2), userdata);
                 if (r < 0)
                         break;
                 rc = SQLITE_OK;

@@ -120,7 +120,8 @@ typedef struct SensorMetricConfig {
         char *name;
         bool has_min, has_max;
         double min, max;              /* inclusive; a value outside is rejected (out_of_range) */
-        char *unit;                   /* or NULL; shown with the readings by query */
+        char *unit;                   /* or NULL; shown with the range in events */
+        uint64_t expect_every_usec;   /* 0: the metric on its own is not watched for silence */
 } SensorMetricConfig;
 
 typedef struct SensorEntryConfig {

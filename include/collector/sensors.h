@@ -67,14 +67,21 @@ const SensorMapConfig *sensors_get_map(const Sensors *s);
  * an event goes into the store's open batch. Returns the store's -errno when that fails. */
 int sensors_lookup(Sensors *s, const char *id, int64_t now_ms, const SensorEntryConfig **ret_entry);
 
+/* A metric m (of the entry the last sensors_lookup() returned) arrived at now_ms: when the
+ * entry expects it on its own (its expect_every), its last-seen time is updated, and one that
+ * was silent is back (a notice and an event, subject the metric). Returns 0 or the store's
+ * -errno. */
+int sensors_metric_seen(Sensors *s, const SensorMetricConfig *m, int64_t now_ms);
+
 /* Records an out-of-range value of sensor id's metric (the reject itself is the caller's): the
  * first of a burst writes an out_of_range event; the rest within a minute are counted into
  * the next one. Returns 0 or the store's -errno. */
 int sensors_out_of_range(Sensors *s, const char *id, const SensorMetricConfig *m, double value, int64_t now_ms);
 
-/* Runs the silence check at now_ms (the task does so on a timer): every watched sensor that
- * has become silent gets one warning and an event. Returns the number that fell silent, or
- * the store's -errno. */
+/* Runs the silence check at now_ms (the task does so on a timer): every watched sensor, and
+ * every metric an entry expects on its own, that has become silent gets one warning (at most
+ * ten per check, then one line with how many more) and an event. Returns the number that fell
+ * silent, or the store's -errno. */
 int sensors_check(Sensors *s, int64_t now_ms);
 
 /* Read-only view of one watched sensor, for status displays. id and map_id are borrowed and

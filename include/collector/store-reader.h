@@ -95,8 +95,9 @@ typedef struct StoredEvent {
         const char *detail;
 } StoredEvent;
 
-/* A stretch of time in which a sensor delivered nothing for longer than the map allows: from
- * the silence events (see docs/STORE.md, "Events"). end_ms 0: it goes on. cause: the input or
+/* A stretch of time in which a sensor (or a metric an entry expects on its own: sensor
+ * "ID/METRIC") delivered nothing for longer than the map allows: from the silence events (see
+ * docs/STORE.md, "Events"). end_ms 0: it goes on. cause: the input or
  * daemon outage that overlaps it ("daemon_down (not stopped cleanly)", "input_down mqtt (broker
  * unreachable)"), or NULL when none is known. Borrowed for the callback. */
 typedef struct StoredGap {

@@ -63,12 +63,13 @@ StoreEventKind store_event_kind_from_string(const char *s);
 /* Appends an event to the open batch; same rules as store_append(). */
 int store_append_event(Store *s, const StoreEvent *ev);
 
-/* Calls cb for every sensor with a reading whose ts is at or after since_ms, with the newest
- * such ts (ms). Reads through the readings_ts index: its cost grows with the readings since
+/* Calls cb for every sensor and metric with a reading whose ts is at or after since_ms, with
+ * the newest such ts (ms). Reads through the readings_ts index: its cost grows with the readings since
  * since_ms, not with the store. Returns 0, -ESHUTDOWN when the store is not open, the first
  * negative value cb returned, or -errno from SQLite (the store is not failed by a read). */
 int store_foreach_last_seen(Store *s, int64_t since_ms,
-                            int (*cb)(const char *sensor, int64_t last_ms, void *userdata), void *userdata);
+                            int (*cb)(const char *sensor, const char *metric, int64_t last_ms, void *userdata),
+                            void *userdata);
 
 /* Returns in *ret_ms the newest ts of any reading of sensor, 0 when it has none. Returns 0,
  * -ESHUTDOWN or -errno as above. */

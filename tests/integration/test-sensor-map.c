@@ -212,6 +212,42 @@ START_TEST(test_ranges_and_unknown) {
 }
 END_TEST
 
+/* ---- a metric that stops while its sensor goes on ---- */
+
+static bool log_lacks_yet(Ctx *c, const char *needle) {
+        LogWait w = { &c->d, needle };
+        return !log_has(&w);
+}
+
+START_TEST(test_metric_silence) {
+        _cleanup_free_ char *gaps = NULL;
+        int64_t deadline;
+        Ctx c;
+
+        ctx_init(&c, true);
+        daemon_start(&c,
+                     "{ \"stale_after\": 2, \"map\": { \"gh1-t3\": { \"expect_every\": 1.5,"
+                     " \"metrics\": { \"co2\": { \"expect_every\": 0.3 } } } } }",
+                     NULL);
+        write_str(&c, "sensor=gh1-t3 temperature=20 co2=600\n");
+        /* The CO2 probe dies, the temperature goes on every 100 ms. */
+        deadline = tl_now_ms() + 15000;
+        while (log_lacks_yet(&c, "Sensor 'gh1-t3' is silent on 'co2'") && tl_now_ms() < deadline) {
+                write_str(&c, "sensor=gh1-t3 temperature=20\n");
+                tl_sleep_ms(100);
+        }
+        wait_log(&c, "Sensor 'gh1-t3' is silent on 'co2': nothing for", 1000);
+        ck_assert_msg(tl_notify_wait(&c.d.notify, "1 silent: gh1-t3/co2", 5000), "%s", c.d.notify.log);
+        write_str(&c, "sensor=gh1-t3 temperature=20 co2=610\n");
+        wait_log(&c, "Sensor 'gh1-t3' delivers 'co2' again after a gap of", 5000);
+        stop_daemon_ok(&c);
+        /* The sensor itself never fell silent. */
+        ck_assert_int_eq(tl_sql_int(c.db, "SELECT count(*) FROM events WHERE kind = 'sensor_silent' AND subject IS NULL"), 0);
+        gaps = query(&c, "--gaps", "--format", "csv", NULL);
+        assert_contains(gaps, "\ngh1-t3/co2,");
+}
+END_TEST
+
 /* ---- silence survives a restart; downtime and a SIGKILL are recorded ---- */
 
 START_TEST(test_silence_across_restart) {
@@ -313,6 +349,7 @@ static Suite *sensors_suite(void) {
         tcase_set_timeout(tc, 120);
         tcase_add_test(tc, test_silence_and_return);
         tcase_add_test(tc, test_ranges_and_unknown);
+        tcase_add_test(tc, test_metric_silence);
         tcase_add_test(tc, test_silence_across_restart);
         tcase_add_test(tc, test_serial_unplug);
         tcase_add_test(tc, test_broker_restart);

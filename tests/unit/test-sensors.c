@@ -279,6 +279,43 @@ START_TEST(test_many_silent) {
 }
 END_TEST
 
+/* A metric expected on its own: silent while the sensor goes on, back with its gap, its state
+ * kept by sensors_set_map(). */
+START_TEST(test_metric_silence) {
+        _cleanup_(config_freep) Config *a = load("{ \"stale_after\": 2, \"map\": { \"s\": { \"expect_every\": 1,"
+                                                 " \"metrics\": { \"co2\": { \"expect_every\": 5 }, \"t\": { \"max\": 50 } } } } }");
+        _cleanup_(config_freep) Config *b = load("{ \"stale_after\": 2, \"map\": { \"s\": { \"expect_every\": 1,"
+                                                 " \"metrics\": { \"t\": { \"max\": 60 }, \"co2\": { \"expect_every\": 5 } } } } }");
+        const SensorEntryConfig *e;
+        char status[128];
+        Fixture f;
+        int64_t t0 = 1800000000000;
+
+        fx_init(&f, &a->sensors);
+        ck_assert_int_eq(sensors_lookup(f.sensors, "s", t0, &e), 0);
+        ck_assert_int_eq(sensors_metric_seen(f.sensors, sensor_entry_metric(e, "co2"), t0), 0);
+        for (int64_t t = t0 + 1000; t <= t0 + 10000; t += 1000) {
+                ck_assert_int_eq(sensors_lookup(f.sensors, "s", t, &e), 0);
+                ck_assert_int_eq(sensors_metric_seen(f.sensors, sensor_entry_metric(e, "t"), t), 0);
+                ck_assert_int_eq(sensors_check(f.sensors, t), t == t0 + 10000 ? 1 : 0);
+        }
+        sensors_format_status(f.sensors, status, sizeof(status));
+        ck_assert_str_eq(status, "1 watched, 1 silent: s/co2");
+
+        /* The new map lists the metrics in another order: co2's silence and last-seen go along. */
+        ck_assert_int_eq(sensors_set_map(f.sensors, &b->sensors), 0);
+        ck_assert_int_eq(sensors_count_silent(f.sensors), 1);
+        ck_assert_int_eq(sensors_lookup(f.sensors, "s", t0 + 12000, &e), 0);
+        ck_assert_str_eq(e->metrics[1].name, "co2");
+        ck_assert_int_eq(sensors_metric_seen(f.sensors, &e->metrics[1], t0 + 12000), 0);
+        ck_assert_int_eq(sensors_count_silent(f.sensors), 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT end_ts - start_ts FROM events WHERE kind = 'sensor_back' AND subject = 'co2'"),
+                         12000);
+        fx_done(&f);
+}
+END_TEST
+
 /* Events age out with the readings (store.retention_days). */
 START_TEST(test_events_retention) {
         sd_event *e = NULL;
@@ -360,6 +397,7 @@ static Suite *sensors_suite(void) {
         tcase_add_test(tc, test_out_of_range_bursts);
         tcase_add_test(tc, test_many_silent);
         tcase_add_test(tc, test_events_retention);
+        tcase_add_test(tc, test_metric_silence);
         tcase_add_test(tc, test_ingest_with_map);
         suite_add_tcase(s, tc);
         return s;
