@@ -623,6 +623,7 @@ int sensors_get(const Sensors *s, size_t i, SensorInfo *ret) {
                 .last_seen_ms = w->last_seen_ms,
                 .expect_every_usec = w->entry->expect_every_usec,
                 .silent = w->silent,
+                .n_metrics_silent = watched_silences(w) - w->silent,
         };
         return 0;
 }

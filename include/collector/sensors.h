@@ -92,9 +92,11 @@ typedef struct SensorInfo {
         int64_t last_seen_ms;         /* 0: never seen */
         uint64_t expect_every_usec;
         bool silent;
+        size_t n_metrics_silent;      /* metrics expected on their own that are silent now */
 } SensorInfo;
 
-/* Number of watched sensors, and of those silent now. */
+/* Number of watched sensors, and of the silences now (sensors and metrics expected on their
+ * own). */
 size_t sensors_count(const Sensors *s);
 size_t sensors_count_silent(const Sensors *s);
 /* Fills *ret for the i-th watched sensor (0 <= i < sensors_count()). Returns 0 or -ERANGE. */

@@ -288,6 +288,7 @@ START_TEST(test_metric_silence) {
                                                  " \"metrics\": { \"t\": { \"max\": 60 }, \"co2\": { \"expect_every\": 5 } } } } }");
         const SensorEntryConfig *e;
         char status[128];
+        SensorInfo info;
         Fixture f;
         int64_t t0 = 1800000000000;
 
@@ -301,6 +302,9 @@ START_TEST(test_metric_silence) {
         }
         sensors_format_status(f.sensors, status, sizeof(status));
         ck_assert_str_eq(status, "1 watched, 1 silent: s/co2");
+        ck_assert_ptr_nonnull(info_of(&f, "s", &info));
+        ck_assert(!info.silent);
+        ck_assert_int_eq(info.n_metrics_silent, 1);
 
         /* The new map lists the metrics in another order: co2's silence and last-seen go along. */
         ck_assert_int_eq(sensors_set_map(f.sensors, &b->sensors), 0);
