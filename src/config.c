@@ -530,7 +530,7 @@ static const Field supervisor_fields[] = {
         F_SECONDS("status_interval", SupervisorConfig, status_interval_usec, 0.1, 3600, 1),
 };
 
-enum { SECTION_SERIAL, SECTION_MQTT, SECTION_STORE, SECTION_LOG, SECTION_SUPERVISOR, SECTION_CLOCK };
+enum { SECTION_SERIAL, SECTION_MQTT, SECTION_STORE, SECTION_LOG, SECTION_SUPERVISOR, SECTION_CLOCK, SECTION_SENSORS };
 static const char *const section_names[] = {
         [SECTION_SERIAL] = "serial",
         [SECTION_MQTT] = "mqtt",
@@ -538,6 +538,7 @@ static const char *const section_names[] = {
         [SECTION_LOG] = "log",
         [SECTION_SUPERVISOR] = "supervisor",
         [SECTION_CLOCK] = "clock",
+        [SECTION_SENSORS] = "sensors",
 };
 
 /* ---- applying a table ---- */
@@ -1052,6 +1053,195 @@ static void parse_mqtt(Ctx *ctx, const cJSON *obj, MqttConfig *c) {
                 error_at(ctx, "/mqtt/tls_version", "requires \"cafile\" or \"capath\" (TLS is used only when one is set)");
 }
 
+/* ---- the sensor map ---- */
+
+static const char *const unknown_policy_names[_SENSOR_UNKNOWN_MAX] = {
+        [SENSOR_UNKNOWN_STORE] = "store",
+        [SENSOR_UNKNOWN_REJECT] = "reject",
+};
+
+const char *sensor_unknown_policy_to_string(SensorUnknownPolicy p) {
+        return p >= 0 && p < _SENSOR_UNKNOWN_MAX ? unknown_policy_names[p] : NULL;
+}
+
+static bool parse_sensor_map(Ctx *ctx, const char *path, const cJSON *v, void *base);
+static bool parse_metric_min(Ctx *ctx, const char *path, const cJSON *v, void *base);
+static bool parse_metric_max(Ctx *ctx, const char *path, const cJSON *v, void *base);
+static bool parse_sensor_metrics(Ctx *ctx, const char *path, const cJSON *v, void *base);
+
+static const Field sensors_fields[] = {
+        F_ENUM("unknown", SensorMapConfig, unknown, unknown_policy_names, SENSOR_UNKNOWN_STORE),
+        F_INT("stale_after", SensorMapConfig, stale_after, 1, 1000, 3),
+        F_CUSTOM("map", parse_sensor_map),
+};
+
+static const Field sensor_entry_fields[] = {
+        F_SECONDS("expect_every", SensorEntryConfig, expect_every_usec, 0.1, 604800, 0),
+        F_CUSTOM("metrics", parse_sensor_metrics),
+};
+
+static const Field sensor_metric_fields[] = {
+        F_CUSTOM("min", parse_metric_min),
+        F_CUSTOM("max", parse_metric_max),
+        F_STRING("unit", SensorMetricConfig, unit, 1, 32, check_utf8, NULL),
+        F_SECONDS("expect_every", SensorMetricConfig, expect_every_usec, 0.1, 604800, 0),
+};
+
+static bool parse_metric_bound(Ctx *ctx, const char *path, const cJSON *v, bool *ret_has, double *ret) {
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+                error_at(ctx, path, "expected a number, got %s", json_type_name(v));
+                return false;
+        }
+        *ret_has = true;
+        *ret = v->valuedouble;
+        return true;
+}
+
+static bool parse_metric_min(Ctx *ctx, const char *path, const cJSON *v, void *base) {
+        SensorMetricConfig *m = base;
+        return parse_metric_bound(ctx, path, v, &m->has_min, &m->min);
+}
+
+static bool parse_metric_max(Ctx *ctx, const char *path, const cJSON *v, void *base) {
+        SensorMetricConfig *m = base;
+        return parse_metric_bound(ctx, path, v, &m->has_max, &m->max);
+}
+
+/* Checks a map key (a sensor id, a pattern or a metric name): Returns NULL or why not. */
+static const char *check_map_key(const char *s, size_t max) {
+        if (!s[0])
+                return "must not be empty";
+        if (strlen(s) > max)
+                return "is too long";
+        return check_id(s);
+}
+
+static bool parse_sensor_metrics(Ctx *ctx, const char *path, const cJSON *v, void *base) {
+        SensorEntryConfig *e = base;
+        const cJSON *item;
+        size_t i = 0;
+        bool ok = true;
+
+        if (!cJSON_IsObject(v)) {
+                error_at(ctx, path, "expected an object of metrics by name, got %s", json_type_name(v));
+                return false;
+        }
+        e->metrics = calloc(MAX((size_t) cJSON_GetArraySize(v), 1u), sizeof(SensorMetricConfig));
+        if (!e->metrics) {
+                ctx->oom = true;
+                return false;
+        }
+        cJSON_ArrayForEach(item, v) {
+                _cleanup_free_ char *p = path_key(path, strempty(item->string));
+                Section s = { .path = p, .fields = sensor_metric_fields, .n_fields = ELEMENTSOF(sensor_metric_fields) };
+                SensorMetricConfig *m = &e->metrics[i];
+                const char *why;
+
+                if (!p) {
+                        ctx->oom = true;
+                        return false;
+                }
+                if (!item->string || cJSON_GetObjectItemCaseSensitive(v, item->string) != item)
+                        continue; /* a duplicate, reported already */
+                why = check_map_key(item->string, METRIC_NAME_MAX);
+                if (why) {
+                        error_at(ctx, p, "a metric name %s", why);
+                        ok = false;
+                        continue;
+                }
+                if (!cJSON_IsObject(item)) {
+                        error_at(ctx, p, "expected an object with \"min\", \"max\", \"unit\" or \"expect_every\", got %s",
+                                 json_type_name(item));
+                        ok = false;
+                        continue;
+                }
+                parse_section_in(ctx, &s, item, m);
+                m->name = strdup(item->string);
+                if (!m->name) {
+                        ctx->oom = true;
+                        return false;
+                }
+                e->n_metrics = ++i;
+                if (m->has_min && m->has_max && m->min > m->max) {
+                        error_at(ctx, p, "min %.15g is greater than max %.15g", m->min, m->max);
+                        ok = false;
+                }
+        }
+        return ok;
+}
+
+static bool parse_sensor_map(Ctx *ctx, const char *path, const cJSON *v, void *base) {
+        SensorMapConfig *c = base;
+        const cJSON *item;
+        size_t i = 0;
+        bool ok = true;
+
+        if (!cJSON_IsObject(v)) {
+                error_at(ctx, path, "expected an object of sensors by id or pattern, got %s", json_type_name(v));
+                return false;
+        }
+        c->entries = calloc(MAX((size_t) cJSON_GetArraySize(v), 1u), sizeof(SensorEntryConfig));
+        if (!c->entries) {
+                ctx->oom = true;
+                return false;
+        }
+        cJSON_ArrayForEach(item, v) {
+                _cleanup_free_ char *p = path_key(path, strempty(item->string));
+                Section s = { .path = p, .fields = sensor_entry_fields, .n_fields = ELEMENTSOF(sensor_entry_fields) };
+                SensorEntryConfig *e = &c->entries[i];
+                const char *why;
+
+                if (!p) {
+                        ctx->oom = true;
+                        return false;
+                }
+                if (!item->string || cJSON_GetObjectItemCaseSensitive(v, item->string) != item)
+                        continue;
+                why = check_map_key(item->string, SENSOR_ID_MAX);
+                if (why) {
+                        error_at(ctx, p, "a sensor id or pattern %s", why);
+                        ok = false;
+                        continue;
+                }
+                if (!cJSON_IsObject(item)) {
+                        error_at(ctx, p, "expected an object with \"expect_every\" or \"metrics\", got %s",
+                                 json_type_name(item));
+                        ok = false;
+                        continue;
+                }
+                e->id = strdup(item->string);
+                if (!e->id) {
+                        ctx->oom = true;
+                        return false;
+                }
+                e->is_pattern = strpbrk(e->id, "*?") != NULL;
+                c->n_entries = ++i;
+                parse_section_in(ctx, &s, item, e);
+        }
+        return ok;
+}
+
+static void parse_sensors(Ctx *ctx, const cJSON *obj, SensorMapConfig *c) {
+        Section s = { .path = "/sensors", .fields = sensors_fields, .n_fields = ELEMENTSOF(sensors_fields) };
+
+        parse_section_in(ctx, &s, obj, c);
+}
+
+void sensor_map_config_done(SensorMapConfig *m) {
+        if (!m)
+                return;
+        for (size_t i = 0; i < m->n_entries; i++) {
+                for (size_t j = 0; j < m->entries[i].n_metrics; j++) {
+                        free(m->entries[i].metrics[j].name);
+                        free(m->entries[i].metrics[j].unit);
+                }
+                free(m->entries[i].metrics);
+                free(m->entries[i].id);
+        }
+        free(m->entries);
+        *m = (SensorMapConfig) {};
+}
+
 static void parse_simple(Ctx *ctx, const char *path, const Field *fields, size_t n, const cJSON *obj, void *base) {
         Section s = { .path = path, .fields = fields, .n_fields = n };
 
@@ -1078,6 +1268,9 @@ static void parse_one_section(Ctx *ctx, size_t i, const cJSON *obj, Config *c) {
                 break;
         case SECTION_CLOCK:
                 parse_simple(ctx, "/clock", clock_fields, ELEMENTSOF(clock_fields), obj, &c->clock);
+                break;
+        case SECTION_SENSORS:
+                parse_sensors(ctx, obj, &c->sensors);
                 break;
         default:
                 assert(!"unknown section");
@@ -1148,7 +1341,7 @@ static void parse_root(Ctx *ctx, const cJSON *root, Config *c) {
 
         if (!cJSON_IsObject(root)) {
                 error_at(ctx, "/", "expected an object with the sections %s, got %s",
-                         "serial, mqtt, store, log, supervisor", json_type_name(root));
+                         "serial, mqtt, store, log, supervisor, sensors", json_type_name(root));
                 root = NULL;
         }
 
@@ -1174,7 +1367,7 @@ static void parse_root(Ctx *ctx, const cJSON *root, Config *c) {
                         if (hint)
                                 error_at(ctx, path, "unknown section (did you mean \"%s\"?)", hint);
                         else
-                                error_at(ctx, path, "unknown section (the sections are serial, mqtt, store, log, supervisor)");
+                                error_at(ctx, path, "unknown section (the sections are serial, mqtt, store, log, supervisor, clock, sensors)");
                         continue;
                 }
                 if (!cJSON_IsObject(v)) {
@@ -1648,6 +1841,7 @@ Config *config_free(Config *c) {
                 topic_done(&c->mqtt.topics[i]);
         free(c->mqtt.topics);
         free(c->store.path);
+        sensor_map_config_done(&c->sensors);
         free(c);
         return NULL;
 }

@@ -38,6 +38,10 @@ struct Ingest {
         RateLimit reject_ratelimit;
         sd_event_source *suppressed_source;   /* reports what the rate limit kept back */
         char last_origin[INGEST_ORIGIN_MAX];  /* of the last reject, for that report */
+
+        Sensors *sensors;             /* borrowed, or NULL */
+        int64_t down_since_ms;        /* 0: the input is not down */
+        char down_cause[128];
 };
 
 int ingest_new(sd_event *e, Store *store, Clock *clock, const IngestInput *input, Ingest **ret) {
@@ -132,6 +136,48 @@ static void ingest_clock_flags(Ingest *in, const Frame *frame, const char *origi
 }
 
 int ingest_frame(Ingest *in, const Frame *frame, const char *origin, int64_t received_ms) {
+        return ingest_frame_raw(in, frame, origin, received_ms, NULL, 0);
+}
+
+void ingest_set_sensors(Ingest *in, Sensors *sensors) {
+        in->sensors = sensors;
+}
+
+/* The sensor id for SENSOR_ID= (see log_sensor_id() in mqtt-message.c). */
+static const char *ingest_log_id(const char *id) {
+        return id[0] && !strpbrk(id, "\"'\\") ? id : NULL;
+}
+
+/* A reject of a whole frame (unknown_sensor) or of one metric (out_of_range). Without the raw
+ * bytes (a caller of ingest_frame()), a kv text of what was parsed stands in for them. */
+static int ingest_reject_frame(Ingest *in, const Frame *frame, const char *origin, int64_t received_ms,
+                               const void *raw, size_t raw_size, FrameReject reason) {
+        char text[SENSOR_ID_MAX + 16 + FRAME_METRICS_MAX * (METRIC_NAME_MAX + 26)];
+
+        if (!raw) {
+                size_t used = (size_t) snprintf(text, sizeof(text), "sensor=%s", frame->sensor);
+
+                for (size_t i = 0; i < frame->n_metrics && used < sizeof(text); i++)
+                        used += (size_t) snprintf(text + used, sizeof(text) - used, " %s=%.17g", frame->metrics[i].name,
+                                                  frame->metrics[i].value);
+                raw = text;
+                raw_size = MIN(used, sizeof(text) - 1);
+        }
+        return ingest_reject(in, &(IngestReject){
+                                         .origin = origin,
+                                         .raw = raw,
+                                         .raw_size = raw_size,
+                                         .size = raw_size,
+                                         .reason = reason,
+                                         .sensor = ingest_log_id(frame->sensor),
+                                         .received_ms = received_ms,
+                                 });
+}
+
+int ingest_frame_raw(Ingest *in, const Frame *frame, const char *origin, int64_t received_ms, const void *raw,
+                     size_t raw_size) {
+        const SensorEntryConfig *entry = NULL;
+        size_t n_stored = 0;
         Reading rd = {
                 .sensor = frame->sensor,
                 .ts_ms = frame->has_ts ? frame->ts_ms : received_ms,
@@ -144,6 +190,14 @@ int ingest_frame(Ingest *in, const Frame *frame, const char *origin, int64_t rec
 
         if (in->store_failed)
                 return -ESHUTDOWN;
+        if (in->sensors) {
+                r = sensors_lookup(in->sensors, frame->sensor, received_ms, &entry);
+                if (r == -ENOENT)
+                        return ingest_reject_frame(in, frame, origin, received_ms, raw, raw_size,
+                                                   FRAME_REJECT_UNKNOWN_SENSOR);
+                if (r < 0)
+                        return ingest_store_failed(in, r);
+        }
         /* All or nothing: asked before the first reading, not found out at the third. */
         r = store_names_fit(in->store, frame, origin);
         if (r < 0)
@@ -154,14 +208,71 @@ int ingest_frame(Ingest *in, const Frame *frame, const char *origin, int64_t rec
         for (size_t i = 0; i < frame->n_metrics; i++) {
                 rd.metric = frame->metrics[i].name;
                 rd.value = frame->metrics[i].value;
+                if (entry) {
+                        const SensorMetricConfig *m = sensor_entry_metric(entry, rd.metric);
+
+                        /* Delivered, in range or not: the metric is not silent. */
+                        if (m && (r = sensors_metric_seen(in->sensors, m, received_ms)) < 0)
+                                return ingest_store_failed(in, r);
+                        if (m && !sensor_metric_in_range(m, rd.value)) {
+                                r = ingest_reject_frame(in, frame, origin, received_ms, raw, raw_size,
+                                                        FRAME_REJECT_OUT_OF_RANGE);
+                                if (r >= 0)
+                                        r = sensors_out_of_range(in->sensors, frame->sensor, m, rd.value, received_ms);
+                                if (r < 0)
+                                        return ingest_store_failed(in, r);
+                                continue;
+                        }
+                }
                 r = store_append(in->store, &rd);
                 if (r < 0)
                         return ingest_store_failed(in, r);
                 in->counters.readings++;
+                n_stored++;
         }
-        rate_window_add(&in->readings_window, event_now_usec(in->event, CLOCK_MONOTONIC), frame->n_metrics);
-        in->counters.frames++;
+        if (n_stored > 0) {
+                rate_window_add(&in->readings_window, event_now_usec(in->event, CLOCK_MONOTONIC), n_stored);
+                in->counters.frames++;
+        }
         return 0;
+}
+
+void ingest_input_down(Ingest *in, const char *cause) {
+        int64_t now = ingest_receipt_ms(in);
+        int r;
+
+        if (in->down_since_ms != 0 || in->store_failed)
+                return;
+        in->down_since_ms = now;
+        snprintf(in->down_cause, sizeof(in->down_cause), "%s", strempty(cause));
+        r = store_append_event(in->store, &(StoreEvent){
+                                                  .kind = STORE_EVENT_INPUT_DOWN,
+                                                  .ts_ms = now,
+                                                  .subject = in->input->task,
+                                                  .start_ms = now,
+                                                  .detail = in->down_cause,
+                                          });
+        if (r < 0)
+                (void) ingest_store_failed(in, r);
+}
+
+void ingest_input_up(Ingest *in) {
+        int64_t now = ingest_receipt_ms(in);
+        int r;
+
+        if (in->down_since_ms == 0 || in->store_failed)
+                return;
+        r = store_append_event(in->store, &(StoreEvent){
+                                                  .kind = STORE_EVENT_INPUT_UP,
+                                                  .ts_ms = now,
+                                                  .subject = in->input->task,
+                                                  .start_ms = in->down_since_ms,
+                                                  .end_ms = now,
+                                                  .detail = in->down_cause,
+                                          });
+        in->down_since_ms = 0;
+        if (r < 0)
+                (void) ingest_store_failed(in, r);
 }
 
 /* Printable excerpt of raw bytes for a log line: non-printables as \xHH, cut with "...". */

@@ -12,6 +12,7 @@
 #include "collector/mqtt-task.h"
 #include "collector/query.h"
 #include "collector/reload.h"
+#include "collector/sensors.h"
 #include "collector/serial-task.h"
 #include "collector/status-sections.h"
 #include "collector/status.h"
@@ -140,9 +141,11 @@ static int config_exit_status(int r) {
 
 /* Builds the tasks in the order they start: the store first, so that it stops last; the clock
  * next, so that it has judged the clock before the first reading arrives. */
-static int add_tasks(Supervisor *s, const Config *config, Store **ret_store, Clock **ret_clock) {
+static int add_tasks(Supervisor *s, const Config *config, Store **ret_store, Clock **ret_clock,
+                     Sensors **ret_sensors) {
         sd_event *e = supervisor_get_event(s);
         Clock *clock = NULL;
+        Sensors *sensors = NULL;
         Store *store;
         Task *t;
         int r;
@@ -150,6 +153,12 @@ static int add_tasks(Supervisor *s, const Config *config, Store **ret_store, Clo
         r = store_task_new(e, &config->store, &t, &store);
         if (r >= 0)
                 r = supervisor_add_task(s, t);
+        /* After the store (it reads last-seen times from it), before the inputs that feed it. */
+        if (r >= 0) {
+                r = sensors_task_new(e, &config->sensors, store, &t, &sensors);
+                if (r >= 0)
+                        r = supervisor_add_task(s, t);
+        }
         if (r >= 0) {
                 r = clock_task_new(e, &config->clock, store, &t, &clock);
                 if (r >= 0)
@@ -158,28 +167,38 @@ static int add_tasks(Supervisor *s, const Config *config, Store **ret_store, Clo
         if (r >= 0) {
                 *ret_store = store;
                 *ret_clock = clock;
+                *ret_sensors = sensors;
         }
         if (r >= 0 && config->serial.enabled) {
-                r = serial_task_new(e, &config->serial, store, clock, &t);
+                r = serial_task_new(e, &config->serial, store, clock, sensors, &t);
                 if (r >= 0)
                         r = supervisor_add_task(s, t);
         }
         if (r >= 0 && config->mqtt.enabled) {
-                r = mqtt_task_new(e, &config->mqtt, store, clock, &t);
+                r = mqtt_task_new(e, &config->mqtt, store, clock, sensors, &t);
                 if (r >= 0)
                         r = supervisor_add_task(s, t);
         }
         return r;
 }
 
+/* The reload hook of the sensor map: the new map takes over, each sensor keeps its last-seen
+ * time and silence. The map stays in next, which the Reload keeps until the following reload. */
+static int reload_sensor_map(const Config *old, const Config *next, void *userdata) {
+        (void) old;
+        return sensors_set_map(userdata, &next->sensors);
+}
+
 /* SIGHUP reloads the file given at start, with the same command line applied to it. Hooks for
  * what else can change at run time register on the Reload here. */
-static int add_reload(Supervisor *s, const Config *config, const Args *args, Reload **ret) {
+static int add_reload(Supervisor *s, const Config *config, const Args *args, Sensors *sensors, Reload **ret) {
         int r;
 
         r = reload_new(config, &(ReloadOptions){ .path = args->config_path, .log_level_override = args->log_level,
                                                  .no_serial = args->no_serial, .no_mqtt = args->no_mqtt },
                        ret);
+        if (r >= 0)
+                r = reload_add_hook(*ret, "sensor map", reload_sensor_map, sensors);
         if (r >= 0)
                 supervisor_set_reload(s, reload_run_for_supervisor, *ret);
         return r;
@@ -225,6 +244,7 @@ static int run(int argc, char **argv) {
         _cleanup_strv_free_ char **errors = NULL;
         Store *store = NULL;
         Clock *clock = NULL;
+        Sensors *sensors = NULL;
         Args args;
         int r;
 
@@ -284,9 +304,9 @@ static int run(int argc, char **argv) {
                                                  .status_interval_usec = config->supervisor.status_interval_usec },
                            &s);
         if (r >= 0)
-                r = add_tasks(s, config, &store, &clock);
+                r = add_tasks(s, config, &store, &clock, &sensors);
         if (r >= 0)
-                r = add_reload(s, config, &args, &reload);
+                r = add_reload(s, config, &args, sensors, &reload);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up: %m");
                 (void) sd_notify(false, "STOPPING=1");

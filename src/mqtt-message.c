@@ -126,7 +126,8 @@ int mqtt_router_handle(MqttRouter *r, const MqttMessage *msg) {
                                       "Skipping retained message without timestamp on '%s'.", msg->topic);
                 return 0;
         }
-        if (ingest_frame(r->ingest, &frame, msg->topic, received_ms) == INGEST_TOO_MANY_NAMES)
+        if (ingest_frame_raw(r->ingest, &frame, msg->topic, received_ms, msg->payload,
+                             MIN(msg->size, r->config->max_payload_bytes)) == INGEST_TOO_MANY_NAMES)
                 return router_reject(r, msg, FRAME_REJECT_TOO_MANY_NAMES, frame.sensor, received_ms);
         return 0;
 }

@@ -424,6 +424,7 @@ static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
         char degraded[256];
         snprintf(degraded, sizeof(degraded), "reconnecting to %s (attempt %u)", m->host_port, m->attempt + 1);
         task_report_degraded(m->task, degraded);
+        ingest_input_down(m->ingest, "broker unreachable");
 }
 
 /* Connects to address (the host name itself, or the address it resolved to). Failures are
@@ -884,6 +885,7 @@ static void mqtt_now_running(MqttTask *m) {
                         return;
         }
         task_report_running(m->task);
+        ingest_input_up(m->ingest);
 
         /* libmosquitto formats a log line for every packet whenever a log callback is set; we
          * only need it for the causes of failed connection attempts (OpenSSL's reasons), so it
@@ -1402,7 +1404,7 @@ static int mqtt_task_setup(MqttTask *m) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(MqttTask *, mqtt_task_free_one);
 
-int mqtt_task_new(sd_event *e, const MqttConfig *config, Store *store, Clock *clock, Task **ret) {
+int mqtt_task_new(sd_event *e, const MqttConfig *config, Store *store, Clock *clock, Sensors *sensors, Task **ret) {
         _cleanup_(mqtt_task_free_onep) MqttTask *m = NULL;
         Task *t;
         int r;
@@ -1429,6 +1431,7 @@ int mqtt_task_new(sd_event *e, const MqttConfig *config, Store *store, Clock *cl
         r = ingest_new(e, store, clock, &mqtt_input, &m->ingest);
         if (r < 0)
                 return r;
+        ingest_set_sensors(m->ingest, sensors);
         r = mqtt_task_setup(m);
         if (r < 0)
                 return r;

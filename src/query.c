@@ -17,7 +17,7 @@
 
 /* Table output is aligned over this many rows at a time: bounded memory on any result size. */
 #define TABLE_CHUNK_ROWS 1000
-#define TABLE_COLUMNS_MAX 8
+#define TABLE_COLUMNS_MAX 10
 
 typedef enum OutputFormat {
         FORMAT_TABLE,
@@ -30,6 +30,8 @@ typedef enum QueryMode {
         MODE_LATEST,
         MODE_COUNT,
         MODE_REJECTS,
+        MODE_EVENTS,
+        MODE_GAPS,
 } QueryMode;
 
 typedef struct QueryArgs {
@@ -45,7 +47,8 @@ static const char usage_text[] =
         "Usage: sensor-collector query [--db PATH | --config FILE] [--sensor ID] [--metric NAME]\n"
         "                              [--source serial|mqtt] [--since TIME] [--until TIME] [--limit N]\n"
         "                              [--flag unsynced|corrected|suspect_ts]\n"
-        "                              [--latest | --count | --rejects] [--format table|csv|json] [--utc]\n";
+        "                              [--latest | --count | --rejects | --events | --gaps]\n"
+        "                              [--format table|csv|json] [--utc]\n";
 
 static void help(void) {
         printf("%s\n"
@@ -65,6 +68,11 @@ static void help(void) {
                "      --latest          the newest value of each sensor and metric\n"
                "      --count           how many readings per sensor and metric, first and last time\n"
                "      --rejects         what arrived and could not be used, with the reason and raw bytes\n"
+               "      --events          why data is missing: sensors silent and back, inputs down and up,\n"
+               "                        the daemon down, out-of-range bursts (--sensor: that sensor's and\n"
+               "                        those of every sensor)\n"
+               "      --gaps            per sensor, the stretches it was silent for longer than the sensor\n"
+               "                        map allows, with their cause when one is known\n"
                "  -o, --format FORMAT   table (aligned, local time), csv, or json (one object per line)\n"
                "      --utc             show table times in UTC\n"
                "  -h, --help            print this help and exit\n\n"
@@ -597,6 +605,128 @@ static int on_reject(const StoredReject *row, void *userdata) {
         return output_row(o, cells);
 }
 
+static void format_span(int64_t from_ms, int64_t to_ms, char *buf, size_t size) {
+        int64_t s = (to_ms - from_ms) / 1000;
+
+        if (from_ms <= 0 || to_ms <= 0)
+                snprintf(buf, size, "-");
+        else if (s < 60)
+                snprintf(buf, size, "%.1fs", (double) (to_ms - from_ms) / 1000.0);
+        else if (s < 3600)
+                snprintf(buf, size, "%" PRId64 "m%02" PRId64 "s", s / 60, s % 60);
+        else if (s < 86400)
+                snprintf(buf, size, "%" PRId64 "h%02" PRId64 "m", s / 3600, s % 3600 / 60);
+        else
+                snprintf(buf, size, "%" PRId64 "d%02" PRId64 "h", s / 86400, s % 86400 / 3600);
+}
+
+/* A time column: local or UTC text in a table, else ms ("" for none; JSON null). */
+static void format_opt_time(const Output *o, int64_t ms, char *buf, size_t size) {
+        if (ms == 0)
+                snprintf(buf, size, "%s", o->format == FORMAT_JSON ? "null" : o->format == FORMAT_TABLE ? "-" : "");
+        else if (o->format == FORMAT_TABLE)
+                format_time(ms, o->utc, buf, size);
+        else
+                snprintf(buf, size, "%" PRId64, ms);
+}
+
+static const char *const event_headers[] = { "TIME", "KIND", "SENSOR", "SUBJECT", "FROM", "TO", "LENGTH", "COUNT", "DETAIL" };
+static const bool event_right[] = { false, false, false, false, false, false, true, true, false };
+static const char *const event_keys[] = { "ts", "time", "kind", "sensor", "subject", "start", "end", "duration_ms", "count", "detail" };
+/* sensor, subject and detail: a string or null, made by on_event() */
+static const bool event_json_raw[] = { true, false, false, true, true, true, true, true, true, true };
+
+/* A JSON string of s into b, or null for NULL. Returns 0 or -ENOMEM. */
+static int json_string_or_null(Buffer *b, const char *s) {
+        return s ? json_string(b, s) : buffer_puts(b, "null");
+}
+
+static int on_event(const StoredEvent *row, void *userdata) {
+        Output *o = userdata;
+        char time_buf[64], ts[32], start[64], end[64], span[32], count[32];
+
+        format_opt_time(o, row->start_ms, start, sizeof(start));
+        format_opt_time(o, row->end_ms, end, sizeof(end));
+        if (o->format == FORMAT_TABLE) {
+                format_time(row->ts_ms, o->utc, time_buf, sizeof(time_buf));
+                format_span(row->start_ms, row->end_ms, span, sizeof(span));
+                snprintf(count, sizeof(count), row->count ? "%" PRIu64 : "-", row->count);
+                char *cells[] = { time_buf, (char *) row->kind, (char *) (row->sensor ?: "-"),
+                                  (char *) (row->subject ?: "-"), start, end, span, count, (char *) strempty(row->detail) };
+                return output_row(o, cells);
+        }
+        format_time(row->ts_ms, true, time_buf, sizeof(time_buf));
+        snprintf(ts, sizeof(ts), "%" PRId64, row->ts_ms);
+        if (row->start_ms && row->end_ms)
+                snprintf(span, sizeof(span), "%" PRId64, row->end_ms - row->start_ms);
+        else
+                snprintf(span, sizeof(span), "%s", o->format == FORMAT_JSON ? "null" : "");
+        if (row->count)
+                snprintf(count, sizeof(count), "%" PRIu64, row->count);
+        else
+                snprintf(count, sizeof(count), "%s", o->format == FORMAT_JSON ? "null" : "");
+        _cleanup_free_ char *sensor_data = NULL, *subject_data = NULL, *detail_data = NULL;
+        Buffer sensor = {}, subject = {}, detail = {};
+        int r = 0;
+
+        if (o->format == FORMAT_JSON) {
+                r = json_string_or_null(&sensor, row->sensor);
+                if (r >= 0)
+                        r = json_string_or_null(&subject, row->subject);
+                if (r >= 0)
+                        r = json_string_or_null(&detail, row->detail);
+        }
+        sensor_data = sensor.data;
+        subject_data = subject.data;
+        detail_data = detail.data;
+        if (r < 0)
+                return r;
+        bool json = o->format == FORMAT_JSON;
+        char *cells[] = { ts, time_buf, (char *) row->kind, json ? sensor.data : (char *) strempty(row->sensor),
+                          json ? subject.data : (char *) strempty(row->subject), start, end, span, count,
+                          json ? detail.data : (char *) strempty(row->detail) };
+        return output_row(o, cells);
+}
+
+static const char *const gap_headers[] = { "SENSOR", "FROM", "TO", "LENGTH", "CAUSE" };
+static const bool gap_right[] = { false, false, false, true, false };
+static const char *const gap_keys[] = { "sensor", "start", "end", "duration_ms", "ongoing", "cause" };
+static const bool gap_json_raw[] = { false, true, true, true, true, true }; /* cause: string or null */
+
+static int on_gap(const StoredGap *row, void *userdata) {
+        Output *o = userdata;
+        int64_t end = row->end_ms ?: wall_clock_ms();
+        char start[64], end_buf[64], span[32];
+
+        format_opt_time(o, row->start_ms, start, sizeof(start));
+        if (o->format == FORMAT_TABLE) {
+                if (row->end_ms)
+                        format_opt_time(o, row->end_ms, end_buf, sizeof(end_buf));
+                else
+                        snprintf(end_buf, sizeof(end_buf), "(ongoing)");
+                format_span(row->start_ms, end, span, sizeof(span));
+                char *cells[] = { (char *) row->sensor, start, end_buf, span, (char *) (row->cause ?: "unknown") };
+                return output_row(o, cells);
+        }
+        format_opt_time(o, row->end_ms, end_buf, sizeof(end_buf));
+        if (row->start_ms)
+                snprintf(span, sizeof(span), "%" PRId64, end - row->start_ms);
+        else
+                snprintf(span, sizeof(span), "%s", o->format == FORMAT_JSON ? "null" : "");
+        _cleanup_free_ char *cause_data = NULL;
+        Buffer cause = {};
+        int r = 0;
+
+        if (o->format == FORMAT_JSON)
+                r = json_string_or_null(&cause, row->cause);
+        cause_data = cause.data;
+        if (r < 0)
+                return r;
+        char *cells[] = { (char *) row->sensor, start, end_buf, span, (char *) (row->end_ms ? "false" : "true"),
+                          (char *) (o->format == FORMAT_JSON ? cause.data : strempty(row->cause)) };
+        return output_row(o, cells);
+}
+
 /* ---- options ---- */
 
 enum {
@@ -609,6 +739,8 @@ enum {
         ARG_REJECTS,
         ARG_UTC,
         ARG_FLAG,
+        ARG_EVENTS,
+        ARG_GAPS,
 };
 
 /* One of the options that narrow the rows (--sensor, --metric, --source, --since, --until,
@@ -668,7 +800,11 @@ static int parse_format(const char *arg, OutputFormat *ret) {
  * Returns 0 or -EINVAL after the usage. */
 static int check_args(const QueryArgs *a, unsigned n_modes) {
         if (n_modes > 1)
-                return usage_error("--latest, --count and --rejects exclude each other");
+                return usage_error("--latest, --count, --rejects, --events and --gaps exclude each other");
+        if ((a->mode == MODE_EVENTS || a->mode == MODE_GAPS) && (a->filter.metric || a->filter.source >= 0))
+                return usage_error("--metric and --source do not apply to --events and --gaps");
+        if (a->mode == MODE_GAPS && a->filter.limit > 0)
+                return usage_error("--limit does not apply to --gaps");
         if (a->db && a->config)
                 return usage_error("--db and --config exclude each other");
         if ((a->mode == MODE_LATEST || a->mode == MODE_COUNT) && a->filter.limit > 0)
@@ -696,6 +832,8 @@ static int parse_args(int argc, char **argv, QueryArgs *a) {
                 { "latest", no_argument, NULL, ARG_LATEST },
                 { "count", no_argument, NULL, ARG_COUNT },
                 { "rejects", no_argument, NULL, ARG_REJECTS },
+                { "events", no_argument, NULL, ARG_EVENTS },
+                { "gaps", no_argument, NULL, ARG_GAPS },
                 { "format", required_argument, NULL, 'o' },
                 { "utc", no_argument, NULL, ARG_UTC },
                 { "flag", required_argument, NULL, ARG_FLAG },
@@ -731,6 +869,11 @@ static int parse_args(int argc, char **argv, QueryArgs *a) {
                 case ARG_COUNT:
                 case ARG_REJECTS:
                         a->mode = c == ARG_LATEST ? MODE_LATEST : c == ARG_COUNT ? MODE_COUNT : MODE_REJECTS;
+                        n_modes++;
+                        break;
+                case ARG_EVENTS:
+                case ARG_GAPS:
+                        a->mode = c == ARG_EVENTS ? MODE_EVENTS : MODE_GAPS;
                         n_modes++;
                         break;
                 case 'o':
@@ -844,6 +987,14 @@ static const char *output_setup(Output *o, const QueryArgs *a) {
                 output_columns(o, ELEMENTSOF(count_headers), count_headers, count_right,
                                ELEMENTSOF(count_keys), count_keys, count_json_raw);
                 return "readings";
+        case MODE_EVENTS:
+                output_columns(o, ELEMENTSOF(event_headers), event_headers, event_right,
+                               ELEMENTSOF(event_keys), event_keys, event_json_raw);
+                return "events";
+        case MODE_GAPS:
+                output_columns(o, ELEMENTSOF(gap_headers), gap_headers, gap_right,
+                               ELEMENTSOF(gap_keys), gap_keys, gap_json_raw);
+                return "gaps";
         case MODE_REJECTS:
         default:
                 output_columns(o, ELEMENTSOF(reject_headers), reject_headers, reject_right,
@@ -861,6 +1012,10 @@ static int query_walk(StoreReader *reader, const QueryArgs *a, Output *o) {
                 return store_reader_latest(reader, &a->filter, on_reading, o);
         case MODE_COUNT:
                 return store_reader_counts(reader, &a->filter, on_count, o);
+        case MODE_EVENTS:
+                return store_reader_events(reader, &a->filter, on_event, o);
+        case MODE_GAPS:
+                return store_reader_gaps(reader, &a->filter, on_gap, o);
         case MODE_REJECTS:
         default:
                 return store_reader_rejects(reader, &a->filter, on_reject, o);

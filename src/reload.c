@@ -109,6 +109,14 @@ static const RestartKey restart_keys[] = {
  * that becomes applicable at run time moves here from restart_keys[] with its hook. */
 static const char *const applied_keys[] = {
         "/log/level",
+        "/sensors/unknown",
+        "/sensors/stale_after",
+};
+
+/* Subtrees a reload applies as a whole: the sensor map is keyed by sensor ids and patterns the
+ * user chooses, so its keys below are not known in advance. */
+static const char *const applied_subtrees[] = {
+        "/sensors/map",
 };
 
 /* Keys with no member of their own: custom_baud only allows a non-standard /serial/baud, and a
@@ -129,6 +137,12 @@ int reload_key_kind(const char *path) {
         for (size_t i = 0; i < ELEMENTSOF(applied_keys); i++)
                 if (streq(applied_keys[i], path))
                         return RELOAD_KEY_APPLIED;
+        for (size_t i = 0; i < ELEMENTSOF(applied_subtrees); i++) {
+                size_t n = strlen(applied_subtrees[i]);
+
+                if (strncmp(path, applied_subtrees[i], n) == 0 && (path[n] == '\0' || path[n] == '/'))
+                        return RELOAD_KEY_APPLIED;
+        }
         return -ENOENT;
 }
 

@@ -234,7 +234,7 @@ static int serial_handle_line(SerialTask *st, const char *line, size_t size, boo
                 frame.sensor[SENSOR_ID_MAX] = 0;
                 r = serial_reject(st, line, size, reason, frame.sensor[0] ? frame.sensor : NULL);
         } else {
-                r = ingest_frame(st->ingest, &frame, device(st), st->received_ms);
+                r = ingest_frame_raw(st->ingest, &frame, device(st), st->received_ms, line, size);
                 if (r == INGEST_TOO_MANY_NAMES)
                         r = serial_reject(st, line, size, FRAME_REJECT_TOO_MANY_NAMES, frame.sensor);
         }
@@ -287,6 +287,7 @@ static int serial_read_chunk(SerialTask *st) {
                                       format_timespan(span, sizeof(span), st->last_data_usec - st->silent_since_usec));
                 st->idle_reopens = 0;
                 task_report_running(st->task);
+                ingest_input_up(st->ingest);
         }
         st->silent_since_usec = st->last_data_usec;
         st->received_ms = ingest_receipt_ms(st->ingest);
@@ -547,6 +548,7 @@ static void serial_report_degraded(SerialTask *st) {
         snprintf(cause, sizeof(cause), "%s %s (attempt %u)", st->ever_opened ? "reopening" : "waiting for",
                  device(st), st->attempts + 1);
         task_report_degraded(st->task, cause);
+        ingest_input_down(st->ingest, st->ever_opened ? "port gone" : "port missing at start");
 }
 
 /* Arms the next reopen attempt by the backoff policy (jitter, so that gateways that lost power
@@ -623,6 +625,7 @@ static int on_reopen_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                          plural(st->attempts, "attempt", "attempts"));
                 serial_log_opened(st, had_opened ? "Reopened" : "Opened", suffix);
                 task_report_running(st->task);
+                ingest_input_up(st->ingest);
                 return 0;
         }
         if (fatal) {
@@ -646,6 +649,7 @@ static void serial_report_silent(SerialTask *st, uint64_t now) {
                  format_timespan(span, sizeof(span), now - st->silent_since_usec), st->idle_reopens,
                  plural(st->idle_reopens, "reopen", "reopens"));
         task_report_degraded(st->task, cause);
+        ingest_input_down(st->ingest, "no data (idle timeout)");
 }
 
 /* No byte for idle_timeout: reopen the port, and report degraded until a byte comes. No byte
@@ -875,7 +879,7 @@ static const TaskOps serial_task_ops = {
         .get_info = serial_task_get_info,
 };
 
-int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Clock *clock, Task **ret) {
+int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Clock *clock, Sensors *sensors, Task **ret) {
         SerialTask *st;
         Task *t;
         int r;
@@ -896,6 +900,8 @@ int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Clock
         backoff_init(&st->backoff, &st->backoff_policy);
 
         r = ingest_new(e, store, clock, &serial_input, &st->ingest);
+        if (r >= 0)
+                ingest_set_sensors(st->ingest, sensors);
         if (r >= 0)
                 r = line_buffer_init(&st->lines, config->max_frame_bytes, config->line_end);
         if (r < 0) {

@@ -296,3 +296,117 @@ int store_reader_rejects(StoreReader *r, const StoreFilter *f,
                                           " AND j.received >= :since AND j.received < :until ORDER BY j.id",
                            f, reject_row, &(RejectWalk){ cb, userdata });
 }
+
+/* ---- events and gaps ---- */
+
+typedef struct EventWalk {
+        int (*cb)(const StoredEvent *row, void *userdata);
+        void *userdata;
+} EventWalk;
+
+typedef struct GapWalk {
+        int (*cb)(const StoredGap *row, void *userdata);
+        void *userdata;
+} GapWalk;
+
+/* Rows of (id, ts, kind, sensor, subject, start_ts, end_ts, count, detail). */
+static int event_row(sqlite3_stmt *st, void *userdata) {
+        const EventWalk *w = userdata;
+        StoredEvent row = {
+                .id = sqlite3_column_int64(st, 0),
+                .ts_ms = sqlite3_column_int64(st, 1),
+                .kind = strempty((const char *) sqlite3_column_text(st, 2)),
+                .sensor = (const char *) sqlite3_column_text(st, 3),
+                .subject = (const char *) sqlite3_column_text(st, 4),
+                .start_ms = sqlite3_column_int64(st, 5),
+                .end_ms = sqlite3_column_int64(st, 6),
+                .count = (uint64_t) sqlite3_column_int64(st, 7),
+                .detail = (const char *) sqlite3_column_text(st, 8),
+        };
+
+        return w->cb(&row, w->userdata);
+}
+
+/* Rows of (sensor, start, end, cause). */
+static int gap_row(sqlite3_stmt *st, void *userdata) {
+        const GapWalk *w = userdata;
+        StoredGap row = {
+                .sensor = strempty((const char *) sqlite3_column_text(st, 0)),
+                .start_ms = sqlite3_column_int64(st, 1),
+                .end_ms = sqlite3_column_int64(st, 2),
+                .cause = (const char *) sqlite3_column_text(st, 3),
+        };
+
+        return w->cb(&row, w->userdata);
+}
+
+/* A store from before the events table (its daemon has not run this version yet). Returns 1
+ * when the table is there, 0 when not, or -errno. */
+static int reader_has_events(StoreReader *r) {
+        sqlite3_stmt *st = NULL;
+        int rc, k;
+
+        rc = sqlite3_prepare_v2(r->db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'", -1, &st,
+                                NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        k = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : (store_sqlite_errno(r->db, rc) ?: -EIO);
+        sqlite3_finalize(st);
+        return k;
+}
+
+int store_reader_events(StoreReader *r, const StoreFilter *f,
+                        int (*cb)(const StoredEvent *row, void *userdata), void *userdata) {
+        int k;
+
+        assert(r && f && cb);
+        if (f->metric || f->source >= 0)
+                return -EINVAL;
+        k = reader_has_events(r);
+        if (k <= 0)
+                return k;
+#define EVENT_COLUMNS " id, ts, kind, sensor, subject, start_ts, end_ts, count, detail FROM events"
+#define EVENT_WHERE " WHERE (:sensor IS NULL OR sensor = :sensor OR sensor IS NULL) AND ts >= :since AND ts < :until"
+        return reader_walk(r,
+                           f->limit > 0 ? "SELECT * FROM (SELECT" EVENT_COLUMNS EVENT_WHERE
+                                          " ORDER BY ts DESC, id DESC LIMIT :limit) ORDER BY 2, 1"
+                                        : "SELECT" EVENT_COLUMNS EVENT_WHERE " ORDER BY ts, id",
+                           f, event_row, &(EventWalk){ cb, userdata });
+#undef EVENT_COLUMNS
+#undef EVENT_WHERE
+}
+
+int store_reader_gaps(StoreReader *r, const StoreFilter *f,
+                      int (*cb)(const StoredGap *row, void *userdata), void *userdata) {
+        int k;
+
+        assert(r && f && cb);
+        if (f->metric || f->source >= 0 || f->limit > 0)
+                return -EINVAL;
+        k = reader_has_events(r);
+        if (k <= 0)
+                return k;
+        /* A closed gap is a sensor_back event (last seen .. back); an open one the newest
+         * sensor_silent event of a sensor with no sensor_back after it. The cause is the first
+         * input or daemon outage that overlaps the gap. */
+        return reader_walk(
+                r,
+                "WITH g(sensor, subject, start_ts, end_ts) AS ("
+                "  SELECT sensor, subject, start_ts, end_ts FROM events WHERE kind = 'sensor_back'"
+                "  UNION ALL"
+                "  SELECT s.sensor, s.subject, s.start_ts, NULL FROM events s WHERE s.kind = 'sensor_silent'"
+                "    AND NOT EXISTS (SELECT 1 FROM events x WHERE x.sensor = s.sensor AND x.subject IS s.subject"
+                "                    AND x.id > s.id AND x.kind IN ('sensor_back', 'sensor_silent')))"
+                " SELECT g.sensor || coalesce('/' || g.subject, ''), g.start_ts, g.end_ts,"
+                "  (SELECT o.kind || coalesce(' ' || o.subject, '') || coalesce(' (' || o.detail || ')', '')"
+                "   FROM events o WHERE o.kind IN ('input_up', 'input_down', 'daemon_down')"
+                "   AND o.start_ts < coalesce(g.end_ts, 9223372036854775807)"
+                "   AND coalesce(o.end_ts, 9223372036854775807) > g.start_ts"
+                "   AND NOT (o.kind = 'input_down' AND EXISTS (SELECT 1 FROM events u WHERE u.kind = 'input_up'"
+                "            AND u.subject IS o.subject AND u.start_ts = o.start_ts))"
+                "   ORDER BY o.start_ts LIMIT 1)"
+                " FROM g WHERE g.sensor IS NOT NULL AND (:sensor IS NULL OR g.sensor = :sensor)"
+                " AND coalesce(g.end_ts, 9223372036854775807) > :since AND g.start_ts < :until"
+                " ORDER BY g.start_ts, g.sensor",
+                f, gap_row, &(GapWalk){ cb, userdata });
+}

@@ -233,6 +233,8 @@ typedef struct Sim {
         double drain_timeout;
         const char *stats_json;
         bool quiet;
+        const char *silence_id;               /* --silence: this sensor sends nothing ... */
+        double silence_after, silence_for;    /* ... from this many s after the start, this long */
 
         /* state */
         Rng rng;
@@ -254,6 +256,7 @@ typedef struct Sim {
         StopReason stop;
         unsigned signals;
         uint64_t frames, good, readings, next_seq;
+        uint64_t silenced;                    /* frames --silence held back */
         uint64_t bad[_BAD_MAX];
         int exit_status;
 } Sim;
@@ -972,12 +975,20 @@ static void publish_frame(Sim *sim, const Sample *s, bool bad, BadKind kind, siz
 }
 
 static void sim_emit_frame(Sim *sim, usec_t mono) {
-        Sensor *sensor = &sim->sensors[sim->frames % sim->n_sensors];
+        Sensor *sensor = &sim->sensors[(sim->frames + sim->silenced) % sim->n_sensors];
         int64_t ts_ms = (int64_t) (now_usec(CLOCK_REALTIME) / USEC_PER_MSEC);
         bool bad = false;
         BadKind kind = _BAD_MAX;
         size_t line_len = 0;
         Sample s;
+
+        /* --silence: the sensor's turn passes without a frame, as with a cut cable. */
+        if (sim->silence_id && streq(sensor->id, sim->silence_id) &&
+            mono >= sim->gen_start_usec + (usec_t) (sim->silence_after * USEC_PER_SEC) &&
+            mono < sim->gen_start_usec + (usec_t) ((sim->silence_after + sim->silence_for) * USEC_PER_SEC)) {
+                sim->silenced++;
+                return;
+        }
 
         /* A burst (SIGUSR2) first; else evenly spread and exact: after n frames, floor(n * rate)
          * of them were bad, bursts not counted. */
@@ -1205,6 +1216,8 @@ static void sim_print_summary(Sim *sim) {
                 sim->readings);
         if (sim->number && sim->next_seq > sim->seq_start)
                 fprintf(stderr, ", seq %" PRIu64 "..%" PRIu64, sim->seq_start, sim->next_seq - 1);
+        if (sim->silenced > 0)
+                fprintf(stderr, ", %" PRIu64 " turns of '%s' silenced", sim->silenced, sim->silence_id);
         fputc('\n', stderr);
 
         if (sim->serial.enabled) {
@@ -1512,6 +1525,8 @@ static void help(void) {
                "                            not_finite, missing_sensor, bad_utf8\n"
                "      --burst N             on each SIGUSR2, the next N frames are bad (same kinds;\n"
                "                            for soak tests; default 0)\n"
+               "      --silence ID:AFTER:FOR  sensor ID sends nothing from AFTER seconds after the\n"
+               "                            start for FOR seconds (a cut cable; FOR 0: for good)\n"
                "      --max-frame N         the receiver's longest serial line; overlong lines just\n"
                "                            exceed it (default 1024, serial.max_frame_bytes)\n"
                "      --max-payload N       the same for MQTT payloads (default 4096,\n"
@@ -1667,6 +1682,7 @@ enum {
         ARG_DRAIN_TIMEOUT,
         ARG_STATS_JSON,
         ARG_VERSION,
+        ARG_SILENCE,
 };
 
 /* Returns 1 to run, 0 to exit successfully (--help), -EINVAL for a bad command line. */
@@ -1702,6 +1718,7 @@ static int parse_argv(int argc, char *argv[], Sim *sim) {
                 { "wait",          required_argument, NULL, ARG_WAIT },
                 { "drain-timeout", required_argument, NULL, ARG_DRAIN_TIMEOUT },
                 { "stats-json",    required_argument, NULL, ARG_STATS_JSON },
+                { "silence",       required_argument, NULL, ARG_SILENCE },
                 { "quiet",         no_argument,       NULL, 'q' },
                 { "help",          no_argument,       NULL, 'h' },
                 { "version",       no_argument,       NULL, ARG_VERSION },
@@ -1851,6 +1868,23 @@ static int parse_argv(int argc, char *argv[], Sim *sim) {
                 case 'h':
                         help();
                         return 0;
+                case ARG_SILENCE: {
+                        char *colon = strchr(optarg, ':'), *colon2 = colon ? strchr(colon + 1, ':') : NULL, *end;
+
+                        if (!colon || !colon2 || colon == optarg)
+                                return usage_error("--silence: '%s' is not ID:AFTER:FOR", optarg);
+                        *colon = 0;
+                        sim->silence_id = optarg;
+                        sim->silence_after = strtod(colon + 1, &end);
+                        if (end != colon2 || sim->silence_after < 0)
+                                return usage_error("--silence: AFTER must be seconds >= 0");
+                        sim->silence_for = strtod(colon2 + 1, &end);
+                        if (*end || end == colon2 + 1 || sim->silence_for < 0)
+                                return usage_error("--silence: FOR must be seconds >= 0");
+                        if (sim->silence_for == 0)
+                                sim->silence_for = 1e12;
+                        break;
+                }
                 case ARG_VERSION:
                         printf("sc-simulate %s\n", SC_VERSION);
                         return 0;

@@ -127,6 +127,37 @@ typedef struct SupervisorConfig {
         uint64_t status_interval_usec;
 } SupervisorConfig;
 
+/* The sensor map (section "sensors"): what should arrive, how often, and in which range. */
+typedef enum SensorUnknownPolicy {
+        SENSOR_UNKNOWN_STORE,         /* sensors not in the map are stored as any other */
+        SENSOR_UNKNOWN_REJECT,        /* ... or rejected with reason unknown_sensor */
+        _SENSOR_UNKNOWN_MAX,
+        _SENSOR_UNKNOWN_INVALID = -EINVAL,
+} SensorUnknownPolicy;
+
+typedef struct SensorMetricConfig {
+        char *name;
+        bool has_min, has_max;
+        double min, max;              /* inclusive; a value outside is rejected (out_of_range) */
+        char *unit;                   /* or NULL; shown with the range in events */
+        uint64_t expect_every_usec;   /* 0: the metric on its own is not watched for silence */
+} SensorMetricConfig;
+
+typedef struct SensorEntryConfig {
+        char *id;                     /* a sensor id, or a pattern with '*' and '?' */
+        bool is_pattern;
+        uint64_t expect_every_usec;   /* 0: no silence check for it */
+        SensorMetricConfig *metrics;
+        size_t n_metrics;
+} SensorEntryConfig;
+
+typedef struct SensorMapConfig {
+        SensorUnknownPolicy unknown;
+        unsigned stale_after;         /* silent after stale_after x expect_every */
+        SensorEntryConfig *entries;   /* in file order: exact ids win, then the first pattern */
+        size_t n_entries;
+} SensorMapConfig;
+
 typedef struct Config {
         char *path;                   /* the file it came from */
         SerialConfig serial;
@@ -135,6 +166,7 @@ typedef struct Config {
         ClockConfig clock;
         LogConfig log;
         SupervisorConfig supervisor;
+        SensorMapConfig sensors;
 } Config;
 
 /* Reads and validates a config file. On success returns 0 and *ret_config (owned by the
@@ -154,6 +186,9 @@ Config *config_free(Config *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Config *, config_free);
 
 const char *serial_parity_to_string(SerialParity p);
+const char *sensor_unknown_policy_to_string(SensorUnknownPolicy p);
+/* Frees what a SensorMapConfig holds (not the struct itself) and zeroes it. Accepts NULL. */
+void sensor_map_config_done(SensorMapConfig *m);
 const char *serial_flow_control_to_string(SerialFlowControl f);
 const char *store_synchronous_to_string(StoreSynchronous s);
 const char *mqtt_protocol_to_string(MqttProtocol p);

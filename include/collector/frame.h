@@ -54,6 +54,8 @@ typedef enum FrameReject {
         FRAME_REJECT_TOPIC_MISMATCH,  /* topic does not match the subscription's pattern */
         FRAME_REJECT_SENSOR_MISMATCH, /* the payload names a sensor other than the topic's +sensor level */
         FRAME_REJECT_TOO_MANY_NAMES,  /* a new sensor, metric or origin past store.max_names */
+        FRAME_REJECT_UNKNOWN_SENSOR,  /* not in the sensor map, and its "unknown" policy is reject */
+        FRAME_REJECT_OUT_OF_RANGE,    /* a metric's value outside the sensor map's [min, max] */
         _FRAME_REJECT_MAX,
         _FRAME_REJECT_INVALID = -EINVAL,
 } FrameReject;

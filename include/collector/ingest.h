@@ -10,6 +10,7 @@
 #include "collector/clock.h"
 #include "collector/frame.h"
 #include "collector/macro.h"
+#include "collector/sensors.h"
 #include "collector/store.h"
 
 /* The inputs are transports: they read bytes or messages and parse them (frame.c); what to do
@@ -79,6 +80,25 @@ int64_t ingest_receipt_ms(const Ingest *in);
  * (ingest_accepting() is false). */
 #define INGEST_TOO_MANY_NAMES 1
 int ingest_frame(Ingest *in, const Frame *frame, const char *origin, int64_t received_ms);
+
+/* The same, with the sensor map applied (see ingest_set_sensors()): a sensor the map does not
+ * know is rejected as unknown_sensor when its policy says so, and a metric outside its range
+ * is rejected as out_of_range while the frame's other metrics are stored; raw[0..raw_size)
+ * (borrowed; the frame as received) goes into those rejects. raw NULL: a text made from the
+ * frame is kept instead. Returns as ingest_frame(). */
+int ingest_frame_raw(Ingest *in, const Frame *frame, const char *origin, int64_t received_ms, const void *raw,
+                     size_t raw_size);
+
+/* Applies the sensor map of sensors (borrowed, shared by every input; NULL: none) to what
+ * ingest_frame_raw() stores from now on. */
+void ingest_set_sensors(Ingest *in, Sensors *sensors);
+
+/* The input cannot deliver (port gone, broker unreachable): the first call of an outage writes
+ * an input_down event with cause (copied); later calls until ingest_input_up() do nothing. */
+void ingest_input_down(Ingest *in, const char *cause);
+/* The input delivers again: ends an outage with an input_up event that carries its length.
+ * Does nothing when the input was not down. */
+void ingest_input_up(Ingest *in);
 
 /* Stores a reject and logs it (at most 10 lines per 10 s per input; how many were kept back
  * is logged when that interval ends, or at ingest_flush_log()). Returns 0 or the store's

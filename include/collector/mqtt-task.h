@@ -6,6 +6,7 @@
 
 #include "collector/clock.h"
 #include "collector/config.h"
+#include "collector/sensors.h"
 #include "collector/store.h"
 #include "collector/task.h"
 
@@ -23,4 +24,4 @@
  * Every message becomes readings or a reject in store. stop() disconnects and completes
  * within about a second. The task owns its libmosquitto client; nothing of a message is kept
  * after its callback. See docs/MQTT.md. */
-int mqtt_task_new(sd_event *e, const MqttConfig *config, Store *store, Clock *clock, Task **ret);
+int mqtt_task_new(sd_event *e, const MqttConfig *config, Store *store, Clock *clock, Sensors *sensors, Task **ret);

@@ -6,6 +6,7 @@
 
 #include "collector/clock.h"
 #include "collector/config.h"
+#include "collector/sensors.h"
 #include "collector/store.h"
 #include "collector/task.h"
 
@@ -20,8 +21,9 @@
  * (store_append) or a reject (store_append_reject); a partial line cut off by a close is a
  * "truncated" reject. stop() reads what is already buffered (bounded), closes the port and
  * returns 0. The task keeps pointers to config (device is used as the readings' origin) and
- * to store; it copies nothing else. */
-int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Clock *clock, Task **ret);
+ * to store; it copies nothing else. sensors (borrowed, or NULL) is the sensor map its frames
+ * go through (see ingest_frame_raw()). */
+int serial_task_new(sd_event *e, const SerialConfig *config, Store *store, Clock *clock, Sensors *sensors, Task **ret);
 
 /* libserialport's return code (enum sp_return) -> 0 or -errno. Call right after the failing
  * call: SP_ERR_FAIL leaves the OS error in errno. */

@@ -84,3 +84,38 @@ int store_reader_counts(StoreReader *r, const StoreFilter *f,
 /* Rejects by receipt time; sensor and metric must be NULL (-EINVAL otherwise). */
 int store_reader_rejects(StoreReader *r, const StoreFilter *f,
                          int (*cb)(const StoredReject *row, void *userdata), void *userdata);
+
+/* One row of the events table (see StoreEvent in store.h); strings borrowed for the callback,
+ * NULL when the column is; times 0 when the column is NULL. */
+typedef struct StoredEvent {
+        int64_t id;
+        int64_t ts_ms;
+        const char *kind;
+        const char *sensor;
+        const char *subject;
+        int64_t start_ms, end_ms;
+        uint64_t count;
+        const char *detail;
+} StoredEvent;
+
+/* A stretch of time in which a sensor (or a metric an entry expects on its own: sensor
+ * "ID/METRIC") delivered nothing for longer than the map allows: from the silence events (see
+ * docs/STORE.md, "Events"). end_ms 0: it goes on. cause: the input or
+ * daemon outage that overlaps it ("daemon_down (not stopped cleanly)", "input_down mqtt (broker
+ * unreachable)"), or NULL when none is known. Borrowed for the callback. */
+typedef struct StoredGap {
+        const char *sensor;
+        int64_t start_ms, end_ms;
+        const char *cause;
+} StoredGap;
+
+/* Events by time (ts, then id) within since/until (by ts) and limit; with a sensor, that
+ * sensor's events and those that concern every sensor (inputs, the daemon). metric and source
+ * must be unset (-EINVAL). A store from before events were kept has none. */
+int store_reader_events(StoreReader *r, const StoreFilter *f,
+                        int (*cb)(const StoredEvent *row, void *userdata), void *userdata);
+
+/* Gaps by start time, for f->sensor or every sensor; since/until select the gaps that overlap
+ * [since, until). metric, source and limit must be unset (-EINVAL). */
+int store_reader_gaps(StoreReader *r, const StoreFilter *f,
+                      int (*cb)(const StoredGap *row, void *userdata), void *userdata);

@@ -44,6 +44,48 @@ int store_append_reject(Store *s, const Reject *r);
  * table asks for such a pass. Always 1 without a cap. */
 int store_names_fit(Store *s, const Frame *f, const char *origin);
 
+/* A record of why data is missing (see docs/STORE.md, "Events"): written into the open batch,
+ * so an event commits together with the readings around it. */
+typedef enum StoreEventKind {
+        STORE_EVENT_SENSOR_SILENT,    /* sensor: start = last seen */
+        STORE_EVENT_SENSOR_BACK,      /* sensor: start = last seen before the gap, end = back */
+        STORE_EVENT_INPUT_DOWN,       /* subject = input ("serial", "mqtt"), detail = cause */
+        STORE_EVENT_INPUT_UP,         /* subject = input: start = down since, end = up again */
+        STORE_EVENT_DAEMON_DOWN,      /* start = last record before the stop, end = start */
+        STORE_EVENT_OUT_OF_RANGE,     /* sensor, subject = metric, count, detail: value and range */
+        _STORE_EVENT_MAX,
+        _STORE_EVENT_INVALID = -EINVAL,
+} StoreEventKind;
+
+/* Strings are borrowed for the call; NULL (or 0 for times and count) leaves a column NULL. */
+typedef struct StoreEvent {
+        StoreEventKind kind;
+        int64_t ts_ms;                /* when it was recorded, ms since the epoch */
+        const char *sensor;
+        const char *subject;
+        int64_t start_ms, end_ms;
+        uint64_t count;
+        const char *detail;
+} StoreEvent;
+
+const char *store_event_kind_to_string(StoreEventKind k);
+StoreEventKind store_event_kind_from_string(const char *s);
+
+/* Appends an event to the open batch; same rules as store_append(). */
+int store_append_event(Store *s, const StoreEvent *ev);
+
+/* Calls cb for every sensor and metric with a reading whose ts is at or after since_ms, with
+ * the newest such ts (ms). Reads through the readings_ts index: its cost grows with the readings since
+ * since_ms, not with the store. Returns 0, -ESHUTDOWN when the store is not open, the first
+ * negative value cb returned, or -errno from SQLite (the store is not failed by a read). */
+int store_foreach_last_seen(Store *s, int64_t since_ms,
+                            int (*cb)(const char *sensor, const char *metric, int64_t last_ms, void *userdata),
+                            void *userdata);
+
+/* Returns in *ret_ms the newest ts of any reading of sensor, 0 when it has none. Returns 0,
+ * -ESHUTDOWN or -errno as above. */
+int store_sensor_last_seen(Store *s, const char *sensor, int64_t *ret_ms);
+
 /* Commits the open batch now, then checks that the store's files are still the ones open.
  * Returns 0 or -errno (and reports the task failed). */
 int store_commit(Store *s);
@@ -87,7 +129,7 @@ int store_run_retention(Store *s);
 bool store_retention_pending(const Store *s);
 
 /* The schema version this program writes (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 /* PRAGMA application_id of every sensor-collector store: "SCol". */
 #define STORE_APPLICATION_ID 0x53436f6c
 

@@ -603,6 +603,8 @@ START_TEST(test_string_tables) {
         ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_TRUNCATED), "truncated");
         ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_TOPIC_MISMATCH), "topic_mismatch");
         ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_SENSOR_MISMATCH), "sensor_mismatch");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_UNKNOWN_SENSOR), "unknown_sensor");
+        ck_assert_str_eq(frame_reject_to_string(FRAME_REJECT_OUT_OF_RANGE), "out_of_range");
 
         ck_assert_ptr_null(frame_format_to_string(_FRAME_FORMAT_MAX));
         ck_assert_ptr_null(frame_format_to_string(_FRAME_FORMAT_INVALID));

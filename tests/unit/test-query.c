@@ -59,6 +59,13 @@ static void add_reject(Writer *w, int64_t received, ReadingSource source, const 
         ck_assert_int_eq(store_append_reject(w->store, &j), 0);
 }
 
+static void add_event(Writer *w, StoreEventKind kind, int64_t ts, const char *sensor, const char *subject, int64_t start,
+                      int64_t end, const char *detail) {
+        StoreEvent ev = { .kind = kind, .ts_ms = ts, .sensor = sensor, .subject = subject, .start_ms = start,
+                          .end_ms = end, .detail = detail };
+        ck_assert_int_eq(store_append_event(w->store, &ev), 0);
+}
+
 /* The same store for every test: built once per test (each runs in its own process). */
 static void setup(void) {
         static const char raw1[] = "{\"sensor\":\x01\xff,\n";
@@ -75,6 +82,12 @@ static void setup(void) {
         add(&w, "gh3,\"x\"", "light", 1e-7, BASE + 90000, true, READING_SOURCE_MQTT, "greenhouse/a b");
         add_reject(&w, BASE + 1000, READING_SOURCE_SERIAL, "/dev/ttyUSB0", raw1, sizeof(raw1) - 1, FRAME_REJECT_BAD_JSON);
         add_reject(&w, now_ms - 2 * 60 * 1000, READING_SOURCE_MQTT, "greenhouse/x", "1e999", 5, FRAME_REJECT_NOT_FINITE);
+        /* A gap of gh1-t3 during a serial outage (closed), and one of gh2-co that goes on. */
+        add_event(&w, STORE_EVENT_INPUT_DOWN, BASE + 100000, NULL, "serial", BASE + 100000, 0, "port gone");
+        add_event(&w, STORE_EVENT_INPUT_UP, BASE + 130000, NULL, "serial", BASE + 100000, BASE + 130000, "port gone");
+        add_event(&w, STORE_EVENT_SENSOR_SILENT, BASE + 150000, "gh1-t3", NULL, BASE + 60000, 0, NULL);
+        add_event(&w, STORE_EVENT_SENSOR_BACK, BASE + 200000, "gh1-t3", NULL, BASE + 60000, BASE + 200000, NULL);
+        add_event(&w, STORE_EVENT_SENSOR_SILENT, now_ms - 60000, "gh2-co", NULL, now_ms - 5 * 60 * 1000, 0, NULL);
         writer_close(&w);
 }
 
@@ -201,6 +214,24 @@ static const Case cases[] = {
         { "nothing matches: json prints nothing",
           NULL, ARGS("--sensor", "nobody", "-o", "json"), 0, "", NULL },
 
+        { "events of a sensor and of every sensor, csv",
+          NULL, ARGS("--events", "--sensor", "gh1-t3", "--format", "csv"), 0,
+          "ts,time,kind,sensor,subject,start,end,duration_ms,count,detail\n"
+          "1763719300000,2025-11-21T10:01:40.000Z,input_down,,serial,1763719300000,,,,port gone\n"
+          "1763719330000,2025-11-21T10:02:10.000Z,input_up,,serial,1763719300000,1763719330000,30000,,port gone\n"
+          "1763719350000,2025-11-21T10:02:30.000Z,sensor_silent,gh1-t3,,1763719260000,,,,\n"
+          "1763719400000,2025-11-21T10:03:20.000Z,sensor_back,gh1-t3,,1763719260000,1763719400000,140000,,\n",
+          NULL },
+        { "gaps with their cause, json",
+          NULL, ARGS("--gaps", "--sensor", "gh1-t3", "--format", "json"), 0,
+          "{\"sensor\":\"gh1-t3\",\"start\":1763719260000,\"end\":1763719400000,\"duration_ms\":140000,"
+          "\"ongoing\":false,\"cause\":\"input_up serial (port gone)\"}\n",
+          NULL },
+        { "a gap that goes on, table",
+          NULL, ARGS("--gaps", "--since", "1h"), 0, NULL, "(ongoing)" },
+        { "events: no metric", NULL, ARGS("--events", "--metric", "co2"), 64, NULL, "do not apply to --events and --gaps" },
+        { "gaps: no limit", NULL, ARGS("--gaps", "--limit", "3"), 64, NULL, "--limit does not apply to --gaps" },
+        { "events and gaps exclude", NULL, ARGS("--events", "--gaps"), 64, NULL, "exclude each other" },
         { "bad format", NULL, ARGS("--format", "xml"), 64, NULL, "invalid --format 'xml'" },
         { "bad source", NULL, ARGS("--source", "radio"), 64, NULL, "invalid --source 'radio'" },
         { "bad since", NULL, ARGS("--since", "yesterday-ish"), 64, NULL, "invalid --since 'yesterday-ish'" },

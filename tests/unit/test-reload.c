@@ -191,6 +191,9 @@ START_TEST(test_key_kinds) {
         cJSON_Delete(root);
 
         ck_assert_int_eq(reload_key_kind("/log/level"), RELOAD_KEY_APPLIED);
+        ck_assert_int_eq(reload_key_kind("/sensors/map"), RELOAD_KEY_APPLIED);
+        ck_assert_int_eq(reload_key_kind("/sensors/map/gh1-*/metrics/co2/min"), RELOAD_KEY_APPLIED);
+        ck_assert_int_eq(reload_key_kind("/sensors/mapping"), -ENOENT);
         ck_assert_int_eq(reload_key_kind("/serial/custom_baud"), RELOAD_KEY_RESTART);
         ck_assert_int_eq(reload_key_kind("/mqtt/topics"), RELOAD_KEY_RESTART);
         ck_assert_int_eq(reload_key_kind("/mqtt/topics/0/qos"), -ENOENT);
