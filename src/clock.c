@@ -342,7 +342,8 @@ static int on_timerfd(sd_event_source *source, int fd, uint32_t revents, void *u
         (void) source;
         (void) revents;
         /* ECANCELED: the clock was set. Anything read is drained either way. */
-        (void) read(fd, &n, sizeof(n));
+        if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN && errno != ECANCELED)
+                log_debug_errno(errno, "Failed to read the clock timerfd: %m");
         if (clock_arm_timerfd(c) < 0)
                 log_full_errno_fields(LOG_WARNING, errno, LOG_FIELDS("TASK", "clock"),
                                       "Failed to re-arm the clock step timer, ignoring: %m");
