@@ -208,7 +208,7 @@ static int add_reload(Supervisor *s, const Config *config, const Args *args, Sen
  * (RuntimeDirectory=), else none (a daemon started by hand asks for one with --socket). A socket
  * asked for that cannot be made is an error at start, not a silent lack of status. */
 static int add_status_server(Supervisor *s, const Args *args, const Config *config, Store *store, Clock *clock,
-                             StatusServer **ret) {
+                             Sensors *sensors, StatusServer **ret) {
         _cleanup_free_ char *path = NULL;
         const char *dir = getenv("RUNTIME_DIRECTORY");
         int r;
@@ -228,6 +228,8 @@ static int add_status_server(Supervisor *s, const Args *args, const Config *conf
                 r = status_sections_add(*ret, s, store, config->store.path);
         if (r >= 0)
                 r = status_sections_add_clock(*ret, clock);
+        if (r >= 0)
+                r = status_sections_add_sensors(*ret, sensors);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the status socket '%s': %m", path);
         log_info("Answering `sensor-collector status` on '%s'.", path);
@@ -312,7 +314,7 @@ static int run(int argc, char **argv) {
                 (void) sd_notify(false, "STOPPING=1");
                 return EXIT_STATUS_UNEXPECTED;
         }
-        if (add_status_server(s, &args, config, store, clock, &status) < 0) {
+        if (add_status_server(s, &args, config, store, clock, sensors, &status) < 0) {
                 (void) sd_notify(false, "STOPPING=1\nSTATUS=Failed to set up the status socket, exiting with status 1");
                 return EXIT_STATUS_UNEXPECTED;
         }
