@@ -12,6 +12,7 @@
 #include "collector/mqtt-task.h"
 #include "collector/query.h"
 #include "collector/reload.h"
+#include "collector/sensor-map-diff.h"
 #include "collector/sensors.h"
 #include "collector/serial-task.h"
 #include "collector/status-sections.h"
@@ -185,8 +186,13 @@ static int add_tasks(Supervisor *s, const Config *config, Store **ret_store, Clo
 /* The reload hook of the sensor map: the new map takes over, each sensor keeps its last-seen
  * time and silence. The map stays in next, which the Reload keeps until the following reload. */
 static int reload_sensor_map(const Config *old, const Config *next, void *userdata) {
-        (void) old;
-        return sensors_set_map(userdata, &next->sensors);
+        char what[512];
+        int r = sensors_set_map(userdata, &next->sensors);
+
+        /* Said at notice, as a log level change is: a reload should show what it did. */
+        if (r >= 0 && sensor_map_diff(&old->sensors, &next->sensors, what, sizeof(what)) > 0)
+                log_notice("Sensor map changed: %s.", what);
+        return r;
 }
 
 /* SIGHUP reloads the file given at start, with the same command line applied to it. Hooks for

@@ -539,6 +539,7 @@ START_TEST(test_reload_sensor_map) {
         send_serial(&c, 20);
         send_mqtt(&c);
         off = reload(&c);
+        assert_log(&c, "Sensor map changed: added fresh; changed t1; removed removed.", true);
         send_serial(&c, 20);
         send_mqtt(&c);
         write_pty(&c, "sensor=t1 temp=50\nsensor=t1 temp=20\nsensor=removed v=2\nsensor=fresh v=1\n");
@@ -571,6 +572,7 @@ START_TEST(test_reload_sensor_map) {
         assert_log(&c, "config.json: /sensors/map/t1/metrics/temp: min 85 is greater than max -40", true);
         assert_log(&c, "config.json: /sensors/map/fresh/expect_every: -1 is out of range (0.1..604800 seconds)", true);
         assert_log(&c, "Reload failed: 2 errors in '", true);
+        ck_assert_int_eq(count_log(&c, "Sensor map changed"), 1);
         write_pty(&c, "sensor=t1 temp=50\nsensor=removed v=3\n");
         send_serial(&c, 5);
         send_mqtt(&c);
