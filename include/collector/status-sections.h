@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The sections of `sensor-collector status` the core provides: the daemon, its inputs, the store. */
+/* The sections of `sensor-collector status` the core provides: the daemon, its inputs, the store, the clock, the sensors. */
 #pragma once
 
 #include "collector/clock.h"
