@@ -381,10 +381,11 @@ START_TEST(test_silent_sensor) {
         int st;
         Ctx c;
 
-        /* quiet: one frame, then nothing; silent after 2 x 0.5 s. busy: expected once a minute,
-         * seen now, not silent in this test. gh2-*: a pattern, watched once seen. */
+        /* quiet: one frame, then nothing; silent after 3 x 1 s (a window that a busy machine
+         * does not miss when it is back, below). busy: expected once a minute, seen now, not
+         * silent in this test. gh2-*: a pattern, watched once seen, silent after 3 x 0.5 s. */
         ctx_start_map(&c, NULL,
-                      "{ \"stale_after\": 2, \"map\": { \"quiet\": { \"expect_every\": 0.5 },"
+                      "{ \"stale_after\": 3, \"map\": { \"quiet\": { \"expect_every\": 1 },"
                       " \"busy\": { \"expect_every\": 60 }, \"gh2-*\": { \"expect_every\": 0.5 } } }");
         tl_pty_write(&c.pty, "{\"sensor\":\"quiet\",\"temp\":20}\n", 29);
         tl_pty_write(&c.pty, "{\"sensor\":\"busy\",\"temp\":21}\n", 28);
@@ -408,10 +409,10 @@ START_TEST(test_silent_sensor) {
         ck_assert_str_eq(str(j, "silent_sensors", "gh2-a", "map_entry"), "gh2-*");
         /* last seen: the reading's own time in the store */
         ck_assert_int_eq((int64_t) (num(j, "silent_sensors", "quiet", "last_seen_timestamp_seconds") * 1000 + 0.5), seen_ms);
-        /* silent for: at least the window (2 x 0.5 s), and no more than since the last reading */
-        ck_assert(num(j, "silent_sensors", "quiet", "silent_for_seconds") >= 1.0);
+        /* silent for: at least the window (3 x 1 s), and no more than since the last reading */
+        ck_assert(num(j, "silent_sensors", "quiet", "silent_for_seconds") >= 3.0);
         ck_assert(num(j, "silent_sensors", "quiet", "silent_for_seconds") <= t_asked + 1 - (double) seen_ms / 1000.0);
-        ck_assert(num(j, "silent_sensors", "quiet", "expect_every_seconds") == 0.5);
+        ck_assert(num(j, "silent_sensors", "quiet", "expect_every_seconds") == 1.0);
         ck_assert(num(j, "silent_sensors", "gh2-a", "expect_every_seconds") == 0.5);
         ck_assert(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "silent_sensors")) == 2);
         cJSON_Delete(j);
@@ -422,14 +423,15 @@ START_TEST(test_silent_sensor) {
                               strstr(out, "  silent                 2\n") && strstr(out, "\nsilent_sensors:\n") &&
                               strstr(out, "  quiet:\n    map entry              quiet\n    last seen              ") &&
                               strstr(out, "  gh2-a:\n") && strstr(out, "    silent for             ") &&
-                              strstr(out, "    expect every           500ms\n"),
+                              strstr(out, "    expect every           500ms\n") && strstr(out, "    expect every           1.0s\n"),
                       "text:\n%s", out);
         free(out);
 
         /* Prometheus: one series per silent sensor, labelled by it, through promtool */
         ck_assert_int_eq(run_status(c.sock, "prometheus", &out), 0);
         ck_assert_msg(strstr(out, "sensor_collector_sensor_watched 3\n") && strstr(out, "sensor_collector_sensor_silent 2\n") &&
-                              strstr(out, "sensor_collector_silent_sensor_expect_every_seconds{silent_sensor=\"quiet\"} 0.500000\n") &&
+                              strstr(out, "sensor_collector_silent_sensor_expect_every_seconds{silent_sensor=\"quiet\"} 1\n") &&
+                              strstr(out, "sensor_collector_silent_sensor_expect_every_seconds{silent_sensor=\"gh2-a\"} 0.500000\n") &&
                               strstr(out, "sensor_collector_silent_sensor_info{silent_sensor=\"gh2-a\",map_entry=\"gh2-*\"} 1\n"),
                       "%s", out);
         {
