@@ -457,18 +457,18 @@ END_TEST
 /* s1 and m1 carry the readings that must not be lost; t1 has a range, gone falls silent before
  * the reload, removed is dropped by it, fresh is added by it; unknown sensors are rejected, so
  * that a removed entry shows. */
-#define MAP_BEFORE                                                                                     \
-        "{ \"unknown\": \"reject\", \"stale_after\": 2, \"map\": {"                                       \
-        " \"s1\": {}, \"m1\": {}, \"t1\": { \"metrics\": { \"temp\": { \"min\": -40, \"max\": 85 } } },"        \
+#define MAP_BEFORE \
+        "{ \"unknown\": \"reject\", \"stale_after\": 2, \"map\": {" \
+        " \"s1\": {}, \"m1\": {}, \"t1\": { \"metrics\": { \"temp\": { \"min\": -40, \"max\": 85 } } }," \
         " \"gone\": { \"expect_every\": 0.5 }, \"removed\": {} } }"
-#define MAP_AFTER                                                                                      \
-        "{ \"unknown\": \"reject\", \"stale_after\": 2, \"map\": {"                                       \
-        " \"s1\": {}, \"m1\": {}, \"t1\": { \"metrics\": { \"temp\": { \"min\": -40, \"max\": 30 } } },"        \
-        " \"gone\": { \"expect_every\": 0.5 }, \"fresh\": { \"expect_every\": 0.5 } } }"
+#define MAP_AFTER \
+        "{ \"unknown\": \"reject\", \"stale_after\": 2, \"map\": {" \
+        " \"s1\": {}, \"m1\": {}, \"t1\": { \"metrics\": { \"temp\": { \"min\": -40, \"max\": 30 } } }," \
+        " \"gone\": { \"expect_every\": 0.5 }, \"fresh\": { \"expect_every\": 1 } } }"
 /* Two errors, each with its place; valid, it would let t1's 50 through again. */
-#define MAP_INVALID                                                                                    \
-        "{ \"unknown\": \"reject\", \"stale_after\": 2, \"map\": {"                                       \
-        " \"s1\": {}, \"m1\": {}, \"t1\": { \"metrics\": { \"temp\": { \"min\": 85, \"max\": -40 } } },"        \
+#define MAP_INVALID \
+        "{ \"unknown\": \"reject\", \"stale_after\": 2, \"map\": {" \
+        " \"s1\": {}, \"m1\": {}, \"t1\": { \"metrics\": { \"temp\": { \"min\": 85, \"max\": -40 } } }," \
         " \"gone\": { \"expect_every\": 0.5 }, \"fresh\": { \"expect_every\": -1 }, \"removed\": {} } }"
 
 static void write_pty(Ctx *c, const char *s) {
@@ -539,10 +539,11 @@ START_TEST(test_reload_sensor_map) {
         send_serial(&c, 20);
         send_mqtt(&c);
         off = reload(&c);
+        /* fresh first: watched from the reload on, it must arrive within its window (2 x 1 s) */
+        write_pty(&c, "sensor=fresh v=1\nsensor=t1 temp=50\nsensor=t1 temp=20\nsensor=removed v=2\n");
         assert_log(&c, "Sensor map changed: added fresh; changed t1; removed removed.", true);
         send_serial(&c, 20);
         send_mqtt(&c);
-        write_pty(&c, "sensor=t1 temp=50\nsensor=t1 temp=20\nsensor=removed v=2\nsensor=fresh v=1\n");
         c.other_stored += 2;
         wait_all_stored(&c);
         wait_sql_eq(&c, T1_HOT, 1);
