@@ -12,6 +12,7 @@
 #include "collector/mqtt-task.h"
 #include "collector/query.h"
 #include "collector/reload.h"
+#include "collector/sensor-map-diff.h"
 #include "collector/sensors.h"
 #include "collector/serial-task.h"
 #include "collector/status-sections.h"
@@ -185,8 +186,13 @@ static int add_tasks(Supervisor *s, const Config *config, Store **ret_store, Clo
 /* The reload hook of the sensor map: the new map takes over, each sensor keeps its last-seen
  * time and silence. The map stays in next, which the Reload keeps until the following reload. */
 static int reload_sensor_map(const Config *old, const Config *next, void *userdata) {
-        (void) old;
-        return sensors_set_map(userdata, &next->sensors);
+        char what[512];
+        int r = sensors_set_map(userdata, &next->sensors);
+
+        /* Said at notice, as a log level change is: a reload should show what it did. */
+        if (r >= 0 && sensor_map_diff(&old->sensors, &next->sensors, what, sizeof(what)) > 0)
+                log_notice("Sensor map changed: %s.", what);
+        return r;
 }
 
 /* SIGHUP reloads the file given at start, with the same command line applied to it. Hooks for
@@ -208,7 +214,7 @@ static int add_reload(Supervisor *s, const Config *config, const Args *args, Sen
  * (RuntimeDirectory=), else none (a daemon started by hand asks for one with --socket). A socket
  * asked for that cannot be made is an error at start, not a silent lack of status. */
 static int add_status_server(Supervisor *s, const Args *args, const Config *config, Store *store, Clock *clock,
-                             StatusServer **ret) {
+                             Sensors *sensors, StatusServer **ret) {
         _cleanup_free_ char *path = NULL;
         const char *dir = getenv("RUNTIME_DIRECTORY");
         int r;
@@ -228,6 +234,8 @@ static int add_status_server(Supervisor *s, const Args *args, const Config *conf
                 r = status_sections_add(*ret, s, store, config->store.path);
         if (r >= 0)
                 r = status_sections_add_clock(*ret, clock);
+        if (r >= 0)
+                r = status_sections_add_sensors(*ret, sensors);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the status socket '%s': %m", path);
         log_info("Answering `sensor-collector status` on '%s'.", path);
@@ -312,7 +320,7 @@ static int run(int argc, char **argv) {
                 (void) sd_notify(false, "STOPPING=1");
                 return EXIT_STATUS_UNEXPECTED;
         }
-        if (add_status_server(s, &args, config, store, clock, &status) < 0) {
+        if (add_status_server(s, &args, config, store, clock, sensors, &status) < 0) {
                 (void) sd_notify(false, "STOPPING=1\nSTATUS=Failed to set up the status socket, exiting with status 1");
                 return EXIT_STATUS_UNEXPECTED;
         }

@@ -162,6 +162,8 @@ int status_format_text(const cJSON *answer, int64_t now_ms, FILE *f) {
                         continue;
                 fprintf(f, "%s%s:\n", first ? "\n" : "\n", sec->string);
                 first = false;
+                if (!sec->child)
+                        fputs("  none\n", f);
                 if (!section_is_map(sec)) {
                         text_row(f, sec, "  ", now_ms);
                         continue;

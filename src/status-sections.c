@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The core sections of the status answer: the daemon's state, each input, the store. */
+/* The core sections of the status answer: the daemon's state, each input, the store, the clock, the sensors. */
 #include <unistd.h>
 
 #include "collector/status-sections.h"
@@ -154,6 +154,69 @@ int status_sections_add_clock(StatusServer *srv, Clock *clock) {
         if (!srv || !clock)
                 return -EINVAL;
         return status_server_add_section(srv, "clock", fill_clock, clock);
+}
+
+/* Rows of "silent_sensors" at most: 1,000 sensors silent at once (a bus gone) would make an
+ * answer of some 200 KiB, close to STATUS_ANSWER_MAX and past what a person reads; the count
+ * in "sensors" stays exact and `query --gaps` lists every one. */
+#define SILENT_SENSORS_ROWS_MAX 100
+
+static int fill_sensors(cJSON *o, void *userdata) {
+        Sensors *s = userdata;
+        size_t n = sensors_count(s), silent = 0, silent_metrics = 0, shown;
+        SensorInfo info;
+
+        for (size_t i = 0; i < n; i++)
+                if (sensors_get(s, i, &info) >= 0) {
+                        silent += info.silent;
+                        silent_metrics += info.n_metrics_silent;
+                }
+        shown = MIN(silent, (size_t) SILENT_SENSORS_ROWS_MAX);
+        /* No "healthy" member: a silent sensor is not a daemon failure (docs/OPERATIONS.md). */
+        if (!cJSON_AddNumberToObject(o, "watched", (double) n) ||
+            !cJSON_AddNumberToObject(o, "silent", (double) silent) ||
+            !cJSON_AddNumberToObject(o, "silent_metrics", (double) silent_metrics) ||
+            !cJSON_AddNumberToObject(o, "silent_shown", (double) shown))
+                return -ENOMEM;
+        return 0;
+}
+
+static int fill_silent_sensors(cJSON *o, void *userdata) {
+        Sensors *s = userdata;
+        int64_t now_ms = (int64_t) (clock_now_usec(CLOCK_REALTIME) / USEC_PER_MSEC);
+        size_t shown = 0;
+        SensorInfo info;
+
+        for (size_t i = 0; i < sensors_count(s) && shown < SILENT_SENSORS_ROWS_MAX; i++) {
+                cJSON *row;
+
+                if (sensors_get(s, i, &info) < 0 || !info.silent)
+                        continue;
+                /* The id is the row's name; a name given twice would be one row to a JSON reader. */
+                if (cJSON_GetObjectItemCaseSensitive(o, info.id))
+                        continue;
+                row = cJSON_AddObjectToObject(o, info.id);
+                if (!row || !cJSON_AddStringToObject(row, "map_entry", strempty(info.map_id)) ||
+                    !add_time_ms(row, "last_seen_timestamp_seconds", info.last_seen_ms) ||
+                    !(info.last_seen_ms > 0 ? cJSON_AddNumberToObject(row, "silent_for_seconds",
+                                                                     (double) MAX(now_ms - info.last_seen_ms, (int64_t) 0) / 1000.0)
+                                            : cJSON_AddNullToObject(row, "silent_for_seconds")) ||
+                    !cJSON_AddNumberToObject(row, "expect_every_seconds", seconds(info.expect_every_usec)))
+                        return -ENOMEM;
+                shown++;
+        }
+        return 0;
+}
+
+int status_sections_add_sensors(StatusServer *srv, Sensors *sensors) {
+        int r;
+
+        if (!srv || !sensors)
+                return -EINVAL;
+        r = status_server_add_section(srv, "sensors", fill_sensors, sensors);
+        if (r >= 0)
+                r = status_server_add_section(srv, "silent_sensors", fill_silent_sensors, sensors);
+        return r;
 }
 
 int status_sections_add(StatusServer *srv, Supervisor *s, Store *store, const char *store_path) {

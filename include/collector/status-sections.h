@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* The sections of `sensor-collector status` the core provides: the daemon, its inputs, the store. */
+/* The sections of `sensor-collector status` the core provides: the daemon, its inputs, the store, the clock, the sensors. */
 #pragma once
 
 #include "collector/clock.h"
+#include "collector/sensors.h"
 #include "collector/status-server.h"
 #include "collector/store.h"
 #include "collector/supervisor.h"
@@ -15,3 +16,10 @@ int status_sections_add(StatusServer *srv, Supervisor *s, Store *store, const ch
  * boot's wait for correction; an untrusted clock is not a fault: readings are stored and
  * flagged). clock is borrowed and must outlive srv. Returns 0 or -ENOMEM. */
 int status_sections_add_clock(StatusServer *srv, Clock *clock);
+
+/* Adds the sections "sensors" (how many are watched, silent, and shown below) and
+ * "silent_sensors" (one row per silent sensor, named by its id, at most 100: its map entry,
+ * when it was last seen, for how long it has been silent, how often it is expected). Neither
+ * has a "healthy" member: silence is not a daemon failure, and `status` does not exit 1 for
+ * it. sensors is borrowed and must outlive srv. Returns 0, -EINVAL or -ENOMEM. */
+int status_sections_add_sensors(StatusServer *srv, Sensors *sensors);

@@ -33,6 +33,7 @@ typedef struct StatusServer StatusServer;
  * Prometheus' conventions (a unit suffix such as _seconds or _bytes, _total for a counter, a
  * time as _timestamp_seconds since the epoch); a boolean "healthy" that is false makes the
  * daemon degraded (exit status 1); strings are labels of an info metric; null means unknown.
+ * A section with no members (a map with no rows now) reads "none" in text and gives no metric.
  * Returns 0 or -errno (-ENOMEM); the section is then left out of the answer. Must not block. */
 typedef int (*status_fill_t)(cJSON *section, void *userdata);
 

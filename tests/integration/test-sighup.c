@@ -20,12 +20,14 @@ typedef struct Ctx {
         char db[400];
         int64_t serial_sent;
         int64_t mqtt_sent;
+        int64_t other_stored;         /* readings of other sensors, written by the test itself */
 } Ctx;
 
 /* The configuration with both inputs; level is the log level, extra_serial extra members of
- * "serial" (each after a comma, may be ""), extra_mqtt_topic a second topic (may be ""). Caller
- * frees. */
-static char *make_config(Ctx *c, const char *level, const char *extra_serial, const char *device_suffix) {
+ * "serial" (each after a comma, may be ""), extra_mqtt_topic a second topic (may be ""), sensors
+ * the value of "sensors" (NULL: none). Caller frees. */
+static char *make_config_map(Ctx *c, const char *level, const char *extra_serial, const char *device_suffix,
+                             const char *sensors) {
         char *s = NULL;
 
         ck_assert_int_ge(asprintf(&s,
@@ -35,11 +37,17 @@ static char *make_config(Ctx *c, const char *level, const char *extra_serial, co
                                   "            \"topics\": [ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" } ] },\n"
                                   "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": 10 },\n"
                                   "  \"log\": { \"level\": \"%s\" },\n"
-                                  "  \"supervisor\": { \"stop_timeout\": 5, \"status_interval\": 0.2 }\n"
+                                  "  \"supervisor\": { \"stop_timeout\": 5, \"status_interval\": 0.2 },\n"
+                                  "  \"sensors\": %s\n"
                                   "}\n",
-                                  c->pty.device, device_suffix, extra_serial, c->broker.port, c->db, level),
+                                  c->pty.device, device_suffix, extra_serial, c->broker.port, c->db, level,
+                                  sensors ? sensors : "{}"),
                          0);
         return s;
+}
+
+static char *make_config(Ctx *c, const char *level, const char *extra_serial, const char *device_suffix) {
+        return make_config_map(c, level, extra_serial, device_suffix, NULL);
 }
 
 static void ctx_start(Ctx *c, const char *level) {
@@ -194,7 +202,7 @@ static bool sql_equals(void *userdata) {
 static void wait_all_stored(Ctx *c) {
         SqlWait w = { c->db, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor = 's1'", c->serial_sent };
         SqlWait m = { c->db, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor = 'm1'", c->mqtt_sent };
-        SqlWait all = { c->db, "SELECT count(*) FROM readings", c->serial_sent + c->mqtt_sent };
+        SqlWait all = { c->db, "SELECT count(*) FROM readings", c->serial_sent + c->mqtt_sent + c->other_stored };
 
         ck_assert_msg(tl_wait_until(sql_equals, &w, 10000), "serial: %" PRId64 " of %" PRId64 " stored",
                       tl_sql_int(c->db, w.sql), c->serial_sent);
@@ -444,6 +452,143 @@ START_TEST(test_reload_before_ready) {
 }
 END_TEST
 
+/* ---- the sensor map ---- */
+
+/* s1 and m1 carry the readings that must not be lost; t1 has a range, gone falls silent before
+ * the reload, removed is dropped by it, fresh is added by it; unknown sensors are rejected, so
+ * that a removed entry shows. */
+#define MAP_BEFORE \
+        "{ \"unknown\": \"reject\", \"stale_after\": 2, \"map\": {" \
+        " \"s1\": {}, \"m1\": {}, \"t1\": { \"metrics\": { \"temp\": { \"min\": -40, \"max\": 85 } } }," \
+        " \"gone\": { \"expect_every\": 0.5 }, \"removed\": {} } }"
+#define MAP_AFTER \
+        "{ \"unknown\": \"reject\", \"stale_after\": 2, \"map\": {" \
+        " \"s1\": {}, \"m1\": {}, \"t1\": { \"metrics\": { \"temp\": { \"min\": -40, \"max\": 30 } } }," \
+        " \"gone\": { \"expect_every\": 0.5 }, \"fresh\": { \"expect_every\": 1 } } }"
+/* Two errors, each with its place; valid, it would let t1's 50 through again. */
+#define MAP_INVALID \
+        "{ \"unknown\": \"reject\", \"stale_after\": 2, \"map\": {" \
+        " \"s1\": {}, \"m1\": {}, \"t1\": { \"metrics\": { \"temp\": { \"min\": 85, \"max\": -40 } } }," \
+        " \"gone\": { \"expect_every\": 0.5 }, \"fresh\": { \"expect_every\": -1 }, \"removed\": {} } }"
+
+static void write_pty(Ctx *c, const char *s) {
+        tl_pty_write(&c->pty, s, strlen(s));
+}
+
+static void wait_sql_eq(Ctx *c, const char *sql, int64_t want) {
+        SqlWait w = { c->db, sql, want };
+
+        if (!tl_wait_until(sql_equals, &w, 10000))
+                dump(c);
+        ck_assert_msg(tl_sql_int(c->db, sql) == want, "'%s' is %" PRId64 ", not %" PRId64, sql, tl_sql_int(c->db, sql), want);
+}
+
+typedef struct LogWait {
+        Ctx *c;
+        const char *needle;
+} LogWait;
+
+static bool log_contains(void *userdata) {
+        LogWait *w = userdata;
+        return count_log(w->c, w->needle) > 0;
+}
+
+static void wait_log(Ctx *c, const char *needle) {
+        LogWait w = { c, needle };
+
+        if (!tl_wait_until(log_contains, &w, 15000))
+                dump(c);
+        ck_assert_msg(count_log(c, needle) > 0, "'%s' never in the daemon log", needle);
+}
+
+#define T1_HOT "SELECT count(*) FROM rejects WHERE reason = 'out_of_range' AND raw = CAST('sensor=t1 temp=50' AS BLOB)"
+#define REMOVED_REJECTED "SELECT count(*) FROM rejects WHERE reason = 'unknown_sensor' AND CAST(raw AS TEXT) LIKE 'sensor=removed %'"
+#define GONE_SILENT "SELECT count(*) FROM events WHERE kind = 'sensor_silent' AND sensor = 'gone'"
+#define GONE_BACK "SELECT count(*) FROM events WHERE kind = 'sensor_back' AND sensor = 'gone'"
+
+/* A changed sensor map takes effect at SIGHUP while readings flow: a tighter range rejects, a
+ * removed entry is unknown, a new expected sensor falls silent; a sensor silent before stays
+ * silent (no "back", no second silence); nothing is lost. An invalid map keeps the one in use. */
+START_TEST(test_reload_sensor_map) {
+        _cleanup_free_ char *before = NULL, *after = NULL, *invalid = NULL;
+        StatusWait both_silent = { .needle = "2 silent: gone, fresh" };
+        size_t off;
+        Ctx c;
+
+        memset(&c, 0, sizeof(c));
+        c.dir = tl_tmpdir();
+        snprintf(c.db, sizeof(c.db), "%s/readings.db", c.dir);
+        tl_pty_start(&c.pty, c.dir);
+        tl_broker_start(&c.broker, c.dir, NULL);
+        before = make_config_map(&c, "info", "", "", MAP_BEFORE);
+        after = make_config_map(&c, "info", "", "", MAP_AFTER);
+        invalid = make_config_map(&c, "info", "", "", MAP_INVALID);
+        tl_daemon_start_ready(&c.d, c.dir, before, NULL, NULL, 10000);
+
+        /* Under the old map: 50 is within t1's range, removed is known; gone falls silent. */
+        write_pty(&c, "sensor=t1 temp=50\nsensor=removed v=1\nsensor=gone v=1\n");
+        c.other_stored += 3;
+        send_serial(&c, 5);
+        send_mqtt(&c);
+        wait_all_stored(&c);
+        wait_log(&c, "Sensor 'gone' is silent: nothing for");
+        wait_sql_eq(&c, GONE_SILENT, 1);
+
+        /* The new map, with readings in flight around the signal. */
+        write_config(&c, after);
+        send_serial(&c, 20);
+        send_mqtt(&c);
+        off = reload(&c);
+        /* fresh first: watched from the reload on, it must arrive within its window (2 x 1 s) */
+        write_pty(&c, "sensor=fresh v=1\nsensor=t1 temp=50\nsensor=t1 temp=20\nsensor=removed v=2\n");
+        assert_log(&c, "Sensor map changed: added fresh; changed t1; removed removed.", true);
+        send_serial(&c, 20);
+        send_mqtt(&c);
+        c.other_stored += 2;
+        wait_all_stored(&c);
+        wait_sql_eq(&c, T1_HOT, 1);
+        wait_sql_eq(&c, REMOVED_REJECTED, 1);
+        ck_assert_int_eq(tl_sql_int(c.db, "SELECT count(*) FROM readings_view WHERE sensor = 'fresh'"), 1);
+        ck_assert_int_eq(tl_sql_int(c.db, "SELECT count(*) FROM readings_view WHERE sensor = 't1'"), 2);
+
+        /* fresh, new in the map, falls silent after its window; by then several silence checks
+         * ran under the new map, and gone was neither back nor silent a second time. */
+        wait_log(&c, "Sensor 'fresh' is silent: nothing for");
+        both_silent.c = &c;
+        both_silent.off = off;
+        if (!tl_wait_until(status_contains, &both_silent, 10000)) {
+                dump(&c);
+                ck_abort_msg("no STATUS= with '%s'", both_silent.needle);
+        }
+        ck_assert_int_eq(count_log(&c, "Sensor 'gone' is back"), 0);
+        ck_assert_int_eq(tl_sql_int(c.db, GONE_BACK), 0);
+        ck_assert_int_eq(tl_sql_int(c.db, GONE_SILENT), 1);
+        ck_assert_int_eq(count_log(&c, "Sensor 'removed' is"), 0);
+        assert_log(&c, "Reload failed", false);
+
+        /* An invalid map: every error with its place, the map in use kept: 50 still rejected,
+         * removed still unknown, gone and fresh still silent and not back. */
+        write_config(&c, invalid);
+        reload(&c);
+        assert_log(&c, "config.json: /sensors/map/t1/metrics/temp: min 85 is greater than max -40", true);
+        assert_log(&c, "config.json: /sensors/map/fresh/expect_every: -1 is out of range (0.1..604800 seconds)", true);
+        assert_log(&c, "Reload failed: 2 errors in '", true);
+        ck_assert_int_eq(count_log(&c, "Sensor map changed"), 1);
+        write_pty(&c, "sensor=t1 temp=50\nsensor=removed v=3\n");
+        send_serial(&c, 5);
+        send_mqtt(&c);
+        wait_all_stored(&c);
+        wait_sql_eq(&c, T1_HOT, 2);
+        wait_sql_eq(&c, REMOVED_REJECTED, 2);
+        ck_assert_int_eq(count_log(&c, "Sensor 'gone' is back"), 0);
+        ck_assert_int_eq(count_log(&c, "Sensor 'fresh' is back"), 0);
+        ck_assert_int_eq(count_log(&c, "Opened serial port"), 1);
+        ck_assert_int_eq(count_log(&c, "Connected to broker"), 1);
+        stop_ok(&c);
+        ck_assert_int_eq(tl_sql_int(c.db, GONE_BACK), 0);
+}
+END_TEST
+
 static Suite *reload_suite(void) {
         Suite *s = suite_create("reload");
         TCase *tc = tcase_create("sighup");
@@ -454,6 +599,7 @@ static Suite *reload_suite(void) {
         tcase_add_test(tc, test_reload_restart_keys);
         tcase_add_test(tc, test_reload_loses_nothing);
         tcase_add_test(tc, test_reload_before_ready);
+        tcase_add_test(tc, test_reload_sensor_map);
         suite_add_tcase(s, tc);
         return s;
 }

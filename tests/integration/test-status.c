@@ -29,8 +29,9 @@ typedef struct Ctx {
         TlDaemon d;
 } Ctx;
 
-/* Both inputs: the pty and the broker; the status socket in the test's directory. */
-static void ctx_start(Ctx *c, char *const extra_env[]) {
+/* Both inputs: the pty and the broker; the status socket in the test's directory; sensors the
+ * value of "sensors" (NULL: no sensor map). */
+static void ctx_start_map(Ctx *c, char *const extra_env[], const char *sensors) {
         char *config = NULL;
         char *args[] = { "--socket", c->sock, NULL };
 
@@ -49,12 +50,17 @@ static void ctx_start(Ctx *c, char *const extra_env[]) {
                                   "            \"topics\": [ { \"filter\": \"gh/+sensor/+metric\", \"qos\": 1, \"format\": \"value\" } ] },\n"
                                   "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": 10 },\n"
                                   "  \"log\": { \"level\": \"info\" },\n"
-                                  "  \"supervisor\": { \"stop_timeout\": 5, \"status_interval\": 0.1 }\n"
+                                  "  \"supervisor\": { \"stop_timeout\": 5, \"status_interval\": 0.1 },\n"
+                                  "  \"sensors\": %s\n"
                                   "}\n",
-                                  c->pty.device, c->broker.port, c->db),
+                                  c->pty.device, c->broker.port, c->db, sensors ? sensors : "{}"),
                          0);
         tl_daemon_start_ready(&c->d, c->dir, config, args, extra_env, 20000);
         free(config);
+}
+
+static void ctx_start(Ctx *c, char *const extra_env[]) {
+        ctx_start_map(c, extra_env, NULL);
 }
 
 static void ctx_stop(Ctx *c) {
@@ -332,6 +338,136 @@ START_TEST(test_both_running) {
                 free(check);
         }
         free(out);
+        ctx_stop(&c);
+}
+END_TEST
+
+/* ---- a silent sensor ---- */
+
+typedef struct SilentWait {
+        Ctx *c;
+        const char *id;
+        bool silent;
+        int status;
+        cJSON *last;
+} SilentWait;
+
+static bool sensor_listed(void *userdata) {
+        SilentWait *w = userdata;
+
+        cJSON_Delete(w->last);
+        w->last = status_json(w->c, &w->status);
+        return (path_get(w->last, "silent_sensors", NULL, w->id) != NULL) == w->silent;
+}
+
+/* Asks until sensor id is (silent) or is not (!silent) a row of "silent_sensors"; returns the
+ * answer (caller deletes) and the exit status. */
+static cJSON *wait_silent(Ctx *c, const char *id, bool silent, int timeout_ms, int *ret_status) {
+        SilentWait w = { .c = c, .id = id, .silent = silent };
+        bool ok = tl_wait_until(sensor_listed, &w, timeout_ms);
+        char *text = cJSON_Print(w.last);
+
+        ck_assert_msg(ok, "sensor %s never %s; last answer:\n%s", id, silent ? "silent" : "back", text);
+        free(text);
+        *ret_status = w.status;
+        return w.last;
+}
+
+START_TEST(test_silent_sensor) {
+        char *out = NULL;
+        cJSON *j;
+        int64_t seen_ms;
+        double t_asked;
+        int st;
+        Ctx c;
+
+        /* quiet: one frame, then nothing; silent after 3 x 1 s (a window that a busy machine
+         * does not miss when it is back, below). busy: expected once a minute, seen now, not
+         * silent in this test. gh2-*: a pattern, watched once seen, silent after 3 x 0.5 s. */
+        ctx_start_map(&c, NULL,
+                      "{ \"stale_after\": 3, \"map\": { \"quiet\": { \"expect_every\": 1 },"
+                      " \"busy\": { \"expect_every\": 60 }, \"gh2-*\": { \"expect_every\": 0.5 } } }");
+        tl_pty_write(&c.pty, "{\"sensor\":\"quiet\",\"temp\":20}\n", 29);
+        tl_pty_write(&c.pty, "{\"sensor\":\"busy\",\"temp\":21}\n", 28);
+        tl_pty_write(&c.pty, "{\"sensor\":\"gh2-a\",\"temp\":22}\n", 29);
+        ck_assert(tl_wait_sql_at_least(c.db, "SELECT count(*) FROM readings", 3, 10000));
+        seen_ms = tl_sql_int(c.db, "SELECT max(ts) FROM readings_view WHERE sensor = 'quiet'");
+
+        j = wait_silent(&c, "quiet", true, 15000, &st);
+        cJSON_Delete(j);
+        j = wait_silent(&c, "gh2-a", true, 15000, &st);
+        t_asked = (double) time(NULL);
+        /* Silence is shown, but it is not a daemon failure: exit status 0. */
+        ck_assert_int_eq(st, 0);
+        ck_assert(cJSON_IsTrue(path_get(j, "daemon", NULL, "healthy")));
+        ck_assert_int_eq((int) num(j, "sensors", NULL, "watched"), 3);
+        ck_assert_int_eq((int) num(j, "sensors", NULL, "silent"), 2);
+        ck_assert_int_eq((int) num(j, "sensors", NULL, "silent_shown"), 2);
+        ck_assert_int_eq((int) num(j, "sensors", NULL, "silent_metrics"), 0);
+        ck_assert_ptr_null(path_get(j, "silent_sensors", NULL, "busy"));
+        ck_assert_str_eq(str(j, "silent_sensors", "quiet", "map_entry"), "quiet");
+        ck_assert_str_eq(str(j, "silent_sensors", "gh2-a", "map_entry"), "gh2-*");
+        /* last seen: the reading's own time in the store */
+        ck_assert_int_eq((int64_t) (num(j, "silent_sensors", "quiet", "last_seen_timestamp_seconds") * 1000 + 0.5), seen_ms);
+        /* silent for: at least the window (3 x 1 s), and no more than since the last reading */
+        ck_assert(num(j, "silent_sensors", "quiet", "silent_for_seconds") >= 3.0);
+        ck_assert(num(j, "silent_sensors", "quiet", "silent_for_seconds") <= t_asked + 1 - (double) seen_ms / 1000.0);
+        ck_assert(num(j, "silent_sensors", "quiet", "expect_every_seconds") == 1.0);
+        ck_assert(num(j, "silent_sensors", "gh2-a", "expect_every_seconds") == 0.5);
+        ck_assert(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "silent_sensors")) == 2);
+        cJSON_Delete(j);
+
+        /* text: the counts and a row per silent sensor; still "healthy" (exit status 0) */
+        ck_assert_int_eq(run_status(c.sock, "text", &out), 0);
+        ck_assert_msg(strstr(out, "sensor-collector: healthy") && strstr(out, "\nsensors:\n  watched                3\n") &&
+                              strstr(out, "  silent                 2\n") && strstr(out, "\nsilent_sensors:\n") &&
+                              strstr(out, "  quiet:\n    map entry              quiet\n    last seen              ") &&
+                              strstr(out, "  gh2-a:\n") && strstr(out, "    silent for             ") &&
+                              strstr(out, "    expect every           500ms\n") && strstr(out, "    expect every           1.0s\n"),
+                      "text:\n%s", out);
+        free(out);
+
+        /* Prometheus: one series per silent sensor, labelled by it, through promtool */
+        ck_assert_int_eq(run_status(c.sock, "prometheus", &out), 0);
+        ck_assert_msg(strstr(out, "sensor_collector_sensor_watched 3\n") && strstr(out, "sensor_collector_sensor_silent 2\n") &&
+                              strstr(out, "sensor_collector_silent_sensor_expect_every_seconds{silent_sensor=\"quiet\"} 1\n") &&
+                              strstr(out, "sensor_collector_silent_sensor_expect_every_seconds{silent_sensor=\"gh2-a\"} 0.500000\n") &&
+                              strstr(out, "sensor_collector_silent_sensor_info{silent_sensor=\"gh2-a\",map_entry=\"gh2-*\"} 1\n"),
+                      "%s", out);
+        {
+                char *check = NULL;
+                int r = run_with_input(c.dir, "promtool check metrics", out, &check);
+                ck_assert_msg(r == 0, "promtool check metrics: exit %d:\n%s\n---- input ----\n%s", r, check, out);
+                free(check);
+        }
+        free(out);
+
+        /* OpenMetrics, through the strict parser */
+        ck_assert_int_eq(run_status(c.sock, "openmetrics", &out), 0);
+        {
+                char *check = NULL;
+                int r = run_with_input(c.dir,
+                                       "/usr/bin/python3 -c 'import sys\n"
+                                       "from prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n"
+                                       "fams = {f.name: f for f in p(sys.stdin.read())}\n"
+                                       "s = fams[\"sensor_collector_silent_sensor_silent_for_seconds\"].samples\n"
+                                       "assert sorted(x.labels[\"silent_sensor\"] for x in s) == [\"gh2-a\", \"quiet\"], s\n"
+                                       "assert fams[\"sensor_collector_sensor_silent\"].samples[0].value == 2\n"
+                                       "print(\"parsed\", len(fams))'",
+                                       out, &check);
+                ck_assert_msg(r == 0 && strstr(check, "parsed"), "OpenMetrics parser: exit %d:\n%s\n---- input ----\n%s", r,
+                              check, out);
+                free(check);
+        }
+        free(out);
+
+        /* quiet is back: its row goes, the count follows */
+        tl_pty_write(&c.pty, "{\"sensor\":\"quiet\",\"temp\":20}\n", 29);
+        j = wait_silent(&c, "quiet", false, 15000, &st);
+        ck_assert_int_eq(st, 0);
+        ck_assert_int_eq((int) num(j, "sensors", NULL, "silent"), 1);
+        ck_assert_ptr_nonnull(path_get(j, "silent_sensors", NULL, "gh2-a"));
+        cJSON_Delete(j);
         ctx_stop(&c);
 }
 END_TEST
@@ -668,6 +804,7 @@ static Suite *status_suite(void) {
 
         tcase_set_timeout(tc, 300);
         tcase_add_test(tc, test_both_running);
+        tcase_add_test(tc, test_silent_sensor);
         tcase_add_test(tc, test_broker_down);
         tcase_add_test(tc, test_serial_gone);
         tcase_add_test(tc, test_not_running);

@@ -119,6 +119,21 @@ START_TEST(test_formats) {
 }
 END_TEST
 
+/* A section with no rows now (no sensor silent) says so in text, and is no metric at all. */
+START_TEST(test_empty_section) {
+        cJSON *j = cJSON_Parse("{\"sensors\":{\"watched\":3,\"silent\":0},\"silent_sensors\":{}}");
+        char *text = render(j, NULL, 0), *prom = render(j, status_format_prometheus, 0);
+
+        ck_assert_int_eq(status_health(j), 0);
+        ck_assert_msg(strstr(text, "\nsilent_sensors:\n  none\n") && strstr(text, "\nsensors:\n  watched                3\n"),
+                      "%s", text);
+        ck_assert_msg(strstr(prom, "sensor_collector_sensor_watched 3\n") && !strstr(prom, "silent_sensor"), "%s", prom);
+        free(text);
+        free(prom);
+        cJSON_Delete(j);
+}
+END_TEST
+
 /* A family's samples come together, as both formats require, although rows are visited one by one. */
 START_TEST(test_families_contiguous) {
         cJSON *j = answer(true);
@@ -142,6 +157,7 @@ static Suite *status_format_suite(void) {
         tcase_add_test(tc, test_health);
         tcase_add_loop_test(tc, test_formats, 0, ELEMENTSOF(expected));
         tcase_add_test(tc, test_families_contiguous);
+        tcase_add_test(tc, test_empty_section);
         suite_add_tcase(s, tc);
         return s;
 }
