@@ -56,7 +56,7 @@
 # publisher did not get acknowledged;
 # a duplicate stored; a reject that no injected bad frame or outage explains; a restart with
 # a cause not injected; a failed integrity_check; RSS growth of the long-lived daemon beyond
-# noise; a simulator failing.
+# noise, or no RSS samples to judge it by (the sampler gone); a simulator failing.
 . "$(dirname "$0")/../system/lib.sh"
 
 SOAK_MINUTES=${1:-${SOAK_MINUTES:-2}}
