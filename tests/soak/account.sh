@@ -298,11 +298,22 @@ echo
 echo "---- RSS (VmRSS every 2 s)"
 rs=$(q "SELECT min(t) FROM timeline WHERE kind = 'rss_start'")
 re=$(q "SELECT max(t) FROM timeline WHERE kind = 'rss_end'")
+# No sample in the riding phase (a sampler that stopped early, or no rss_start/rss_end in the
+# timeline) means no leak check: say so plainly (the queries below would be SQL syntax errors
+# with an empty PID), and fail. This is the account's last section.
+p=""
+[ -z "$rs" ] || [ -z "$re" ] || p=$(q "SELECT pid FROM rss WHERE t BETWEEN $rs AND $re ORDER BY t LIMIT 1")
+if [ -z "${p:-}" ]; then
+        echo "rss.tsv: $(q 'SELECT count(*) FROM rss') samples of $(q 'SELECT count(DISTINCT pid) FROM rss') processes, the last at $(q "SELECT coalesce(max(t), 'none') FROM rss") ms; riding phase ${rs:-(no rss_start)}..${re:-(no rss_end)} ms"
+        check 0 "RSS: no sample of the daemon in the riding phase, so no leak check (did the sampler stop? see rss.log)"
+        echo
+        echo "verdict: FAIL"
+        exit 1
+fi
 first_pid=$(q "SELECT pid FROM rss ORDER BY t LIMIT 1")
 echo "first process: $(q "SELECT kib FROM rss WHERE pid = $first_pid ORDER BY t LIMIT 1") KiB at its first sample, $(q "SELECT max(kib) FROM rss WHERE pid = $first_pid") KiB at most"
 echo "all $(q 'SELECT count(DISTINCT pid) FROM rss') processes: $(q 'SELECT min(kib) FROM rss')..$(q 'SELECT max(kib) FROM rss') KiB"
 pids=$(q "SELECT count(DISTINCT pid) FROM rss WHERE t BETWEEN $rs AND $re")
-p=$(q "SELECT pid FROM rss WHERE t >= $rs ORDER BY t LIMIT 1")
 t_a=$(q "SELECT min(t) FROM rss WHERE pid = $p AND t >= $rs")
 t_b=$(q "SELECT max(t) FROM rss WHERE pid = $p AND t <= $re")
 a=$(q "SELECT kib FROM rss WHERE pid = $p AND t = $t_a")

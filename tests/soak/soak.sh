@@ -56,7 +56,7 @@
 # publisher did not get acknowledged;
 # a duplicate stored; a reject that no injected bad frame or outage explains; a restart with
 # a cause not injected; a failed integrity_check; RSS growth of the long-lived daemon beyond
-# noise; a simulator failing.
+# noise, or no RSS samples to judge it by (the sampler gone); a simulator failing.
 . "$(dirname "$0")/../system/lib.sh"
 
 SOAK_MINUTES=${1:-${SOAK_MINUTES:-2}}
@@ -158,19 +158,32 @@ sc_wait 30 "the daemon is up with both inputs" healthy
 
 # ---- RSS of the daemon, every 2 s, from the service's cgroup (host PIDs) --------------------
 # (Which hierarchy holds the processes depends on the machine's cgroup setup: both are read.)
+# The sampler must outlive every daemon process. A PID read from cgroup.procs can be gone a
+# moment later (a kill, or an exit 12 milliseconds after a start while the disk is full), and
+# under lib.sh's errexit the failed read of its status ended the whole sampler, silently: no
+# samples from then on, and no leak check. So errexit is off in here, the name and VmRSS come
+# from one read of /proc/PID/status (a vanished or reused PID yields nothing), errors go to
+# rss.log, and the sampler must still be running at rss_end (checked there).
+rss_sample() {
+        local p r
+        for p in $(find /sys/fs/cgroup/unified/"$SC_CGROUP" /sys/fs/cgroup/systemd/"$SC_CGROUP" \
+                        -path "*/$unit/cgroup.procs" -exec cat {} + 2>/dev/null | sort -u); do
+                r=$(awk '$1 == "Name:" { name = $2 } $1 == "VmRSS:" { kib = $2 }
+                         END { if (name == "sensor-collecto" && kib != "") print kib }' \
+                        "/proc/$p/status" 2>/dev/null) || continue
+                [ -z "$r" ] || printf '%s\t%s\t%s\n' "$(date +%s%3N)" "$p" "$r"
+        done
+}
 (
+        set +e +o pipefail
         trap 'exit 0' TERM
         while :; do
-                for p in $(find /sys/fs/cgroup/unified/"$SC_CGROUP" /sys/fs/cgroup/systemd/"$SC_CGROUP" \
-                                -path "*/$unit/cgroup.procs" -exec cat {} + 2>/dev/null | sort -u); do
-                        [ "$(cat /proc/$p/comm 2>/dev/null)" = sensor-collecto ] || continue
-                        r=$(awk '$1 == "VmRSS:" { print $2 }' /proc/$p/status 2>/dev/null)
-                        [ -n "$r" ] && printf '%s\t%s\t%s\n' "$(date +%s%3N)" "$p" "$r"
-                done
+                rss_sample
                 sleep 2
         done
-) >"$T/rss.tsv" 2>/dev/null &
-SC_PIDS+=($!)
+) >"$T/rss.tsv" 2>"$T/rss.log" &
+rss_sampler=$!
+SC_PIDS+=($rss_sampler)
 
 # ---- the simulators ----------------------------------------------------------------------
 sim_common=(-q --sensors 4 --metrics temperature,humidity --number --bad-rate 0.01 --burst 25
@@ -369,6 +382,7 @@ while [ "$(date +%s)" -lt $((end - 8)) ]; do
 done
 sleep 4
 ev rss_end
+verdict "$(kill -0 "$rss_sampler" 2>/dev/null && echo 1 || echo 0)" "the RSS sampler ran through the riding phase"
 
 # ---- drain: the simulators stop and wait for their QoS 1 and QoS 2 acknowledgements -------
 ev phase drain
