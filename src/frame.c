@@ -61,6 +61,7 @@ static const char *const frame_reject_table[_FRAME_REJECT_MAX] = {
         [FRAME_REJECT_TRUNCATED] = "truncated",
         [FRAME_REJECT_TOPIC_MISMATCH] = "topic_mismatch",
         [FRAME_REJECT_SENSOR_MISMATCH] = "sensor_mismatch",
+        [FRAME_REJECT_UPSTREAM_REFUSED] = "upstream_refused",
 };
 
 static const char *table_to_string(const char *const *table, size_t n, int i) {

@@ -8,6 +8,7 @@
 #include "collector/list-ports.h"
 #include "collector/log.h"
 #include "collector/mqtt-task.h"
+#include "collector/upstream-task.h"
 #include "collector/query.h"
 #include "collector/serial-task.h"
 #include "collector/store.h"
@@ -130,6 +131,13 @@ static int add_tasks(Supervisor *s, const Config *config) {
         r = store_task_new(e, &config->store, &t, &store);
         if (r >= 0)
                 r = supervisor_add_task(s, t);
+        /* Right after the store: it stops after the inputs (what they stored is forwarded)
+         * and before the store (what was acknowledged is written to it). */
+        if (r >= 0 && config->upstream.enabled) {
+                r = upstream_task_new(e, &config->upstream, store, &t);
+                if (r >= 0)
+                        r = supervisor_add_task(s, t);
+        }
         if (r >= 0 && config->serial.enabled) {
                 r = serial_task_new(e, &config->serial, store, &t);
                 if (r >= 0)
@@ -202,8 +210,9 @@ static int run(int argc, char **argv) {
                 (void) sd_notify(false, "STOPPING=1");
                 return EXIT_STATUS_UNEXPECTED;
         }
-        log_info("sensor-collector %s starting (serial %s, mqtt %s, store '%s').", SC_VERSION,
-                 config->serial.enabled ? "on" : "off", config->mqtt.enabled ? "on" : "off", config->store.path);
+        log_info("sensor-collector %s starting (serial %s, mqtt %s, upstream %s, store '%s').", SC_VERSION,
+                 config->serial.enabled ? "on" : "off", config->mqtt.enabled ? "on" : "off",
+                 config->upstream.enabled ? "on" : "off", config->store.path);
         return supervisor_run(s);
 }
 

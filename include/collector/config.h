@@ -99,6 +99,31 @@ typedef struct StoreConfig {
         unsigned max_size_mb;         /* 0 = no size limit */
 } StoreConfig;
 
+/* Forwarding to a central broker (upstream-task.c, docs/UPSTREAM.md). */
+typedef struct UpstreamConfig {
+        bool enabled;                 /* off by default */
+        char *host;
+        uint16_t port;
+        MqttProtocol protocol;
+        char *client_id;              /* never NULL after config_load(): derived from gateway_id */
+        char *gateway_id;             /* never NULL after config_load(): the short host name */
+        unsigned keepalive;           /* seconds */
+        char *username;               /* or NULL */
+        char *password_file;          /* or NULL; also looked up in $CREDENTIALS_DIRECTORY */
+        char *cafile;                 /* TLS when cafile or capath is set */
+        char *capath;
+        char *certfile;
+        char *keyfile;
+        char *tls_version;
+        char *topic;                  /* live readings: a template with {gateway} {store} {sensor} {metric} */
+        char *backlog_topic;          /* backlog batches: {gateway} {store} */
+        char *status_topic;           /* retained online/offline, the last will */
+        int qos;                      /* 1 or 2 */
+        unsigned max_inflight;        /* PUBLISHes awaiting their acknowledgement */
+        unsigned backlog_rate;        /* backlog readings per second */
+        unsigned batch_size;          /* backlog readings per message */
+} UpstreamConfig;
+
 typedef struct LogConfig {
         int level;                    /* LOG_ERR .. LOG_DEBUG */
 } LogConfig;
@@ -115,6 +140,7 @@ typedef struct Config {
         StoreConfig store;
         LogConfig log;
         SupervisorConfig supervisor;
+        UpstreamConfig upstream;
 } Config;
 
 /* Reads and validates a config file. On success returns 0 and *ret_config (owned by the

@@ -53,6 +53,7 @@ typedef enum FrameReject {
         FRAME_REJECT_TRUNCATED,       /* partial line cut off by a port close */
         FRAME_REJECT_TOPIC_MISMATCH,  /* topic does not match the subscription's pattern */
         FRAME_REJECT_SENSOR_MISMATCH, /* the payload names a sensor other than the topic's +sensor level */
+        FRAME_REJECT_UPSTREAM_REFUSED, /* a stored reading the central broker refused (MQTT 5 reason code) */
         _FRAME_REJECT_MAX,
         _FRAME_REJECT_INVALID = -EINVAL,
 } FrameReject;

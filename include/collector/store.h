@@ -8,6 +8,7 @@
 
 #include "collector/config.h"
 #include "collector/frame.h"
+#include "collector/store-reader.h"
 #include "collector/task.h"
 
 typedef struct Store Store;
@@ -63,7 +64,7 @@ int store_run_retention(Store *s);
 bool store_retention_pending(const Store *s);
 
 /* The schema version this program writes (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 /* PRAGMA application_id of every sensor-collector store: "SCol". */
 #define STORE_APPLICATION_ID 0x53436f6c
 
@@ -79,3 +80,34 @@ int store_get_meta(Store *s, const char *key, void **ret_value, size_t *ret_size
  * failed, -EMSGSIZE for a value over 2 GiB; any other failure fails the store (its task
  * reports it) and is returned. Logs nothing itself. */
 int store_set_meta(Store *s, const char *key, const void *value, size_t size);
+
+/* ---- upstream forwarding (upstream-task.c, docs/UPSTREAM.md) ----
+ * A reading's id is its sequence number: it never repeats in one store, also after retention
+ * has emptied the table (a high-water mark in meta). The meta key "store_id" holds the random id
+ * the store was created with (32 hex digits). */
+
+/* Called after a commit that added readings, with the largest committed sequence number. Runs
+ * inside store_append() and friends: it must not write to the store; arm a timer instead. */
+typedef void (*store_commit_hook_t)(Store *s, int64_t committed_seq, void *userdata);
+/* Called inside a retention step, before the readings with sequence numbers up to upto are
+ * deleted. It may call store_count_seq(); it must not write to the store. */
+typedef void (*store_retention_hook_t)(Store *s, int64_t upto, void *userdata);
+/* Sets both hooks (NULL: none) and their userdata, which must outlive the store or be unset. */
+void store_set_hooks(Store *s, store_commit_hook_t commit, store_retention_hook_t retention, void *userdata);
+
+/* The largest committed sequence number (0 for an empty store that never had a reading). */
+int64_t store_committed_seq(const Store *s);
+
+/* Walks the committed readings with after < seq < before, oldest first, at most limit of them,
+ * calling cb (strings borrowed for the call; StoredReading.id is the sequence number). A
+ * negative return of cb stops the walk and is returned. Returns the number of rows walked, or
+ * -errno: -ESHUTDOWN when the store is not open, or what SQLite said (the store then fails). */
+int store_read_seq(Store *s, int64_t after, int64_t before, unsigned limit,
+                   int (*cb)(const StoredReading *row, void *userdata), void *userdata);
+
+/* Counts the readings with lo <= seq <= hi into *ret. Returns 0 or -errno (as store_read_seq()). */
+int store_count_seq(Store *s, int64_t lo, int64_t hi, uint64_t *ret);
+
+/* Like store_set_meta(), but within the open batch (one is begun when there is none): the value
+ * commits with it, within commit_interval_ms, at no extra commit. Returns 0 or -errno. */
+int store_set_meta_batched(Store *s, const char *key, const void *value, size_t size);
