@@ -799,9 +799,10 @@ int store_append(Store *s, const Reading *r) {
                 rc = sqlite3_bind_int(st, 7, (int) r->source);
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_int64(st, 8, origin_id);
-        /* NULL: SQLite picks max(id) + 1; past the high-water mark when retention emptied the table. */
+        /* The id is the sequence number, given explicitly: SQLite's own choice, max(id) + 1,
+         * would hand out an id again once retention has removed the newest rows. */
         if (rc == SQLITE_OK)
-                rc = s->seq_floor > s->seq_max ? sqlite3_bind_int64(st, 9, s->seq_floor + 1) : sqlite3_bind_null(st, 9);
+                rc = sqlite3_bind_int64(st, 9, MAX(s->seq_max, s->seq_floor) + 1);
         if (rc == SQLITE_OK)
                 rc = stmt_run(st);
         if (rc != SQLITE_OK)
