@@ -646,9 +646,8 @@ static void up_connection_failed(Upstream *u, int error, const char *cause) {
                 up_fail(u, r, "Failed to arm the reconnect timer");
                 return;
         }
-        char degraded[320];
-        snprintf(degraded, sizeof(degraded), "central broker %s unreachable: %s", u->host_port, cause);
-        task_report_degraded(u->task, degraded);
+        /* Not reported degraded: an outage of the central link is normal, the store buffers,
+         * and READY=1 must not wait for it. STATUS= says "offline from". */
 }
 
 static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags, const mosquitto_property *props) {

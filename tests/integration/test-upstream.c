@@ -1,0 +1,437 @@
+/* SPDX-License-Identifier: MIT */
+/* Upstream forwarding end to end: the real daemon between two real mosquitto brokers (input and central), a consumer counting by key. */
+#include <check.h>
+#include <inttypes.h>
+#include <mosquitto.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collector/macro.h"
+#include "testlib.h"
+
+#define SEQ_MAX 20000
+
+/* ---- a consumer on the central broker: every seq it saw, how often ---- */
+
+typedef struct Consumer {
+        struct mosquitto *mosq;
+        int port;
+        bool connected;
+        unsigned count[SEQ_MAX + 1];
+        uint64_t messages, historical, live, readings;
+        char store_id[64];
+        bool other_store;             /* a message from another store id (a bug here) */
+        int64_t first_live_ms, last_historical_ms;
+        char status[16];              /* last retained status seen */
+} Consumer;
+
+static void cons_on_connect(struct mosquitto *mosq, void *userdata, int rc) {
+        Consumer *c = userdata;
+
+        c->connected = rc == 0;
+        if (rc == 0)
+                (void) mosquitto_subscribe(mosq, NULL, "sensor-collector/#", 1);
+}
+
+static void cons_on_disconnect(struct mosquitto *mosq, void *userdata, int rc) {
+        Consumer *c = userdata;
+        (void) mosq;
+        (void) rc;
+        c->connected = false;
+}
+
+static void cons_on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *m) {
+        Consumer *c = userdata;
+        _cleanup_free_ char *text = NULL;
+        const char *p, *store;
+        (void) mosq;
+
+        text = strndup(m->payload ? m->payload : "", (size_t) m->payloadlen);
+        ck_assert(text);
+        if (strstr(m->topic, "/status")) {
+                snprintf(c->status, sizeof(c->status), "%s", text);
+                return;
+        }
+        c->messages++;
+        store = strstr(text, "\"store\":\"");
+        ck_assert_msg(store, "no store id in %s", text);
+        if (!c->store_id[0])
+                snprintf(c->store_id, sizeof(c->store_id), "%.32s", store + 9);
+        else if (strncmp(c->store_id, store + 9, 32) != 0)
+                c->other_store = true;
+        if (strstr(text, "\"historical\":true")) {
+                c->historical++;
+                c->last_historical_ms = tl_now_ms();
+        } else {
+                ck_assert_msg(strstr(text, "\"historical\":false"), "no marker in %s", text);
+                c->live++;
+                if (!c->first_live_ms)
+                        c->first_live_ms = tl_now_ms();
+        }
+        for (p = strstr(text, "\"seq\":"); p; p = strstr(p + 1, "\"seq\":")) {
+                long long seq = strtoll(p + 6, NULL, 10);
+
+                ck_assert_msg(seq > 0 && seq <= SEQ_MAX, "seq %lld", seq);
+                c->count[seq]++;
+                c->readings++;
+        }
+}
+
+/* A persistent session (QoS 1): what the broker took while we were away still comes. */
+static void cons_open(Consumer *c, int port) {
+        memset(c, 0, sizeof(*c));
+        mosquitto_lib_init();
+        c->port = port;
+        c->mosq = mosquitto_new("upstream-consumer", false, c);
+        ck_assert(c->mosq);
+        mosquitto_connect_callback_set(c->mosq, cons_on_connect);
+        mosquitto_disconnect_callback_set(c->mosq, cons_on_disconnect);
+        mosquitto_message_callback_set(c->mosq, cons_on_message);
+        (void) mosquitto_connect(c->mosq, "127.0.0.1", port, 30);
+}
+
+/* Runs the consumer for up to ms, reconnecting when the broker went away. */
+static void cons_run(Consumer *c, int ms) {
+        int64_t end = tl_now_ms() + ms;
+
+        do {
+                int rc = mosquitto_loop(c->mosq, 10, 100);
+
+                if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_ERRNO) {
+                        tl_sleep_ms(50);
+                        (void) mosquitto_reconnect(c->mosq);
+                }
+        } while (tl_now_ms() < end);
+}
+
+static void cons_close(Consumer *c) {
+        mosquitto_disconnect(c->mosq);
+        mosquitto_destroy(c->mosq);
+}
+
+/* How many of 1..n arrived at least once; *ret_dups the repeats. */
+static uint64_t cons_have(const Consumer *c, int64_t n, uint64_t *ret_dups) {
+        uint64_t have = 0, dups = 0;
+
+        for (int64_t i = 1; i <= n; i++) {
+                have += c->count[i] > 0;
+                dups += c->count[i] > 1 ? c->count[i] - 1 : 0;
+        }
+        if (ret_dups)
+                *ret_dups = dups;
+        return have;
+}
+
+/* Runs the consumer until every seq 1..n arrived; true if so within timeout_ms. */
+static bool cons_wait_all(Consumer *c, int64_t n, int timeout_ms) {
+        int64_t end = tl_now_ms() + timeout_ms;
+
+        while (tl_now_ms() < end) {
+                cons_run(c, 50);
+                if (cons_have(c, n, NULL) == (uint64_t) n)
+                        return true;
+        }
+        return false;
+}
+
+static bool cons_wait_at_least(Consumer *c, uint64_t readings, int timeout_ms) {
+        int64_t end = tl_now_ms() + timeout_ms;
+
+        while (tl_now_ms() < end && c->readings < readings)
+                cons_run(c, 20);
+        return c->readings >= readings;
+}
+
+/* ---- an input publisher ---- */
+
+typedef struct Pub {
+        struct mosquitto *mosq;
+        bool connected;
+        int acked;
+} Pub;
+
+static void pub_on_connect(struct mosquitto *mosq, void *userdata, int rc) {
+        (void) mosq;
+        ((Pub *) userdata)->connected = rc == 0;
+}
+
+static void pub_on_publish(struct mosquitto *mosq, void *userdata, int mid) {
+        (void) mosq;
+        (void) mid;
+        ((Pub *) userdata)->acked++;
+}
+
+static void pub_open(Pub *p, int port) {
+        int64_t deadline = tl_now_ms() + 5000;
+
+        memset(p, 0, sizeof(*p));
+        p->mosq = mosquitto_new(NULL, true, p);
+        ck_assert(p->mosq);
+        mosquitto_connect_callback_set(p->mosq, pub_on_connect);
+        mosquitto_publish_callback_set(p->mosq, pub_on_publish);
+        ck_assert_int_eq(mosquitto_connect(p->mosq, "127.0.0.1", port, 30), MOSQ_ERR_SUCCESS);
+        while (!p->connected && tl_now_ms() < deadline)
+                (void) mosquitto_loop(p->mosq, 20, 1);
+        ck_assert(p->connected);
+}
+
+/* Publishes readings first..last (one each, 30 sensors, the sensor's own timestamps so a
+ * reading is one row however often it arrives) and waits for the broker's acknowledgements. */
+static void pub_readings(Pub *p, int first, int last) {
+        int want = p->acked + (last - first + 1);
+        int64_t deadline = tl_now_ms() + 30000;
+
+        for (int i = first; i <= last; i++) {
+                char topic[64], payload[128];
+
+                snprintf(topic, sizeof(topic), "gh/s%02d/data", i % 30);
+                snprintf(payload, sizeof(payload), "{\"temp\": %d.5, \"ts\": %" PRId64 "}", i, (int64_t) 1750000000000 + i);
+                ck_assert_int_eq(mosquitto_publish(p->mosq, NULL, topic, (int) strlen(payload), payload, 1, false),
+                                 MOSQ_ERR_SUCCESS);
+                if (i % 50 == 0)
+                        (void) mosquitto_loop(p->mosq, 0, 1);
+        }
+        while (p->acked < want && tl_now_ms() < deadline)
+                (void) mosquitto_loop(p->mosq, 20, 1);
+        ck_assert_int_ge(p->acked, want);
+}
+
+static void pub_close(Pub *p) {
+        (void) mosquitto_disconnect(p->mosq);
+        (void) mosquitto_loop(p->mosq, 10, 1);
+        mosquitto_destroy(p->mosq);
+}
+
+/* ---- the daemon ---- */
+
+static char *make_config(const char *dir, int in_port, int up_port, const char *upstream_extra) {
+        char *s = NULL;
+
+        ck_assert_int_ge(asprintf(&s,
+                                  "{\n"
+                                  "  \"serial\": { \"enabled\": false },\n"
+                                  "  \"mqtt\": { \"host\": \"127.0.0.1\", \"port\": %d, \"client_id\": \"sc-up-in\",\n"
+                                  "            \"topics\": [ { \"filter\": \"gh/+sensor/data\", \"qos\": 1 } ] },\n"
+                                  "  \"store\": { \"path\": \"%s/readings.db\", \"commit_interval_ms\": 10 },\n"
+                                  "  \"upstream\": { \"enabled\": true, \"host\": \"127.0.0.1\", \"port\": %d,\n"
+                                  "                \"gateway_id\": \"gw1\", \"keepalive\": 5, %s }\n"
+                                  "}\n",
+                                  in_port, dir, up_port, upstream_extra),
+                         0);
+        return s;
+}
+
+static int64_t store_count(const char *dir) {
+        char path[512];
+
+        snprintf(path, sizeof(path), "%s/readings.db", dir);
+        return tl_sql_int(path, "SELECT count(*) FROM readings");
+}
+
+static bool wait_stored(const char *dir, int64_t n, int timeout_ms) {
+        char path[512];
+
+        snprintf(path, sizeof(path), "%s/readings.db", dir);
+        return tl_wait_sql_at_least(path, "SELECT count(*) FROM readings", n, timeout_ms);
+}
+
+/* Every reading of the store arrives, each key (gateway, store, seq) at least once, the store
+ * id the one the store was created with. */
+static void assert_all_arrived(Consumer *c, const char *dir, int64_t n, int timeout_ms) {
+        char path[512], sql[128];
+        uint64_t dups = 0;
+        _cleanup_free_ char *id = NULL;
+
+        snprintf(path, sizeof(path), "%s/readings.db", dir);
+        ck_assert_int_eq(store_count(dir), n);
+        ck_assert_int_eq(tl_sql_int(path, "SELECT max(id) FROM readings"), n); /* ids 1..n, none skipped */
+        ck_assert_msg(cons_wait_all(c, n, timeout_ms), "only %" PRIu64 " of %" PRId64 " arrived",
+                      cons_have(c, n, &dups), n);
+        ck_assert(!c->other_store);
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM meta WHERE key = 'store_id' AND value = '%s'", c->store_id);
+        ck_assert_int_eq(tl_sql_int(path, sql), 1);
+        (void) id;
+}
+
+/* ---- tests ---- */
+
+static const char *const protocols[] = { "\"protocol\": \"3.1.1\"", "\"protocol\": \"5\"" };
+
+/* Live forwarding, and a central broker restart in the middle: nothing lost, duplicates only
+ * what was in flight. The status topic says online. */
+START_TEST(test_live_and_central_restart) {
+        const char *dir = tl_tmpdir(), *bdir_in, *bdir_up;
+        TlBroker in = { 0 }, up = { 0 };
+        _cleanup_free_ char *config = NULL, *extra = NULL;
+        Consumer *c = calloc(1, sizeof(Consumer));
+        uint64_t dups = 0;
+        TlDaemon d;
+        Pub p;
+
+        bdir_in = tl_tmpdir();
+        bdir_up = tl_tmpdir();
+        tl_broker_start(&in, bdir_in, NULL);
+        tl_broker_start(&up, bdir_up, NULL);
+        cons_open(c, up.port);
+        cons_run(c, 200);
+        ck_assert_int_ge(asprintf(&extra, "%s, \"max_inflight\": 20", protocols[_i]), 0);
+        config = make_config(dir, in.port, up.port, extra);
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        pub_open(&p, in.port);
+
+        pub_readings(&p, 1, 300);
+        ck_assert(wait_stored(dir, 300, 10000));
+        assert_all_arrived(c, dir, 300, 10000);
+        ck_assert_str_eq(c->status, "online");
+        ck_assert_uint_eq(c->historical, 0); /* all live */
+        ck_assert_msg(tl_notify_wait(&d.notify, "upstream: connected to 127.0.0.1:", 3000), "%s", d.notify.log);
+
+        /* The central broker goes away (orderly: it keeps what it took) while readings come. */
+        tl_broker_stop(&up);
+        pub_readings(&p, 301, 600);
+        ck_assert(wait_stored(dir, 600, 10000));
+        ck_assert_msg(tl_notify_wait(&d.notify, "upstream: offline from", 5000), "%s", d.notify.log);
+        tl_broker_start(&up, bdir_up, NULL);
+        pub_readings(&p, 601, 700);
+        ck_assert(wait_stored(dir, 700, 10000));
+        assert_all_arrived(c, dir, 700, 20000);
+        cons_have(c, 700, &dups);
+        fprintf(stderr, "central restart (%s): %" PRIu64 " duplicates\n", protocols[_i], dups);
+        ck_assert_uint_le(dups, 20); /* at most what was in flight when it went */
+        ck_assert_uint_gt(c->historical, 0); /* what came while it was away is backlog */
+
+        pub_close(&p);
+        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+        cons_run(c, 300);
+        ck_assert_str_eq(c->status, "offline");
+        cons_close(c);
+        free(c);
+        tl_broker_stop(&in);
+        tl_broker_stop(&up);
+}
+END_TEST
+
+/* A backlog built while the central broker is down, drained into a broker with a Receive
+ * Maximum of 10 while live readings keep coming, and the daemon SIGKILLed in the middle of the
+ * drain: everything arrives; what is sent twice is bounded by the in-flight window. */
+START_TEST(test_backlog_sigkill_receive_maximum) {
+        const char *dir = tl_tmpdir(), *bdir_in = tl_tmpdir(), *bdir_up = tl_tmpdir();
+        TlBroker in = { 0 }, up = { 0 };
+        _cleanup_free_ char *config = NULL, *log = NULL;
+        Consumer *c = calloc(1, sizeof(Consumer));
+        uint64_t dups = 0, before_kill;
+        TlDaemon d;
+        Pub p;
+        const int backlog = 6000;
+
+        tl_broker_start(&in, bdir_in, NULL);
+        up.port = tl_free_port(); /* not started yet */
+        config = make_config(dir, in.port, up.port,
+                             "\"protocol\": \"5\", \"max_inflight\": 50, \"batch_size\": 20, \"backlog_rate\": 2000");
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        pub_open(&p, in.port);
+        pub_readings(&p, 1, backlog);
+        ck_assert(wait_stored(dir, backlog, 20000));
+        ck_assert_msg(tl_notify_wait(&d.notify, "upstream: offline from", 5000), "%s", d.notify.log);
+        ck_assert_msg(tl_notify_wait(&d.notify, "backlog 6000, oldest", 5000), "%s", d.notify.log);
+
+        tl_broker_start(&up, bdir_up, "max_inflight_messages 10\n");
+        cons_open(c, up.port);
+        /* Part of the drain, then SIGKILL. */
+        ck_assert(cons_wait_at_least(c, 1500, 20000));
+        log = tl_daemon_log(&d);
+        ck_assert_msg(strstr(log, "in flight at most 10, the broker's Receive Maximum"), "%s", log);
+        tl_kill(d.pid, SIGKILL);
+        before_kill = c->readings;
+        ck_assert_uint_lt(before_kill, (uint64_t) backlog); /* killed during the drain */
+
+        /* Restarted: the drain goes on while live readings come. */
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        c->first_live_ms = 0;
+        pub_readings(&p, backlog + 1, backlog + 200);
+        ck_assert(wait_stored(dir, backlog + 200, 10000));
+        assert_all_arrived(c, dir, backlog + 200, 30000);
+        cons_have(c, backlog + 200, &dups);
+        /* Resent after the kill: at most the window (50 messages of up to 20 readings) and the
+         * acknowledgements of one commit interval. */
+        fprintf(stderr, "backlog drain: %" PRIu64 " readings seen before the SIGKILL, %" PRIu64 " duplicates after it\n",
+                before_kill, dups);
+        ck_assert_msg(dups <= 50 * 20 + 100, "%" PRIu64 " duplicates", dups);
+        /* Live readings were not held back behind the backlog. */
+        ck_assert_uint_gt(c->live, 0);
+        ck_assert_msg(c->first_live_ms > 0 && c->first_live_ms < c->last_historical_ms,
+                      "live readings came only after the backlog (first live %" PRId64 ", last historical %" PRId64 ")",
+                      c->first_live_ms, c->last_historical_ms);
+
+        pub_close(&p);
+        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+        cons_close(c);
+        free(c);
+        tl_broker_stop(&in);
+        tl_broker_stop(&up);
+}
+END_TEST
+
+/* Bad credentials cannot heal by waiting: exit 14, with the cause. */
+START_TEST(test_refused_credentials) {
+        const char *dir = tl_tmpdir(), *bdir_in = tl_tmpdir(), *bdir_up = tl_tmpdir();
+        TlBroker in = { 0 }, up = { 0 };
+        _cleanup_free_ char *config = NULL, *log = NULL, *pw = NULL, *extra = NULL;
+        char conf[600];
+        TlDaemon d;
+
+        tl_broker_start(&in, bdir_in, NULL);
+        {
+                /* mosquitto wants per_listener_settings before anything else: a broker of our own. */
+                char path[400], port[16], conf_path[400], log_path[400];
+                char *pw_argv[] = { "mosquitto_passwd", "-c", "-b", path, "gw1", "right", NULL };
+                char *argv[] = { "mosquitto", "-c", conf_path, NULL };
+                char *probe[] = { "mosquitto_pub", "-p", port, "-u", "gw1", "-P", "right", "-t", "probe", "-m", "x", NULL };
+                int64_t deadline = tl_now_ms() + 10000;
+
+                snprintf(path, sizeof(path), "%s/passwd", bdir_up);
+                ck_assert_int_eq(tl_run(pw_argv, NULL, NULL, 10000), 0);
+                up.port = tl_free_port();
+                snprintf(port, sizeof(port), "%d", up.port);
+                snprintf(conf, sizeof(conf), "listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\nuser root\n",
+                         up.port, path);
+                tl_write_file(bdir_up, "auth.conf", conf);
+                snprintf(conf_path, sizeof(conf_path), "%s/auth.conf", bdir_up);
+                snprintf(log_path, sizeof(log_path), "%s/auth.log", bdir_up);
+                up.pid = tl_spawn(argv, NULL, log_path, log_path);
+                while (tl_run(probe, NULL, NULL, 5000) != 0 && tl_now_ms() < deadline)
+                        tl_sleep_ms(50);
+        }
+        tl_write_file(dir, "up-password", "wrong\n");
+        ck_assert_int_ge(asprintf(&extra, "%s, \"username\": \"gw1\", \"password_file\": \"%s/up-password\"",
+                                  protocols[_i], dir),
+                         0);
+        config = make_config(dir, in.port, up.port, extra);
+        tl_daemon_start(&d, tl_tmpdir(), config, NULL, NULL);
+        ck_assert_int_eq(tl_daemon_wait(&d, 15000), 14);
+        log = tl_daemon_log(&d);
+        ck_assert_msg(strstr(log, "refused the connection"), "%s", log);
+        tl_broker_stop(&in);
+        tl_broker_stop(&up);
+}
+END_TEST
+
+static Suite *suite(void) {
+        Suite *s = suite_create("upstream");
+        TCase *tc = tcase_create("e2e");
+
+        tcase_set_timeout(tc, 180);
+        tcase_add_loop_test(tc, test_live_and_central_restart, 0, 2);
+        tcase_add_test(tc, test_backlog_sigkill_receive_maximum);
+        tcase_add_loop_test(tc, test_refused_credentials, 0, 2);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        return tl_run_suite(suite());
+}
