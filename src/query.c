@@ -30,6 +30,7 @@ typedef enum QueryMode {
         MODE_LATEST,
         MODE_COUNT,
         MODE_REJECTS,
+        MODE_UPSTREAM,
 } QueryMode;
 
 typedef struct QueryArgs {
@@ -61,6 +62,7 @@ static void help(void) {
                "      --latest          the newest value of each sensor and metric\n"
                "      --count           how many readings per sensor and metric, first and last time\n"
                "      --rejects         what arrived and could not be used, with the reason and raw bytes\n"
+               "      --upstream        forwarding to the central broker: store id, backlog, what was acknowledged\n"
                "  -o, --format FORMAT   table (aligned, local time), csv, or json (one object per line)\n"
                "      --utc             show table times in UTC\n"
                "  -h, --help            print this help and exit\n\n"
@@ -568,6 +570,7 @@ enum {
         ARG_COUNT,
         ARG_REJECTS,
         ARG_UTC,
+        ARG_UPSTREAM,
 };
 
 /* One of the options that narrow the rows (--sensor, --metric, --source, --since, --until,
@@ -627,7 +630,7 @@ static int parse_format(const char *arg, OutputFormat *ret) {
  * Returns 0 or -EINVAL after the usage. */
 static int check_args(const QueryArgs *a, unsigned n_modes) {
         if (n_modes > 1)
-                return usage_error("--latest, --count and --rejects exclude each other");
+                return usage_error("--latest, --count, --rejects and --upstream exclude each other");
         if (a->db && a->config)
                 return usage_error("--db and --config exclude each other");
         if ((a->mode == MODE_LATEST || a->mode == MODE_COUNT) && a->filter.limit > 0)
@@ -653,6 +656,7 @@ static int parse_args(int argc, char **argv, QueryArgs *a) {
                 { "latest", no_argument, NULL, ARG_LATEST },
                 { "count", no_argument, NULL, ARG_COUNT },
                 { "rejects", no_argument, NULL, ARG_REJECTS },
+                { "upstream", no_argument, NULL, ARG_UPSTREAM },
                 { "format", required_argument, NULL, 'o' },
                 { "utc", no_argument, NULL, ARG_UTC },
                 { "help", no_argument, NULL, 'h' },
@@ -686,7 +690,8 @@ static int parse_args(int argc, char **argv, QueryArgs *a) {
                 case ARG_LATEST:
                 case ARG_COUNT:
                 case ARG_REJECTS:
-                        a->mode = c == ARG_LATEST ? MODE_LATEST : c == ARG_COUNT ? MODE_COUNT : MODE_REJECTS;
+                case ARG_UPSTREAM:
+                        a->mode = c == ARG_LATEST ? MODE_LATEST : c == ARG_COUNT ? MODE_COUNT : c == ARG_REJECTS ? MODE_REJECTS : MODE_UPSTREAM;
                         n_modes++;
                         break;
                 case 'o':
@@ -813,6 +818,37 @@ static int query_walk(StoreReader *reader, const QueryArgs *a, Output *o) {
         }
 }
 
+/* --upstream: a few lines (or one JSON object) about forwarding. Returns the exit status. */
+static int query_upstream(StoreReader *reader, const QueryArgs *a, const char *path) {
+        StoredUpstream u;
+        int r;
+
+        r = store_reader_upstream(reader, &u);
+        if (r < 0) {
+                fprintf(stderr, "sensor-collector query: reading '%s' failed: %s\n", path, open_error(r));
+                return EXIT_STATUS_UNEXPECTED;
+        }
+        if (a->format == FORMAT_JSON)
+                printf("{\"store_id\":\"%s\",\"last_seq\":%" PRId64 ",\"acknowledged\":\"%s\",\"backlog\":%" PRIu64
+                       ",\"oldest_ts\":%" PRId64 ",\"oldest_received\":%" PRId64 ",\"removed_unforwarded\":%" PRIu64 "}\n",
+                       u.store_id, u.last_seq, u.acked, u.backlog, u.oldest_ts_ms, u.oldest_received_ms, u.lost);
+        else {
+                printf("store id:             %s\n", u.store_id[0] ? u.store_id : "(none: schema before v3)");
+                printf("last seq:             %" PRId64 "\n", u.last_seq);
+                printf("acknowledged:         %s\n", u.acked[0] ? u.acked : "(nothing yet)");
+                printf("backlog:              %" PRIu64 " readings\n", u.backlog);
+                if (u.oldest_received_ms > 0) {
+                        int64_t age = MAX(wall_clock_ms() - u.oldest_received_ms, (int64_t) 0);
+                        char span[32];
+
+                        printf("oldest not forwarded: received %s ago\n",
+                               format_timespan(span, sizeof(span), (uint64_t) age * USEC_PER_MSEC));
+                }
+                printf("removed unforwarded:  %" PRIu64 "\n", u.lost);
+        }
+        return fflush(stdout) == 0 ? EXIT_STATUS_OK : EXIT_STATUS_UNEXPECTED;
+}
+
 int query_main(int argc, char **argv) {
         _cleanup_(store_reader_freep) StoreReader *reader = NULL;
         _cleanup_(config_freep) Config *config = NULL;
@@ -834,6 +870,8 @@ int query_main(int argc, char **argv) {
                 return EXIT_STATUS_UNEXPECTED;
         }
 
+        if (a.mode == MODE_UPSTREAM)
+                return query_upstream(reader, &a, path);
         what = output_setup(&out, &a);
         r = query_walk(reader, &a, &out);
         output_finish(&out, what);

@@ -654,7 +654,7 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
         Upstream *u = userdata;
         const UpstreamConfig *c = u->config;
         uint16_t receive_max = 0;
-        int k;
+        int k, mid = 0;
         (void) mosq;
         (void) flags;
 
@@ -683,7 +683,14 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
         u->attempt = 0;
         u->committed = store_committed_seq(u->store);
         upstream_window_connect(&u->window, u->committed);
-        k = mosquitto_publish(u->mosq, NULL, u->status_topic, 6, "online", 1, true);
+        /* The status message takes a slot of the window like any other (an empty range): the
+         * broker's Receive Maximum counts it too, and libmosquitto would hold back whatever
+         * goes over it. */
+        k = mosquitto_publish(u->mosq, &mid, u->status_topic, 6, "online", 1, true);
+        if (k == MOSQ_ERR_SUCCESS && upstream_window_add_flight(&u->window, mid, 1, 0, false) < 0) {
+                up_fail(u, -ENOMEM, "Out of memory");
+                return;
+        }
         if (k != MOSQ_ERR_SUCCESS)
                 log_full_errno_fields(LOG_WARNING, mosq_errno(k, errno), LOG_FIELDS("TASK", "upstream"),
                                       "Failed to publish 'online' on '%s', ignoring.", u->status_topic);
@@ -1080,7 +1087,7 @@ static int oldest_received(const StoredReading *row, void *userdata) {
 static void up_format_status(Task *t, char *buf, size_t size) {
         Upstream *u = task_get_userdata(t);
         char age[64] = "", ack[80] = "none", lost[64] = "";
-        int64_t pending = upstream_window_pending(&u->window, u->committed);
+        int64_t pending = upstream_window_pending(&u->window, store_committed_seq(u->store));
         const char *state;
 
         switch (u->state) {
