@@ -49,6 +49,11 @@ enum {
 #define DRAIN_IDLE_USEC USEC_PER_SEC
 /* Live readings read from the store per pass (the pass repeats while the window has room). */
 #define LIVE_READ_MAX 256
+/* Messages in flight and no acknowledgement for this long (and at least twice the keepalive):
+ * the connection is given up and what was in flight is sent again on a new one. A broker that
+ * stays silent is the keepalive's business; this catches one that answers PINGREQ but not our
+ * PUBLISHes, or a message a library held back and never sent. */
+#define ACK_TIMEOUT_MIN_USEC (30 * USEC_PER_SEC)
 /* "Removed before it was forwarded" is logged at most this often (retention runs in steps). */
 #define LOST_LOG_INTERVAL_USEC (60 * USEC_PER_SEC)
 
@@ -105,6 +110,7 @@ typedef struct Upstream {
         uint64_t lost_unlogged, lost_logged_usec;
         int64_t last_acked_seq;
         uint64_t last_ack_usec;       /* CLOCK_MONOTONIC */
+        uint64_t progress_usec;       /* the last acknowledgement, or the connection: for the ack timeout */
         int64_t fail_error;
 } Upstream;
 
@@ -253,6 +259,8 @@ static int up_publish(Upstream *u, const char *topic, const UpstreamBuf *payload
         rc = mosquitto_publish(u->mosq, &mid, topic, (int) payload->len, payload->data, u->config->qos, false);
         if (rc != MOSQ_ERR_SUCCESS)
                 return mosq_errno(rc, errno);
+        if (u->window.n_flights == 0)
+                u->progress_usec = now_usec(u); /* the ack timeout counts from the first in flight */
         r = upstream_window_add_flight(&u->window, mid, lo, hi, live);
         if (r < 0)
                 return r;
@@ -597,6 +605,7 @@ static void on_publish(struct mosquitto *mosq, void *userdata, int mid, int reas
         } else if (refused)
                 up_refused(u, &f, reason);
         else {
+                u->progress_usec = now_usec(u);
                 u->n_acked += (uint64_t) (f.hi - f.lo + 1);
                 u->last_acked_seq = MAX(u->last_acked_seq, f.hi);
                 u->last_ack_usec = now_usec(u);
@@ -679,6 +688,7 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
                 u->receive_max = receive_max;
         u->state = UP_CONNECTED;
         u->ever_connected = true;
+        u->progress_usec = now_usec(u);
         backoff_up(&u->backoff, now_usec(u));
         u->attempt = 0;
         u->committed = store_committed_seq(u->store);
@@ -881,6 +891,15 @@ static int on_misc_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         if ((u->state == UP_RESOLVING || u->state == UP_CONNECTING) && now >= u->attempt_usec + connect_timeout_usec(u->config)) {
                 up_connection_failed(u, -ETIMEDOUT, u->state == UP_RESOLVING ? "no answer to the host name lookup"
                                                                               : "no CONNACK");
+                return 0;
+        }
+        if (u->state == UP_CONNECTED && u->window.n_flights > 0 &&
+            now >= u->progress_usec + MAX(ACK_TIMEOUT_MIN_USEC, 2 * (uint64_t) u->config->keepalive * USEC_PER_SEC)) {
+                char text[32], cause[96];
+
+                snprintf(cause, sizeof(cause), "%zu messages not acknowledged for %s", u->window.n_flights,
+                         format_timespan(text, sizeof(text), now - u->progress_usec));
+                up_connection_failed(u, -ETIMEDOUT, cause);
                 return 0;
         }
         if (has_connection(u->state) && u->io.source) {
