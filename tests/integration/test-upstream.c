@@ -1,7 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* Upstream forwarding end to end: the real daemon between two real mosquitto brokers (input and central), a consumer counting by key. */
+#include <arpa/inet.h>
 #include <check.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <mosquitto.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +18,9 @@
 #include "testlib.h"
 
 #define SEQ_MAX 20000
+/* The input broker keeps whatever the daemon has not taken yet (mosquitto drops QoS 1 messages
+ * beyond max_queued_messages, 1000 by default, silently: a loss before the daemon). */
+#define IN_BROKER_CONF "max_queued_messages 0\n"
 
 /* ---- a consumer on the central broker: every seq it saw, how often ---- */
 
@@ -255,6 +264,133 @@ static void assert_all_arrived(Consumer *c, const char *dir, int64_t n, int time
         (void) id;
 }
 
+/* ---- a TCP proxy that can go silent: a link cut without FIN or RST ---- */
+
+static volatile sig_atomic_t proxy_stalled, proxy_resumed;
+
+static void proxy_on_signal(int sig) {
+        if (sig == SIGUSR1)
+                proxy_stalled = 1;
+        else
+                proxy_resumed = 1;
+}
+
+#define PROXY_PAIRS 16
+
+/* The child: relays between clients on listen_port and the broker on target_port. After
+ * SIGUSR1 it neither reads nor writes nor accepts (what was sent is in flight forever, like
+ * packets dropped on a dead link); after SIGUSR2 it forgets those connections without closing
+ * them on the wire... as far as the peers can tell (it just closes its ends) and relays again. */
+static _Noreturn void proxy_main(int lfd, int target_port) {
+        int pairs[PROXY_PAIRS][2];
+        size_t n = 0;
+
+        signal(SIGUSR1, proxy_on_signal);
+        signal(SIGUSR2, proxy_on_signal);
+        for (;;) {
+                struct pollfd p[1 + 2 * PROXY_PAIRS];
+                size_t k = 0;
+
+                if (proxy_resumed) {
+                        /* The link is back: the connections of before are dead to both ends
+                         * (they gave up on them); drop ours without a word on the wire. */
+                        for (size_t i = 0; i < n; i++) {
+                                struct linger l = { .l_onoff = 1, .l_linger = 0 };
+                                (void) l;
+                                close(pairs[i][0]);
+                                close(pairs[i][1]);
+                        }
+                        n = 0;
+                        proxy_stalled = proxy_resumed = 0;
+                }
+                if (proxy_stalled) {
+                        usleep(20000);
+                        continue;
+                }
+                p[k++] = (struct pollfd) { .fd = lfd, .events = POLLIN };
+                for (size_t i = 0; i < n; i++) {
+                        p[k++] = (struct pollfd) { .fd = pairs[i][0], .events = POLLIN };
+                        p[k++] = (struct pollfd) { .fd = pairs[i][1], .events = POLLIN };
+                }
+                if (poll(p, k, 20) <= 0)
+                        continue;
+                if (proxy_stalled)
+                        continue;
+                if (p[0].revents & POLLIN && n < PROXY_PAIRS) {
+                        int c = accept(lfd, NULL, NULL);
+                        int t = socket(AF_INET, SOCK_STREAM, 0);
+                        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t) target_port) };
+
+                        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+                        if (c >= 0 && t >= 0 && connect(t, (struct sockaddr *) &a, sizeof(a)) == 0) {
+                                pairs[n][0] = c;
+                                pairs[n][1] = t;
+                                n++;
+                        } else {
+                                if (c >= 0)
+                                        close(c);
+                                if (t >= 0)
+                                        close(t);
+                        }
+                }
+                for (size_t i = 0; i < n; i++)
+                        for (int side = 0; side < 2; side++) {
+                                struct pollfd *q = &p[1 + 2 * i + side];
+                                char buf[16384];
+                                ssize_t r;
+
+                                if (!(q->revents & (POLLIN | POLLHUP | POLLERR)))
+                                        continue;
+                                r = read(pairs[i][side], buf, sizeof(buf));
+                                if (r <= 0 || write(pairs[i][!side], buf, (size_t) r) != r) {
+                                        close(pairs[i][0]);
+                                        close(pairs[i][1]);
+                                        pairs[i][0] = pairs[n - 1][0];
+                                        pairs[i][1] = pairs[n - 1][1];
+                                        n--;
+                                        goto next; /* the poll array no longer matches */
+                                }
+                        }
+        next:;
+        }
+}
+
+static pid_t proxy_start(int *ret_port, int target_port) {
+        struct sockaddr_in a = { .sin_family = AF_INET };
+        socklen_t len = sizeof(a);
+        int lfd, one = 1;
+        pid_t pid;
+
+        lfd = socket(AF_INET, SOCK_STREAM, 0);
+        ck_assert_int_ge(lfd, 0);
+        (void) setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ck_assert_int_eq(bind(lfd, (struct sockaddr *) &a, sizeof(a)), 0);
+        ck_assert_int_eq(listen(lfd, 16), 0);
+        ck_assert_int_eq(getsockname(lfd, (struct sockaddr *) &a, &len), 0);
+        *ret_port = ntohs(a.sin_port);
+        pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+                proxy_main(lfd, target_port);
+        }
+        close(lfd);
+        return pid;
+}
+
+typedef struct LogWait {
+        TlDaemon *d;
+        const char *needle;
+} LogWait;
+
+static bool log_has(void *userdata) {
+        LogWait *w = userdata;
+        _cleanup_free_ char *log = tl_daemon_log(w->d);
+
+        return log && strstr(log, w->needle);
+}
+
 /* ---- tests ---- */
 
 static const char *const protocols[] = { "\"protocol\": \"3.1.1\"", "\"protocol\": \"5\"" };
@@ -272,7 +408,7 @@ START_TEST(test_live_and_central_restart) {
 
         bdir_in = tl_tmpdir();
         bdir_up = tl_tmpdir();
-        tl_broker_start(&in, bdir_in, NULL);
+        tl_broker_start(&in, bdir_in, IN_BROKER_CONF);
         tl_broker_start(&up, bdir_up, NULL);
         cons_open(c, up.port);
         cons_run(c, 200);
@@ -328,7 +464,7 @@ START_TEST(test_backlog_sigkill_receive_maximum) {
         Pub p;
         const int backlog = 6000;
 
-        tl_broker_start(&in, bdir_in, NULL);
+        tl_broker_start(&in, bdir_in, IN_BROKER_CONF);
         up.port = tl_free_port(); /* not started yet */
         config = make_config(dir, in.port, up.port,
                              "\"protocol\": \"5\", \"max_inflight\": 50, \"batch_size\": 20, \"backlog_rate\": 2000");
@@ -397,7 +533,7 @@ START_TEST(test_refused_credentials) {
         char conf[600];
         TlDaemon d;
 
-        tl_broker_start(&in, bdir_in, NULL);
+        tl_broker_start(&in, bdir_in, IN_BROKER_CONF);
         {
                 /* mosquitto wants per_listener_settings before anything else: a broker of our own. */
                 char path[400], port[16], conf_path[400], log_path[400];
@@ -433,6 +569,56 @@ START_TEST(test_refused_credentials) {
 }
 END_TEST
 
+/* The central link goes silent (no FIN, no RST) for longer than the keepalive while readings
+ * come: the daemon notices within about twice the keepalive, reconnects when the link is back,
+ * and everything arrives. */
+START_TEST(test_silent_link_cut) {
+        const char *dir = tl_tmpdir(), *bdir_in = tl_tmpdir(), *bdir_up = tl_tmpdir();
+        TlBroker in = { 0 }, up = { 0 };
+        _cleanup_free_ char *config = NULL;
+        Consumer *c = calloc(1, sizeof(Consumer));
+        uint64_t dups = 0;
+        int64_t cut_ms, noticed_ms;
+        int proxy_port;
+        pid_t proxy;
+        TlDaemon d;
+        Pub p;
+
+        tl_broker_start(&in, bdir_in, IN_BROKER_CONF);
+        tl_broker_start(&up, bdir_up, NULL);
+        proxy = proxy_start(&proxy_port, up.port);
+        cons_open(c, up.port);
+        cons_run(c, 200);
+        config = make_config(dir, in.port, proxy_port, "\"protocol\": \"5\"");
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        pub_open(&p, in.port);
+        pub_readings(&p, 1, 200);
+        assert_all_arrived(c, dir, 200, 20000);
+
+        ck_assert_int_eq(kill(proxy, SIGUSR1), 0);
+        cut_ms = tl_now_ms();
+        pub_readings(&p, 201, 400);
+        ck_assert(wait_stored(dir, 400, 20000));
+        ck_assert(tl_wait_until(log_has, &(LogWait) { &d, "Connection to central broker" }, 60000));
+        noticed_ms = tl_now_ms();
+        fprintf(stderr, "silent link cut noticed after %" PRId64 " ms (keepalive 5 s)\n", noticed_ms - cut_ms);
+        ck_assert_int_le(noticed_ms - cut_ms, 3 * 5000 + 5000);
+        ck_assert_int_eq(kill(proxy, SIGUSR2), 0);
+        assert_all_arrived(c, dir, 400, 60000);
+        cons_have(c, 400, &dups);
+        ck_assert_uint_le(dups, 40);
+
+        pub_close(&p);
+        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+        tl_kill(proxy, SIGKILL);
+        cons_close(c);
+        free(c);
+        tl_broker_stop(&in);
+        tl_broker_stop(&up);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("upstream");
         TCase *tc = tcase_create("e2e");
@@ -441,6 +627,7 @@ static Suite *suite(void) {
         tcase_add_loop_test(tc, test_live_and_central_restart, 0, 2);
         tcase_add_test(tc, test_backlog_sigkill_receive_maximum);
         tcase_add_loop_test(tc, test_refused_credentials, 0, 2);
+        tcase_add_test(tc, test_silent_link_cut);
         suite_add_tcase(s, tc);
         return s;
 }
