@@ -26,6 +26,7 @@
 
 typedef struct Consumer {
         struct mosquitto *mosq;
+        const char *gateway;          /* only this gateway's topics, or NULL: all */
         int port;
         bool connected;
         unsigned count[SEQ_MAX + 1];
@@ -40,8 +41,12 @@ static void cons_on_connect(struct mosquitto *mosq, void *userdata, int rc) {
         Consumer *c = userdata;
 
         c->connected = rc == 0;
-        if (rc == 0)
-                (void) mosquitto_subscribe(mosq, NULL, "sensor-collector/#", 1);
+        if (rc == 0) {
+                char filter[64];
+
+                snprintf(filter, sizeof(filter), "sensor-collector/%s/#", c->gateway ? c->gateway : "+");
+                (void) mosquitto_subscribe(mosq, NULL, filter, 1);
+        }
 }
 
 static void cons_on_disconnect(struct mosquitto *mosq, void *userdata, int rc) {
@@ -64,6 +69,12 @@ static void cons_on_message(struct mosquitto *mosq, void *userdata, const struct
                 return;
         }
         c->messages++;
+        if (c->gateway) {
+                char want[64];
+
+                snprintf(want, sizeof(want), "{\"gateway\":\"%s\",", c->gateway);
+                ck_assert_msg(strncmp(text, want, strlen(want)) == 0, "%s on %s", text, m->topic);
+        }
         store = strstr(text, "\"store\":\"");
         ck_assert_msg(store, "no store id in %s", text);
         if (!c->store_id[0])
@@ -89,16 +100,24 @@ static void cons_on_message(struct mosquitto *mosq, void *userdata, const struct
 }
 
 /* A persistent session (QoS 1): what the broker took while we were away still comes. */
-static void cons_open(Consumer *c, int port) {
+static void cons_open_gateway(Consumer *c, int port, const char *gateway) {
+        char id[64];
+
         memset(c, 0, sizeof(*c));
         mosquitto_lib_init();
         c->port = port;
-        c->mosq = mosquitto_new("upstream-consumer", false, c);
+        c->gateway = gateway;
+        snprintf(id, sizeof(id), "upstream-consumer-%s", gateway ? gateway : "all");
+        c->mosq = mosquitto_new(id, false, c);
         ck_assert(c->mosq);
         mosquitto_connect_callback_set(c->mosq, cons_on_connect);
         mosquitto_disconnect_callback_set(c->mosq, cons_on_disconnect);
         mosquitto_message_callback_set(c->mosq, cons_on_message);
         (void) mosquitto_connect(c->mosq, "127.0.0.1", port, 30);
+}
+
+static void cons_open(Consumer *c, int port) {
+        cons_open_gateway(c, port, NULL);
 }
 
 /* Runs the consumer for up to ms, reconnecting when the broker went away. */
@@ -215,7 +234,8 @@ static void pub_close(Pub *p) {
 
 /* ---- the daemon ---- */
 
-static char *make_config(const char *dir, int in_port, int up_port, const char *upstream_extra) {
+static char *make_config_gateway(const char *dir, int in_port, int up_port, const char *gateway,
+                                 const char *upstream_extra) {
         char *s = NULL;
 
         ck_assert_int_ge(asprintf(&s,
@@ -225,11 +245,15 @@ static char *make_config(const char *dir, int in_port, int up_port, const char *
                                   "            \"topics\": [ { \"filter\": \"gh/+sensor/data\", \"qos\": 1 } ] },\n"
                                   "  \"store\": { \"path\": \"%s/readings.db\", \"commit_interval_ms\": 10 },\n"
                                   "  \"upstream\": { \"enabled\": true, \"host\": \"127.0.0.1\", \"port\": %d,\n"
-                                  "                \"gateway_id\": \"gw1\", \"keepalive\": 5, %s }\n"
+                                  "                \"gateway_id\": \"%s\", \"keepalive\": 5, %s }\n"
                                   "}\n",
-                                  in_port, dir, up_port, upstream_extra),
+                                  in_port, dir, up_port, gateway, upstream_extra),
                          0);
         return s;
+}
+
+static char *make_config(const char *dir, int in_port, int up_port, const char *upstream_extra) {
+        return make_config_gateway(dir, in_port, up_port, "gw1", upstream_extra);
 }
 
 static int64_t store_count(const char *dir) {
@@ -619,6 +643,55 @@ START_TEST(test_silent_link_cut) {
 }
 END_TEST
 
+/* Three gateways, each with its own input broker and store, into one central broker; one
+ * consumer per gateway counts what arrives: each gets all of its own and nothing else. */
+START_TEST(test_several_gateways) {
+        enum { N = 3, READINGS = 500 };
+        static const char *const names[N] = { "gw-a", "gw-b", "gw-c" };
+        TlBroker in[N] = {}, up = { 0 };
+        const char *dirs[N];
+        Consumer *c = calloc(N, sizeof(Consumer));
+        TlDaemon d[N];
+        Pub p[N];
+
+        tl_broker_start(&up, tl_tmpdir(), NULL);
+        for (int i = 0; i < N; i++) {
+                _cleanup_free_ char *config = NULL;
+
+                dirs[i] = tl_tmpdir();
+                tl_broker_start(&in[i], tl_tmpdir(), IN_BROKER_CONF);
+                cons_open_gateway(&c[i], up.port, names[i]);
+                config = make_config_gateway(dirs[i], in[i].port, up.port, names[i], "\"protocol\": \"5\"");
+                tl_daemon_start_ready(&d[i], tl_tmpdir(), config, NULL, NULL, 10000);
+                pub_open(&p[i], in[i].port);
+        }
+        for (int i = 0; i < N; i++)
+                cons_run(&c[i], 100);
+        for (int i = 0; i < N; i++)
+                pub_readings(&p[i], 1, READINGS);
+        for (int i = 0; i < N; i++) {
+                uint64_t dups = 0;
+
+                ck_assert(wait_stored(dirs[i], READINGS, 30000));
+                assert_all_arrived(&c[i], dirs[i], READINGS, 30000);
+                cons_have(&c[i], READINGS, &dups);
+                ck_assert_uint_eq(dups, 0);
+                ck_assert_uint_eq(c[i].readings, READINGS);
+                for (int j = 0; j < i; j++)
+                        ck_assert_str_ne(c[i].store_id, c[j].store_id);
+        }
+        for (int i = 0; i < N; i++) {
+                pub_close(&p[i]);
+                ck_assert_int_eq(kill(d[i].pid, SIGTERM), 0);
+                ck_assert_int_eq(tl_daemon_wait(&d[i], 10000), 0);
+                cons_close(&c[i]);
+                tl_broker_stop(&in[i]);
+        }
+        free(c);
+        tl_broker_stop(&up);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("upstream");
         TCase *tc = tcase_create("e2e");
@@ -628,6 +701,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_backlog_sigkill_receive_maximum);
         tcase_add_loop_test(tc, test_refused_credentials, 0, 2);
         tcase_add_test(tc, test_silent_link_cut);
+        tcase_add_test(tc, test_several_gateways);
         suite_add_tcase(s, tc);
         return s;
 }
