@@ -211,15 +211,29 @@ static void up_sync_io(Upstream *u) {
                 up_fail(u, r, "Failed to watch the upstream socket");
 }
 
+/* Runs handler once in the next loop iteration: a defer source, enabled once per arming (a
+ * timer due now would reprogram the loop's timerfd at every acknowledgement and commit).
+ * Returns 0 or -errno. */
+static int arm_defer(Upstream *u, sd_event_source **source, sd_event_handler_t handler, const char *description) {
+        int r;
+
+        if (!*source) {
+                r = sd_event_add_defer(u->event, source, handler, u);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_description(*source, description);
+        }
+        return sd_event_source_set_enabled(*source, SD_EVENT_ONESHOT);
+}
+
 /* ---- the done set, kept in the store ---- */
 
-static int on_save_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+static int on_save_timer(sd_event_source *s, void *userdata) {
         Upstream *u = userdata;
         _cleanup_free_ char *text = NULL;
         char lost[24];
         int r;
         (void) s;
-        (void) usec;
 
         if (!u->window_dirty || u->state == UP_FAILED)
                 return 0;
@@ -246,7 +260,7 @@ static void up_window_changed(Upstream *u) {
         int r;
 
         u->window_dirty = true;
-        r = event_arm_timer(u->event, &u->save_timer, 0, 0, on_save_timer, u, "upstream-save");
+        r = arm_defer(u, &u->save_timer, on_save_timer, "upstream-save");
         if (r < 0)
                 up_fail(u, r, "Failed to arm a timer");
 }
@@ -445,10 +459,9 @@ static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-static int on_live_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+static int on_live_timer(sd_event_source *s, void *userdata) {
         Upstream *u = userdata;
         (void) s;
-        (void) usec;
 
         up_send_live(u);
         if (has_connection(u->state))
@@ -462,7 +475,7 @@ static void up_pump(Upstream *u) {
 
         if (u->state != UP_CONNECTED)
                 return;
-        r = event_arm_timer(u->event, &u->live_timer, 0, 0, on_live_timer, u, "upstream-live");
+        r = arm_defer(u, &u->live_timer, on_live_timer, "upstream-live");
         if (r < 0)
                 up_fail(u, r, "Failed to arm a timer");
 }
