@@ -617,6 +617,7 @@ START_TEST(test_silent_link_cut) {
         tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
         pub_open(&p, in.port);
         pub_readings(&p, 1, 200);
+        ck_assert(wait_stored(dir, 200, 20000));
         assert_all_arrived(c, dir, 200, 20000);
 
         ck_assert_int_eq(kill(proxy, SIGUSR1), 0);
