@@ -693,6 +693,65 @@ START_TEST(test_several_gateways) {
 }
 END_TEST
 
+/* MQTT 5: the broker refuses one topic (not authorized, 0x87): those readings become rejects
+ * with the reason, are never sent again, and do not hold up the rest. */
+START_TEST(test_refused_per_message) {
+        const char *dir = tl_tmpdir(), *bdir_in = tl_tmpdir(), *bdir_up = tl_tmpdir();
+        TlBroker in = { 0 }, up = { 0 };
+        _cleanup_free_ char *config = NULL, *conf = NULL;
+        Consumer *c = calloc(1, sizeof(Consumer));
+        char db[512], *acl;
+        TlDaemon d;
+        Pub p;
+
+        acl = (char *) tl_write_file(bdir_up, "acl",
+                                     "topic read $SYS/#\n"
+                                     "topic readwrite sensor-collector/gw1/status\n"
+                                     "topic readwrite sensor-collector/gw1/backlog\n"
+                                     "topic readwrite sensor-collector/gw1/+/temp\n"
+                                     "topic read sensor-collector/#\n");
+        ck_assert_int_ge(asprintf(&conf, "acl_file %s\n", acl), 0);
+        tl_broker_start(&in, bdir_in, IN_BROKER_CONF);
+        tl_broker_start(&up, bdir_up, conf);
+        cons_open(c, up.port);
+        cons_run(c, 200);
+        config = make_config(dir, in.port, up.port, "\"protocol\": \"5\"");
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        pub_open(&p, in.port);
+        for (int i = 1; i <= 10; i++) {
+                char payload[128];
+                int want = p.acked + 1;
+
+                snprintf(payload, sizeof(payload), "{\"temp\": %d, \"secret\": %d, \"ts\": %lld}", i, i, 1750000000000LL + i);
+                ck_assert_int_eq(mosquitto_publish(p.mosq, NULL, "gh/s01/data", (int) strlen(payload), payload, 1, false),
+                                 MOSQ_ERR_SUCCESS);
+                while (p.acked < want)
+                        (void) mosquitto_loop(p.mosq, 20, 1);
+        }
+        ck_assert(wait_stored(dir, 20, 10000));
+        snprintf(db, sizeof(db), "%s/readings.db", dir);
+        ck_assert(tl_wait_sql_at_least(db, "SELECT count(*) FROM rejects WHERE reason = 'upstream_refused'", 10, 20000));
+        ck_assert_int_eq(tl_sql_int(db, "SELECT count(*) FROM rejects_view WHERE reason = 'upstream_refused' AND "
+                                        "origin LIKE '%Not authorized (0x87)' AND CAST(raw AS TEXT) LIKE '%\"metric\":\"secret\"%'"),
+                         10);
+        /* The temperatures all arrived, nothing of the refused topic did. */
+        while (c->readings < 10 && cons_wait_at_least(c, 10, 10000))
+                ;
+        ck_assert_uint_eq(c->readings, 10);
+        ck_assert_msg(tl_notify_wait(&d.notify, "backlog 0,", 10000) && tl_notify_wait(&d.notify, "10 refused", 10000), "%s",
+                      d.notify.log);
+
+        pub_close(&p);
+        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+        ck_assert_int_eq(tl_sql_int(db, "SELECT count(*) FROM rejects WHERE reason = 'upstream_refused'"), 10);
+        cons_close(c);
+        free(c);
+        tl_broker_stop(&in);
+        tl_broker_stop(&up);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("upstream");
         TCase *tc = tcase_create("e2e");
@@ -703,6 +762,7 @@ static Suite *suite(void) {
         tcase_add_loop_test(tc, test_refused_credentials, 0, 2);
         tcase_add_test(tc, test_silent_link_cut);
         tcase_add_test(tc, test_several_gateways);
+        tcase_add_test(tc, test_refused_per_message);
         suite_add_tcase(s, tc);
         return s;
 }
