@@ -489,7 +489,13 @@ START_TEST(test_backlog_sigkill_receive_maximum) {
         const int backlog = 6000;
 
         tl_broker_start(&in, bdir_in, IN_BROKER_CONF);
-        up.port = tl_free_port(); /* not started yet */
+        /* The consumer's persistent session exists before the daemon ever connects, so that it
+         * misses nothing however soon the daemon comes; then the central broker goes away. */
+        tl_broker_start(&up, bdir_up, "max_inflight_messages 10\n");
+        cons_open(c, up.port);
+        cons_run(c, 300);
+        ck_assert(c->connected);
+        tl_broker_stop(&up);
         config = make_config(dir, in.port, up.port,
                              "\"protocol\": \"5\", \"max_inflight\": 50, \"batch_size\": 20, \"backlog_rate\": 2000");
         tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
@@ -500,7 +506,6 @@ START_TEST(test_backlog_sigkill_receive_maximum) {
         ck_assert_msg(tl_notify_wait(&d.notify, "backlog 6000, oldest", 5000), "%s", d.notify.log);
 
         tl_broker_start(&up, bdir_up, "max_inflight_messages 10\n");
-        cons_open(c, up.port);
         /* Part of the drain, then SIGKILL. */
         ck_assert(cons_wait_at_least(c, 1500, 60000));
         log = tl_daemon_log(&d);
@@ -752,6 +757,74 @@ START_TEST(test_refused_per_message) {
 }
 END_TEST
 
+/* Retention removes readings before they were forwarded (the central broker is away): they are
+ * counted, logged and shown, and the rest is forwarded when the broker is back. */
+START_TEST(test_retention_unforwarded) {
+        const char *dir = tl_tmpdir(), *bdir_in = tl_tmpdir(), *bdir_up = tl_tmpdir();
+        TlBroker in = { 0 }, up = { 0 };
+        _cleanup_free_ char *config = NULL, *log = NULL, *out = NULL;
+        Consumer *c = calloc(1, sizeof(Consumer));
+        char db[512];
+        char *argv[] = { SC_BINARY, "query", "--db", db, "--upstream", NULL };
+        TlDaemon d;
+        Pub p;
+
+        snprintf(db, sizeof(db), "%s/readings.db", dir);
+        tl_broker_start(&in, bdir_in, IN_BROKER_CONF);
+        up.port = tl_free_port(); /* away for now */
+        ck_assert_int_ge(asprintf(&config,
+                                  "{ \"serial\": { \"enabled\": false },\n"
+                                  "  \"mqtt\": { \"host\": \"127.0.0.1\", \"port\": %d, \"client_id\": \"sc-up-in\",\n"
+                                  "            \"topics\": [ { \"filter\": \"gh/+sensor/data\", \"qos\": 1 } ] },\n"
+                                  "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": 10, \"retention_days\": 1 },\n"
+                                  "  \"upstream\": { \"enabled\": true, \"host\": \"127.0.0.1\", \"port\": %d,\n"
+                                  "                \"gateway_id\": \"gw1\", \"keepalive\": 5 } }\n",
+                                  in.port, db, up.port),
+                         0);
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        pub_open(&p, in.port);
+        pub_readings(&p, 1, 50);
+        ck_assert(wait_stored(dir, 50, 10000));
+        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+
+        /* The first 30 were received three days ago, as far as the store can tell. */
+        {
+                char *sql[] = { "sqlite3", db, "UPDATE readings SET received = received - 3 * 86400000 WHERE id <= 30", NULL };
+                ck_assert_int_eq(tl_run(sql, NULL, NULL, 10000), 0);
+        }
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        ck_assert_msg(tl_notify_wait(&d.notify, "30 removed unforwarded", 10000), "%s", d.notify.log);
+        ck_assert(tl_wait_until(log_has, &(LogWait) { &d, "Retention removed 30 readings before the central broker" }, 5000));
+        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+        ck_assert_int_eq(tl_run(argv, NULL, &out, 10000), 0);
+        ck_assert_msg(strstr(out, "removed unforwarded:  30") && strstr(out, "backlog:              20 readings"), "%s", out);
+
+        /* The broker is back: the other 20 arrive, and nothing that was removed. */
+        tl_broker_start(&up, bdir_up, NULL);
+        cons_open(c, up.port);
+        cons_run(c, 200); /* subscribed before anything is sent */
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        ck_assert_msg(cons_wait_at_least(c, 20, 20000), "%" PRIu64 " readings; %s\n%s", c->readings, d.notify.log,
+                      tl_daemon_log(&d));
+        cons_run(c, 300);
+        ck_assert_uint_eq(c->readings, 20);
+        for (int i = 1; i <= 30; i++)
+                ck_assert_uint_eq(c->count[i], 0);
+        for (int i = 31; i <= 50; i++)
+                ck_assert_uint_eq(c->count[i], 1);
+
+        pub_close(&p);
+        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+        cons_close(c);
+        free(c);
+        tl_broker_stop(&in);
+        tl_broker_stop(&up);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("upstream");
         TCase *tc = tcase_create("e2e");
@@ -763,6 +836,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_silent_link_cut);
         tcase_add_test(tc, test_several_gateways);
         tcase_add_test(tc, test_refused_per_message);
+        tcase_add_test(tc, test_retention_unforwarded);
         suite_add_tcase(s, tc);
         return s;
 }
