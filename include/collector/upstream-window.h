@@ -41,8 +41,10 @@ typedef struct UpstreamWindow {
         int64_t drain_pos;            /* the drain has sent or skipped everything up to here */
 } UpstreamWindow;
 
+/* Sets *w to the empty state: nothing done (cursor 0), nothing in flight, not connected. w is
+ * owned by the caller; call upstream_window_clear() when done. */
 void upstream_window_init(UpstreamWindow *w);
-/* Frees the ranges and flights; w is empty (cursor 0) afterwards. */
+/* Frees the ranges and flights w owns; w is empty (as after init) afterwards. */
 void upstream_window_clear(UpstreamWindow *w);
 
 /* Replaces w's done set with the one text describes: "CURSOR" or "CURSOR LO-HI LO-HI ..." as
