@@ -1924,7 +1924,8 @@ static int store_before_delete_readings(Store *s, int64_t upto) {
         }
         if (s->retention_hook)
                 s->retention_hook(s, upto, s->hook_userdata);
-        return SQLITE_OK;
+        /* A read in the hook that failed has failed the store (and rolled back): stop here. */
+        return s->failed ? SQLITE_ABORT : SQLITE_OK;
 }
 
 void store_set_hooks(Store *s, store_commit_hook_t commit, store_retention_hook_t retention, void *userdata) {
