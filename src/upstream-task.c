@@ -103,7 +103,6 @@ typedef struct Upstream {
         int64_t committed;            /* the store's largest committed seq */
         unsigned receive_max;         /* the broker's (MQTT 5), else 65535 */
         bool window_dirty;
-        int64_t live_sent_upto;       /* for the message to go: readings after here */
         UpstreamBuf topic, payload;
 
         uint64_t n_live, n_backlog, n_acked, n_refused, n_reconnects, n_lost;
@@ -111,7 +110,6 @@ typedef struct Upstream {
         int64_t last_acked_seq;
         uint64_t last_ack_usec;       /* CLOCK_MONOTONIC */
         uint64_t progress_usec;       /* the last acknowledgement, or the connection: for the ack timeout */
-        int64_t fail_error;
 } Upstream;
 
 static bool mosquitto_initialized;
@@ -528,7 +526,6 @@ static void on_retention(Store *s, int64_t upto, void *userdata) {
 typedef struct RejectCtx {
         Upstream *u;
         const char *topic;
-        int reason;
         int error;
 } RejectCtx;
 
@@ -563,7 +560,7 @@ static int reject_one(const StoredReading *row, void *userdata) {
 /* The broker refused one message for good (MQTT 5): its readings go to the rejects. */
 static void up_refused(Upstream *u, const UpstreamFlight *f, int reason) {
         _cleanup_free_ char *origin = NULL;
-        RejectCtx c = { .u = u, .reason = reason };
+        RejectCtx c = { .u = u };
         int r;
 
         if (asprintf(&origin, "upstream %s: %s (0x%02x)", u->host_port, mosquitto_reason_string(reason), reason) < 0) {
