@@ -197,11 +197,15 @@ static void up_fail(Upstream *u, int error, const char *format, ...) {
         va_end(ap);
 }
 
+static void up_connection_closed(Upstream *u, int rc, int errno_value);
+
 static void up_sync_io(Upstream *u) {
         int r;
 
+        /* libmosquitto closes the socket without on_disconnect() in a few places (a failed TLS
+         * handshake): a connection whose socket is gone is closed. */
         if (has_connection(u->state) && mosquitto_socket(u->mosq) < 0) {
-                up_connection_failed(u, -ECONNRESET, "connection closed");
+                up_connection_closed(u, MOSQ_ERR_CONN_LOST, 0);
                 return;
         }
         r = up_update_io(u);
@@ -731,11 +735,15 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
 static void up_finish_stop(Upstream *u);
 
 static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc, const mosquitto_property *props) {
-        Upstream *u = userdata;
-        int saved = errno;
-        char cause[300];
         (void) mosq;
         (void) props;
+        up_connection_closed(userdata, rc, errno);
+}
+
+/* The connection is closed (rc a libmosquitto error or an MQTT 5 DISCONNECT reason code):
+ * finish a stop, fail on a certificate that does not verify, or retry. */
+static void up_connection_closed(Upstream *u, int rc, int saved) {
+        char cause[300];
 
         if (u->state == UP_STOPPING) {
                 up_finish_stop(u);
@@ -932,11 +940,7 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
             (revents & EPOLLOUT || mosquitto_want_write(u->mosq)))
                 (void) mosquitto_loop_write(u->mosq, WRITE_PACKET_BUDGET);
         if (has_connection(u->state) && u->mosq && mosquitto_socket(u->mosq) == fd && (revents & (EPOLLHUP | EPOLLERR))) {
-                if (u->state == UP_STOPPING) {
-                        up_finish_stop(u);
-                        return 0;
-                }
-                up_connection_failed(u, -ECONNRESET, "connection closed");
+                up_connection_closed(u, MOSQ_ERR_CONN_LOST, 0);
                 return 0;
         }
         if (has_connection(u->state))
