@@ -13,6 +13,7 @@
 #include <syslog.h>
 
 #include "collector/config.h"
+#include "collector/upstream-payload.h"
 
 #define CONFIG_FILE_MAX (1024 * 1024)  /* bytes; a config is a few KiB */
 #define ERRORS_MAX 100                 /* more are counted, not listed */
@@ -530,7 +531,35 @@ static const Field supervisor_fields[] = {
         F_SECONDS("status_interval", SupervisorConfig, status_interval_usec, 0.1, 3600, 1),
 };
 
-enum { SECTION_SERIAL, SECTION_MQTT, SECTION_STORE, SECTION_LOG, SECTION_SUPERVISOR, SECTION_CLOCK, SECTION_SENSORS };
+static const char *check_topic_template(const char *s);
+static const char *check_backlog_topic(const char *s);
+
+static const Field upstream_fields[] = {
+        F_BOOL("enabled", UpstreamConfig, enabled, false),
+        F_STRING("host", UpstreamConfig, host, 1, 255, check_host, "localhost"),
+        F_INT("port", UpstreamConfig, port, 1, 65535, 1883),
+        F_ENUM("protocol", UpstreamConfig, protocol, protocol_names, MQTT_PROTOCOL_V311),
+        F_STRING("client_id", UpstreamConfig, client_id, 1, CLIENT_ID_MAX, check_client_id, NULL),
+        F_STRING("gateway_id", UpstreamConfig, gateway_id, 1, CLIENT_ID_MAX, check_client_id, NULL),
+        F_INT("keepalive", UpstreamConfig, keepalive, 5, 65535, 30),
+        F_STRING("username", UpstreamConfig, username, 1, 65535, check_utf8, NULL),
+        F_STRING("password_file", UpstreamConfig, password_file, 1, 4095, check_absolute_path, NULL),
+        F_STRING("cafile", UpstreamConfig, cafile, 1, 4095, check_absolute_path, NULL),
+        F_STRING("capath", UpstreamConfig, capath, 1, 4095, check_absolute_path, NULL),
+        F_STRING("certfile", UpstreamConfig, certfile, 1, 4095, check_absolute_path, NULL),
+        F_STRING("keyfile", UpstreamConfig, keyfile, 1, 4095, check_absolute_path, NULL),
+        F_CHOICE("tls_version", UpstreamConfig, tls_version, tls_version_names),
+        F_STRING("topic", UpstreamConfig, topic, 1, 1024, check_topic_template, "sensor-collector/{gateway}/{sensor}/{metric}"),
+        F_STRING("backlog_topic", UpstreamConfig, backlog_topic, 1, 1024, check_backlog_topic, "sensor-collector/{gateway}/backlog"),
+        F_STRING("status_topic", UpstreamConfig, status_topic, 1, 1024, check_backlog_topic, "sensor-collector/{gateway}/status"),
+        F_INT("qos", UpstreamConfig, qos, 1, 2, 1),
+        F_INT("max_inflight", UpstreamConfig, max_inflight, 1, 65535, 20),
+        F_INT("backlog_rate", UpstreamConfig, backlog_rate, 1, 1000000, 1000),
+        F_INT("batch_size", UpstreamConfig, batch_size, 1, 1000, 100),
+};
+
+enum { SECTION_SERIAL, SECTION_MQTT, SECTION_STORE, SECTION_LOG, SECTION_SUPERVISOR, SECTION_CLOCK, SECTION_SENSORS,
+       SECTION_UPSTREAM };
 static const char *const section_names[] = {
         [SECTION_SERIAL] = "serial",
         [SECTION_MQTT] = "mqtt",
@@ -539,6 +568,7 @@ static const char *const section_names[] = {
         [SECTION_SUPERVISOR] = "supervisor",
         [SECTION_CLOCK] = "clock",
         [SECTION_SENSORS] = "sensors",
+        [SECTION_UPSTREAM] = "upstream",
 };
 
 /* ---- applying a table ---- */
@@ -1242,6 +1272,55 @@ void sensor_map_config_done(SensorMapConfig *m) {
         *m = (SensorMapConfig) {};
 }
 
+/* ---- upstream ---- */
+
+static const char *check_topic_template(const char *s) {
+        return upstream_topic_check(s, true);
+}
+
+static const char *check_backlog_topic(const char *s) {
+        return upstream_topic_check(s, false);
+}
+
+static void parse_upstream(Ctx *ctx, const cJSON *obj, UpstreamConfig *c) {
+        Section s = { .path = "/upstream", .fields = upstream_fields, .n_fields = ELEMENTSOF(upstream_fields) };
+
+        parse_section_in(ctx, &s, obj, c);
+        if (!given(&s, "port") && (c->cafile || c->capath))
+                c->port = 8883;
+        if (!c->gateway_id) {
+                char *id = default_client_id(); /* "sensor-collector-HOST": the host part */
+
+                if (id && strncmp(id, "sensor-collector-", 17) == 0)
+                        c->gateway_id = strdup(id + 17);
+                else if (id)
+                        c->gateway_id = strdup("gateway");
+                free(id);
+                if (!c->gateway_id)
+                        ctx->oom = true;
+        }
+        if (!c->client_id && c->gateway_id &&
+            asprintf(&c->client_id, "sensor-collector-up-%.*s", CLIENT_ID_MAX - 20, c->gateway_id) < 0) {
+                c->client_id = NULL;
+                ctx->oom = true;
+        }
+        if (!obj)
+                return;
+        if (given(&s, "password_file") && !given(&s, "username"))
+                error_at(ctx, "/upstream/password_file", "requires \"username\"");
+        if (given(&s, "certfile") && !given(&s, "keyfile"))
+                error_at(ctx, "/upstream/keyfile", "required with \"certfile\"");
+        if (given(&s, "keyfile") && !given(&s, "certfile"))
+                error_at(ctx, "/upstream/certfile", "required with \"keyfile\"");
+        if (given(&s, "certfile") && !given(&s, "cafile") && !given(&s, "capath"))
+                error_at(ctx, "/upstream/certfile", "requires \"cafile\" or \"capath\" (a client certificate is only used with TLS)");
+        if (given(&s, "tls_version") && !given(&s, "cafile") && !given(&s, "capath"))
+                error_at(ctx, "/upstream/tls_version", "requires \"cafile\" or \"capath\" (TLS is used only when one is set)");
+        if (valid(&s, "backlog_topic") && valid(&s, "topic") && c->backlog_topic && c->topic &&
+            streq(c->backlog_topic, c->topic))
+                error_at(ctx, "/upstream/backlog_topic", "must differ from \"topic\", so that the backlog is told from live readings");
+}
+
 static void parse_simple(Ctx *ctx, const char *path, const Field *fields, size_t n, const cJSON *obj, void *base) {
         Section s = { .path = path, .fields = fields, .n_fields = n };
 
@@ -1271,6 +1350,9 @@ static void parse_one_section(Ctx *ctx, size_t i, const cJSON *obj, Config *c) {
                 break;
         case SECTION_SENSORS:
                 parse_sensors(ctx, obj, &c->sensors);
+                break;
+        case SECTION_UPSTREAM:
+                parse_upstream(ctx, obj, &c->upstream);
                 break;
         default:
                 assert(!"unknown section");
@@ -1341,7 +1423,7 @@ static void parse_root(Ctx *ctx, const cJSON *root, Config *c) {
 
         if (!cJSON_IsObject(root)) {
                 error_at(ctx, "/", "expected an object with the sections %s, got %s",
-                         "serial, mqtt, store, log, supervisor, sensors", json_type_name(root));
+                         "serial, mqtt, store, log, supervisor, clock, sensors, upstream", json_type_name(root));
                 root = NULL;
         }
 
@@ -1367,7 +1449,7 @@ static void parse_root(Ctx *ctx, const cJSON *root, Config *c) {
                         if (hint)
                                 error_at(ctx, path, "unknown section (did you mean \"%s\"?)", hint);
                         else
-                                error_at(ctx, path, "unknown section (the sections are serial, mqtt, store, log, supervisor, clock, sensors)");
+                                error_at(ctx, path, "unknown section (the sections are serial, mqtt, store, log, supervisor, clock, sensors, upstream)");
                         continue;
                 }
                 if (!cJSON_IsObject(v)) {
@@ -1842,6 +1924,19 @@ Config *config_free(Config *c) {
         free(c->mqtt.topics);
         free(c->store.path);
         sensor_map_config_done(&c->sensors);
+        free(c->upstream.host);
+        free(c->upstream.client_id);
+        free(c->upstream.gateway_id);
+        free(c->upstream.username);
+        free(c->upstream.password_file);
+        free(c->upstream.cafile);
+        free(c->upstream.capath);
+        free(c->upstream.certfile);
+        free(c->upstream.keyfile);
+        free(c->upstream.tls_version);
+        free(c->upstream.topic);
+        free(c->upstream.backlog_topic);
+        free(c->upstream.status_topic);
         free(c);
         return NULL;
 }

@@ -67,6 +67,7 @@ static const char *const frame_reject_table[_FRAME_REJECT_MAX] = {
         [FRAME_REJECT_TOO_MANY_NAMES] = "too_many_names",
         [FRAME_REJECT_UNKNOWN_SENSOR] = "unknown_sensor",
         [FRAME_REJECT_OUT_OF_RANGE] = "out_of_range",
+        [FRAME_REJECT_UPSTREAM_REFUSED] = "upstream_refused",
 };
 
 static const char *table_to_string(const char *const *table, size_t n, int i) {

@@ -10,6 +10,7 @@
 #include "collector/list-ports.h"
 #include "collector/log.h"
 #include "collector/mqtt-task.h"
+#include "collector/upstream-task.h"
 #include "collector/query.h"
 #include "collector/reload.h"
 #include "collector/sensor-map-diff.h"
@@ -154,6 +155,13 @@ static int add_tasks(Supervisor *s, const Config *config, Store **ret_store, Clo
         r = store_task_new(e, &config->store, &t, &store);
         if (r >= 0)
                 r = supervisor_add_task(s, t);
+        /* Right after the store: it stops after the inputs (what they stored is forwarded)
+         * and before the store (what was acknowledged is written to it). */
+        if (r >= 0 && config->upstream.enabled) {
+                r = upstream_task_new(e, &config->upstream, store, &t);
+                if (r >= 0)
+                        r = supervisor_add_task(s, t);
+        }
         /* After the store (it reads last-seen times from it), before the inputs that feed it. */
         if (r >= 0) {
                 r = sensors_task_new(e, &config->sensors, store, &t, &sensors);
@@ -324,8 +332,9 @@ static int run(int argc, char **argv) {
                 (void) sd_notify(false, "STOPPING=1\nSTATUS=Failed to set up the status socket, exiting with status 1");
                 return EXIT_STATUS_UNEXPECTED;
         }
-        log_info("sensor-collector %s starting (serial %s, mqtt %s, store '%s').", SC_VERSION,
-                 config->serial.enabled ? "on" : "off", config->mqtt.enabled ? "on" : "off", config->store.path);
+        log_info("sensor-collector %s starting (serial %s, mqtt %s, upstream %s, store '%s').", SC_VERSION,
+                 config->serial.enabled ? "on" : "off", config->mqtt.enabled ? "on" : "off",
+                 config->upstream.enabled ? "on" : "off", config->store.path);
         return supervisor_run(s);
 }
 

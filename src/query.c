@@ -32,6 +32,7 @@ typedef enum QueryMode {
         MODE_REJECTS,
         MODE_EVENTS,
         MODE_GAPS,
+        MODE_UPSTREAM,
 } QueryMode;
 
 typedef struct QueryArgs {
@@ -73,6 +74,7 @@ static void help(void) {
                "                        those of every sensor)\n"
                "      --gaps            per sensor, the stretches it was silent for longer than the sensor\n"
                "                        map allows, with their cause when one is known\n"
+               "      --upstream        forwarding to the central broker: store id, backlog, what was acknowledged\n"
                "  -o, --format FORMAT   table (aligned, local time), csv, or json (one object per line)\n"
                "      --utc             show table times in UTC\n"
                "  -h, --help            print this help and exit\n\n"
@@ -741,6 +743,7 @@ enum {
         ARG_FLAG,
         ARG_EVENTS,
         ARG_GAPS,
+        ARG_UPSTREAM,
 };
 
 /* One of the options that narrow the rows (--sensor, --metric, --source, --since, --until,
@@ -800,7 +803,7 @@ static int parse_format(const char *arg, OutputFormat *ret) {
  * Returns 0 or -EINVAL after the usage. */
 static int check_args(const QueryArgs *a, unsigned n_modes) {
         if (n_modes > 1)
-                return usage_error("--latest, --count, --rejects, --events and --gaps exclude each other");
+                return usage_error("--latest, --count, --rejects, --events, --gaps and --upstream exclude each other");
         if ((a->mode == MODE_EVENTS || a->mode == MODE_GAPS) && (a->filter.metric || a->filter.source >= 0))
                 return usage_error("--metric and --source do not apply to --events and --gaps");
         if (a->mode == MODE_GAPS && a->filter.limit > 0)
@@ -834,6 +837,7 @@ static int parse_args(int argc, char **argv, QueryArgs *a) {
                 { "rejects", no_argument, NULL, ARG_REJECTS },
                 { "events", no_argument, NULL, ARG_EVENTS },
                 { "gaps", no_argument, NULL, ARG_GAPS },
+                { "upstream", no_argument, NULL, ARG_UPSTREAM },
                 { "format", required_argument, NULL, 'o' },
                 { "utc", no_argument, NULL, ARG_UTC },
                 { "flag", required_argument, NULL, ARG_FLAG },
@@ -868,7 +872,8 @@ static int parse_args(int argc, char **argv, QueryArgs *a) {
                 case ARG_LATEST:
                 case ARG_COUNT:
                 case ARG_REJECTS:
-                        a->mode = c == ARG_LATEST ? MODE_LATEST : c == ARG_COUNT ? MODE_COUNT : MODE_REJECTS;
+                case ARG_UPSTREAM:
+                        a->mode = c == ARG_LATEST ? MODE_LATEST : c == ARG_COUNT ? MODE_COUNT : c == ARG_REJECTS ? MODE_REJECTS : MODE_UPSTREAM;
                         n_modes++;
                         break;
                 case ARG_EVENTS:
@@ -1022,6 +1027,37 @@ static int query_walk(StoreReader *reader, const QueryArgs *a, Output *o) {
         }
 }
 
+/* --upstream: a few lines (or one JSON object) about forwarding. Returns the exit status. */
+static int query_upstream(StoreReader *reader, const QueryArgs *a, const char *path) {
+        StoredUpstream u;
+        int r;
+
+        r = store_reader_upstream(reader, &u);
+        if (r < 0) {
+                fprintf(stderr, "sensor-collector query: reading '%s' failed: %s\n", path, open_error(r));
+                return EXIT_STATUS_UNEXPECTED;
+        }
+        if (a->format == FORMAT_JSON)
+                printf("{\"store_id\":\"%s\",\"last_seq\":%" PRId64 ",\"acknowledged\":\"%s\",\"backlog\":%" PRIu64
+                       ",\"oldest_ts\":%" PRId64 ",\"oldest_received\":%" PRId64 ",\"removed_unforwarded\":%" PRIu64 "}\n",
+                       u.store_id, u.last_seq, u.acked, u.backlog, u.oldest_ts_ms, u.oldest_received_ms, u.lost);
+        else {
+                printf("store id:             %s\n", u.store_id[0] ? u.store_id : "(none: schema before v3)");
+                printf("last seq:             %" PRId64 "\n", u.last_seq);
+                printf("acknowledged:         %s\n", u.acked[0] ? u.acked : "(nothing yet)");
+                printf("backlog:              %" PRIu64 " readings\n", u.backlog);
+                if (u.oldest_received_ms > 0) {
+                        int64_t age = MAX(wall_clock_ms() - u.oldest_received_ms, (int64_t) 0);
+                        char span[32];
+
+                        printf("oldest not forwarded: received %s ago\n",
+                               format_timespan(span, sizeof(span), (uint64_t) age * USEC_PER_MSEC));
+                }
+                printf("removed unforwarded:  %" PRIu64 "\n", u.lost);
+        }
+        return fflush(stdout) == 0 ? EXIT_STATUS_OK : EXIT_STATUS_UNEXPECTED;
+}
+
 int query_main(int argc, char **argv) {
         _cleanup_(store_reader_freep) StoreReader *reader = NULL;
         _cleanup_(config_freep) Config *config = NULL;
@@ -1043,6 +1079,8 @@ int query_main(int argc, char **argv) {
                 return EXIT_STATUS_UNEXPECTED;
         }
 
+        if (a.mode == MODE_UPSTREAM)
+                return query_upstream(reader, &a, path);
         what = output_setup(&out, &a);
         r = query_walk(reader, &a, &out);
         output_finish(&out, what);

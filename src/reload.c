@@ -28,6 +28,7 @@ typedef enum Section {
         SECTION_NONE,                 /* compared always */
         SECTION_SERIAL,               /* compared when serial is enabled in either */
         SECTION_MQTT,
+        SECTION_UPSTREAM,
 } Section;
 
 typedef struct RestartKey {
@@ -99,6 +100,27 @@ static const RestartKey restart_keys[] = {
         K("/store/max_names", KEY_UNSIGNED, store.max_names, SECTION_NONE),
         K("/clock/trust", KEY_INT, clock.trust, SECTION_NONE),
         K("/clock/sensor_ts_tolerance", KEY_U64, clock.sensor_ts_tolerance_usec, SECTION_NONE),
+        K("/upstream/enabled", KEY_BOOL, upstream.enabled, SECTION_NONE),
+        K("/upstream/host", KEY_STRING, upstream.host, SECTION_UPSTREAM),
+        K("/upstream/port", KEY_U16, upstream.port, SECTION_UPSTREAM),
+        K("/upstream/protocol", KEY_INT, upstream.protocol, SECTION_UPSTREAM),
+        K("/upstream/client_id", KEY_STRING, upstream.client_id, SECTION_UPSTREAM),
+        K("/upstream/gateway_id", KEY_STRING, upstream.gateway_id, SECTION_UPSTREAM),
+        K("/upstream/keepalive", KEY_UNSIGNED, upstream.keepalive, SECTION_UPSTREAM),
+        K("/upstream/username", KEY_STRING, upstream.username, SECTION_UPSTREAM),
+        K("/upstream/password_file", KEY_STRING, upstream.password_file, SECTION_UPSTREAM),
+        K("/upstream/cafile", KEY_STRING, upstream.cafile, SECTION_UPSTREAM),
+        K("/upstream/capath", KEY_STRING, upstream.capath, SECTION_UPSTREAM),
+        K("/upstream/certfile", KEY_STRING, upstream.certfile, SECTION_UPSTREAM),
+        K("/upstream/keyfile", KEY_STRING, upstream.keyfile, SECTION_UPSTREAM),
+        K("/upstream/tls_version", KEY_STRING, upstream.tls_version, SECTION_UPSTREAM),
+        K("/upstream/topic", KEY_STRING, upstream.topic, SECTION_UPSTREAM),
+        K("/upstream/backlog_topic", KEY_STRING, upstream.backlog_topic, SECTION_UPSTREAM),
+        K("/upstream/status_topic", KEY_STRING, upstream.status_topic, SECTION_UPSTREAM),
+        K("/upstream/qos", KEY_INT, upstream.qos, SECTION_UPSTREAM),
+        K("/upstream/max_inflight", KEY_UNSIGNED, upstream.max_inflight, SECTION_UPSTREAM),
+        K("/upstream/backlog_rate", KEY_UNSIGNED, upstream.backlog_rate, SECTION_UPSTREAM),
+        K("/upstream/batch_size", KEY_UNSIGNED, upstream.batch_size, SECTION_UPSTREAM),
         K("/supervisor/stop_timeout", KEY_U64, supervisor.stop_timeout_usec, SECTION_NONE),
         K("/supervisor/status_interval", KEY_U64, supervisor.status_interval_usec, SECTION_NONE),
 };
@@ -190,6 +212,8 @@ static bool section_compared(Section section, const Config *a, const Config *b) 
                 return a->serial.enabled || b->serial.enabled;
         case SECTION_MQTT:
                 return a->mqtt.enabled || b->mqtt.enabled;
+        case SECTION_UPSTREAM:
+                return a->upstream.enabled || b->upstream.enabled;
         default:
                 return true;
         }

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "collector/store-reader.h"
+#include "collector/upstream-window.h"
 #include "collector/store.h"
 #include "store-internal.h"
 
@@ -409,4 +410,91 @@ int store_reader_gaps(StoreReader *r, const StoreFilter *f,
                 " AND coalesce(g.end_ts, 9223372036854775807) > :since AND g.start_ts < :until"
                 " ORDER BY g.start_ts, g.sensor",
                 f, gap_row, &(GapWalk){ cb, userdata });
+}
+
+/* One text value of meta into buf ("" when absent). Returns an SQLite code. */
+static int meta_text(sqlite3 *db, const char *key, char *buf, size_t size) {
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        buf[0] = 0;
+        rc = sqlite3_prepare_v2(db, "SELECT CAST(value AS TEXT) FROM meta WHERE key = ?1", -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                snprintf(buf, size, "%s", strempty((const char *) sqlite3_column_text(st, 0)));
+                rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE)
+                rc = SQLITE_OK;
+        sqlite3_finalize(st);
+        return rc;
+}
+
+int store_reader_upstream(StoreReader *r, StoredUpstream *ret) {
+        _cleanup_free_ char *acked = NULL;
+        UpstreamWindow w;
+        sqlite3_stmt *count = NULL, *first = NULL;
+        char lost[32];
+        SeqRange gap;
+        int64_t from = 0;
+        int rc;
+
+        *ret = (StoredUpstream) {};
+        upstream_window_init(&w);
+        acked = malloc(65536);
+        if (!acked)
+                return -ENOMEM;
+        rc = meta_text(r->db, "store_id", ret->store_id, sizeof(ret->store_id));
+        if (rc == SQLITE_OK)
+                rc = meta_text(r->db, "upstream.acked", acked, 65536);
+        if (rc == SQLITE_OK)
+                rc = meta_text(r->db, "upstream.lost", lost, sizeof(lost));
+        if (rc != SQLITE_OK)
+                return store_sqlite_errno(r->db, rc) ?: -EIO;
+        snprintf(ret->acked, sizeof(ret->acked), "%s", acked);
+        ret->lost = strtoull(lost, NULL, 10);
+        if (acked[0] && upstream_window_load(&w, acked) < 0)
+                return -EBADMSG;
+
+        rc = sqlite3_prepare_v2(r->db, "SELECT coalesce(max(id), 0) FROM readings", -1, &count, NULL);
+        if (rc == SQLITE_OK && (rc = sqlite3_step(count)) == SQLITE_ROW) {
+                ret->last_seq = sqlite3_column_int64(count, 0);
+                rc = SQLITE_OK;
+        }
+        sqlite3_finalize(count);
+        count = NULL;
+        if (rc == SQLITE_OK)
+                rc = sqlite3_prepare_v2(r->db, "SELECT count(*) FROM readings WHERE id >= ?1 AND id <= ?2", -1, &count, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_prepare_v2(r->db, "SELECT ts, received FROM readings WHERE id >= ?1 AND id <= ?2 ORDER BY id LIMIT 1",
+                                        -1, &first, NULL);
+        while (rc == SQLITE_OK && upstream_window_next_gap(&w, from, ret->last_seq, &gap)) {
+                sqlite3_bind_int64(count, 1, gap.lo);
+                sqlite3_bind_int64(count, 2, gap.hi);
+                if ((rc = sqlite3_step(count)) == SQLITE_ROW) {
+                        ret->backlog += (uint64_t) sqlite3_column_int64(count, 0);
+                        rc = SQLITE_OK;
+                }
+                sqlite3_reset(count);
+                if (rc == SQLITE_OK && ret->oldest_received_ms == 0) {
+                        sqlite3_bind_int64(first, 1, gap.lo);
+                        sqlite3_bind_int64(first, 2, gap.hi);
+                        rc = sqlite3_step(first);
+                        if (rc == SQLITE_ROW) {
+                                ret->oldest_ts_ms = sqlite3_column_int64(first, 0);
+                                ret->oldest_received_ms = sqlite3_column_int64(first, 1);
+                        }
+                        rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+                        sqlite3_reset(first);
+                }
+                from = gap.hi;
+        }
+        sqlite3_finalize(count);
+        sqlite3_finalize(first);
+        upstream_window_clear(&w);
+        if (rc != SQLITE_OK)
+                return store_sqlite_errno(r->db, rc) ?: -EIO;
+        return 0;
 }

@@ -152,6 +152,15 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "  detail TEXT);"
         "CREATE INDEX events_ts ON events (ts);"
         "CREATE INDEX events_sensor ON events (sensor, ts);",
+
+        /* v5: upstream forwarding. A reading's id is its sequence number; the high-water mark
+         * keeps ids from being reused once retention has emptied the table (SQLite gives
+         * max(id) + 1, so without it an emptied table would start at 1 again). A random store
+         * id tells this store from the one on a reflashed card. No table or index per reading:
+         * what was acknowledged upstream is a cursor in meta (docs/UPSTREAM.md). */
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));"
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('readings_high_water',"
+        "  (SELECT coalesce(max(id), 0) FROM readings));",
 };
 
 typedef enum Stmt {
@@ -188,6 +197,9 @@ typedef enum Stmt {
         STMT_BOOT_CORRECTED_UPTO,
         STMT_INSERT_EVENT,
         STMT_DELETE_EVENTS,     /* the oldest N received before a time */
+        STMT_SEQ_READ,          /* readings with their names in an id range, for upstream */
+        STMT_SEQ_COUNT,
+        STMT_SET_META,
         _STMT_MAX,
 } Stmt;
 
@@ -195,8 +207,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_BEGIN] = "BEGIN IMMEDIATE",
         [STMT_COMMIT] = "COMMIT",
         [STMT_INSERT_READING] = "INSERT OR IGNORE INTO readings "
-                                "(sensor_id, metric_id, ts, sensor_ts, value, received, source_id, origin_id, flags, boottime) "
-                                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                "(sensor_id, metric_id, ts, sensor_ts, value, received, source_id, origin_id, flags, boottime, id) "
+                                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         [STMT_INSERT_REJECT] = ("INSERT INTO rejects (received, source_id, origin_id, reason, raw) "
                                 "VALUES (?1, ?2, ?3, ?4, ?5)"),
         [STMT_FIND_SENSOR] = "SELECT id FROM sensors WHERE name = ?1",
@@ -236,6 +248,11 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_INSERT_EVENT] = "INSERT INTO events (ts, kind, sensor, subject, start_ts, end_ts, count, detail) "
                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         [STMT_DELETE_EVENTS] = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
+        [STMT_SEQ_READ] = "SELECT r.id, s.name, m.name, r.value, r.ts, r.sensor_ts IS NOT NULL, r.received, r.source_id, o.name "
+                          "FROM readings r JOIN sensors s ON s.id = r.sensor_id JOIN metrics m ON m.id = r.metric_id "
+                          "JOIN origins o ON o.id = r.origin_id WHERE r.id > ?1 AND r.id < ?2 ORDER BY r.id LIMIT ?3",
+        [STMT_SEQ_COUNT] = "SELECT count(*) FROM readings WHERE id >= ?1 AND id <= ?2",
+        [STMT_SET_META] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
 };
 
 typedef enum NameKind {
@@ -341,6 +358,14 @@ struct Store {
          * (received unsynced, not corrected): its next delete starts after it instead of
          * reading them all again. Lowered when correction changes rows before it. */
         int64_t age_delete_from;
+
+        /* Sequence numbers (upstream forwarding): the largest id inserted (committed or in the
+         * open batch), the largest committed, and the high-water mark below which no id may be
+         * handed out again (retention removed up to it). */
+        int64_t seq_max, seq_committed, seq_floor;
+        store_commit_hook_t commit_hook;
+        store_retention_hook_t retention_hook;
+        void *hook_userdata;
 };
 
 /* SQLite's result codes become -errno here and nowhere else. */
@@ -745,7 +770,7 @@ static int store_begin(Store *s) {
 }
 
 static int store_commit_internal(Store *s) {
-        int rc;
+        int rc, r;
 
         if (!s->in_transaction)
                 return 0;
@@ -772,7 +797,13 @@ static int store_commit_internal(Store *s) {
         s->batch_unsynced = 0;
         s->stats.commits++;
         s->last_commit_ms = wall_clock_ms();
-        return store_check_files(s);
+        r = store_check_files(s);
+        if (r >= 0 && s->seq_max > s->seq_committed) {
+                s->seq_committed = s->seq_max;
+                if (s->commit_hook)
+                        s->commit_hook(s, s->seq_committed, s->hook_userdata);
+        }
+        return r;
 }
 
 int store_commit(Store *s) {
@@ -1031,6 +1062,10 @@ int store_append(Store *s, const Reading *r) {
                 rc = sqlite3_bind_int(st, 7, (int) r->source);
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_int64(st, 8, origin_id);
+        /* The id is the sequence number, given explicitly: SQLite's own choice, max(id) + 1,
+         * would hand out an id again once retention has removed the newest rows. */
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 11, MAX(s->seq_max, s->seq_floor) + 1);
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_int(st, 9, (int) r->flags);
         if (rc == SQLITE_OK)
@@ -1045,6 +1080,7 @@ int store_append(Store *s, const Reading *r) {
                 s->batch.duplicates++;
                 return 0;
         }
+        s->seq_max = sqlite3_last_insert_rowid(s->db);
         s->batch.readings++;
         if (r->flags & READING_FLAG_UNSYNCED) {
                 k = store_note_unsynced(s, sqlite3_last_insert_rowid(s->db));
@@ -1162,6 +1198,8 @@ int store_get_summary(Store *s, StoreSummary *ret) {
 }
 
 /* ---- retention ---- */
+
+static int store_before_delete_readings(Store *s, int64_t upto);
 
 /* Walks the oldest `limit` rows of a table after id `after` (by id) and finds the last one
  * received before cutoff_ms. Rows are appended in receipt order, so the walk stops at the first
@@ -1520,6 +1558,8 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
 
                         rc = store_head_cutoff(s, heads[t], s->age_walk_from[t], INT64_MAX, cutoff, now, true,
                                                RETENTION_STEP_ROWS, &id, NULL, &walked);
+                        if (rc == SQLITE_OK && t == 0)
+                                rc = store_before_delete_readings(s, id);
                         if (rc == SQLITE_OK)
                                 rc = store_delete_upto(s, deletes[t], id, &n);
                         if (rc != SQLITE_OK)
@@ -1573,6 +1613,8 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                         if (rc == SQLITE_OK)
                                 rc = store_head_cutoff(s, STMT_READINGS_HEAD, 0, newest - floor_rows, INT64_MAX,
                                                        INT64_MAX, false, RETENTION_STEP_ROWS, &id, &received, NULL);
+                        if (rc == SQLITE_OK)
+                                rc = store_before_delete_readings(s, id);
                         if (rc == SQLITE_OK)
                                 rc = store_delete_upto(s, STMT_DELETE_READINGS, id, &n);
                         if (rc != SQLITE_OK)
@@ -1948,6 +1990,8 @@ static int store_prepare(Store *s) {
         return 0;
 }
 
+static int store_load_seq(Store *s);
+
 /* Opens the store for writing: checks, connection, settings, a quick check of an existing file,
  * the schema, the statements. A failure is reported (store_fail()) and returned. */
 static int store_open(Store *s) {
@@ -1973,7 +2017,10 @@ static int store_open(Store *s) {
                 if (r < 0)
                         return r;
         }
-        return store_prepare(s);
+        r = store_prepare(s);
+        if (r < 0)
+                return r;
+        return store_load_seq(s);
 }
 
 static void store_close(Store *s) {
@@ -2559,4 +2606,159 @@ int store_clock_event(Store *s, const char *kind, int64_t at_ms, int64_t step_ms
         }
         sqlite3_finalize(st);
         return store_batch_row(s);
+}
+
+/* ---- sequence numbers and hooks for upstream forwarding ---- */
+
+/* The committed maximum and the high-water mark, once at open. */
+static int store_load_seq(Store *s) {
+        int64_t hw = 0;
+        int rc;
+
+        rc = stmt_int(s->stmts[STMT_READINGS_MAX_ID], &s->seq_max);
+        if (rc == SQLITE_OK) {
+                rc = exec_int(s->db, "SELECT coalesce((SELECT value FROM meta WHERE key = 'readings_high_water'), 0)", &hw);
+                if (rc == SQLITE_NOTFOUND)
+                        rc = SQLITE_OK;
+        }
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "read the sequence numbers of");
+        s->seq_committed = s->seq_max;
+        s->seq_floor = hw;
+        return 0;
+}
+
+/* Inside the retention transaction, before the readings with id <= upto go: raises the
+ * high-water mark (in the same transaction, so it commits with the deletion) and tells the
+ * retention hook. Returns an SQLite code. */
+static int store_before_delete_readings(Store *s, int64_t upto) {
+        sqlite3_stmt *st = s->stmts[STMT_SET_META];
+        int rc;
+
+        if (upto <= 0)
+                return SQLITE_OK;
+        if (upto > s->seq_floor) {
+                rc = sqlite3_bind_text(st, 1, "readings_high_water", -1, SQLITE_STATIC);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(st, 2, upto);
+                if (rc == SQLITE_OK)
+                        rc = stmt_run(st);
+                if (rc != SQLITE_OK)
+                        return rc;
+                s->seq_floor = upto;
+        }
+        if (s->retention_hook)
+                s->retention_hook(s, upto, s->hook_userdata);
+        /* A read in the hook that failed has failed the store (and rolled back): stop here. */
+        return s->failed ? SQLITE_ABORT : SQLITE_OK;
+}
+
+void store_set_hooks(Store *s, store_commit_hook_t commit, store_retention_hook_t retention, void *userdata) {
+        assert(s);
+        s->commit_hook = commit;
+        s->retention_hook = retention;
+        s->hook_userdata = userdata;
+}
+
+int64_t store_committed_seq(const Store *s) {
+        assert(s);
+        return s->seq_committed;
+}
+
+int store_read_seq(Store *s, int64_t after, int64_t before, unsigned limit,
+                   int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
+        static const char *const sources[] = { "serial", "mqtt" };
+        sqlite3_stmt *st;
+        int rc, r = 0, n = 0;
+
+        assert(s && cb);
+
+        r = store_check_writable(s);
+        if (r < 0)
+                return r;
+        /* Only committed rows: the open batch may still roll back, and its ids with it. */
+        before = MIN(before, s->seq_committed + 1);
+        if (after + 1 >= before || limit == 0)
+                return 0;
+        st = s->stmts[STMT_SEQ_READ];
+        rc = sqlite3_bind_int64(st, 1, after);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, before);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 3, limit);
+        while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                int64_t source = sqlite3_column_int64(st, 7);
+                StoredReading row = {
+                        .id = sqlite3_column_int64(st, 0),
+                        .sensor = (const char *) sqlite3_column_text(st, 1),
+                        .metric = (const char *) sqlite3_column_text(st, 2),
+                        .value = sqlite3_column_double(st, 3),
+                        .ts_ms = sqlite3_column_int64(st, 4),
+                        .sensor_ts = sqlite3_column_int(st, 5) != 0,
+                        .received_ms = sqlite3_column_int64(st, 6),
+                        .source = source >= 0 && source < (int64_t) ELEMENTSOF(sources) ? sources[source] : "unknown",
+                        .origin = (const char *) sqlite3_column_text(st, 8),
+                };
+
+                rc = SQLITE_OK;
+                n++;
+                r = cb(&row, userdata);
+                if (r < 0)
+                        break;
+        }
+        if (r >= 0 && rc != SQLITE_DONE && rc != SQLITE_OK) {
+                r = store_fail_sqlite(s, rc, "read readings to forward from");
+                return r;
+        }
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        return r < 0 ? r : n;
+}
+
+int store_count_seq(Store *s, int64_t lo, int64_t hi, uint64_t *ret) {
+        sqlite3_stmt *st;
+        int64_t n = 0;
+        int rc, r;
+
+        assert(s && ret);
+
+        r = store_check_writable(s);
+        if (r < 0)
+                return r;
+        st = s->stmts[STMT_SEQ_COUNT];
+        rc = sqlite3_bind_int64(st, 1, lo);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, hi);
+        if (rc == SQLITE_OK)
+                rc = stmt_int(st, &n);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "count readings in");
+        sqlite3_clear_bindings(st);
+        *ret = (uint64_t) n;
+        return 0;
+}
+
+int store_set_meta_batched(Store *s, const char *key, const void *value, size_t size) {
+        sqlite3_stmt *st;
+        int rc, r;
+
+        assert(s && key && value);
+
+        r = store_check_writable(s);
+        if (r < 0)
+                return r;
+        if (size > INT32_MAX)
+                return -EMSGSIZE;
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        st = s->stmts[STMT_SET_META];
+        rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_blob(st, 2, size > 0 ? value : "", (int) size, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+                rc = stmt_run(st);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "write to");
+        return 0;
 }

@@ -118,6 +118,31 @@ typedef struct ClockConfig {
         uint64_t sensor_ts_tolerance_usec; /* sensor time this far from a trusted clock: suspect_ts */
 } ClockConfig;
 
+/* Forwarding to a central broker (upstream-task.c, docs/UPSTREAM.md). */
+typedef struct UpstreamConfig {
+        bool enabled;                 /* off by default */
+        char *host;
+        uint16_t port;
+        MqttProtocol protocol;
+        char *client_id;              /* never NULL after config_load(): derived from gateway_id */
+        char *gateway_id;             /* never NULL after config_load(): the short host name */
+        unsigned keepalive;           /* seconds */
+        char *username;               /* or NULL */
+        char *password_file;          /* or NULL; also looked up in $CREDENTIALS_DIRECTORY */
+        char *cafile;                 /* TLS when cafile or capath is set */
+        char *capath;
+        char *certfile;
+        char *keyfile;
+        char *tls_version;
+        char *topic;                  /* live readings: a template with {gateway} {store} {sensor} {metric} */
+        char *backlog_topic;          /* backlog batches: {gateway} {store} */
+        char *status_topic;           /* retained online/offline, the last will */
+        int qos;                      /* 1 or 2 */
+        unsigned max_inflight;        /* PUBLISHes awaiting their acknowledgement */
+        unsigned backlog_rate;        /* backlog readings per second */
+        unsigned batch_size;          /* backlog readings per message */
+} UpstreamConfig;
+
 typedef struct LogConfig {
         int level;                    /* LOG_ERR .. LOG_DEBUG */
 } LogConfig;
@@ -167,6 +192,7 @@ typedef struct Config {
         LogConfig log;
         SupervisorConfig supervisor;
         SensorMapConfig sensors;
+        UpstreamConfig upstream;
 } Config;
 
 /* Reads and validates a config file. On success returns 0 and *ret_config (owned by the

@@ -9,6 +9,7 @@ enum {
         EXIT_STATUS_MQTT = 11,         /* MQTT task failed */
         EXIT_STATUS_STORE = 12,        /* store failed */
         EXIT_STATUS_STOP_TIMEOUT = 13, /* tasks did not stop within the stop timeout */
+        EXIT_STATUS_UPSTREAM = 14,     /* upstream refused for good (credentials, authorization) */
         EXIT_STATUS_USAGE = 64,        /* bad command line, nothing to collect */
         EXIT_STATUS_CONFIG = 78,       /* invalid configuration */
 };

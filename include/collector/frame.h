@@ -56,6 +56,7 @@ typedef enum FrameReject {
         FRAME_REJECT_TOO_MANY_NAMES,  /* a new sensor, metric or origin past store.max_names */
         FRAME_REJECT_UNKNOWN_SENSOR,  /* not in the sensor map, and its "unknown" policy is reject */
         FRAME_REJECT_OUT_OF_RANGE,    /* a metric's value outside the sensor map's [min, max] */
+        FRAME_REJECT_UPSTREAM_REFUSED, /* a stored reading the central broker refused (MQTT 5 reason code) */
         _FRAME_REJECT_MAX,
         _FRAME_REJECT_INVALID = -EINVAL,
 } FrameReject;

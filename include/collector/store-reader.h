@@ -119,3 +119,17 @@ int store_reader_events(StoreReader *r, const StoreFilter *f,
  * [since, until). metric, source and limit must be unset (-EINVAL). */
 int store_reader_gaps(StoreReader *r, const StoreFilter *f,
                       int (*cb)(const StoredGap *row, void *userdata), void *userdata);
+
+/* What upstream forwarding has done with the store (docs/UPSTREAM.md). */
+typedef struct StoredUpstream {
+        char store_id[40];            /* "" in a store older than schema v3 */
+        char acked[256];              /* the done set as stored (cut), "" when nothing was forwarded */
+        int64_t last_seq;             /* the largest seq in the store */
+        uint64_t backlog;             /* readings not yet acknowledged */
+        int64_t oldest_ts_ms;         /* ts and receipt time of the oldest of them; 0 when none */
+        int64_t oldest_received_ms;
+        uint64_t lost;                /* removed by retention before they were acknowledged */
+} StoredUpstream;
+/* Fills *ret. Counts the backlog exactly (a scan of the readings not yet acknowledged).
+ * Returns 0 or -errno. */
+int store_reader_upstream(StoreReader *r, StoredUpstream *ret);

@@ -8,6 +8,7 @@
 
 #include "collector/config.h"
 #include "collector/frame.h"
+#include "collector/store-reader.h"
 #include "collector/task.h"
 
 typedef struct Store Store;
@@ -129,7 +130,7 @@ int store_run_retention(Store *s);
 bool store_retention_pending(const Store *s);
 
 /* The schema version this program writes (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 /* PRAGMA application_id of every sensor-collector store: "SCol". */
 #define STORE_APPLICATION_ID 0x53436f6c
 
@@ -170,3 +171,34 @@ int store_clock_correct(Store *s, int64_t offset_ms, unsigned max_rows, uint64_t
  * into the open batch. Returns 0 or -errno as store_append(). Strings are copied. */
 int store_clock_event(Store *s, const char *kind, int64_t at_ms, int64_t step_ms, int64_t readings,
                       const char *detail);
+
+/* ---- upstream forwarding (upstream-task.c, docs/UPSTREAM.md) ----
+ * A reading's id is its sequence number: it never repeats in one store, also after retention
+ * has emptied the table (a high-water mark in meta). The meta key "store_id" holds the random id
+ * the store was created with (32 hex digits). */
+
+/* Called after a commit that added readings, with the largest committed sequence number. Runs
+ * inside store_append() and friends: it must not write to the store; arm a timer instead. */
+typedef void (*store_commit_hook_t)(Store *s, int64_t committed_seq, void *userdata);
+/* Called inside a retention step, before the readings with sequence numbers up to upto are
+ * deleted. It may call store_count_seq(); it must not write to the store. */
+typedef void (*store_retention_hook_t)(Store *s, int64_t upto, void *userdata);
+/* Sets both hooks (NULL: none) and their userdata, which must outlive the store or be unset. */
+void store_set_hooks(Store *s, store_commit_hook_t commit, store_retention_hook_t retention, void *userdata);
+
+/* The largest committed sequence number (0 for an empty store that never had a reading). */
+int64_t store_committed_seq(const Store *s);
+
+/* Walks the committed readings with after < seq < before, oldest first, at most limit of them,
+ * calling cb (strings borrowed for the call; StoredReading.id is the sequence number). A
+ * negative return of cb stops the walk and is returned. Returns the number of rows walked, or
+ * -errno: -ESHUTDOWN when the store is not open, or what SQLite said (the store then fails). */
+int store_read_seq(Store *s, int64_t after, int64_t before, unsigned limit,
+                   int (*cb)(const StoredReading *row, void *userdata), void *userdata);
+
+/* Counts the readings with lo <= seq <= hi into *ret. Returns 0 or -errno (as store_read_seq()). */
+int store_count_seq(Store *s, int64_t lo, int64_t hi, uint64_t *ret);
+
+/* Like store_set_meta(), but within the open batch (one is begun when there is none): the value
+ * commits with it, within commit_interval_ms, at no extra commit. Returns 0 or -errno. */
+int store_set_meta_batched(Store *s, const char *key, const void *value, size_t size);

@@ -264,9 +264,9 @@ static const struct {
         { "{\"x\": \"\xc3\xa4\xc3\xa4\" x}", "mem.json:1:12: syntax error: expected ',' or '}', found 'x'\n" },
         { "{\"x\": 1, \"y\": \x01}", "mem.json:1:15: syntax error: expected a value, found byte 0x01\n" },
         /* Top level. */
-        { "42", "mem.json: /: expected an object with the sections serial, mqtt, store, log, supervisor, sensors, got a number\n" },
+        { "42", "mem.json: /: expected an object with the sections serial, mqtt, store, log, supervisor, clock, sensors, upstream, got a number\n" },
         { "{\"Serial\": {}}", "mem.json: /Serial: unknown section (did you mean \"serial\"?)\n" },
-        { "{\"a/b~c\": 1}", "mem.json: /a~1b~0c: unknown section (the sections are serial, mqtt, store, log, supervisor, clock, sensors)\n" },
+        { "{\"a/b~c\": 1}", "mem.json: /a~1b~0c: unknown section (the sections are serial, mqtt, store, log, supervisor, clock, sensors, upstream)\n" },
         { "{\"log\": null}", "mem.json: /log: expected an object, got null\n" },
         /* Unprintable keys and values are shown escaped. */
         { "{\"log\": {\"lev\\nel\": 1}}", "mem.json: /log/lev\\x0ael: unknown key (did you mean \"level\"?)\n" },

@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: MIT */
+/* JSON payloads and topic names for upstream forwarding: pure, tested in test-upstream-payload.c. */
+#include <assert.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "collector/upstream-payload.h"
+
+static int buf_reserve(UpstreamBuf *b, size_t more) {
+        size_t cap;
+        char *n;
+
+        if (b->len + more + 1 <= b->cap)
+                return 0;
+        cap = MAX(b->cap * 2, b->len + more + 1);
+        cap = MAX(cap, (size_t) 256);
+        n = realloc(b->data, cap);
+        if (!n)
+                return -ENOMEM;
+        b->data = n;
+        b->cap = cap;
+        return 0;
+}
+
+static int buf_put(UpstreamBuf *b, const char *s, size_t n) {
+        if (buf_reserve(b, n) < 0)
+                return -ENOMEM;
+        memcpy(b->data + b->len, s, n);
+        b->len += n;
+        b->data[b->len] = 0;
+        return 0;
+}
+
+static int buf_str(UpstreamBuf *b, const char *s) {
+        return buf_put(b, s, strlen(s));
+}
+
+_printf_(2, 3) static int buf_printf(UpstreamBuf *b, const char *format, ...) {
+        char tmp[64];
+        va_list ap;
+        int n;
+
+        va_start(ap, format);
+        n = vsnprintf(tmp, sizeof(tmp), format, ap);
+        va_end(ap);
+        assert(n >= 0 && (size_t) n < sizeof(tmp)); /* numbers only */
+        return buf_put(b, tmp, (size_t) n);
+}
+
+/* A JSON string: quotes, backslash and control characters escaped (names are printable ASCII
+ * when they come from frame.c, but the store is a file that anything may have written). */
+static int buf_json_string(UpstreamBuf *b, const char *s) {
+        int r = buf_str(b, "\"");
+
+        for (; r >= 0 && *s; s++) {
+                unsigned char c = (unsigned char) *s;
+
+                if (c == '"' || c == '\\') {
+                        char e[2] = { '\\', (char) c };
+                        r = buf_put(b, e, 2);
+                } else if (c < 0x20)
+                        r = buf_printf(b, "\\u%04x", c);
+                else
+                        r = buf_put(b, s, 1);
+        }
+        return r < 0 ? r : buf_str(b, "\"");
+}
+
+const char *upstream_topic_check(const char *template, bool per_reading) {
+        static const char *const always[] = { "gateway", "store" };
+        static const char *const reading[] = { "sensor", "metric" };
+        const char *p = template;
+
+        if (!template || !*template)
+                return "must not be empty";
+        for (; *p; p++) {
+                const char *end;
+                size_t n;
+                bool ok = false;
+
+                if (*p == '+' || *p == '#')
+                        return "must not contain '+' or '#' (wildcards are for subscriptions)";
+                if (*p == '}')
+                        return "has a '}' without its '{'";
+                if (*p != '{')
+                        continue;
+                end = strchr(p, '}');
+                if (!end)
+                        return "has a '{' without its '}'";
+                n = (size_t) (end - p - 1);
+                for (size_t i = 0; i < ELEMENTSOF(always); i++)
+                        ok = ok || (strlen(always[i]) == n && strncmp(p + 1, always[i], n) == 0);
+                for (size_t i = 0; per_reading && i < ELEMENTSOF(reading); i++)
+                        ok = ok || (strlen(reading[i]) == n && strncmp(p + 1, reading[i], n) == 0);
+                if (!ok)
+                        return per_reading ? "knows only the placeholders {gateway}, {store}, {sensor} and {metric}"
+                                           : "knows only the placeholders {gateway} and {store}";
+                p = end;
+        }
+        return NULL;
+}
+
+static int buf_topic_value(UpstreamBuf *b, const char *v) {
+        int r = 0;
+
+        if (!*v)
+                return buf_str(b, "_");
+        for (; r >= 0 && *v; v++)
+                r = buf_put(b, *v == '/' || *v == '+' || *v == '#' ? "_" : v, 1);
+        return r;
+}
+
+int upstream_topic_format(UpstreamBuf *b, const char *template, const UpstreamSource *src, const char *sensor,
+                          const char *metric) {
+        const char *p = template;
+        int r = 0;
+
+        b->len = 0;
+        if (buf_reserve(b, strlen(template)) < 0)
+                return -ENOMEM;
+        b->data[0] = 0;
+        while (r >= 0 && *p) {
+                const char *open = strchr(p, '{'), *end;
+
+                if (!open)
+                        return buf_str(b, p);
+                r = buf_put(b, p, (size_t) (open - p));
+                end = strchr(open, '}');
+                assert(end); /* checked by upstream_topic_check() */
+                if (r < 0)
+                        break;
+                if (strncmp(open, "{gateway}", 9) == 0)
+                        r = buf_topic_value(b, src->gateway);
+                else if (strncmp(open, "{store}", 7) == 0)
+                        r = buf_topic_value(b, src->store_id);
+                else if (strncmp(open, "{sensor}", 8) == 0)
+                        r = buf_topic_value(b, strempty(sensor));
+                else if (strncmp(open, "{metric}", 8) == 0)
+                        r = buf_topic_value(b, strempty(metric));
+                p = end + 1;
+        }
+        return r;
+}
+
+/* The fields of one reading, without braces. */
+static int put_reading(UpstreamBuf *b, const StoredReading *r) {
+        int k;
+
+        k = buf_printf(b, "\"seq\":%" PRId64 ",\"sensor\":", r->id);
+        if (k >= 0)
+                k = buf_json_string(b, strempty(r->sensor));
+        if (k >= 0)
+                k = buf_str(b, ",\"metric\":");
+        if (k >= 0)
+                k = buf_json_string(b, strempty(r->metric));
+        /* %.17g round-trips a double; the value is finite (the store takes nothing else). */
+        if (k >= 0)
+                k = buf_printf(b, ",\"value\":%.17g,\"ts\":%" PRId64 ",\"flags\":[%s]", r->value, r->ts_ms,
+                               r->sensor_ts ? "\"sensor_ts\"" : "");
+        return k;
+}
+
+static int put_source(UpstreamBuf *b, const UpstreamSource *src) {
+        int k;
+
+        k = buf_str(b, "{\"gateway\":");
+        if (k >= 0)
+                k = buf_json_string(b, src->gateway);
+        if (k >= 0)
+                k = buf_str(b, ",\"store\":");
+        if (k >= 0)
+                k = buf_json_string(b, src->store_id);
+        return k;
+}
+
+int upstream_payload_live(UpstreamBuf *b, const UpstreamSource *src, const StoredReading *r) {
+        int k;
+
+        b->len = 0;
+        k = put_source(b, src);
+        if (k >= 0)
+                k = buf_str(b, ",");
+        if (k >= 0)
+                k = put_reading(b, r);
+        if (k >= 0)
+                k = buf_str(b, ",\"historical\":false}");
+        return k;
+}
+
+int upstream_payload_batch_begin(UpstreamBuf *b, const UpstreamSource *src) {
+        int k;
+
+        b->len = 0;
+        k = put_source(b, src);
+        if (k >= 0)
+                k = buf_str(b, ",\"historical\":true,\"readings\":[");
+        return k;
+}
+
+int upstream_payload_batch_add(UpstreamBuf *b, const StoredReading *r, bool first) {
+        int k;
+
+        k = buf_str(b, first ? "{" : ",{");
+        if (k >= 0)
+                k = put_reading(b, r);
+        if (k >= 0)
+                k = buf_str(b, "}");
+        return k;
+}
+
+int upstream_payload_batch_end(UpstreamBuf *b) {
+        return buf_str(b, "]}");
+}

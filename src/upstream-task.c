@@ -1,0 +1,1256 @@
+/* SPDX-License-Identifier: MIT */
+/* Upstream forwarding: committed readings to a central broker with libmosquitto on the sd_event loop. */
+#include <arpa/inet.h>
+#include <assert.h>
+#include <inttypes.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+/* mosquitto.h names its protocol numbers with macros that collide with config.h's MqttProtocol
+ * enumerators (see mqtt-task.c). */
+enum {
+        UP_PROTOCOL_NUMBER_V311 = MQTT_PROTOCOL_V311,
+        UP_PROTOCOL_NUMBER_V5 = MQTT_PROTOCOL_V5,
+};
+#undef MQTT_PROTOCOL_V31
+#undef MQTT_PROTOCOL_V311
+#undef MQTT_PROTOCOL_V5
+
+#include "collector/backoff.h"
+#include "collector/credential.h"
+#include "collector/event-util.h"
+#include "collector/exit-status.h"
+#include "collector/fd-util.h"
+#include "collector/host-lookup.h"
+#include "collector/log.h"
+#include "collector/mqtt-connack.h"
+#include "collector/time-util.h"
+#include "collector/upstream-payload.h"
+#include "collector/upstream-task.h"
+#include "collector/upstream-window.h"
+
+/* Reconnects: the shared policy (backoff.h) with no budget, since an outage of the central link
+ * is normal on a rural gateway: the store holds the readings meanwhile. */
+#define BACKOFF_INITIAL_USEC (500 * USEC_PER_MSEC)
+#define BACKOFF_MAX_USEC (60 * USEC_PER_SEC)
+#define STABLE_CONNECTION_USEC (10 * USEC_PER_SEC)
+/* libmosquitto's housekeeping (keepalive) wants a call about once a second. */
+#define MISC_INTERVAL_USEC USEC_PER_SEC
+#define CONNECT_TIMEOUT_MIN_USEC (5 * USEC_PER_SEC)
+#define CONNECT_TIMEOUT_MAX_USEC (60 * USEC_PER_SEC)
+#define STOP_FLUSH_USEC USEC_PER_SEC
+#define READ_PACKET_BUDGET 64
+#define WRITE_PACKET_BUDGET 64
+/* The drain's timer never runs more often than this; when the rate asks for more, one tick
+ * sends several batches. With nothing to drain it looks again once a second. */
+#define DRAIN_TICK_MIN_USEC (5 * USEC_PER_MSEC)
+#define DRAIN_IDLE_USEC USEC_PER_SEC
+/* Live readings read from the store per pass (the pass repeats while the window has room). */
+#define LIVE_READ_MAX 256
+/* Messages in flight and no acknowledgement for this long (and at least twice the keepalive):
+ * the connection is given up and what was in flight is sent again on a new one. A broker that
+ * stays silent is the keepalive's business; this catches one that answers PINGREQ but not our
+ * PUBLISHes, or a message a library held back and never sent. */
+#define ACK_TIMEOUT_MIN_USEC (30 * USEC_PER_SEC)
+/* "Removed before it was forwarded" is logged at most this often (retention runs in steps). */
+#define LOST_LOG_INTERVAL_USEC (60 * USEC_PER_SEC)
+
+typedef enum UpstreamState {
+        UP_IDLE,
+        UP_RESOLVING,
+        UP_CONNECTING,
+        UP_CONNECTED,
+        UP_OFFLINE,
+        UP_STOPPING,
+        UP_STOPPED,
+        UP_FAILED,
+} UpstreamState;
+
+typedef struct Upstream {
+        Task *task;                   /* borrowed: the task owns this struct */
+        sd_event *event;              /* referenced */
+        const UpstreamConfig *config; /* borrowed */
+        Store *store;                 /* borrowed */
+        struct mosquitto *mosq;       /* a fresh client per connection attempt */
+        HostLookup *lookup;
+        char *password;
+        char *host_port;
+        char *store_id;
+        char *status_topic;
+        UpstreamSource source;
+
+        IoWatch io;
+        sd_event_source *misc_timer;
+        sd_event_source *reconnect_timer;
+        sd_event_source *drain_timer;
+        sd_event_source *live_timer;  /* due now: send what was committed */
+        sd_event_source *save_timer;  /* due now: write the done set into the open batch */
+        sd_event_source *stop_timer;
+
+        UpstreamState state;
+        bool stop_pending;
+        bool ever_connected;
+        unsigned attempt;
+        BackoffPolicy backoff_policy;
+        Backoff backoff;
+        uint64_t attempt_usec;
+        char last_cause[256];
+        char tls_error[256];
+
+        UpstreamWindow window;
+        int64_t committed;            /* the store's largest committed seq */
+        unsigned receive_max;         /* the broker's (MQTT 5), else 65535 */
+        bool window_dirty;
+        UpstreamBuf topic, payload;
+
+        uint64_t n_live, n_backlog, n_acked, n_refused, n_reconnects, n_lost;
+        uint64_t lost_unlogged, lost_logged_usec;
+        int64_t last_acked_seq;
+        uint64_t last_ack_usec;       /* CLOCK_MONOTONIC */
+        uint64_t progress_usec;       /* the last acknowledgement, or the connection: for the ack timeout */
+} Upstream;
+
+static bool mosquitto_initialized;
+
+static uint64_t now_usec(Upstream *u) {
+        return event_now_usec(u->event, CLOCK_MONOTONIC);
+}
+
+static bool has_connection(UpstreamState s) {
+        return s == UP_CONNECTING || s == UP_CONNECTED || s == UP_STOPPING;
+}
+
+static int mosq_errno(int rc, int errno_value) {
+        switch (rc) {
+        case MOSQ_ERR_SUCCESS:
+                return 0;
+        case MOSQ_ERR_NOMEM:
+                return -ENOMEM;
+        case MOSQ_ERR_ERRNO:
+                return errno_value > 0 ? -errno_value : -EIO;
+        case MOSQ_ERR_NO_CONN:
+                return -ENOTCONN;
+        case MOSQ_ERR_CONN_LOST:
+                return -ECONNRESET;
+        case MOSQ_ERR_INVAL:
+                return -EINVAL;
+        case MOSQ_ERR_PAYLOAD_SIZE:
+        case MOSQ_ERR_OVERSIZE_PACKET:
+                return -EMSGSIZE;
+        case MOSQ_ERR_KEEPALIVE:
+                return -ETIMEDOUT;
+        case MOSQ_ERR_TLS:
+        case MOSQ_ERR_PROTOCOL:
+                return -EPROTO;
+        default:
+                return -EIO;
+        }
+}
+
+static const char *mosq_describe(int rc, int errno_value) {
+        if (rc >= 128)
+                return mosquitto_reason_string(rc);
+        if (rc == MOSQ_ERR_ERRNO)
+                return errno_value > 0 ? strerror(errno_value) : "I/O error";
+        return mosquitto_strerror(rc);
+}
+
+static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+static void up_connection_failed(Upstream *u, int error, const char *cause);
+static void up_pump(Upstream *u);
+
+static int up_update_io(Upstream *u) {
+        uint32_t events;
+
+        if (!has_connection(u->state) || !u->mosq) {
+                io_watch_drop(&u->io);
+                return 0;
+        }
+        events = EPOLLIN | (mosquitto_want_write(u->mosq) ? EPOLLOUT : 0);
+        return io_watch_update(&u->io, u->event, mosquitto_socket(u->mosq), events, on_io, u, "upstream-socket");
+}
+
+static void up_fail(Upstream *u, int error, const char *format, ...) _printf_(3, 4);
+
+/* The task cannot go on: close everything and tell the supervisor (which logs the cause). */
+static void up_fail(Upstream *u, int error, const char *format, ...) {
+        va_list ap;
+        int fd;
+
+        if (u->state == UP_FAILED || u->state == UP_STOPPED)
+                return;
+        fd = u->mosq ? mosquitto_socket(u->mosq) : -EBADF;
+        if (fd >= 0)
+                (void) shutdown(fd, SHUT_RDWR);
+        u->state = UP_FAILED;
+        io_watch_drop(&u->io);
+        u->reconnect_timer = sd_event_source_disable_unref(u->reconnect_timer);
+        u->misc_timer = sd_event_source_disable_unref(u->misc_timer);
+        u->drain_timer = sd_event_source_disable_unref(u->drain_timer);
+        u->live_timer = sd_event_source_disable_unref(u->live_timer);
+        u->stop_timer = sd_event_source_disable_unref(u->stop_timer);
+        upstream_window_disconnect(&u->window);
+        va_start(ap, format);
+        task_report_failurev(u->task, error, format, ap);
+        va_end(ap);
+}
+
+static void up_connection_closed(Upstream *u, int rc, int errno_value);
+
+static void up_sync_io(Upstream *u) {
+        int r;
+
+        /* libmosquitto closes the socket without on_disconnect() in a few places (a failed TLS
+         * handshake): a connection whose socket is gone is closed. */
+        if (has_connection(u->state) && mosquitto_socket(u->mosq) < 0) {
+                up_connection_closed(u, MOSQ_ERR_CONN_LOST, 0);
+                return;
+        }
+        r = up_update_io(u);
+        if (r < 0)
+                up_fail(u, r, "Failed to watch the upstream socket");
+}
+
+/* Runs handler once in the next loop iteration: a defer source, enabled once per arming (a
+ * timer due now would reprogram the loop's timerfd at every acknowledgement and commit).
+ * Returns 0 or -errno. */
+static int arm_defer(Upstream *u, sd_event_source **source, sd_event_handler_t handler, const char *description) {
+        int r;
+
+        if (!*source) {
+                r = sd_event_add_defer(u->event, source, handler, u);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_description(*source, description);
+        }
+        return sd_event_source_set_enabled(*source, SD_EVENT_ONESHOT);
+}
+
+/* ---- the done set, kept in the store ---- */
+
+static int on_save_timer(sd_event_source *s, void *userdata) {
+        Upstream *u = userdata;
+        _cleanup_free_ char *text = NULL;
+        char lost[24];
+        int r;
+        (void) s;
+
+        if (!u->window_dirty || u->state == UP_FAILED)
+                return 0;
+        r = upstream_window_format(&u->window, &text);
+        if (r >= 0)
+                r = store_set_meta_batched(u->store, UPSTREAM_META_ACKED, text, strlen(text));
+        if (r >= 0 && u->n_lost > 0) {
+                snprintf(lost, sizeof(lost), "%" PRIu64, u->n_lost);
+                r = store_set_meta_batched(u->store, UPSTREAM_META_LOST, lost, strlen(lost));
+        }
+        if (r == -ESHUTDOWN)
+                return 0; /* the store has stopped or failed: it says why itself */
+        if (r < 0) {
+                up_fail(u, r, "Failed to record what the central broker acknowledged");
+                return 0;
+        }
+        u->window_dirty = false;
+        return 0;
+}
+
+/* The done set changed: write it within this loop iteration's batch (one write for every
+ * acknowledgement the iteration read). */
+static void up_window_changed(Upstream *u) {
+        int r;
+
+        u->window_dirty = true;
+        r = arm_defer(u, &u->save_timer, on_save_timer, "upstream-save");
+        if (r < 0)
+                up_fail(u, r, "Failed to arm a timer");
+}
+
+/* ---- sending ---- */
+
+static int up_publish(Upstream *u, const char *topic, const UpstreamBuf *payload, int64_t lo, int64_t hi, bool live) {
+        int mid = 0, rc, r;
+
+        rc = mosquitto_publish(u->mosq, &mid, topic, (int) payload->len, payload->data, u->config->qos, false);
+        if (rc != MOSQ_ERR_SUCCESS)
+                return mosq_errno(rc, errno);
+        if (u->window.n_flights == 0)
+                u->progress_usec = now_usec(u); /* the ack timeout counts from the first in flight */
+        r = upstream_window_add_flight(&u->window, mid, lo, hi, live);
+        if (r < 0)
+                return r;
+        if (live)
+                u->n_live++;
+        else
+                u->n_backlog += 1;
+        return 0;
+}
+
+static unsigned up_limit(const Upstream *u) {
+        return MIN(u->config->max_inflight, u->receive_max);
+}
+
+typedef struct LiveCtx {
+        Upstream *u;
+        int64_t prev;
+        int error;
+} LiveCtx;
+
+static int live_one(const StoredReading *row, void *userdata) {
+        LiveCtx *c = userdata;
+        Upstream *u = c->u;
+        int r;
+
+        if (u->window.n_flights >= up_limit(u))
+                return -ENOBUFS;
+        if (upstream_window_is_done(&u->window, row->id)) {
+                c->prev = row->id;
+                return 0;
+        }
+        r = upstream_topic_format(&u->topic, u->config->topic, &u->source, row->sensor, row->metric);
+        if (r >= 0)
+                r = upstream_payload_live(&u->payload, &u->source, row);
+        if (r >= 0)
+                r = up_publish(u, u->topic.data, &u->payload, c->prev + 1, row->id, true);
+        if (r < 0) {
+                c->error = r;
+                return r;
+        }
+        c->prev = row->id;
+        return 0;
+}
+
+/* Sends what was committed since the last pass, while the window has room. */
+static void up_send_live(Upstream *u) {
+        int64_t after;
+
+        while (u->state == UP_CONNECTED && upstream_window_next_live(&u->window, u->committed, &after) &&
+               u->window.n_flights < up_limit(u)) {
+                LiveCtx c = { .u = u, .prev = after };
+                int r;
+
+                r = store_read_seq(u->store, after, u->committed + 1, LIVE_READ_MAX, live_one, &c);
+                if (c.prev > after)
+                        upstream_window_sent_live(&u->window, c.prev);
+                if (r == -ENOBUFS)
+                        break;
+                if (c.error < 0) {
+                        if (c.error == -ENOTCONN || c.error == -ECONNRESET)
+                                return; /* on_disconnect follows */
+                        up_fail(u, c.error, "Failed to forward a reading upstream");
+                        return;
+                }
+                if (r < 0) {
+                        if (r != -ESHUTDOWN)
+                                up_fail(u, r, "Failed to read readings to forward");
+                        return;
+                }
+                if (r == 0) {
+                        /* Nothing left up to committed (ids without a reading). */
+                        upstream_window_sent_live(&u->window, u->committed);
+                        if (upstream_window_mark_done(&u->window, after + 1, u->committed) < 0)
+                                up_fail(u, -ENOMEM, "Out of memory");
+                        up_window_changed(u);
+                        break;
+                }
+        }
+}
+
+typedef struct BatchCtx {
+        Upstream *u;
+        int64_t last;
+        unsigned n;
+        int error;
+} BatchCtx;
+
+static int batch_one(const StoredReading *row, void *userdata) {
+        BatchCtx *c = userdata;
+        int r;
+
+        r = upstream_payload_batch_add(&c->u->payload, row, c->n == 0);
+        if (r < 0) {
+                c->error = r;
+                return r;
+        }
+        c->last = row->id;
+        c->n++;
+        return 0;
+}
+
+/* One backlog batch, oldest first. Returns 1 when one was sent or a stretch without readings
+ * was skipped, 0 when there is nothing to drain or no room, -errno on failure (reported). */
+static int up_drain_one(Upstream *u) {
+        int64_t after, before;
+        bool live_pending;
+        int r;
+
+        if (u->state != UP_CONNECTED)
+                return 0;
+        live_pending = upstream_window_next_live(&u->window, u->committed, &after);
+        if (!upstream_window_may_drain(&u->window, up_limit(u), live_pending))
+                return 0;
+        if (!upstream_window_next_drain(&u->window, &after, &before))
+                return 0;
+
+        BatchCtx c = { .u = u, .last = after };
+        r = upstream_payload_batch_begin(&u->payload, &u->source);
+        if (r >= 0)
+                r = store_read_seq(u->store, after, before, u->config->batch_size, batch_one, &c);
+        if (r < 0 || c.error < 0) {
+                if (r == -ESHUTDOWN)
+                        return 0;
+                up_fail(u, r < 0 ? r : c.error, "Failed to read the backlog");
+                return r < 0 ? r : c.error;
+        }
+        if (c.n == 0) {
+                /* No reading left in the gap (removed by retention): nothing to send for it. */
+                upstream_window_drained(&u->window, before - 1);
+                r = upstream_window_mark_done(&u->window, after + 1, before - 1);
+                if (r < 0) {
+                        up_fail(u, r, "Out of memory");
+                        return r;
+                }
+                up_window_changed(u);
+                return 1;
+        }
+        /* A short read reached the end of the gap: the message covers it all. */
+        if (c.n < u->config->batch_size)
+                c.last = before - 1;
+        r = upstream_payload_batch_end(&u->payload);
+        if (r >= 0)
+                r = upstream_topic_format(&u->topic, u->config->backlog_topic, &u->source, NULL, NULL);
+        if (r >= 0)
+                r = up_publish(u, u->topic.data, &u->payload, after + 1, c.last, false);
+        if (r == -ENOTCONN || r == -ECONNRESET)
+                return 0;
+        if (r < 0) {
+                up_fail(u, r, "Failed to forward the backlog");
+                return r;
+        }
+        u->n_backlog += c.n - 1;
+        upstream_window_drained(&u->window, c.last);
+        return 1;
+}
+
+static uint64_t drain_interval_usec(const UpstreamConfig *c) {
+        return (uint64_t) c->batch_size * USEC_PER_SEC / c->backlog_rate;
+}
+
+static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Upstream *u = userdata;
+        uint64_t interval = drain_interval_usec(u->config), tick = MAX(interval, DRAIN_TICK_MIN_USEC);
+        unsigned batches = (unsigned) MAX((uint64_t) 1, tick / MAX(interval, (uint64_t) 1));
+        int r = 0;
+        (void) s;
+
+        for (unsigned i = 0; i < batches; i++) {
+                r = up_drain_one(u);
+                if (r <= 0)
+                        break;
+        }
+        if (r < 0 || u->state != UP_CONNECTED)
+                return 0;
+        /* The next tick one interval after this one was due (not after it ran: the rate holds on
+         * a busy loop); with nothing to drain, or no room, look again later. */
+        r = event_arm_timer(u->event, &u->drain_timer,
+                            r > 0 ? MAX(usec + tick, now_usec(u)) : now_usec(u) + (u->window.n_flights > 0 ? tick : DRAIN_IDLE_USEC),
+                            USEC_PER_MSEC, on_drain_timer, u, "upstream-drain");
+        if (r < 0)
+                up_fail(u, r, "Failed to arm the drain timer");
+        return 0;
+}
+
+static int on_live_timer(sd_event_source *s, void *userdata) {
+        Upstream *u = userdata;
+        (void) s;
+
+        up_send_live(u);
+        if (has_connection(u->state))
+                up_sync_io(u);
+        return 0;
+}
+
+/* Live readings go out in the next loop iteration (not inside the store's commit). */
+static void up_pump(Upstream *u) {
+        int r;
+
+        if (u->state != UP_CONNECTED)
+                return;
+        r = arm_defer(u, &u->live_timer, on_live_timer, "upstream-live");
+        if (r < 0)
+                up_fail(u, r, "Failed to arm a timer");
+}
+
+static void on_commit(Store *s, int64_t committed, void *userdata) {
+        Upstream *u = userdata;
+        (void) s;
+
+        u->committed = committed;
+        up_pump(u);
+}
+
+/* Inside a retention step: the readings up to upto go now. Those not done were never
+ * acknowledged: count them (they are lost to the central broker), then they are done. */
+static void on_retention(Store *s, int64_t upto, void *userdata) {
+        Upstream *u = userdata;
+        uint64_t lost = 0;
+        SeqRange gap;
+        int64_t from = 0;
+
+        while (upstream_window_next_gap(&u->window, from, upto, &gap)) {
+                uint64_t n = 0;
+
+                if (store_count_seq(s, gap.lo, gap.hi, &n) < 0)
+                        return; /* the store failed and says why */
+                lost += n;
+                from = gap.hi;
+        }
+        if (upstream_window_mark_done(&u->window, 0, upto) < 0) {
+                up_fail(u, -ENOMEM, "Out of memory");
+                return;
+        }
+        if (lost == 0)
+                return;
+        u->n_lost += lost;
+        u->lost_unlogged += lost;
+        up_window_changed(u);
+        if (now_usec(u) >= u->lost_logged_usec + LOST_LOG_INTERVAL_USEC || u->lost_logged_usec == 0) {
+                log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "upstream"),
+                                      "Retention removed %" PRIu64 " readings before the central broker %s acknowledged "
+                                      "them (%" PRIu64 " since start); they will never be forwarded.",
+                                      u->lost_unlogged, u->host_port, u->n_lost);
+                u->lost_unlogged = 0;
+                u->lost_logged_usec = now_usec(u);
+        }
+}
+
+/* ---- acknowledgements ---- */
+
+typedef struct RejectCtx {
+        Upstream *u;
+        const char *topic;
+        int error;
+} RejectCtx;
+
+static int reject_one(const StoredReading *row, void *userdata) {
+        RejectCtx *c = userdata;
+        UpstreamBuf *b = &c->u->payload;
+        Reject rj;
+        int r;
+
+        r = upstream_payload_live(b, &c->u->source, row);
+        if (r < 0) {
+                c->error = r;
+                return r;
+        }
+        rj = (Reject) {
+                .received_ms = wall_clock_ms(),
+                .source = streq(row->source, "serial") ? READING_SOURCE_SERIAL : READING_SOURCE_MQTT,
+                .origin = c->topic,
+                .raw = b->data,
+                .raw_size = b->len,
+                .reason = FRAME_REJECT_UPSTREAM_REFUSED,
+        };
+        r = store_append_reject(c->u->store, &rj);
+        if (r < 0) {
+                c->error = r;
+                return r;
+        }
+        c->u->n_refused++;
+        return 0;
+}
+
+/* The broker refused one message for good (MQTT 5): its readings go to the rejects. */
+static void up_refused(Upstream *u, const UpstreamFlight *f, int reason) {
+        _cleanup_free_ char *origin = NULL;
+        RejectCtx c = { .u = u };
+        int r;
+
+        if (asprintf(&origin, "upstream %s: %s (0x%02x)", u->host_port, mosquitto_reason_string(reason), reason) < 0) {
+                up_fail(u, -ENOMEM, "Out of memory");
+                return;
+        }
+        c.topic = origin;
+        r = store_read_seq(u->store, f->lo - 1, f->hi + 1, UINT32_MAX, reject_one, &c);
+        if (r == -ESHUTDOWN || c.error == -ESHUTDOWN)
+                return;
+        if (r < 0 || c.error < 0) {
+                up_fail(u, r < 0 ? r : c.error, "Failed to keep readings the central broker refused");
+                return;
+        }
+        log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "upstream"),
+                              "Central broker %s refused the %s message with seq %" PRId64 "..%" PRId64 ": %s (0x%02x); "
+                              "%d readings kept as rejects, not sent again.",
+                              u->host_port, f->live ? "live" : "backlog", f->lo, f->hi, mosquitto_reason_string(reason),
+                              reason, r);
+}
+
+static void on_publish(struct mosquitto *mosq, void *userdata, int mid, int reason, const mosquitto_property *props) {
+        Upstream *u = userdata;
+        UpstreamFlight f;
+        bool transient, refused;
+        int r;
+        (void) mosq;
+        (void) props;
+
+        if (u->state != UP_CONNECTED && u->state != UP_STOPPING)
+                return;
+        /* MQTT 5: below 0x80 is success (0x10, no matching subscribers, included). Quota
+         * exceeded and server busy heal by waiting: sent again. Anything else is a refusal of
+         * this message for good. */
+        refused = reason >= 0x80;
+        transient = reason == MQTT_RC_QUOTA_EXCEEDED || reason == MQTT_RC_SERVER_BUSY;
+        r = upstream_window_settle(&u->window, mid, !transient, &f);
+        if (r < 0) {
+                up_fail(u, r, "Out of memory");
+                return;
+        }
+        if (r == 0)
+                return; /* the status message, or not ours */
+        if (transient) {
+                if (f.live)
+                        u->window.live_pos = MIN(u->window.live_pos, f.lo - 1);
+                else
+                        u->window.drain_pos = MIN(u->window.drain_pos, f.lo - 1);
+                log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "upstream"),
+                                      "Central broker %s did not take seq %" PRId64 "..%" PRId64 " now: %s; sending it again.",
+                                      u->host_port, f.lo, f.hi, mosquitto_reason_string(reason));
+        } else if (refused)
+                up_refused(u, &f, reason);
+        else {
+                u->progress_usec = now_usec(u);
+                u->n_acked += (uint64_t) (f.hi - f.lo + 1);
+                u->last_acked_seq = MAX(u->last_acked_seq, f.hi);
+                u->last_ack_usec = now_usec(u);
+        }
+        up_window_changed(u);
+        up_pump(u);
+}
+
+/* ---- the connection ---- */
+
+static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void up_connection_failed(Upstream *u, int error, const char *cause) {
+        char delay[32];
+        uint64_t now = now_usec(u), when;
+        bool was_connected = u->state == UP_CONNECTED;
+        int fd, r;
+
+        if (!has_connection(u->state) && u->state != UP_RESOLVING && u->state != UP_IDLE)
+                return;
+        fd = u->mosq ? mosquitto_socket(u->mosq) : -EBADF;
+        if (fd >= 0)
+                (void) shutdown(fd, SHUT_RDWR);
+        u->state = UP_OFFLINE;
+        io_watch_drop(&u->io);
+        u->drain_timer = sd_event_source_disable_unref(u->drain_timer);
+        upstream_window_disconnect(&u->window);
+        snprintf(u->last_cause, sizeof(u->last_cause), "%s", cause);
+        if (was_connected)
+                u->n_reconnects++;
+        (void) error;
+        /* No budget: backoff_next() never gives up (the budget is UINT64_MAX). */
+        if (backoff_next(&u->backoff, now, backoff_random(), &when) < 0)
+                when = now + BACKOFF_MAX_USEC;
+        if (was_connected)
+                log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "upstream"),
+                                      "Connection to central broker %s lost: %s; reconnecting in %s.", u->host_port,
+                                      cause, format_timespan(delay, sizeof(delay), when - now));
+        else
+                log_full_errno_fields(u->attempt <= 1 || u->attempt % 10 == 0 ? LOG_WARNING : LOG_DEBUG, 0,
+                                      LOG_FIELDS("TASK", "upstream"),
+                                      "Failed to connect to central broker %s (attempt %u): %s; retrying in %s.",
+                                      u->host_port, u->attempt, cause, format_timespan(delay, sizeof(delay), when - now));
+        r = event_arm_timer(u->event, &u->reconnect_timer, when, 10 * USEC_PER_MSEC, on_reconnect_timer, u,
+                            "upstream-reconnect");
+        if (r < 0) {
+                up_fail(u, r, "Failed to arm the reconnect timer");
+                return;
+        }
+        /* Not reported degraded: an outage of the central link is normal, the store buffers,
+         * and READY=1 must not wait for it. STATUS= says "offline from". */
+}
+
+static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags, const mosquitto_property *props) {
+        Upstream *u = userdata;
+        const UpstreamConfig *c = u->config;
+        uint16_t receive_max = 0;
+        int k, mid = 0;
+        (void) mosq;
+        (void) flags;
+
+        if (u->state != UP_CONNECTING)
+                return;
+        if (rc != 0) {
+                char cause[256];
+                const char *text = c->protocol == MQTT_PROTOCOL_V311 ? mosquitto_connack_string(rc)
+                                                                     : mosquitto_reason_string(rc);
+
+                snprintf(cause, sizeof(cause), "central broker %s refused the connection (CONNACK %d): %s", u->host_port,
+                         rc, text);
+                if (mqtt_connack_is_fatal(c->protocol, rc))
+                        up_fail(u, mqtt_connack_errno(c->protocol, rc), "%s", cause);
+                else
+                        up_connection_failed(u, mqtt_connack_errno(c->protocol, rc), cause);
+                return;
+        }
+        u->receive_max = 65535;
+        if (c->protocol == MQTT_PROTOCOL_V5 &&
+            mosquitto_property_read_int16(props, MQTT_PROP_RECEIVE_MAXIMUM, &receive_max, false) && receive_max > 0)
+                u->receive_max = receive_max;
+        u->state = UP_CONNECTED;
+        u->ever_connected = true;
+        u->progress_usec = now_usec(u);
+        backoff_up(&u->backoff, now_usec(u));
+        u->attempt = 0;
+        u->committed = store_committed_seq(u->store);
+        upstream_window_connect(&u->window, u->committed);
+        /* The status message takes a slot of the window like any other (an empty range): the
+         * broker's Receive Maximum counts it too, and libmosquitto would hold back whatever
+         * goes over it. */
+        k = mosquitto_publish(u->mosq, &mid, u->status_topic, 6, "online", 1, true);
+        if (k == MOSQ_ERR_SUCCESS && upstream_window_add_flight(&u->window, mid, 1, 0, false) < 0) {
+                up_fail(u, -ENOMEM, "Out of memory");
+                return;
+        }
+        if (k != MOSQ_ERR_SUCCESS)
+                log_full_errno_fields(LOG_WARNING, mosq_errno(k, errno), LOG_FIELDS("TASK", "upstream"),
+                                      "Failed to publish 'online' on '%s', ignoring.", u->status_topic);
+        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "upstream"),
+                              "Connected to central broker %s (in flight at most %u%s); about %" PRId64
+                              " readings to forward from the backlog.",
+                              u->host_port, up_limit(u), u->receive_max < c->max_inflight ? ", the broker's Receive Maximum" : "",
+                              upstream_window_pending(&u->window, u->committed));
+        task_report_running(u->task);
+        k = event_arm_timer(u->event, &u->drain_timer, now_usec(u), USEC_PER_MSEC, on_drain_timer, u, "upstream-drain");
+        if (k < 0) {
+                up_fail(u, k, "Failed to arm the drain timer");
+                return;
+        }
+        up_pump(u);
+}
+
+static void up_finish_stop(Upstream *u);
+
+static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc, const mosquitto_property *props) {
+        (void) mosq;
+        (void) props;
+        up_connection_closed(userdata, rc, errno);
+}
+
+/* The connection is closed (rc a libmosquitto error or an MQTT 5 DISCONNECT reason code):
+ * finish a stop, fail on a certificate that does not verify, or retry. */
+static void up_connection_closed(Upstream *u, int rc, int saved) {
+        char cause[300];
+
+        if (u->state == UP_STOPPING) {
+                up_finish_stop(u);
+                return;
+        }
+        if (!has_connection(u->state))
+                return;
+        if (u->state == UP_CONNECTING && strstr(u->tls_error, "certificate verify failed")) {
+                up_fail(u, -EPROTO, "TLS certificate of central broker %s not accepted (check cafile/capath and the name '%s'): %s",
+                        u->host_port, u->config->host, u->tls_error);
+                return;
+        }
+        if (u->tls_error[0] && u->state == UP_CONNECTING)
+                snprintf(cause, sizeof(cause), "TLS handshake failed: %s", u->tls_error);
+        else
+                snprintf(cause, sizeof(cause), "%s", mosq_describe(rc ? rc : MOSQ_ERR_CONN_LOST, saved));
+        up_connection_failed(u, -ECONNRESET, cause);
+}
+
+static void on_log(struct mosquitto *mosq, void *userdata, int level, const char *message) {
+        Upstream *u = userdata;
+        (void) mosq;
+
+        if (level == MOSQ_LOG_ERR && message && strncmp(message, "OpenSSL Error", 13) == 0 && !u->tls_error[0]) {
+                const char *p = strstr(message, "]: ");
+                snprintf(u->tls_error, sizeof(u->tls_error), "%s", p ? p + 3 : message);
+        }
+        if (log_get_max_level() >= LOG_DEBUG)
+                log_full_errno_fields(LOG_DEBUG, 0, LOG_FIELDS("TASK", "upstream"), "libmosquitto: %s", strna(message));
+}
+
+/* A fresh client for every attempt: libmosquitto would otherwise resend its own copies of the
+ * messages in flight after a reconnect, next to ours. Returns 0 or -errno (reported). */
+static int up_new_client(Upstream *u) {
+        const UpstreamConfig *c = u->config;
+        FdSnapshot fds;
+        int rc;
+
+        if (u->mosq) {
+                mosquitto_destroy(u->mosq);
+                u->mosq = NULL;
+        }
+        io_watch_drop(&u->io);
+        fd_snapshot(&fds);
+        u->mosq = mosquitto_new(c->client_id, true, u);
+        fd_set_cloexec_since(&fds, -EBADF);
+        if (!u->mosq) {
+                up_fail(u, -ENOMEM, "Failed to create the upstream MQTT client");
+                return -ENOMEM;
+        }
+        rc = mosquitto_int_option(u->mosq, MOSQ_OPT_PROTOCOL_VERSION,
+                                  c->protocol == MQTT_PROTOCOL_V5 ? UP_PROTOCOL_NUMBER_V5 : UP_PROTOCOL_NUMBER_V311);
+        if (rc == MOSQ_ERR_SUCCESS)
+                rc = mosquitto_int_option(u->mosq, MOSQ_OPT_SEND_MAXIMUM, (int) c->max_inflight);
+        if (rc == MOSQ_ERR_SUCCESS)
+                rc = mosquitto_will_set(u->mosq, u->status_topic, 7, "offline", 1, true);
+        if (rc == MOSQ_ERR_SUCCESS && c->username)
+                rc = mosquitto_username_pw_set(u->mosq, c->username, u->password);
+        if (rc == MOSQ_ERR_SUCCESS && (c->cafile || c->capath)) {
+                rc = mosquitto_tls_set(u->mosq, c->cafile, c->capath, c->certfile, c->keyfile, NULL);
+                if (rc == MOSQ_ERR_SUCCESS)
+                        rc = mosquitto_tls_opts_set(u->mosq, 1, c->tls_version, NULL);
+                if (rc == MOSQ_ERR_SUCCESS)
+                        rc = mosquitto_tls_insecure_set(u->mosq, false);
+        }
+        if (rc != MOSQ_ERR_SUCCESS) {
+                up_fail(u, mosq_errno(rc, errno), "Failed to set up the upstream MQTT client: %s", mosq_describe(rc, errno));
+                return -EINVAL;
+        }
+        mosquitto_connect_v5_callback_set(u->mosq, on_connect);
+        mosquitto_disconnect_v5_callback_set(u->mosq, on_disconnect);
+        mosquitto_publish_v5_callback_set(u->mosq, on_publish);
+        mosquitto_log_callback_set(u->mosq, on_log);
+        return 0;
+}
+
+static void up_connect_to(Upstream *u, const char *address) {
+        FdSnapshot fds;
+        int rc, saved;
+
+        if (up_new_client(u) < 0)
+                return;
+        fd_snapshot(&fds);
+        errno = 0;
+        rc = mosquitto_connect_bind_async(u->mosq, address, u->config->port, (int) u->config->keepalive, NULL);
+        saved = errno;
+        fd_set_cloexec_since(&fds, mosquitto_socket(u->mosq));
+        u->state = UP_CONNECTING;
+        if (rc == MOSQ_ERR_SUCCESS) {
+                up_sync_io(u);
+                return;
+        }
+        if (rc == MOSQ_ERR_TLS && strstr(u->tls_error, "certificate verify failed")) {
+                up_fail(u, -EPROTO, "TLS certificate of central broker %s not accepted (check cafile/capath and the name '%s'): %s",
+                        u->host_port, u->config->host, u->tls_error);
+                return;
+        }
+        up_connection_failed(u, mosq_errno(rc, saved), rc == MOSQ_ERR_TLS && u->tls_error[0] ? u->tls_error
+                                                                                          : mosq_describe(rc, saved));
+}
+
+static void on_lookup_done(HostLookup *l, int error, const char *address, size_t n_addresses, const char *cause,
+                           void *userdata) {
+        Upstream *u = userdata;
+        (void) l;
+        (void) n_addresses;
+
+        if (u->state != UP_RESOLVING)
+                return;
+        if (error == -ENOMEM) {
+                up_fail(u, error, "Failed to look up central broker %s: %s", u->host_port, cause);
+                return;
+        }
+        if (error < 0) {
+                up_connection_failed(u, error, cause);
+                return;
+        }
+        up_connect_to(u, u->config->cafile || u->config->capath ? u->config->host : address);
+}
+
+static void up_connect(Upstream *u) {
+        const char *cause = NULL;
+        int r;
+
+        u->attempt++;
+        u->attempt_usec = now_usec(u);
+        u->tls_error[0] = 0;
+        if (!u->lookup) {
+                up_connect_to(u, u->config->host);
+                return;
+        }
+        u->state = UP_RESOLVING;
+        r = host_lookup_start(u->lookup, u->attempt - 1, &cause);
+        if (r == -ENOMEM)
+                up_fail(u, r, "Failed to look up central broker %s: %s", u->host_port, cause);
+        else if (r < 0)
+                up_connection_failed(u, r, cause);
+}
+
+static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Upstream *u = userdata;
+        (void) s;
+        (void) usec;
+
+        if (u->state == UP_OFFLINE)
+                up_connect(u);
+        return 0;
+}
+
+static uint64_t connect_timeout_usec(const UpstreamConfig *c) {
+        uint64_t t = (uint64_t) c->keepalive * USEC_PER_SEC;
+
+        return MIN(MAX(t, CONNECT_TIMEOUT_MIN_USEC), CONNECT_TIMEOUT_MAX_USEC);
+}
+
+static int on_misc_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Upstream *u = userdata;
+        uint64_t now = now_usec(u);
+
+        (void) sd_event_source_set_time(s, MAX(usec + MISC_INTERVAL_USEC, now));
+        if (u->lookup)
+                host_lookup_check(u->lookup);
+        if ((u->state == UP_RESOLVING || u->state == UP_CONNECTING) && now >= u->attempt_usec + connect_timeout_usec(u->config)) {
+                up_connection_failed(u, -ETIMEDOUT, u->state == UP_RESOLVING ? "no answer to the host name lookup"
+                                                                              : "no CONNACK");
+                return 0;
+        }
+        if (u->state == UP_CONNECTED && u->window.n_flights > 0 &&
+            now >= u->progress_usec + MAX(ACK_TIMEOUT_MIN_USEC, 2 * (uint64_t) u->config->keepalive * USEC_PER_SEC)) {
+                char text[32], cause[96];
+
+                snprintf(cause, sizeof(cause), "%zu messages not acknowledged for %s", u->window.n_flights,
+                         format_timespan(text, sizeof(text), now - u->progress_usec));
+                up_connection_failed(u, -ETIMEDOUT, cause);
+                return 0;
+        }
+        if (has_connection(u->state) && u->io.source) {
+                /* Keepalive: PINGREQ, or on_disconnect when the broker stayed silent too long
+                 * (a link cut without FIN or RST ends here). */
+                (void) mosquitto_loop_misc(u->mosq);
+                if (has_connection(u->state))
+                        up_sync_io(u);
+        }
+        return 0;
+}
+
+static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Upstream *u = userdata;
+        (void) s;
+
+        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                (void) mosquitto_loop_read(u->mosq, READ_PACKET_BUDGET);
+        if (has_connection(u->state) && u->mosq && mosquitto_socket(u->mosq) == fd &&
+            (revents & EPOLLOUT || mosquitto_want_write(u->mosq)))
+                (void) mosquitto_loop_write(u->mosq, WRITE_PACKET_BUDGET);
+        if (has_connection(u->state) && u->mosq && mosquitto_socket(u->mosq) == fd && (revents & (EPOLLHUP | EPOLLERR))) {
+                up_connection_closed(u, MOSQ_ERR_CONN_LOST, 0);
+                return 0;
+        }
+        if (has_connection(u->state))
+                up_sync_io(u);
+        return 0;
+}
+
+/* ---- the task ---- */
+
+/* Reads the store id and the done set. Returns 0 or -errno (reported). */
+static int up_load(Upstream *u) {
+        _cleanup_free_ void *value = NULL;
+        size_t size = 0;
+        int r;
+
+        r = store_get_meta(u->store, "store_id", &value, &size);
+        if (r <= 0) {
+                task_report_failure(u->task, r < 0 ? r : -ENODATA, "The store has no store id to forward with");
+                return r < 0 ? r : -ENODATA;
+        }
+        u->store_id = TAKE_PTR(value);
+        u->source = (UpstreamSource) { .gateway = u->config->gateway_id, .store_id = u->store_id };
+
+        r = store_get_meta(u->store, UPSTREAM_META_ACKED, &value, &size);
+        if (r < 0) {
+                task_report_failure(u->task, r, "Failed to read what the central broker acknowledged");
+                return r;
+        }
+        if (r > 0 && upstream_window_load(&u->window, value) < 0) {
+                /* Damaged by hand: start from the beginning (duplicates, not loss). */
+                log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "upstream"),
+                                      "The record of what was acknowledged upstream ('%s') is not valid; forwarding "
+                                      "everything in the store again, ignoring.", (char *) value);
+                upstream_window_clear(&u->window);
+        }
+        value = mfree(value);
+        r = store_get_meta(u->store, UPSTREAM_META_LOST, &value, &size);
+        if (r > 0)
+                u->n_lost = strtoull(value, NULL, 10);
+        return 0;
+}
+
+static int up_start(Task *t) {
+        Upstream *u = task_get_userdata(t);
+        _cleanup_free_ char *failed_path = NULL;
+        const char *dir = getenv("CREDENTIALS_DIRECTORY");
+        _cleanup_free_ char *cred = NULL;
+        const char *pwfile = u->config->password_file;
+        int r;
+
+        if (up_load(u) < 0)
+                return 0;
+        r = upstream_topic_format(&u->topic, u->config->status_topic, &u->source, NULL, NULL);
+        if (r < 0)
+                return r;
+        u->status_topic = strdup(u->topic.data);
+        if (!u->status_topic)
+                return -ENOMEM;
+
+        /* The password: $CREDENTIALS_DIRECTORY/upstream-password (LoadCredential=) unless a
+         * password_file names another credential or file. */
+        if (!pwfile && u->config->username && dir && *dir) {
+                if (asprintf(&cred, "%s/upstream-password", dir) < 0)
+                        return -ENOMEM;
+                if (access(cred, F_OK) == 0)
+                        pwfile = cred;
+        }
+        r = credential_read_password(pwfile ? u->config->username : NULL, pwfile, &u->password, &failed_path);
+        if (r < 0) {
+                task_report_failure(t, r, "Failed to read the upstream password from '%s'", strna(failed_path));
+                return 0;
+        }
+
+        r = event_arm_timer(u->event, &u->misc_timer, now_usec(u) + MISC_INTERVAL_USEC, 100 * USEC_PER_MSEC, on_misc_timer,
+                            u, "upstream-misc");
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(u->misc_timer, SD_EVENT_ON);
+
+        store_set_hooks(u->store, on_commit, on_retention, u);
+        u->committed = store_committed_seq(u->store);
+        backoff_down(&u->backoff, now_usec(u));
+        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "upstream"),
+                              "Forwarding to %s as gateway '%s' (store %s); about %" PRId64 " readings not yet acknowledged.",
+                              u->host_port, u->config->gateway_id, u->store_id,
+                              upstream_window_pending(&u->window, u->committed));
+        /* The store is the buffer: forwarding is running from here, connected or not. */
+        task_report_running(t);
+        up_connect(u);
+        return 0;
+}
+
+/* Writes the done set with a commit of its own (at stop). */
+static void up_save_now(Upstream *u) {
+        _cleanup_free_ char *text = NULL;
+
+        if (!u->window_dirty)
+                return;
+        if (upstream_window_format(&u->window, &text) >= 0 &&
+            store_set_meta(u->store, UPSTREAM_META_ACKED, text, strlen(text)) >= 0)
+                u->window_dirty = false;
+}
+
+static void up_finish_stop(Upstream *u) {
+        io_watch_drop(&u->io);
+        u->stop_timer = sd_event_source_disable_unref(u->stop_timer);
+        if (u->state == UP_FAILED || u->state == UP_STOPPED)
+                return;
+        u->state = UP_STOPPED;
+        upstream_window_disconnect(&u->window);
+        up_save_now(u);
+        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "upstream"),
+                              "Stopped (%" PRIu64 " live, %" PRIu64 " backlog readings sent, %" PRIu64 " acknowledged, last seq %" PRId64 ").",
+                              u->n_live, u->n_backlog, u->n_acked, u->last_acked_seq);
+        if (u->stop_pending)
+                task_report_stopped(u->task);
+}
+
+static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Upstream *u = userdata;
+        (void) s;
+        (void) usec;
+
+        if (u->state == UP_STOPPING)
+                up_finish_stop(u);
+        return 0;
+}
+
+static int up_stop(Task *t) {
+        Upstream *u = task_get_userdata(t);
+        int r;
+
+        store_set_hooks(u->store, NULL, NULL, NULL);
+        u->reconnect_timer = sd_event_source_disable_unref(u->reconnect_timer);
+        u->misc_timer = sd_event_source_disable_unref(u->misc_timer);
+        u->drain_timer = sd_event_source_disable_unref(u->drain_timer);
+        u->live_timer = sd_event_source_disable_unref(u->live_timer);
+        u->save_timer = sd_event_source_disable_unref(u->save_timer);
+        if (u->state == UP_STOPPING)
+                return 1;
+        if (u->state == UP_FAILED || u->state == UP_STOPPED) {
+                up_save_now(u);
+                return 0;
+        }
+        if (u->state != UP_CONNECTED) {
+                u->state = UP_STOPPED;
+                up_save_now(u);
+                io_watch_drop(&u->io);
+                return 0;
+        }
+        /* An orderly goodbye: "offline" on the status topic (the will covers the rest), then
+         * DISCONNECT; what is in flight is sent again next time. */
+        u->state = UP_STOPPING; /* libmosquitto may write, and call on_disconnect, right away */
+        u->stop_pending = true;
+        (void) mosquitto_publish(u->mosq, NULL, u->status_topic, 7, "offline", 1, true);
+        (void) mosquitto_disconnect(u->mosq);
+        (void) mosquitto_loop_write(u->mosq, WRITE_PACKET_BUDGET);
+        if (mosquitto_socket(u->mosq) < 0 || u->state != UP_STOPPING) {
+                up_finish_stop(u);
+                return 0;
+        }
+        up_sync_io(u);
+        r = event_arm_timer(u->event, &u->stop_timer, now_usec(u) + STOP_FLUSH_USEC, 10 * USEC_PER_MSEC, on_stop_timer, u,
+                            "upstream-stop");
+        if (r < 0) {
+                up_finish_stop(u);
+                return 0;
+        }
+        return 1;
+}
+
+static int oldest_received(const StoredReading *row, void *userdata) {
+        *(int64_t *) userdata = row->received_ms;
+        return 0;
+}
+
+static void up_format_status(Task *t, char *buf, size_t size) {
+        Upstream *u = task_get_userdata(t);
+        char age[64] = "", ack[80] = "none", lost[64] = "";
+        int64_t pending = upstream_window_pending(&u->window, store_committed_seq(u->store));
+        const char *state;
+
+        switch (u->state) {
+        case UP_CONNECTED:
+                state = "connected to";
+                break;
+        case UP_STOPPING:
+        case UP_STOPPED:
+                state = "stopped,";
+                break;
+        case UP_FAILED:
+                snprintf(buf, size, "failed");
+                return;
+        default:
+                state = "offline from";
+        }
+        if (pending > 0) {
+                /* The oldest reading not acknowledged: one indexed row. */
+                int64_t received = 0;
+                SeqRange gap;
+                char span[32];
+
+                if (upstream_window_next_gap(&u->window, 0, u->committed, &gap) &&
+                    store_read_seq(u->store, gap.lo - 1, u->committed + 1, 1, oldest_received, &received) > 0 &&
+                    received > 0)
+                        snprintf(age, sizeof(age), ", oldest %s",
+                                 format_timespan(span, sizeof(span),
+                                                 (uint64_t) MAX(wall_clock_ms() - received, (int64_t) 0) * USEC_PER_MSEC));
+        }
+        if (u->last_ack_usec > 0) {
+                char ago[32];
+
+                snprintf(ack, sizeof(ack), "seq %" PRId64 " %s ago", u->last_acked_seq,
+                         format_timespan(ago, sizeof(ago), now_usec(u) - u->last_ack_usec));
+        }
+        if (u->n_lost > 0)
+                snprintf(lost, sizeof(lost), ", %" PRIu64 " removed unforwarded", u->n_lost);
+        snprintf(buf, size, "%s %s, backlog %" PRId64 "%s, last ack %s, %" PRIu64 " refused%s", state, u->host_port,
+                 pending, age, ack, u->n_refused, lost);
+}
+
+static void up_free(void *userdata) {
+        Upstream *u = userdata;
+
+        if (!u)
+                return;
+        io_watch_drop(&u->io);
+        sd_event_source_disable_unref(u->misc_timer);
+        sd_event_source_disable_unref(u->reconnect_timer);
+        sd_event_source_disable_unref(u->drain_timer);
+        sd_event_source_disable_unref(u->live_timer);
+        sd_event_source_disable_unref(u->save_timer);
+        sd_event_source_disable_unref(u->stop_timer);
+        host_lookup_free(u->lookup);
+        if (u->mosq)
+                mosquitto_destroy(u->mosq);
+        if (u->password)
+                erase_and_free(u->password, strlen(u->password));
+        free(u->host_port);
+        free(u->store_id);
+        free(u->status_topic);
+        free(u->topic.data);
+        free(u->payload.data);
+        upstream_window_clear(&u->window);
+        sd_event_unref(u->event);
+        free(u);
+}
+
+static const TaskOps upstream_task_ops = {
+        .name = "upstream",
+        .exit_status = EXIT_STATUS_UPSTREAM,
+        .start = up_start,
+        .stop = up_stop,
+        .free = up_free,
+        .format_status = up_format_status,
+};
+
+static bool host_is_address(const char *host) {
+        struct in6_addr a6;
+        struct in_addr a4;
+
+        return streq(host, "localhost") || inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
+}
+
+int upstream_task_new(sd_event *e, const UpstreamConfig *config, Store *store, Task **ret) {
+        Upstream *u;
+        Task *t;
+        int r;
+
+        assert(e && config && store && ret);
+
+        if (!mosquitto_initialized) {
+                if (mosquitto_lib_init() != MOSQ_ERR_SUCCESS)
+                        return -ENOMEM;
+                mosquitto_initialized = true;
+        }
+        u = calloc(1, sizeof(*u));
+        if (!u)
+                return -ENOMEM;
+        u->event = sd_event_ref(e);
+        u->config = config;
+        u->store = store;
+        u->io = IO_WATCH_INIT;
+        u->receive_max = 65535;
+        u->backoff_policy = (BackoffPolicy) {
+                .initial_usec = BACKOFF_INITIAL_USEC,
+                .max_usec = BACKOFF_MAX_USEC,
+                .budget_usec = UINT64_MAX,
+                .stable_usec = STABLE_CONNECTION_USEC,
+        };
+        backoff_init(&u->backoff, &u->backoff_policy);
+        upstream_window_init(&u->window);
+
+        r = task_new(&upstream_task_ops, u, &t); /* owns u from here, also on failure */
+        if (r < 0)
+                return r;
+        u->task = t;
+        if (asprintf(&u->host_port, strchr(config->host, ':') ? "[%s]:%u" : "%s:%u", config->host,
+                     (unsigned) config->port) < 0) {
+                u->host_port = NULL;
+                task_free(t);
+                return -ENOMEM;
+        }
+        if (!host_is_address(config->host)) {
+                r = host_lookup_new(e, config->host, on_lookup_done, u, &u->lookup);
+                if (r < 0) {
+                        task_free(t);
+                        return r;
+                }
+        }
+        *ret = t;
+        return 0;
+}

@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for the store's sequence numbers, store id and forwarding hooks (upstream). */
+#include <check.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "collector/store.h"
+#include "collector/time-util.h"
+#include "testlib.h"
+
+#define DAY_MS ((int64_t) 24 * 3600 * 1000)
+
+typedef struct Fixture {
+        sd_event *event;
+        StoreConfig config;
+        char path[512];
+        Task *task;
+        Store *store;
+        int64_t committed;            /* from the commit hook */
+        unsigned commits;
+        int64_t retention_upto;       /* from the retention hook */
+        uint64_t counted;             /* what the retention hook counted */
+} Fixture;
+
+static void fx_start(Fixture *f, const char *dir) {
+        if (!f->event) {
+                ck_assert_int_ge(sd_event_new(&f->event), 0);
+                snprintf(f->path, sizeof(f->path), "%s/readings.db", dir);
+                f->config = (StoreConfig) { .path = f->path, .commit_interval_ms = 10000, .commit_max_rows = 100000 };
+        }
+        ck_assert_int_eq(store_task_new(f->event, &f->config, &f->task, &f->store), 0);
+        (void) task_start(f->task);
+        ck_assert_int_eq(task_get_state(f->task), TASK_RUNNING);
+}
+
+static void fx_stop(Fixture *f) {
+        ck_assert_int_eq(task_stop(f->task), 0);
+        f->task = task_free(f->task);
+        f->store = NULL;
+}
+
+static void append(Fixture *f, const char *sensor, int64_t received) {
+        static int64_t ts = 1;
+        Reading r = { .sensor = sensor, .metric = "t", .value = 1.0, .ts_ms = received + ts++, .received_ms = received,
+                      .source = READING_SOURCE_SERIAL, .origin = "x" };
+
+        ck_assert_int_eq(store_append(f->store, &r), 0);
+}
+
+static void on_commit(Store *s, int64_t committed, void *userdata) {
+        Fixture *f = userdata;
+        (void) s;
+        f->committed = committed;
+        f->commits++;
+}
+
+static void on_retention(Store *s, int64_t upto, void *userdata) {
+        Fixture *f = userdata;
+        uint64_t n = 0;
+
+        ck_assert_int_eq(store_count_seq(s, 1, upto, &n), 0);
+        f->retention_upto = upto;
+        f->counted += n;
+}
+
+static int collect_ids(const StoredReading *row, void *userdata) {
+        int64_t *last = userdata;
+
+        ck_assert_int_gt(row->id, *last);
+        *last = row->id;
+        return 0;
+}
+
+/* Ids never repeat: not after retention emptied the table, not across a restart; the commit
+ * hook reports committed ids only; store_read_seq() never shows the open batch. */
+START_TEST(test_seq_never_repeats) {
+        Fixture f = {};
+        int64_t now = wall_clock_ms(), last = 0;
+        _cleanup_free_ void *id = NULL;
+        size_t size = 0;
+
+        fx_start(&f, tl_tmpdir());
+        ck_assert_int_eq(store_get_meta(f.store, "store_id", &id, &size), 1);
+        ck_assert_uint_eq(size, 32);
+        store_set_hooks(f.store, on_commit, on_retention, &f);
+
+        for (int i = 0; i < 10; i++)
+                append(&f, "old", now - 3 * DAY_MS);
+        ck_assert_int_eq(store_read_seq(f.store, 0, INT64_MAX, 100, collect_ids, &last), 0); /* not committed */
+        ck_assert_int_eq(f.commits, 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(f.committed, 10);
+        ck_assert_int_eq(store_committed_seq(f.store), 10);
+        ck_assert_int_eq(store_read_seq(f.store, 0, INT64_MAX, 100, collect_ids, &last), 10);
+        ck_assert_int_eq(last, 10);
+
+        /* Retention removes all ten: the hook sees them before they go. */
+        f.config.retention_days = 1;
+        ck_assert_int_ge(store_run_retention(f.store), 10);
+        ck_assert_int_eq(f.retention_upto, 10);
+        ck_assert_uint_eq(f.counted, 10);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings"), 0);
+
+        append(&f, "new", now);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(f.committed, 11);
+        fx_stop(&f);
+
+        /* Emptied once more, then reopened: still no id below the high-water mark. */
+        f.config.retention_days = 0;
+        fx_start(&f, NULL);
+        ck_assert_int_eq(store_committed_seq(f.store), 11);
+        fx_stop(&f);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT max(id) FROM readings"), 11);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'readings_high_water'"), 10);
+        {
+                /* What an emptied table looks like after a restart. */
+                char cmd[700];
+                snprintf(cmd, sizeof(cmd), "sqlite3 %s \"UPDATE meta SET value = 11 WHERE key = 'readings_high_water'; DELETE FROM readings;\"", f.path);
+                ck_assert_int_eq(system(cmd), 0);
+        }
+        fx_start(&f, NULL);
+        append(&f, "again", now);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(store_committed_seq(f.store), 12);
+        append(&f, "again", now);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(store_committed_seq(f.store), 13);
+        fx_stop(&f);
+        f.event = sd_event_unref(f.event);
+}
+END_TEST
+
+/* The acknowledged state goes into the open batch: committed with it, never on its own. */
+START_TEST(test_meta_batched) {
+        Fixture f = {};
+        _cleanup_free_ void *v = NULL;
+        size_t size = 0;
+
+        fx_start(&f, tl_tmpdir());
+        ck_assert_int_eq(store_set_meta_batched(f.store, "upstream.acked", "7 9-9", 5), 0);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM meta WHERE key = 'upstream.acked'"), 0);
+        ck_assert_int_eq(store_get_meta(f.store, "upstream.acked", &v, &size), 1); /* its own connection sees it */
+        ck_assert_str_eq(v, "7 9-9");
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM meta WHERE key = 'upstream.acked'"), 1);
+        fx_stop(&f);
+        f.event = sd_event_unref(f.event);
+}
+END_TEST
+
+static Suite *suite(void) {
+        Suite *s = suite_create("store-seq");
+        TCase *tc = tcase_create("core");
+
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, test_seq_never_repeats);
+        tcase_add_test(tc, test_meta_batched);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        return tl_run_suite(suite());
+}

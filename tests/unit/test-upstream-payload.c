@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for the upstream payloads and topic templates. */
+#include <check.h>
+
+#include "collector/upstream-payload.h"
+#include "testlib.h"
+
+static const UpstreamSource src = { .gateway = "gw-1", .store_id = "00112233445566778899aabbccddeeff" };
+
+static const struct {
+        const char *template;
+        bool per_reading;
+        const char *error; /* a part of it; NULL: valid */
+} check_table[] = {
+        { "sensor-collector/{gateway}/{sensor}/{metric}", true, NULL },
+        { "a/{store}/{gateway}", false, NULL },
+        { "plain", false, NULL },
+        { "", true, "empty" },
+        { "a/{sensor}", false, "only the placeholders {gateway} and {store}" },
+        { "a/{sensr}", true, "only the placeholders" },
+        { "a/{gateway", true, "without its '}'" },
+        { "a/gateway}", true, "without its '{'" },
+        { "a/+/b", true, "'+' or '#'" },
+        { "a/#", false, "'+' or '#'" },
+};
+
+START_TEST(test_topic_check) {
+        for (size_t i = 0; i < ELEMENTSOF(check_table); i++) {
+                const char *e = upstream_topic_check(check_table[i].template, check_table[i].per_reading);
+
+                if (!check_table[i].error)
+                        ck_assert_msg(!e, "'%s': %s", check_table[i].template, e);
+                else
+                        ck_assert_msg(e && strstr(e, check_table[i].error), "'%s': %s", check_table[i].template, strna(e));
+        }
+}
+END_TEST
+
+static const struct {
+        const char *template, *sensor, *metric, *want;
+} format_table[] = {
+        { "sc/{gateway}/{sensor}/{metric}", "t1", "temp", "sc/gw-1/t1/temp" },
+        { "{store}", NULL, NULL, "00112233445566778899aabbccddeeff" },
+        { "x/{sensor}", "a/b+c#d", "m", "x/a_b_c_d" },   /* one level, a valid topic name */
+        { "x/{sensor}{metric}/y", "", "m", "x/_m/y" },
+};
+
+START_TEST(test_topic_format) {
+        UpstreamBuf b = {};
+
+        for (size_t i = 0; i < ELEMENTSOF(format_table); i++) {
+                ck_assert_int_eq(upstream_topic_format(&b, format_table[i].template, &src, format_table[i].sensor,
+                                                       format_table[i].metric),
+                                 0);
+                ck_assert_str_eq(b.data, format_table[i].want);
+        }
+        free(b.data);
+}
+END_TEST
+
+START_TEST(test_payloads) {
+        UpstreamBuf b = {};
+        StoredReading r = { .id = 42, .sensor = "t\"1", .metric = "temp", .value = 21.5, .ts_ms = 1700000000123,
+                            .sensor_ts = true };
+        StoredReading q = { .id = 43, .sensor = "h1", .metric = "rh", .value = 0.1, .ts_ms = 1700000000200 };
+
+        ck_assert_int_eq(upstream_payload_live(&b, &src, &r), 0);
+        ck_assert_str_eq(b.data, "{\"gateway\":\"gw-1\",\"store\":\"00112233445566778899aabbccddeeff\",\"seq\":42,"
+                                 "\"sensor\":\"t\\\"1\",\"metric\":\"temp\",\"value\":21.5,\"ts\":1700000000123,"
+                                 "\"flags\":[\"sensor_ts\"],\"historical\":false}");
+        ck_assert_int_eq(upstream_payload_batch_begin(&b, &src), 0);
+        ck_assert_int_eq(upstream_payload_batch_add(&b, &r, true), 0);
+        ck_assert_int_eq(upstream_payload_batch_add(&b, &q, false), 0);
+        ck_assert_int_eq(upstream_payload_batch_end(&b), 0);
+        ck_assert_str_eq(b.data, "{\"gateway\":\"gw-1\",\"store\":\"00112233445566778899aabbccddeeff\",\"historical\":true,"
+                                 "\"readings\":[{\"seq\":42,\"sensor\":\"t\\\"1\",\"metric\":\"temp\",\"value\":21.5,"
+                                 "\"ts\":1700000000123,\"flags\":[\"sensor_ts\"]},{\"seq\":43,\"sensor\":\"h1\","
+                                 "\"metric\":\"rh\",\"value\":0.10000000000000001,\"ts\":1700000000200,\"flags\":[]}]}");
+        free(b.data);
+}
+END_TEST
+
+static Suite *suite(void) {
+        Suite *s = suite_create("upstream-payload");
+        TCase *tc = tcase_create("core");
+
+        tcase_add_test(tc, test_topic_check);
+        tcase_add_test(tc, test_topic_format);
+        tcase_add_test(tc, test_payloads);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        return tl_run_suite(suite());
+}
