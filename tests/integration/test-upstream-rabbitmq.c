@@ -3,6 +3,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <grp.h>
 #include <inttypes.h>
 #include <mosquitto.h>
@@ -32,37 +33,26 @@
  * takes longer. The bound is for a node that will never come. */
 #define RABBIT_BOOT_MS 120000
 
+/* The test's directories, made by the runner process before it forks the test and removed by
+ * it afterwards: a failing assertion ends the forked test with _exit(), which runs no exit
+ * handlers (so tl_tmpdir()'s would not remove a node's data). 0: the store, 1: the input broker,
+ * 2: the daemon, 3: the node. */
+static char base_dir[128];
+static char dirs[4][160];
+
 /* ---- a private RabbitMQ node ---- */
 
 typedef struct Rabbit {
         pid_t pid;             /* beam.smp: the start script and erl exec into it */
         pid_t epmd;            /* our own epmd on a private port, so nothing is shared */
         int amqp_port, mqtt_port, epmd_port, dist_port, ctl_port;
-        char dir[256];         /* owned by the rabbitmq user: the node runs as that user */
+        char dir[160];         /* owned by the rabbitmq user: the node runs as that user */
         char node[64];
         uid_t uid;
         gid_t gid;
         TlNotify notify;       /* the node says READY=1 here (it speaks sd_notify) */
         int64_t boot_ms;       /* how long the last start took */
 } Rabbit;
-
-/* The node of this test process, for the exit handler: an assertion that fails exits the test
- * process, and the node must not outlive it nor write into a directory being removed. */
-static Rabbit *rabbit_current;
-
-static void rabbit_at_exit(void) {
-        Rabbit *r = rabbit_current;
-
-        if (!r)
-                return;
-        if (r->pid > 0) {
-                kill(r->pid, SIGKILL);
-                (void) waitpid(r->pid, NULL, 0);
-        }
-        if (r->epmd > 0)
-                tl_kill(r->epmd, SIGKILL);
-        rabbit_current = NULL;
-}
 
 /* A port below 55000: the node's distribution port must leave room above it for what Erlang
  * derives from it. */
@@ -163,7 +153,7 @@ static void rabbit_start(Rabbit *r) {
                 ck_assert_msg(access(argv[0], X_OK) == 0, "no %s: run scripts/bootstrap", argv[0]);
                 r->uid = pw->pw_uid;
                 r->gid = pw->pw_gid;
-                snprintf(r->dir, sizeof(r->dir), "%s", tl_tmpdir());
+                snprintf(r->dir, sizeof(r->dir), "%s", dirs[3]);
                 r->amqp_port = tl_free_port();
                 r->mqtt_port = tl_free_port();
                 r->epmd_port = tl_free_port();
@@ -185,8 +175,6 @@ static void rabbit_start(Rabbit *r) {
                 ck_assert(chown(tl_write_file(r->dir, "enabled_plugins", "[rabbitmq_mqtt].\n"), r->uid, r->gid) == 0);
                 snprintf(port, sizeof(port), "%d", r->epmd_port);
                 r->epmd = tl_spawn(epmd_argv, NULL, NULL, NULL);
-                rabbit_current = r;
-                atexit(rabbit_at_exit); /* after tl_tmpdir()'s handler: runs before it */
         }
         r->notify.len = 0;
         r->notify.log[0] = 0;
@@ -233,7 +221,6 @@ static void rabbit_stop(Rabbit *r, bool with_epmd) {
                 tl_kill(r->epmd, SIGTERM);
                 r->epmd = 0;
                 tl_notify_close(&r->notify);
-                rabbit_current = NULL;
         }
 }
 
@@ -550,7 +537,7 @@ static void assert_all_arrived(Consumer *c, const char *dir, int64_t n, int time
  * (orderly stop, start on the same data) while readings keep flowing: every reading still
  * arrives, repeats bounded by what can have been in flight. */
 START_TEST(test_rabbitmq_forwarding_and_restart) {
-        const char *dir = tl_tmpdir();
+        const char *dir = dirs[0];
         TlBroker in = { 0 };
         Rabbit *r = calloc(1, sizeof(Rabbit));
         Consumer *c = calloc(1, sizeof(Consumer));
@@ -561,7 +548,7 @@ START_TEST(test_rabbitmq_forwarding_and_restart) {
         int last, bound;
 
         ck_assert(r && c);
-        tl_broker_start(&in, tl_tmpdir(), IN_BROKER_CONF);
+        tl_broker_start(&in, dirs[1], IN_BROKER_CONF);
         rabbit_start(r);
         cons_open(c, r->mqtt_port);
         ck_assert_int_ge(asprintf(&config,
@@ -576,7 +563,7 @@ START_TEST(test_rabbitmq_forwarding_and_restart) {
                                   "}\n",
                                   in.port, dir, r->mqtt_port, MAX_INFLIGHT, BATCH_SIZE),
                          0);
-        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        tl_daemon_start_ready(&d, dirs[2], config, NULL, NULL, 10000);
         ck_assert_msg(tl_notify_wait(&d.notify, "upstream: connected to 127.0.0.1:", 10000), "%s", d.notify.log);
 
         /* Undisturbed: every reading once, live, and the status message went through. */
@@ -643,6 +630,49 @@ static Suite *suite(void) {
         return s;
 }
 
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        (void) st;
+        (void) flag;
+        (void) ftw;
+        (void) remove(path);
+        return 0;
+}
+
 int main(void) {
-        return tl_run_suite(suite());
+        static const char *const names[] = { "store", "input-broker", "daemon", "rabbitmq" };
+        const char *tmp = getenv("TMPDIR");
+        int r;
+
+        /* Whatever the test started (the node runs as another user, epmd, the daemon, brokers)
+         * dies with it (parent-death signal); made our children then, they are reaped here
+         * rather than left to a PID 1 that may not reap. */
+        if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
+                perror("PR_SET_CHILD_SUBREAPER"); /* no ck_assert() outside a test */
+                return 1;
+        }
+        /* No ck_assert() and no testlib helper that uses it out here: not in a test. */
+        snprintf(base_dir, sizeof(base_dir), "%s/sc-test.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(base_dir) || chmod(base_dir, 0711) < 0) { /* the node's user passes through */
+                perror(base_dir);
+                return 1;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+                snprintf(dirs[i], sizeof(dirs[i]), "%s/%s", base_dir, names[i]);
+                if (mkdir(dirs[i], 0700) < 0) {
+                        perror(dirs[i]);
+                        return 1;
+                }
+        }
+        r = tl_run_suite(suite());
+        for (int64_t end = tl_now_ms() + 10000; tl_now_ms() < end;) {
+                pid_t pid = waitpid(-1, NULL, WNOHANG);
+
+                if (pid < 0)
+                        break; /* no children left */
+                if (pid == 0)
+                        tl_sleep_ms(10);
+        }
+        if (!getenv("SC_TEST_KEEP"))
+                (void) nftw(base_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+        return r;
 }
