@@ -36,9 +36,9 @@
 /* The test's directories, made by the runner process before it forks the test and removed by
  * it afterwards: a failing assertion ends the forked test with _exit(), which runs no exit
  * handlers (so tl_tmpdir()'s would not remove a node's data). 0: the store, 1: the input broker,
- * 2: the daemon, 3: the node. */
+ * 2: the daemon, 3: the node, 4: a daemon speaking MQTT 5. */
 static char base_dir[128];
-static char dirs[4][160];
+static char dirs[5][160];
 
 /* ---- a private RabbitMQ node ---- */
 
@@ -531,6 +531,18 @@ static void assert_all_arrived(Consumer *c, const char *dir, int64_t n, int time
         ck_assert_uint_le(c->readings, (uint64_t) SEQ_MAX);
 }
 
+typedef struct LogWait {
+        TlDaemon *d;
+        const char *needle;
+} LogWait;
+
+static bool log_has(void *userdata) {
+        LogWait *w = userdata;
+        _cleanup_free_ char *log = tl_daemon_log(w->d);
+
+        return log && strstr(log, w->needle);
+}
+
 /* ---- the test ---- */
 
 /* MQTT 3.1.1 and QoS 1 into RabbitMQ: every reading arrives, once; then the node restarts
@@ -574,6 +586,36 @@ START_TEST(test_rabbitmq_forwarding_and_restart) {
         ck_assert_uint_eq(dups, 0);
         ck_assert_uint_eq(c->historical, 0);
         ck_assert_str_eq(c->status, "online");
+
+        /* RabbitMQ 3.10 speaks no MQTT 5: it closes the connection without a CONNACK. For the
+         * daemon that is an outage (retried with backoff, never exit 14), and nothing of it
+         * reaches the consumer. */
+        {
+                _cleanup_free_ char *config5 = NULL;
+                char *args[] = { "--log-level", "debug", NULL };
+                TlDaemon d5;
+
+                ck_assert_int_ge(asprintf(&config5,
+                                          "{\n"
+                                          "  \"serial\": { \"enabled\": false },\n"
+                                          "  \"mqtt\": { \"host\": \"127.0.0.1\", \"port\": %d, \"client_id\": \"sc-up-in5\",\n"
+                                          "            \"topics\": [ { \"filter\": \"v5/+sensor/data\", \"qos\": 1 } ] },\n"
+                                          "  \"store\": { \"path\": \"%s/readings.db\" },\n"
+                                          "  \"upstream\": { \"enabled\": true, \"host\": \"127.0.0.1\", \"port\": %d,\n"
+                                          "                \"gateway_id\": \"gw5\", \"protocol\": \"5\", \"qos\": 1 }\n"
+                                          "}\n",
+                                          in.port, dirs[4], r->mqtt_port),
+                                 0);
+                tl_daemon_start_ready(&d5, dirs[4], config5, args, NULL, 10000);
+                ck_assert_msg(tl_notify_wait(&d5.notify, "upstream: offline from 127.0.0.1:", 10000), "%s", d5.notify.log);
+                ck_assert_msg(tl_wait_until(log_has, &(LogWait) { &d5, "(attempt 2): The connection was lost" }, 15000),
+                              "%s", tl_daemon_log(&d5));
+                ck_assert_int_eq(tl_wait(d5.pid, 0), -ETIMEDOUT); /* still running */
+                ck_assert_int_eq(kill(d5.pid, SIGTERM), 0);
+                ck_assert_int_eq(tl_daemon_wait(&d5, 10000), 0);
+                cons_run(c, 100);
+                ck_assert(!c->other_gateway);
+        }
 
         /* The node stops (orderly: it keeps its durable queues) and starts again while a reading
          * comes every 10 ms. */
@@ -639,7 +681,7 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 }
 
 int main(void) {
-        static const char *const names[] = { "store", "input-broker", "daemon", "rabbitmq" };
+        static const char *const names[] = { "store", "input-broker", "daemon", "rabbitmq", "daemon-v5" };
         const char *tmp = getenv("TMPDIR");
         int r;
 
