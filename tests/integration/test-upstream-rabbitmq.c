@@ -199,6 +199,7 @@ static void rabbit_start(Rabbit *r) {
  * does not go. The node's epmd stays for the next start unless with_epmd. */
 static void rabbit_stop(Rabbit *r, bool with_epmd) {
         char *argv[] = { "/usr/lib/rabbitmq/bin/rabbitmqctl", "stop", NULL };
+        int64_t start = tl_now_ms();
         pid_t ctl;
         int status;
 
@@ -216,6 +217,7 @@ static void rabbit_stop(Rabbit *r, bool with_epmd) {
                 }
                 ck_assert_msg(status == 0, "RabbitMQ stopped with %d:\n%s", status, rabbit_log(r, "ctl"));
                 r->pid = 0;
+                fprintf(stderr, "rabbitmq: stopped in %" PRId64 " ms\n", tl_now_ms() - start);
         }
         if (with_epmd && r->epmd > 0) {
                 tl_kill(r->epmd, SIGTERM);
@@ -358,6 +360,16 @@ static bool cons_wait_all(Consumer *c, int64_t n, int timeout_ms) {
                         return true;
         }
         return false;
+}
+
+/* Runs the consumer until n more readings arrived than when called; true if within timeout_ms. */
+static bool cons_wait_more(Consumer *c, uint64_t n, int timeout_ms) {
+        uint64_t want = c->readings + n;
+        int64_t end = tl_now_ms() + timeout_ms;
+
+        while (c->readings < want && tl_now_ms() < end)
+                cons_run(c, 20);
+        return c->readings >= want;
 }
 
 /* ---- input publishers ---- */
@@ -554,7 +566,7 @@ START_TEST(test_rabbitmq_forwarding_and_restart) {
         Rabbit *r = calloc(1, sizeof(Rabbit));
         Consumer *c = calloc(1, sizeof(Consumer));
         _cleanup_free_ char *config = NULL;
-        uint64_t dups = 0, readings_before;
+        uint64_t dups = 0;
         Stream s;
         TlDaemon d;
         int last, bound;
@@ -620,16 +632,12 @@ START_TEST(test_rabbitmq_forwarding_and_restart) {
         /* The node stops (orderly: it keeps its durable queues) and starts again while a reading
          * comes every 10 ms. */
         stream_start(&s, in.port, 301, 10);
-        readings_before = c->readings;
-        while (c->readings < readings_before + 50)
-                cons_run(c, 20); /* flowing into RabbitMQ before it goes */
+        ck_assert_msg(cons_wait_more(c, 50, 15000), "readings do not flow into RabbitMQ");
         rabbit_stop(r, false);
         ck_assert_msg(tl_notify_wait(&d.notify, "upstream: offline from", 15000), "%s", d.notify.log);
         rabbit_start(r);
         ck_assert_msg(tl_notify_wait(&d.notify, "upstream: connected to 127.0.0.1:", 30000), "%s", d.notify.log);
-        readings_before = c->readings;
-        while (c->readings < readings_before + 50)
-                cons_run(c, 20); /* and flowing again after it came back */
+        ck_assert_msg(cons_wait_more(c, 50, 30000), "readings do not flow after the restart; %s", tl_daemon_log(&d));
         last = stream_stop_wait(&s);
         ck_assert_int_gt(last, 300);
         ck_assert_msg(wait_stored(dir, last, 20000), "%s", tl_daemon_log(&d));
