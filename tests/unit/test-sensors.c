@@ -234,6 +234,35 @@ START_TEST(test_lookup_silence_and_set_map) {
 }
 END_TEST
 
+/* The unit of a sensor's metric for upstream: no bookkeeping, whether the sensor is watched,
+ * matched by a pattern and not seen yet, unknown, or under a new map. */
+START_TEST(test_unit) {
+        _cleanup_(config_freep) Config *a = load("{ \"map\": { \"gh1-t1\": { \"expect_every\": 10, \"metrics\": {"
+                                                 " \"temperature\": { \"unit\": \"°C\" }, \"rh\": { \"max\": 100 } } },"
+                                                 " \"co2-*\": { \"metrics\": { \"co2\": { \"unit\": \"ppm\" } } } } }");
+        _cleanup_(config_freep) Config *b = load("{ \"map\": { \"co2-*\": { \"metrics\": { \"co2\": { \"unit\": \"ppm (v2)\" } } } } }");
+        Fixture f;
+
+        fx_init(&f, &a->sensors);
+        ck_assert_int_eq(sensors_count(f.sensors), 1);
+        ck_assert_str_eq(sensors_unit(f.sensors, "gh1-t1", "temperature"), "°C");
+        ck_assert_ptr_null(sensors_unit(f.sensors, "gh1-t1", "rh"));       /* a metric without a unit */
+        ck_assert_ptr_null(sensors_unit(f.sensors, "gh1-t1", "pressure")); /* a metric the entry does not name */
+        ck_assert_str_eq(sensors_unit(f.sensors, "co2-7", "co2"), "ppm");  /* by pattern, never seen */
+        ck_assert_ptr_null(sensors_unit(f.sensors, "stranger", "co2"));
+        ck_assert_ptr_null(sensors_unit(f.sensors, "stranger", "co2"));    /* from the cache */
+        ck_assert_ptr_null(sensors_unit(NULL, "gh1-t1", "temperature"));
+        /* Asking is not seeing: nothing new is watched, nothing is silent or back. */
+        ck_assert_int_eq(sensors_count(f.sensors), 1);
+        ck_assert_int_eq(sensors_count_silent(f.sensors), 0);
+
+        ck_assert_int_eq(sensors_set_map(f.sensors, &b->sensors), 0);
+        ck_assert_str_eq(sensors_unit(f.sensors, "co2-7", "co2"), "ppm (v2)");
+        ck_assert_ptr_null(sensors_unit(f.sensors, "gh1-t1", "temperature"));
+        fx_done(&f);
+}
+END_TEST
+
 /* Out-of-range values: one event per burst per minute, the rest counted into the next one. */
 START_TEST(test_out_of_range_bursts) {
         _cleanup_(config_freep) Config *a = load("{ \"map\": { \"s\": { \"metrics\": { \"t\": { \"min\": 0, \"max\": 10 } } } } }");
@@ -398,6 +427,7 @@ static Suite *sensors_suite(void) {
         tc = tcase_create("store");
         tcase_set_timeout(tc, 30);
         tcase_add_test(tc, test_lookup_silence_and_set_map);
+        tcase_add_test(tc, test_unit);
         tcase_add_test(tc, test_out_of_range_bursts);
         tcase_add_test(tc, test_many_silent);
         tcase_add_test(tc, test_events_retention);
