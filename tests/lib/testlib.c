@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -527,6 +528,70 @@ bool tl_wait_sql_at_least(const char *db_path, const char *sql, int64_t want, in
 void tl_daemon_start_ready(TlDaemon *d, const char *dir, const char *config_json, char *const extra_args[],
                            char *const extra_env[], int timeout_ms) {
         tl_daemon_start(d, dir, config_json, extra_args, extra_env);
+        if (!tl_notify_wait(&d->notify, "READY=1", timeout_ms)) {
+                char *log = tl_daemon_log(d);
+                ck_abort_msg("no READY=1 within %d ms; daemon log:\n%s", timeout_ms, log);
+        }
+}
+
+typedef struct SqlEquals {
+        const char *db_path, *sql;
+        int64_t want;
+} SqlEquals;
+
+static bool sql_equals(void *userdata) {
+        const SqlEquals *w = userdata;
+        return tl_sql_int(w->db_path, w->sql) == w->want;
+}
+
+bool tl_wait_sql_equals(const char *db_path, const char *sql, int64_t want, int timeout_ms) {
+        SqlEquals w = { db_path, sql, want };
+        return tl_wait_until(sql_equals, &w, timeout_ms);
+}
+
+void tl_daemon_expect_sql(TlDaemon *d, const char *db_path, const char *sql, int64_t want, bool at_least,
+                          int timeout_ms) {
+        bool ok = at_least ? tl_wait_sql_at_least(db_path, sql, want, timeout_ms)
+                           : tl_wait_sql_equals(db_path, sql, want, timeout_ms);
+
+        if (!ok) {
+                char *log = tl_daemon_log(d);
+                ck_abort_msg("%s: want %s%" PRId64 ", got %" PRId64 " after %d ms; daemon log:\n%s", sql,
+                             at_least ? "at least " : "", want, tl_sql_int(db_path, sql), timeout_ms, log);
+        }
+}
+
+typedef struct LogHas {
+        TlDaemon *d;
+        const char *needle;
+} LogHas;
+
+bool tl_daemon_log_has(TlDaemon *d, const char *needle) {
+        char *log = tl_daemon_log(d);
+        bool found = strstr(log, needle) != NULL;
+
+        free(log);
+        return found;
+}
+
+static bool log_has(void *userdata) {
+        const LogHas *w = userdata;
+        return tl_daemon_log_has(w->d, w->needle);
+}
+
+bool tl_daemon_wait_log(TlDaemon *d, const char *needle, int timeout_ms) {
+        LogHas w = { d, needle };
+        return tl_wait_until(log_has, &w, timeout_ms);
+}
+
+void tl_daemon_expect_log(TlDaemon *d, const char *needle, int timeout_ms) {
+        if (!tl_daemon_wait_log(d, needle, timeout_ms)) {
+                char *log = tl_daemon_log(d);
+                ck_abort_msg("no '%s' in the daemon log within %d ms:\n%s", needle, timeout_ms, log);
+        }
+}
+
+void tl_daemon_expect_ready(TlDaemon *d, int timeout_ms) {
         if (!tl_notify_wait(&d->notify, "READY=1", timeout_ms)) {
                 char *log = tl_daemon_log(d);
                 ck_abort_msg("no READY=1 within %d ms; daemon log:\n%s", timeout_ms, log);

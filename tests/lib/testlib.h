@@ -111,3 +111,20 @@ bool tl_wait_sql_at_least(const char *db_path, const char *sql, int64_t want, in
  * log when it does not come. */
 void tl_daemon_start_ready(TlDaemon *d, const char *dir, const char *config_json, char *const extra_args[],
                            char *const extra_env[], int timeout_ms);
+
+/* Waits until the integer the query returns equals want; true if it got there. */
+bool tl_wait_sql_equals(const char *db_path, const char *sql, int64_t want, int timeout_ms);
+
+/* Waits up to timeout_ms until the query on db_path returns exactly want (at_least: want or more);
+ * on timeout fails the test with the last value and d's log. d only supplies the log. */
+void tl_daemon_expect_sql(TlDaemon *d, const char *db_path, const char *sql, int64_t want, bool at_least,
+                          int timeout_ms);
+/* True when d's stderr so far contains needle. */
+bool tl_daemon_log_has(TlDaemon *d, const char *needle);
+/* Waits up to timeout_ms until d's stderr contains needle; true if it came. */
+bool tl_daemon_wait_log(TlDaemon *d, const char *needle, int timeout_ms);
+/* Waits up to timeout_ms until d's stderr contains needle; on timeout fails the test with the log. */
+void tl_daemon_expect_log(TlDaemon *d, const char *needle, int timeout_ms);
+/* Waits up to timeout_ms for READY=1 from an already started d; on timeout fails the test with
+ * the log (tl_daemon_start_ready() for start and wait in one). */
+void tl_daemon_expect_ready(TlDaemon *d, int timeout_ms);
