@@ -152,11 +152,7 @@ static void send_serial(Ctx *c, unsigned n) {
 }
 
 static void send_mqtt(Ctx *c, const char *topic, const char *payload) {
-        char port[16];
-        char *argv[] = { "mosquitto_pub", "-p", port, "-q", "1", "-t", (char *) topic, "-m", (char *) payload, NULL };
-
-        snprintf(port, sizeof(port), "%d", c->broker.port);
-        ck_assert_int_eq(tl_run(argv, NULL, NULL, 10000), 0);
+        tl_mqtt_publish_once(c->broker.port, topic, payload);
 }
 
 /* Feeds text to a command on stdin (through sh, which the test controls entirely). */
@@ -170,42 +166,6 @@ static int run_with_input(const char *dir, const char *cmd, const char *input, c
         r = tl_run(argv, NULL, ret_out, 30000);
         free(line);
         return r;
-}
-
-/* Every socket of the process is close-on-exec; returns how many there are. */
-static unsigned assert_sockets_cloexec(pid_t pid) {
-        char dir[64], path[400], link[256], *info;
-        unsigned n = 0;
-        DIR *d;
-        struct dirent *de;
-
-        snprintf(dir, sizeof(dir), "/proc/%d/fd", (int) pid);
-        d = opendir(dir);
-        ck_assert_ptr_nonnull(d);
-        while ((de = readdir(d))) {
-                unsigned long flags;
-                ssize_t k;
-
-                if (de->d_name[0] == '.')
-                        continue;
-                snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-                k = readlink(path, link, sizeof(link) - 1);
-                if (k < 0)
-                        continue;
-                link[k] = 0;
-                if (strncmp(link, "socket:", 7) != 0)
-                        continue;
-                snprintf(path, sizeof(path), "/proc/%d/fdinfo/%s", (int) pid, de->d_name);
-                info = tl_read_file(path);
-                ck_assert_ptr_nonnull(info);
-                ck_assert_ptr_nonnull(strstr(info, "flags:"));
-                flags = strtoul(strstr(info, "flags:") + 6, NULL, 8);
-                ck_assert_msg(flags & O_CLOEXEC, "fd %s (%s) lacks O_CLOEXEC: %s", de->d_name, link, info);
-                free(info);
-                n++;
-        }
-        closedir(d);
-        return n;
 }
 
 static int connect_to(const char *path, bool nonblock) {
@@ -227,7 +187,7 @@ typedef struct SocketsWait {
 
 static bool sockets_more(void *userdata) {
         SocketsWait *w = userdata;
-        return assert_sockets_cloexec(w->pid) >= w->want;
+        return tl_assert_sockets_cloexec(w->pid) >= w->want;
 }
 
 /* ---- both inputs running ---- */
@@ -292,7 +252,7 @@ START_TEST(test_both_running) {
 
         /* The listening socket and a connection it accepted are close-on-exec. */
         {
-                unsigned before = assert_sockets_cloexec(c.d.pid);
+                unsigned before = tl_assert_sockets_cloexec(c.d.pid);
                 int fd = connect_to(c.sock, false);
                 ck_assert_int_ge(fd, 0);
                 ck_assert(tl_wait_until(sockets_more, &(SocketsWait){ .pid = c.d.pid, .want = before + 1 }, 10000));

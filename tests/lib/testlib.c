@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Test helpers that run real components; see testlib.h. */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -596,4 +597,48 @@ void tl_daemon_expect_ready(TlDaemon *d, int timeout_ms) {
                 char *log = tl_daemon_log(d);
                 ck_abort_msg("no READY=1 within %d ms; daemon log:\n%s", timeout_ms, log);
         }
+}
+
+unsigned tl_assert_sockets_cloexec(pid_t pid) {
+        char dir[64], path[400], link[256], *info;
+        unsigned n = 0;
+        DIR *d;
+        struct dirent *de;
+
+        snprintf(dir, sizeof(dir), "/proc/%d/fd", (int) pid);
+        d = opendir(dir);
+        ck_assert_msg(d, "opendir %s: %s", dir, strerror(errno));
+        while ((de = readdir(d))) {
+                const char *flags;
+                ssize_t k;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+                k = readlink(path, link, sizeof(link) - 1);
+                if (k < 0)
+                        continue;
+                link[k] = 0;
+                if (strncmp(link, "socket:", 7) != 0)
+                        continue;
+                snprintf(path, sizeof(path), "/proc/%d/fdinfo/%s", (int) pid, de->d_name);
+                info = tl_read_file(path);
+                ck_assert_ptr_nonnull(info);
+                flags = strstr(info, "flags:");
+                ck_assert_ptr_nonnull(flags);
+                ck_assert_msg(strtoul(flags + 6, NULL, 8) & O_CLOEXEC, "fd %s (%s) of the daemon lacks O_CLOEXEC: %s",
+                              de->d_name, link, info);
+                free(info);
+                n++;
+        }
+        closedir(d);
+        return n;
+}
+
+void tl_mqtt_publish_once(int port, const char *topic, const char *payload) {
+        char port_arg[16];
+        char *argv[] = { "mosquitto_pub", "-p", port_arg, "-q", "1", "-t", (char *) topic, "-m", (char *) payload, NULL };
+
+        snprintf(port_arg, sizeof(port_arg), "%d", port);
+        ck_assert_int_eq(tl_run(argv, NULL, NULL, 10000), 0);
 }

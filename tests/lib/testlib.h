@@ -128,3 +128,11 @@ void tl_daemon_expect_log(TlDaemon *d, const char *needle, int timeout_ms);
 /* Waits up to timeout_ms for READY=1 from an already started d; on timeout fails the test with
  * the log (tl_daemon_start_ready() for start and wait in one). */
 void tl_daemon_expect_ready(TlDaemon *d, int timeout_ms);
+
+/* Asserts that every socket the process pid holds is close-on-exec (per /proc/PID/fdinfo);
+ * returns how many sockets there are. */
+unsigned tl_assert_sockets_cloexec(pid_t pid);
+
+/* Publishes one message with QoS 1 to the broker on 127.0.0.1:port through mosquitto_pub and
+ * asserts that it exits 0 (it waits for the PUBACK, so the broker has the message). */
+void tl_mqtt_publish_once(int port, const char *topic, const char *payload);
