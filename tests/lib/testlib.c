@@ -642,3 +642,15 @@ void tl_mqtt_publish_once(int port, const char *topic, const char *payload) {
         snprintf(port_arg, sizeof(port_arg), "%d", port);
         ck_assert_int_eq(tl_run(argv, NULL, NULL, 10000), 0);
 }
+
+void tl_serial_store_config(char *buf, size_t size, const char *device, const char *db_path, int commit_interval_ms,
+                            int commit_max_rows) {
+        int n = snprintf(buf, size,
+                         "{ \"serial\": { \"enabled\": true, \"device\": \"%s\", \"format\": \"json\" },\n"
+                         "  \"mqtt\": { \"enabled\": false },\n"
+                         "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": %d, \"commit_max_rows\": %d },\n"
+                         "  \"supervisor\": { \"stop_timeout\": 5 } }\n",
+                         device, db_path, commit_interval_ms, commit_max_rows);
+
+        ck_assert_msg(n >= 0 && (size_t) n < size, "configuration does not fit in %zu bytes", size);
+}

@@ -136,3 +136,9 @@ unsigned tl_assert_sockets_cloexec(pid_t pid);
 /* Publishes one message with QoS 1 to the broker on 127.0.0.1:port through mosquitto_pub and
  * asserts that it exits 0 (it waits for the PUBACK, so the broker has the message). */
 void tl_mqtt_publish_once(int port, const char *topic, const char *payload);
+
+/* Writes into buf (size bytes; fails the test when it does not fit) the configuration the store
+ * tests share: JSON frames from the serial device, MQTT off, the store at db_path committing
+ * every commit_interval_ms or commit_max_rows rows, a stop timeout of 5 s. */
+void tl_serial_store_config(char *buf, size_t size, const char *device, const char *db_path, int commit_interval_ms,
+                            int commit_max_rows);
