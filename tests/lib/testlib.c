@@ -22,6 +22,8 @@
 #include <unistd.h>
 
 #include "collector/macro.h"
+#include "collector/store.h"
+#include "collector/task.h"
 #include "testlib.h"
 
 #define MAX_TRACKED 64
@@ -653,4 +655,28 @@ void tl_serial_store_config(char *buf, size_t size, const char *device, const ch
                          device, db_path, commit_interval_ms, commit_max_rows);
 
         ck_assert_msg(n >= 0 && (size_t) n < size, "configuration does not fit in %zu bytes", size);
+}
+
+void tl_store_config_init(StoreConfig *config, char *path, size_t path_size, const char *dir) {
+        int n = snprintf(path, path_size, "%s/readings.db", dir ? dir : tl_tmpdir());
+
+        ck_assert_msg(n >= 0 && (size_t) n < path_size, "store path does not fit in %zu bytes", path_size);
+        *config = (StoreConfig){
+                .path = path,
+                .synchronous = STORE_SYNCHRONOUS_NORMAL,
+                .commit_interval_ms = 10000,
+                .commit_max_rows = 100000,
+        };
+}
+
+void tl_store_task_start(sd_event *event, const StoreConfig *config, Task **ret_task, Store **ret_store) {
+        ck_assert_int_eq(store_task_new(event, config, ret_task, ret_store), 0);
+        ck_assert_int_eq(task_start(*ret_task), 0);
+}
+
+Task *tl_task_stop_free(Task *t) {
+        if (!t)
+                return NULL;
+        (void) task_stop(t);
+        return task_free(t);
 }

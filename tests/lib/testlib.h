@@ -142,3 +142,19 @@ void tl_mqtt_publish_once(int port, const char *topic, const char *payload);
  * every commit_interval_ms or commit_max_rows rows, a stop timeout of 5 s. */
 void tl_serial_store_config(char *buf, size_t size, const char *device, const char *db_path, int commit_interval_ms,
                             int commit_max_rows);
+
+/* ---- a real store for unit tests (declared here so that testlib.h needs no project header) ---- */
+typedef struct sd_event sd_event;
+typedef struct StoreConfig StoreConfig;
+typedef struct Store Store;
+typedef struct Task Task;
+
+/* Sets config for a store at DIR/readings.db (dir NULL: a fresh tl_tmpdir()), written into path
+ * (path_size bytes, the caller's, which config->path then points to): synchronous NORMAL, a
+ * commit every 10 s or 100000 rows, every other field zero. The caller may change fields after. */
+void tl_store_config_init(StoreConfig *config, char *path, size_t path_size, const char *dir);
+/* Creates the store task for config on event and starts it; fails the test when either returns
+ * an error. The task and the store are the caller's (task_free()). */
+void tl_store_task_start(sd_event *event, const StoreConfig *config, Task **ret_task, Store **ret_store);
+/* Stops t, whatever task_stop() says, and frees it; returns NULL. t may be NULL. */
+Task *tl_task_stop_free(Task *t);
