@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "collector/config.h"
+#include "collector/ingest.h"
 #include "collector/macro.h"
 #include "collector/store.h"
 #include "collector/task.h"
@@ -680,3 +682,26 @@ Task *tl_task_stop_free(Task *t) {
         (void) task_stop(t);
         return task_free(t);
 }
+
+Config *tl_config_with_sensors(const char *sensors_json) {
+        char text[4096];
+        Config *c = NULL;
+        char **errors = NULL;
+        int n;
+
+        n = snprintf(text, sizeof(text), "{ \"mqtt\": { \"topics\": [ { \"filter\": \"a/+sensor\" } ] }, \"sensors\": %s }",
+                     sensors_json);
+        ck_assert_msg(n >= 0 && (size_t) n < sizeof(text), "configuration does not fit in %zu bytes", sizeof(text));
+        ck_assert_msg(config_parse("mem.json", text, strlen(text), &c, &errors) == 0, "%s",
+                      errors && errors[0] ? errors[0] : "?");
+        return c;
+}
+
+const IngestInput tl_serial_ingest_input = {
+        .task = "serial",
+        .source = READING_SOURCE_SERIAL,
+        .origin_field = "DEVICE",
+        .reject_noun = "frame from",
+        .suppressed_noun = "frames from",
+        .suppressed_names_origin = true,
+};

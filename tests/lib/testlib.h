@@ -158,3 +158,14 @@ void tl_store_config_init(StoreConfig *config, char *path, size_t path_size, con
 void tl_store_task_start(sd_event *event, const StoreConfig *config, Task **ret_task, Store **ret_store);
 /* Stops t, whatever task_stop() says, and frees it; returns NULL. t may be NULL. */
 Task *tl_task_stop_free(Task *t);
+
+typedef struct Config Config;
+typedef struct IngestInput IngestInput;
+
+/* Parses, through the real config parser, a configuration of one MQTT topic ("a/+sensor") and
+ * "sensors": sensors_json; fails the test with the first error. Caller frees (config_free()). */
+Config *tl_config_with_sensors(const char *sensors_json);
+
+/* An ingest input that describes itself as the serial input does: task "serial", source serial,
+ * origin field DEVICE, rejects named "frame from", suppressions "frames from" with the origin. */
+extern const IngestInput tl_serial_ingest_input;

@@ -407,15 +407,6 @@ END_TEST
 
 /* ---- the clock task and ingest together ---- */
 
-static const IngestInput test_input = {
-        .task = "serial",
-        .source = READING_SOURCE_SERIAL,
-        .origin_field = "DEVICE",
-        .reject_noun = "frame from",
-        .suppressed_noun = "frames from",
-        .suppressed_names_origin = true,
-};
-
 static Frame one_metric(const char *sensor, bool has_ts, int64_t ts) {
         Frame fr = { .has_ts = has_ts, .ts_ms = ts, .n_metrics = 1 };
 
@@ -453,7 +444,7 @@ START_TEST(test_ingest_flags) {
         ck_assert_int_eq(task_get_state(clock_task), TASK_RUNNING);
         ck_assert(!clock_is_trusted(clock));
         ck_assert_int_eq(clock_sensor_tolerance_ms(clock), 3600000);
-        ck_assert_int_eq(ingest_new(f.event, f.store, clock, &test_input, &in), 0);
+        ck_assert_int_eq(ingest_new(f.event, f.store, clock, &tl_serial_ingest_input, &in), 0);
 
         now = t_receipt = wall_clock_ms();
         boot = (int64_t) (clock_now_usec(CLOCK_BOOTTIME) / USEC_PER_MSEC);

@@ -104,15 +104,7 @@ END_TEST
 
 /* A map from JSON through the real config parser. */
 static Config *load(const char *sensors_json) {
-        char text[4096];
-        Config *c = NULL;
-        char **errors = NULL;
-
-        snprintf(text, sizeof(text), "{ \"mqtt\": { \"topics\": [ { \"filter\": \"a/+sensor\" } ] }, \"sensors\": %s }",
-                 sensors_json);
-        ck_assert_msg(config_parse("mem.json", text, strlen(text), &c, &errors) == 0, "%s",
-                      errors && errors[0] ? errors[0] : "?");
-        return c;
+        return tl_config_with_sensors(sensors_json);
 }
 
 START_TEST(test_map_find) {

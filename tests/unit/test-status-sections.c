@@ -11,15 +11,7 @@
 #include "testlib.h"
 
 static Config *load(const char *sensors_json) {
-        char text[4096];
-        Config *c = NULL;
-        char **errors = NULL;
-
-        snprintf(text, sizeof(text), "{ \"mqtt\": { \"topics\": [ { \"filter\": \"a/+sensor\" } ] }, \"sensors\": %s }",
-                 sensors_json);
-        ck_assert_msg(config_parse("mem.json", text, strlen(text), &c, &errors) == 0, "%s",
-                      errors && errors[0] ? errors[0] : "?");
-        return c;
+        return tl_config_with_sensors(sensors_json);
 }
 
 /* A whole bus of sensors with the longest ids falls silent at once (8192, as many as the daemon
