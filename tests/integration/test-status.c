@@ -168,6 +168,15 @@ static int run_with_input(const char *dir, const char *cmd, const char *input, c
         return r;
 }
 
+/* Prometheus' own parser and linter accept the text format in out. */
+static void assert_promtool_ok(const char *dir, const char *out) {
+        char *check = NULL;
+        int r = run_with_input(dir, "promtool check metrics", out, &check);
+
+        ck_assert_msg(r == 0, "promtool check metrics: exit %d:\n%s\n---- input ----\n%s", r, check, out);
+        free(check);
+}
+
 static int connect_to(const char *path, bool nonblock) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
@@ -270,12 +279,7 @@ START_TEST(test_both_running) {
         ck_assert_int_eq(run_status(c.sock, "prometheus", &out), 0);
         ck_assert_msg(strstr(out, "sensor_collector_input_readings_total{input=\"serial\"} 4\n"), "%s", out);
         ck_assert_msg(strstr(out, "sensor_collector_store_reading_rows 6\n"), "%s", out);
-        {
-                char *check = NULL;
-                int r = run_with_input(c.dir, "promtool check metrics", out, &check);
-                ck_assert_msg(r == 0, "promtool check metrics: exit %d:\n%s\n---- input ----\n%s", r, check, out);
-                free(check);
-        }
+        assert_promtool_ok(c.dir, out);
         free(out);
 
         /* OpenMetrics, through the parser of the Prometheus Python client (strict: # EOF,
@@ -394,12 +398,7 @@ START_TEST(test_silent_sensor) {
                               strstr(out, "sensor_collector_silent_sensor_expect_every_seconds{silent_sensor=\"gh2-a\"} 0.500000\n") &&
                               strstr(out, "sensor_collector_silent_sensor_info{silent_sensor=\"gh2-a\",map_entry=\"gh2-*\"} 1\n"),
                       "%s", out);
-        {
-                char *check = NULL;
-                int r = run_with_input(c.dir, "promtool check metrics", out, &check);
-                ck_assert_msg(r == 0, "promtool check metrics: exit %d:\n%s\n---- input ----\n%s", r, check, out);
-                free(check);
-        }
+        assert_promtool_ok(c.dir, out);
         free(out);
 
         /* OpenMetrics, through the strict parser */

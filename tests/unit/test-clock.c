@@ -347,6 +347,16 @@ START_TEST(test_store_retention_after_correction) {
 }
 END_TEST
 
+/* Opens the old store in f (which migrates it), appends one unsynced reading "new" of boot A,
+ * closes it, and checks that it is at the current schema version. */
+static void migrate_and_append_new(Fixture *f) {
+        fx_start(f);
+        ck_assert_int_eq(store_clock_set_boot(f->store, BOOT_A), 0);
+        append(f, "new", 0, false, 5000, 42, READING_FLAG_UNSYNCED);
+        fx_stop(f);
+        ck_assert_int_eq(tl_sql_int(f->path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+}
+
 /* The v2 schema as the previous version of this program wrote it. */
 static const char schema_v2[] =
         "PRAGMA user_version = 2;"
@@ -388,12 +398,7 @@ START_TEST(test_migration_from_v2) {
         ck_assert_int_eq(sqlite3_exec(db, schema_v2, NULL, NULL, NULL), SQLITE_OK);
         sqlite3_close(db);
 
-        fx_start(&f);
-        ck_assert_int_eq(store_clock_set_boot(f.store, BOOT_A), 0);
-        append(&f, "new", 0, false, 5000, 42, READING_FLAG_UNSYNCED);
-        fx_stop(&f);
-
-        ck_assert_int_eq(tl_sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+        migrate_and_append_new(&f);
         /* The old reading: known good as far as anyone can tell, nothing to correct. */
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT flags FROM readings WHERE id = 1"), 0);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT boottime IS NULL FROM readings WHERE id = 1"), 1);
@@ -508,12 +513,7 @@ START_TEST(test_migration_of_a_v2_store) {
         snprintf(cmd, sizeof(cmd), "cp '%s/tests/data/store-v2.db' '%s'", SC_SOURCE_DIR, f.path);
         ck_assert_int_eq(system(cmd), 0);
         ck_assert_int_eq(tl_sql_int(f.path, "PRAGMA user_version"), 2);
-        fx_start(&f);
-        ck_assert_int_eq(store_clock_set_boot(f.store, BOOT_A), 0);
-        append(&f, "new", 0, false, 5000, 42, READING_FLAG_UNSYNCED);
-        fx_stop(&f);
-
-        ck_assert_int_eq(tl_sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+        migrate_and_append_new(&f);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE sensor = 'gh1-t1'"), 2);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE sensor = 'gh1-t1' AND NOT unsynced AND NOT corrected AND NOT suspect_ts"), 2);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT ts FROM readings_view WHERE metric = 'humidity'"), 1764000000000);
