@@ -105,8 +105,7 @@ static void daemon_start(Ctx *c, const char *boot_id, const char *clock_keys) {
 }
 
 static void daemon_stop(Ctx *c) {
-        kill(c->d.pid, SIGTERM);
-        ck_assert_int_eq(tl_daemon_wait(&c->d, 10000), 0);
+        tl_daemon_stop_ok(&c->d, 10000);
         tl_notify_close(&c->d.notify);
 }
 

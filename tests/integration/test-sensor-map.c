@@ -66,8 +66,7 @@ static void wait_log(Ctx *c, const char *needle, int timeout_ms) {
 }
 
 static void stop_daemon_ok(Ctx *c) {
-        kill(c->d.pid, SIGTERM);
-        ck_assert_int_eq(tl_daemon_wait(&c->d, 8000), 0);
+        tl_daemon_stop_ok(&c->d, 8000);
 }
 
 /* Runs `sensor-collector query --db DB` with more arguments; returns its output (caller frees). */

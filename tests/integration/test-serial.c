@@ -85,14 +85,7 @@ static int64_t count_log(Ctx *c, const char *needle) {
 }
 
 static void stop_daemon_ok(Ctx *c) {
-        int status;
-
-        kill(c->d.pid, SIGTERM);
-        status = tl_daemon_wait(&c->d, 10000);
-        if (status != 0) {
-                char *log = tl_daemon_log(&c->d);
-                ck_abort_msg("exit status %d after SIGTERM; log:\n%s", status, log);
-        }
+        tl_daemon_stop_ok(&c->d, 10000);
         ck_assert_msg(strstr(c->d.notify.log, "STOPPING=1"), "no STOPPING=1");
 }
 

@@ -705,3 +705,14 @@ const IngestInput tl_serial_ingest_input = {
         .suppressed_noun = "frames from",
         .suppressed_names_origin = true,
 };
+
+void tl_daemon_stop_ok(TlDaemon *d, int timeout_ms) {
+        int status;
+
+        kill(d->pid, SIGTERM);
+        status = tl_daemon_wait(d, timeout_ms);
+        if (status != 0) {
+                char *log = tl_daemon_log(d);
+                ck_abort_msg("exit status %d after SIGTERM; log:\n%s", status, log);
+        }
+}

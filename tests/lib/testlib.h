@@ -169,3 +169,7 @@ Config *tl_config_with_sensors(const char *sensors_json);
 /* An ingest input that describes itself as the serial input does: task "serial", source serial,
  * origin field DEVICE, rejects named "frame from", suppressions "frames from" with the origin. */
 extern const IngestInput tl_serial_ingest_input;
+
+/* Sends SIGTERM to d and waits up to timeout_ms for it to exit; fails the test, with the log,
+ * unless it exits 0. */
+void tl_daemon_stop_ok(TlDaemon *d, int timeout_ms);
