@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Test helpers that run real components: child processes, a mosquitto broker, socat pty pairs,
- * an sd_notify socket, the daemon itself. Every child dies with the test (PR_SET_PDEATHSIG) and
- * every temporary directory is removed at exit, also when an assertion fails. */
+ * an sd_notify socket, the daemon itself, and a store task on a real SQLite file for unit tests.
+ * Every child dies with the test (PR_SET_PDEATHSIG) and every temporary directory is removed at
+ * exit, also when an assertion fails. */
 #pragma once
 
 #include <check.h>
@@ -128,6 +129,9 @@ void tl_daemon_expect_log(TlDaemon *d, const char *needle, int timeout_ms);
 /* Waits up to timeout_ms for READY=1 from an already started d; on timeout fails the test with
  * the log (tl_daemon_start_ready() for start and wait in one). */
 void tl_daemon_expect_ready(TlDaemon *d, int timeout_ms);
+/* Sends SIGTERM to d and waits up to timeout_ms for it to exit; fails the test, with the log,
+ * unless it exits 0. */
+void tl_daemon_stop_ok(TlDaemon *d, int timeout_ms);
 
 /* Asserts that every socket the process pid holds is close-on-exec (per /proc/PID/fdinfo);
  * returns how many sockets there are. */
@@ -169,7 +173,3 @@ Config *tl_config_with_sensors(const char *sensors_json);
 /* An ingest input that describes itself as the serial input does: task "serial", source serial,
  * origin field DEVICE, rejects named "frame from", suppressions "frames from" with the origin. */
 extern const IngestInput tl_serial_ingest_input;
-
-/* Sends SIGTERM to d and waits up to timeout_ms for it to exit; fails the test, with the log,
- * unless it exits 0. */
-void tl_daemon_stop_ok(TlDaemon *d, int timeout_ms);
