@@ -104,15 +104,7 @@ END_TEST
 
 /* A map from JSON through the real config parser. */
 static Config *load(const char *sensors_json) {
-        char text[4096];
-        Config *c = NULL;
-        char **errors = NULL;
-
-        snprintf(text, sizeof(text), "{ \"mqtt\": { \"topics\": [ { \"filter\": \"a/+sensor\" } ] }, \"sensors\": %s }",
-                 sensors_json);
-        ck_assert_msg(config_parse("mem.json", text, strlen(text), &c, &errors) == 0, "%s",
-                      errors && errors[0] ? errors[0] : "?");
-        return c;
+        return tl_config_with_sensors(sensors_json);
 }
 
 START_TEST(test_map_find) {
@@ -148,20 +140,16 @@ typedef struct Fixture {
 static void fx_init(Fixture *f, const SensorMapConfig *map) {
         memset(f, 0, sizeof(*f));
         ck_assert_int_ge(sd_event_new(&f->event), 0);
-        snprintf(f->path, sizeof(f->path), "%s/readings.db", tl_tmpdir());
-        f->config = (StoreConfig){ .path = f->path, .commit_interval_ms = 10000, .commit_max_rows = 100000 };
-        ck_assert_int_eq(store_task_new(f->event, &f->config, &f->store_task, &f->store), 0);
-        ck_assert_int_eq(task_start(f->store_task), 0);
+        tl_store_config_init(&f->config, f->path, sizeof(f->path), NULL);
+        tl_store_task_start(f->event, &f->config, &f->store_task, &f->store);
         ck_assert_int_eq(sensors_task_new(f->event, map, f->store, &f->task, &f->sensors), 0);
         ck_assert_int_eq(task_start(f->task), 0);
         ck_assert_int_eq(task_get_state(f->task), TASK_RUNNING);
 }
 
 static void fx_done(Fixture *f) {
-        (void) task_stop(f->task);
-        f->task = task_free(f->task);
-        (void) task_stop(f->store_task);
-        f->store_task = task_free(f->store_task);
+        f->task = tl_task_stop_free(f->task);
+        f->store_task = tl_task_stop_free(f->store_task);
         f->event = sd_event_unref(f->event);
 }
 
@@ -359,10 +347,9 @@ START_TEST(test_events_retention) {
         int64_t now = wall_clock_ms();
 
         ck_assert_int_ge(sd_event_new(&e), 0);
-        snprintf(path, sizeof(path), "%s/readings.db", tl_tmpdir());
-        config = (StoreConfig){ .path = path, .commit_interval_ms = 10000, .commit_max_rows = 100000, .retention_days = 1 };
-        ck_assert_int_eq(store_task_new(e, &config, &t, &store), 0);
-        ck_assert_int_eq(task_start(t), 0);
+        tl_store_config_init(&config, path, sizeof(path), NULL);
+        config.retention_days = 1;
+        tl_store_task_start(e, &config, &t, &store);
         ck_assert_int_eq(store_append_event(store, &(StoreEvent){ .kind = STORE_EVENT_INPUT_DOWN, .ts_ms = now - 2 * 86400000LL,
                                                                   .subject = "serial" }), 0);
         ck_assert_int_eq(store_append_event(store, &(StoreEvent){ .kind = STORE_EVENT_INPUT_UP, .ts_ms = now,
@@ -375,8 +362,7 @@ START_TEST(test_events_retention) {
         ck_assert_str_eq(store_event_kind_to_string(STORE_EVENT_DAEMON_DOWN), "daemon_down");
         ck_assert_int_eq(store_event_kind_from_string("out_of_range"), STORE_EVENT_OUT_OF_RANGE);
         ck_assert_int_eq(store_event_kind_from_string("nope"), -EINVAL);
-        (void) task_stop(t);
-        task_free(t);
+        tl_task_stop_free(t);
         sd_event_unref(e);
 }
 END_TEST
