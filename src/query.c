@@ -220,7 +220,7 @@ int query_parse_time(const char *s, int64_t now_ms, int64_t *ret_ms) {
 static void format_time(int64_t ms, bool utc, char *buf, size_t size) {
         /* Rows come in time order and many share a timestamp (each sensor and metric of one
          * minute): the last text is kept, which spares most rows of an export the conversion
-         * (a sixth of its time on a year-old store, docs/BENCHMARKS.md). One thread. */
+         * (about a tenth of the instructions of a csv export, docs/BENCHMARKS.md). One thread. */
         static struct {
                 bool valid, utc;
                 int64_t ms;
