@@ -144,10 +144,11 @@ static int config_exit_status(int r) {
 /* Builds the tasks in the order they start: the store first, so that it stops last; the clock
  * next, so that it has judged the clock before the first reading arrives. */
 static int add_tasks(Supervisor *s, const Config *config, Store **ret_store, Clock **ret_clock,
-                     Sensors **ret_sensors) {
+                     Sensors **ret_sensors, Upstream **ret_upstream) {
         sd_event *e = supervisor_get_event(s);
         Clock *clock = NULL;
         Sensors *sensors = NULL;
+        Upstream *upstream = NULL;
         Store *store;
         Task *t;
         int r;
@@ -155,16 +156,17 @@ static int add_tasks(Supervisor *s, const Config *config, Store **ret_store, Clo
         r = store_task_new(e, &config->store, &t, &store);
         if (r >= 0)
                 r = supervisor_add_task(s, t);
-        /* Right after the store: it stops after the inputs (what they stored is forwarded)
-         * and before the store (what was acknowledged is written to it). */
-        if (r >= 0 && config->upstream.enabled) {
-                r = upstream_task_new(e, &config->upstream, store, &t);
+        /* After the store (it reads last-seen times from it), before the inputs that feed it
+         * and before upstream, which takes the units of the map from it. */
+        if (r >= 0) {
+                r = sensors_task_new(e, &config->sensors, store, &t, &sensors);
                 if (r >= 0)
                         r = supervisor_add_task(s, t);
         }
-        /* After the store (it reads last-seen times from it), before the inputs that feed it. */
-        if (r >= 0) {
-                r = sensors_task_new(e, &config->sensors, store, &t, &sensors);
+        /* Before the inputs: it stops after them (what they stored is forwarded) and before
+         * the store (what was acknowledged is written to it). */
+        if (r >= 0 && config->upstream.enabled) {
+                r = upstream_task_new(e, &config->upstream, store, sensors, &t, &upstream);
                 if (r >= 0)
                         r = supervisor_add_task(s, t);
         }
@@ -177,6 +179,7 @@ static int add_tasks(Supervisor *s, const Config *config, Store **ret_store, Clo
                 *ret_store = store;
                 *ret_clock = clock;
                 *ret_sensors = sensors;
+                *ret_upstream = upstream;
         }
         if (r >= 0 && config->serial.enabled) {
                 r = serial_task_new(e, &config->serial, store, clock, sensors, &t);
@@ -222,7 +225,7 @@ static int add_reload(Supervisor *s, const Config *config, const Args *args, Sen
  * (RuntimeDirectory=), else none (a daemon started by hand asks for one with --socket). A socket
  * asked for that cannot be made is an error at start, not a silent lack of status. */
 static int add_status_server(Supervisor *s, const Args *args, const Config *config, Store *store, Clock *clock,
-                             Sensors *sensors, StatusServer **ret) {
+                             Sensors *sensors, Upstream *upstream, StatusServer **ret) {
         _cleanup_free_ char *path = NULL;
         const char *dir = getenv("RUNTIME_DIRECTORY");
         int r;
@@ -244,6 +247,8 @@ static int add_status_server(Supervisor *s, const Args *args, const Config *conf
                 r = status_sections_add_clock(*ret, clock);
         if (r >= 0)
                 r = status_sections_add_sensors(*ret, sensors);
+        if (r >= 0 && upstream)
+                r = status_sections_add_upstream(*ret, upstream);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the status socket '%s': %m", path);
         log_info("Answering `sensor-collector status` on '%s'.", path);
@@ -261,6 +266,7 @@ static int run(int argc, char **argv) {
         Store *store = NULL;
         Clock *clock = NULL;
         Sensors *sensors = NULL;
+        Upstream *upstream = NULL;
         Args args;
         int r;
 
@@ -320,7 +326,7 @@ static int run(int argc, char **argv) {
                                                  .status_interval_usec = config->supervisor.status_interval_usec },
                            &s);
         if (r >= 0)
-                r = add_tasks(s, config, &store, &clock, &sensors);
+                r = add_tasks(s, config, &store, &clock, &sensors, &upstream);
         if (r >= 0)
                 r = add_reload(s, config, &args, sensors, &reload);
         if (r < 0) {
@@ -328,7 +334,7 @@ static int run(int argc, char **argv) {
                 (void) sd_notify(false, "STOPPING=1");
                 return EXIT_STATUS_UNEXPECTED;
         }
-        if (add_status_server(s, &args, config, store, clock, sensors, &status) < 0) {
+        if (add_status_server(s, &args, config, store, clock, sensors, upstream, &status) < 0) {
                 (void) sd_notify(false, "STOPPING=1\nSTATUS=Failed to set up the status socket, exiting with status 1");
                 return EXIT_STATUS_UNEXPECTED;
         }

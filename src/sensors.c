@@ -310,6 +310,34 @@ int sensors_lookup(Sensors *s, const char *id, int64_t now_ms, const SensorEntry
         return r;
 }
 
+const char *sensors_unit(Sensors *s, const char *id, const char *metric) {
+        const SensorMetricConfig *m;
+        const SensorEntryConfig *e;
+        uint32_t h;
+        Watched *w;
+
+        if (!s || !id || !metric)
+                return NULL;
+        h = id_hash(id);
+        w = watched_find(s, id, h);
+        if (w)
+                e = w->entry;
+        else if (unmapped_slot(s, id, h)->used)
+                return NULL;
+        else {
+                /* Not watched (not seen in this run, or past SENSORS_WATCHED_MAX): the map's walk,
+                 * without watching it; a name no entry covers is remembered as sensors_lookup()
+                 * would. */
+                e = sensor_map_find(s->map, id);
+                if (!e) {
+                        unmapped_put(s, id, h);
+                        return NULL;
+                }
+        }
+        m = sensor_entry_metric(e, metric);
+        return m ? m->unit : NULL;
+}
+
 int sensors_metric_seen(Sensors *s, const SensorMetricConfig *m, int64_t now_ms) {
         Watched *w;
         MetricWatch *mw;

@@ -219,6 +219,46 @@ int status_sections_add_sensors(StatusServer *srv, Sensors *sensors) {
         return r;
 }
 
+static int fill_upstream(cJSON *o, void *userdata) {
+        int64_t now_ms = (int64_t) (clock_now_usec(CLOCK_REALTIME) / USEC_PER_MSEC);
+        UpstreamInfo ui;
+
+        upstream_get_info(userdata, &ui);
+        /* No "healthy" member: the central link being down is normal, never a daemon fault
+         * (docs/UPSTREAM.md, docs/OPERATIONS.md). */
+        if (!cJSON_AddStringToObject(o, "state", ui.state) || !cJSON_AddBoolToObject(o, "connected", ui.connected) ||
+            !add_time(o, "state_since_timestamp_seconds", ui.link_since_usec) ||
+            !cJSON_AddStringToObject(o, "broker", strempty(ui.broker)) ||
+            !cJSON_AddNumberToObject(o, "backlog_readings", (double) ui.backlog) ||
+            !add_time_ms(o, "backlog_oldest_received_timestamp_seconds", ui.oldest_received_ms) ||
+            !(ui.oldest_received_ms > 0
+                      ? cJSON_AddNumberToObject(o, "backlog_oldest_age_seconds",
+                                                (double) MAX(now_ms - ui.oldest_received_ms, (int64_t) 0) / 1000.0)
+                      : cJSON_AddNullToObject(o, "backlog_oldest_age_seconds")) ||
+            !(ui.last_acked_seq > 0 ? cJSON_AddNumberToObject(o, "last_acked_seq", (double) ui.last_acked_seq)
+                                    : cJSON_AddNullToObject(o, "last_acked_seq")) ||
+            !add_time(o, "last_ack_timestamp_seconds", ui.last_ack_usec) ||
+            !cJSON_AddNumberToObject(o, "in_flight_messages", (double) ui.in_flight) ||
+            !cJSON_AddNumberToObject(o, "in_flight_max_messages", (double) ui.max_in_flight) ||
+            !cJSON_AddNumberToObject(o, "sent_live_readings_total", (double) ui.sent_live) ||
+            !cJSON_AddNumberToObject(o, "sent_backlog_readings_total", (double) ui.sent_backlog) ||
+            !cJSON_AddNumberToObject(o, "acked_readings_total", (double) ui.acked) ||
+            !cJSON_AddNumberToObject(o, "refused_readings_total", (double) ui.refused) ||
+            !cJSON_AddNumberToObject(o, "lost_readings_total", (double) ui.lost) ||
+            !cJSON_AddNumberToObject(o, "reconnects_total", (double) ui.reconnects) ||
+            !(ui.last_error ? cJSON_AddStringToObject(o, "last_error", ui.last_error)
+                            : cJSON_AddNullToObject(o, "last_error")) ||
+            !add_time(o, "last_error_timestamp_seconds", ui.last_error_usec))
+                return -ENOMEM;
+        return 0;
+}
+
+int status_sections_add_upstream(StatusServer *srv, Upstream *upstream) {
+        if (!srv || !upstream)
+                return -EINVAL;
+        return status_server_add_section(srv, "upstream", fill_upstream, upstream);
+}
+
 int status_sections_add(StatusServer *srv, Supervisor *s, Store *store, const char *store_path) {
         int r;
 

@@ -248,8 +248,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_INSERT_EVENT] = "INSERT INTO events (ts, kind, sensor, subject, start_ts, end_ts, count, detail) "
                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         [STMT_DELETE_EVENTS] = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
-        [STMT_SEQ_READ] = "SELECT r.id, s.name, m.name, r.value, r.ts, r.sensor_ts IS NOT NULL, r.received, r.source_id, o.name "
-                          "FROM readings r JOIN sensors s ON s.id = r.sensor_id JOIN metrics m ON m.id = r.metric_id "
+        [STMT_SEQ_READ] = "SELECT r.id, s.name, m.name, r.value, r.ts, r.sensor_ts IS NOT NULL, r.received, r.source_id, o.name, "
+                          "r.flags FROM readings r JOIN sensors s ON s.id = r.sensor_id JOIN metrics m ON m.id = r.metric_id "
                           "JOIN origins o ON o.id = r.origin_id WHERE r.id > ?1 AND r.id < ?2 ORDER BY r.id LIMIT ?3",
         [STMT_SEQ_COUNT] = "SELECT count(*) FROM readings WHERE id >= ?1 AND id <= ?2",
         [STMT_SET_META] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
@@ -2698,6 +2698,7 @@ int store_read_seq(Store *s, int64_t after, int64_t before, unsigned limit,
                         .received_ms = sqlite3_column_int64(st, 6),
                         .source = source >= 0 && source < (int64_t) ELEMENTSOF(sources) ? sources[source] : "unknown",
                         .origin = (const char *) sqlite3_column_text(st, 8),
+                        .flags = (unsigned) sqlite3_column_int(st, 9),
                 };
 
                 rc = SQLITE_OK;

@@ -143,8 +143,39 @@ int upstream_topic_format(UpstreamBuf *b, const char *template, const UpstreamSo
         return r;
 }
 
+/* The names of a reading's flags in a payload, in this order: the same words as `query`. */
+static const struct {
+        unsigned flag;
+        const char *name;
+} flag_names[] = {
+        { READING_FLAG_UNSYNCED, "unsynced" },
+        { READING_FLAG_CORRECTED, "corrected" },
+        { READING_FLAG_SUSPECT_TS, "suspect_ts" },
+};
+
+static int put_flags(UpstreamBuf *b, const StoredReading *r) {
+        bool first = true;
+        int k;
+
+        k = buf_str(b, ",\"flags\":[");
+        if (k >= 0 && r->sensor_ts) {
+                k = buf_str(b, "\"sensor_ts\"");
+                first = false;
+        }
+        for (size_t i = 0; k >= 0 && i < ELEMENTSOF(flag_names); i++)
+                if (r->flags & flag_names[i].flag) {
+                        k = buf_str(b, first ? "\"" : ",\"");
+                        if (k >= 0)
+                                k = buf_str(b, flag_names[i].name);
+                        if (k >= 0)
+                                k = buf_str(b, "\"");
+                        first = false;
+                }
+        return k < 0 ? k : buf_str(b, "]");
+}
+
 /* The fields of one reading, without braces. */
-static int put_reading(UpstreamBuf *b, const StoredReading *r) {
+static int put_reading(UpstreamBuf *b, const StoredReading *r, const char *unit) {
         int k;
 
         k = buf_printf(b, "\"seq\":%" PRId64 ",\"sensor\":", r->id);
@@ -156,8 +187,16 @@ static int put_reading(UpstreamBuf *b, const StoredReading *r) {
                 k = buf_json_string(b, strempty(r->metric));
         /* %.17g round-trips a double; the value is finite (the store takes nothing else). */
         if (k >= 0)
-                k = buf_printf(b, ",\"value\":%.17g,\"ts\":%" PRId64 ",\"flags\":[%s]", r->value, r->ts_ms,
-                               r->sensor_ts ? "\"sensor_ts\"" : "");
+                k = buf_printf(b, ",\"value\":%.17g", r->value);
+        if (k >= 0 && unit) {
+                k = buf_str(b, ",\"unit\":");
+                if (k >= 0)
+                        k = buf_json_string(b, unit);
+        }
+        if (k >= 0)
+                k = buf_printf(b, ",\"ts\":%" PRId64, r->ts_ms);
+        if (k >= 0)
+                k = put_flags(b, r);
         return k;
 }
 
@@ -174,7 +213,7 @@ static int put_source(UpstreamBuf *b, const UpstreamSource *src) {
         return k;
 }
 
-int upstream_payload_live(UpstreamBuf *b, const UpstreamSource *src, const StoredReading *r) {
+int upstream_payload_live(UpstreamBuf *b, const UpstreamSource *src, const StoredReading *r, const char *unit) {
         int k;
 
         b->len = 0;
@@ -182,7 +221,7 @@ int upstream_payload_live(UpstreamBuf *b, const UpstreamSource *src, const Store
         if (k >= 0)
                 k = buf_str(b, ",");
         if (k >= 0)
-                k = put_reading(b, r);
+                k = put_reading(b, r, unit);
         if (k >= 0)
                 k = buf_str(b, ",\"historical\":false}");
         return k;
@@ -198,12 +237,12 @@ int upstream_payload_batch_begin(UpstreamBuf *b, const UpstreamSource *src) {
         return k;
 }
 
-int upstream_payload_batch_add(UpstreamBuf *b, const StoredReading *r, bool first) {
+int upstream_payload_batch_add(UpstreamBuf *b, const StoredReading *r, const char *unit, bool first) {
         int k;
 
         k = buf_str(b, first ? "{" : ",{");
         if (k >= 0)
-                k = put_reading(b, r);
+                k = put_reading(b, r, unit);
         if (k >= 0)
                 k = buf_str(b, "}");
         return k;

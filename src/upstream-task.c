@@ -68,11 +68,12 @@ typedef enum UpstreamState {
         UP_FAILED,
 } UpstreamState;
 
-typedef struct Upstream {
+struct Upstream {
         Task *task;                   /* borrowed: the task owns this struct */
         sd_event *event;              /* referenced */
         const UpstreamConfig *config; /* borrowed */
         Store *store;                 /* borrowed */
+        Sensors *sensors;             /* borrowed, or NULL: the units of the sensor map */
         struct mosquitto *mosq;       /* a fresh client per connection attempt */
         HostLookup *lookup;
         char *password;
@@ -110,12 +111,24 @@ typedef struct Upstream {
         int64_t last_acked_seq;
         uint64_t last_ack_usec;       /* CLOCK_MONOTONIC */
         uint64_t progress_usec;       /* the last acknowledgement, or the connection: for the ack timeout */
-} Upstream;
+
+        /* For upstream_get_info(), CLOCK_REALTIME: when the link last went up or down, the last
+         * acknowledgement, the last connection problem (last_cause). */
+        uint64_t link_since_realtime_usec, last_ack_realtime_usec, last_cause_realtime_usec;
+};
 
 static bool mosquitto_initialized;
 
 static uint64_t now_usec(Upstream *u) {
         return event_now_usec(u->event, CLOCK_MONOTONIC);
+}
+
+static uint64_t now_realtime_usec(Upstream *u) {
+        return event_now_usec(u->event, CLOCK_REALTIME);
+}
+
+static const char *up_unit(Upstream *u, const StoredReading *row) {
+        return sensors_unit(u->sensors, row->sensor, row->metric);
 }
 
 static bool has_connection(UpstreamState s) {
@@ -310,7 +323,7 @@ static int live_one(const StoredReading *row, void *userdata) {
         }
         r = upstream_topic_format(&u->topic, u->config->topic, &u->source, row->sensor, row->metric);
         if (r >= 0)
-                r = upstream_payload_live(&u->payload, &u->source, row);
+                r = upstream_payload_live(&u->payload, &u->source, row, up_unit(u, row));
         if (r >= 0)
                 r = up_publish(u, u->topic.data, &u->payload, c->prev + 1, row->id, true);
         if (r < 0) {
@@ -368,7 +381,7 @@ static int batch_one(const StoredReading *row, void *userdata) {
         BatchCtx *c = userdata;
         int r;
 
-        r = upstream_payload_batch_add(&c->u->payload, row, c->n == 0);
+        r = upstream_payload_batch_add(&c->u->payload, row, up_unit(c->u, row), c->n == 0);
         if (r < 0) {
                 c->error = r;
                 return r;
@@ -539,7 +552,7 @@ static int reject_one(const StoredReading *row, void *userdata) {
         Reject rj;
         int r;
 
-        r = upstream_payload_live(b, &c->u->source, row);
+        r = upstream_payload_live(b, &c->u->source, row, up_unit(c->u, row));
         if (r < 0) {
                 c->error = r;
                 return r;
@@ -623,6 +636,7 @@ static void on_publish(struct mosquitto *mosq, void *userdata, int mid, int reas
                 u->n_acked += (uint64_t) (f.hi - f.lo + 1);
                 u->last_acked_seq = MAX(u->last_acked_seq, f.hi);
                 u->last_ack_usec = now_usec(u);
+                u->last_ack_realtime_usec = now_realtime_usec(u);
         }
         up_window_changed(u);
         up_pump(u);
@@ -648,8 +662,11 @@ static void up_connection_failed(Upstream *u, int error, const char *cause) {
         u->drain_timer = sd_event_source_disable_unref(u->drain_timer);
         upstream_window_disconnect(&u->window);
         snprintf(u->last_cause, sizeof(u->last_cause), "%s", cause);
-        if (was_connected)
+        u->last_cause_realtime_usec = now_realtime_usec(u);
+        if (was_connected) {
                 u->n_reconnects++;
+                u->link_since_realtime_usec = now_realtime_usec(u);
+        }
         (void) error;
         /* No budget: backoff_next() never gives up (the budget is UINT64_MAX). */
         if (backoff_next(&u->backoff, now, backoff_random(), &when) < 0)
@@ -702,6 +719,7 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
                 u->receive_max = receive_max;
         u->state = UP_CONNECTED;
         u->ever_connected = true;
+        u->link_since_realtime_usec = now_realtime_usec(u);
         u->progress_usec = now_usec(u);
         backoff_up(&u->backoff, now_usec(u));
         u->attempt = 0;
@@ -1022,6 +1040,7 @@ static int up_start(Task *t) {
 
         store_set_hooks(u->store, on_commit, on_retention, u);
         u->committed = store_committed_seq(u->store);
+        u->link_since_realtime_usec = now_realtime_usec(u);
         backoff_down(&u->backoff, now_usec(u));
         log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "upstream"),
                               "Forwarding to %s as gateway '%s' (store %s); about %" PRId64 " readings not yet acknowledged.",
@@ -1162,6 +1181,58 @@ static void up_format_status(Task *t, char *buf, size_t size) {
                  pending, age, ack, u->n_refused, lost);
 }
 
+void upstream_get_info(Upstream *u, UpstreamInfo *ret) {
+        int64_t committed;
+        SeqRange gap;
+
+        assert(u && ret);
+
+        committed = store_committed_seq(u->store);
+        *ret = (UpstreamInfo) {
+                .connected = u->state == UP_CONNECTED,
+                .link_since_usec = u->link_since_realtime_usec,
+                .broker = u->host_port,
+                .backlog = (uint64_t) MAX(upstream_window_pending(&u->window, committed), (int64_t) 0),
+                .last_acked_seq = u->last_acked_seq,
+                .last_ack_usec = u->last_ack_realtime_usec,
+                .in_flight = u->window.n_flights,
+                .max_in_flight = u->state == UP_CONNECTED ? up_limit(u) : 0,
+                .lost = u->n_lost,
+                .reconnects = u->n_reconnects,
+                .refused = u->n_refused,
+                .sent_live = u->n_live,
+                .sent_backlog = u->n_backlog,
+                .acked = u->n_acked,
+                .last_error = u->last_cause[0] ? u->last_cause : NULL,
+                .last_error_usec = u->last_cause[0] ? u->last_cause_realtime_usec : 0,
+        };
+        switch (u->state) {
+        case UP_CONNECTED:
+                ret->state = "connected";
+                break;
+        case UP_IDLE:
+        case UP_RESOLVING:
+        case UP_CONNECTING:
+                ret->state = u->ever_connected ? "offline" : "connecting";
+                break;
+        case UP_OFFLINE:
+                ret->state = "offline";
+                break;
+        case UP_STOPPING:
+        case UP_STOPPED:
+                ret->state = "stopped";
+                break;
+        case UP_FAILED:
+                ret->state = "failed";
+                break;
+        }
+        /* The oldest reading not acknowledged: one indexed row, as in STATUS=. A failed store
+         * leaves it unknown (0). */
+        if (ret->backlog > 0 && u->state != UP_FAILED && upstream_window_next_gap(&u->window, 0, committed, &gap))
+                (void) store_read_seq(u->store, gap.lo - 1, committed + 1, 1, oldest_received,
+                                      &ret->oldest_received_ms);
+}
+
 static void up_free(void *userdata) {
         Upstream *u = userdata;
 
@@ -1205,7 +1276,8 @@ static bool host_is_address(const char *host) {
         return streq(host, "localhost") || inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
 }
 
-int upstream_task_new(sd_event *e, const UpstreamConfig *config, Store *store, Task **ret) {
+int upstream_task_new(sd_event *e, const UpstreamConfig *config, Store *store, Sensors *sensors, Task **ret,
+                      Upstream **ret_upstream) {
         Upstream *u;
         Task *t;
         int r;
@@ -1223,6 +1295,7 @@ int upstream_task_new(sd_event *e, const UpstreamConfig *config, Store *store, T
         u->event = sd_event_ref(e);
         u->config = config;
         u->store = store;
+        u->sensors = sensors;
         u->io = IO_WATCH_INIT;
         u->receive_max = 65535;
         u->backoff_policy = (BackoffPolicy) {
@@ -1252,5 +1325,7 @@ int upstream_task_new(sd_event *e, const UpstreamConfig *config, Store *store, T
                 }
         }
         *ret = t;
+        if (ret_upstream)
+                *ret_upstream = u;
         return 0;
 }

@@ -83,6 +83,7 @@ typedef enum Format {
         FORMAT_JSON,
         FORMAT_KV,
         FORMAT_VALUE,
+        FORMAT_COLLECTD,
 } Format;
 
 typedef enum StopReason {
@@ -944,6 +945,21 @@ static void publish_frame(Sim *sim, const Sample *s, bool bad, BadKind kind, siz
 
         if (sim->mqtt_format == FORMAT_VALUE)
                 publish_value_frame(sim, s, bad, kind);
+        else if (sim->mqtt_format == FORMAT_COLLECTD && !bad) {
+                /* collectd's own value format, for comparing with its mqtt plugin (which
+                 * cannot parse JSON): "TIME:V1:V2..." in metric_info[] order, on the same
+                 * topic; collectd reads the topic as HOST/PLUGIN/TYPE. */
+                Buf b = { .p = sim->payload, .size = sim->line_size };
+
+                if (sim->ts)
+                        buf_printf(&b, "%" PRId64 ".%03" PRId64, s->ts_ms / 1000, s->ts_ms % 1000);
+                else
+                        buf_put(&b, "N", 1);
+                for (size_t i = 0; i < s->n; i++)
+                        buf_printf(&b, ":%.*f", metric_info[s->metric[i]].decimals, s->value[i]);
+                assert(b.len <= b.size);
+                mqtt_publish(sim, topic, b.p, b.len);
+        }
         else if (sim->serial.enabled && sim->serial_format == FORMAT_JSON &&
                  !(bad && (kind == BAD_GARBAGE || kind == BAD_OVERLONG))) {
                 /* Same JSON as the serial line: reuse it, without the checksum unless the
@@ -1510,7 +1526,9 @@ static void help(void) {
                "      --qos Q               0|1|2 (default 0)\n"
                "      --topic-prefix P      topic prefix (default \"greenhouse\")\n"
                "      --mqtt-format F       json: P/SENSOR/state with {\"sensor\":..,\"ts\":..,METRIC:..};\n"
-               "                            value: P/SENSOR/METRIC with the number as payload\n"
+               "                            value: P/SENSOR/METRIC with the number as payload;\n"
+               "                            collectd: P/SENSOR/state with TIME:V1:V2.. (bad frames\n"
+               "                            stay JSON)\n"
                "                            (default json)\n"
                "      --client-id ID        MQTT client id (default sc-simulate-PID); QoS 1/2 use a\n"
                "                            persistent session (clean_session false) under this id\n"
@@ -1813,8 +1831,10 @@ static int parse_argv(int argc, char *argv[], Sim *sim) {
                                 sim->mqtt_format = FORMAT_JSON;
                         else if (streq(optarg, "value"))
                                 sim->mqtt_format = FORMAT_VALUE;
+                        else if (streq(optarg, "collectd"))
+                                sim->mqtt_format = FORMAT_COLLECTD;
                         else
-                                r = usage_error("--mqtt-format: '%s' is not json or value", optarg);
+                                r = usage_error("--mqtt-format: '%s' is not json, value or collectd", optarg);
                         break;
                 case ARG_CLIENT_ID:
                         if (!optarg[0] || strlen(optarg) > 65535)

@@ -67,6 +67,12 @@ const SensorMapConfig *sensors_get_map(const Sensors *s);
  * an event goes into the store's open batch. Returns the store's -errno when that fails. */
 int sensors_lookup(Sensors *s, const char *id, int64_t now_ms, const SensorEntryConfig **ret_entry);
 
+/* The unit the map gives sensor id's metric, or NULL (no entry, no such metric, no unit, or s
+ * NULL). No bookkeeping: a sensor is not "seen" by this. Borrowed from the map: valid until
+ * the next sensors_set_map(). Costs a hash probe for a watched or known-unmapped sensor, else a
+ * walk of the map. */
+const char *sensors_unit(Sensors *s, const char *id, const char *metric);
+
 /* A metric m (of the entry the last sensors_lookup() returned) arrived at now_ms: when the
  * entry expects it on its own (its expect_every), its last-seen time is updated, and one that
  * was silent is back (a notice and an event, subject the metric). Returns 0 or the store's

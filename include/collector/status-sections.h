@@ -7,6 +7,7 @@
 #include "collector/status-server.h"
 #include "collector/store.h"
 #include "collector/supervisor.h"
+#include "collector/upstream-task.h"
 
 /* Adds the sections "daemon", "inputs" and "store" to srv. s and store are borrowed and must
  * outlive srv; store_path is borrowed too (the configuration's). Returns 0 or -ENOMEM. */
@@ -23,3 +24,12 @@ int status_sections_add_clock(StatusServer *srv, Clock *clock);
  * has a "healthy" member: silence is not a daemon failure, and `status` does not exit 1 for
  * it. sensors is borrowed and must outlive srv. Returns 0, -EINVAL or -ENOMEM. */
 int status_sections_add_sensors(StatusServer *srv, Sensors *sensors);
+
+/* Adds the section "upstream": whether the link to the central broker is up and since when,
+ * the broker, the backlog and the age of its oldest reading, the last acknowledgement, what is
+ * in flight, readings lost to retention before forwarding, reconnects and the last error.
+ * No "healthy" member: an outage of the central link is normal (the store buffers it) and
+ * `status` does not exit 1 for it; a failed upstream task ends the daemon (exit status 14)
+ * and shows in "daemon". upstream is borrowed and must outlive srv. Returns 0, -EINVAL or
+ * -ENOMEM. */
+int status_sections_add_upstream(StatusServer *srv, Upstream *upstream);

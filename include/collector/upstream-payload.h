@@ -32,14 +32,17 @@ int upstream_topic_format(UpstreamBuf *b, const char *template, const UpstreamSo
                           const char *metric);
 
 /* A live reading as one JSON object (replacing b's contents):
- * {"gateway":G,"store":S,"seq":N,"sensor":..,"metric":..,"value":V,"ts":MS,"flags":[..],"historical":false}.
+ * {"gateway":G,"store":S,"seq":N,"sensor":..,"metric":..,"value":V,"unit":U,"ts":MS,"flags":[..],"historical":false}.
+ * "unit" is there only when unit is not NULL (borrowed: the sensor map's unit of this sensor
+ * and metric). "flags" lists, in this order, "sensor_ts" (ts is the sensor's own time) and the
+ * clock flags of r->flags: "unsynced", "corrected", "suspect_ts" (docs/UPSTREAM.md).
  * Returns 0 or -ENOMEM. */
-int upstream_payload_live(UpstreamBuf *b, const UpstreamSource *src, const StoredReading *r);
+int upstream_payload_live(UpstreamBuf *b, const UpstreamSource *src, const StoredReading *r, const char *unit);
 
 /* A backlog batch: upstream_payload_batch_begin() replaces b's contents with the envelope
  * {"gateway":G,"store":S,"historical":true,"readings":[, each _add() appends one reading
- * object {"seq":..,"sensor":..,"metric":..,"value":..,"ts":..,"flags":[..]}, _end() closes it.
- * Each returns 0 or -ENOMEM. */
+ * object {"seq":..,"sensor":..,"metric":..,"value":..,"unit":..,"ts":..,"flags":[..]} (unit and
+ * flags as for a live reading), _end() closes it. Each returns 0 or -ENOMEM. */
 int upstream_payload_batch_begin(UpstreamBuf *b, const UpstreamSource *src);
-int upstream_payload_batch_add(UpstreamBuf *b, const StoredReading *r, bool first);
+int upstream_payload_batch_add(UpstreamBuf *b, const StoredReading *r, const char *unit, bool first);
 int upstream_payload_batch_end(UpstreamBuf *b);

@@ -101,15 +101,11 @@ static void daemon_start(Ctx *c, const char *boot_id, const char *clock_keys) {
         else
                 unsetenv("LD_PRELOAD");
         free(saved);
-        if (!tl_notify_wait(&c->d.notify, "READY=1", 10000)) {
-                char *log = tl_daemon_log(&c->d);
-                ck_abort_msg("no READY=1; daemon log:\n%s", log);
-        }
+        tl_daemon_expect_ready(&c->d, 10000);
 }
 
 static void daemon_stop(Ctx *c) {
-        kill(c->d.pid, SIGTERM);
-        ck_assert_int_eq(tl_daemon_wait(&c->d, 10000), 0);
+        tl_daemon_stop_ok(&c->d, 10000);
         tl_notify_close(&c->d.notify);
 }
 
@@ -117,48 +113,12 @@ static void write_str(Ctx *c, const char *s) {
         tl_pty_write(&c->pty, s, strlen(s));
 }
 
-typedef struct SqlWait {
-        const char *db;
-        const char *sql;
-        int64_t want;
-} SqlWait;
-
-static bool sql_equals(void *userdata) {
-        SqlWait *w = userdata;
-        return tl_sql_int(w->db, w->sql) == w->want;
-}
-
 static void wait_sql(Ctx *c, const char *sql, int64_t want) {
-        SqlWait w = { c->db, sql, want };
-
-        if (!tl_wait_until(sql_equals, &w, 10000)) {
-                char *log = tl_daemon_log(&c->d);
-                ck_abort_msg("%s: want %" PRId64 ", got %" PRId64 "; daemon log:\n%s", sql, want,
-                             tl_sql_int(c->db, sql), log);
-        }
-}
-
-typedef struct LogWait {
-        TlDaemon *d;
-        const char *needle;
-} LogWait;
-
-static bool log_contains(void *userdata) {
-        LogWait *w = userdata;
-        char *log = tl_daemon_log(w->d);
-        bool found = strstr(log, w->needle) != NULL;
-
-        free(log);
-        return found;
+        tl_daemon_expect_sql(&c->d, c->db, sql, want, false, 10000);
 }
 
 static void wait_log(Ctx *c, const char *needle) {
-        LogWait w = { &c->d, needle };
-
-        if (!tl_wait_until(log_contains, &w, 10000)) {
-                char *log = tl_daemon_log(&c->d);
-                ck_abort_msg("no '%s' in the daemon log:\n%s", needle, log);
-        }
+        tl_daemon_expect_log(&c->d, needle, 10000);
 }
 
 static void wait_status(Ctx *c, const char *needle) {

@@ -115,43 +115,6 @@ static unsigned log_count(TlDaemon *d, const char *needle) {
         return n;
 }
 
-/* Every socket of the process is close-on-exec; returns how many there are. */
-static unsigned assert_sockets_cloexec(pid_t pid) {
-        char dir[64], path[400], link[256], *info;
-        unsigned n = 0;
-        DIR *d;
-        struct dirent *de;
-
-        snprintf(dir, sizeof(dir), "/proc/%d/fd", (int) pid);
-        d = opendir(dir);
-        ck_assert_msg(d, "opendir %s: %s", dir, strerror(errno));
-        while ((de = readdir(d))) {
-                ssize_t k;
-                const char *flags;
-
-                if (de->d_name[0] == '.')
-                        continue;
-                snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-                k = readlink(path, link, sizeof(link) - 1);
-                if (k < 0)
-                        continue;
-                link[k] = 0;
-                if (strncmp(link, "socket:", 7) != 0)
-                        continue;
-                snprintf(path, sizeof(path), "/proc/%d/fdinfo/%s", (int) pid, de->d_name);
-                info = tl_read_file(path);
-                ck_assert(info);
-                flags = strstr(info, "flags:");
-                ck_assert(flags);
-                ck_assert_msg(strtoul(flags + 6, NULL, 8) & O_CLOEXEC, "fd %s (%s) of the daemon lacks O_CLOEXEC: %s",
-                              de->d_name, link, info);
-                free(info);
-                n++;
-        }
-        closedir(d);
-        return n;
-}
-
 static void dump_log(TlDaemon *d) {
         char *log = tl_daemon_log(d);
         fprintf(stderr, "---- daemon log ----\n%s\n---- end ----\n", log);
@@ -301,7 +264,7 @@ START_TEST(test_ingest) {
                               d.notify.log);
 
         /* The connection and libmosquitto's socket pair do not leak into programs we might run. */
-        ck_assert_uint_ge(assert_sockets_cloexec(d.pid), 3);
+        ck_assert_uint_ge(tl_assert_sockets_cloexec(d.pid), 3);
 
         pub_close(&p);
         stop_daemon_ok(&d);
@@ -737,7 +700,7 @@ START_TEST(test_broker_restart) {
         ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='seq' AND metric='n'"), SEQ_COUNT);
         assert_log_contains(&d, "Reconnected to broker 127.0.0.1:");
         ck_assert_msg(tl_notify_wait(&d.notify, "reconnecting to 127.0.0.1:", 0), "status: %s", d.notify.log);
-        ck_assert_uint_ge(assert_sockets_cloexec(d.pid), 3);
+        ck_assert_uint_ge(tl_assert_sockets_cloexec(d.pid), 3);
         stop_daemon_ok(&d);
         tl_broker_stop(&b);
 }

@@ -43,10 +43,7 @@ static void daemon_start(Ctx *c, const char *sensors_json, const char *mqtt_json
                  serial, mqtt_json ? mqtt_json : "{ \"enabled\": false }", c->db,
                  sensors_json);
         tl_daemon_start(&c->d, tl_tmpdir(), json, NULL, NULL);
-        if (!tl_notify_wait(&c->d.notify, "READY=1", 8000)) {
-                char *log = tl_daemon_log(&c->d);
-                ck_abort_msg("no READY=1; daemon log:\n%s", log);
-        }
+        tl_daemon_expect_ready(&c->d, 8000);
 }
 
 static void ctx_init(Ctx *c, bool pty) {
@@ -60,53 +57,16 @@ static void write_str(Ctx *c, const char *s) {
         tl_pty_write(&c->pty, s, strlen(s));
 }
 
-typedef struct SqlWait {
-        const char *db;
-        const char *sql;
-        int64_t want;
-} SqlWait;
-
-static bool sql_at_least(void *userdata) {
-        SqlWait *w = userdata;
-        return tl_sql_int(w->db, w->sql) >= w->want;
-}
-
 static void wait_sql(Ctx *c, const char *sql, int64_t want, int timeout_ms) {
-        SqlWait w = { c->db, sql, want };
-
-        if (!tl_wait_until(sql_at_least, &w, timeout_ms)) {
-                char *log = tl_daemon_log(&c->d);
-                ck_abort_msg("'%s' is %" PRIi64 ", not %" PRIi64 "; daemon log:\n%s", sql, tl_sql_int(c->db, sql), want,
-                             log);
-        }
-}
-
-typedef struct LogWait {
-        TlDaemon *d;
-        const char *needle;
-} LogWait;
-
-static bool log_has(void *userdata) {
-        LogWait *w = userdata;
-        char *log = tl_daemon_log(w->d);
-        bool found = strstr(log, w->needle) != NULL;
-
-        free(log);
-        return found;
+        tl_daemon_expect_sql(&c->d, c->db, sql, want, true, timeout_ms);
 }
 
 static void wait_log(Ctx *c, const char *needle, int timeout_ms) {
-        LogWait w = { &c->d, needle };
-
-        if (!tl_wait_until(log_has, &w, timeout_ms)) {
-                char *log = tl_daemon_log(&c->d);
-                ck_abort_msg("daemon log lacks '%s':\n%s", needle, log);
-        }
+        tl_daemon_expect_log(&c->d, needle, timeout_ms);
 }
 
 static void stop_daemon_ok(Ctx *c) {
-        kill(c->d.pid, SIGTERM);
-        ck_assert_int_eq(tl_daemon_wait(&c->d, 8000), 0);
+        tl_daemon_stop_ok(&c->d, 8000);
 }
 
 /* Runs `sensor-collector query --db DB` with more arguments; returns its output (caller frees). */
@@ -215,8 +175,7 @@ END_TEST
 /* ---- a metric that stops while its sensor goes on ---- */
 
 static bool log_lacks_yet(Ctx *c, const char *needle) {
-        LogWait w = { &c->d, needle };
-        return !log_has(&w);
+        return !tl_daemon_log_has(&c->d, needle);
 }
 
 START_TEST(test_metric_silence) {

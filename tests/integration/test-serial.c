@@ -59,58 +59,19 @@ static void ctx_init(Ctx *c, bool start_pty) {
 }
 
 static void wait_ready(Ctx *c) {
-        if (!tl_notify_wait(&c->d.notify, "READY=1", 5000)) {
-                char *log = tl_daemon_log(&c->d);
-                ck_abort_msg("no READY=1; daemon log:\n%s", log);
-        }
+        tl_daemon_expect_ready(&c->d, 5000);
 }
 
 static void write_str(Ctx *c, const char *s) {
         tl_pty_write(&c->pty, s, strlen(s));
 }
 
-typedef struct SqlWait {
-        const char *db;
-        const char *sql;
-        int64_t want;
-} SqlWait;
-
-static bool sql_equals(void *userdata) {
-        SqlWait *w = userdata;
-        return tl_sql_int(w->db, w->sql) == w->want;
-}
-
 static void wait_sql(Ctx *c, const char *sql, int64_t want) {
-        SqlWait w = { c->db, sql, want };
-
-        if (!tl_wait_until(sql_equals, &w, 5000)) {
-                char *log = tl_daemon_log(&c->d);
-                ck_abort_msg("%s: want %" PRId64 ", got %" PRId64 "; daemon log:\n%s", sql, want,
-                             tl_sql_int(c->db, sql), log);
-        }
-}
-
-typedef struct LogWait {
-        TlDaemon *d;
-        const char *needle;
-} LogWait;
-
-static bool log_contains(void *userdata) {
-        LogWait *w = userdata;
-        char *log = tl_daemon_log(w->d);
-        bool found = strstr(log, w->needle) != NULL;
-
-        free(log);
-        return found;
+        tl_daemon_expect_sql(&c->d, c->db, sql, want, false, 5000);
 }
 
 static void wait_log(Ctx *c, const char *needle, int timeout_ms) {
-        LogWait w = { &c->d, needle };
-
-        if (!tl_wait_until(log_contains, &w, timeout_ms)) {
-                char *log = tl_daemon_log(&c->d);
-                ck_abort_msg("no '%s' in the daemon log:\n%s", needle, log);
-        }
+        tl_daemon_expect_log(&c->d, needle, timeout_ms);
 }
 
 static int64_t count_log(Ctx *c, const char *needle) {
@@ -124,14 +85,7 @@ static int64_t count_log(Ctx *c, const char *needle) {
 }
 
 static void stop_daemon_ok(Ctx *c) {
-        int status;
-
-        kill(c->d.pid, SIGTERM);
-        status = tl_daemon_wait(&c->d, 10000);
-        if (status != 0) {
-                char *log = tl_daemon_log(&c->d);
-                ck_abort_msg("exit status %d after SIGTERM; log:\n%s", status, log);
-        }
+        tl_daemon_stop_ok(&c->d, 10000);
         ck_assert_msg(strstr(c->d.notify.log, "STOPPING=1"), "no STOPPING=1");
 }
 

@@ -83,12 +83,10 @@ static void send_serial(Ctx *c, int n) {
 }
 
 static void send_mqtt(Ctx *c) {
-        char port[16], value[32];
-        char *argv[] = { "mosquitto_pub", "-p", port, "-q", "1", "-t", "gh/m1/seq", "-m", value, NULL };
+        char value[32];
 
-        snprintf(port, sizeof(port), "%d", c->broker.port);
         snprintf(value, sizeof(value), "%" PRId64, c->mqtt_sent++);
-        ck_assert_int_eq(tl_run(argv, NULL, NULL, 10000), 0);
+        tl_mqtt_publish_once(c->broker.port, "gh/m1/seq", value);
 }
 
 static int64_t count_in(const char *text, const char *needle) {
@@ -187,29 +185,19 @@ static size_t reload(Ctx *c) {
         return off;
 }
 
-typedef struct SqlWait {
-        const char *db;
-        const char *sql;
-        int64_t want;
-} SqlWait;
-
-static bool sql_equals(void *userdata) {
-        SqlWait *w = userdata;
-        return tl_sql_int(w->db, w->sql) == w->want;
-}
-
 /* Every reading sent so far is stored, each exactly once. */
 static void wait_all_stored(Ctx *c) {
-        SqlWait w = { c->db, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor = 's1'", c->serial_sent };
-        SqlWait m = { c->db, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor = 'm1'", c->mqtt_sent };
-        SqlWait all = { c->db, "SELECT count(*) FROM readings", c->serial_sent + c->mqtt_sent + c->other_stored };
+        const char *serial = "SELECT count(DISTINCT value) FROM readings_view WHERE sensor = 's1'";
+        const char *mqtt = "SELECT count(DISTINCT value) FROM readings_view WHERE sensor = 'm1'";
+        const char *all = "SELECT count(*) FROM readings";
+        int64_t all_want = c->serial_sent + c->mqtt_sent + c->other_stored;
 
-        ck_assert_msg(tl_wait_until(sql_equals, &w, 10000), "serial: %" PRId64 " of %" PRId64 " stored",
-                      tl_sql_int(c->db, w.sql), c->serial_sent);
-        ck_assert_msg(tl_wait_until(sql_equals, &m, 10000), "mqtt: %" PRId64 " of %" PRId64 " stored",
-                      tl_sql_int(c->db, m.sql), c->mqtt_sent);
-        ck_assert_msg(tl_wait_until(sql_equals, &all, 10000), "readings: %" PRId64 ", want %" PRId64,
-                      tl_sql_int(c->db, all.sql), all.want);
+        ck_assert_msg(tl_wait_sql_equals(c->db, serial, c->serial_sent, 10000), "serial: %" PRId64 " of %" PRId64 " stored",
+                      tl_sql_int(c->db, serial), c->serial_sent);
+        ck_assert_msg(tl_wait_sql_equals(c->db, mqtt, c->mqtt_sent, 10000), "mqtt: %" PRId64 " of %" PRId64 " stored",
+                      tl_sql_int(c->db, mqtt), c->mqtt_sent);
+        ck_assert_msg(tl_wait_sql_equals(c->db, all, all_want, 10000), "readings: %" PRId64 ", want %" PRId64,
+                      tl_sql_int(c->db, all), all_want);
 }
 
 static void stop_ok(Ctx *c) {
@@ -476,27 +464,13 @@ static void write_pty(Ctx *c, const char *s) {
 }
 
 static void wait_sql_eq(Ctx *c, const char *sql, int64_t want) {
-        SqlWait w = { c->db, sql, want };
-
-        if (!tl_wait_until(sql_equals, &w, 10000))
+        if (!tl_wait_sql_equals(c->db, sql, want, 10000))
                 dump(c);
         ck_assert_msg(tl_sql_int(c->db, sql) == want, "'%s' is %" PRId64 ", not %" PRId64, sql, tl_sql_int(c->db, sql), want);
 }
 
-typedef struct LogWait {
-        Ctx *c;
-        const char *needle;
-} LogWait;
-
-static bool log_contains(void *userdata) {
-        LogWait *w = userdata;
-        return count_log(w->c, w->needle) > 0;
-}
-
 static void wait_log(Ctx *c, const char *needle) {
-        LogWait w = { c, needle };
-
-        if (!tl_wait_until(log_contains, &w, 15000))
+        if (!tl_daemon_wait_log(&c->d, needle, 15000))
                 dump(c);
         ck_assert_msg(count_log(c, needle) > 0, "'%s' never in the daemon log", needle);
 }

@@ -63,12 +63,7 @@ START_TEST(test_sigkill_at_random_moments) {
         c.dir = tl_tmpdir();
         tl_pty_start(&c.pty, c.dir);
         snprintf(c.db, sizeof(c.db), "%s/readings.db", c.dir);
-        snprintf(c.config, sizeof(c.config),
-                 "{ \"serial\": { \"enabled\": true, \"device\": \"%s\", \"format\": \"json\" },\n"
-                 "  \"mqtt\": { \"enabled\": false },\n"
-                 "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": %d, \"commit_max_rows\": %d },\n"
-                 "  \"supervisor\": { \"stop_timeout\": 5 } }\n",
-                 c.pty.device, c.db, COMMIT_INTERVAL_MS, COMMIT_MAX_ROWS);
+        tl_serial_store_config(c.config, sizeof(c.config), c.pty.device, c.db, COMMIT_INTERVAL_MS, COMMIT_MAX_ROWS);
 
         for (int k = 0; k < KILLS; k++) {
                 int64_t start, until, committed, after;

@@ -43,12 +43,7 @@ static void start(Ctx *c) {
         c->dir = tl_tmpdir();
         tl_pty_start(&c->pty, c->dir);
         snprintf(c->db, sizeof(c->db), "%s/readings.db", c->dir);
-        snprintf(c->config, sizeof(c->config),
-                 "{ \"serial\": { \"enabled\": true, \"device\": \"%s\", \"format\": \"json\" },\n"
-                 "  \"mqtt\": { \"enabled\": false },\n"
-                 "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": 20, \"commit_max_rows\": 200 },\n"
-                 "  \"supervisor\": { \"stop_timeout\": 5 } }\n",
-                 c->pty.device, c->db);
+        tl_serial_store_config(c->config, sizeof(c->config), c->pty.device, c->db, 20, 200);
         tl_daemon_start_ready(&c->d, c->dir, c->config, NULL, NULL, 10000);
         write_frames(c, 50);
         ck_assert(tl_wait_sql_at_least(c->db, "SELECT count(*) FROM readings", 50, 10000));

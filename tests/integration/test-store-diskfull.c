@@ -80,15 +80,30 @@ static void write_frames(Ctx *c, int n, bool block) {
                 (void) tl_pty_try_write(&c->pty, buf, len);
 }
 
+/* Feeds frames, without blocking, until the daemon exits on its own (30 s at most); returns its
+ * exit status as tl_wait(), -ETIMEDOUT when it is still running. */
+static int feed_until_exit(Ctx *c) {
+        int64_t deadline = tl_now_ms() + 30000;
+        int status = -ETIMEDOUT;
+
+        while (tl_now_ms() < deadline) {
+                write_frames(c, 50, false);
+                status = tl_daemon_wait(&c->d, 2);
+                if (status != -ETIMEDOUT)
+                        break;
+        }
+        return status;
+}
+
 static int64_t count(Ctx *c) {
         return tl_sql_int(c->db, "SELECT count(*) FROM readings");
 }
 
 START_TEST(test_disk_full_then_room_again) {
         _cleanup_free_ char *log = NULL;
-        int64_t deadline, before;
+        int64_t before;
         struct timespec now;
-        int status = -ETIMEDOUT;
+        int status;
         Ctx c = {};
 
         clock_gettime(CLOCK_REALTIME, &now);
@@ -98,22 +113,11 @@ START_TEST(test_disk_full_then_room_again) {
                 return;
         tl_pty_start(&c.pty, c.dir);
         snprintf(c.db, sizeof(c.db), "%s/readings.db", c.mnt);
-        snprintf(c.config, sizeof(c.config),
-                 "{ \"serial\": { \"enabled\": true, \"device\": \"%s\", \"format\": \"json\" },\n"
-                 "  \"mqtt\": { \"enabled\": false },\n"
-                 "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": 20, \"commit_max_rows\": 200 },\n"
-                 "  \"supervisor\": { \"stop_timeout\": 5 } }\n",
-                 c.pty.device, c.db);
+        tl_serial_store_config(c.config, sizeof(c.config), c.pty.device, c.db, 20, 200);
 
         daemon_start(&c);
         /* Feed until the store cannot take more; the daemon must end on its own. */
-        deadline = tl_now_ms() + 30000;
-        while (tl_now_ms() < deadline) {
-                write_frames(&c, 50, false);
-                status = tl_daemon_wait(&c.d, 2);
-                if (status != -ETIMEDOUT)
-                        break;
-        }
+        status = feed_until_exit(&c);
         log = tl_daemon_log(&c.d);
         ck_assert_msg(status == 12, "exit status %d, want 12 (store failed); log:\n%s", status, log);
         ck_assert_msg(strstr(log, "Task store failed") && strstr(log, c.db) &&
@@ -154,9 +158,8 @@ START_TEST(test_file_size_limit_while_ingesting) {
         const rlim_t limit = 256 * 1024;
         _cleanup_free_ char *log = NULL;
         struct rlimit saved, rl;
-        int64_t deadline;
         struct timespec now;
-        int status = -ETIMEDOUT;
+        int status;
         char want[128];
         Ctx c = {};
 
@@ -165,12 +168,7 @@ START_TEST(test_file_size_limit_while_ingesting) {
         c.dir = tl_tmpdir();
         tl_pty_start(&c.pty, c.dir);
         snprintf(c.db, sizeof(c.db), "%s/readings.db", c.dir);
-        snprintf(c.config, sizeof(c.config),
-                 "{ \"serial\": { \"enabled\": true, \"device\": \"%s\", \"format\": \"json\" },\n"
-                 "  \"mqtt\": { \"enabled\": false },\n"
-                 "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": 20, \"commit_max_rows\": 200 },\n"
-                 "  \"supervisor\": { \"stop_timeout\": 5 } }\n",
-                 c.pty.device, c.db);
+        tl_serial_store_config(c.config, sizeof(c.config), c.pty.device, c.db, 20, 200);
 
         /* The daemon inherits the soft limit; this process gets its own back at once. */
         ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &saved), 0);
@@ -180,13 +178,7 @@ START_TEST(test_file_size_limit_while_ingesting) {
         tl_daemon_start(&c.d, c.dir, c.config, NULL, NULL);
         ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &saved), 0);
 
-        deadline = tl_now_ms() + 30000;
-        while (tl_now_ms() < deadline) {
-                write_frames(&c, 50, false);
-                status = tl_daemon_wait(&c.d, 2);
-                if (status != -ETIMEDOUT)
-                        break;
-        }
+        status = feed_until_exit(&c);
         log = tl_daemon_log(&c.d);
         ck_assert_msg(status == 12, "exit status %d, want 12 (store failed); log:\n%s", status, log);
         snprintf(want, sizeof(want), "file size limit of the process (RLIMIT_FSIZE, LimitFSIZE= in the unit) is %u bytes",

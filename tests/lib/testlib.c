@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* Test helpers that run real components; see testlib.h. */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -19,7 +21,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "collector/config.h"
+#include "collector/ingest.h"
 #include "collector/macro.h"
+#include "collector/store.h"
+#include "collector/task.h"
 #include "testlib.h"
 
 #define MAX_TRACKED 64
@@ -530,5 +536,183 @@ void tl_daemon_start_ready(TlDaemon *d, const char *dir, const char *config_json
         if (!tl_notify_wait(&d->notify, "READY=1", timeout_ms)) {
                 char *log = tl_daemon_log(d);
                 ck_abort_msg("no READY=1 within %d ms; daemon log:\n%s", timeout_ms, log);
+        }
+}
+
+typedef struct SqlEquals {
+        const char *db_path, *sql;
+        int64_t want;
+} SqlEquals;
+
+static bool sql_equals(void *userdata) {
+        const SqlEquals *w = userdata;
+        return tl_sql_int(w->db_path, w->sql) == w->want;
+}
+
+bool tl_wait_sql_equals(const char *db_path, const char *sql, int64_t want, int timeout_ms) {
+        SqlEquals w = { db_path, sql, want };
+        return tl_wait_until(sql_equals, &w, timeout_ms);
+}
+
+void tl_daemon_expect_sql(TlDaemon *d, const char *db_path, const char *sql, int64_t want, bool at_least,
+                          int timeout_ms) {
+        bool ok = at_least ? tl_wait_sql_at_least(db_path, sql, want, timeout_ms)
+                           : tl_wait_sql_equals(db_path, sql, want, timeout_ms);
+
+        if (!ok) {
+                char *log = tl_daemon_log(d);
+                ck_abort_msg("%s: want %s%" PRId64 ", got %" PRId64 " after %d ms; daemon log:\n%s", sql,
+                             at_least ? "at least " : "", want, tl_sql_int(db_path, sql), timeout_ms, log);
+        }
+}
+
+typedef struct LogHas {
+        TlDaemon *d;
+        const char *needle;
+} LogHas;
+
+bool tl_daemon_log_has(TlDaemon *d, const char *needle) {
+        char *log = tl_daemon_log(d);
+        bool found = strstr(log, needle) != NULL;
+
+        free(log);
+        return found;
+}
+
+static bool log_has(void *userdata) {
+        const LogHas *w = userdata;
+        return tl_daemon_log_has(w->d, w->needle);
+}
+
+bool tl_daemon_wait_log(TlDaemon *d, const char *needle, int timeout_ms) {
+        LogHas w = { d, needle };
+        return tl_wait_until(log_has, &w, timeout_ms);
+}
+
+void tl_daemon_expect_log(TlDaemon *d, const char *needle, int timeout_ms) {
+        if (!tl_daemon_wait_log(d, needle, timeout_ms)) {
+                char *log = tl_daemon_log(d);
+                ck_abort_msg("no '%s' in the daemon log within %d ms:\n%s", needle, timeout_ms, log);
+        }
+}
+
+void tl_daemon_expect_ready(TlDaemon *d, int timeout_ms) {
+        if (!tl_notify_wait(&d->notify, "READY=1", timeout_ms)) {
+                char *log = tl_daemon_log(d);
+                ck_abort_msg("no READY=1 within %d ms; daemon log:\n%s", timeout_ms, log);
+        }
+}
+
+unsigned tl_assert_sockets_cloexec(pid_t pid) {
+        char dir[64], path[400], link[256], *info;
+        unsigned n = 0;
+        DIR *d;
+        struct dirent *de;
+
+        snprintf(dir, sizeof(dir), "/proc/%d/fd", (int) pid);
+        d = opendir(dir);
+        ck_assert_msg(d, "opendir %s: %s", dir, strerror(errno));
+        while ((de = readdir(d))) {
+                const char *flags;
+                ssize_t k;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+                k = readlink(path, link, sizeof(link) - 1);
+                if (k < 0)
+                        continue;
+                link[k] = 0;
+                if (strncmp(link, "socket:", 7) != 0)
+                        continue;
+                snprintf(path, sizeof(path), "/proc/%d/fdinfo/%s", (int) pid, de->d_name);
+                info = tl_read_file(path);
+                ck_assert_ptr_nonnull(info);
+                flags = strstr(info, "flags:");
+                ck_assert_ptr_nonnull(flags);
+                ck_assert_msg(strtoul(flags + 6, NULL, 8) & O_CLOEXEC, "fd %s (%s) of the daemon lacks O_CLOEXEC: %s",
+                              de->d_name, link, info);
+                free(info);
+                n++;
+        }
+        closedir(d);
+        return n;
+}
+
+void tl_mqtt_publish_once(int port, const char *topic, const char *payload) {
+        char port_arg[16];
+        char *argv[] = { "mosquitto_pub", "-p", port_arg, "-q", "1", "-t", (char *) topic, "-m", (char *) payload, NULL };
+
+        snprintf(port_arg, sizeof(port_arg), "%d", port);
+        ck_assert_int_eq(tl_run(argv, NULL, NULL, 10000), 0);
+}
+
+void tl_serial_store_config(char *buf, size_t size, const char *device, const char *db_path, int commit_interval_ms,
+                            int commit_max_rows) {
+        int n = snprintf(buf, size,
+                         "{ \"serial\": { \"enabled\": true, \"device\": \"%s\", \"format\": \"json\" },\n"
+                         "  \"mqtt\": { \"enabled\": false },\n"
+                         "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": %d, \"commit_max_rows\": %d },\n"
+                         "  \"supervisor\": { \"stop_timeout\": 5 } }\n",
+                         device, db_path, commit_interval_ms, commit_max_rows);
+
+        ck_assert_msg(n >= 0 && (size_t) n < size, "configuration does not fit in %zu bytes", size);
+}
+
+void tl_store_config_init(StoreConfig *config, char *path, size_t path_size, const char *dir) {
+        int n = snprintf(path, path_size, "%s/readings.db", dir ? dir : tl_tmpdir());
+
+        ck_assert_msg(n >= 0 && (size_t) n < path_size, "store path does not fit in %zu bytes", path_size);
+        *config = (StoreConfig){
+                .path = path,
+                .synchronous = STORE_SYNCHRONOUS_NORMAL,
+                .commit_interval_ms = 10000,
+                .commit_max_rows = 100000,
+        };
+}
+
+void tl_store_task_start(sd_event *event, const StoreConfig *config, Task **ret_task, Store **ret_store) {
+        ck_assert_int_eq(store_task_new(event, config, ret_task, ret_store), 0);
+        ck_assert_int_eq(task_start(*ret_task), 0);
+}
+
+Task *tl_task_stop_free(Task *t) {
+        if (!t)
+                return NULL;
+        (void) task_stop(t);
+        return task_free(t);
+}
+
+Config *tl_config_with_sensors(const char *sensors_json) {
+        char text[4096];
+        Config *c = NULL;
+        char **errors = NULL;
+        int n;
+
+        n = snprintf(text, sizeof(text), "{ \"mqtt\": { \"topics\": [ { \"filter\": \"a/+sensor\" } ] }, \"sensors\": %s }",
+                     sensors_json);
+        ck_assert_msg(n >= 0 && (size_t) n < sizeof(text), "configuration does not fit in %zu bytes", sizeof(text));
+        ck_assert_msg(config_parse("mem.json", text, strlen(text), &c, &errors) == 0, "%s",
+                      errors && errors[0] ? errors[0] : "?");
+        return c;
+}
+
+const IngestInput tl_serial_ingest_input = {
+        .task = "serial",
+        .source = READING_SOURCE_SERIAL,
+        .origin_field = "DEVICE",
+        .reject_noun = "frame from",
+        .suppressed_noun = "frames from",
+        .suppressed_names_origin = true,
+};
+
+void tl_daemon_stop_ok(TlDaemon *d, int timeout_ms) {
+        int status;
+
+        kill(d->pid, SIGTERM);
+        status = tl_daemon_wait(d, timeout_ms);
+        if (status != 0) {
+                char *log = tl_daemon_log(d);
+                ck_abort_msg("exit status %d after SIGTERM; log:\n%s", status, log);
         }
 }

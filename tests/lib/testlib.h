@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Test helpers that run real components: child processes, a mosquitto broker, socat pty pairs,
- * an sd_notify socket, the daemon itself. Every child dies with the test (PR_SET_PDEATHSIG) and
- * every temporary directory is removed at exit, also when an assertion fails. */
+ * an sd_notify socket, the daemon itself, and a store task on a real SQLite file for unit tests.
+ * Every child dies with the test (PR_SET_PDEATHSIG) and every temporary directory is removed at
+ * exit, also when an assertion fails. */
 #pragma once
 
 #include <check.h>
@@ -111,3 +112,64 @@ bool tl_wait_sql_at_least(const char *db_path, const char *sql, int64_t want, in
  * log when it does not come. */
 void tl_daemon_start_ready(TlDaemon *d, const char *dir, const char *config_json, char *const extra_args[],
                            char *const extra_env[], int timeout_ms);
+
+/* Waits until the integer the query returns equals want; true if it got there. */
+bool tl_wait_sql_equals(const char *db_path, const char *sql, int64_t want, int timeout_ms);
+
+/* Waits up to timeout_ms until the query on db_path returns exactly want (at_least: want or more);
+ * on timeout fails the test with the last value and d's log. d only supplies the log. */
+void tl_daemon_expect_sql(TlDaemon *d, const char *db_path, const char *sql, int64_t want, bool at_least,
+                          int timeout_ms);
+/* True when d's stderr so far contains needle. */
+bool tl_daemon_log_has(TlDaemon *d, const char *needle);
+/* Waits up to timeout_ms until d's stderr contains needle; true if it came. */
+bool tl_daemon_wait_log(TlDaemon *d, const char *needle, int timeout_ms);
+/* Waits up to timeout_ms until d's stderr contains needle; on timeout fails the test with the log. */
+void tl_daemon_expect_log(TlDaemon *d, const char *needle, int timeout_ms);
+/* Waits up to timeout_ms for READY=1 from an already started d; on timeout fails the test with
+ * the log (tl_daemon_start_ready() for start and wait in one). */
+void tl_daemon_expect_ready(TlDaemon *d, int timeout_ms);
+/* Sends SIGTERM to d and waits up to timeout_ms for it to exit; fails the test, with the log,
+ * unless it exits 0. */
+void tl_daemon_stop_ok(TlDaemon *d, int timeout_ms);
+
+/* Asserts that every socket the process pid holds is close-on-exec (per /proc/PID/fdinfo);
+ * returns how many sockets there are. */
+unsigned tl_assert_sockets_cloexec(pid_t pid);
+
+/* Publishes one message with QoS 1 to the broker on 127.0.0.1:port through mosquitto_pub and
+ * asserts that it exits 0 (it waits for the PUBACK, so the broker has the message). */
+void tl_mqtt_publish_once(int port, const char *topic, const char *payload);
+
+/* Writes into buf (size bytes; fails the test when it does not fit) the configuration the store
+ * tests share: JSON frames from the serial device, MQTT off, the store at db_path committing
+ * every commit_interval_ms or commit_max_rows rows, a stop timeout of 5 s. */
+void tl_serial_store_config(char *buf, size_t size, const char *device, const char *db_path, int commit_interval_ms,
+                            int commit_max_rows);
+
+/* ---- a real store for unit tests (declared here so that testlib.h needs no project header) ---- */
+typedef struct sd_event sd_event;
+typedef struct StoreConfig StoreConfig;
+typedef struct Store Store;
+typedef struct Task Task;
+
+/* Sets config for a store at DIR/readings.db (dir NULL: a fresh tl_tmpdir()), written into path
+ * (path_size bytes, the caller's, which config->path then points to): synchronous NORMAL, a
+ * commit every 10 s or 100000 rows, every other field zero. The caller may change fields after. */
+void tl_store_config_init(StoreConfig *config, char *path, size_t path_size, const char *dir);
+/* Creates the store task for config on event and starts it; fails the test when either returns
+ * an error. The task and the store are the caller's (task_free()). */
+void tl_store_task_start(sd_event *event, const StoreConfig *config, Task **ret_task, Store **ret_store);
+/* Stops t, whatever task_stop() says, and frees it; returns NULL. t may be NULL. */
+Task *tl_task_stop_free(Task *t);
+
+typedef struct Config Config;
+typedef struct IngestInput IngestInput;
+
+/* Parses, through the real config parser, a configuration of one MQTT topic ("a/+sensor") and
+ * "sensors": sensors_json; fails the test with the first error. Caller frees (config_free()). */
+Config *tl_config_with_sensors(const char *sensors_json);
+
+/* An ingest input that describes itself as the serial input does: task "serial", source serial,
+ * origin field DEVICE, rejects named "frame from", suppressions "frames from" with the origin. */
+extern const IngestInput tl_serial_ingest_input;

@@ -288,6 +288,33 @@ sc_unit_from_source() {
         sc_ctl daemon-reload
 }
 
+# sc_pty_unit_from_source [EDITS...]: sc_unit_from_source with the differences every test that
+# feeds the daemon through the pty needs: the built binary (ExecStart=), the pty and its shim
+# (DeviceAllow=char-pts rw, Environment=LD_PRELOAD=ptyshim.so) and exclusive mode cleared before
+# each start (ExecStartPre=-+clear-exclusive, written to $T/bin); test-lifecycle.sh says why.
+# EDITS are further sed expressions, applied before the ExecStartPre= one.
+sc_pty_unit_from_source() {
+        sc_unit_from_source \
+                "s|^ExecStart=/usr/bin/sensor-collector |ExecStart=$SC_NS/bin/sensor-collector |" \
+                "s|^DeviceAllow=char-ttyAMA rw|&\nDeviceAllow=char-pts rw\nEnvironment=LD_PRELOAD=$SC_NS/bin/ptyshim.so|" \
+                "$@" \
+                "s|^ExecStart=|ExecStartPre=-+$SC_NS/bin/clear-exclusive $SC_NS/pty/dev\n&|"
+        cat >"$T/bin/clear-exclusive" <<'PERL'
+#!/usr/bin/perl
+# Leaves exclusive mode on a tty (TIOCNXCL), as its last close would.
+open(my $tty, "+<", $ARGV[0]) or exit 0;
+ioctl($tty, 0x540D, 0) or die "TIOCNXCL on $ARGV[0]: $!\n";
+PERL
+        chmod 0755 "$T/bin/clear-exclusive"
+}
+
+# sc_status_has UNIT TEXT: TEXT is in `systemctl status UNIT` (which exits 3 while not active).
+sc_status_has() {
+        local out
+        out=$(sc_ctl status "$1" 2>/dev/null) || true
+        grep -qF "$2" <<<"$out"
+}
+
 # sc_sql DB SQL: one value, read through the sqlite3 shell (read-only).
 sc_sql() {
         sqlite3 -readonly "$1" "$2"

@@ -39,23 +39,11 @@ write_config '{
             "topics": [ { "filter": "greenhouse/+sensor/+metric", "qos": 1, "format": "value" } ] },
   "supervisor": { "stop_timeout": 5 }
 }'
-sc_unit_from_source \
-        "s|^ExecStart=/usr/bin/sensor-collector |ExecStart=$SC_NS/bin/sensor-collector |" \
-        "s|^DeviceAllow=char-ttyAMA rw|&\nDeviceAllow=char-pts rw\nEnvironment=LD_PRELOAD=$SC_NS/bin/ptyshim.so|" \
-        "s|^WatchdogSec=.*|WatchdogSec=3s|" \
-        "s|^ExecStart=|ExecStartPre=-+$SC_NS/bin/clear-exclusive $SC_NS/pty/dev\n&|"
-cat >"$T/bin/clear-exclusive" <<'PERL'
-#!/usr/bin/perl
-# Leaves exclusive mode on a tty (TIOCNXCL), as its last close would.
-open(my $tty, "+<", $ARGV[0]) or exit 0;
-ioctl($tty, 0x540D, 0) or die "TIOCNXCL on $ARGV[0]: $!\n";
-PERL
-chmod 0755 "$T/bin/clear-exclusive"
+sc_pty_unit_from_source \
+        "s|^WatchdogSec=.*|WatchdogSec=3s|"
 
-status_has() { # TEXT: in `systemctl status` (which exits 3 while not active)
-        local out
-        out=$(sc_ctl status "$unit" 2>/dev/null) || true
-        grep -qF "$1" <<<"$out"
+status_has() { # TEXT: in `systemctl status`
+        sc_status_has "$unit" "$1"
 }
 restarts_above() { [ "$(sc_restarts $unit)" -gt "$1" ]; }
 running() { sc_is_state $unit active running && status_has 'Status: "Running'; }

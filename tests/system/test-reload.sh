@@ -34,22 +34,10 @@ config() { # LOG-LEVEL [DEVICE-SUFFIX]
 }
 
 write_config "$(config info)"
-sc_unit_from_source \
-        "s|^ExecStart=/usr/bin/sensor-collector |ExecStart=$SC_NS/bin/sensor-collector |" \
-        "s|^DeviceAllow=char-ttyAMA rw|&\nDeviceAllow=char-pts rw\nEnvironment=LD_PRELOAD=$SC_NS/bin/ptyshim.so|" \
-        "s|^ExecStart=|ExecStartPre=-+$SC_NS/bin/clear-exclusive $SC_NS/pty/dev\n&|"
-cat >"$T/bin/clear-exclusive" <<'PERL'
-#!/usr/bin/perl
-# Leaves exclusive mode on a tty (TIOCNXCL), as its last close would.
-open(my $tty, "+<", $ARGV[0]) or exit 0;
-ioctl($tty, 0x540D, 0) or die "TIOCNXCL on $ARGV[0]: $!\n";
-PERL
-chmod 0755 "$T/bin/clear-exclusive"
+sc_pty_unit_from_source
 
 status_has() { # TEXT: in `systemctl status`
-        local out
-        out=$(sc_ctl status "$unit" 2>/dev/null) || true
-        grep -qF "$1" <<<"$out"
+        sc_status_has "$unit" "$1"
 }
 running() { sc_is_state $unit active running && status_has 'Status: "Running'; }
 db() { sc_in_ns sqlite3 -readonly /var/lib/sensor-collector/readings.db "$1"; }

@@ -33,17 +33,7 @@ sc_in_ns sh -c "mkdir -p /etc/sensor-collector && cp $SC_NS/config.json /etc/sen
                 groupadd --system sensor-collector-status &&
                 useradd --system --no-create-home --groups sensor-collector-status sc-status-in &&
                 useradd --system --no-create-home sc-status-out"
-sc_unit_from_source \
-        "s|^ExecStart=/usr/bin/sensor-collector |ExecStart=$SC_NS/bin/sensor-collector |" \
-        "s|^DeviceAllow=char-ttyAMA rw|&\nDeviceAllow=char-pts rw\nEnvironment=LD_PRELOAD=$SC_NS/bin/ptyshim.so|" \
-        "s|^ExecStart=|ExecStartPre=-+$SC_NS/bin/clear-exclusive $SC_NS/pty/dev\n&|"
-cat >"$T/bin/clear-exclusive" <<'PERL'
-#!/usr/bin/perl
-# Leaves exclusive mode on a tty (TIOCNXCL), as its last close would.
-open(my $tty, "+<", $ARGV[0]) or exit 0;
-ioctl($tty, 0x540D, 0) or die "TIOCNXCL on $ARGV[0]: $!\n";
-PERL
-chmod 0755 "$T/bin/clear-exclusive"
+sc_pty_unit_from_source
 
 as_user() { # USER COMMAND...: the command as USER with the user's groups
         local user=$1

@@ -141,13 +141,7 @@ typedef struct Fixture {
 static void fx_init(Fixture *f, const char *dir) {
         memset(f, 0, sizeof(*f));
         ck_assert_int_ge(sd_event_new(&f->event), 0);
-        snprintf(f->path, sizeof(f->path), "%s/readings.db", dir ? dir : tl_tmpdir());
-        f->config = (StoreConfig){
-                .path = f->path,
-                .synchronous = STORE_SYNCHRONOUS_NORMAL,
-                .commit_interval_ms = 10000,
-                .commit_max_rows = 100000,
-        };
+        tl_store_config_init(&f->config, f->path, sizeof(f->path), dir);
 }
 
 static void fx_start(Fixture *f) {
@@ -353,6 +347,16 @@ START_TEST(test_store_retention_after_correction) {
 }
 END_TEST
 
+/* Opens the old store in f (which migrates it), appends one unsynced reading "new" of boot A,
+ * closes it, and checks that it is at the current schema version. */
+static void migrate_and_append_new(Fixture *f) {
+        fx_start(f);
+        ck_assert_int_eq(store_clock_set_boot(f->store, BOOT_A), 0);
+        append(f, "new", 0, false, 5000, 42, READING_FLAG_UNSYNCED);
+        fx_stop(f);
+        ck_assert_int_eq(tl_sql_int(f->path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+}
+
 /* The v2 schema as the previous version of this program wrote it. */
 static const char schema_v2[] =
         "PRAGMA user_version = 2;"
@@ -394,12 +398,7 @@ START_TEST(test_migration_from_v2) {
         ck_assert_int_eq(sqlite3_exec(db, schema_v2, NULL, NULL, NULL), SQLITE_OK);
         sqlite3_close(db);
 
-        fx_start(&f);
-        ck_assert_int_eq(store_clock_set_boot(f.store, BOOT_A), 0);
-        append(&f, "new", 0, false, 5000, 42, READING_FLAG_UNSYNCED);
-        fx_stop(&f);
-
-        ck_assert_int_eq(tl_sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+        migrate_and_append_new(&f);
         /* The old reading: known good as far as anyone can tell, nothing to correct. */
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT flags FROM readings WHERE id = 1"), 0);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT boottime IS NULL FROM readings WHERE id = 1"), 1);
@@ -412,15 +411,6 @@ START_TEST(test_migration_from_v2) {
 END_TEST
 
 /* ---- the clock task and ingest together ---- */
-
-static const IngestInput test_input = {
-        .task = "serial",
-        .source = READING_SOURCE_SERIAL,
-        .origin_field = "DEVICE",
-        .reject_noun = "frame from",
-        .suppressed_noun = "frames from",
-        .suppressed_names_origin = true,
-};
 
 static Frame one_metric(const char *sensor, bool has_ts, int64_t ts) {
         Frame fr = { .has_ts = has_ts, .ts_ms = ts, .n_metrics = 1 };
@@ -459,7 +449,7 @@ START_TEST(test_ingest_flags) {
         ck_assert_int_eq(task_get_state(clock_task), TASK_RUNNING);
         ck_assert(!clock_is_trusted(clock));
         ck_assert_int_eq(clock_sensor_tolerance_ms(clock), 3600000);
-        ck_assert_int_eq(ingest_new(f.event, f.store, clock, &test_input, &in), 0);
+        ck_assert_int_eq(ingest_new(f.event, f.store, clock, &tl_serial_ingest_input, &in), 0);
 
         now = t_receipt = wall_clock_ms();
         boot = (int64_t) (clock_now_usec(CLOCK_BOOTTIME) / USEC_PER_MSEC);
@@ -523,12 +513,7 @@ START_TEST(test_migration_of_a_v2_store) {
         snprintf(cmd, sizeof(cmd), "cp '%s/tests/data/store-v2.db' '%s'", SC_SOURCE_DIR, f.path);
         ck_assert_int_eq(system(cmd), 0);
         ck_assert_int_eq(tl_sql_int(f.path, "PRAGMA user_version"), 2);
-        fx_start(&f);
-        ck_assert_int_eq(store_clock_set_boot(f.store, BOOT_A), 0);
-        append(&f, "new", 0, false, 5000, 42, READING_FLAG_UNSYNCED);
-        fx_stop(&f);
-
-        ck_assert_int_eq(tl_sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+        migrate_and_append_new(&f);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE sensor = 'gh1-t1'"), 2);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_view WHERE sensor = 'gh1-t1' AND NOT unsynced AND NOT corrected AND NOT suspect_ts"), 2);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT ts FROM readings_view WHERE metric = 'humidity'"), 1764000000000);

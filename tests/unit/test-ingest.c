@@ -21,15 +21,6 @@ typedef struct Fixture {
         Ingest *ingest;
 } Fixture;
 
-static const IngestInput test_input = {
-        .task = "serial",
-        .source = READING_SOURCE_SERIAL,
-        .origin_field = "DEVICE",
-        .reject_noun = "frame from",
-        .suppressed_noun = "frames from",
-        .suppressed_names_origin = true,
-};
-
 /* A store with store.max_names at max_names (0: no cap), at path (NULL: a new one). */
 static void fx_init_names(Fixture *f, unsigned max_names, const char *path) {
         char p[512];
@@ -48,10 +39,9 @@ static void fx_init_names(Fixture *f, unsigned max_names, const char *path) {
                 .commit_max_rows = 100000,
                 .max_names = max_names,
         };
-        ck_assert_int_eq(store_task_new(f->event, &f->config, &f->task, &f->store), 0);
-        ck_assert_int_eq(task_start(f->task), 0);
+        tl_store_task_start(f->event, &f->config, &f->task, &f->store);
         ck_assert_int_eq(task_get_state(f->task), TASK_RUNNING);
-        ck_assert_int_eq(ingest_new(f->event, f->store, NULL, &test_input, &f->ingest), 0);
+        ck_assert_int_eq(ingest_new(f->event, f->store, NULL, &tl_serial_ingest_input, &f->ingest), 0);
 }
 
 static void fx_init(Fixture *f) {
@@ -60,8 +50,7 @@ static void fx_init(Fixture *f) {
 
 static void fx_done(Fixture *f) {
         f->ingest = ingest_free(f->ingest);
-        (void) task_stop(f->task);
-        f->task = task_free(f->task);
+        f->task = tl_task_stop_free(f->task);
         f->event = sd_event_unref(f->event);
 }
 

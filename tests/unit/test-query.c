@@ -151,6 +151,12 @@ static const Case cases[] = {
           T10 "  gh1-t3  humidity      61.2  serial  /dev/ttyUSB0\n"
           T1060 "  gh1-t3  temperature   23.5  serial  /dev/ttyUSB0\n",
           NULL },
+        { "one sensor, every metric, the newest 2",
+          NULL, ARGS("--sensor", "gh1-t3", "--utc", "--limit", "2"), 0,
+          "TIME                      SENSOR  METRIC       VALUE  SOURCE  ORIGIN\n"
+          T10 "  gh1-t3  humidity      61.2  serial  /dev/ttyUSB0\n"
+          T1060 "  gh1-t3  temperature   23.5  serial  /dev/ttyUSB0\n",
+          NULL },
         { "table in local time",
           "Europe/Berlin", ARGS("-s", "gh1-t3", "-m", "humidity"), 0,
           "TIME                     SENSOR  METRIC    VALUE  SOURCE  ORIGIN\n"

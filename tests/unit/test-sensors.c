@@ -104,15 +104,7 @@ END_TEST
 
 /* A map from JSON through the real config parser. */
 static Config *load(const char *sensors_json) {
-        char text[4096];
-        Config *c = NULL;
-        char **errors = NULL;
-
-        snprintf(text, sizeof(text), "{ \"mqtt\": { \"topics\": [ { \"filter\": \"a/+sensor\" } ] }, \"sensors\": %s }",
-                 sensors_json);
-        ck_assert_msg(config_parse("mem.json", text, strlen(text), &c, &errors) == 0, "%s",
-                      errors && errors[0] ? errors[0] : "?");
-        return c;
+        return tl_config_with_sensors(sensors_json);
 }
 
 START_TEST(test_map_find) {
@@ -148,20 +140,16 @@ typedef struct Fixture {
 static void fx_init(Fixture *f, const SensorMapConfig *map) {
         memset(f, 0, sizeof(*f));
         ck_assert_int_ge(sd_event_new(&f->event), 0);
-        snprintf(f->path, sizeof(f->path), "%s/readings.db", tl_tmpdir());
-        f->config = (StoreConfig){ .path = f->path, .commit_interval_ms = 10000, .commit_max_rows = 100000 };
-        ck_assert_int_eq(store_task_new(f->event, &f->config, &f->store_task, &f->store), 0);
-        ck_assert_int_eq(task_start(f->store_task), 0);
+        tl_store_config_init(&f->config, f->path, sizeof(f->path), NULL);
+        tl_store_task_start(f->event, &f->config, &f->store_task, &f->store);
         ck_assert_int_eq(sensors_task_new(f->event, map, f->store, &f->task, &f->sensors), 0);
         ck_assert_int_eq(task_start(f->task), 0);
         ck_assert_int_eq(task_get_state(f->task), TASK_RUNNING);
 }
 
 static void fx_done(Fixture *f) {
-        (void) task_stop(f->task);
-        f->task = task_free(f->task);
-        (void) task_stop(f->store_task);
-        f->store_task = task_free(f->store_task);
+        f->task = tl_task_stop_free(f->task);
+        f->store_task = tl_task_stop_free(f->store_task);
         f->event = sd_event_unref(f->event);
 }
 
@@ -230,6 +218,35 @@ START_TEST(test_lookup_silence_and_set_map) {
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM events WHERE kind = 'sensor_silent' AND sensor = 'gh2-a'"), 1);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT end_ts - start_ts FROM events WHERE kind = 'sensor_back' AND sensor = 'gh2-a'"),
                          7000);
+        fx_done(&f);
+}
+END_TEST
+
+/* The unit of a sensor's metric for upstream: no bookkeeping, whether the sensor is watched,
+ * matched by a pattern and not seen yet, unknown, or under a new map. */
+START_TEST(test_unit) {
+        _cleanup_(config_freep) Config *a = load("{ \"map\": { \"gh1-t1\": { \"expect_every\": 10, \"metrics\": {"
+                                                 " \"temperature\": { \"unit\": \"°C\" }, \"rh\": { \"max\": 100 } } },"
+                                                 " \"co2-*\": { \"metrics\": { \"co2\": { \"unit\": \"ppm\" } } } } }");
+        _cleanup_(config_freep) Config *b = load("{ \"map\": { \"co2-*\": { \"metrics\": { \"co2\": { \"unit\": \"ppm (v2)\" } } } } }");
+        Fixture f;
+
+        fx_init(&f, &a->sensors);
+        ck_assert_int_eq(sensors_count(f.sensors), 1);
+        ck_assert_str_eq(sensors_unit(f.sensors, "gh1-t1", "temperature"), "°C");
+        ck_assert_ptr_null(sensors_unit(f.sensors, "gh1-t1", "rh"));       /* a metric without a unit */
+        ck_assert_ptr_null(sensors_unit(f.sensors, "gh1-t1", "pressure")); /* a metric the entry does not name */
+        ck_assert_str_eq(sensors_unit(f.sensors, "co2-7", "co2"), "ppm");  /* by pattern, never seen */
+        ck_assert_ptr_null(sensors_unit(f.sensors, "stranger", "co2"));
+        ck_assert_ptr_null(sensors_unit(f.sensors, "stranger", "co2"));    /* from the cache */
+        ck_assert_ptr_null(sensors_unit(NULL, "gh1-t1", "temperature"));
+        /* Asking is not seeing: nothing new is watched, nothing is silent or back. */
+        ck_assert_int_eq(sensors_count(f.sensors), 1);
+        ck_assert_int_eq(sensors_count_silent(f.sensors), 0);
+
+        ck_assert_int_eq(sensors_set_map(f.sensors, &b->sensors), 0);
+        ck_assert_str_eq(sensors_unit(f.sensors, "co2-7", "co2"), "ppm (v2)");
+        ck_assert_ptr_null(sensors_unit(f.sensors, "gh1-t1", "temperature"));
         fx_done(&f);
 }
 END_TEST
@@ -330,10 +347,9 @@ START_TEST(test_events_retention) {
         int64_t now = wall_clock_ms();
 
         ck_assert_int_ge(sd_event_new(&e), 0);
-        snprintf(path, sizeof(path), "%s/readings.db", tl_tmpdir());
-        config = (StoreConfig){ .path = path, .commit_interval_ms = 10000, .commit_max_rows = 100000, .retention_days = 1 };
-        ck_assert_int_eq(store_task_new(e, &config, &t, &store), 0);
-        ck_assert_int_eq(task_start(t), 0);
+        tl_store_config_init(&config, path, sizeof(path), NULL);
+        config.retention_days = 1;
+        tl_store_task_start(e, &config, &t, &store);
         ck_assert_int_eq(store_append_event(store, &(StoreEvent){ .kind = STORE_EVENT_INPUT_DOWN, .ts_ms = now - 2 * 86400000LL,
                                                                   .subject = "serial" }), 0);
         ck_assert_int_eq(store_append_event(store, &(StoreEvent){ .kind = STORE_EVENT_INPUT_UP, .ts_ms = now,
@@ -346,8 +362,7 @@ START_TEST(test_events_retention) {
         ck_assert_str_eq(store_event_kind_to_string(STORE_EVENT_DAEMON_DOWN), "daemon_down");
         ck_assert_int_eq(store_event_kind_from_string("out_of_range"), STORE_EVENT_OUT_OF_RANGE);
         ck_assert_int_eq(store_event_kind_from_string("nope"), -EINVAL);
-        (void) task_stop(t);
-        task_free(t);
+        tl_task_stop_free(t);
         sd_event_unref(e);
 }
 END_TEST
@@ -398,6 +413,7 @@ static Suite *sensors_suite(void) {
         tc = tcase_create("store");
         tcase_set_timeout(tc, 30);
         tcase_add_test(tc, test_lookup_silence_and_set_map);
+        tcase_add_test(tc, test_unit);
         tcase_add_test(tc, test_out_of_range_bursts);
         tcase_add_test(tc, test_many_silent);
         tcase_add_test(tc, test_events_retention);

@@ -11,15 +11,7 @@
 #include "testlib.h"
 
 static Config *load(const char *sensors_json) {
-        char text[4096];
-        Config *c = NULL;
-        char **errors = NULL;
-
-        snprintf(text, sizeof(text), "{ \"mqtt\": { \"topics\": [ { \"filter\": \"a/+sensor\" } ] }, \"sensors\": %s }",
-                 sensors_json);
-        ck_assert_msg(config_parse("mem.json", text, strlen(text), &c, &errors) == 0, "%s",
-                      errors && errors[0] ? errors[0] : "?");
-        return c;
+        return tl_config_with_sensors(sensors_json);
 }
 
 /* A whole bus of sensors with the longest ids falls silent at once (8192, as many as the daemon
@@ -42,11 +34,9 @@ START_TEST(test_many_silent_bounded) {
         int n = 8192;
 
         ck_assert_int_ge(sd_event_new(&event), 0);
-        snprintf(path, sizeof(path), "%s/readings.db", tl_tmpdir());
+        tl_store_config_init(&store_config, path, sizeof(path), NULL);
         snprintf(sock, sizeof(sock), "%s/status.sock", tl_tmpdir());
-        store_config = (StoreConfig){ .path = path, .commit_interval_ms = 10000, .commit_max_rows = 100000 };
-        ck_assert_int_eq(store_task_new(event, &store_config, &store_task, &store), 0);
-        ck_assert_int_eq(task_start(store_task), 0);
+        tl_store_task_start(event, &store_config, &store_task, &store);
         ck_assert_int_eq(sensors_task_new(event, &a->sensors, store, &task, &sensors), 0);
         ck_assert_int_eq(task_start(task), 0);
         for (int i = 0; i < n; i++) {
@@ -82,10 +72,8 @@ START_TEST(test_many_silent_bounded) {
         cJSON_Delete(answer);
 
         srv = status_server_free(srv);
-        (void) task_stop(task);
-        task_free(task);
-        (void) task_stop(store_task);
-        task_free(store_task);
+        tl_task_stop_free(task);
+        tl_task_stop_free(store_task);
         sd_event_unref(event);
 }
 END_TEST

@@ -149,6 +149,39 @@ START_TEST(test_meta_batched) {
 }
 END_TEST
 
+static int collect_flags(const StoredReading *row, void *userdata) {
+        unsigned *flags = userdata;
+
+        ck_assert_int_ge(row->id, 1);
+        ck_assert_int_le(row->id, 3);
+        flags[row->id - 1] = row->flags;
+        return 0;
+}
+
+/* store_read_seq() gives each reading its clock flags, for the payloads upstream. */
+START_TEST(test_seq_flags) {
+        static const unsigned want[] = { 0, READING_FLAG_UNSYNCED, READING_FLAG_SUSPECT_TS };
+        Fixture f = {};
+        unsigned got[3] = { 99, 99, 99 };
+        int64_t now = wall_clock_ms();
+
+        fx_start(&f, tl_tmpdir());
+        for (size_t i = 0; i < ELEMENTSOF(want); i++) {
+                Reading r = { .sensor = "s", .metric = "t", .value = 1.0, .ts_ms = now + (int64_t) i,
+                              .received_ms = now, .source = READING_SOURCE_SERIAL, .origin = "x", .flags = want[i],
+                              .boottime_ms = 1000 };
+
+                ck_assert_int_eq(store_append(f.store, &r), 0);
+        }
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(store_read_seq(f.store, 0, INT64_MAX, 10, collect_flags, got), 3);
+        for (size_t i = 0; i < ELEMENTSOF(want); i++)
+                ck_assert_uint_eq(got[i], want[i]);
+        fx_stop(&f);
+        f.event = sd_event_unref(f.event);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("store-seq");
         TCase *tc = tcase_create("core");
@@ -156,6 +189,7 @@ static Suite *suite(void) {
         tcase_set_timeout(tc, 30);
         tcase_add_test(tc, test_seq_never_repeats);
         tcase_add_test(tc, test_meta_batched);
+        tcase_add_test(tc, test_seq_flags);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -43,13 +43,7 @@ static void on_state(Task *t, TaskState old, void *userdata) {
 static void fx_init(Fixture *f, const char *dir) {
         memset(f, 0, sizeof(*f));
         ck_assert_int_ge(sd_event_new(&f->event), 0);
-        snprintf(f->path, sizeof(f->path), "%s/readings.db", dir ? dir : tl_tmpdir());
-        f->config = (StoreConfig){
-                .path = f->path,
-                .synchronous = STORE_SYNCHRONOUS_NORMAL,
-                .commit_interval_ms = 10000,
-                .commit_max_rows = 100000,
-        };
+        tl_store_config_init(&f->config, f->path, sizeof(f->path), dir);
 }
 
 /* Creates and starts the task; returns its state after start. */

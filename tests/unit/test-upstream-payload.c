@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for the upstream payloads and topic templates. */
 #include <check.h>
+#include <stdio.h>
 
 #include "collector/upstream-payload.h"
 #include "testlib.h"
@@ -64,18 +65,65 @@ START_TEST(test_payloads) {
                             .sensor_ts = true };
         StoredReading q = { .id = 43, .sensor = "h1", .metric = "rh", .value = 0.1, .ts_ms = 1700000000200 };
 
-        ck_assert_int_eq(upstream_payload_live(&b, &src, &r), 0);
+        ck_assert_int_eq(upstream_payload_live(&b, &src, &r, NULL), 0);
         ck_assert_str_eq(b.data, "{\"gateway\":\"gw-1\",\"store\":\"00112233445566778899aabbccddeeff\",\"seq\":42,"
                                  "\"sensor\":\"t\\\"1\",\"metric\":\"temp\",\"value\":21.5,\"ts\":1700000000123,"
                                  "\"flags\":[\"sensor_ts\"],\"historical\":false}");
         ck_assert_int_eq(upstream_payload_batch_begin(&b, &src), 0);
-        ck_assert_int_eq(upstream_payload_batch_add(&b, &r, true), 0);
-        ck_assert_int_eq(upstream_payload_batch_add(&b, &q, false), 0);
+        ck_assert_int_eq(upstream_payload_batch_add(&b, &r, NULL, true), 0);
+        ck_assert_int_eq(upstream_payload_batch_add(&b, &q, NULL, false), 0);
         ck_assert_int_eq(upstream_payload_batch_end(&b), 0);
         ck_assert_str_eq(b.data, "{\"gateway\":\"gw-1\",\"store\":\"00112233445566778899aabbccddeeff\",\"historical\":true,"
                                  "\"readings\":[{\"seq\":42,\"sensor\":\"t\\\"1\",\"metric\":\"temp\",\"value\":21.5,"
                                  "\"ts\":1700000000123,\"flags\":[\"sensor_ts\"]},{\"seq\":43,\"sensor\":\"h1\","
                                  "\"metric\":\"rh\",\"value\":0.10000000000000001,\"ts\":1700000000200,\"flags\":[]}]}");
+        free(b.data);
+}
+END_TEST
+
+/* The clock flags and the unit: each combination as the payload spells it. */
+static const struct {
+        bool sensor_ts;
+        unsigned flags;
+        const char *unit;
+        const char *want;             /* from "value" to the end of the reading object */
+} flags_table[] = {
+        { false, 0, NULL, "\"value\":21.5,\"ts\":1000,\"flags\":[]" },
+        { true, 0, "°C", "\"value\":21.5,\"unit\":\"°C\",\"ts\":1000,\"flags\":[\"sensor_ts\"]" },
+        { false, READING_FLAG_UNSYNCED, NULL, "\"value\":21.5,\"ts\":1000,\"flags\":[\"unsynced\"]" },
+        { false, READING_FLAG_UNSYNCED | READING_FLAG_CORRECTED, "%",
+          "\"value\":21.5,\"unit\":\"%\",\"ts\":1000,\"flags\":[\"unsynced\",\"corrected\"]" },
+        { true, READING_FLAG_SUSPECT_TS, NULL, "\"value\":21.5,\"ts\":1000,\"flags\":[\"sensor_ts\",\"suspect_ts\"]" },
+        { true, READING_FLAG_UNSYNCED | READING_FLAG_CORRECTED | READING_FLAG_SUSPECT_TS, "a\"b",
+          "\"value\":21.5,\"unit\":\"a\\\"b\",\"ts\":1000,"
+          "\"flags\":[\"sensor_ts\",\"unsynced\",\"corrected\",\"suspect_ts\"]" },
+};
+
+START_TEST(test_payload_flags_unit) {
+        UpstreamBuf b = {};
+
+        for (size_t i = 0; i < ELEMENTSOF(flags_table); i++) {
+                StoredReading r = { .id = 7, .sensor = "s", .metric = "m", .value = 21.5, .ts_ms = 1000,
+                                    .sensor_ts = flags_table[i].sensor_ts, .flags = flags_table[i].flags };
+                char want[512];
+
+                ck_assert_int_lt(snprintf(want, sizeof(want), "{\"gateway\":\"gw-1\",\"store\":\"00112233445566778899aabbccddeeff\","
+                                                 "\"seq\":7,\"sensor\":\"s\",\"metric\":\"m\",%s,\"historical\":false}",
+                                          flags_table[i].want),
+                                 (int) sizeof(want));
+                ck_assert_int_eq(upstream_payload_live(&b, &src, &r, flags_table[i].unit), 0);
+                ck_assert_str_eq(b.data, want);
+
+                ck_assert_int_lt(snprintf(want, sizeof(want), "{\"gateway\":\"gw-1\",\"store\":\"00112233445566778899aabbccddeeff\","
+                                                 "\"historical\":true,\"readings\":[{\"seq\":7,\"sensor\":\"s\","
+                                                 "\"metric\":\"m\",%s}]}",
+                                          flags_table[i].want),
+                                 (int) sizeof(want));
+                ck_assert_int_eq(upstream_payload_batch_begin(&b, &src), 0);
+                ck_assert_int_eq(upstream_payload_batch_add(&b, &r, flags_table[i].unit, true), 0);
+                ck_assert_int_eq(upstream_payload_batch_end(&b), 0);
+                ck_assert_str_eq(b.data, want);
+        }
         free(b.data);
 }
 END_TEST
@@ -87,6 +135,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_topic_check);
         tcase_add_test(tc, test_topic_format);
         tcase_add_test(tc, test_payloads);
+        tcase_add_test(tc, test_payload_flags_unit);
         suite_add_tcase(s, tc);
         return s;
 }
