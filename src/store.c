@@ -65,9 +65,6 @@ _Static_assert(READING_SOURCE_SERIAL == 0 && READING_SOURCE_MQTT == 1, "stored s
 /* How often the store checks, besides after every commit, that its files are still the ones
  * it has open (someone may delete or replace them while the daemon runs). */
 #define FILE_CHECK_INTERVAL_USEC (2 * USEC_PER_SEC)
-/* Interned names cached in memory; bounded, cleared when full (names come from the network). */
-#define NAME_CACHE_SLOTS 1024
-#define NAME_CACHE_MAX (NAME_CACHE_SLOTS / 2)
 
 /* Forward migrations: migrations[v] takes a store from user_version v to v + 1. Never edit
  * one that has shipped; add a new one and raise STORE_SCHEMA_VERSION. */
@@ -163,46 +160,6 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "  (SELECT coalesce(max(id), 0) FROM readings));",
 };
 
-typedef enum Stmt {
-        STMT_BEGIN,
-        STMT_COMMIT,
-        STMT_INSERT_READING,
-        STMT_INSERT_REJECT,
-        STMT_FIND_SENSOR,
-        STMT_FIND_METRIC,
-        STMT_FIND_ORIGIN,
-        STMT_ADD_SENSOR,
-        STMT_ADD_METRIC,
-        STMT_ADD_ORIGIN,
-        STMT_READINGS_HEAD,     /* id, received of the oldest N readings after an id */
-        STMT_REJECTS_HEAD,
-        STMT_DELETE_READINGS,   /* id <= ? */
-        STMT_DELETE_REJECTS,
-        STMT_PAGE_COUNT,
-        STMT_FREELIST_COUNT,
-        STMT_REJECTS_SIZES,     /* id, length(raw) of the oldest N rejects */
-        STMT_REJECTS_BYTES_UPTO, /* count, raw bytes of the rejects with id <= ? */
-        STMT_READINGS_MAX_ID,
-        STMT_WALK_READINGS,     /* name ids of readings in an id range, for the prune pass */
-        STMT_WALK_REJECTS,
-        STMT_SCAN_SENSORS,      /* id, length(name) of names in an id range */
-        STMT_SCAN_METRICS,
-        STMT_SCAN_ORIGINS,
-        STMT_DROP_SENSOR,
-        STMT_DROP_METRIC,
-        STMT_DROP_ORIGIN,
-        STMT_DELETE_READINGS_AGED, /* id <= ?, but not the unsynced ones */
-        STMT_BOOT_FIRST_UNSYNCED,
-        STMT_CORRECT_READINGS,
-        STMT_BOOT_CORRECTED_UPTO,
-        STMT_INSERT_EVENT,
-        STMT_DELETE_EVENTS,     /* the oldest N received before a time */
-        STMT_SEQ_READ,          /* readings with their names in an id range, for upstream */
-        STMT_SEQ_COUNT,
-        STMT_SET_META,
-        _STMT_MAX,
-} Stmt;
-
 static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_BEGIN] = "BEGIN IMMEDIATE",
         [STMT_COMMIT] = "COMMIT",
@@ -253,119 +210,6 @@ static const char *const stmt_sql[_STMT_MAX] = {
                           "JOIN origins o ON o.id = r.origin_id WHERE r.id > ?1 AND r.id < ?2 ORDER BY r.id LIMIT ?3",
         [STMT_SEQ_COUNT] = "SELECT count(*) FROM readings WHERE id >= ?1 AND id <= ?2",
         [STMT_SET_META] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-};
-
-typedef enum NameKind {
-        NAME_SENSOR,
-        NAME_METRIC,
-        NAME_ORIGIN,
-        _NAME_KIND_MAX,
-} NameKind;
-
-typedef struct NameSlot {
-        char *name;
-        int64_t id;
-} NameSlot;
-
-typedef struct NameCache {
-        NameSlot slots[NAME_CACHE_SLOTS];
-        size_t n;
-} NameCache;
-
-/* A mark-and-sweep pass over the name tables. Names in use are marked by walking every row
- * that existed when the pass began and, from then on, by store_intern() for every row added;
- * then the names that existed when it began and are not marked are deleted. */
-typedef struct NamePrune {
-        bool active;
-        bool dirty;                             /* rows were removed since the last pass began */
-        bool wanted;                            /* a name table is at store.max_names */
-        uint64_t last_end_usec;                 /* CLOCK_MONOTONIC; 0: none yet */
-        int64_t walk_end[2], walk_pos[2];       /* readings, rejects */
-        int64_t name_max[_NAME_KIND_MAX], sweep_pos[_NAME_KIND_MAX];
-        uint8_t *marks[_NAME_KIND_MAX];         /* a bit per id up to name_max */
-} NamePrune;
-
-struct Store {
-        sd_event *event;
-        const StoreConfig *config;
-        Task *task;
-
-        sqlite3 *db;
-        sqlite3_stmt *stmts[_STMT_MAX];
-        int64_t page_size;
-
-        sd_event_source *commit_timer;
-        sd_event_source *retention_timer;
-        sd_event_source *check_timer;
-        /* The -wal and -shm files open in SQLite (device, inode), noted when first seen. */
-        struct {
-                bool known;
-                dev_t dev;
-                ino_t ino;
-        } side_files[2];
-
-        bool in_transaction;
-        unsigned batch_rows;
-        StoreStats batch;       /* rows of the open batch: they count into stats at commit */
-        bool failed;
-        bool closed;            /* stopped: no more writes */
-
-        NameCache names[_NAME_KIND_MAX];
-        StoreStats stats;
-        int64_t last_commit_ms;  /* wall clock of the last commit, for `status`; 0: none */
-
-        /* Retention totals of the sweep in progress, logged once when it ends. */
-        uint64_t sweep_readings;
-        uint64_t sweep_rejects;
-        bool sweep_by_size;
-        bool retention_backlog;  /* the last step hit its row limit: more is due */
-        /* Age retention walks each table from here (readings, rejects): every row at or
-         * before it that is still there was received "in the future" when walked. */
-        int64_t age_walk_from[2];
-        /* Estimated bytes of the committed rejects (see REJECT_ROW_OVERHEAD), counted once
-         * when max_size_mb first needs it, then kept up to date; and those of the open batch. */
-        bool reject_bytes_known;
-        int64_t reject_bytes;
-        int64_t batch_reject_bytes;
-        /* The same for the name tables: estimated bytes and rows, committed and open. */
-        bool names_known;
-        int64_t names_bytes, names_count;
-        int64_t batch_names_bytes, batch_names_count;
-        NamePrune prune;
-        uint64_t sweep_names;
-        /* store.max_names: the names in each table (counted at open when there is a cap, kept
-         * up to date), those the open batch added, how many frames and rejects a full table
-         * turned away, and when each full table was last logged. */
-        int64_t table_names[_NAME_KIND_MAX], batch_table_names[_NAME_KIND_MAX];
-        uint64_t names_refused;
-        uint64_t names_full_logged_usec[_NAME_KIND_MAX];
-        /* Over max_size_mb with nothing more that size retention may remove: the used bytes
-         * (0 when not), and when that was last logged. */
-        int64_t over_limit_bytes;
-        uint64_t over_limit_logged_usec;
-
-        /* This boot (the clock's side, see store_clock_set_boot()): its row in boots (0: none
-         * registered), the first reading it received unsynced (0: none yet), how far correction
-         * has come, how many wait for it (and how many of the open batch will), and where the
-         * correction under way ends (0: none under way). */
-        int64_t boot_row;
-        int64_t boot_first_unsynced;
-        int64_t boot_corrected_upto;
-        uint64_t boot_waiting;
-        uint64_t batch_unsynced;
-        int64_t correct_end;
-        /* Every reading at or before this id that is still there is one age retention keeps
-         * (received unsynced, not corrected): its next delete starts after it instead of
-         * reading them all again. Lowered when correction changes rows before it. */
-        int64_t age_delete_from;
-
-        /* Sequence numbers (upstream forwarding): the largest id inserted (committed or in the
-         * open batch), the largest committed, and the high-water mark below which no id may be
-         * handed out again (retention removed up to it). */
-        int64_t seq_max, seq_committed, seq_floor;
-        store_commit_hook_t commit_hook;
-        store_retention_hook_t retention_hook;
-        void *hook_userdata;
 };
 
 /* SQLite's result codes become -errno here and nowhere else. */
@@ -602,7 +446,7 @@ static int store_fail_sqlite(Store *s, int rc, const char *what) {
 /* Steps a statement that returns no rows and resets it. Returns an SQLite code. On an error
  * the statement is left as it is: a reset would make SQLite forget the OS error behind it
  * (sqlite3_system_errno), and the failure path resets every statement anyway. */
-static int stmt_run(sqlite3_stmt *st) {
+int store_stmt_run(sqlite3_stmt *st) {
         int rc = sqlite3_step(st);
 
         if (rc != SQLITE_DONE && rc != SQLITE_ROW)
@@ -613,7 +457,7 @@ static int stmt_run(sqlite3_stmt *st) {
 }
 
 /* Runs an integer-returning statement (a pragma); returns an SQLite code. */
-static int stmt_int(sqlite3_stmt *st, int64_t *ret) {
+int store_stmt_int(sqlite3_stmt *st, int64_t *ret) {
         int rc = sqlite3_step(st);
 
         if (rc == SQLITE_ROW) {
@@ -622,18 +466,18 @@ static int stmt_int(sqlite3_stmt *st, int64_t *ret) {
         } else if (rc == SQLITE_DONE)
                 rc = SQLITE_NOTFOUND;
         else
-                return rc; /* see stmt_run() */
+                return rc; /* see store_stmt_run() */
         sqlite3_reset(st);
         return rc;
 }
 
-static int exec_int(sqlite3 *db, const char *sql, int64_t *ret) {
+int store_exec_int(sqlite3 *db, const char *sql, int64_t *ret) {
         sqlite3_stmt *st = NULL;
         int rc;
 
         rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
         if (rc == SQLITE_OK)
-                rc = stmt_int(st, ret);
+                rc = store_stmt_int(st, ret);
         sqlite3_finalize(st);
         return rc;
 }
@@ -749,7 +593,7 @@ static int store_begin(Store *s) {
 
         if (s->in_transaction)
                 return 0;
-        rc = stmt_run(s->stmts[STMT_BEGIN]);
+        rc = store_stmt_run(s->stmts[STMT_BEGIN]);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "begin a transaction on");
         s->in_transaction = true;
@@ -776,7 +620,7 @@ static int store_commit_internal(Store *s) {
                 return 0;
         if (s->commit_timer)
                 (void) sd_event_source_set_enabled(s->commit_timer, SD_EVENT_OFF);
-        rc = stmt_run(s->stmts[STMT_COMMIT]);
+        rc = store_stmt_run(s->stmts[STMT_COMMIT]);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "commit to");
         s->in_transaction = false;
@@ -851,13 +695,13 @@ static int store_intern(Store *s, NameKind kind, const char *name, int64_t *ret)
         st = s->stmts[find[kind]];
         rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
         if (rc == SQLITE_OK)
-                rc = stmt_int(st, &id);
+                rc = store_stmt_int(st, &id);
         sqlite3_clear_bindings(st);
         if (rc == SQLITE_NOTFOUND) {
                 st = s->stmts[add[kind]];
                 rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
                 if (rc == SQLITE_OK)
-                        rc = stmt_run(st);
+                        rc = store_stmt_run(st);
                 id = sqlite3_last_insert_rowid(s->db);
                 s->batch_names_bytes += name_cost(s, (int64_t) strlen(name));
                 s->batch_names_count++;
@@ -907,7 +751,7 @@ static int store_name_known(Store *s, NameKind kind, const char *name, bool *ret
         }
         rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
         if (rc == SQLITE_OK)
-                rc = stmt_int(st, &id);
+                rc = store_stmt_int(st, &id);
         sqlite3_clear_bindings(st);
         *ret_known = rc == SQLITE_OK;
         if (rc == SQLITE_OK)
@@ -994,7 +838,7 @@ static int store_count_tables(Store *s) {
         int rc = SQLITE_OK;
 
         for (size_t k = 0; rc == SQLITE_OK && k < _NAME_KIND_MAX; k++)
-                rc = exec_int(s->db, sql[k], &s->table_names[k]);
+                rc = store_exec_int(s->db, sql[k], &s->table_names[k]);
         return rc;
 }
 
@@ -1011,7 +855,7 @@ static int store_note_unsynced(Store *s, int64_t id) {
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_int64(st, 2, id);
         if (rc == SQLITE_OK)
-                rc = stmt_run(st);
+                rc = store_stmt_run(st);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "write a reading to");
         s->boot_first_unsynced = id;
@@ -1072,7 +916,7 @@ int store_append(Store *s, const Reading *r) {
                 rc = r->flags & READING_FLAG_UNSYNCED ? sqlite3_bind_int64(st, 10, r->boottime_ms)
                                                       : sqlite3_bind_null(st, 10);
         if (rc == SQLITE_OK)
-                rc = stmt_run(st);
+                rc = store_stmt_run(st);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "write a reading to");
 
@@ -1140,7 +984,7 @@ int store_append_reject(Store *s, const Reject *r) {
                 /* A zero-length blob, not NULL, for an empty raw. */
                 rc = sqlite3_bind_blob(st, 5, r->raw ? r->raw : "", (int) r->raw_size, SQLITE_STATIC);
         if (rc == SQLITE_OK)
-                rc = stmt_run(st);
+                rc = store_stmt_run(st);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "write a reject to");
 
@@ -1271,7 +1115,7 @@ static int store_delete_upto(Store *s, Stmt del, int64_t id, uint64_t *ret_delet
                 if (rc == SQLITE_OK)
                         rc = sqlite3_step(q);
                 if (rc != SQLITE_ROW)
-                        return rc; /* see stmt_run() */
+                        return rc; /* see store_stmt_run() */
                 s->reject_bytes -= sqlite3_column_int64(q, 0) * REJECT_ROW_OVERHEAD + sqlite3_column_int64(q, 1);
                 s->reject_bytes = MAX(s->reject_bytes, (int64_t) 0);
                 sqlite3_reset(q);
@@ -1281,7 +1125,7 @@ static int store_delete_upto(Store *s, Stmt del, int64_t id, uint64_t *ret_delet
         if (rc == SQLITE_OK && del == STMT_DELETE_READINGS_AGED)
                 rc = sqlite3_bind_int64(st, 2, s->age_delete_from);
         if (rc == SQLITE_OK)
-                rc = stmt_run(st);
+                rc = store_stmt_run(st);
         if (rc == SQLITE_OK)
                 *ret_deleted = (uint64_t) sqlite3_changes64(s->db);
         if (rc == SQLITE_OK && del == STMT_DELETE_READINGS_AGED)
@@ -1293,9 +1137,9 @@ static int store_used_bytes(Store *s, int64_t *ret) {
         int64_t pages = 0, free_pages = 0;
         int rc;
 
-        rc = stmt_int(s->stmts[STMT_PAGE_COUNT], &pages);
+        rc = store_stmt_int(s->stmts[STMT_PAGE_COUNT], &pages);
         if (rc == SQLITE_OK)
-                rc = stmt_int(s->stmts[STMT_FREELIST_COUNT], &free_pages);
+                rc = store_stmt_int(s->stmts[STMT_FREELIST_COUNT], &free_pages);
         if (rc == SQLITE_OK)
                 *ret = (pages - free_pages) * s->page_size;
         return rc;
@@ -1400,11 +1244,11 @@ static int prune_begin(Store *s) {
         int rc;
 
         *p = (NamePrune) { .last_end_usec = p->last_end_usec };
-        rc = stmt_int(s->stmts[STMT_READINGS_MAX_ID], &p->walk_end[0]);
+        rc = store_stmt_int(s->stmts[STMT_READINGS_MAX_ID], &p->walk_end[0]);
         if (rc == SQLITE_OK)
-                rc = exec_int(s->db, "SELECT coalesce(max(id), 0) FROM rejects", &p->walk_end[1]);
+                rc = store_exec_int(s->db, "SELECT coalesce(max(id), 0) FROM rejects", &p->walk_end[1]);
         for (size_t k = 0; rc == SQLITE_OK && k < _NAME_KIND_MAX; k++)
-                rc = exec_int(s->db, max_sql[k], &p->name_max[k]);
+                rc = store_exec_int(s->db, max_sql[k], &p->name_max[k]);
         if (rc != SQLITE_OK)
                 return rc;
         for (size_t k = 0; k < _NAME_KIND_MAX; k++) {
@@ -1497,7 +1341,7 @@ static int prune_step(Store *s, uint64_t *ret_names) {
                 for (size_t i = 0; i < n_unused; i++) {
                         rc = sqlite3_bind_int64(s->stmts[drop[k]], 1, unused[i]);
                         if (rc == SQLITE_OK)
-                                rc = stmt_run(s->stmts[drop[k]]);
+                                rc = store_stmt_run(s->stmts[drop[k]]);
                         if (rc != SQLITE_OK)
                                 return rc;
                 }
@@ -1577,7 +1421,7 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                 if (rc == SQLITE_OK)
                         rc = sqlite3_bind_int64(s->stmts[STMT_DELETE_EVENTS], 2, RETENTION_STEP_ROWS);
                 if (rc == SQLITE_OK)
-                        rc = stmt_run(s->stmts[STMT_DELETE_EVENTS]);
+                        rc = store_stmt_run(s->stmts[STMT_DELETE_EVENTS]);
                 if (rc != SQLITE_OK)
                         return rc;
         }
@@ -1609,7 +1453,7 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                         /* The oldest readings, but never the newest floor_rows; then the
                          * rejects received up to the newest reading removed, or rejects alone
                          * when no reading may go. */
-                        rc = stmt_int(s->stmts[STMT_READINGS_MAX_ID], &newest);
+                        rc = store_stmt_int(s->stmts[STMT_READINGS_MAX_ID], &newest);
                         if (rc == SQLITE_OK)
                                 rc = store_head_cutoff(s, STMT_READINGS_HEAD, 0, newest - floor_rows, INT64_MAX,
                                                        INT64_MAX, false, RETENTION_STEP_ROWS, &id, &received, NULL);
@@ -1672,9 +1516,9 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
 
                 /* Give a large freelist back to the file system, a bounded bit per step. With
                  * steady retention, free pages are simply reused and this does nothing. */
-                rc = stmt_int(s->stmts[STMT_PAGE_COUNT], &pages);
+                rc = store_stmt_int(s->stmts[STMT_PAGE_COUNT], &pages);
                 if (rc == SQLITE_OK)
-                        rc = stmt_int(s->stmts[STMT_FREELIST_COUNT], &free_pages);
+                        rc = store_stmt_int(s->stmts[STMT_FREELIST_COUNT], &free_pages);
                 if (rc == SQLITE_OK && free_pages > 256 && free_pages > pages / 4)
                         rc = sqlite3_exec(s->db, "PRAGMA incremental_vacuum(1024)", NULL, NULL, NULL);
                 if (rc != SQLITE_OK)
@@ -1789,9 +1633,9 @@ static int store_quick_check(Store *s) {
         int64_t pages = 0, page_size = 0;
         int rc;
 
-        rc = exec_int(s->db, "PRAGMA page_count", &pages);
+        rc = store_exec_int(s->db, "PRAGMA page_count", &pages);
         if (rc == SQLITE_OK)
-                rc = exec_int(s->db, "PRAGMA page_size", &page_size);
+                rc = store_exec_int(s->db, "PRAGMA page_size", &page_size);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "read");
         if (pages * page_size > QUICK_CHECK_MAX_BYTES) {
@@ -1861,11 +1705,11 @@ int store_identify(sqlite3 *db, StoreIdentity *ret) {
         int rc;
 
         *ret = (StoreIdentity) {};
-        rc = exec_int(db, "PRAGMA application_id", &ret->application_id);
+        rc = store_exec_int(db, "PRAGMA application_id", &ret->application_id);
         if (rc == SQLITE_OK)
-                rc = exec_int(db, "PRAGMA user_version", &ret->user_version);
+                rc = store_exec_int(db, "PRAGMA user_version", &ret->user_version);
         if (rc == SQLITE_OK)
-                rc = exec_int(db, "SELECT count(*) FROM sqlite_schema", &ret->tables);
+                rc = store_exec_int(db, "SELECT count(*) FROM sqlite_schema", &ret->tables);
         return rc;
 }
 
@@ -1978,7 +1822,7 @@ static int store_set_pragmas(Store *s, bool empty) {
 static int store_prepare(Store *s) {
         int rc;
 
-        rc = exec_int(s->db, "PRAGMA page_size", &s->page_size);
+        rc = store_exec_int(s->db, "PRAGMA page_size", &s->page_size);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "read");
 
@@ -2097,7 +1941,7 @@ int store_append_event(Store *s, const StoreEvent *ev) {
         if (rc == SQLITE_OK)
                 rc = bind_text_or_null(st, 8, ev->detail);
         if (rc == SQLITE_OK)
-                rc = stmt_run(st);
+                rc = store_stmt_run(st);
         sqlite3_clear_bindings(st);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "write an event to");
@@ -2131,7 +1975,7 @@ static int store_note_daemon_down(Store *s) {
         size_t size;
         int rc, r;
 
-        rc = exec_int(s->db,
+        rc = store_exec_int(s->db,
                       "SELECT max(coalesce((SELECT received FROM readings ORDER BY id DESC LIMIT 1), 0),"
                       "           coalesce((SELECT received FROM rejects ORDER BY id DESC LIMIT 1), 0),"
                       "           coalesce((SELECT ts FROM events ORDER BY id DESC LIMIT 1), 0))",
@@ -2196,7 +2040,7 @@ int store_sensor_last_seen(Store *s, const char *sensor, int64_t *ret_ms) {
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_text(st, 1, sensor, -1, SQLITE_STATIC);
         if (rc == SQLITE_OK)
-                rc = stmt_int(st, &v);
+                rc = store_stmt_int(st, &v);
         if (rc == SQLITE_NOTFOUND)
                 rc = SQLITE_OK;
         if (rc != SQLITE_OK) {
@@ -2458,7 +2302,7 @@ int store_clock_set_boot(Store *s, const char *boot_id) {
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_text(st, 1, boot_id, -1, SQLITE_STATIC);
         if (rc == SQLITE_OK)
-                rc = stmt_run(st);
+                rc = store_stmt_run(st);
         sqlite3_finalize(st);
         st = NULL;
         if (rc == SQLITE_OK)
@@ -2483,7 +2327,7 @@ int store_clock_set_boot(Store *s, const char *boot_id) {
                 if (rc == SQLITE_OK)
                         rc = sqlite3_bind_int64(st, 1, from);
                 if (rc == SQLITE_OK)
-                        rc = stmt_int(st, &count);
+                        rc = store_stmt_int(st, &count);
                 sqlite3_finalize(st);
         }
         if (rc != SQLITE_OK)
@@ -2519,7 +2363,7 @@ int store_clock_correct(Store *s, int64_t offset_ms, unsigned max_rows, uint64_t
         if (r < 0)
                 return r;
         if (s->correct_end == 0) {
-                rc = stmt_int(s->stmts[STMT_READINGS_MAX_ID], &s->correct_end);
+                rc = store_stmt_int(s->stmts[STMT_READINGS_MAX_ID], &s->correct_end);
                 if (rc != SQLITE_OK)
                         return store_fail_sqlite(s, rc, "correct readings in");
         }
@@ -2540,7 +2384,7 @@ int store_clock_correct(Store *s, int64_t offset_ms, unsigned max_rows, uint64_t
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_int64(st, 3, hi);
         if (rc == SQLITE_OK)
-                rc = stmt_run(st);
+                rc = store_stmt_run(st);
         n = sqlite3_changes64(s->db);
         st = s->stmts[STMT_BOOT_CORRECTED_UPTO];
         if (rc == SQLITE_OK)
@@ -2548,7 +2392,7 @@ int store_clock_correct(Store *s, int64_t offset_ms, unsigned max_rows, uint64_t
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_int64(st, 2, hi);
         if (rc == SQLITE_OK)
-                rc = stmt_run(st);
+                rc = store_stmt_run(st);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "correct readings in");
         r = store_commit_internal(s);
@@ -2615,9 +2459,9 @@ static int store_load_seq(Store *s) {
         int64_t hw = 0;
         int rc;
 
-        rc = stmt_int(s->stmts[STMT_READINGS_MAX_ID], &s->seq_max);
+        rc = store_stmt_int(s->stmts[STMT_READINGS_MAX_ID], &s->seq_max);
         if (rc == SQLITE_OK) {
-                rc = exec_int(s->db, "SELECT coalesce((SELECT value FROM meta WHERE key = 'readings_high_water'), 0)", &hw);
+                rc = store_exec_int(s->db, "SELECT coalesce((SELECT value FROM meta WHERE key = 'readings_high_water'), 0)", &hw);
                 if (rc == SQLITE_NOTFOUND)
                         rc = SQLITE_OK;
         }
@@ -2642,7 +2486,7 @@ static int store_before_delete_readings(Store *s, int64_t upto) {
                 if (rc == SQLITE_OK)
                         rc = sqlite3_bind_int64(st, 2, upto);
                 if (rc == SQLITE_OK)
-                        rc = stmt_run(st);
+                        rc = store_stmt_run(st);
                 if (rc != SQLITE_OK)
                         return rc;
                 s->seq_floor = upto;
@@ -2731,7 +2575,7 @@ int store_count_seq(Store *s, int64_t lo, int64_t hi, uint64_t *ret) {
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_int64(st, 2, hi);
         if (rc == SQLITE_OK)
-                rc = stmt_int(st, &n);
+                rc = store_stmt_int(st, &n);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "count readings in");
         sqlite3_clear_bindings(st);
@@ -2758,7 +2602,7 @@ int store_set_meta_batched(Store *s, const char *key, const void *value, size_t 
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_blob(st, 2, size > 0 ? value : "", (int) size, SQLITE_STATIC);
         if (rc == SQLITE_OK)
-                rc = stmt_run(st);
+                rc = store_stmt_run(st);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "write to");
         return 0;
