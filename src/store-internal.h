@@ -199,3 +199,25 @@ int store_stmt_int(sqlite3_stmt *st, int64_t *ret);
 
 /* Prepares sql on db, runs it as store_stmt_int() does and finalizes it. Returns an SQLite code. */
 int store_exec_int(sqlite3 *db, const char *sql, int64_t *ret);
+
+/* Fails the store for an SQLite error rc: "Failed to <what> '<path>': <sqlite message>"; see
+ * store_fail(). Returns -errno (-ESHUTDOWN when the store had failed already). */
+int store_fail_sqlite(Store *s, int rc, const char *what);
+
+/* Returns -ESHUTDOWN when the store has failed, is closed or not open, 0 when it can be used. */
+int store_check_writable(Store *s);
+
+/* Opens a batch (BEGIN IMMEDIATE) unless one is open, and arms the commit timer. Returns 0 or
+ * -errno (the store has failed then). */
+int store_begin(Store *s);
+
+/* Sequence numbers (store-seq.c). */
+
+/* Reads the committed maximum id and the high-water mark into s, once at open. Returns 0 or
+ * -errno (the store has failed then). */
+int store_load_seq(Store *s);
+
+/* Inside the retention transaction, before the readings with id <= upto are deleted: raises
+ * the high-water mark and calls the retention hook. Returns an SQLite code (SQLITE_ABORT when
+ * the hook failed the store). */
+int store_before_delete_readings(Store *s, int64_t upto);
