@@ -221,3 +221,10 @@ int store_load_seq(Store *s);
  * the high-water mark and calls the retention hook. Returns an SQLite code (SQLITE_ABORT when
  * the hook failed the store). */
 int store_before_delete_readings(Store *s, int64_t upto);
+
+/* Commits the open batch, if any: its rows count into the stats, the files are checked and the
+ * commit hook is called. Returns 0 or -errno (the store has failed then). */
+int store_commit_internal(Store *s);
+
+/* Counts a row into the open batch; commits when it is full. Returns 0 or -errno. */
+int store_batch_row(Store *s);
