@@ -228,3 +228,17 @@ int store_commit_internal(Store *s);
 
 /* Counts a row into the open batch; commits when it is full. Returns 0 or -errno. */
 int store_batch_row(Store *s);
+
+/* Invalid input: commits the open batch (it is good), then fails the store with the message
+ * format. Returns -EINVAL. */
+int store_refuse(Store *s, const char *format, ...);
+
+/* Events (store-events.c). */
+
+/* Notes the time of an orderly stop in meta, so the next start can tell a stop from a crash.
+ * Returns 0 or -errno. */
+int store_note_stopped(Store *s);
+
+/* At start: records the window in which the daemon was not running as a daemon_down event
+ * (nothing for a new store). Returns 0 or -errno (the store has failed then). */
+int store_note_daemon_down(Store *s);
