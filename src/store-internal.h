@@ -8,7 +8,9 @@
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
+#include "collector/macro.h"
 #include "collector/store.h"
+#include "collector/time-util.h"
 
 /* Turns an SQLite result code into -errno (0 for SQLITE_OK, _ROW and _DONE), preferring the OS
  * error behind it where SQLite kept one. db may be NULL. */
@@ -30,6 +32,40 @@ typedef struct StoreIdentity {
  * all). Returns an SQLite code; *ret is zeroed first. */
 int store_identify(sqlite3 *db, StoreIdentity *ret);
 
+/* Retention: one step every RETENTION_INTERVAL, or every RETENTION_BUSY_INTERVAL while a
+ * backlog remains; at most RETENTION_STEP_ROWS rows per table per step (a few ms of work). */
+#define RETENTION_FIRST_USEC (1 * USEC_PER_SEC)
+#define RETENTION_INTERVAL_USEC (10 * USEC_PER_SEC)
+#define RETENTION_BUSY_INTERVAL_USEC (50 * USEC_PER_MSEC)
+#define RETENTION_STEP_ROWS 2000
+#define MSEC_PER_DAY ((int64_t) 24 * 60 * 60 * 1000)
+/* Rejects are noise from the network: with max_size_mb set they get at most this share of it
+ * (1/REJECTS_SHARE_DIVISOR), oldest first, so a burst of garbage never pushes out readings.
+ * Their size is estimated as the raw bytes plus REJECT_ROW_OVERHEAD per row (the id, receipt
+ * time, source, origin id, reason and the b-tree cell around them). */
+#define REJECTS_SHARE_DIVISOR 10
+#define REJECT_ROW_OVERHEAD 40
+/* Size retention never removes the newest readings: at least SIZE_FLOOR_MIN_ROWS, and as many
+ * as a quarter of the limit holds at 128 bytes a row (a reading takes about 77). */
+#define SIZE_FLOOR_MIN_ROWS 1000
+#define SIZE_FLOOR_ROWS(limit) MAX((int64_t) SIZE_FLOOR_MIN_ROWS, (limit) / 4 / 128)
+/* Unused names (sensors, metrics, origins no row refers to) are found by a mark-and-sweep pass
+ * in bounded steps: at most once an hour after rows were removed, or back to back while the
+ * store is over max_size_mb and names take more than 1/NAMES_SHARE_DIVISOR of it. A name costs
+ * its bytes twice (the table and its unique index) plus NAME_ROW_OVERHEAD, and a whole overflow
+ * page when it is too long to fit an index cell (about 1 000 bytes with 4 KiB pages). */
+#define PRUNE_INTERVAL_USEC (3600 * USEC_PER_SEC)
+#define NAMES_SHARE_DIVISOR 8
+#define NAME_ROW_OVERHEAD 24
+/* store.max_names: a frame that would add a name to a full table is a reject (ingest asks
+ * store_names_fit() first); a reject whose origin would be new gets this origin instead, one
+ * name past the cap. Full tables are logged at most every OVER_LIMIT_LOG_INTERVAL_USEC each, and
+ * a full table asks for a pass over the names (they count while rows use them) at once the
+ * first time, then at most every NAMES_FULL_PRUNE_USEC while retention removes rows. */
+#define NAMES_FULL_ORIGIN "(too many names)"
+#define NAMES_FULL_PRUNE_USEC (600 * USEC_PER_SEC)
+/* "Over the size limit and nothing more can go" is logged at most this often. */
+#define OVER_LIMIT_LOG_INTERVAL_USEC (600 * USEC_PER_SEC)
 /* Interned names cached in memory; bounded, cleared when full (names come from the network). */
 #define NAME_CACHE_SLOTS 1024
 #define NAME_CACHE_MAX (NAME_CACHE_SLOTS / 2)
@@ -242,3 +278,26 @@ int store_note_stopped(Store *s);
 /* At start: records the window in which the daemon was not running as a daemon_down event
  * (nothing for a new store). Returns 0 or -errno (the store has failed then). */
 int store_note_daemon_down(Store *s);
+
+/* Interned names (store.c). */
+
+/* Empties the cache c (the names in the file stay). */
+void store_name_cache_clear(NameCache *c);
+
+/* The estimated bytes a name of len bytes costs in its table and unique index. */
+int64_t store_name_cost(const Store *s, int64_t len);
+
+/* Marks the name id of kind as in use for the pass over the names under way (if any). */
+void store_prune_mark(NamePrune *p, NameKind kind, int64_t id);
+
+/* Whether the pass under way must keep the name id of kind: marked, or newer than the pass. */
+bool store_prune_marked(const NamePrune *p, NameKind kind, int64_t id);
+
+/* Ends the pass over the names: frees its marks. */
+void store_prune_end(NamePrune *p);
+
+/* Retention (store-retention.c). */
+
+/* The retention timer (userdata: the Store): runs a retention step and re-arms itself, sooner
+ * while a backlog remains. Returns 0 (a failure has been reported). */
+int store_on_retention_timer(sd_event_source *source, uint64_t usec, void *userdata);
