@@ -279,7 +279,7 @@ int store_note_stopped(Store *s);
  * (nothing for a new store). Returns 0 or -errno (the store has failed then). */
 int store_note_daemon_down(Store *s);
 
-/* Interned names (store.c). */
+/* Interned names and store.max_names (store-names.c). */
 
 /* Empties the cache c (the names in the file stay). */
 void store_name_cache_clear(NameCache *c);
@@ -301,3 +301,19 @@ void store_prune_end(NamePrune *p);
 /* The retention timer (userdata: the Store): runs a retention step and re-arms itself, sooner
  * while a backlog remains. Returns 0 (a failure has been reported). */
 int store_on_retention_timer(sd_event_source *source, uint64_t usec, void *userdata);
+
+/* Sets *ret to the id of name in table kind, adding it inside the open transaction when new
+ * (and marking it for the pass over the names). Returns 0 or -errno (the store has failed then). */
+int store_intern(Store *s, NameKind kind, const char *name, int64_t *ret);
+
+/* Sets *ret_known to whether name is in table kind (a name found is cached). Returns an SQLite code. */
+int store_name_known(Store *s, NameKind kind, const char *name, bool *ret_known);
+
+/* How many more names table kind takes under store.max_names. */
+int64_t store_names_room(const Store *s, NameKind kind);
+
+/* A full table kind turned a name away: logs it (rate-limited) and asks for a pass over the names. */
+void store_names_full(Store *s, NameKind kind);
+
+/* Counts the names in each table for store.max_names, once at open. Returns an SQLite code. */
+int store_count_tables(Store *s);
