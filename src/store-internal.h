@@ -223,7 +223,7 @@ struct Store {
         void *hook_userdata;
 };
 
-/* Helpers between the parts of the store (store.c defines them). */
+/* Core helpers: failure, batches, statements (store.c). */
 
 /* Steps st, a statement that returns no rows, and resets it and its bindings. Returns an
  * SQLite code; on an error st is left as it is (the failure path resets it). */
@@ -240,6 +240,10 @@ int store_exec_int(sqlite3 *db, const char *sql, int64_t *ret);
  * store_fail(). Returns -errno (-ESHUTDOWN when the store had failed already). */
 int store_fail_sqlite(Store *s, int rc, const char *what);
 
+/* Invalid input: commits the open batch (it is good), then fails the store with the message
+ * format. Returns -EINVAL. */
+_printf_(2, 3) int store_refuse(Store *s, const char *format, ...);
+
 /* Returns -ESHUTDOWN when the store has failed, is closed or not open, 0 when it can be used. */
 int store_check_writable(Store *s);
 
@@ -247,39 +251,30 @@ int store_check_writable(Store *s);
  * -errno (the store has failed then). */
 int store_begin(Store *s);
 
-/* Sequence numbers (store-seq.c). */
-
-/* Reads the committed maximum id and the high-water mark into s, once at open. Returns 0 or
- * -errno (the store has failed then). */
-int store_load_seq(Store *s);
-
-/* Inside the retention transaction, before the readings with id <= upto are deleted: raises
- * the high-water mark and calls the retention hook. Returns an SQLite code (SQLITE_ABORT when
- * the hook failed the store). */
-int store_before_delete_readings(Store *s, int64_t upto);
+/* Counts a row into the open batch; commits when it is full. Returns 0 or -errno. */
+int store_batch_row(Store *s);
 
 /* Commits the open batch, if any: its rows count into the stats, the files are checked and the
  * commit hook is called. Returns 0 or -errno (the store has failed then). */
 int store_commit_internal(Store *s);
 
-/* Counts a row into the open batch; commits when it is full. Returns 0 or -errno. */
-int store_batch_row(Store *s);
-
-/* Invalid input: commits the open batch (it is good), then fails the store with the message
- * format. Returns -EINVAL. */
-int store_refuse(Store *s, const char *format, ...);
-
-/* Events (store-events.c). */
-
-/* Notes the time of an orderly stop in meta, so the next start can tell a stop from a crash.
- * Returns 0 or -errno. */
-int store_note_stopped(Store *s);
-
-/* At start: records the window in which the daemon was not running as a daemon_down event
- * (nothing for a new store). Returns 0 or -errno (the store has failed then). */
-int store_note_daemon_down(Store *s);
-
 /* Interned names and store.max_names (store-names.c). */
+
+/* Sets *ret to the id of name in table kind, adding it inside the open transaction when new
+ * (and marking it for the pass over the names). Returns 0 or -errno (the store has failed then). */
+int store_intern(Store *s, NameKind kind, const char *name, int64_t *ret);
+
+/* Sets *ret_known to whether name is in table kind (a name found is cached). Returns an SQLite code. */
+int store_name_known(Store *s, NameKind kind, const char *name, bool *ret_known);
+
+/* How many more names table kind takes under store.max_names. */
+int64_t store_names_room(const Store *s, NameKind kind);
+
+/* A full table kind turned a name away: logs it (rate-limited) and asks for a pass over the names. */
+void store_names_full(Store *s, NameKind kind);
+
+/* Counts the names in each table for store.max_names, once at open. Returns an SQLite code. */
+int store_count_tables(Store *s);
 
 /* Empties the cache c (the names in the file stay). */
 void store_name_cache_clear(NameCache *c);
@@ -302,18 +297,23 @@ void store_prune_end(NamePrune *p);
  * while a backlog remains. Returns 0 (a failure has been reported). */
 int store_on_retention_timer(sd_event_source *source, uint64_t usec, void *userdata);
 
-/* Sets *ret to the id of name in table kind, adding it inside the open transaction when new
- * (and marking it for the pass over the names). Returns 0 or -errno (the store has failed then). */
-int store_intern(Store *s, NameKind kind, const char *name, int64_t *ret);
+/* Events (store-events.c). */
 
-/* Sets *ret_known to whether name is in table kind (a name found is cached). Returns an SQLite code. */
-int store_name_known(Store *s, NameKind kind, const char *name, bool *ret_known);
+/* Notes the time of an orderly stop in meta, so the next start can tell a stop from a crash.
+ * Returns 0 or -errno. */
+int store_note_stopped(Store *s);
 
-/* How many more names table kind takes under store.max_names. */
-int64_t store_names_room(const Store *s, NameKind kind);
+/* At start: records the window in which the daemon was not running as a daemon_down event
+ * (nothing for a new store). Returns 0 or -errno (the store has failed then). */
+int store_note_daemon_down(Store *s);
 
-/* A full table kind turned a name away: logs it (rate-limited) and asks for a pass over the names. */
-void store_names_full(Store *s, NameKind kind);
+/* Sequence numbers (store-seq.c). */
 
-/* Counts the names in each table for store.max_names, once at open. Returns an SQLite code. */
-int store_count_tables(Store *s);
+/* Reads the committed maximum id and the high-water mark into s, once at open. Returns 0 or
+ * -errno (the store has failed then). */
+int store_load_seq(Store *s);
+
+/* Inside the retention transaction, before the readings with id <= upto are deleted: raises
+ * the high-water mark and calls the retention hook. Returns an SQLite code (SQLITE_ABORT when
+ * the hook failed the store). */
+int store_before_delete_readings(Store *s, int64_t upto);
