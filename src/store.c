@@ -28,46 +28,9 @@ _Static_assert(READING_SOURCE_SERIAL == 0 && READING_SOURCE_MQTT == 1, "stored s
  * the rest. */
 #define QUICK_CHECK_MAX_BYTES ((int64_t) 64 * 1024 * 1024)
 #define QUICK_CHECK_BUDGET_USEC (500 * USEC_PER_MSEC)
-/* Retention: one step every RETENTION_INTERVAL, or every RETENTION_BUSY_INTERVAL while a
- * backlog remains; at most RETENTION_STEP_ROWS rows per table per step (a few ms of work). */
-#define RETENTION_FIRST_USEC (1 * USEC_PER_SEC)
-#define RETENTION_INTERVAL_USEC (10 * USEC_PER_SEC)
-#define RETENTION_BUSY_INTERVAL_USEC (50 * USEC_PER_MSEC)
-#define RETENTION_STEP_ROWS 2000
-#define MSEC_PER_DAY ((int64_t) 24 * 60 * 60 * 1000)
-/* Rejects are noise from the network: with max_size_mb set they get at most this share of it
- * (1/REJECTS_SHARE_DIVISOR), oldest first, so a burst of garbage never pushes out readings.
- * Their size is estimated as the raw bytes plus REJECT_ROW_OVERHEAD per row (the id, receipt
- * time, source, origin id, reason and the b-tree cell around them). */
-#define REJECTS_SHARE_DIVISOR 10
-#define REJECT_ROW_OVERHEAD 40
-/* Size retention never removes the newest readings: at least SIZE_FLOOR_MIN_ROWS, and as many
- * as a quarter of the limit holds at 128 bytes a row (a reading takes about 77). */
-#define SIZE_FLOOR_MIN_ROWS 1000
-#define SIZE_FLOOR_ROWS(limit) MAX((int64_t) SIZE_FLOOR_MIN_ROWS, (limit) / 4 / 128)
-/* Unused names (sensors, metrics, origins no row refers to) are found by a mark-and-sweep pass
- * in bounded steps: at most once an hour after rows were removed, or back to back while the
- * store is over max_size_mb and names take more than 1/NAMES_SHARE_DIVISOR of it. A name costs
- * its bytes twice (the table and its unique index) plus NAME_ROW_OVERHEAD, and a whole overflow
- * page when it is too long to fit an index cell (about 1 000 bytes with 4 KiB pages). */
-#define PRUNE_INTERVAL_USEC (3600 * USEC_PER_SEC)
-#define NAMES_SHARE_DIVISOR 8
-#define NAME_ROW_OVERHEAD 24
-/* store.max_names: a frame that would add a name to a full table is a reject (ingest asks
- * store_names_fit() first); a reject whose origin would be new gets this origin instead, one
- * name past the cap. Full tables are logged at most every OVER_LIMIT_LOG_INTERVAL_USEC each, and
- * a full table asks for a pass over the names (they count while rows use them) at once the
- * first time, then at most every NAMES_FULL_PRUNE_USEC while retention removes rows. */
-#define NAMES_FULL_ORIGIN "(too many names)"
-#define NAMES_FULL_PRUNE_USEC (600 * USEC_PER_SEC)
-/* "Over the size limit and nothing more can go" is logged at most this often. */
-#define OVER_LIMIT_LOG_INTERVAL_USEC (600 * USEC_PER_SEC)
 /* How often the store checks, besides after every commit, that its files are still the ones
  * it has open (someone may delete or replace them while the daemon runs). */
 #define FILE_CHECK_INTERVAL_USEC (2 * USEC_PER_SEC)
-/* Interned names cached in memory; bounded, cleared when full (names come from the network). */
-#define NAME_CACHE_SLOTS 1024
-#define NAME_CACHE_MAX (NAME_CACHE_SLOTS / 2)
 
 /* Forward migrations: migrations[v] takes a store from user_version v to v + 1. Never edit
  * one that has shipped; add a new one and raise STORE_SCHEMA_VERSION. */
@@ -163,46 +126,6 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "  (SELECT coalesce(max(id), 0) FROM readings));",
 };
 
-typedef enum Stmt {
-        STMT_BEGIN,
-        STMT_COMMIT,
-        STMT_INSERT_READING,
-        STMT_INSERT_REJECT,
-        STMT_FIND_SENSOR,
-        STMT_FIND_METRIC,
-        STMT_FIND_ORIGIN,
-        STMT_ADD_SENSOR,
-        STMT_ADD_METRIC,
-        STMT_ADD_ORIGIN,
-        STMT_READINGS_HEAD,     /* id, received of the oldest N readings after an id */
-        STMT_REJECTS_HEAD,
-        STMT_DELETE_READINGS,   /* id <= ? */
-        STMT_DELETE_REJECTS,
-        STMT_PAGE_COUNT,
-        STMT_FREELIST_COUNT,
-        STMT_REJECTS_SIZES,     /* id, length(raw) of the oldest N rejects */
-        STMT_REJECTS_BYTES_UPTO, /* count, raw bytes of the rejects with id <= ? */
-        STMT_READINGS_MAX_ID,
-        STMT_WALK_READINGS,     /* name ids of readings in an id range, for the prune pass */
-        STMT_WALK_REJECTS,
-        STMT_SCAN_SENSORS,      /* id, length(name) of names in an id range */
-        STMT_SCAN_METRICS,
-        STMT_SCAN_ORIGINS,
-        STMT_DROP_SENSOR,
-        STMT_DROP_METRIC,
-        STMT_DROP_ORIGIN,
-        STMT_DELETE_READINGS_AGED, /* id <= ?, but not the unsynced ones */
-        STMT_BOOT_FIRST_UNSYNCED,
-        STMT_CORRECT_READINGS,
-        STMT_BOOT_CORRECTED_UPTO,
-        STMT_INSERT_EVENT,
-        STMT_DELETE_EVENTS,     /* the oldest N received before a time */
-        STMT_SEQ_READ,          /* readings with their names in an id range, for upstream */
-        STMT_SEQ_COUNT,
-        STMT_SET_META,
-        _STMT_MAX,
-} Stmt;
-
 static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_BEGIN] = "BEGIN IMMEDIATE",
         [STMT_COMMIT] = "COMMIT",
@@ -253,119 +176,6 @@ static const char *const stmt_sql[_STMT_MAX] = {
                           "JOIN origins o ON o.id = r.origin_id WHERE r.id > ?1 AND r.id < ?2 ORDER BY r.id LIMIT ?3",
         [STMT_SEQ_COUNT] = "SELECT count(*) FROM readings WHERE id >= ?1 AND id <= ?2",
         [STMT_SET_META] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-};
-
-typedef enum NameKind {
-        NAME_SENSOR,
-        NAME_METRIC,
-        NAME_ORIGIN,
-        _NAME_KIND_MAX,
-} NameKind;
-
-typedef struct NameSlot {
-        char *name;
-        int64_t id;
-} NameSlot;
-
-typedef struct NameCache {
-        NameSlot slots[NAME_CACHE_SLOTS];
-        size_t n;
-} NameCache;
-
-/* A mark-and-sweep pass over the name tables. Names in use are marked by walking every row
- * that existed when the pass began and, from then on, by store_intern() for every row added;
- * then the names that existed when it began and are not marked are deleted. */
-typedef struct NamePrune {
-        bool active;
-        bool dirty;                             /* rows were removed since the last pass began */
-        bool wanted;                            /* a name table is at store.max_names */
-        uint64_t last_end_usec;                 /* CLOCK_MONOTONIC; 0: none yet */
-        int64_t walk_end[2], walk_pos[2];       /* readings, rejects */
-        int64_t name_max[_NAME_KIND_MAX], sweep_pos[_NAME_KIND_MAX];
-        uint8_t *marks[_NAME_KIND_MAX];         /* a bit per id up to name_max */
-} NamePrune;
-
-struct Store {
-        sd_event *event;
-        const StoreConfig *config;
-        Task *task;
-
-        sqlite3 *db;
-        sqlite3_stmt *stmts[_STMT_MAX];
-        int64_t page_size;
-
-        sd_event_source *commit_timer;
-        sd_event_source *retention_timer;
-        sd_event_source *check_timer;
-        /* The -wal and -shm files open in SQLite (device, inode), noted when first seen. */
-        struct {
-                bool known;
-                dev_t dev;
-                ino_t ino;
-        } side_files[2];
-
-        bool in_transaction;
-        unsigned batch_rows;
-        StoreStats batch;       /* rows of the open batch: they count into stats at commit */
-        bool failed;
-        bool closed;            /* stopped: no more writes */
-
-        NameCache names[_NAME_KIND_MAX];
-        StoreStats stats;
-        int64_t last_commit_ms;  /* wall clock of the last commit, for `status`; 0: none */
-
-        /* Retention totals of the sweep in progress, logged once when it ends. */
-        uint64_t sweep_readings;
-        uint64_t sweep_rejects;
-        bool sweep_by_size;
-        bool retention_backlog;  /* the last step hit its row limit: more is due */
-        /* Age retention walks each table from here (readings, rejects): every row at or
-         * before it that is still there was received "in the future" when walked. */
-        int64_t age_walk_from[2];
-        /* Estimated bytes of the committed rejects (see REJECT_ROW_OVERHEAD), counted once
-         * when max_size_mb first needs it, then kept up to date; and those of the open batch. */
-        bool reject_bytes_known;
-        int64_t reject_bytes;
-        int64_t batch_reject_bytes;
-        /* The same for the name tables: estimated bytes and rows, committed and open. */
-        bool names_known;
-        int64_t names_bytes, names_count;
-        int64_t batch_names_bytes, batch_names_count;
-        NamePrune prune;
-        uint64_t sweep_names;
-        /* store.max_names: the names in each table (counted at open when there is a cap, kept
-         * up to date), those the open batch added, how many frames and rejects a full table
-         * turned away, and when each full table was last logged. */
-        int64_t table_names[_NAME_KIND_MAX], batch_table_names[_NAME_KIND_MAX];
-        uint64_t names_refused;
-        uint64_t names_full_logged_usec[_NAME_KIND_MAX];
-        /* Over max_size_mb with nothing more that size retention may remove: the used bytes
-         * (0 when not), and when that was last logged. */
-        int64_t over_limit_bytes;
-        uint64_t over_limit_logged_usec;
-
-        /* This boot (the clock's side, see store_clock_set_boot()): its row in boots (0: none
-         * registered), the first reading it received unsynced (0: none yet), how far correction
-         * has come, how many wait for it (and how many of the open batch will), and where the
-         * correction under way ends (0: none under way). */
-        int64_t boot_row;
-        int64_t boot_first_unsynced;
-        int64_t boot_corrected_upto;
-        uint64_t boot_waiting;
-        uint64_t batch_unsynced;
-        int64_t correct_end;
-        /* Every reading at or before this id that is still there is one age retention keeps
-         * (received unsynced, not corrected): its next delete starts after it instead of
-         * reading them all again. Lowered when correction changes rows before it. */
-        int64_t age_delete_from;
-
-        /* Sequence numbers (upstream forwarding): the largest id inserted (committed or in the
-         * open batch), the largest committed, and the high-water mark below which no id may be
-         * handed out again (retention removed up to it). */
-        int64_t seq_max, seq_committed, seq_floor;
-        store_commit_hook_t commit_hook;
-        store_retention_hook_t retention_hook;
-        void *hook_userdata;
 };
 
 /* SQLite's result codes become -errno here and nowhere else. */
@@ -434,68 +244,6 @@ int store_sqlite_open(const char *path, int flags, sqlite3 **ret_db) {
         return SQLITE_OK;
 }
 
-/* ---- interned names ---- */
-
-static uint64_t name_hash(const char *s) {
-        uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-
-        for (; *s; s++)
-                h = (h ^ (unsigned char) *s) * 1099511628211ULL;
-        return h;
-}
-
-static void name_cache_clear(NameCache *c) {
-        for (size_t i = 0; i < NAME_CACHE_SLOTS; i++)
-                c->slots[i].name = mfree(c->slots[i].name);
-        c->n = 0;
-}
-
-static NameSlot *name_cache_slot(NameCache *c, const char *name) {
-        size_t i = name_hash(name) & (NAME_CACHE_SLOTS - 1);
-
-        while (c->slots[i].name && !streq(c->slots[i].name, name))
-                i = (i + 1) & (NAME_CACHE_SLOTS - 1);
-        return &c->slots[i];
-}
-
-static void name_cache_put(NameCache *c, const char *name, int64_t id) {
-        NameSlot *slot;
-        char *copy;
-
-        if (c->n >= NAME_CACHE_MAX)
-                name_cache_clear(c);
-        copy = strdup(name);
-        if (!copy)
-                return; /* only a cache */
-        slot = name_cache_slot(c, name);
-        slot->name = copy;
-        slot->id = id;
-        c->n++;
-}
-
-/* The estimated cost of a name of len bytes in its table and unique index. */
-static int64_t name_cost(const Store *s, int64_t len) {
-        /* SQLite's largest local payload of an index cell, see sqlite3BtreeOpen(). */
-        int64_t max_local = (s->page_size - 12) * 64 / 255 - 23;
-
-        return 2 * len + NAME_ROW_OVERHEAD + (len > max_local ? s->page_size : 0);
-}
-
-static void prune_mark(NamePrune *p, NameKind kind, int64_t id) {
-        if (p->active && p->marks[kind] && id > 0 && id <= p->name_max[kind])
-                p->marks[kind][id / 8] |= (uint8_t) (1u << (id % 8));
-}
-
-static bool prune_marked(const NamePrune *p, NameKind kind, int64_t id) {
-        return id <= 0 || id > p->name_max[kind] || (p->marks[kind][id / 8] & (1u << (id % 8)));
-}
-
-static void prune_end(NamePrune *p) {
-        for (size_t k = 0; k < _NAME_KIND_MAX; k++)
-                p->marks[k] = mfree(p->marks[k]);
-        p->active = false;
-}
-
 /* ---- failure ---- */
 
 static void store_rollback(Store *s) {
@@ -518,7 +266,7 @@ static void store_rollback(Store *s) {
         s->batch_unsynced = 0;
         /* Names added in the rolled-back transaction are gone from the file. */
         for (size_t i = 0; i < _NAME_KIND_MAX; i++)
-                name_cache_clear(&s->names[i]);
+                store_name_cache_clear(&s->names[i]);
         if (s->commit_timer)
                 (void) sd_event_source_set_enabled(s->commit_timer, SD_EVENT_OFF);
 }
@@ -581,7 +329,7 @@ static uint64_t store_fsize_limit_hit(const Store *s, int error, uint64_t *ret_s
 }
 
 /* Fails the store for an SQLite error: "Failed to <what> '<path>': <sqlite message>". */
-static int store_fail_sqlite(Store *s, int rc, const char *what) {
+int store_fail_sqlite(Store *s, int rc, const char *what) {
         int r = store_sqlite_errno(s->db, rc);
         uint64_t limit = 0, size = 0;
 
@@ -602,7 +350,7 @@ static int store_fail_sqlite(Store *s, int rc, const char *what) {
 /* Steps a statement that returns no rows and resets it. Returns an SQLite code. On an error
  * the statement is left as it is: a reset would make SQLite forget the OS error behind it
  * (sqlite3_system_errno), and the failure path resets every statement anyway. */
-static int stmt_run(sqlite3_stmt *st) {
+int store_stmt_run(sqlite3_stmt *st) {
         int rc = sqlite3_step(st);
 
         if (rc != SQLITE_DONE && rc != SQLITE_ROW)
@@ -613,7 +361,7 @@ static int stmt_run(sqlite3_stmt *st) {
 }
 
 /* Runs an integer-returning statement (a pragma); returns an SQLite code. */
-static int stmt_int(sqlite3_stmt *st, int64_t *ret) {
+int store_stmt_int(sqlite3_stmt *st, int64_t *ret) {
         int rc = sqlite3_step(st);
 
         if (rc == SQLITE_ROW) {
@@ -622,18 +370,18 @@ static int stmt_int(sqlite3_stmt *st, int64_t *ret) {
         } else if (rc == SQLITE_DONE)
                 rc = SQLITE_NOTFOUND;
         else
-                return rc; /* see stmt_run() */
+                return rc; /* see store_stmt_run() */
         sqlite3_reset(st);
         return rc;
 }
 
-static int exec_int(sqlite3 *db, const char *sql, int64_t *ret) {
+int store_exec_int(sqlite3 *db, const char *sql, int64_t *ret) {
         sqlite3_stmt *st = NULL;
         int rc;
 
         rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
         if (rc == SQLITE_OK)
-                rc = stmt_int(st, ret);
+                rc = store_stmt_int(st, ret);
         sqlite3_finalize(st);
         return rc;
 }
@@ -744,12 +492,12 @@ static int on_check_timer(sd_event_source *source, uint64_t usec, void *userdata
 /* Opens a batch: BEGIN IMMEDIATE takes the write lock, so the commit timer is armed here and
  * not at the first row: a batch that ends up holding nothing but duplicates (or no row at all)
  * must not keep the lock until the next row happens to arrive. */
-static int store_begin(Store *s) {
+int store_begin(Store *s) {
         int rc, r;
 
         if (s->in_transaction)
                 return 0;
-        rc = stmt_run(s->stmts[STMT_BEGIN]);
+        rc = store_stmt_run(s->stmts[STMT_BEGIN]);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "begin a transaction on");
         s->in_transaction = true;
@@ -769,14 +517,14 @@ static int store_begin(Store *s) {
         return 0;
 }
 
-static int store_commit_internal(Store *s) {
+int store_commit_internal(Store *s) {
         int rc, r;
 
         if (!s->in_transaction)
                 return 0;
         if (s->commit_timer)
                 (void) sd_event_source_set_enabled(s->commit_timer, SD_EVENT_OFF);
-        rc = stmt_run(s->stmts[STMT_COMMIT]);
+        rc = store_stmt_run(s->stmts[STMT_COMMIT]);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "commit to");
         s->in_transaction = false;
@@ -825,55 +573,15 @@ static int on_commit_timer(sd_event_source *source, uint64_t usec, void *userdat
 }
 
 /* Counts a row into the batch (whose timer store_begin() armed); commits at the maximum. */
-static int store_batch_row(Store *s) {
+int store_batch_row(Store *s) {
         s->batch_rows++;
         if (s->batch_rows >= s->config->commit_max_rows)
                 return store_commit_internal(s);
         return 0;
 }
 
-/* Returns the id of an interned name, adding it when new (inside the open transaction). */
-static int store_intern(Store *s, NameKind kind, const char *name, int64_t *ret) {
-        static const Stmt find[_NAME_KIND_MAX] = { STMT_FIND_SENSOR, STMT_FIND_METRIC, STMT_FIND_ORIGIN };
-        static const Stmt add[_NAME_KIND_MAX] = { STMT_ADD_SENSOR, STMT_ADD_METRIC, STMT_ADD_ORIGIN };
-        NameCache *c = &s->names[kind];
-        NameSlot *slot = name_cache_slot(c, name);
-        sqlite3_stmt *st;
-        int64_t id = 0;
-        int rc;
-
-        if (slot->name) {
-                prune_mark(&s->prune, kind, slot->id);
-                *ret = slot->id;
-                return 0;
-        }
-
-        st = s->stmts[find[kind]];
-        rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-        if (rc == SQLITE_OK)
-                rc = stmt_int(st, &id);
-        sqlite3_clear_bindings(st);
-        if (rc == SQLITE_NOTFOUND) {
-                st = s->stmts[add[kind]];
-                rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-                if (rc == SQLITE_OK)
-                        rc = stmt_run(st);
-                id = sqlite3_last_insert_rowid(s->db);
-                s->batch_names_bytes += name_cost(s, (int64_t) strlen(name));
-                s->batch_names_count++;
-                s->batch_table_names[kind]++;
-        }
-        if (rc != SQLITE_OK)
-                return store_fail_sqlite(s, rc, "write to");
-
-        prune_mark(&s->prune, kind, id);
-        name_cache_put(c, name, id);
-        *ret = id;
-        return 0;
-}
-
 /* Invalid input: commits the open batch (it is good), then fails the store. Returns -EINVAL. */
-_printf_(2, 3) static int store_refuse(Store *s, const char *format, ...) {
+_printf_(2, 3) int store_refuse(Store *s, const char *format, ...) {
         va_list ap;
 
         if (store_commit_internal(s) < 0)
@@ -885,117 +593,10 @@ _printf_(2, 3) static int store_refuse(Store *s, const char *format, ...) {
         return -EINVAL;
 }
 
-static int store_check_writable(Store *s) {
+int store_check_writable(Store *s) {
         if (s->failed || s->closed || !s->db)
                 return -ESHUTDOWN;
         return 0;
-}
-
-/* ---- store.max_names ---- */
-
-/* Whether name is in its table; a name found is cached, so the append that follows finds it at
- * once. Returns an SQLite code. */
-static int store_name_known(Store *s, NameKind kind, const char *name, bool *ret_known) {
-        static const Stmt find[_NAME_KIND_MAX] = { STMT_FIND_SENSOR, STMT_FIND_METRIC, STMT_FIND_ORIGIN };
-        sqlite3_stmt *st = s->stmts[find[kind]];
-        int64_t id = 0;
-        int rc;
-
-        if (name_cache_slot(&s->names[kind], name)->name) {
-                *ret_known = true;
-                return SQLITE_OK;
-        }
-        rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-        if (rc == SQLITE_OK)
-                rc = stmt_int(st, &id);
-        sqlite3_clear_bindings(st);
-        *ret_known = rc == SQLITE_OK;
-        if (rc == SQLITE_OK)
-                name_cache_put(&s->names[kind], name, id);
-        return rc == SQLITE_NOTFOUND ? SQLITE_OK : rc;
-}
-
-/* How many more names table kind takes under store.max_names. */
-static int64_t names_room(const Store *s, NameKind kind) {
-        return (int64_t) s->config->max_names - s->table_names[kind] - s->batch_table_names[kind];
-}
-
-/* A full table turned a name away: say so (rate-limited), and ask for a pass over the names,
- * since names no row uses any more still count until one removes them. */
-static void store_names_full(Store *s, NameKind kind) {
-        static const char *const what[_NAME_KIND_MAX] = { "sensor ids", "metric names", "origins" };
-        uint64_t now = clock_now_usec(CLOCK_MONOTONIC);
-
-        if (!s->prune.active && !s->prune.wanted &&
-            (s->prune.last_end_usec == 0 || (s->prune.dirty && now >= s->prune.last_end_usec + NAMES_FULL_PRUNE_USEC))) {
-                s->prune.wanted = true;
-                if (s->retention_timer) {
-                        (void) sd_event_source_set_time(s->retention_timer, now + RETENTION_BUSY_INTERVAL_USEC);
-                        (void) sd_event_source_set_enabled(s->retention_timer, SD_EVENT_ON);
-                }
-        }
-        if (s->names_full_logged_usec[kind] != 0 && now < s->names_full_logged_usec[kind] + OVER_LIMIT_LOG_INTERVAL_USEC)
-                return;
-        s->names_full_logged_usec[kind] = now;
-        log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "store"),
-                              "Store '%s' holds %" PRId64 " %s (store.max_names is %u): a frame that would add another "
-                              "is kept as a reject (too_many_names), a reject from a new origin under the origin '%s'. "
-                              "Raise store.max_names, or find what sends so many distinct names (the rejects show it).",
-                              s->config->path, s->table_names[kind] + s->batch_table_names[kind], what[kind],
-                              s->config->max_names, NAMES_FULL_ORIGIN);
-}
-
-int store_names_fit(Store *s, const Frame *f, const char *origin) {
-        int64_t added[_NAME_KIND_MAX] = { 0 };
-        bool fits = true, known;
-        int rc, k;
-
-        assert(s && f);
-
-        k = store_check_writable(s);
-        if (k < 0)
-                return k;
-        if (s->config->max_names == 0)
-                return 1;
-        /* Room for every name as new: the common case, no lookup. */
-        fits = names_room(s, NAME_SENSOR) >= 1 && names_room(s, NAME_METRIC) >= (int64_t) f->n_metrics &&
-               names_room(s, NAME_ORIGIN) >= 1;
-        if (fits)
-                return 1;
-
-        rc = store_name_known(s, NAME_SENSOR, f->sensor, &known);
-        added[NAME_SENSOR] += !known;
-        for (size_t i = 0; rc == SQLITE_OK && i < f->n_metrics; i++) {
-                rc = store_name_known(s, NAME_METRIC, f->metrics[i].name, &known);
-                added[NAME_METRIC] += !known;
-        }
-        if (rc == SQLITE_OK) {
-                rc = store_name_known(s, NAME_ORIGIN, strempty(origin), &known);
-                added[NAME_ORIGIN] += !known;
-        }
-        if (rc != SQLITE_OK)
-                return store_fail_sqlite(s, rc, "read from");
-        for (size_t kind = 0; kind < _NAME_KIND_MAX; kind++)
-                if (added[kind] > 0 && added[kind] > names_room(s, (NameKind) kind)) {
-                        s->names_refused++;
-                        store_names_full(s, (NameKind) kind);
-                        return 0;
-                }
-        return 1;
-}
-
-/* Counts the name tables for store.max_names, once at open. Returns an SQLite code. */
-static int store_count_tables(Store *s) {
-        static const char *const sql[_NAME_KIND_MAX] = {
-                "SELECT count(*) FROM sensors",
-                "SELECT count(*) FROM metrics",
-                "SELECT count(*) FROM origins",
-        };
-        int rc = SQLITE_OK;
-
-        for (size_t k = 0; rc == SQLITE_OK && k < _NAME_KIND_MAX; k++)
-                rc = exec_int(s->db, sql[k], &s->table_names[k]);
-        return rc;
 }
 
 /* A reading of this boot was stored unsynced: the first one marks where this boot's correction
@@ -1011,7 +612,7 @@ static int store_note_unsynced(Store *s, int64_t id) {
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_int64(st, 2, id);
         if (rc == SQLITE_OK)
-                rc = stmt_run(st);
+                rc = store_stmt_run(st);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "write a reading to");
         s->boot_first_unsynced = id;
@@ -1072,7 +673,7 @@ int store_append(Store *s, const Reading *r) {
                 rc = r->flags & READING_FLAG_UNSYNCED ? sqlite3_bind_int64(st, 10, r->boottime_ms)
                                                       : sqlite3_bind_null(st, 10);
         if (rc == SQLITE_OK)
-                rc = stmt_run(st);
+                rc = store_stmt_run(st);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "write a reading to");
 
@@ -1108,7 +709,7 @@ int store_append_reject(Store *s, const Reject *r) {
         reason = frame_reject_to_string(r->reason);
         /* A full origins table keeps its cap against rejects too (garbage on a new topic each
          * time); the raw bytes are kept, the origin is in the log line. */
-        if (s->config->max_names > 0 && names_room(s, NAME_ORIGIN) <= 0) {
+        if (s->config->max_names > 0 && store_names_room(s, NAME_ORIGIN) <= 0) {
                 bool known;
 
                 rc = store_name_known(s, NAME_ORIGIN, origin, &known);
@@ -1140,7 +741,7 @@ int store_append_reject(Store *s, const Reject *r) {
                 /* A zero-length blob, not NULL, for an empty raw. */
                 rc = sqlite3_bind_blob(st, 5, r->raw ? r->raw : "", (int) r->raw_size, SQLITE_STATIC);
         if (rc == SQLITE_OK)
-                rc = stmt_run(st);
+                rc = store_stmt_run(st);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "write a reject to");
 
@@ -1197,582 +798,6 @@ int store_get_summary(Store *s, StoreSummary *ret) {
         return 0;
 }
 
-/* ---- retention ---- */
-
-static int store_before_delete_readings(Store *s, int64_t upto);
-
-/* Walks the oldest `limit` rows of a table after id `after` (by id) and finds the last one
- * received before cutoff_ms. Rows are appended in receipt order, so the walk stops at the first
- * row that is young enough and never scans the table. A row received after future_ms cannot
- * have a true receipt time (the gateway clock was ahead when it came): it is stepped over, not
- * stopped at, and goes with the old rows after it (a delete by id takes it along), so one row
- * stamped years ahead cannot hold up retention. Rows after id `until` are not walked. *ret_id is the last old row (0 when none),
- * *ret_received its receipt time, *ret_walked the last row before the first young one (every
- * row up to it is old or from the future; `after` when none). Returns an SQLite code. */
-static int store_head_cutoff(Store *s, Stmt head, int64_t after, int64_t until, int64_t cutoff_ms, int64_t future_ms,
-                             bool keep_unsynced, int64_t limit, int64_t *ret_id, int64_t *ret_received,
-                             int64_t *ret_walked) {
-        sqlite3_stmt *st = s->stmts[head];
-        int64_t last = 0, last_received = 0, walked = after;
-        int rc;
-
-        rc = sqlite3_bind_int64(st, 1, limit);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 2, after);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 3, until);
-        while (rc == SQLITE_OK) {
-                int64_t id, received;
-
-                rc = sqlite3_step(st);
-                if (rc != SQLITE_ROW)
-                        break;
-                rc = SQLITE_OK;
-                id = sqlite3_column_int64(st, 0);
-                received = sqlite3_column_int64(st, 1);
-                /* A receipt time taken before the clock was trusted says nothing about age:
-                 * stepped over like one from the future, and its delete leaves it. */
-                if (keep_unsynced && sqlite3_column_int(st, 2)) {
-                        walked = id;
-                        continue;
-                }
-                if (received >= cutoff_ms && received <= future_ms)
-                        break;
-                walked = id;
-                if (received < cutoff_ms) {
-                        last = id;
-                        last_received = received;
-                }
-        }
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-        if (rc != SQLITE_OK && rc != SQLITE_DONE)
-                return rc;
-        *ret_id = last;
-        if (ret_received)
-                *ret_received = last_received;
-        if (ret_walked)
-                *ret_walked = walked;
-        return SQLITE_OK;
-}
-
-static int store_delete_upto(Store *s, Stmt del, int64_t id, uint64_t *ret_deleted) {
-        sqlite3_stmt *st = s->stmts[del];
-        int rc;
-
-        *ret_deleted = 0;
-        if (id <= 0)
-                return SQLITE_OK;
-        if (del == STMT_DELETE_REJECTS && s->reject_bytes_known) {
-                sqlite3_stmt *q = s->stmts[STMT_REJECTS_BYTES_UPTO];
-
-                /* A range of at most a step's rows from the head. */
-                rc = sqlite3_bind_int64(q, 1, id);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_step(q);
-                if (rc != SQLITE_ROW)
-                        return rc; /* see stmt_run() */
-                s->reject_bytes -= sqlite3_column_int64(q, 0) * REJECT_ROW_OVERHEAD + sqlite3_column_int64(q, 1);
-                s->reject_bytes = MAX(s->reject_bytes, (int64_t) 0);
-                sqlite3_reset(q);
-                sqlite3_clear_bindings(q);
-        }
-        rc = sqlite3_bind_int64(st, 1, id);
-        if (rc == SQLITE_OK && del == STMT_DELETE_READINGS_AGED)
-                rc = sqlite3_bind_int64(st, 2, s->age_delete_from);
-        if (rc == SQLITE_OK)
-                rc = stmt_run(st);
-        if (rc == SQLITE_OK)
-                *ret_deleted = (uint64_t) sqlite3_changes64(s->db);
-        if (rc == SQLITE_OK && del == STMT_DELETE_READINGS_AGED)
-                s->age_delete_from = MAX(s->age_delete_from, id);
-        return rc;
-}
-
-static int store_used_bytes(Store *s, int64_t *ret) {
-        int64_t pages = 0, free_pages = 0;
-        int rc;
-
-        rc = stmt_int(s->stmts[STMT_PAGE_COUNT], &pages);
-        if (rc == SQLITE_OK)
-                rc = stmt_int(s->stmts[STMT_FREELIST_COUNT], &free_pages);
-        if (rc == SQLITE_OK)
-                *ret = (pages - free_pages) * s->page_size;
-        return rc;
-}
-
-/* Keeps the rejects within their share of max_size_mb, oldest first: counts their size once (a
- * scan of the rejects only, which this bound keeps small), then removes at most a step's rows.
- * Sets *ret_deleted and, when more must go, *ret_more. Returns an SQLite code. */
-static int store_trim_rejects(Store *s, int64_t budget, uint64_t *ret_deleted, bool *ret_more) {
-        sqlite3_stmt *st = s->stmts[STMT_REJECTS_SIZES];
-        int64_t excess, freed = 0, last = 0;
-        int rc;
-
-        *ret_deleted = 0;
-        if (!s->reject_bytes_known) {
-                int64_t count = 0, bytes = 0;
-                sqlite3_stmt *q = NULL;
-
-                rc = sqlite3_prepare_v2(s->db, "SELECT count(*), total(length(raw)) FROM rejects", -1, &q, NULL);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_step(q);
-                if (rc == SQLITE_ROW) {
-                        count = sqlite3_column_int64(q, 0);
-                        bytes = sqlite3_column_int64(q, 1);
-                        rc = SQLITE_OK;
-                }
-                sqlite3_finalize(q);
-                if (rc != SQLITE_OK)
-                        return rc;
-                s->reject_bytes = count * REJECT_ROW_OVERHEAD + bytes;
-                s->reject_bytes_known = true;
-        }
-        excess = s->reject_bytes - budget;
-        if (excess <= 0)
-                return SQLITE_OK;
-
-        rc = sqlite3_bind_int64(st, 1, RETENTION_STEP_ROWS);
-        while (rc == SQLITE_OK && freed < excess) {
-                rc = sqlite3_step(st);
-                if (rc != SQLITE_ROW)
-                        break;
-                rc = SQLITE_OK;
-                last = sqlite3_column_int64(st, 0);
-                freed += sqlite3_column_int64(st, 1) + REJECT_ROW_OVERHEAD;
-        }
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-        if (rc != SQLITE_OK && rc != SQLITE_DONE)
-                return rc;
-        rc = store_delete_upto(s, STMT_DELETE_REJECTS, last, ret_deleted);
-        if (rc != SQLITE_OK)
-                return rc;
-        *ret_more = *ret_more || s->reject_bytes > budget;
-        return SQLITE_OK;
-}
-
-/* Counts the name tables once (the estimate is kept up to date from then on). */
-static int store_count_names(Store *s) {
-        static const char *const sql[_NAME_KIND_MAX] = {
-                "SELECT count(*), total(length(name)), total(length(name) > ?1) FROM sensors",
-                "SELECT count(*), total(length(name)), total(length(name) > ?1) FROM metrics",
-                "SELECT count(*), total(length(name)), total(length(name) > ?1) FROM origins",
-        };
-        int64_t max_local = (s->page_size - 12) * 64 / 255 - 23;
-        int64_t count = 0, bytes = 0;
-
-        if (s->names_known)
-                return SQLITE_OK;
-        for (size_t k = 0; k < _NAME_KIND_MAX; k++) {
-                sqlite3_stmt *q = NULL;
-                int rc;
-
-                rc = sqlite3_prepare_v2(s->db, sql[k], -1, &q, NULL);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_bind_int64(q, 1, max_local);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_step(q);
-                if (rc == SQLITE_ROW) {
-                        count += sqlite3_column_int64(q, 0);
-                        bytes += 2 * sqlite3_column_int64(q, 1) + sqlite3_column_int64(q, 0) * NAME_ROW_OVERHEAD +
-                                 sqlite3_column_int64(q, 2) * s->page_size;
-                        rc = SQLITE_OK;
-                }
-                sqlite3_finalize(q);
-                if (rc != SQLITE_OK)
-                        return rc;
-        }
-        s->names_count = count;
-        s->names_bytes = bytes;
-        s->names_known = true;
-        return SQLITE_OK;
-}
-
-/* Begins a prune pass: notes how far the tables reach now and makes room for the marks. */
-static int prune_begin(Store *s) {
-        static const char *const max_sql[_NAME_KIND_MAX] = {
-                "SELECT coalesce(max(id), 0) FROM sensors",
-                "SELECT coalesce(max(id), 0) FROM metrics",
-                "SELECT coalesce(max(id), 0) FROM origins",
-        };
-        NamePrune *p = &s->prune;
-        int rc;
-
-        *p = (NamePrune) { .last_end_usec = p->last_end_usec };
-        rc = stmt_int(s->stmts[STMT_READINGS_MAX_ID], &p->walk_end[0]);
-        if (rc == SQLITE_OK)
-                rc = exec_int(s->db, "SELECT coalesce(max(id), 0) FROM rejects", &p->walk_end[1]);
-        for (size_t k = 0; rc == SQLITE_OK && k < _NAME_KIND_MAX; k++)
-                rc = exec_int(s->db, max_sql[k], &p->name_max[k]);
-        if (rc != SQLITE_OK)
-                return rc;
-        for (size_t k = 0; k < _NAME_KIND_MAX; k++) {
-                p->marks[k] = calloc((size_t) p->name_max[k] / 8 + 1, 1);
-                if (!p->marks[k]) {
-                        /* Only housekeeping: try again at the next interval. */
-                        prune_end(p);
-                        p->last_end_usec = clock_now_usec(CLOCK_MONOTONIC);
-                        log_full_errno_fields(LOG_WARNING, -ENOMEM, LOG_FIELDS("TASK", "store"),
-                                              "Not enough memory to look for unused names in '%s', ignoring.",
-                                              s->config->path);
-                        return SQLITE_OK;
-                }
-        }
-        p->active = true;
-        return SQLITE_OK;
-}
-
-/* One bounded step of a prune pass: walks a step's rows of readings, then of rejects, marking
- * the names they use; then deletes a step's worth of unmarked names, one table at a time.
- * Adds the names deleted to *ret_names. Returns an SQLite code. */
-static int prune_step(Store *s, uint64_t *ret_names) {
-        static const Stmt scan[_NAME_KIND_MAX] = { STMT_SCAN_SENSORS, STMT_SCAN_METRICS, STMT_SCAN_ORIGINS };
-        static const Stmt drop[_NAME_KIND_MAX] = { STMT_DROP_SENSOR, STMT_DROP_METRIC, STMT_DROP_ORIGIN };
-        NamePrune *p = &s->prune;
-        int64_t unused[RETENTION_STEP_ROWS], unused_bytes = 0;
-        size_t n_unused = 0;
-        int rc;
-
-        for (size_t t = 0; t < 2; t++) {
-                sqlite3_stmt *st = s->stmts[t == 0 ? STMT_WALK_READINGS : STMT_WALK_REJECTS];
-                int64_t rows = 0;
-
-                if (p->walk_pos[t] >= p->walk_end[t])
-                        continue;
-                rc = sqlite3_bind_int64(st, 1, p->walk_pos[t]);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_bind_int64(st, 2, p->walk_end[t]);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_bind_int64(st, 3, RETENTION_STEP_ROWS);
-                while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                        rc = SQLITE_OK;
-                        rows++;
-                        p->walk_pos[t] = sqlite3_column_int64(st, 0);
-                        if (t == 0) {
-                                prune_mark(p, NAME_SENSOR, sqlite3_column_int64(st, 1));
-                                prune_mark(p, NAME_METRIC, sqlite3_column_int64(st, 2));
-                                prune_mark(p, NAME_ORIGIN, sqlite3_column_int64(st, 3));
-                        } else
-                                prune_mark(p, NAME_ORIGIN, sqlite3_column_int64(st, 1));
-                }
-                sqlite3_reset(st);
-                sqlite3_clear_bindings(st);
-                if (rc != SQLITE_DONE)
-                        return rc;
-                if (rows < RETENTION_STEP_ROWS)
-                        p->walk_pos[t] = p->walk_end[t];
-                return SQLITE_OK;
-        }
-
-        for (size_t k = 0; k < _NAME_KIND_MAX; k++) {
-                sqlite3_stmt *st = s->stmts[scan[k]];
-                int64_t rows = 0;
-
-                if (p->sweep_pos[k] >= p->name_max[k])
-                        continue;
-                rc = sqlite3_bind_int64(st, 1, p->sweep_pos[k]);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_bind_int64(st, 2, p->name_max[k]);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_bind_int64(st, 3, RETENTION_STEP_ROWS);
-                while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                        int64_t id = sqlite3_column_int64(st, 0);
-
-                        rc = SQLITE_OK;
-                        rows++;
-                        p->sweep_pos[k] = id;
-                        if (!prune_marked(p, (NameKind) k, id)) {
-                                unused[n_unused++] = id;
-                                unused_bytes += name_cost(s, sqlite3_column_int64(st, 1));
-                        }
-                }
-                sqlite3_reset(st);
-                sqlite3_clear_bindings(st);
-                if (rc != SQLITE_DONE)
-                        return rc;
-                if (rows < RETENTION_STEP_ROWS)
-                        p->sweep_pos[k] = p->name_max[k];
-                /* Deleted after the scan, not under it. */
-                for (size_t i = 0; i < n_unused; i++) {
-                        rc = sqlite3_bind_int64(s->stmts[drop[k]], 1, unused[i]);
-                        if (rc == SQLITE_OK)
-                                rc = stmt_run(s->stmts[drop[k]]);
-                        if (rc != SQLITE_OK)
-                                return rc;
-                }
-                if (n_unused > 0) {
-                        /* The cache may hold a deleted name's id. */
-                        name_cache_clear(&s->names[k]);
-                        s->names_count = MAX(s->names_count - (int64_t) n_unused, (int64_t) 0);
-                        s->table_names[k] = MAX(s->table_names[k] - (int64_t) n_unused, (int64_t) 0);
-                        s->names_bytes = MAX(s->names_bytes - unused_bytes, (int64_t) 0);
-                        *ret_names += n_unused;
-                }
-                return SQLITE_OK;
-        }
-
-        prune_end(p);
-        p->last_end_usec = clock_now_usec(CLOCK_MONOTONIC);
-        return SQLITE_OK;
-}
-
-/* Says loudly (rate-limited) that the store is over max_size_mb and size retention may remove
- * nothing more, with the numbers; the task's status says it too until it is under again. */
-static void store_note_over_limit(Store *s, int64_t used, int64_t limit, int64_t floor_rows) {
-        uint64_t now = clock_now_usec(CLOCK_MONOTONIC);
-
-        if (s->over_limit_bytes > 0 && now < s->over_limit_logged_usec + OVER_LIMIT_LOG_INTERVAL_USEC) {
-                s->over_limit_bytes = used;
-                return;
-        }
-        s->over_limit_bytes = used;
-        s->over_limit_logged_usec = now;
-        log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "store"),
-                              "Store '%s' uses %.1f MiB, over its limit of %" PRId64 " MiB, and size retention may "
-                              "remove nothing more: it keeps the newest readings (at least %" PRId64 ") and the %" PRId64
-                              " names still in use (about %.1f MiB), and rejects take %.1f MiB. "
-                              "Raise store.max_size_mb, or find what sends so many distinct sensor ids or topics.",
-                              s->config->path, used / 1048576.0, limit / 1048576, floor_rows, s->names_count,
-                              s->names_bytes / 1048576.0, s->reject_bytes / 1048576.0);
-}
-
-/* One step inside the open transaction; sets *ret_more when a backlog remains. */
-static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_rejects, uint64_t *ret_names,
-                                bool *ret_by_size, bool *ret_more) {
-        uint64_t readings = 0, rejects = 0, names = 0, n;
-        int64_t id, received;
-        bool names_big = false, over = false;
-        int rc;
-
-        *ret_more = false;
-        *ret_by_size = false;
-
-        if (s->config->retention_days > 0) {
-                static const Stmt heads[2] = { STMT_READINGS_HEAD, STMT_REJECTS_HEAD };
-                static const Stmt deletes[2] = { STMT_DELETE_READINGS_AGED, STMT_DELETE_REJECTS };
-                int64_t now = wall_clock_ms(), cutoff = now - (int64_t) s->config->retention_days * MSEC_PER_DAY;
-
-                for (size_t t = 0; t < 2; t++) {
-                        int64_t walked;
-
-                        rc = store_head_cutoff(s, heads[t], s->age_walk_from[t], INT64_MAX, cutoff, now, true,
-                                               RETENTION_STEP_ROWS, &id, NULL, &walked);
-                        if (rc == SQLITE_OK && t == 0)
-                                rc = store_before_delete_readings(s, id);
-                        if (rc == SQLITE_OK)
-                                rc = store_delete_upto(s, deletes[t], id, &n);
-                        if (rc != SQLITE_OK)
-                                return rc;
-                        *(t == 0 ? &readings : &rejects) += n;
-                        /* Rows from the future stay behind the walk's start: the next walk
-                         * does not read them again. A full walk means more is due. */
-                        *ret_more = *ret_more || walked - s->age_walk_from[t] >= RETENTION_STEP_ROWS ||
-                                    n >= RETENTION_STEP_ROWS;
-                        s->age_walk_from[t] = walked;
-                }
-
-                /* Events age with the readings they explain (few rows: one bounded delete). */
-                rc = sqlite3_bind_int64(s->stmts[STMT_DELETE_EVENTS], 1, cutoff);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_bind_int64(s->stmts[STMT_DELETE_EVENTS], 2, RETENTION_STEP_ROWS);
-                if (rc == SQLITE_OK)
-                        rc = stmt_run(s->stmts[STMT_DELETE_EVENTS]);
-                if (rc != SQLITE_OK)
-                        return rc;
-        }
-
-        if (s->config->max_size_mb > 0) {
-                int64_t used, limit = (int64_t) s->config->max_size_mb * 1024 * 1024, floor_rows = SIZE_FLOOR_ROWS(limit);
-                uint64_t by_size = 0;
-
-                /* The rejects' own bound first: noise never pushes out readings. */
-                rc = store_trim_rejects(s, limit / REJECTS_SHARE_DIVISOR, &n, ret_more);
-                if (rc != SQLITE_OK)
-                        return rc;
-                rejects += n;
-                by_size += n;
-
-                rc = store_count_names(s);
-                if (rc == SQLITE_OK)
-                        rc = store_used_bytes(s, &used);
-                if (rc != SQLITE_OK)
-                        return rc;
-                names_big = s->names_bytes > limit / NAMES_SHARE_DIVISOR;
-                /* While rejects are over their share, the next step trims more of them
-                 * before any reading is touched; while names take much of the room and a
-                 * pass is finding the unused ones, readings wait for what it frees. */
-                if (used > limit && s->reject_bytes <= limit / REJECTS_SHARE_DIVISOR &&
-                    !(names_big && s->prune.active)) {
-                        int64_t newest = 0;
-
-                        /* The oldest readings, but never the newest floor_rows; then the
-                         * rejects received up to the newest reading removed, or rejects alone
-                         * when no reading may go. */
-                        rc = stmt_int(s->stmts[STMT_READINGS_MAX_ID], &newest);
-                        if (rc == SQLITE_OK)
-                                rc = store_head_cutoff(s, STMT_READINGS_HEAD, 0, newest - floor_rows, INT64_MAX,
-                                                       INT64_MAX, false, RETENTION_STEP_ROWS, &id, &received, NULL);
-                        if (rc == SQLITE_OK)
-                                rc = store_before_delete_readings(s, id);
-                        if (rc == SQLITE_OK)
-                                rc = store_delete_upto(s, STMT_DELETE_READINGS, id, &n);
-                        if (rc != SQLITE_OK)
-                                return rc;
-                        readings += n;
-                        by_size += n;
-                        rc = store_head_cutoff(s, STMT_REJECTS_HEAD, 0, INT64_MAX, n > 0 ? received + 1 : INT64_MAX, INT64_MAX,
-                                               false, RETENTION_STEP_ROWS, &id, NULL, NULL);
-                        if (rc == SQLITE_OK)
-                                rc = store_delete_upto(s, STMT_DELETE_REJECTS, id, &n);
-                        if (rc != SQLITE_OK)
-                                return rc;
-                        rejects += n;
-                        by_size += n;
-                }
-                rc = store_used_bytes(s, &used);
-                if (rc != SQLITE_OK)
-                        return rc;
-                over = used > limit;
-                *ret_by_size = by_size > 0;
-                *ret_more = *ret_more || (over && by_size > 0);
-
-                /* Nothing more may go, and no pass can free more names: say so. */
-                if (over && by_size == 0 && !s->prune.active && !(s->prune.dirty && names_big))
-                        store_note_over_limit(s, used, limit, floor_rows);
-                else if (!over && s->over_limit_bytes > 0) {
-                        s->over_limit_bytes = 0;
-                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
-                                              "Store '%s' is under its limit of %u MiB again (%.1f MiB).",
-                                              s->config->path, s->config->max_size_mb, used / 1048576.0);
-                }
-        }
-
-        /* Unused names: a pass once the rows due have gone, at most once an hour, or back to
-         * back while names keep the store over its limit, or when a table is at
-         * store.max_names (see store_names_full()). */
-        s->prune.dirty = s->prune.dirty || readings + rejects > 0;
-        if (!s->prune.active && (s->prune.wanted || s->prune.dirty) &&
-            (s->prune.wanted || (over && names_big) ||
-             (!*ret_more && (s->prune.last_end_usec == 0 ||
-                             clock_now_usec(CLOCK_MONOTONIC) >= s->prune.last_end_usec + PRUNE_INTERVAL_USEC)))) {
-                rc = prune_begin(s);
-                if (rc != SQLITE_OK)
-                        return rc;
-        }
-        if (s->prune.active) {
-                rc = prune_step(s, &names);
-                if (rc != SQLITE_OK)
-                        return rc;
-                *ret_more = true;
-        }
-
-        if (readings + rejects + names > 0) {
-                int64_t pages = 0, free_pages = 0;
-
-                /* Give a large freelist back to the file system, a bounded bit per step. With
-                 * steady retention, free pages are simply reused and this does nothing. */
-                rc = stmt_int(s->stmts[STMT_PAGE_COUNT], &pages);
-                if (rc == SQLITE_OK)
-                        rc = stmt_int(s->stmts[STMT_FREELIST_COUNT], &free_pages);
-                if (rc == SQLITE_OK && free_pages > 256 && free_pages > pages / 4)
-                        rc = sqlite3_exec(s->db, "PRAGMA incremental_vacuum(1024)", NULL, NULL, NULL);
-                if (rc != SQLITE_OK)
-                        return rc;
-        }
-
-        *ret_readings = readings;
-        *ret_rejects = rejects;
-        *ret_names = names;
-        return SQLITE_OK;
-}
-
-int store_run_retention(Store *s) {
-        uint64_t readings = 0, rejects = 0, names = 0;
-        bool by_size = false, more = false;
-        int rc, r;
-
-        assert(s);
-
-        r = store_check_writable(s);
-        if (r < 0)
-                return r;
-        /* Without retention, only a pass over the names for store.max_names, and the line that
-         * says what it removed, are ever due. */
-        if (s->config->retention_days == 0 && s->config->max_size_mb == 0 && !s->prune.wanted && !s->prune.active &&
-            s->sweep_names == 0) {
-                s->retention_backlog = false;
-                return 0;
-        }
-
-        /* The open batch first, so that deletions commit on their own. */
-        r = store_commit_internal(s);
-        if (r < 0)
-                return r;
-        r = store_begin(s);
-        if (r < 0)
-                return r;
-        rc = store_retention_step(s, &readings, &rejects, &names, &by_size, &more);
-        if (rc != SQLITE_OK)
-                return store_fail_sqlite(s, rc, "remove old readings from");
-        r = store_commit_internal(s);
-        if (r < 0)
-                return r;
-
-        s->sweep_readings += readings;
-        s->sweep_rejects += rejects;
-        s->sweep_names += names;
-        s->sweep_by_size = s->sweep_by_size || by_size;
-        if (!more && s->sweep_readings + s->sweep_rejects + s->sweep_names > 0) {
-                char why[96] = "", also[64] = "";
-
-                if (s->config->retention_days > 0)
-                        snprintf(why, sizeof(why), "older than %u days", s->config->retention_days);
-                if (s->sweep_by_size)
-                        snprintf(why + strlen(why), sizeof(why) - strlen(why), "%sto stay under %u MiB",
-                                 why[0] ? ", or " : "", s->config->max_size_mb);
-                if (s->sweep_names > 0)
-                        snprintf(also, sizeof(also), ", and %" PRIu64 " names no row uses", s->sweep_names);
-                if (s->sweep_readings + s->sweep_rejects == 0)
-                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
-                                              "Retention removed %" PRIu64 " names no row uses from '%s'.",
-                                              s->sweep_names, s->config->path);
-                else
-                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
-                                              "Retention removed %" PRIu64 " readings and %" PRIu64 " rejects (%s)%s from '%s'.",
-                                              s->sweep_readings, s->sweep_rejects, why, also, s->config->path);
-                s->sweep_readings = s->sweep_rejects = s->sweep_names = 0;
-                s->sweep_by_size = false;
-        }
-        s->retention_backlog = more;
-        return (int) MIN(readings + rejects + names, (uint64_t) INT32_MAX);
-}
-
-bool store_retention_pending(const Store *s) {
-        assert(s);
-        return s->retention_backlog;
-}
-
-static int on_retention_timer(sd_event_source *source, uint64_t usec, void *userdata) {
-        Store *s = userdata;
-        uint64_t now = usec;
-        int r;
-
-        r = store_run_retention(s);
-        if (r < 0)
-                return 0; /* reported */
-        /* A full step means a backlog: come back soon, but let the loop breathe in between. The
-         * next step is due a period after this one was; after a stall (a slow disk, a suspended
-         * board) that time is past: run one step as soon as possible and keep the pace from
-         * there, instead of every missed step back to back. */
-        (void) sd_event_now(s->event, CLOCK_MONOTONIC, &now);
-        (void) sd_event_source_set_time(source, MAX(usec + (s->retention_backlog ? RETENTION_BUSY_INTERVAL_USEC
-                                                                                 : RETENTION_INTERVAL_USEC),
-                                                    now));
-        (void) sd_event_source_set_enabled(source, SD_EVENT_ON);
-        return 0;
-}
-
 /* ---- open, schema, close ---- */
 
 static int progress_deadline(void *userdata) {
@@ -1789,9 +814,9 @@ static int store_quick_check(Store *s) {
         int64_t pages = 0, page_size = 0;
         int rc;
 
-        rc = exec_int(s->db, "PRAGMA page_count", &pages);
+        rc = store_exec_int(s->db, "PRAGMA page_count", &pages);
         if (rc == SQLITE_OK)
-                rc = exec_int(s->db, "PRAGMA page_size", &page_size);
+                rc = store_exec_int(s->db, "PRAGMA page_size", &page_size);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "read");
         if (pages * page_size > QUICK_CHECK_MAX_BYTES) {
@@ -1861,11 +886,11 @@ int store_identify(sqlite3 *db, StoreIdentity *ret) {
         int rc;
 
         *ret = (StoreIdentity) {};
-        rc = exec_int(db, "PRAGMA application_id", &ret->application_id);
+        rc = store_exec_int(db, "PRAGMA application_id", &ret->application_id);
         if (rc == SQLITE_OK)
-                rc = exec_int(db, "PRAGMA user_version", &ret->user_version);
+                rc = store_exec_int(db, "PRAGMA user_version", &ret->user_version);
         if (rc == SQLITE_OK)
-                rc = exec_int(db, "SELECT count(*) FROM sqlite_schema", &ret->tables);
+                rc = store_exec_int(db, "SELECT count(*) FROM sqlite_schema", &ret->tables);
         return rc;
 }
 
@@ -1978,7 +1003,7 @@ static int store_set_pragmas(Store *s, bool empty) {
 static int store_prepare(Store *s) {
         int rc;
 
-        rc = exec_int(s->db, "PRAGMA page_size", &s->page_size);
+        rc = store_exec_int(s->db, "PRAGMA page_size", &s->page_size);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "read");
 
@@ -1989,8 +1014,6 @@ static int store_prepare(Store *s) {
         }
         return 0;
 }
-
-static int store_load_seq(Store *s);
 
 /* Opens the store for writing: checks, connection, settings, a quick check of an existing file,
  * the schema, the statements. A failure is reported (store_fail()) and returned. */
@@ -2033,182 +1056,6 @@ static void store_close(Store *s) {
         s->db = NULL;
 }
 
-/* ---- events ---- */
-
-static const char *const event_kind_names[_STORE_EVENT_MAX] = {
-        [STORE_EVENT_SENSOR_SILENT] = "sensor_silent",
-        [STORE_EVENT_SENSOR_BACK] = "sensor_back",
-        [STORE_EVENT_INPUT_DOWN] = "input_down",
-        [STORE_EVENT_INPUT_UP] = "input_up",
-        [STORE_EVENT_DAEMON_DOWN] = "daemon_down",
-        [STORE_EVENT_OUT_OF_RANGE] = "out_of_range",
-};
-
-const char *store_event_kind_to_string(StoreEventKind k) {
-        return k >= 0 && k < _STORE_EVENT_MAX ? event_kind_names[k] : NULL;
-}
-
-StoreEventKind store_event_kind_from_string(const char *str) {
-        for (size_t i = 0; str && i < _STORE_EVENT_MAX; i++)
-                if (streq(event_kind_names[i], str))
-                        return (StoreEventKind) i;
-        return _STORE_EVENT_INVALID;
-}
-
-static int bind_text_or_null(sqlite3_stmt *st, int i, const char *v) {
-        return v ? sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
-}
-
-static int bind_int_or_null(sqlite3_stmt *st, int i, int64_t v) {
-        return v != 0 ? sqlite3_bind_int64(st, i, v) : sqlite3_bind_null(st, i);
-}
-
-int store_append_event(Store *s, const StoreEvent *ev) {
-        sqlite3_stmt *st;
-        const char *kind;
-        int rc, k;
-
-        assert(s && ev);
-
-        k = store_check_writable(s);
-        if (k < 0)
-                return k;
-        kind = store_event_kind_to_string(ev->kind);
-        if (!kind || ev->count > INT64_MAX)
-                return store_refuse(s, "Refused an invalid event (kind %d) for '%s'", (int) ev->kind, s->config->path);
-        k = store_begin(s);
-        if (k < 0)
-                return k;
-
-        st = s->stmts[STMT_INSERT_EVENT];
-        rc = sqlite3_bind_int64(st, 1, ev->ts_ms);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
-        if (rc == SQLITE_OK)
-                rc = bind_text_or_null(st, 3, ev->sensor);
-        if (rc == SQLITE_OK)
-                rc = bind_text_or_null(st, 4, ev->subject);
-        if (rc == SQLITE_OK)
-                rc = bind_int_or_null(st, 5, ev->start_ms);
-        if (rc == SQLITE_OK)
-                rc = bind_int_or_null(st, 6, ev->end_ms);
-        if (rc == SQLITE_OK)
-                rc = bind_int_or_null(st, 7, (int64_t) ev->count);
-        if (rc == SQLITE_OK)
-                rc = bind_text_or_null(st, 8, ev->detail);
-        if (rc == SQLITE_OK)
-                rc = stmt_run(st);
-        sqlite3_clear_bindings(st);
-        if (rc != SQLITE_OK)
-                return store_fail_sqlite(s, rc, "write an event to");
-        return store_batch_row(s);
-}
-
-static int64_t store_now_ms(Store *s) {
-        uint64_t now;
-
-        if (sd_event_now(s->event, CLOCK_REALTIME, &now) < 0)
-                now = (uint64_t) time(NULL) * USEC_PER_SEC;
-        return (int64_t) (now / USEC_PER_MSEC);
-}
-
-#define STORE_META_STOPPED "store.stopped_ms"
-
-/* An orderly stop leaves its time behind, so the next start can tell a stop from a crash. */
-static int store_note_stopped(Store *s) {
-        char buf[32];
-        int n = snprintf(buf, sizeof(buf), "%" PRIi64, store_now_ms(s));
-
-        return store_set_meta(s, STORE_META_STOPPED, buf, (size_t) n);
-}
-
-/* At start: the window in which the daemon was not running (from the last record it wrote,
- * or the orderly stop it noted, until now) goes into the events table, so a gap that spans a
- * restart, a crash or a power cut has a cause. A new store has no such window. */
-static int store_note_daemon_down(Store *s) {
-        _cleanup_free_ void *stopped = NULL;
-        int64_t last = 0, stopped_ms = 0, now = store_now_ms(s);
-        size_t size;
-        int rc, r;
-
-        rc = exec_int(s->db,
-                      "SELECT max(coalesce((SELECT received FROM readings ORDER BY id DESC LIMIT 1), 0),"
-                      "           coalesce((SELECT received FROM rejects ORDER BY id DESC LIMIT 1), 0),"
-                      "           coalesce((SELECT ts FROM events ORDER BY id DESC LIMIT 1), 0))",
-                      &last);
-        if (rc != SQLITE_OK)
-                return store_fail_sqlite(s, rc, "read the last record of");
-        r = store_get_meta(s, STORE_META_STOPPED, &stopped, &size);
-        if (r > 0)
-                stopped_ms = strtoll(stopped, NULL, 10);
-        if (last <= 0 && stopped_ms <= 0)
-                return 0;
-        return store_append_event(s, &(StoreEvent){
-                                             .kind = STORE_EVENT_DAEMON_DOWN,
-                                             .ts_ms = now,
-                                             .start_ms = MAX(last, stopped_ms),
-                                             .end_ms = now,
-                                             .detail = stopped_ms >= last ? "stopped" : "not stopped cleanly",
-                                     });
-}
-
-int store_foreach_last_seen(Store *s, int64_t since_ms,
-                            int (*cb)(const char *sensor, const char *metric, int64_t last_ms, void *userdata),
-                            void *userdata) {
-        sqlite3_stmt *st = NULL;
-        int rc, r = 0;
-
-        assert(s && cb);
-        if (store_check_writable(s) < 0)
-                return -ESHUTDOWN;
-        rc = sqlite3_prepare_v2(s->db,
-                                "SELECT s.name, m.name, x.last FROM (SELECT sensor_id, metric_id, max(ts) AS last "
-                                "FROM readings INDEXED BY readings_ts WHERE ts >= ?1 GROUP BY sensor_id, metric_id) x "
-                                "JOIN sensors s ON s.id = x.sensor_id JOIN metrics m ON m.id = x.metric_id",
-                                -1, &st, NULL);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 1, since_ms);
-        while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                r = cb((const char *) sqlite3_column_text(st, 0), (const char *) sqlite3_column_text(st, 1),
-                       sqlite3_column_int64(st, 2), userdata);
-                if (r < 0)
-                        break;
-                rc = SQLITE_OK;
-        }
-        if (r >= 0 && rc != SQLITE_DONE)
-                r = store_sqlite_errno(s->db, rc) ?: -EIO;
-        sqlite3_finalize(st);
-        return r < 0 ? r : 0;
-}
-
-int store_sensor_last_seen(Store *s, const char *sensor, int64_t *ret_ms) {
-        sqlite3_stmt *st = NULL;
-        int64_t v = 0;
-        int rc;
-
-        assert(s && sensor && ret_ms);
-        if (store_check_writable(s) < 0)
-                return -ESHUTDOWN;
-        rc = sqlite3_prepare_v2(s->db,
-                                "SELECT coalesce(max(r.ts), 0) FROM readings r JOIN sensors s ON s.id = r.sensor_id "
-                                "WHERE s.name = ?1",
-                                -1, &st, NULL);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 1, sensor, -1, SQLITE_STATIC);
-        if (rc == SQLITE_OK)
-                rc = stmt_int(st, &v);
-        if (rc == SQLITE_NOTFOUND)
-                rc = SQLITE_OK;
-        if (rc != SQLITE_OK) {
-                int r = store_sqlite_errno(s->db, rc) ?: -EIO;
-                sqlite3_finalize(st);
-                return r;
-        }
-        sqlite3_finalize(st);
-        *ret_ms = v;
-        return 0;
-}
-
 /* ---- the task ---- */
 
 static Store *task_store(Task *t) {
@@ -2246,7 +1093,7 @@ static int store_start(Task *t) {
                                                100 * USEC_PER_MSEC, on_check_timer, s);
         if (r >= 0 && (s->config->retention_days > 0 || s->config->max_size_mb > 0 || s->config->max_names > 0))
                 r = sd_event_add_time_relative(s->event, &s->retention_timer, CLOCK_MONOTONIC, RETENTION_FIRST_USEC,
-                                               100 * USEC_PER_MSEC, on_retention_timer, s);
+                                               100 * USEC_PER_MSEC, store_on_retention_timer, s);
         if (r < 0) {
                 store_fail(s, r, "Failed to set up timers for '%s'", s->config->path);
                 store_close(s);
@@ -2297,8 +1144,8 @@ static void store_free(void *userdata) {
                             s->config->path, sqlite3_errmsg(s->db));
         store_close(s);
         for (size_t i = 0; i < _NAME_KIND_MAX; i++)
-                name_cache_clear(&s->names[i]);
-        prune_end(&s->prune);
+                store_name_cache_clear(&s->names[i]);
+        store_prune_end(&s->prune);
         sd_event_unref(s->event);
         free(s);
 }
@@ -2358,408 +1205,5 @@ int store_task_new(sd_event *e, const StoreConfig *config, Task **ret_task, Stor
         s->task = t;
         *ret_task = t;
         *ret_store = s;
-        return 0;
-}
-
-/* ---- values of other modules in the meta table ---- */
-
-int store_get_meta(Store *s, const char *key, void **ret_value, size_t *ret_size) {
-        sqlite3_stmt *st = NULL;
-        char *copy = NULL;
-        size_t size = 0;
-        int rc, r;
-
-        assert(s && key && ret_value && ret_size);
-
-        r = store_check_writable(s);
-        if (r < 0)
-                return r;
-        rc = sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = ?1", -1, &st, NULL);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-                const void *v = sqlite3_column_blob(st, 0);
-
-                size = (size_t) sqlite3_column_bytes(st, 0);
-                copy = malloc(size + 1);
-                if (!copy) {
-                        sqlite3_finalize(st);
-                        return -ENOMEM;
-                }
-                if (size > 0)
-                        memcpy(copy, v, size);
-                copy[size] = 0;
-        } else if (rc != SQLITE_DONE) {
-                r = store_sqlite_errno(s->db, rc) ?: -EIO;
-                sqlite3_finalize(st);
-                return r;
-        }
-        sqlite3_finalize(st);
-        *ret_value = copy;
-        *ret_size = size;
-        return copy ? 1 : 0;
-}
-
-int store_set_meta(Store *s, const char *key, const void *value, size_t size) {
-        sqlite3_stmt *st = NULL;
-        int rc, r;
-
-        assert(s && key && (value || size == 0));
-
-        r = store_check_writable(s);
-        if (r < 0)
-                return r;
-        if (size > INT32_MAX)
-                return -EMSGSIZE;
-        r = store_begin(s);
-        if (r < 0)
-                return r;
-        rc = sqlite3_prepare_v2(s->db,
-                                value ? "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)"
-                                      : "DELETE FROM meta WHERE key = ?1",
-                                -1, &st, NULL);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-        if (rc == SQLITE_OK && value)
-                rc = sqlite3_bind_blob(st, 2, size > 0 ? value : "", (int) size, SQLITE_STATIC);
-        if (rc == SQLITE_OK) {
-                rc = sqlite3_step(st);
-                if (rc == SQLITE_DONE)
-                        rc = SQLITE_OK;
-        }
-        if (rc != SQLITE_OK) {
-                /* store_fail_sqlite() reads SQLite's message; the statement goes after. */
-                r = store_fail_sqlite(s, rc, "write to");
-                sqlite3_finalize(st);
-                return r;
-        }
-        sqlite3_finalize(st);
-        return store_commit_internal(s);
-}
-
-/* ---- the clock's side: this boot, correction, clock events ---- */
-
-int store_clock_set_boot(Store *s, const char *boot_id) {
-        sqlite3_stmt *st = NULL;
-        int64_t from = 0, count = 0;
-        int rc, r;
-
-        assert(s && boot_id);
-
-        r = store_check_writable(s);
-        if (r < 0)
-                return r;
-        r = store_begin(s);
-        if (r < 0)
-                return r;
-        rc = sqlite3_prepare_v2(s->db, "INSERT OR IGNORE INTO boots (boot_id) VALUES (?1)", -1, &st, NULL);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 1, boot_id, -1, SQLITE_STATIC);
-        if (rc == SQLITE_OK)
-                rc = stmt_run(st);
-        sqlite3_finalize(st);
-        st = NULL;
-        if (rc == SQLITE_OK)
-                rc = sqlite3_prepare_v2(s->db,
-                                        "SELECT id, coalesce(first_unsynced, 0), corrected_upto FROM boots WHERE boot_id = ?1",
-                                        -1, &st, NULL);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 1, boot_id, -1, SQLITE_STATIC);
-        if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                s->boot_row = sqlite3_column_int64(st, 0);
-                s->boot_first_unsynced = sqlite3_column_int64(st, 1);
-                s->boot_corrected_upto = sqlite3_column_int64(st, 2);
-                rc = SQLITE_OK;
-        }
-        sqlite3_finalize(st);
-        st = NULL;
-        /* A restart within the same boot: count what still waits, once (a range of ids). */
-        from = MAX(s->boot_first_unsynced - 1, s->boot_corrected_upto);
-        if (rc == SQLITE_OK && s->boot_first_unsynced > 0) {
-                rc = sqlite3_prepare_v2(s->db, "SELECT count(*) FROM readings WHERE id > ?1 AND flags & 3 = 1", -1, &st,
-                                        NULL);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_bind_int64(st, 1, from);
-                if (rc == SQLITE_OK)
-                        rc = stmt_int(st, &count);
-                sqlite3_finalize(st);
-        }
-        if (rc != SQLITE_OK)
-                return store_fail_sqlite(s, rc, "register this boot in");
-        s->boot_waiting = (uint64_t) count;
-        r = store_commit_internal(s);
-        if (r < 0)
-                return r;
-        return (int) MIN(count, (int64_t) INT32_MAX);
-}
-
-uint64_t store_clock_waiting(const Store *s) {
-        assert(s);
-        return s->boot_waiting + s->batch_unsynced;
-}
-
-int store_clock_correct(Store *s, int64_t offset_ms, unsigned max_rows, uint64_t *ret_corrected) {
-        sqlite3_stmt *st;
-        int64_t lo, hi, n;
-        int rc, r;
-
-        assert(s && max_rows > 0 && ret_corrected);
-
-        *ret_corrected = 0;
-        r = store_check_writable(s);
-        if (r < 0)
-                return r;
-        if (s->boot_row == 0 || s->boot_first_unsynced == 0)
-                return 0;
-        /* The open batch first: its unsynced rows are in this round, and the correction
-         * commits on its own. */
-        r = store_commit_internal(s);
-        if (r < 0)
-                return r;
-        if (s->correct_end == 0) {
-                rc = stmt_int(s->stmts[STMT_READINGS_MAX_ID], &s->correct_end);
-                if (rc != SQLITE_OK)
-                        return store_fail_sqlite(s, rc, "correct readings in");
-        }
-        lo = MAX(s->boot_first_unsynced - 1, s->boot_corrected_upto);
-        if (lo >= s->correct_end) {
-                s->correct_end = 0;
-                return 0;
-        }
-        hi = MIN(lo + (int64_t) max_rows, s->correct_end);
-
-        r = store_begin(s);
-        if (r < 0)
-                return r;
-        st = s->stmts[STMT_CORRECT_READINGS];
-        rc = sqlite3_bind_int64(st, 1, offset_ms);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 2, lo);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 3, hi);
-        if (rc == SQLITE_OK)
-                rc = stmt_run(st);
-        n = sqlite3_changes64(s->db);
-        st = s->stmts[STMT_BOOT_CORRECTED_UPTO];
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 1, s->boot_row);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 2, hi);
-        if (rc == SQLITE_OK)
-                rc = stmt_run(st);
-        if (rc != SQLITE_OK)
-                return store_fail_sqlite(s, rc, "correct readings in");
-        r = store_commit_internal(s);
-        if (r < 0)
-                return r;
-        s->boot_corrected_upto = hi;
-        s->boot_waiting -= MIN((uint64_t) n, s->boot_waiting);
-        if (n > 0)
-                s->age_delete_from = MIN(s->age_delete_from, lo);
-        *ret_corrected = (uint64_t) n;
-        if (hi >= s->correct_end) {
-                s->correct_end = 0;
-                return 0;
-        }
-        return 1;
-}
-
-int store_clock_event(Store *s, const char *kind, int64_t at_ms, int64_t step_ms, int64_t readings, const char *detail) {
-        sqlite3_stmt *st = NULL;
-        int rc, r;
-
-        assert(s && kind);
-
-        r = store_check_writable(s);
-        if (r < 0)
-                return r;
-        r = store_begin(s);
-        if (r < 0)
-                return r;
-        rc = sqlite3_prepare_v2(s->db,
-                                "INSERT INTO clock_events (at, boot, kind, step_ms, readings, detail) "
-                                "VALUES (?1, nullif(?2, 0), ?3, ?4, ?5, ?6)",
-                                -1, &st, NULL);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 1, at_ms);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 2, s->boot_row);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 3, kind, -1, SQLITE_STATIC);
-        if (rc == SQLITE_OK)
-                rc = step_ms == 0 ? sqlite3_bind_null(st, 4) : sqlite3_bind_int64(st, 4, step_ms);
-        if (rc == SQLITE_OK)
-                rc = readings < 0 ? sqlite3_bind_null(st, 5) : sqlite3_bind_int64(st, 5, readings);
-        if (rc == SQLITE_OK)
-                rc = detail ? sqlite3_bind_text(st, 6, detail, -1, SQLITE_STATIC) : sqlite3_bind_null(st, 6);
-        if (rc == SQLITE_OK) {
-                rc = sqlite3_step(st);
-                if (rc == SQLITE_DONE)
-                        rc = SQLITE_OK;
-        }
-        if (rc != SQLITE_OK) {
-                r = store_fail_sqlite(s, rc, "write a clock event to");
-                sqlite3_finalize(st);
-                return r;
-        }
-        sqlite3_finalize(st);
-        return store_batch_row(s);
-}
-
-/* ---- sequence numbers and hooks for upstream forwarding ---- */
-
-/* The committed maximum and the high-water mark, once at open. */
-static int store_load_seq(Store *s) {
-        int64_t hw = 0;
-        int rc;
-
-        rc = stmt_int(s->stmts[STMT_READINGS_MAX_ID], &s->seq_max);
-        if (rc == SQLITE_OK) {
-                rc = exec_int(s->db, "SELECT coalesce((SELECT value FROM meta WHERE key = 'readings_high_water'), 0)", &hw);
-                if (rc == SQLITE_NOTFOUND)
-                        rc = SQLITE_OK;
-        }
-        if (rc != SQLITE_OK)
-                return store_fail_sqlite(s, rc, "read the sequence numbers of");
-        s->seq_committed = s->seq_max;
-        s->seq_floor = hw;
-        return 0;
-}
-
-/* Inside the retention transaction, before the readings with id <= upto go: raises the
- * high-water mark (in the same transaction, so it commits with the deletion) and tells the
- * retention hook. Returns an SQLite code. */
-static int store_before_delete_readings(Store *s, int64_t upto) {
-        sqlite3_stmt *st = s->stmts[STMT_SET_META];
-        int rc;
-
-        if (upto <= 0)
-                return SQLITE_OK;
-        if (upto > s->seq_floor) {
-                rc = sqlite3_bind_text(st, 1, "readings_high_water", -1, SQLITE_STATIC);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_bind_int64(st, 2, upto);
-                if (rc == SQLITE_OK)
-                        rc = stmt_run(st);
-                if (rc != SQLITE_OK)
-                        return rc;
-                s->seq_floor = upto;
-        }
-        if (s->retention_hook)
-                s->retention_hook(s, upto, s->hook_userdata);
-        /* A read in the hook that failed has failed the store (and rolled back): stop here. */
-        return s->failed ? SQLITE_ABORT : SQLITE_OK;
-}
-
-void store_set_hooks(Store *s, store_commit_hook_t commit, store_retention_hook_t retention, void *userdata) {
-        assert(s);
-        s->commit_hook = commit;
-        s->retention_hook = retention;
-        s->hook_userdata = userdata;
-}
-
-int64_t store_committed_seq(const Store *s) {
-        assert(s);
-        return s->seq_committed;
-}
-
-int store_read_seq(Store *s, int64_t after, int64_t before, unsigned limit,
-                   int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
-        static const char *const sources[] = { "serial", "mqtt" };
-        sqlite3_stmt *st;
-        int rc, r = 0, n = 0;
-
-        assert(s && cb);
-
-        r = store_check_writable(s);
-        if (r < 0)
-                return r;
-        /* Only committed rows: the open batch may still roll back, and its ids with it. */
-        before = MIN(before, s->seq_committed + 1);
-        if (after + 1 >= before || limit == 0)
-                return 0;
-        st = s->stmts[STMT_SEQ_READ];
-        rc = sqlite3_bind_int64(st, 1, after);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 2, before);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 3, limit);
-        while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                int64_t source = sqlite3_column_int64(st, 7);
-                StoredReading row = {
-                        .id = sqlite3_column_int64(st, 0),
-                        .sensor = (const char *) sqlite3_column_text(st, 1),
-                        .metric = (const char *) sqlite3_column_text(st, 2),
-                        .value = sqlite3_column_double(st, 3),
-                        .ts_ms = sqlite3_column_int64(st, 4),
-                        .sensor_ts = sqlite3_column_int(st, 5) != 0,
-                        .received_ms = sqlite3_column_int64(st, 6),
-                        .source = source >= 0 && source < (int64_t) ELEMENTSOF(sources) ? sources[source] : "unknown",
-                        .origin = (const char *) sqlite3_column_text(st, 8),
-                        .flags = (unsigned) sqlite3_column_int(st, 9),
-                };
-
-                rc = SQLITE_OK;
-                n++;
-                r = cb(&row, userdata);
-                if (r < 0)
-                        break;
-        }
-        if (r >= 0 && rc != SQLITE_DONE && rc != SQLITE_OK) {
-                r = store_fail_sqlite(s, rc, "read readings to forward from");
-                return r;
-        }
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-        return r < 0 ? r : n;
-}
-
-int store_count_seq(Store *s, int64_t lo, int64_t hi, uint64_t *ret) {
-        sqlite3_stmt *st;
-        int64_t n = 0;
-        int rc, r;
-
-        assert(s && ret);
-
-        r = store_check_writable(s);
-        if (r < 0)
-                return r;
-        st = s->stmts[STMT_SEQ_COUNT];
-        rc = sqlite3_bind_int64(st, 1, lo);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_int64(st, 2, hi);
-        if (rc == SQLITE_OK)
-                rc = stmt_int(st, &n);
-        if (rc != SQLITE_OK)
-                return store_fail_sqlite(s, rc, "count readings in");
-        sqlite3_clear_bindings(st);
-        *ret = (uint64_t) n;
-        return 0;
-}
-
-int store_set_meta_batched(Store *s, const char *key, const void *value, size_t size) {
-        sqlite3_stmt *st;
-        int rc, r;
-
-        assert(s && key && value);
-
-        r = store_check_writable(s);
-        if (r < 0)
-                return r;
-        if (size > INT32_MAX)
-                return -EMSGSIZE;
-        r = store_begin(s);
-        if (r < 0)
-                return r;
-        st = s->stmts[STMT_SET_META];
-        rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_blob(st, 2, size > 0 ? value : "", (int) size, SQLITE_STATIC);
-        if (rc == SQLITE_OK)
-                rc = stmt_run(st);
-        if (rc != SQLITE_OK)
-                return store_fail_sqlite(s, rc, "write to");
         return 0;
 }

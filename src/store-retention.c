@@ -1,0 +1,590 @@
+/* SPDX-License-Identifier: MIT */
+/* Retention: removing readings, rejects, events and unused names by age and by size, in bounded steps. */
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sqlite3.h>
+
+#include "collector/log.h"
+#include "collector/macro.h"
+#include "collector/store.h"
+#include "collector/time-util.h"
+#include "store-internal.h"
+
+/* ---- retention ---- */
+
+/* Walks the oldest `limit` rows of a table after id `after` (by id) and finds the last one
+ * received before cutoff_ms. Rows are appended in receipt order, so the walk stops at the first
+ * row that is young enough and never scans the table. A row received after future_ms cannot
+ * have a true receipt time (the gateway clock was ahead when it came): it is stepped over, not
+ * stopped at, and goes with the old rows after it (a delete by id takes it along), so one row
+ * stamped years ahead cannot hold up retention. Rows after id `until` are not walked. *ret_id is the last old row (0 when none),
+ * *ret_received its receipt time, *ret_walked the last row before the first young one (every
+ * row up to it is old or from the future; `after` when none). Returns an SQLite code. */
+static int store_head_cutoff(Store *s, Stmt head, int64_t after, int64_t until, int64_t cutoff_ms, int64_t future_ms,
+                             bool keep_unsynced, int64_t limit, int64_t *ret_id, int64_t *ret_received,
+                             int64_t *ret_walked) {
+        sqlite3_stmt *st = s->stmts[head];
+        int64_t last = 0, last_received = 0, walked = after;
+        int rc;
+
+        rc = sqlite3_bind_int64(st, 1, limit);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, after);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 3, until);
+        while (rc == SQLITE_OK) {
+                int64_t id, received;
+
+                rc = sqlite3_step(st);
+                if (rc != SQLITE_ROW)
+                        break;
+                rc = SQLITE_OK;
+                id = sqlite3_column_int64(st, 0);
+                received = sqlite3_column_int64(st, 1);
+                /* A receipt time taken before the clock was trusted says nothing about age:
+                 * stepped over like one from the future, and its delete leaves it. */
+                if (keep_unsynced && sqlite3_column_int(st, 2)) {
+                        walked = id;
+                        continue;
+                }
+                if (received >= cutoff_ms && received <= future_ms)
+                        break;
+                walked = id;
+                if (received < cutoff_ms) {
+                        last = id;
+                        last_received = received;
+                }
+        }
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        if (rc != SQLITE_OK && rc != SQLITE_DONE)
+                return rc;
+        *ret_id = last;
+        if (ret_received)
+                *ret_received = last_received;
+        if (ret_walked)
+                *ret_walked = walked;
+        return SQLITE_OK;
+}
+
+static int store_delete_upto(Store *s, Stmt del, int64_t id, uint64_t *ret_deleted) {
+        sqlite3_stmt *st = s->stmts[del];
+        int rc;
+
+        *ret_deleted = 0;
+        if (id <= 0)
+                return SQLITE_OK;
+        if (del == STMT_DELETE_REJECTS && s->reject_bytes_known) {
+                sqlite3_stmt *q = s->stmts[STMT_REJECTS_BYTES_UPTO];
+
+                /* A range of at most a step's rows from the head. */
+                rc = sqlite3_bind_int64(q, 1, id);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_step(q);
+                if (rc != SQLITE_ROW)
+                        return rc; /* see store_stmt_run() */
+                s->reject_bytes -= sqlite3_column_int64(q, 0) * REJECT_ROW_OVERHEAD + sqlite3_column_int64(q, 1);
+                s->reject_bytes = MAX(s->reject_bytes, (int64_t) 0);
+                sqlite3_reset(q);
+                sqlite3_clear_bindings(q);
+        }
+        rc = sqlite3_bind_int64(st, 1, id);
+        if (rc == SQLITE_OK && del == STMT_DELETE_READINGS_AGED)
+                rc = sqlite3_bind_int64(st, 2, s->age_delete_from);
+        if (rc == SQLITE_OK)
+                rc = store_stmt_run(st);
+        if (rc == SQLITE_OK)
+                *ret_deleted = (uint64_t) sqlite3_changes64(s->db);
+        if (rc == SQLITE_OK && del == STMT_DELETE_READINGS_AGED)
+                s->age_delete_from = MAX(s->age_delete_from, id);
+        return rc;
+}
+
+static int store_used_bytes(Store *s, int64_t *ret) {
+        int64_t pages = 0, free_pages = 0;
+        int rc;
+
+        rc = store_stmt_int(s->stmts[STMT_PAGE_COUNT], &pages);
+        if (rc == SQLITE_OK)
+                rc = store_stmt_int(s->stmts[STMT_FREELIST_COUNT], &free_pages);
+        if (rc == SQLITE_OK)
+                *ret = (pages - free_pages) * s->page_size;
+        return rc;
+}
+
+/* Keeps the rejects within their share of max_size_mb, oldest first: counts their size once (a
+ * scan of the rejects only, which this bound keeps small), then removes at most a step's rows.
+ * Sets *ret_deleted and, when more must go, *ret_more. Returns an SQLite code. */
+static int store_trim_rejects(Store *s, int64_t budget, uint64_t *ret_deleted, bool *ret_more) {
+        sqlite3_stmt *st = s->stmts[STMT_REJECTS_SIZES];
+        int64_t excess, freed = 0, last = 0;
+        int rc;
+
+        *ret_deleted = 0;
+        if (!s->reject_bytes_known) {
+                int64_t count = 0, bytes = 0;
+                sqlite3_stmt *q = NULL;
+
+                rc = sqlite3_prepare_v2(s->db, "SELECT count(*), total(length(raw)) FROM rejects", -1, &q, NULL);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_step(q);
+                if (rc == SQLITE_ROW) {
+                        count = sqlite3_column_int64(q, 0);
+                        bytes = sqlite3_column_int64(q, 1);
+                        rc = SQLITE_OK;
+                }
+                sqlite3_finalize(q);
+                if (rc != SQLITE_OK)
+                        return rc;
+                s->reject_bytes = count * REJECT_ROW_OVERHEAD + bytes;
+                s->reject_bytes_known = true;
+        }
+        excess = s->reject_bytes - budget;
+        if (excess <= 0)
+                return SQLITE_OK;
+
+        rc = sqlite3_bind_int64(st, 1, RETENTION_STEP_ROWS);
+        while (rc == SQLITE_OK && freed < excess) {
+                rc = sqlite3_step(st);
+                if (rc != SQLITE_ROW)
+                        break;
+                rc = SQLITE_OK;
+                last = sqlite3_column_int64(st, 0);
+                freed += sqlite3_column_int64(st, 1) + REJECT_ROW_OVERHEAD;
+        }
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        if (rc != SQLITE_OK && rc != SQLITE_DONE)
+                return rc;
+        rc = store_delete_upto(s, STMT_DELETE_REJECTS, last, ret_deleted);
+        if (rc != SQLITE_OK)
+                return rc;
+        *ret_more = *ret_more || s->reject_bytes > budget;
+        return SQLITE_OK;
+}
+
+/* Counts the name tables once (the estimate is kept up to date from then on). */
+static int store_count_names(Store *s) {
+        static const char *const sql[_NAME_KIND_MAX] = {
+                "SELECT count(*), total(length(name)), total(length(name) > ?1) FROM sensors",
+                "SELECT count(*), total(length(name)), total(length(name) > ?1) FROM metrics",
+                "SELECT count(*), total(length(name)), total(length(name) > ?1) FROM origins",
+        };
+        int64_t max_local = (s->page_size - 12) * 64 / 255 - 23;
+        int64_t count = 0, bytes = 0;
+
+        if (s->names_known)
+                return SQLITE_OK;
+        for (size_t k = 0; k < _NAME_KIND_MAX; k++) {
+                sqlite3_stmt *q = NULL;
+                int rc;
+
+                rc = sqlite3_prepare_v2(s->db, sql[k], -1, &q, NULL);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(q, 1, max_local);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_step(q);
+                if (rc == SQLITE_ROW) {
+                        count += sqlite3_column_int64(q, 0);
+                        bytes += 2 * sqlite3_column_int64(q, 1) + sqlite3_column_int64(q, 0) * NAME_ROW_OVERHEAD +
+                                 sqlite3_column_int64(q, 2) * s->page_size;
+                        rc = SQLITE_OK;
+                }
+                sqlite3_finalize(q);
+                if (rc != SQLITE_OK)
+                        return rc;
+        }
+        s->names_count = count;
+        s->names_bytes = bytes;
+        s->names_known = true;
+        return SQLITE_OK;
+}
+
+/* Begins a prune pass: notes how far the tables reach now and makes room for the marks. */
+static int prune_begin(Store *s) {
+        static const char *const max_sql[_NAME_KIND_MAX] = {
+                "SELECT coalesce(max(id), 0) FROM sensors",
+                "SELECT coalesce(max(id), 0) FROM metrics",
+                "SELECT coalesce(max(id), 0) FROM origins",
+        };
+        NamePrune *p = &s->prune;
+        int rc;
+
+        *p = (NamePrune) { .last_end_usec = p->last_end_usec };
+        rc = store_stmt_int(s->stmts[STMT_READINGS_MAX_ID], &p->walk_end[0]);
+        if (rc == SQLITE_OK)
+                rc = store_exec_int(s->db, "SELECT coalesce(max(id), 0) FROM rejects", &p->walk_end[1]);
+        for (size_t k = 0; rc == SQLITE_OK && k < _NAME_KIND_MAX; k++)
+                rc = store_exec_int(s->db, max_sql[k], &p->name_max[k]);
+        if (rc != SQLITE_OK)
+                return rc;
+        for (size_t k = 0; k < _NAME_KIND_MAX; k++) {
+                p->marks[k] = calloc((size_t) p->name_max[k] / 8 + 1, 1);
+                if (!p->marks[k]) {
+                        /* Only housekeeping: try again at the next interval. */
+                        store_prune_end(p);
+                        p->last_end_usec = clock_now_usec(CLOCK_MONOTONIC);
+                        log_full_errno_fields(LOG_WARNING, -ENOMEM, LOG_FIELDS("TASK", "store"),
+                                              "Not enough memory to look for unused names in '%s', ignoring.",
+                                              s->config->path);
+                        return SQLITE_OK;
+                }
+        }
+        p->active = true;
+        return SQLITE_OK;
+}
+
+/* One bounded step of a prune pass: walks a step's rows of readings, then of rejects, marking
+ * the names they use; then deletes a step's worth of unmarked names, one table at a time.
+ * Adds the names deleted to *ret_names. Returns an SQLite code. */
+static int prune_step(Store *s, uint64_t *ret_names) {
+        static const Stmt scan[_NAME_KIND_MAX] = { STMT_SCAN_SENSORS, STMT_SCAN_METRICS, STMT_SCAN_ORIGINS };
+        static const Stmt drop[_NAME_KIND_MAX] = { STMT_DROP_SENSOR, STMT_DROP_METRIC, STMT_DROP_ORIGIN };
+        NamePrune *p = &s->prune;
+        int64_t unused[RETENTION_STEP_ROWS], unused_bytes = 0;
+        size_t n_unused = 0;
+        int rc;
+
+        for (size_t t = 0; t < 2; t++) {
+                sqlite3_stmt *st = s->stmts[t == 0 ? STMT_WALK_READINGS : STMT_WALK_REJECTS];
+                int64_t rows = 0;
+
+                if (p->walk_pos[t] >= p->walk_end[t])
+                        continue;
+                rc = sqlite3_bind_int64(st, 1, p->walk_pos[t]);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(st, 2, p->walk_end[t]);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(st, 3, RETENTION_STEP_ROWS);
+                while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        rc = SQLITE_OK;
+                        rows++;
+                        p->walk_pos[t] = sqlite3_column_int64(st, 0);
+                        if (t == 0) {
+                                store_prune_mark(p, NAME_SENSOR, sqlite3_column_int64(st, 1));
+                                store_prune_mark(p, NAME_METRIC, sqlite3_column_int64(st, 2));
+                                store_prune_mark(p, NAME_ORIGIN, sqlite3_column_int64(st, 3));
+                        } else
+                                store_prune_mark(p, NAME_ORIGIN, sqlite3_column_int64(st, 1));
+                }
+                sqlite3_reset(st);
+                sqlite3_clear_bindings(st);
+                if (rc != SQLITE_DONE)
+                        return rc;
+                if (rows < RETENTION_STEP_ROWS)
+                        p->walk_pos[t] = p->walk_end[t];
+                return SQLITE_OK;
+        }
+
+        for (size_t k = 0; k < _NAME_KIND_MAX; k++) {
+                sqlite3_stmt *st = s->stmts[scan[k]];
+                int64_t rows = 0;
+
+                if (p->sweep_pos[k] >= p->name_max[k])
+                        continue;
+                rc = sqlite3_bind_int64(st, 1, p->sweep_pos[k]);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(st, 2, p->name_max[k]);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(st, 3, RETENTION_STEP_ROWS);
+                while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        int64_t id = sqlite3_column_int64(st, 0);
+
+                        rc = SQLITE_OK;
+                        rows++;
+                        p->sweep_pos[k] = id;
+                        if (!store_prune_marked(p, (NameKind) k, id)) {
+                                unused[n_unused++] = id;
+                                unused_bytes += store_name_cost(s, sqlite3_column_int64(st, 1));
+                        }
+                }
+                sqlite3_reset(st);
+                sqlite3_clear_bindings(st);
+                if (rc != SQLITE_DONE)
+                        return rc;
+                if (rows < RETENTION_STEP_ROWS)
+                        p->sweep_pos[k] = p->name_max[k];
+                /* Deleted after the scan, not under it. */
+                for (size_t i = 0; i < n_unused; i++) {
+                        rc = sqlite3_bind_int64(s->stmts[drop[k]], 1, unused[i]);
+                        if (rc == SQLITE_OK)
+                                rc = store_stmt_run(s->stmts[drop[k]]);
+                        if (rc != SQLITE_OK)
+                                return rc;
+                }
+                if (n_unused > 0) {
+                        /* The cache may hold a deleted name's id. */
+                        store_name_cache_clear(&s->names[k]);
+                        s->names_count = MAX(s->names_count - (int64_t) n_unused, (int64_t) 0);
+                        s->table_names[k] = MAX(s->table_names[k] - (int64_t) n_unused, (int64_t) 0);
+                        s->names_bytes = MAX(s->names_bytes - unused_bytes, (int64_t) 0);
+                        *ret_names += n_unused;
+                }
+                return SQLITE_OK;
+        }
+
+        store_prune_end(p);
+        p->last_end_usec = clock_now_usec(CLOCK_MONOTONIC);
+        return SQLITE_OK;
+}
+
+/* Says loudly (rate-limited) that the store is over max_size_mb and size retention may remove
+ * nothing more, with the numbers; the task's status says it too until it is under again. */
+static void store_note_over_limit(Store *s, int64_t used, int64_t limit, int64_t floor_rows) {
+        uint64_t now = clock_now_usec(CLOCK_MONOTONIC);
+
+        if (s->over_limit_bytes > 0 && now < s->over_limit_logged_usec + OVER_LIMIT_LOG_INTERVAL_USEC) {
+                s->over_limit_bytes = used;
+                return;
+        }
+        s->over_limit_bytes = used;
+        s->over_limit_logged_usec = now;
+        log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "store"),
+                              "Store '%s' uses %.1f MiB, over its limit of %" PRId64 " MiB, and size retention may "
+                              "remove nothing more: it keeps the newest readings (at least %" PRId64 ") and the %" PRId64
+                              " names still in use (about %.1f MiB), and rejects take %.1f MiB. "
+                              "Raise store.max_size_mb, or find what sends so many distinct sensor ids or topics.",
+                              s->config->path, used / 1048576.0, limit / 1048576, floor_rows, s->names_count,
+                              s->names_bytes / 1048576.0, s->reject_bytes / 1048576.0);
+}
+
+/* One step inside the open transaction; sets *ret_more when a backlog remains. */
+static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_rejects, uint64_t *ret_names,
+                                bool *ret_by_size, bool *ret_more) {
+        uint64_t readings = 0, rejects = 0, names = 0, n;
+        int64_t id, received;
+        bool names_big = false, over = false;
+        int rc;
+
+        *ret_more = false;
+        *ret_by_size = false;
+
+        if (s->config->retention_days > 0) {
+                static const Stmt heads[2] = { STMT_READINGS_HEAD, STMT_REJECTS_HEAD };
+                static const Stmt deletes[2] = { STMT_DELETE_READINGS_AGED, STMT_DELETE_REJECTS };
+                int64_t now = wall_clock_ms(), cutoff = now - (int64_t) s->config->retention_days * MSEC_PER_DAY;
+
+                for (size_t t = 0; t < 2; t++) {
+                        int64_t walked;
+
+                        rc = store_head_cutoff(s, heads[t], s->age_walk_from[t], INT64_MAX, cutoff, now, true,
+                                               RETENTION_STEP_ROWS, &id, NULL, &walked);
+                        if (rc == SQLITE_OK && t == 0)
+                                rc = store_before_delete_readings(s, id);
+                        if (rc == SQLITE_OK)
+                                rc = store_delete_upto(s, deletes[t], id, &n);
+                        if (rc != SQLITE_OK)
+                                return rc;
+                        *(t == 0 ? &readings : &rejects) += n;
+                        /* Rows from the future stay behind the walk's start: the next walk
+                         * does not read them again. A full walk means more is due. */
+                        *ret_more = *ret_more || walked - s->age_walk_from[t] >= RETENTION_STEP_ROWS ||
+                                    n >= RETENTION_STEP_ROWS;
+                        s->age_walk_from[t] = walked;
+                }
+
+                /* Events age with the readings they explain (few rows: one bounded delete). */
+                rc = sqlite3_bind_int64(s->stmts[STMT_DELETE_EVENTS], 1, cutoff);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(s->stmts[STMT_DELETE_EVENTS], 2, RETENTION_STEP_ROWS);
+                if (rc == SQLITE_OK)
+                        rc = store_stmt_run(s->stmts[STMT_DELETE_EVENTS]);
+                if (rc != SQLITE_OK)
+                        return rc;
+        }
+
+        if (s->config->max_size_mb > 0) {
+                int64_t used, limit = (int64_t) s->config->max_size_mb * 1024 * 1024, floor_rows = SIZE_FLOOR_ROWS(limit);
+                uint64_t by_size = 0;
+
+                /* The rejects' own bound first: noise never pushes out readings. */
+                rc = store_trim_rejects(s, limit / REJECTS_SHARE_DIVISOR, &n, ret_more);
+                if (rc != SQLITE_OK)
+                        return rc;
+                rejects += n;
+                by_size += n;
+
+                rc = store_count_names(s);
+                if (rc == SQLITE_OK)
+                        rc = store_used_bytes(s, &used);
+                if (rc != SQLITE_OK)
+                        return rc;
+                names_big = s->names_bytes > limit / NAMES_SHARE_DIVISOR;
+                /* While rejects are over their share, the next step trims more of them
+                 * before any reading is touched; while names take much of the room and a
+                 * pass is finding the unused ones, readings wait for what it frees. */
+                if (used > limit && s->reject_bytes <= limit / REJECTS_SHARE_DIVISOR &&
+                    !(names_big && s->prune.active)) {
+                        int64_t newest = 0;
+
+                        /* The oldest readings, but never the newest floor_rows; then the
+                         * rejects received up to the newest reading removed, or rejects alone
+                         * when no reading may go. */
+                        rc = store_stmt_int(s->stmts[STMT_READINGS_MAX_ID], &newest);
+                        if (rc == SQLITE_OK)
+                                rc = store_head_cutoff(s, STMT_READINGS_HEAD, 0, newest - floor_rows, INT64_MAX,
+                                                       INT64_MAX, false, RETENTION_STEP_ROWS, &id, &received, NULL);
+                        if (rc == SQLITE_OK)
+                                rc = store_before_delete_readings(s, id);
+                        if (rc == SQLITE_OK)
+                                rc = store_delete_upto(s, STMT_DELETE_READINGS, id, &n);
+                        if (rc != SQLITE_OK)
+                                return rc;
+                        readings += n;
+                        by_size += n;
+                        rc = store_head_cutoff(s, STMT_REJECTS_HEAD, 0, INT64_MAX, n > 0 ? received + 1 : INT64_MAX, INT64_MAX,
+                                               false, RETENTION_STEP_ROWS, &id, NULL, NULL);
+                        if (rc == SQLITE_OK)
+                                rc = store_delete_upto(s, STMT_DELETE_REJECTS, id, &n);
+                        if (rc != SQLITE_OK)
+                                return rc;
+                        rejects += n;
+                        by_size += n;
+                }
+                rc = store_used_bytes(s, &used);
+                if (rc != SQLITE_OK)
+                        return rc;
+                over = used > limit;
+                *ret_by_size = by_size > 0;
+                *ret_more = *ret_more || (over && by_size > 0);
+
+                /* Nothing more may go, and no pass can free more names: say so. */
+                if (over && by_size == 0 && !s->prune.active && !(s->prune.dirty && names_big))
+                        store_note_over_limit(s, used, limit, floor_rows);
+                else if (!over && s->over_limit_bytes > 0) {
+                        s->over_limit_bytes = 0;
+                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
+                                              "Store '%s' is under its limit of %u MiB again (%.1f MiB).",
+                                              s->config->path, s->config->max_size_mb, used / 1048576.0);
+                }
+        }
+
+        /* Unused names: a pass once the rows due have gone, at most once an hour, or back to
+         * back while names keep the store over its limit, or when a table is at
+         * store.max_names (see store_names_full()). */
+        s->prune.dirty = s->prune.dirty || readings + rejects > 0;
+        if (!s->prune.active && (s->prune.wanted || s->prune.dirty) &&
+            (s->prune.wanted || (over && names_big) ||
+             (!*ret_more && (s->prune.last_end_usec == 0 ||
+                             clock_now_usec(CLOCK_MONOTONIC) >= s->prune.last_end_usec + PRUNE_INTERVAL_USEC)))) {
+                rc = prune_begin(s);
+                if (rc != SQLITE_OK)
+                        return rc;
+        }
+        if (s->prune.active) {
+                rc = prune_step(s, &names);
+                if (rc != SQLITE_OK)
+                        return rc;
+                *ret_more = true;
+        }
+
+        if (readings + rejects + names > 0) {
+                int64_t pages = 0, free_pages = 0;
+
+                /* Give a large freelist back to the file system, a bounded bit per step. With
+                 * steady retention, free pages are simply reused and this does nothing. */
+                rc = store_stmt_int(s->stmts[STMT_PAGE_COUNT], &pages);
+                if (rc == SQLITE_OK)
+                        rc = store_stmt_int(s->stmts[STMT_FREELIST_COUNT], &free_pages);
+                if (rc == SQLITE_OK && free_pages > 256 && free_pages > pages / 4)
+                        rc = sqlite3_exec(s->db, "PRAGMA incremental_vacuum(1024)", NULL, NULL, NULL);
+                if (rc != SQLITE_OK)
+                        return rc;
+        }
+
+        *ret_readings = readings;
+        *ret_rejects = rejects;
+        *ret_names = names;
+        return SQLITE_OK;
+}
+
+int store_run_retention(Store *s) {
+        uint64_t readings = 0, rejects = 0, names = 0;
+        bool by_size = false, more = false;
+        int rc, r;
+
+        assert(s);
+
+        r = store_check_writable(s);
+        if (r < 0)
+                return r;
+        /* Without retention, only a pass over the names for store.max_names, and the line that
+         * says what it removed, are ever due. */
+        if (s->config->retention_days == 0 && s->config->max_size_mb == 0 && !s->prune.wanted && !s->prune.active &&
+            s->sweep_names == 0) {
+                s->retention_backlog = false;
+                return 0;
+        }
+
+        /* The open batch first, so that deletions commit on their own. */
+        r = store_commit_internal(s);
+        if (r < 0)
+                return r;
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        rc = store_retention_step(s, &readings, &rejects, &names, &by_size, &more);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "remove old readings from");
+        r = store_commit_internal(s);
+        if (r < 0)
+                return r;
+
+        s->sweep_readings += readings;
+        s->sweep_rejects += rejects;
+        s->sweep_names += names;
+        s->sweep_by_size = s->sweep_by_size || by_size;
+        if (!more && s->sweep_readings + s->sweep_rejects + s->sweep_names > 0) {
+                char why[96] = "", also[64] = "";
+
+                if (s->config->retention_days > 0)
+                        snprintf(why, sizeof(why), "older than %u days", s->config->retention_days);
+                if (s->sweep_by_size)
+                        snprintf(why + strlen(why), sizeof(why) - strlen(why), "%sto stay under %u MiB",
+                                 why[0] ? ", or " : "", s->config->max_size_mb);
+                if (s->sweep_names > 0)
+                        snprintf(also, sizeof(also), ", and %" PRIu64 " names no row uses", s->sweep_names);
+                if (s->sweep_readings + s->sweep_rejects == 0)
+                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
+                                              "Retention removed %" PRIu64 " names no row uses from '%s'.",
+                                              s->sweep_names, s->config->path);
+                else
+                        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
+                                              "Retention removed %" PRIu64 " readings and %" PRIu64 " rejects (%s)%s from '%s'.",
+                                              s->sweep_readings, s->sweep_rejects, why, also, s->config->path);
+                s->sweep_readings = s->sweep_rejects = s->sweep_names = 0;
+                s->sweep_by_size = false;
+        }
+        s->retention_backlog = more;
+        return (int) MIN(readings + rejects + names, (uint64_t) INT32_MAX);
+}
+
+bool store_retention_pending(const Store *s) {
+        assert(s);
+        return s->retention_backlog;
+}
+
+int store_on_retention_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        Store *s = userdata;
+        uint64_t now = usec;
+        int r;
+
+        r = store_run_retention(s);
+        if (r < 0)
+                return 0; /* reported */
+        /* A full step means a backlog: come back soon, but let the loop breathe in between. The
+         * next step is due a period after this one was; after a stall (a slow disk, a suspended
+         * board) that time is past: run one step as soon as possible and keep the pace from
+         * there, instead of every missed step back to back. */
+        (void) sd_event_now(s->event, CLOCK_MONOTONIC, &now);
+        (void) sd_event_source_set_time(source, MAX(usec + (s->retention_backlog ? RETENTION_BUSY_INTERVAL_USEC
+                                                                                 : RETENTION_INTERVAL_USEC),
+                                                    now));
+        (void) sd_event_source_set_enabled(source, SD_EVENT_ON);
+        return 0;
+}

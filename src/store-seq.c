@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/* Sequence numbers of the store's readings and the hooks and reads that upstream forwarding uses. */
+#include <assert.h>
+#include <sqlite3.h>
+
+#include "collector/macro.h"
+#include "collector/store.h"
+#include "store-internal.h"
+
+/* ---- sequence numbers and hooks for upstream forwarding ---- */
+
+/* The committed maximum and the high-water mark, once at open. */
+int store_load_seq(Store *s) {
+        int64_t hw = 0;
+        int rc;
+
+        rc = store_stmt_int(s->stmts[STMT_READINGS_MAX_ID], &s->seq_max);
+        if (rc == SQLITE_OK) {
+                rc = store_exec_int(s->db, "SELECT coalesce((SELECT value FROM meta WHERE key = 'readings_high_water'), 0)", &hw);
+                if (rc == SQLITE_NOTFOUND)
+                        rc = SQLITE_OK;
+        }
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "read the sequence numbers of");
+        s->seq_committed = s->seq_max;
+        s->seq_floor = hw;
+        return 0;
+}
+
+/* Inside the retention transaction, before the readings with id <= upto go: raises the
+ * high-water mark (in the same transaction, so it commits with the deletion) and tells the
+ * retention hook. Returns an SQLite code. */
+int store_before_delete_readings(Store *s, int64_t upto) {
+        sqlite3_stmt *st = s->stmts[STMT_SET_META];
+        int rc;
+
+        if (upto <= 0)
+                return SQLITE_OK;
+        if (upto > s->seq_floor) {
+                rc = sqlite3_bind_text(st, 1, "readings_high_water", -1, SQLITE_STATIC);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(st, 2, upto);
+                if (rc == SQLITE_OK)
+                        rc = store_stmt_run(st);
+                if (rc != SQLITE_OK)
+                        return rc;
+                s->seq_floor = upto;
+        }
+        if (s->retention_hook)
+                s->retention_hook(s, upto, s->hook_userdata);
+        /* A read in the hook that failed has failed the store (and rolled back): stop here. */
+        return s->failed ? SQLITE_ABORT : SQLITE_OK;
+}
+
+void store_set_hooks(Store *s, store_commit_hook_t commit, store_retention_hook_t retention, void *userdata) {
+        assert(s);
+        s->commit_hook = commit;
+        s->retention_hook = retention;
+        s->hook_userdata = userdata;
+}
+
+int64_t store_committed_seq(const Store *s) {
+        assert(s);
+        return s->seq_committed;
+}
+
+int store_read_seq(Store *s, int64_t after, int64_t before, unsigned limit,
+                   int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
+        static const char *const sources[] = { "serial", "mqtt" };
+        sqlite3_stmt *st;
+        int rc, r = 0, n = 0;
+
+        assert(s && cb);
+
+        r = store_check_writable(s);
+        if (r < 0)
+                return r;
+        /* Only committed rows: the open batch may still roll back, and its ids with it. */
+        before = MIN(before, s->seq_committed + 1);
+        if (after + 1 >= before || limit == 0)
+                return 0;
+        st = s->stmts[STMT_SEQ_READ];
+        rc = sqlite3_bind_int64(st, 1, after);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, before);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 3, limit);
+        while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                int64_t source = sqlite3_column_int64(st, 7);
+                StoredReading row = {
+                        .id = sqlite3_column_int64(st, 0),
+                        .sensor = (const char *) sqlite3_column_text(st, 1),
+                        .metric = (const char *) sqlite3_column_text(st, 2),
+                        .value = sqlite3_column_double(st, 3),
+                        .ts_ms = sqlite3_column_int64(st, 4),
+                        .sensor_ts = sqlite3_column_int(st, 5) != 0,
+                        .received_ms = sqlite3_column_int64(st, 6),
+                        .source = source >= 0 && source < (int64_t) ELEMENTSOF(sources) ? sources[source] : "unknown",
+                        .origin = (const char *) sqlite3_column_text(st, 8),
+                        .flags = (unsigned) sqlite3_column_int(st, 9),
+                };
+
+                rc = SQLITE_OK;
+                n++;
+                r = cb(&row, userdata);
+                if (r < 0)
+                        break;
+        }
+        if (r >= 0 && rc != SQLITE_DONE && rc != SQLITE_OK) {
+                r = store_fail_sqlite(s, rc, "read readings to forward from");
+                return r;
+        }
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        return r < 0 ? r : n;
+}
+
+int store_count_seq(Store *s, int64_t lo, int64_t hi, uint64_t *ret) {
+        sqlite3_stmt *st;
+        int64_t n = 0;
+        int rc, r;
+
+        assert(s && ret);
+
+        r = store_check_writable(s);
+        if (r < 0)
+                return r;
+        st = s->stmts[STMT_SEQ_COUNT];
+        rc = sqlite3_bind_int64(st, 1, lo);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, hi);
+        if (rc == SQLITE_OK)
+                rc = store_stmt_int(st, &n);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "count readings in");
+        sqlite3_clear_bindings(st);
+        *ret = (uint64_t) n;
+        return 0;
+}
+
+int store_set_meta_batched(Store *s, const char *key, const void *value, size_t size) {
+        sqlite3_stmt *st;
+        int rc, r;
+
+        assert(s && key && value);
+
+        r = store_check_writable(s);
+        if (r < 0)
+                return r;
+        if (size > INT32_MAX)
+                return -EMSGSIZE;
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        st = s->stmts[STMT_SET_META];
+        rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_blob(st, 2, size > 0 ? value : "", (int) size, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+                rc = store_stmt_run(st);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "write to");
+        return 0;
+}
