@@ -126,7 +126,17 @@ static void text_value(FILE *f, const char *key, const cJSON *v, int64_t now_ms)
 
 static void text_row(FILE *f, const cJSON *row, const char *indent, int64_t now_ms) {
         const cJSON *m;
+        int width = 22;
 
+        /* One column for the values of a row: as wide as its longest label, at least 22. */
+        cJSON_ArrayForEach(m, row) {
+                char label[NAME_MAX_LEN];
+
+                if (cJSON_IsObject(m) || cJSON_IsArray(m) || !m->string)
+                        continue;
+                text_label(label, sizeof(label), m->string);
+                width = MAX(width, (int) strlen(label));
+        }
         cJSON_ArrayForEach(m, row) {
                 char label[NAME_MAX_LEN], base[NAME_MAX_LEN];
 
@@ -140,7 +150,7 @@ static void text_row(FILE *f, const cJSON *row, const char *indent, int64_t now_
                 if (cJSON_IsObject(m) || cJSON_IsArray(m))
                         continue;
                 text_label(label, sizeof(label), m->string);
-                fprintf(f, "%s%-22s ", indent, label);
+                fprintf(f, "%s%-*s ", indent, width, label);
                 text_value(f, m->string, m, now_ms);
                 snprintf(base, sizeof(base), "%s_timestamp_seconds", m->string);
                 const cJSON *when = cJSON_GetObjectItemCaseSensitive(row, base);

@@ -134,6 +134,19 @@ START_TEST(test_empty_section) {
 }
 END_TEST
 
+/* A label longer than the usual column widens the row's column, so its values still line up. */
+START_TEST(test_long_label_aligned) {
+        cJSON *j = cJSON_Parse("{\"clock\":{\"state\":\"trusted\",\"readings_awaiting_correction\":0}}");
+        char *text = render(j, NULL, 0);
+
+        ck_assert_msg(strstr(text, "\n  state                        trusted\n") &&
+                              strstr(text, "\n  readings awaiting correction 0\n"),
+                      "%s", text);
+        free(text);
+        cJSON_Delete(j);
+}
+END_TEST
+
 /* A family's samples come together, as both formats require, although rows are visited one by one. */
 START_TEST(test_families_contiguous) {
         cJSON *j = answer(true);
@@ -158,6 +171,7 @@ static Suite *status_format_suite(void) {
         tcase_add_loop_test(tc, test_formats, 0, ELEMENTSOF(expected));
         tcase_add_test(tc, test_families_contiguous);
         tcase_add_test(tc, test_empty_section);
+        tcase_add_test(tc, test_long_label_aligned);
         suite_add_tcase(s, tc);
         return s;
 }
