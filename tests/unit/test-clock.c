@@ -519,6 +519,13 @@ START_TEST(test_migration_of_a_v2_store) {
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT ts FROM readings_view WHERE metric = 'humidity'"), 1764000000000);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM rejects_view"), 1);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT unsynced FROM readings_view WHERE sensor = 'new'"), 1);
+        /* Every later step of the way too: the events table (v4: the start after the old
+         * daemon's records is a daemon_down window), the store id and the
+         * high-water mark of sequence numbers (v5), and the version itself. */
+        ck_assert_int_eq(tl_sql_int(f.path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM events WHERE kind = 'daemon_down'"), 1);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT length(value) FROM meta WHERE key = 'store_id'"), 32);
+        ck_assert_int_ge(tl_sql_int(f.path, "SELECT count(*) FROM meta WHERE key = 'readings_high_water'"), 1);
         tl_assert_integrity(f.path, false);
 }
 END_TEST
