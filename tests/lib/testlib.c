@@ -490,13 +490,38 @@ finish:
         return v;
 }
 
+/* Each test runs in a child (CK_FORK) that a failed assertion ends without exit handlers, so
+ * the directories it made would stay behind. They are made inside one directory per suite
+ * (TMPDIR points there for the children), which this process removes when the suite ends,
+ * whatever the tests did. 0711: a service running as another user may pass through. */
 int tl_run_suite(Suite *s) {
-        SRunner *sr = srunner_create(s);
+        const char *base = getenv("TMPDIR");
+        char dir[256], *saved = base ? strdup(base) : NULL;
+        bool own = false;
+        SRunner *sr;
         int failed;
 
+        snprintf(dir, sizeof(dir), "%s/sc-suite.XXXXXX", base && *base ? base : "/tmp");
+        if (mkdtemp(dir) && chmod(dir, 0711) == 0 && setenv("TMPDIR", dir, 1) == 0)
+                own = true;
+        else
+                fprintf(stderr, "testlib: no directory for this suite (%s), tests use TMPDIR as it is\n",
+                        strerror(errno));
+        sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);
         failed = srunner_ntests_failed(sr);
         srunner_free(sr);
+        if (own) {
+                if (saved)
+                        (void) setenv("TMPDIR", saved, 1);
+                else
+                        (void) unsetenv("TMPDIR");
+                if (getenv("SC_TEST_KEEP"))
+                        fprintf(stderr, "testlib: kept %s (SC_TEST_KEEP)\n", dir);
+                else
+                        (void) nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+        }
+        free(saved);
         return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 

@@ -97,7 +97,9 @@ int tl_run(char *const argv[], char *const env[], char **ret_output, int timeout
 int64_t tl_sql_int(const char *db_path, const char *sql);
 
 /* Runs every test of the suite (forking, as Check does by default), frees it, and returns the
- * process exit status: 0 when all passed. */
+ * process exit status: 0 when all passed. The tests' directories (tl_tmpdir()) live in one
+ * directory per suite, removed when the suite ends even after a failed assertion (kept with
+ * SC_TEST_KEEP set). */
 int tl_run_suite(Suite *s);
 
 /* Asserts that PRAGMA integrity_check of the SQLite file says "ok": through a read-write
