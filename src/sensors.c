@@ -649,10 +649,36 @@ int sensors_get(const Sensors *s, size_t i, SensorInfo *ret) {
                 .id = w->id,
                 .map_id = w->entry->id,
                 .last_seen_ms = w->last_seen_ms,
+                .watched_since_ms = w->since_ms,
                 .expect_every_usec = w->entry->expect_every_usec,
                 .silent = w->silent,
                 .n_metrics_silent = watched_silences(w) - w->silent,
         };
+        return 0;
+}
+
+int sensors_format_silent_metrics(const Sensors *s, size_t i, char *buf, size_t size) {
+        const Watched *w;
+        size_t used = 0;
+
+        if (i >= s->n_watched)
+                return -ERANGE;
+        if (size == 0)
+                return 0;
+        w = &s->watched[i];
+        buf[0] = 0;
+        for (size_t j = 0; w->metrics && j < w->entry->n_metrics; j++) {
+                const char *name = w->entry->metrics[j].name;
+                size_t need = strlen(name) + (used ? 2 : 0);
+
+                if (!w->metrics[j].silent)
+                        continue;
+                if (used + need + 4 > size) { /* room for "..." and the NUL */
+                        snprintf(buf + used, size - used, "%s", size - used > 3 ? "..." : "");
+                        break;
+                }
+                used += (size_t) snprintf(buf + used, size - used, "%s%s", used ? ", " : "", name);
+        }
         return 0;
 }
 

@@ -161,17 +161,23 @@ int status_sections_add_clock(StatusServer *srv, Clock *clock) {
  * in "sensors" stays exact and `query --gaps` lists every one. */
 #define SILENT_SENSORS_ROWS_MAX 100
 
+/* A row of "silent_sensors": the sensor is silent, or a metric it expects on its own is. */
+static bool has_silence(const SensorInfo *info) {
+        return info->silent || info->n_metrics_silent > 0;
+}
+
 static int fill_sensors(cJSON *o, void *userdata) {
         Sensors *s = userdata;
-        size_t n = sensors_count(s), silent = 0, silent_metrics = 0, shown;
+        size_t n = sensors_count(s), silent = 0, silent_metrics = 0, rows = 0, shown;
         SensorInfo info;
 
         for (size_t i = 0; i < n; i++)
                 if (sensors_get(s, i, &info) >= 0) {
                         silent += info.silent;
                         silent_metrics += info.n_metrics_silent;
+                        rows += has_silence(&info);
                 }
-        shown = MIN(silent, (size_t) SILENT_SENSORS_ROWS_MAX);
+        shown = MIN(rows, (size_t) SILENT_SENSORS_ROWS_MAX);
         /* No "healthy" member: a silent sensor is not a daemon failure (docs/OPERATIONS.md). */
         if (!cJSON_AddNumberToObject(o, "watched", (double) n) ||
             !cJSON_AddNumberToObject(o, "silent", (double) silent) ||
@@ -188,20 +194,28 @@ static int fill_silent_sensors(cJSON *o, void *userdata) {
         SensorInfo info;
 
         for (size_t i = 0; i < sensors_count(s) && shown < SILENT_SENSORS_ROWS_MAX; i++) {
+                char metrics[256];
                 cJSON *row;
 
-                if (sensors_get(s, i, &info) < 0 || !info.silent)
+                if (sensors_get(s, i, &info) < 0 || !has_silence(&info) ||
+                    sensors_format_silent_metrics(s, i, metrics, sizeof(metrics)) < 0)
                         continue;
                 /* The id is the row's name; a name given twice would be one row to a JSON reader. */
                 if (cJSON_GetObjectItemCaseSensitive(o, info.id))
                         continue;
+                /* silent_for: since the last reading; null when the sensor never sent one, and
+                 * watched_since says for how long that has been so. */
                 row = cJSON_AddObjectToObject(o, info.id);
                 if (!row || !cJSON_AddStringToObject(row, "map_entry", strempty(info.map_id)) ||
                     !add_time_ms(row, "last_seen_timestamp_seconds", info.last_seen_ms) ||
                     !(info.last_seen_ms > 0 ? cJSON_AddNumberToObject(row, "silent_for_seconds",
                                                                      (double) MAX(now_ms - info.last_seen_ms, (int64_t) 0) / 1000.0)
                                             : cJSON_AddNullToObject(row, "silent_for_seconds")) ||
-                    !cJSON_AddNumberToObject(row, "expect_every_seconds", seconds(info.expect_every_usec)))
+                    !add_time_ms(row, "watched_since_timestamp_seconds", info.watched_since_ms) ||
+                    !cJSON_AddNumberToObject(row, "expect_every_seconds", seconds(info.expect_every_usec)) ||
+                    !cJSON_AddBoolToObject(row, "silent", info.silent) ||
+                    !(metrics[0] ? cJSON_AddStringToObject(row, "silent_metrics", metrics)
+                                 : cJSON_AddNullToObject(row, "silent_metrics")))
                         return -ENOMEM;
                 shown++;
         }

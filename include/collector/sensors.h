@@ -96,6 +96,7 @@ typedef struct SensorInfo {
         const char *id;
         const char *map_id;           /* the entry's id or pattern */
         int64_t last_seen_ms;         /* 0: never seen */
+        int64_t watched_since_ms;     /* watched since (the start, or its first reading for a pattern's sensor) */
         uint64_t expect_every_usec;
         bool silent;
         size_t n_metrics_silent;      /* metrics expected on their own that are silent now */
@@ -107,6 +108,9 @@ size_t sensors_count(const Sensors *s);
 size_t sensors_count_silent(const Sensors *s);
 /* Fills *ret for the i-th watched sensor (0 <= i < sensors_count()). Returns 0 or -ERANGE. */
 int sensors_get(const Sensors *s, size_t i, SensorInfo *ret);
+/* Writes the names of the i-th watched sensor's silent metrics into buf, separated by ", " (an
+ * empty string when none is silent; cut with "..." when they do not fit). Returns 0 or -ERANGE. */
+int sensors_format_silent_metrics(const Sensors *s, size_t i, char *buf, size_t size);
 
 /* Writes "N watched, M silent: a, b" (or "N watched, none silent", or "no sensor map") into
  * buf, cut with "..." when it does not fit. */

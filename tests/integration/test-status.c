@@ -431,6 +431,51 @@ START_TEST(test_silent_sensor) {
 }
 END_TEST
 
+/* A sensor that never sent and one whose metric alone fell silent are rows too: the first with
+ * no last-seen time but how long it has been watched, the second with the silent metric named. */
+START_TEST(test_silent_rows) {
+        char *out = NULL;
+        cJSON *j;
+        int st;
+        Ctx c;
+
+        ctx_start_map(&c, NULL,
+                      "{ \"stale_after\": 3, \"map\": { \"never\": { \"expect_every\": 0.5 },"
+                      " \"part\": { \"expect_every\": 60, \"metrics\": { \"co2\": { \"expect_every\": 0.5 } } } } }");
+        tl_pty_write(&c.pty, "{\"sensor\":\"part\",\"temp\":20}\n", 28);
+        ck_assert(tl_wait_sql_at_least(c.db, "SELECT count(*) FROM readings", 1, 10000));
+        cJSON_Delete(wait_silent(&c, "never", true, 15000, &st));
+        j = wait_silent(&c, "part", true, 15000, &st);
+        ck_assert_int_eq(st, 0);
+        ck_assert_int_eq((int) num(j, "sensors", NULL, "silent"), 1);
+        ck_assert_int_eq((int) num(j, "sensors", NULL, "silent_metrics"), 1);
+        ck_assert_int_eq((int) num(j, "sensors", NULL, "silent_shown"), 2);
+        ck_assert(cJSON_IsTrue(path_get(j, "silent_sensors", "never", "silent")));
+        ck_assert(cJSON_IsNull(path_get(j, "silent_sensors", "never", "last_seen_timestamp_seconds")));
+        ck_assert(cJSON_IsNull(path_get(j, "silent_sensors", "never", "silent_for_seconds")));
+        ck_assert(cJSON_IsNull(path_get(j, "silent_sensors", "never", "silent_metrics")));
+        ck_assert(num(j, "silent_sensors", "never", "watched_since_timestamp_seconds") <= (double) time(NULL) - 1.0);
+        ck_assert(cJSON_IsFalse(path_get(j, "silent_sensors", "part", "silent")));
+        ck_assert_str_eq(str(j, "silent_sensors", "part", "silent_metrics"), "co2");
+        ck_assert(num(j, "silent_sensors", "part", "last_seen_timestamp_seconds") > 0);
+        cJSON_Delete(j);
+
+        ck_assert_int_eq(run_status(c.sock, "text", &out), 0);
+        ck_assert_msg(strstr(out, "  never:\n") && strstr(out, "    last seen              -\n") &&
+                              strstr(out, "    watched since          ") && strstr(out, "  part:\n") &&
+                              strstr(out, "    silent metrics         co2\n"),
+                      "text:\n%s", out);
+        free(out);
+        ck_assert_int_eq(run_status(c.sock, "prometheus", &out), 0);
+        ck_assert_msg(strstr(out, "sensor_collector_silent_sensor_info{silent_sensor=\"part\",map_entry=\"part\",silent_metrics=\"co2\"} 1\n") &&
+                              strstr(out, "sensor_collector_silent_sensor_silent{silent_sensor=\"never\"} 1\n"),
+                      "%s", out);
+        assert_promtool_ok(c.dir, out);
+        free(out);
+        ctx_stop(&c);
+}
+END_TEST
+
 /* ---- the broker goes away and comes back ---- */
 
 START_TEST(test_broker_down) {
@@ -767,6 +812,7 @@ static Suite *status_suite(void) {
         tcase_set_timeout(tc, 300);
         tcase_add_test(tc, test_both_running);
         tcase_add_test(tc, test_silent_sensor);
+        tcase_add_test(tc, test_silent_rows);
         tcase_add_test(tc, test_broker_down);
         tcase_add_test(tc, test_serial_gone);
         tcase_add_test(tc, test_not_running);
