@@ -84,3 +84,55 @@ int store_blocks_prune(Store *s, int64_t upto) {
                 rc = store_stmt_run(st);
         return rc;
 }
+
+int store_blocks_extreme(Store *s, bool newest, int64_t *ret) {
+        sqlite3_stmt *order = NULL, *rows = NULL;
+        int64_t best = 0;
+        bool found = false;
+        int rc;
+
+        /* Blocks by their bound, best first (an index each); a block's bound may be looser than
+         * its rows (retention removed some), so its rows decide, and the walk stops at the
+         * first block whose bound cannot beat what was found: nearly always after one. */
+        rc = store_blocks_flush(s);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_prepare_v2(s->db,
+                                        newest ? "SELECT block, max_ts FROM readings_blocks ORDER BY max_ts DESC"
+                                               : "SELECT block, min_ts FROM readings_blocks ORDER BY min_ts",
+                                        -1, &order, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_prepare_v2(s->db,
+                                        newest ? "SELECT max(ts) FROM readings WHERE id >= ?1 << " STORE_BLOCK_SQL
+                                                 " AND id < (?1 + 1) << " STORE_BLOCK_SQL
+                                               : "SELECT min(ts) FROM readings WHERE id >= ?1 << " STORE_BLOCK_SQL
+                                                 " AND id < (?1 + 1) << " STORE_BLOCK_SQL,
+                                        -1, &rows, NULL);
+        while (rc == SQLITE_OK && (rc = sqlite3_step(order)) == SQLITE_ROW) {
+                int64_t bound = sqlite3_column_int64(order, 1);
+
+                rc = SQLITE_OK;
+                if (found && (newest ? bound <= best : bound >= best))
+                        break;
+                rc = sqlite3_bind_int64(rows, 1, sqlite3_column_int64(order, 0));
+                if (rc == SQLITE_OK && (rc = sqlite3_step(rows)) == SQLITE_ROW) {
+                        if (sqlite3_column_type(rows, 0) != SQLITE_NULL) {
+                                int64_t v = sqlite3_column_int64(rows, 0);
+
+                                if (!found || (newest ? v > best : v < best))
+                                        best = v;
+                                found = true;
+                        }
+                        rc = SQLITE_OK;
+                }
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_reset(rows);
+        }
+        sqlite3_finalize(order);
+        sqlite3_finalize(rows);
+        if (rc != SQLITE_OK && rc != SQLITE_DONE)
+                return rc;
+        if (!found)
+                return SQLITE_NOTFOUND;
+        *ret = best;
+        return SQLITE_OK;
+}

@@ -349,3 +349,7 @@ int store_blocks_recompute(Store *s, int64_t lo, int64_t hi);
 /* Readings with id <= upto were deleted: drops the blocks up to upto's that no reading is
  * left in, inside the open transaction. Returns an SQLite code. */
 int store_blocks_prune(Store *s, int64_t upto);
+
+/* Sets *ret to the largest ts of any reading (newest) or the smallest, through the summary (a
+ * block's rows or a few). Returns an SQLite code, SQLITE_NOTFOUND when there is no reading. */
+int store_blocks_extreme(Store *s, bool newest, int64_t *ret);

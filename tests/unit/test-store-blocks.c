@@ -251,6 +251,20 @@ START_TEST(test_reader_on_an_older_store_and_its_migration) {
 END_TEST
 
 /* The migration says what it does where systemd sees it: more start time and the status. */
+/* An empty store has no oldest or newest reading. */
+START_TEST(test_summary_of_an_empty_store) {
+        StoreSummary sum;
+        Fixture f;
+
+        fx_init(&f, 100);
+        fx_start(&f);
+        ck_assert_int_eq(store_get_summary(f.store, &sum), 0);
+        ck_assert_int_eq(sum.oldest_ms, INT64_MIN);
+        ck_assert_int_eq(sum.newest_ms, INT64_MIN);
+        fx_done(&f);
+}
+END_TEST
+
 START_TEST(test_migration_notifies) {
         char sql[128];
         TlNotify n;
@@ -306,6 +320,15 @@ START_TEST(test_retention_drops_blocks) {
         /* Blocks 0 to 3 had only old rows; 4 keeps the unsynced one and new ones. */
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_blocks WHERE block < 4"), 0);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings_blocks WHERE block = 4"), 1);
+        /* The status's oldest and newest reading, through the summary, are the table's. */
+        {
+                StoreSummary sum;
+
+                ck_assert_int_eq(store_get_summary(f.store, &sum), 0);
+                ck_assert_int_eq(sum.oldest_ms, tl_sql_int(f.path, "SELECT min(ts) FROM readings"));
+                ck_assert_int_eq(sum.oldest_ms, 1000);
+                ck_assert_int_eq(sum.newest_ms, tl_sql_int(f.path, "SELECT max(ts) FROM readings"));
+        }
         fx_done(&f);
 }
 END_TEST
@@ -341,6 +364,14 @@ START_TEST(test_last_seen_reads_the_summary) {
         ck_assert_int_eq(seen[0], BASE + 13000 * 1000LL - 10000); /* the replay's newest */
         ck_assert_int_eq(seen[1], BASE + 20000 * 1000LL);
         ck_assert_int_eq(seen[2], 4);
+        /* The status's oldest and newest reading: the open batch's counts. */
+        {
+                StoreSummary sum;
+
+                ck_assert_int_eq(store_get_summary(f.store, &sum), 0);
+                ck_assert_int_eq(sum.oldest_ms, BASE + 13000 * 1000LL - 6 * 3600 * 1000LL); /* the replay's first */
+                ck_assert_int_eq(sum.newest_ms, BASE + 20000 * 1000LL);
+        }
         fx_done(&f);
 }
 END_TEST
@@ -354,6 +385,7 @@ static Suite *blocks_suite(void) {
         tcase_add_loop_test(tc, test_ranges_match_a_scan, 0, ELEMENTSOF(range_cases));
         tcase_add_test(tc, test_reader_on_an_older_store_and_its_migration);
         tcase_add_test(tc, test_migration_notifies);
+        tcase_add_test(tc, test_summary_of_an_empty_store);
         tcase_add_test(tc, test_retention_drops_blocks);
         tcase_add_test(tc, test_last_seen_reads_the_summary);
         suite_add_tcase(s, tc);
