@@ -367,8 +367,10 @@ static int bind_window(sqlite3_stmt *st, const Window *x) {
         return rc;
 }
 
-/* The rows of where (the filter's condition) in (ts, id) order, window by window. */
-static int readings_by_blocks(StoreReader *r, const StoreFilter *f, const char *where,
+/* The rows of where (the filter's condition) in (ts, id) order, window by window. With a limit
+ * and partial (f's since is narrower than the caller's), returns 1 without a row when the range
+ * holds fewer than the limit: the caller tries a wider one. Returns 0, 1 or -errno. */
+static int readings_by_blocks(StoreReader *r, const StoreFilter *f, const char *where, bool partial,
                               int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
         _cleanup_free_ Block *blocks = NULL;
         Window *w = NULL;
@@ -412,6 +414,10 @@ static int readings_by_blocks(StoreReader *r, const StoreFilter *f, const char *
                 if (k >= 0 && rc != SQLITE_OK)
                         k = store_sqlite_errno(r->db, rc) ?: -EIO;
                 sqlite3_finalize(count);
+                if (k >= 0 && partial && total < f->limit) {
+                        windows_free(w, nw);
+                        return 1;
+                }
         }
         if (k >= 0) {
                 snprintf(sql, sizeof(sql), "SELECT" READING_COLUMNS "%s ORDER BY r.ts, r.id", flags_column(r), from);
@@ -431,6 +437,40 @@ static int readings_by_blocks(StoreReader *r, const StoreFilter *f, const char *
         sqlite3_finalize(rows);
         windows_free(w, nw);
         return k < 0 ? k : 0;
+}
+
+/* The newest N of a range that may reach back years: first the last minute before the newest
+ * reading, then 16 times as far back each time, so that a handful of rows does not load the
+ * blocks of the whole store. Returns 0 or -errno. */
+static int newest_by_blocks(StoreReader *r, const StoreFilter *f, const char *where,
+                            int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
+        sqlite3_stmt *st = NULL;
+        int64_t top = INT64_MIN, span = 60 * 1000;
+        int rc, k;
+
+        rc = sqlite3_prepare_v2(r->db, "SELECT max(max_ts) FROM readings_blocks", -1, &st, NULL);
+        if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+                        top = sqlite3_column_int64(st, 0);
+                rc = SQLITE_OK;
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_OK)
+                return store_sqlite_errno(r->db, rc) ?: -EIO;
+        if (top == INT64_MIN)
+                return 0; /* no reading at all */
+        top = MIN(top, f->until_ms - 1);
+        for (;;) {
+                StoreFilter g = *f;
+                bool partial = top > INT64_MIN + span && top - span > f->since_ms && span < INT64_MAX / 16;
+
+                if (partial)
+                        g.since_ms = top - span;
+                k = readings_by_blocks(r, &g, where, partial, cb, userdata);
+                if (k <= 0)
+                        return k;
+                span *= 16;
+        }
 }
 
 int store_reader_readings(StoreReader *r, const StoreFilter *f,
@@ -455,7 +495,8 @@ int store_reader_readings(StoreReader *r, const StoreFilter *f,
         /* A sensor's rows come from the key index, in (ts, id) order within each metric;
          * without a sensor, from the time summary. */
         if (!f->sensor && r->has_blocks)
-                return readings_by_blocks(r, f, where, cb, userdata);
+                return f->limit > 0 ? newest_by_blocks(r, f, where, cb, userdata)
+                                    : readings_by_blocks(r, f, where, false, cb, userdata);
         if (f->limit > 0)
                 /* The newest N, shown oldest first. */
                 snprintf(sql, sizeof(sql),
