@@ -111,6 +111,9 @@ int store_clock_correct(Store *s, int64_t offset_ms, unsigned max_rows, uint64_t
         if (rc == SQLITE_OK)
                 rc = store_stmt_run(st);
         n = sqlite3_changes64(s->db);
+        /* ts changed: the time summary of these ids follows in the same transaction. */
+        if (rc == SQLITE_OK && n > 0)
+                rc = store_blocks_recompute(s, lo + 1, hi);
         st = s->stmts[STMT_BOOT_CORRECTED_UPTO];
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_int64(st, 1, s->boot_row);

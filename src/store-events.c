@@ -141,9 +141,17 @@ int store_foreach_last_seen(Store *s, int64_t since_ms,
         assert(s && cb);
         if (store_check_writable(s) < 0)
                 return -ESHUTDOWN;
+        /* The open batch's block is not in readings_blocks yet. */
+        rc = store_blocks_flush(s);
+        if (rc != SQLITE_OK)
+                return store_sqlite_errno(s->db, rc) ?: -EIO;
+        /* The blocks whose ts range reaches since_ms (a few, through their max_ts index), each a
+         * range of the table in id order: no per-row seek, no index on ts. */
         rc = sqlite3_prepare_v2(s->db,
-                                "SELECT s.name, m.name, x.last FROM (SELECT sensor_id, metric_id, max(ts) AS last "
-                                "FROM readings INDEXED BY readings_ts WHERE ts >= ?1 GROUP BY sensor_id, metric_id) x "
+                                "SELECT s.name, m.name, x.last FROM (SELECT r.sensor_id, r.metric_id, max(r.ts) AS last "
+                                "FROM readings_blocks b CROSS JOIN readings r WHERE b.max_ts >= ?1 "
+                                "AND r.id >= b.block << " STORE_BLOCK_SQL " AND r.id < (b.block + 1) << " STORE_BLOCK_SQL " "
+                                "AND r.ts >= ?1 GROUP BY r.sensor_id, r.metric_id) x "
                                 "JOIN sensors s ON s.id = x.sensor_id JOIN metrics m ON m.id = x.metric_id",
                                 -1, &st, NULL);
         if (rc == SQLITE_OK)

@@ -66,6 +66,10 @@ int store_identify(sqlite3 *db, StoreIdentity *ret);
 #define NAMES_FULL_PRUNE_USEC (600 * USEC_PER_SEC)
 /* "Over the size limit and nothing more can go" is logged at most this often. */
 #define OVER_LIMIT_LOG_INTERVAL_USEC (600 * USEC_PER_SEC)
+/* readings_blocks: the time summary of readings, one row per 2^STORE_BLOCK_SHIFT ids
+ * (store-blocks.c, docs/STORE.md). The SQL spells the same number as STORE_BLOCK_SQL. */
+#define STORE_BLOCK_SHIFT 10
+#define STORE_BLOCK_SQL "10"
 /* Interned names cached in memory; bounded, cleared when full (names come from the network). */
 #define NAME_CACHE_SLOTS 1024
 #define NAME_CACHE_MAX (NAME_CACHE_SLOTS / 2)
@@ -107,6 +111,10 @@ typedef enum Stmt {
         STMT_SEQ_READ,          /* readings with their names in an id range, for upstream */
         STMT_SEQ_COUNT,
         STMT_SET_META,
+        STMT_BLOCK_UPSERT,      /* widen a block's ts range */
+        STMT_BLOCKS_CLEAR,      /* blocks in a range, before they are recomputed */
+        STMT_BLOCKS_RECOMPUTE,  /* the ts range of the blocks in a range, from their rows */
+        STMT_BLOCKS_PRUNE,      /* blocks up to one whose rows are all gone */
         _STMT_MAX,
 } Stmt;
 
@@ -218,6 +226,9 @@ struct Store {
          * open batch), the largest committed, and the high-water mark below which no id may be
          * handed out again (retention removed up to it). */
         int64_t seq_max, seq_committed, seq_floor;
+        /* The open batch's block of readings_blocks not written yet (-1: none) and the ts
+         * range of its new rows (store-blocks.c). */
+        int64_t block_pending, block_min_ts, block_max_ts;
         store_commit_hook_t commit_hook;
         store_retention_hook_t retention_hook;
         void *hook_userdata;
@@ -317,3 +328,28 @@ int store_load_seq(Store *s);
  * the high-water mark and calls the retention hook. Returns an SQLite code (SQLITE_ABORT when
  * the hook failed the store). */
 int store_before_delete_readings(Store *s, int64_t upto);
+
+/* The time summary, readings_blocks (store-blocks.c). */
+
+/* Forgets the block not written yet (a new or a rolled-back transaction). */
+void store_blocks_reset(Store *s);
+
+/* A reading was inserted in the open transaction with id and ts_ms: widens its block in
+ * memory, writing the previous block's row when id starts a new one. Returns an SQLite code. */
+int store_blocks_note(Store *s, int64_t id, int64_t ts_ms);
+
+/* Writes the block kept in memory, if any, into the open transaction (before a commit, or
+ * before a statement reads readings_blocks). Returns an SQLite code. */
+int store_blocks_flush(Store *s);
+
+/* The ts of the readings with ids in [lo, hi] changed (clock correction): recomputes the rows
+ * of their blocks from the readings, inside the open transaction. Returns an SQLite code. */
+int store_blocks_recompute(Store *s, int64_t lo, int64_t hi);
+
+/* Readings with id <= upto were deleted: drops the blocks up to upto's that no reading is
+ * left in, inside the open transaction. Returns an SQLite code. */
+int store_blocks_prune(Store *s, int64_t upto);
+
+/* Sets *ret to the largest ts of any reading (newest) or the smallest, through the summary (a
+ * block's rows or a few). Returns an SQLite code, SQLITE_NOTFOUND when there is no reading. */
+int store_blocks_extreme(Store *s, bool newest, int64_t *ret);

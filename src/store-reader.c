@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* The store's read-only side: filtered walks over readings, latest values, counts and rejects. */
 #include <assert.h>
+#include <inttypes.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "collector/store-reader.h"
@@ -13,6 +16,7 @@
 struct StoreReader {
         sqlite3 *db;
         bool has_flags;               /* readings.flags exists (not in a store older than it) */
+        bool has_blocks;              /* readings_blocks exists (else readings_ts, an older store) */
 };
 
 StoreReader *store_reader_free(StoreReader *r) {
@@ -57,10 +61,15 @@ int store_reader_open(const char *path, StoreReader **ret) {
         {
                 sqlite3_stmt *q = NULL;
 
-                rc = sqlite3_prepare_v2(r->db, "SELECT count(*) FROM pragma_table_info('readings') WHERE name = 'flags'",
+                /* A store the daemon has not migrated yet (or is migrating: a reader sees the
+                 * schema of the last commit) keeps its index on ts and has no blocks. */
+                rc = sqlite3_prepare_v2(r->db,
+                                        "SELECT (SELECT count(*) FROM pragma_table_info('readings') WHERE name = 'flags'),"
+                                        " (SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'readings_blocks')",
                                         -1, &q, NULL);
                 if (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
                         r->has_flags = sqlite3_column_int(q, 0) > 0;
+                        r->has_blocks = sqlite3_column_int(q, 1) > 0;
                         rc = SQLITE_OK;
                 }
                 sqlite3_finalize(q);
@@ -215,6 +224,255 @@ static const char *flags_where(const StoreReader *r, const StoreFilter *f, char 
         return buf;
 }
 
+/* ---- time ranges without a sensor: windows over readings_blocks ----
+ *
+ * No index orders readings by ts (docs/STORE.md, "Time without an index"). A time range reads
+ * the blocks of ids whose ts range meets it, each a range of the table in id order, and sorts
+ * by (ts, id) what it read. To stream a range of any size in that order with a bounded sort,
+ * it goes in windows of ts: the blocks sorted by their smallest ts are cut every WINDOW_BLOCKS
+ * blocks at a ts where a block starts; window k holds the rows with cut[k] <= ts < cut[k+1],
+ * read from every block whose range meets it (the ones that start in it, and the few that
+ * started before and reach into it: a sensor replaying its buffer, a block that straddles a
+ * cut). Windows do not overlap in ts, so each sorted window follows the one before, and the
+ * rows come out in (ts, id) order as a single sort would give them. "The newest N" counts
+ * windows back from the newest until they hold N rows and skips the surplus at the start. */
+#define WINDOW_BLOCKS 16
+
+typedef struct Block {
+        int64_t block, min_ts, max_ts;
+} Block;
+
+typedef struct Window {
+        int64_t lo, hi;               /* lo <= ts < hi */
+        char *blocks;                 /* a JSON array of the block numbers to read */
+} Window;
+
+typedef struct BlockWalk {
+        ReadingWalk inner;
+        uint64_t skip;                /* rows to skip before calling inner */
+} BlockWalk;
+
+static int block_reading_row(sqlite3_stmt *st, void *userdata) {
+        BlockWalk *w = userdata;
+
+        if (w->skip > 0) {
+                w->skip--;
+                return 0;
+        }
+        return reading_row(st, &w->inner);
+}
+
+static int block_compare(const void *a, const void *b) {
+        const Block *x = a, *y = b;
+
+        if (x->min_ts != y->min_ts)
+                return x->min_ts < y->min_ts ? -1 : 1;
+        return x->block < y->block ? -1 : x->block > y->block;
+}
+
+/* The blocks whose ts range meets [since, until), sorted by their smallest ts. Returns 0 or -errno. */
+static int load_blocks(StoreReader *r, const StoreFilter *f, Block **ret, size_t *ret_n) {
+        _cleanup_free_ Block *v = NULL;
+        sqlite3_stmt *st = NULL;
+        size_t n = 0, cap = 0;
+        int rc, k;
+
+        k = reader_prepare(r, "SELECT block, min_ts, max_ts FROM readings_blocks WHERE max_ts >= :since AND min_ts < :until",
+                           f, &st);
+        if (k < 0)
+                return k;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (n == cap) {
+                        Block *b = reallocarray(v, cap = MAX(cap * 2, (size_t) 256), sizeof(Block));
+                        if (!b) {
+                                sqlite3_finalize(st);
+                                return -ENOMEM;
+                        }
+                        v = b;
+                }
+                v[n++] = (Block){ sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2) };
+        }
+        k = rc == SQLITE_DONE ? 0 : (store_sqlite_errno(r->db, rc) ?: -EIO);
+        sqlite3_finalize(st);
+        if (k < 0)
+                return k;
+        if (n > 0)
+                qsort(v, n, sizeof(Block), block_compare);
+        *ret = TAKE_PTR(v);
+        *ret_n = n;
+        return 0;
+}
+
+static void windows_free(Window *w, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(w[i].blocks);
+        free(w);
+}
+
+/* Cuts the blocks into windows (see above) with the blocks each one reads. Returns 0 or -errno. */
+static int make_windows(const StoreFilter *f, const Block *b, size_t n, Window **ret, size_t *ret_n) {
+        _cleanup_free_ size_t *active = NULL;
+        Window *w = NULL;
+        size_t nw = 0, na = 0, next = 0;
+
+        active = calloc(MAX(n, (size_t) 1), sizeof(size_t));
+        w = calloc(MAX(n, (size_t) 1), sizeof(Window));
+        if (!active || !w) {
+                free(w);
+                return -ENOMEM;
+        }
+        while (next < n) {
+                size_t end = MIN(next + WINDOW_BLOCKS, n), keep = 0, len = 0;
+                Window *x = &w[nw];
+
+                /* A cut where a block starts and the one before started earlier. */
+                while (end < n && b[end].min_ts == b[end - 1].min_ts)
+                        end++;
+                x->lo = nw == 0 ? f->since_ms : b[next].min_ts;
+                x->hi = end < n ? b[end].min_ts : f->until_ms;
+                while (next < end)
+                        active[na++] = next++;
+                for (size_t i = 0; i < na; i++)
+                        if (b[active[i]].max_ts >= x->lo)
+                                active[keep++] = active[i];
+                na = keep;
+                /* "[" and, per block, up to 20 digits, a sign and a comma; "]" and NUL. */
+                x->blocks = malloc(na * 22 + 3);
+                if (!x->blocks) {
+                        windows_free(w, nw);
+                        return -ENOMEM;
+                }
+                x->blocks[len++] = '[';
+                for (size_t i = 0; i < na; i++)
+                        len += (size_t) sprintf(x->blocks + len, "%s%" PRId64, i > 0 ? "," : "", b[active[i]].block);
+                strcpy(x->blocks + len, "]");
+                nw++;
+        }
+        *ret = w;
+        *ret_n = nw;
+        return 0;
+}
+
+/* Binds the window x into st (prepared with the filter bound). Returns an SQLite code. */
+static int bind_window(sqlite3_stmt *st, const Window *x) {
+        int rc;
+
+        rc = sqlite3_reset(st);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":blocks"), x->blocks, -1, SQLITE_STATIC);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":lo"), x->lo);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":hi"), x->hi);
+        return rc;
+}
+
+/* The rows of where (the filter's condition) in (ts, id) order, window by window. With a limit
+ * and partial (f's since is narrower than the caller's), returns 1 without a row when the range
+ * holds fewer than the limit: the caller tries a wider one. Returns 0, 1 or -errno. */
+static int readings_by_blocks(StoreReader *r, const StoreFilter *f, const char *where, bool partial,
+                              int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
+        _cleanup_free_ Block *blocks = NULL;
+        Window *w = NULL;
+        size_t n = 0, nw = 0, first = 0;
+        BlockWalk walk = { .inner = { cb, userdata } };
+        sqlite3_stmt *rows = NULL, *count = NULL;
+        char sql[3072], from[1024];
+        int rc = SQLITE_OK, k;
+
+        k = load_blocks(r, f, &blocks, &n);
+        if (k < 0)
+                return k;
+        k = make_windows(f, blocks, n, &w, &nw);
+        if (k < 0)
+                return k;
+
+        snprintf(from, sizeof(from),
+                 " FROM json_each(:blocks) j CROSS JOIN readings r WHERE r.id >= j.value << " STORE_BLOCK_SQL
+                 " AND r.id < (j.value + 1) << " STORE_BLOCK_SQL " AND r.ts >= :lo AND r.ts < :hi AND %s",
+                 where);
+        if (f->limit > 0) {
+                /* The newest N: back from the newest window until N rows are found. */
+                uint64_t total = 0;
+
+                snprintf(sql, sizeof(sql), "SELECT count(*)%s", from);
+                k = reader_prepare(r, sql, f, &count);
+                for (size_t i = nw; k >= 0 && rc == SQLITE_OK && i-- > 0;) {
+                        if (w[i].hi <= w[i].lo)
+                                continue;
+                        rc = bind_window(count, &w[i]);
+                        if (rc == SQLITE_OK && (rc = sqlite3_step(count)) == SQLITE_ROW) {
+                                total += (uint64_t) sqlite3_column_int64(count, 0);
+                                rc = SQLITE_OK;
+                        }
+                        if (rc == SQLITE_OK && total >= f->limit) {
+                                first = i;
+                                walk.skip = total - f->limit;
+                                break;
+                        }
+                }
+                if (k >= 0 && rc != SQLITE_OK)
+                        k = store_sqlite_errno(r->db, rc) ?: -EIO;
+                sqlite3_finalize(count);
+                if (k >= 0 && partial && total < f->limit) {
+                        windows_free(w, nw);
+                        return 1;
+                }
+        }
+        if (k >= 0) {
+                snprintf(sql, sizeof(sql), "SELECT" READING_COLUMNS "%s ORDER BY r.ts, r.id", flags_column(r), from);
+                k = reader_prepare(r, sql, f, &rows);
+        }
+        for (size_t i = first; k >= 0 && i < nw; i++) {
+                if (w[i].hi <= w[i].lo)
+                        continue;
+                rc = bind_window(rows, &w[i]);
+                while (rc == SQLITE_OK && (rc = sqlite3_step(rows)) == SQLITE_ROW) {
+                        k = block_reading_row(rows, &walk);
+                        rc = k < 0 ? SQLITE_DONE : SQLITE_OK;
+                }
+                if (k >= 0 && rc != SQLITE_DONE)
+                        k = store_sqlite_errno(r->db, rc) ?: -EIO;
+        }
+        sqlite3_finalize(rows);
+        windows_free(w, nw);
+        return k < 0 ? k : 0;
+}
+
+/* The newest N of a range that may reach back years: first the last minute before the newest
+ * reading, then 16 times as far back each time, so that a handful of rows does not load the
+ * blocks of the whole store. Returns 0 or -errno. */
+static int newest_by_blocks(StoreReader *r, const StoreFilter *f, const char *where,
+                            int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
+        sqlite3_stmt *st = NULL;
+        int64_t top = INT64_MIN, span = 60 * 1000;
+        int rc, k;
+
+        rc = sqlite3_prepare_v2(r->db, "SELECT max(max_ts) FROM readings_blocks", -1, &st, NULL);
+        if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+                        top = sqlite3_column_int64(st, 0);
+                rc = SQLITE_OK;
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_OK)
+                return store_sqlite_errno(r->db, rc) ?: -EIO;
+        if (top == INT64_MIN)
+                return 0; /* no reading at all */
+        top = MIN(top, f->until_ms - 1);
+        for (;;) {
+                StoreFilter g = *f;
+                bool partial = top > INT64_MIN + span && top - span > f->since_ms && span < INT64_MAX / 16;
+
+                if (partial)
+                        g.since_ms = top - span;
+                k = readings_by_blocks(r, &g, where, partial, cb, userdata);
+                if (k <= 0)
+                        return k;
+                span *= 16;
+        }
+}
+
 int store_reader_readings(StoreReader *r, const StoreFilter *f,
                           int (*cb)(const StoredReading *row, void *userdata), void *userdata) {
         char where[640], sql[2048], flags[128];
@@ -234,6 +492,11 @@ int store_reader_readings(StoreReader *r, const StoreFilter *f,
                  : f->sensor ? " AND r.metric_id IN (SELECT id FROM metrics)"
                              : "",
                  f->source >= 0 ? " AND r.source_id = :source" : "", flags_where(r, f, flags, sizeof(flags)));
+        /* A sensor's rows come from the key index, in (ts, id) order within each metric;
+         * without a sensor, from the time summary. */
+        if (!f->sensor && r->has_blocks)
+                return f->limit > 0 ? newest_by_blocks(r, f, where, cb, userdata)
+                                    : readings_by_blocks(r, f, where, false, cb, userdata);
         if (f->limit > 0)
                 /* The newest N, shown oldest first. */
                 snprintf(sql, sizeof(sql),

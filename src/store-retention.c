@@ -100,6 +100,8 @@ static int store_delete_upto(Store *s, Stmt del, int64_t id, uint64_t *ret_delet
                 rc = store_stmt_run(st);
         if (rc == SQLITE_OK)
                 *ret_deleted = (uint64_t) sqlite3_changes64(s->db);
+        if (rc == SQLITE_OK && del != STMT_DELETE_REJECTS && *ret_deleted > 0)
+                rc = store_blocks_prune(s, id);
         if (rc == SQLITE_OK && del == STMT_DELETE_READINGS_AGED)
                 s->age_delete_from = MAX(s->age_delete_from, id);
         return rc;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 
 #include "collector/log.h"
@@ -124,6 +125,26 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));"
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('readings_high_water',"
         "  (SELECT coalesce(max(id), 0) FROM readings));",
+
+        /* v6: one b-tree insert less per reading. The index on ts goes (store_drop_old_indexes(),
+         * after this transaction); time ranges without a sensor read the table in id order
+         * through a summary of each block of ids' ts range (docs/STORE.md, "Time without an
+         * index"). Filled here block by block, each a range of the table (one pass over it, no
+         * sort), skipping ids retention has removed. */
+        "CREATE TABLE readings_blocks ("
+        "  block INTEGER PRIMARY KEY,"
+        "  min_ts INTEGER NOT NULL,"
+        "  max_ts INTEGER NOT NULL);"
+        "CREATE INDEX readings_blocks_max ON readings_blocks (max_ts);"
+        "CREATE INDEX readings_blocks_min ON readings_blocks (min_ts);"
+        "WITH RECURSIVE b(n) AS ("
+        "  SELECT min(id) >> " STORE_BLOCK_SQL " FROM readings"
+        "  UNION ALL SELECT (SELECT min(id) FROM readings WHERE id >= (n + 1) << " STORE_BLOCK_SQL ") >> " STORE_BLOCK_SQL
+        "  FROM b WHERE n IS NOT NULL)"
+        " INSERT INTO readings_blocks (block, min_ts, max_ts)"
+        "  SELECT n, (SELECT min(ts) FROM readings WHERE id >= n << " STORE_BLOCK_SQL " AND id < (n + 1) << " STORE_BLOCK_SQL "),"
+        "    (SELECT max(ts) FROM readings WHERE id >= n << " STORE_BLOCK_SQL " AND id < (n + 1) << " STORE_BLOCK_SQL ")"
+        "  FROM b WHERE n IS NOT NULL;",
 };
 
 static const char *const stmt_sql[_STMT_MAX] = {
@@ -176,6 +197,17 @@ static const char *const stmt_sql[_STMT_MAX] = {
                           "JOIN origins o ON o.id = r.origin_id WHERE r.id > ?1 AND r.id < ?2 ORDER BY r.id LIMIT ?3",
         [STMT_SEQ_COUNT] = "SELECT count(*) FROM readings WHERE id >= ?1 AND id <= ?2",
         [STMT_SET_META] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+        [STMT_BLOCK_UPSERT] = "INSERT INTO readings_blocks (block, min_ts, max_ts) VALUES (?1, ?2, ?3)"
+                              " ON CONFLICT (block) DO UPDATE SET min_ts = min(min_ts, excluded.min_ts),"
+                              " max_ts = max(max_ts, excluded.max_ts)",
+        [STMT_BLOCKS_CLEAR] = "DELETE FROM readings_blocks WHERE block >= ?1 AND block <= ?2",
+        [STMT_BLOCKS_RECOMPUTE] = "INSERT INTO readings_blocks (block, min_ts, max_ts)"
+                                  " SELECT id >> " STORE_BLOCK_SQL ", min(ts), max(ts) FROM readings"
+                                  " WHERE id >= ?1 << " STORE_BLOCK_SQL " AND id < (?2 + 1) << " STORE_BLOCK_SQL
+                                  " GROUP BY id >> " STORE_BLOCK_SQL,
+        /* Only blocks not pruned yet are read: the ones retention stepped over, and the new. */
+        [STMT_BLOCKS_PRUNE] = "DELETE FROM readings_blocks WHERE block <= ?1 AND NOT EXISTS (SELECT 1 FROM readings"
+                              " WHERE id >= block << " STORE_BLOCK_SQL " AND id < (block + 1) << " STORE_BLOCK_SQL ")",
 };
 
 /* SQLite's result codes become -errno here and nowhere else. */
@@ -524,7 +556,9 @@ int store_commit_internal(Store *s) {
                 return 0;
         if (s->commit_timer)
                 (void) sd_event_source_set_enabled(s->commit_timer, SD_EVENT_OFF);
-        rc = store_stmt_run(s->stmts[STMT_COMMIT]);
+        rc = store_blocks_flush(s);
+        if (rc == SQLITE_OK)
+                rc = store_stmt_run(s->stmts[STMT_COMMIT]);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "commit to");
         s->in_transaction = false;
@@ -682,6 +716,9 @@ int store_append(Store *s, const Reading *r) {
                 return 0;
         }
         s->seq_max = sqlite3_last_insert_rowid(s->db);
+        rc = store_blocks_note(s, s->seq_max, r->ts_ms);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "write a reading to");
         s->batch.readings++;
         if (r->flags & READING_FLAG_UNSYNCED) {
                 k = store_note_unsynced(s, sqlite3_last_insert_rowid(s->db));
@@ -790,9 +827,10 @@ int store_get_summary(Store *s, StoreSummary *ret) {
                 sum.readings = (uint64_t) v;
         if (store_query_int(s, "SELECT max(id) - min(id) + 1 FROM rejects", &v))
                 sum.rejects = (uint64_t) v;
-        /* Both use the index on ts: two look-ups, whatever the size. */
-        (void) store_query_int(s, "SELECT min(ts) FROM readings", &sum.oldest_ms);
-        (void) store_query_int(s, "SELECT max(ts) FROM readings", &sum.newest_ms);
+        /* Through the time summary: a block or two of rows each, whatever the size (a min(ts)
+         * on the table would read all of it). */
+        (void) store_blocks_extreme(s, false, &sum.oldest_ms);
+        (void) store_blocks_extreme(s, true, &sum.newest_ms);
         sum.last_commit_ms = s->last_commit_ms;
         *ret = sum;
         return 0;
@@ -845,10 +883,61 @@ static int store_quick_check(Store *s) {
         return 0;
 }
 
+/* A migration may rewrite a big store (v6 reads every reading once: docs/STORE.md gives the
+ * time for a year of readings), and the daemon is not ready meanwhile: every few seconds it
+ * asks systemd for more start time (EXTEND_TIMEOUT_USEC, so a unit with a short
+ * TimeoutStartSec= does not kill it halfway and start it over) and says why it waits (STATUS=). */
+#define MIGRATE_NOTIFY_USEC (5 * USEC_PER_SEC)
+#define MIGRATE_EXTEND_USEC (30 * USEC_PER_SEC)
+
+typedef struct MigrateProgress {
+        const Store *store;
+        int64_t from;
+        uint64_t start_usec, next_usec;
+} MigrateProgress;
+
+static void migrate_notify(MigrateProgress *p, uint64_t now) {
+        p->next_usec = now + MIGRATE_NOTIFY_USEC;
+        (void) sd_notifyf(false,
+                          "EXTEND_TIMEOUT_USEC=%" PRIu64 "\nSTATUS=Migrating store '%s' from schema v%" PRId64
+                          " to v%d (%" PRIu64 " s so far)",
+                          MIGRATE_EXTEND_USEC, p->store->config->path, p->from, STORE_SCHEMA_VERSION,
+                          (now - p->start_usec) / USEC_PER_SEC);
+}
+
+/* SQLite's progress handler during a migration: never interrupts it. */
+static int migrate_progress(void *userdata) {
+        MigrateProgress *p = userdata;
+        uint64_t now = clock_now_usec(CLOCK_MONOTONIC);
+
+        if (now >= p->next_usec)
+                migrate_notify(p, now);
+        return 0;
+}
+
+/* Indexes a later schema dropped: readings_ts (v6). Dropped in a transaction of its own, not in
+ * the migration's: a DROP inside a transaction with more statements keeps a statement journal
+ * of every page it frees, in memory (temp_store = MEMORY), which for a year's readings_ts is
+ * 1.4 GiB of RSS (measured); alone, it frees them without copying. A crash between the two
+ * leaves the index in a migrated store, and the next open drops it: so this runs at every open
+ * (a schema look-up when there is nothing to drop). Returns an SQLite code. */
+static int store_drop_old_indexes(Store *s) {
+        return sqlite3_exec(s->db, "DROP INDEX IF EXISTS readings_ts", NULL, NULL, NULL);
+}
+
 static int store_migrate(Store *s, int64_t from) {
+        MigrateProgress progress = { .store = s, .from = from };
         char sql[256];
         int rc;
 
+        if (from > 0) {
+                log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
+                                      "Migrating store '%s' from schema v%" PRId64 " to v%d (on a big store this takes a while)...",
+                                      s->config->path, from, STORE_SCHEMA_VERSION);
+                progress.start_usec = clock_now_usec(CLOCK_MONOTONIC);
+                migrate_notify(&progress, progress.start_usec);
+                sqlite3_progress_handler(s->db, 100000, migrate_progress, &progress);
+        }
         rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
         for (int64_t v = from; rc == SQLITE_OK && v < STORE_SCHEMA_VERSION; v++)
                 rc = sqlite3_exec(s->db, migrations[v], NULL, NULL, NULL);
@@ -866,6 +955,9 @@ static int store_migrate(Store *s, int64_t from) {
                                   NULL, NULL, NULL);
         if (rc == SQLITE_OK)
                 rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+                rc = store_drop_old_indexes(s);
+        sqlite3_progress_handler(s->db, 0, NULL, NULL);
         if (rc != SQLITE_OK) {
                 int r = store_fail_sqlite(s, rc, from == 0 ? "create the schema in" : "migrate the schema of");
                 if (!sqlite3_get_autocommit(s->db))
@@ -877,8 +969,9 @@ static int store_migrate(Store *s, int64_t from) {
                                       s->config->path, STORE_SCHEMA_VERSION);
         else
                 log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
-                                      "Migrated store '%s' from schema v%" PRId64 " to v%d.", s->config->path, from,
-                                      STORE_SCHEMA_VERSION);
+                                      "Migrated store '%s' from schema v%" PRId64 " to v%d in %.1f s.", s->config->path,
+                                      from, STORE_SCHEMA_VERSION,
+                                      (double) (clock_now_usec(CLOCK_MONOTONIC) - progress.start_usec) / USEC_PER_SEC);
         return 0;
 }
 
@@ -1039,10 +1132,16 @@ static int store_open(Store *s) {
                 r = store_migrate(s, id.user_version);
                 if (r < 0)
                         return r;
+        } else {
+                int rc = store_drop_old_indexes(s);
+
+                if (rc != SQLITE_OK)
+                        return store_fail_sqlite(s, rc, "migrate the schema of");
         }
         r = store_prepare(s);
         if (r < 0)
                 return r;
+        store_blocks_reset(s);
         return store_load_seq(s);
 }
 
@@ -1139,7 +1238,8 @@ static void store_free(void *userdata) {
         sd_event_source_disable_unref(s->commit_timer);
         sd_event_source_disable_unref(s->retention_timer);
         sd_event_source_disable_unref(s->check_timer);
-        if (s->db && !s->failed && s->in_transaction && sqlite3_step(s->stmts[STMT_COMMIT]) != SQLITE_DONE)
+        if (s->db && !s->failed && s->in_transaction &&
+            (store_blocks_flush(s) != SQLITE_OK || sqlite3_step(s->stmts[STMT_COMMIT]) != SQLITE_DONE))
                 log_warning("Failed to commit the last batch to '%s' while freeing the store: %s, ignoring.",
                             s->config->path, sqlite3_errmsg(s->db));
         store_close(s);

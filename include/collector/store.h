@@ -76,8 +76,8 @@ StoreEventKind store_event_kind_from_string(const char *s);
 int store_append_event(Store *s, const StoreEvent *ev);
 
 /* Calls cb for every sensor and metric with a reading whose ts is at or after since_ms, with
- * the newest such ts (ms). Reads through the readings_ts index: its cost grows with the readings since
- * since_ms, not with the store. Returns 0, -ESHUTDOWN when the store is not open, the first
+ * the newest such ts (ms). Reads the blocks of readings_blocks whose ts range reaches since_ms: its cost
+ * grows with the readings since since_ms, not with the store. Returns 0, -ESHUTDOWN when the store is not open, the first
  * negative value cb returned, or -errno from SQLite (the store is not failed by a read). */
 int store_foreach_last_seen(Store *s, int64_t since_ms,
                             int (*cb)(const char *sensor, const char *metric, int64_t last_ms, void *userdata),
@@ -130,7 +130,7 @@ int store_run_retention(Store *s);
 bool store_retention_pending(const Store *s);
 
 /* The schema version this program writes (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 /* PRAGMA application_id of every sensor-collector store: "SCol". */
 #define STORE_APPLICATION_ID 0x53436f6c
 

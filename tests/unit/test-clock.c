@@ -235,6 +235,12 @@ START_TEST(test_store_correction) {
         ck_assert_int_eq(correct_all(&f, offset, 1000, &total), 1);
         ck_assert_uint_eq(total, 0);
         ck_assert_int_eq(q(&f, "SELECT corrected_upto FROM boots WHERE boot_id = '" BOOT_A "'"), 2502);
+        /* The time summary of readings follows the corrected ts: each block's range is exactly
+         * that of its rows again (no longer reaching back to 2000). */
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM (SELECT id >> 10 AS k, min(ts) AS lo, max(ts) AS hi FROM readings GROUP BY k) x"
+                               " LEFT JOIN readings_blocks b ON b.block = x.k WHERE b.block IS NULL OR b.min_ts != x.lo OR b.max_ts != x.hi"),
+                         0);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM readings_blocks"), 3);
         fx_stop(&f);
 }
 END_TEST
@@ -526,6 +532,11 @@ START_TEST(test_migration_of_a_v2_store) {
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM events WHERE kind = 'daemon_down'"), 1);
         ck_assert_int_eq(tl_sql_int(f.path, "SELECT length(value) FROM meta WHERE key = 'store_id'"), 32);
         ck_assert_int_ge(tl_sql_int(f.path, "SELECT count(*) FROM meta WHERE key = 'readings_high_water'"), 1);
+        /* The index on ts gave way to the time summary, which covers the old rows and the new. */
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM sqlite_schema WHERE name = 'readings_ts'"), 0);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings r JOIN readings_blocks b ON b.block = r.id >> 10"
+                                            " WHERE r.ts BETWEEN b.min_ts AND b.max_ts"),
+                         tl_sql_int(f.path, "SELECT count(*) FROM readings"));
         tl_assert_integrity(f.path, false);
 }
 END_TEST
