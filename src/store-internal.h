@@ -70,6 +70,14 @@ int store_identify(sqlite3 *db, StoreIdentity *ret);
 #define NAME_CACHE_SLOTS 1024
 #define NAME_CACHE_MAX (NAME_CACHE_SLOTS / 2)
 
+/* WAL checkpoints (store-checkpoint.c): asked for when a commit leaves the WAL at
+ * STORE_CHECKPOINT_IDLE_PAGES or more (SQLite's own default, 4 MiB of 4 KiB pages) and run when
+ * the loop is idle; run inside the commit once it holds STORE_CHECKPOINT_FORCE_PAGES (16 MiB of
+ * 4 KiB pages, about 15 s of the fastest burst measured), so that the WAL stays bounded when
+ * ingest never pauses. */
+#define STORE_CHECKPOINT_IDLE_PAGES 1000
+#define STORE_CHECKPOINT_FORCE_PAGES 4000
+
 typedef enum Stmt {
         STMT_BEGIN,
         STMT_COMMIT,
@@ -221,6 +229,12 @@ struct Store {
         store_commit_hook_t commit_hook;
         store_retention_hook_t retention_hook;
         void *hook_userdata;
+
+        /* The write path's mechanics (store-checkpoint.c): the idle checkpoint, the WAL size at
+         * which a commit checkpoints at once, and what was measured. */
+        sd_event_source *checkpoint_source;
+        int checkpoint_force_at;
+        StoreWriteStats write_stats;
 };
 
 /* Core helpers: failure, batches, statements (store.c). */
@@ -257,6 +271,12 @@ int store_batch_row(Store *s);
 /* Commits the open batch, if any: its rows count into the stats, the files are checked and the
  * commit hook is called. Returns 0 or -errno (the store has failed then). */
 int store_commit_internal(Store *s);
+
+/* WAL checkpoints off the ingest path (store-checkpoint.c). store_checkpoint_start() turns
+ * SQLite's automatic checkpoint off and sets up the idle source on the open store; returns 0 or
+ * -errno (nothing reported). store_checkpoint_stop() drops the source; safe to call twice. */
+int store_checkpoint_start(Store *s);
+void store_checkpoint_stop(Store *s);
 
 /* Interned names and store.max_names (store-names.c). */
 

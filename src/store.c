@@ -518,15 +518,19 @@ int store_begin(Store *s) {
 }
 
 int store_commit_internal(Store *s) {
+        uint64_t t0;
         int rc, r;
 
         if (!s->in_transaction)
                 return 0;
         if (s->commit_timer)
                 (void) sd_event_source_set_enabled(s->commit_timer, SD_EVENT_OFF);
+        t0 = clock_now_usec(CLOCK_MONOTONIC);
         rc = store_stmt_run(s->stmts[STMT_COMMIT]);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "commit to");
+        s->write_stats.longest_commit_usec = MAX(s->write_stats.longest_commit_usec,
+                                                 clock_now_usec(CLOCK_MONOTONIC) - t0);
         s->in_transaction = false;
         s->batch_rows = 0;
         s->stats.readings += s->batch.readings;
@@ -1094,6 +1098,8 @@ static int store_start(Task *t) {
         if (r >= 0 && (s->config->retention_days > 0 || s->config->max_size_mb > 0 || s->config->max_names > 0))
                 r = sd_event_add_time_relative(s->event, &s->retention_timer, CLOCK_MONOTONIC, RETENTION_FIRST_USEC,
                                                100 * USEC_PER_MSEC, store_on_retention_timer, s);
+        if (r >= 0)
+                r = store_checkpoint_start(s);
         if (r < 0) {
                 store_fail(s, r, "Failed to set up timers for '%s'", s->config->path);
                 store_close(s);
@@ -1127,6 +1133,7 @@ static int store_stop(Task *t) {
         s->check_timer = sd_event_source_disable_unref(s->check_timer);
         if (s->db && !s->failed && s->in_transaction)
                 (void) store_commit_internal(s); /* a failure reports itself */
+        store_checkpoint_stop(s);
         store_close(s);
         return 0;
 }
@@ -1142,6 +1149,7 @@ static void store_free(void *userdata) {
         if (s->db && !s->failed && s->in_transaction && sqlite3_step(s->stmts[STMT_COMMIT]) != SQLITE_DONE)
                 log_warning("Failed to commit the last batch to '%s' while freeing the store: %s, ignoring.",
                             s->config->path, sqlite3_errmsg(s->db));
+        store_checkpoint_stop(s);
         store_close(s);
         for (size_t i = 0; i < _NAME_KIND_MAX; i++)
                 store_name_cache_clear(&s->names[i]);
