@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -629,17 +630,40 @@ static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* True when the kernel holds bytes of fd not read yet. */
+static bool socket_has_input(int fd) {
+        int n = 0;
+
+        return ioctl(fd, FIONREAD, &n) >= 0 && n > 0;
+}
+
+/* Reads up to READ_PACKET_BUDGET packets. libmosquitto 2.0's loop_read() reads one packet per
+ * call whatever max_packets says when nothing of QoS 1 or 2 is in flight (it takes its own
+ * queue lengths as the count), so at QoS 0 every message cost a loop iteration of its own (an
+ * epoll_wait() and the event loop's bookkeeping). Calling it again while the socket has bytes
+ * left reads a burst in one iteration. It still reads each packet in three read() calls (the
+ * type byte, the length, the rest): that is inside libmosquitto and cannot change from here. */
+static void mqtt_read_packets(MqttTask *m, int fd) {
+        for (unsigned i = 0; i < READ_PACKET_BUDGET; i++) {
+                int rc;
+
+                errno = 0;
+                rc = mosquitto_loop_read(m->mosq, READ_PACKET_BUDGET);
+                /* Errors end in on_disconnect(), which has handled them by now. Stop as well when
+                 * the connection went, or ingest stopped accepting (TCP pushes back then). */
+                if (rc != MOSQ_ERR_SUCCESS || !state_has_connection(m->state) || mosquitto_socket(m->mosq) != fd ||
+                    !ingest_accepting(m->ingest) || !socket_has_input(fd))
+                        break;
+        }
+}
+
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         MqttTask *m = userdata;
         int rc;
         (void) s;
 
-        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                errno = 0;
-                rc = mosquitto_loop_read(m->mosq, READ_PACKET_BUDGET);
-                /* Errors end in on_disconnect(), which has handled them by now. */
-                (void) rc;
-        }
+        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                mqtt_read_packets(m, fd);
         if (state_has_connection(m->state) && mosquitto_socket(m->mosq) == fd &&
             (revents & EPOLLOUT || mosquitto_want_write(m->mosq))) {
                 errno = 0;

@@ -70,14 +70,6 @@ int store_identify(sqlite3 *db, StoreIdentity *ret);
 #define NAME_CACHE_SLOTS 1024
 #define NAME_CACHE_MAX (NAME_CACHE_SLOTS / 2)
 
-/* WAL checkpoints (store-checkpoint.c): asked for when a commit leaves the WAL at
- * STORE_CHECKPOINT_IDLE_PAGES or more (SQLite's own default, 4 MiB of 4 KiB pages) and run when
- * the loop is idle; run inside the commit once it holds STORE_CHECKPOINT_FORCE_PAGES (16 MiB of
- * 4 KiB pages, about 15 s of the fastest burst measured), so that the WAL stays bounded when
- * ingest never pauses. */
-#define STORE_CHECKPOINT_IDLE_PAGES 1000
-#define STORE_CHECKPOINT_FORCE_PAGES 4000
-
 typedef enum Stmt {
         STMT_BEGIN,
         STMT_COMMIT,

@@ -102,6 +102,13 @@ typedef struct StoreStats {
 /* Copies the counters into *ret. */
 void store_get_stats(const Store *s, StoreStats *ret);
 
+/* WAL checkpoints: asked for when a commit leaves the WAL at STORE_CHECKPOINT_IDLE_PAGES or
+ * more (SQLite's own default, 4 MiB of 4 KiB pages) and run when the loop is idle; run inside
+ * the commit once it holds STORE_CHECKPOINT_FORCE_PAGES, so that the WAL stays bounded when
+ * ingest never pauses. */
+#define STORE_CHECKPOINT_IDLE_PAGES 1000
+#define STORE_CHECKPOINT_FORCE_PAGES 4000
+
 /* How the write path behaved since the store opened: the longest commit (the time the loop
  * spent in one COMMIT), the WAL checkpoints (run when the loop is idle; "forced" ones ran inside
  * a commit because the WAL reached its hard bound during a burst that never paused) and the
