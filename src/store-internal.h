@@ -226,6 +226,7 @@ struct Store {
          * which a commit checkpoints at once, and what was measured. */
         sd_event_source *checkpoint_source;
         int checkpoint_force_at;
+        uint64_t batch_deadline_usec;   /* CLOCK_MONOTONIC: the open batch's window ends; 0: none */
         StoreWriteStats write_stats;
 };
 

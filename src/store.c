@@ -509,6 +509,10 @@ int store_begin(Store *s) {
                 if (r >= 0)
                         r = sd_event_source_set_time(s->commit_timer,
                                                      now + (uint64_t) s->config->commit_interval_ms * USEC_PER_MSEC);
+                /* From the clock, not the loop's time of this iteration (a batch opened late in a
+                 * long one would otherwise end at once): for store_batch_row()'s check. */
+                s->batch_deadline_usec = clock_now_usec(CLOCK_MONOTONIC) +
+                                         (uint64_t) s->config->commit_interval_ms * USEC_PER_MSEC;
                 if (r >= 0)
                         r = sd_event_source_set_enabled(s->commit_timer, SD_EVENT_ONESHOT);
                 if (r < 0)
@@ -576,10 +580,18 @@ static int on_commit_timer(sd_event_source *source, uint64_t usec, void *userdat
         return 0;
 }
 
-/* Counts a row into the batch (whose timer store_begin() armed); commits at the maximum. */
+/* Counts a row into the batch (whose timer store_begin() armed); commits at the maximum, or
+ * when the batch window has passed while the loop was still busy with one input (a backlog read
+ * in one go), before the timer could fire: the window is the loss window of a hard kill, and
+ * commit_max_rows (10000 by default) no longer ends such a batch early. The clock is read every
+ * STORE_BATCH_CLOCK_ROWS rows. */
+#define STORE_BATCH_CLOCK_ROWS 16
 int store_batch_row(Store *s) {
         s->batch_rows++;
         if (s->batch_rows >= s->config->commit_max_rows)
+                return store_commit_internal(s);
+        if (s->batch_rows % STORE_BATCH_CLOCK_ROWS == 0 && s->batch_deadline_usec > 0 &&
+            clock_now_usec(CLOCK_MONOTONIC) >= s->batch_deadline_usec)
                 return store_commit_internal(s);
         return 0;
 }

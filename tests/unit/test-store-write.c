@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests of the store's WAL checkpoints on real SQLite files: idle, forced, and with a reader. */
+/* Unit tests of the store's write path on real SQLite files: the batch window, WAL checkpoints. */
 #include <sqlite3.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -182,11 +182,53 @@ START_TEST(test_checkpoint_with_reader) {
 }
 END_TEST
 
+/* A loop busy with one input for longer than the batch window (a backlog read in one go) never
+ * lets the commit timer fire: the batch still ends when its window has passed, not only at
+ * commit_max_rows, so a hard kill loses at most about one window. */
+START_TEST(test_window_ends_batch_without_loop) {
+        Fixture f;
+        StoreStats stats;
+        int64_t start, rows = 0;
+
+        memset(&f, 0, sizeof(f));
+        ck_assert_int_ge(sd_event_new(&f.event), 0);
+        tl_store_config_init(&f.config, f.path, sizeof(f.path), NULL);
+        f.config.commit_interval_ms = 20;
+        f.config.commit_max_rows = 100000;
+        tl_store_task_start(f.event, &f.config, &f.task, &f.store);
+        f.next_ts = tl_now_ms() - 3600 * 1000;
+
+        start = tl_now_ms();
+        while (tl_now_ms() - start < 5 * 20) {
+                Reading r = {
+                        .sensor = "s1",
+                        .metric = "m",
+                        .value = 1.0,
+                        .ts_ms = f.next_ts++,
+                        .sensor_ts = true,
+                        .received_ms = f.next_ts,
+                        .source = READING_SOURCE_SERIAL,
+                        .origin = "/dev/ttyUSB0",
+                };
+                ck_assert_int_eq(store_append(f.store, &r), 0);
+                rows++;
+        }
+        store_get_stats(f.store, &stats);
+        /* Five windows passed: at least two commits even on a slow machine (one every window
+         * when at least 16 rows fit in one), and another connection sees their rows. */
+        ck_assert_uint_ge(stats.commits, 2);
+        ck_assert_int_gt(rows_seen(f.path), 0);
+        fx_done(&f);
+        ck_assert_int_eq(rows_seen(f.path), rows);
+}
+END_TEST
+
 static Suite *checkpoint_suite(void) {
-        Suite *s = suite_create("store-checkpoint");
-        TCase *tc = tcase_create("checkpoint");
+        Suite *s = suite_create("store-write");
+        TCase *tc = tcase_create("write");
 
         tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, test_window_ends_batch_without_loop);
         tcase_add_test(tc, test_checkpoint_when_idle);
         tcase_add_test(tc, test_checkpoint_forced_when_never_idle);
         tcase_add_test(tc, test_checkpoint_with_reader);
