@@ -20,6 +20,9 @@
 /* Reports, as one JSON object on stdout:
  *   ready_ms            fork to the first READY=1 datagram (-1: never)
  *   idle_rss_kb         VmRSS sampled --idle-after ms after READY=1
+ *   idle_anon_kb, idle_file_kb, idle_shmem_kb   its parts at the same moment (RssAnon: private
+ *                       memory of the process; RssFile: pages of mapped files, shared libraries
+ *                       above all; RssShmem: shared memory, SQLite's -shm file is a file mapping)
  *   failure_to_exit_ms  first stderr line containing --failure-marker to process exit (-1: none)
  *   exit_status, signal, user_s, sys_s, maxrss_kb   from wait4()
  * --stop-after-ready sends SIGTERM right after READY=1; --pid-file writes the child's pid;
@@ -32,20 +35,26 @@ static double now_ms(void) {
         return (double) ts.tv_sec * 1e3 + (double) ts.tv_nsec / 1e6;
 }
 
-static long vmrss_kb(pid_t pid) {
+typedef struct Rss {
+        long total_kb, anon_kb, file_kb, shmem_kb;
+} Rss;
+
+/* VmRSS and its parts from /proc/PID/status; -1 for what is not there. */
+static Rss rss_read(pid_t pid) {
         char path[64], line[256];
-        long kb = -1;
+        Rss r = { -1, -1, -1, -1 };
         FILE *f;
 
         snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
         f = fopen(path, "re");
         if (!f)
-                return -1;
+                return r;
         while (fgets(line, sizeof(line), f))
-                if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-                        break;
+                if (sscanf(line, "VmRSS: %ld kB", &r.total_kb) != 1 && sscanf(line, "RssAnon: %ld kB", &r.anon_kb) != 1 &&
+                    sscanf(line, "RssFile: %ld kB", &r.file_kb) != 1)
+                        (void) sscanf(line, "RssShmem: %ld kB", &r.shmem_kb);
         fclose(f);
-        return kb;
+        return r;
 }
 
 int main(int argc, char **argv) {
@@ -66,7 +75,7 @@ int main(int argc, char **argv) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         int c, nfd, errpipe[2], logfd = -1;
         double t0, ready_ms = -1, failure_ms = -1, exit_ms = -1;
-        long idle_rss = -1;
+        Rss idle = { -1, -1, -1, -1 };
         pid_t pid;
 
         while ((c = getopt_long(argc, argv, "+", options, NULL)) >= 0)
@@ -131,8 +140,8 @@ int main(int argc, char **argv) {
                 struct pollfd p[2] = { { .fd = nfd, .events = POLLIN }, { .fd = err_open ? errpipe[0] : -1, .events = POLLIN } };
                 int wait_ms = 50;
 
-                if (ready_ms >= 0 && idle_after_ms >= 0 && idle_rss < 0 && now_ms() - t0 >= ready_ms + (double) idle_after_ms)
-                        idle_rss = vmrss_kb(pid);
+                if (ready_ms >= 0 && idle_after_ms >= 0 && idle.total_kb < 0 && now_ms() - t0 >= ready_ms + (double) idle_after_ms)
+                        idle = rss_read(pid);
                 (void) poll(p, 2, wait_ms);
                 if (p[0].revents & POLLIN) {
                         char buf[4096];
@@ -185,9 +194,10 @@ int main(int argc, char **argv) {
         }
         unlink(sa.sun_path);
         rmdir(dir);
-        printf("{\"ready_ms\":%.2f,\"idle_rss_kb\":%ld,\"failure_to_exit_ms\":%.2f,\"exit_status\":%d,"
+        printf("{\"ready_ms\":%.2f,\"idle_rss_kb\":%ld,\"idle_anon_kb\":%ld,\"idle_file_kb\":%ld,\"idle_shmem_kb\":%ld,"
+               "\"failure_to_exit_ms\":%.2f,\"exit_status\":%d,"
                "\"signal\":%d,\"user_s\":%.3f,\"sys_s\":%.3f,\"maxrss_kb\":%ld,\"runtime_ms\":%.1f}\n",
-               ready_ms, idle_rss, failure_ms >= 0 ? exit_ms - failure_ms : -1.0,
+               ready_ms, idle.total_kb, idle.anon_kb, idle.file_kb, idle.shmem_kb, failure_ms >= 0 ? exit_ms - failure_ms : -1.0,
                WIFEXITED(status) ? WEXITSTATUS(status) : -1, WIFSIGNALED(status) ? WTERMSIG(status) : 0,
                (double) ru.ru_utime.tv_sec + (double) ru.ru_utime.tv_usec / 1e6,
                (double) ru.ru_stime.tv_sec + (double) ru.ru_stime.tv_usec / 1e6, ru.ru_maxrss, exit_ms);

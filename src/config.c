@@ -508,7 +508,10 @@ static const Field store_fields[] = {
         F_STRING("path", StoreConfig, path, 1, 4095, check_absolute_path, STORE_DEFAULT_PATH),
         F_ENUM("synchronous", StoreConfig, synchronous, synchronous_names, STORE_SYNCHRONOUS_NORMAL),
         F_INT("commit_interval_ms", StoreConfig, commit_interval_ms, 1, 10000, 20),
-        F_INT("commit_max_rows", StoreConfig, commit_max_rows, 1, 100000, 500),
+        /* 10000: far above what one commit_interval_ms of the fastest burst measured brings
+         * (about 4000 rows in 20 ms), so that the time window decides and a burst is one commit
+         * per window, not several rewriting the same index pages (docs/BENCHMARKS.md). */
+        F_INT("commit_max_rows", StoreConfig, commit_max_rows, 1, 100000, 10000),
         F_INT("retention_days", StoreConfig, retention_days, 0, 36500, 0),
         F_INT("max_size_mb", StoreConfig, max_size_mb, 0, 1048576, 0),
         F_INT("max_names", StoreConfig, max_names, 0, 100000000, STORE_DEFAULT_MAX_NAMES),

@@ -421,6 +421,58 @@ static void cjson_deletep(cJSON **j) {
         cJSON_Delete(*j);
 }
 
+/* cJSON allocates a node per value and a copy of every key and string: eight malloc() and eight
+ * free() for a message of a sensor id and two metrics, every message. While one message is
+ * parsed they come from this buffer instead, and are all given back at once when the parse is
+ * done; what does not fit (a big object) falls back to malloc(). One thread, and nothing keeps
+ * a node of the parse, so one static buffer does. */
+#define JSON_ARENA_SIZE 4096
+/* Under AddressSanitizer what is not handed out is poisoned and every piece is followed by a
+ * poisoned gap, so that an overrun or a use after the parse is still found (the fuzz targets). */
+#if defined(__SANITIZE_ADDRESS__)
+#  include <sanitizer/asan_interface.h>
+#  define JSON_ARENA_GAP _Alignof(max_align_t)
+#elif defined(__has_feature)
+#  if __has_feature(address_sanitizer)
+#    include <sanitizer/asan_interface.h>
+#    define JSON_ARENA_GAP _Alignof(max_align_t)
+#  endif
+#endif
+#ifndef JSON_ARENA_GAP
+#  define JSON_ARENA_GAP 0
+#  define ASAN_POISON_MEMORY_REGION(addr, size) ((void) (addr), (void) (size))
+#  define ASAN_UNPOISON_MEMORY_REGION(addr, size) ((void) (addr), (void) (size))
+#endif
+
+static struct {
+        _Alignas(max_align_t) unsigned char buf[JSON_ARENA_SIZE];
+        size_t used;
+} json_arena;
+
+static void json_arena_reset(void) {
+        json_arena.used = 0;
+        ASAN_POISON_MEMORY_REGION(json_arena.buf, JSON_ARENA_SIZE);
+}
+
+static void *json_arena_alloc(size_t size) {
+        size_t n = (size + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
+
+        if (n >= size && n <= JSON_ARENA_SIZE - JSON_ARENA_GAP - json_arena.used) {
+                void *p = json_arena.buf + json_arena.used;
+
+                json_arena.used += n + JSON_ARENA_GAP;
+                ASAN_UNPOISON_MEMORY_REGION(p, size);
+                return p;
+        }
+        return malloc(size);
+}
+
+static void json_arena_free(void *p) {
+        if ((unsigned char *) p >= json_arena.buf && (unsigned char *) p < json_arena.buf + JSON_ARENA_SIZE)
+                return; /* the whole arena is reset at the end of the parse */
+        free(p);
+}
+
 /* cJSON decodes "\u0000" into a NUL inside its C strings, which would silently cut a sensor id
  * or metric name short. Such frames are refused as bad_json; a raw NUL never gets here
  * (frame_utf8_valid). A backslash outside strings is a syntax error anyway. */
@@ -495,9 +547,24 @@ static void json_find_sensor(const cJSON *root, Frame *f) {
                 f->sensor[0] = 0;
 }
 
+static int parse_json_tree(const char *s, size_t n, Frame *f, FrameReject *ret_reject);
+
 /* One JSON object: see frame.h for the rules. Leaves f->sensor empty when there is no "sensor"
  * member. On -EBADMSG, f->sensor is the object's sensor id if it has a valid one, else "". */
 static int parse_json(const char *s, size_t n, Frame *f, FrameReject *ret_reject) {
+        int r;
+
+        /* cJSON's hooks are global: set for this parse and its cJSON_Delete() only (the parse
+         * tree does not outlive parse_json_tree()), then back to malloc() for everyone else. */
+        json_arena_reset();
+        cJSON_InitHooks(&(cJSON_Hooks){ .malloc_fn = json_arena_alloc, .free_fn = json_arena_free });
+        r = parse_json_tree(s, n, f, ret_reject);
+        cJSON_InitHooks(NULL);
+        json_arena_reset();
+        return r;
+}
+
+static int parse_json_tree(const char *s, size_t n, Frame *f, FrameReject *ret_reject) {
         _cleanup_(cjson_deletep) cJSON *root = NULL;
         _cleanup_free_ char *heap = NULL;
         char stack[JSON_STACK_MAX + 1], *copy = stack;

@@ -90,6 +90,7 @@ typedef struct MqttTask {
         Ingest *ingest;               /* owned */
         struct mosquitto *mosq;
         MqttRouter *router;           /* owned: messages into frames */
+        uint64_t messages_in;         /* PUBLISH packets libmosquitto handed to on_message() */
         int *sub_mids;                /* message id of each SUBSCRIBE, 0 once granted */
         size_t n_subs_pending;
         int unsub_mid;                /* message id of the UNSUBSCRIBE of stale filters */
@@ -629,17 +630,38 @@ static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* Reads up to READ_PACKET_BUDGET packets. libmosquitto 2.0's loop_read() reads one packet per
+ * call whatever max_packets says when nothing of QoS 1 or 2 is in flight (it takes its own
+ * queue lengths as the count), so at QoS 0 every message cost a loop iteration of its own (an
+ * epoll_wait() and the event loop's bookkeeping). Calling it again as long as the last call
+ * delivered a message reads a burst in one iteration, at the cost of one read() that finds
+ * nothing at its end (loop_read() tells "nothing there" and "packet read" apart only by the
+ * callback; asking the kernel first, FIONREAD, would cost a call per message instead). Any
+ * other packet, or one that has not fully arrived, ends the round: the socket is level-
+ * triggered, so the loop comes back to it. libmosquitto still reads each packet in three
+ * read() calls (the type byte, the length, the rest): inside it, not to be changed from here. */
+static void mqtt_read_packets(MqttTask *m, int fd) {
+        for (unsigned i = 0; i < READ_PACKET_BUDGET; i++) {
+                uint64_t before = m->messages_in;
+                int rc;
+
+                errno = 0;
+                rc = mosquitto_loop_read(m->mosq, READ_PACKET_BUDGET);
+                /* Errors end in on_disconnect(), which has handled them by now. Stop as well when
+                 * the connection went, or ingest stopped accepting (TCP pushes back then). */
+                if (rc != MOSQ_ERR_SUCCESS || m->messages_in == before || !state_has_connection(m->state) ||
+                    mosquitto_socket(m->mosq) != fd || !ingest_accepting(m->ingest))
+                        break;
+        }
+}
+
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         MqttTask *m = userdata;
         int rc;
         (void) s;
 
-        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                errno = 0;
-                rc = mosquitto_loop_read(m->mosq, READ_PACKET_BUDGET);
-                /* Errors end in on_disconnect(), which has handled them by now. */
-                (void) rc;
-        }
+        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                mqtt_read_packets(m, fd);
         if (state_has_connection(m->state) && mosquitto_socket(m->mosq) == fd &&
             (revents & EPOLLOUT || mosquitto_want_write(m->mosq))) {
                 errno = 0;
@@ -1045,6 +1067,7 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
         int r;
         (void) mosq;
 
+        m->messages_in++;
         if (!ingest_accepting(m->ingest) || m->state == MQTT_STATE_FAILED || !msg->topic)
                 return;
         for (p = mosquitto_property_read_varint(props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, &id, false); p;

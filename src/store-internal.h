@@ -232,6 +232,13 @@ struct Store {
         store_commit_hook_t commit_hook;
         store_retention_hook_t retention_hook;
         void *hook_userdata;
+
+        /* The write path's mechanics (store-checkpoint.c): the idle checkpoint, the WAL size at
+         * which a commit checkpoints at once, and what was measured. */
+        sd_event_source *checkpoint_source;
+        int checkpoint_force_at;
+        uint64_t batch_deadline_usec;   /* CLOCK_MONOTONIC: the open batch's window ends; 0: none */
+        StoreWriteStats write_stats;
 };
 
 /* Core helpers: failure, batches, statements (store.c). */
@@ -268,6 +275,16 @@ int store_batch_row(Store *s);
 /* Commits the open batch, if any: its rows count into the stats, the files are checked and the
  * commit hook is called. Returns 0 or -errno (the store has failed then). */
 int store_commit_internal(Store *s);
+
+/* WAL checkpoints off the ingest path (store-checkpoint.c). store_checkpoint_start() turns
+ * SQLite's automatic checkpoint off and sets up the idle source on the open store; returns 0 or
+ * -errno (nothing reported). store_checkpoint_stop() drops the source; safe to call twice. */
+int store_checkpoint_start(Store *s);
+void store_checkpoint_stop(Store *s);
+
+/* Gives SQLite an allocator with free lists for its small allocations (store-malloc.c). Only
+ * before SQLite is initialized; afterwards a no-op. */
+void store_malloc_install(void);
 
 /* Interned names and store.max_names (store-names.c). */
 

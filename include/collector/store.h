@@ -102,6 +102,27 @@ typedef struct StoreStats {
 /* Copies the counters into *ret. */
 void store_get_stats(const Store *s, StoreStats *ret);
 
+/* WAL checkpoints: asked for when a commit leaves the WAL at STORE_CHECKPOINT_IDLE_PAGES or
+ * more (SQLite's own default, 4 MiB of 4 KiB pages) and run when the loop is idle; run inside
+ * the commit once it holds STORE_CHECKPOINT_FORCE_PAGES, so that the WAL stays bounded when
+ * ingest never pauses. */
+#define STORE_CHECKPOINT_IDLE_PAGES 1000
+#define STORE_CHECKPOINT_FORCE_PAGES 4000
+
+/* How the write path behaved since the store opened: the longest commit (the time the loop
+ * spent in one COMMIT), the WAL checkpoints (run when the loop is idle; "forced" ones ran inside
+ * a commit because the WAL reached its hard bound during a burst that never paused) and the
+ * longest of them, and the largest size the WAL reached, in pages. */
+typedef struct StoreWriteStats {
+        uint64_t longest_commit_usec;
+        uint64_t checkpoints;
+        uint64_t checkpoints_forced;
+        uint64_t longest_checkpoint_usec;
+        uint64_t wal_pages_max;
+} StoreWriteStats;
+/* Copies them into *ret. */
+void store_get_write_stats(const Store *s, StoreWriteStats *ret);
+
 /* What `sensor-collector status` shows of the store, read without a scan (a few index
  * look-ups on the writer's connection, so the loop never waits long). */
 typedef struct StoreSummary {

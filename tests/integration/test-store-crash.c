@@ -11,7 +11,7 @@
 
 #define KILLS 20
 #define COMMIT_INTERVAL_MS 20
-#define COMMIT_MAX_ROWS 500
+#define COMMIT_MAX_ROWS 10000 /* the default */
 
 typedef struct Ctx {
         const char *dir;

@@ -94,7 +94,7 @@ START_TEST(test_example) {
         ck_assert_str_eq(c->store.path, "/var/lib/sensor-collector/readings.db");
         ck_assert_int_eq(c->store.synchronous, STORE_SYNCHRONOUS_NORMAL);
         ck_assert_uint_eq(c->store.commit_interval_ms, 20);
-        ck_assert_uint_eq(c->store.commit_max_rows, 500);
+        ck_assert_uint_eq(c->store.commit_max_rows, 10000);
         ck_assert_uint_eq(c->store.retention_days, 400);
         ck_assert_uint_eq(c->store.max_size_mb, 0);
         ck_assert_int_eq(c->log.level, LOG_INFO);
@@ -144,7 +144,7 @@ START_TEST(test_defaults) {
         ck_assert_str_eq(c->store.path, STORE_DEFAULT_PATH);
         ck_assert_int_eq(c->store.synchronous, STORE_SYNCHRONOUS_NORMAL);
         ck_assert_uint_eq(c->store.commit_interval_ms, 20);
-        ck_assert_uint_eq(c->store.commit_max_rows, 500);
+        ck_assert_uint_eq(c->store.commit_max_rows, 10000);
         ck_assert_uint_eq(c->store.retention_days, 0);
         ck_assert_uint_eq(c->store.max_size_mb, 0);
         ck_assert_int_eq(c->log.level, LOG_INFO);
