@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "collector/config.h"
+#include "collector/decimal.h"
 #include "collector/exit-status.h"
 #include "collector/query.h"
 #include "collector/store-reader.h"
@@ -266,18 +267,6 @@ static void format_time(int64_t ms, bool utc, char *buf, size_t size) {
         }
 }
 
-/* The shortest text that reads back as the same double. */
-static void format_value(double v, char *buf, size_t size) {
-        if (!isfinite(v)) {
-                snprintf(buf, size, "%s", isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
-                return;
-        }
-        for (int precision = 15; precision <= 17; precision++) {
-                snprintf(buf, size, "%.*g", precision, v);
-                if (strtod(buf, NULL) == v)
-                        return;
-        }
-}
 
 /* ---- escaping ---- */
 
@@ -389,6 +378,7 @@ typedef struct Output {
         size_t widths[TABLE_COLUMNS_MAX];
         bool header_done;
         uint64_t rows_total;
+        Buffer line;                /* CSV/JSON: the current line, reused for every row */
 } Output;
 
 static void table_line(const Output *o, const char *const *cells, bool header) {
@@ -427,11 +417,11 @@ static void output_flush_table(Output *o) {
 
 /* Takes one row of cells (copied). */
 static int output_row(Output *o, char *const *cells) {
-        _cleanup_free_ char *line_data = NULL;
-        Buffer line = {};
+        Buffer *line = &o->line;
         int r = 0;
 
         o->rows_total++;
+        line->len = 0;
         switch (o->format) {
         case FORMAT_TABLE:
                 if (!o->cells) {
@@ -464,35 +454,41 @@ static int output_row(Output *o, char *const *cells) {
                 }
                 for (size_t c = 0; c < o->n_columns && r >= 0; c++) {
                         if (c)
-                                r = buffer_puts(&line, ",");
+                                r = buffer_puts(line, ",");
                         if (r >= 0)
-                                r = csv_field(&line, cells[c]);
+                                r = csv_field(line, cells[c]);
                 }
                 break;
 
         case FORMAT_JSON:
-                r = buffer_puts(&line, "{");
+                r = buffer_puts(line, "{");
                 for (size_t c = 0; c < o->n_columns && r >= 0; c++) {
-                        r = buffer_puts(&line, c ? ",\"" : "\"");
+                        r = buffer_puts(line, c ? ",\"" : "\"");
                         if (r >= 0)
-                                r = buffer_puts(&line, o->keys[c]);
+                                r = buffer_puts(line, o->keys[c]);
                         if (r >= 0)
-                                r = buffer_puts(&line, "\":");
+                                r = buffer_puts(line, "\":");
                         if (r >= 0)
-                                r = o->json_raw[c] ? buffer_puts(&line, cells[c]) : json_string(&line, cells[c]);
+                                r = o->json_raw[c] ? buffer_puts(line, cells[c]) : json_string(line, cells[c]);
                 }
                 if (r >= 0)
-                        r = buffer_puts(&line, "}");
+                        r = buffer_puts(line, "}");
                 break;
         }
-        line_data = line.data;
         if (r < 0)
                 return r;
-        puts(strempty(line.data));
+        /* The line ends in '\n' in the buffer: one fwrite, and no allocation once the buffer has
+         * grown to the longest line. */
+        r = buffer_putn(line, "\n", 1);
+        if (r < 0)
+                return r;
+        fwrite(line->data, 1, line->len, stdout);
         return 0;
 }
 
 static void output_finish(Output *o, const char *what) {
+        o->line.data = mfree(o->line.data);
+        o->line.len = o->line.size = 0;
         if (o->format == FORMAT_TABLE) {
                 output_flush_table(o);
                 if (o->rows_total == 0)
@@ -549,7 +545,7 @@ static int on_reading(const StoredReading *row, void *userdata) {
         Output *o = userdata;
         char time_buf[64], value[64], ts[32], received[32], flags[48];
 
-        format_value(row->value, value, sizeof(value));
+        decimal_format(row->value, value);
         if (o->format == FORMAT_JSON && !isfinite(row->value))
                 snprintf(value, sizeof(value), "null");
         if (o->format == FORMAT_TABLE) {
@@ -564,8 +560,8 @@ static int on_reading(const StoredReading *row, void *userdata) {
         }
 
         format_time(row->ts_ms, true, time_buf, sizeof(time_buf));
-        snprintf(ts, sizeof(ts), "%" PRId64, row->ts_ms);
-        snprintf(received, sizeof(received), "%" PRId64, row->received_ms);
+        decimal_format_int64(row->ts_ms, ts);
+        decimal_format_int64(row->received_ms, received);
         char *cells[] = { ts, time_buf, (char *) row->sensor, (char *) row->metric, value,
                           (char *) (row->sensor_ts ? "true" : "false"), received, (char *) row->source,
                           (char *) row->origin, (char *) format_flags(row->flags, false, flags, sizeof(flags)) };
