@@ -12,18 +12,29 @@
 /* Powers of ten that a double holds exactly (every one up to 1e22 does). */
 static const double pow10_exact[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9 };
 
-/* Digits of u, most significant first, into d (at least 20 bytes). Returns how many. */
+/* Digits of u, most significant first, into d (at least 20 bytes). Returns how many. Two
+ * digits per division: a millisecond timestamp has 13, and an export prints two per row. */
 static size_t digits_u64(uint64_t u, char *d) {
+        static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                    "8081828384858687888990919293949596979899";
         char tmp[20];
-        size_t n = 0;
+        size_t i = sizeof(tmp);
 
-        do {
-                tmp[n++] = (char) ('0' + u % 10);
-                u /= 10;
-        } while (u > 0);
-        for (size_t i = 0; i < n; i++)
-                d[i] = tmp[n - 1 - i];
-        return n;
+        while (u >= 100) {
+                unsigned p = (unsigned) (u % 100) * 2;
+
+                u /= 100;
+                tmp[--i] = pairs[p + 1];
+                tmp[--i] = pairs[p];
+        }
+        if (u >= 10) {
+                tmp[--i] = pairs[u * 2 + 1];
+                tmp[--i] = pairs[u * 2];
+        } else
+                tmp[--i] = (char) ('0' + u);
+        memcpy(d, tmp + i, sizeof(tmp) - i);
+        return sizeof(tmp) - i;
 }
 
 size_t decimal_format_int64(int64_t v, char *buf) {

@@ -250,7 +250,8 @@ static void format_time(int64_t ms, bool utc, char *buf, size_t size) {
         char base[40];
 
         if (last.valid && last.ms == ms && last.utc == utc) {
-                snprintf(buf, size, "%s", last.text);
+                /* valid only when the text fits buf (below) */
+                memcpy(buf, last.text, strlen(last.text) + 1);
                 return;
         }
         if (!(utc ? gmtime_r(&t, &tm) : localtime_r(&t, &tm))) {
@@ -275,16 +276,22 @@ typedef struct Buffer {
         size_t len, size;
 } Buffer;
 
-static int buffer_putn(Buffer *b, const char *s, size_t n) {
-        if (b->len + n + 1 > b->size) {
-                size_t size = MAX(b->size * 2, b->len + n + 64);
-                char *d = realloc(b->data, size);
+/* Makes room for n more bytes and the NUL. */
+static int buffer_grow(Buffer *b, size_t n) {
+        size_t size = MAX(b->size * 2, b->len + n + 64);
+        char *d = realloc(b->data, size);
 
-                if (!d)
-                        return -ENOMEM;
-                b->data = d;
-                b->size = size;
-        }
+        if (!d)
+                return -ENOMEM;
+        b->data = d;
+        b->size = size;
+        return 0;
+}
+
+/* Called per field of every exported row: the growth is out of line, the copy inline. */
+static inline int buffer_putn(Buffer *b, const char *s, size_t n) {
+        if (_unlikely_(b->len + n + 1 > b->size) && buffer_grow(b, n) < 0)
+                return -ENOMEM;
         memcpy(b->data + b->len, s, n);
         b->len += n;
         b->data[b->len] = 0;
@@ -352,10 +359,18 @@ static int json_string(Buffer *b, const char *s) {
 }
 
 static int csv_field(Buffer *b, const char *s) {
+        size_t n = 0;
+        bool quote = false;
         int r;
 
-        if (!strpbrk(s, ",\"\r\n") && !(s[0] == ' ' || (s[0] && s[strlen(s) - 1] == ' ')))
-                return buffer_puts(b, s);
+        /* One pass to find both the length and whether the field needs quotes: strpbrk() and
+         * strlen() per field were a tenth of an export's time. */
+        static const bool special[256] = { [','] = true, ['"'] = true, ['\r'] = true, ['\n'] = true };
+
+        for (; s[n]; n++)
+                quote |= special[(unsigned char) s[n]];
+        if (!quote && !(n > 0 && (s[0] == ' ' || s[n - 1] == ' ')))
+                return buffer_putn(b, s, n);
         r = buffer_puts(b, "\"");
         for (; *s && r >= 0; s++)
                 r = *s == '"' ? buffer_puts(b, "\"\"") : buffer_putn(b, s, 1);
