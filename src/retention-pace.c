@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: MIT */
+/* Retention step sizing by time (see collector/retention-pace.h). */
+#include "collector/macro.h"
+#include "collector/retention-pace.h"
+
+unsigned retention_pace_rows(const RetentionPace *p) {
+        return p->rows == 0 ? RETENTION_PACE_FIRST_ROWS : p->rows;
+}
+
+void retention_pace_update(RetentionPace *p, uint64_t held_usec, bool full, uint64_t window_usec) {
+        uint64_t rows = retention_pace_rows(p), budget = MAX(window_usec / RETENTION_PACE_SHARE_DIVISOR, (uint64_t) 1);
+        uint64_t next = rows;
+
+        held_usec = MAX(held_usec, (uint64_t) 1);
+        if (held_usec > budget)
+                next = rows * budget / held_usec;
+        else if (full)
+                next = MIN(rows * 2, rows * budget / held_usec);
+        p->rows = (unsigned) MIN(MAX(next, (uint64_t) RETENTION_PACE_MIN_ROWS), (uint64_t) RETENTION_PACE_MAX_ROWS);
+}
