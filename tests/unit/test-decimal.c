@@ -104,7 +104,7 @@ static uint64_t next_random(uint64_t *state) {
 START_TEST(test_random_bits) {
         uint64_t state = 1;
 
-        for (int i = 0; i < 100000; i++) {
+        for (int i = 0; i < 40000; i++) {
                 uint64_t bits = next_random(&state);
                 double v;
 
@@ -120,7 +120,7 @@ START_TEST(test_sensor_like) {
         static const int decimals[] = { 0, 1, 2, 3, 4, 6, 9, 12 };
         uint64_t state = 2;
 
-        for (int i = 0; i < 200000; i++) {
+        for (int i = 0; i < 60000; i++) {
                 uint64_t r = next_random(&state);
                 double magnitude = pow(10.0, (double) (int) (r % 19) - 9.0);
                 double raw = (double) (next_random(&state) >> 11) / 9007199254740992.0 * magnitude;
@@ -162,7 +162,7 @@ START_TEST(test_int64) {
                                          INT64_MIN + 1 };
         uint64_t state = 3;
 
-        for (size_t i = 0; i < ELEMENTSOF(table) + 100000; i++) {
+        for (size_t i = 0; i < ELEMENTSOF(table) + 40000; i++) {
                 int64_t v = i < ELEMENTSOF(table) ? table[i] : (int64_t) next_random(&state) >> (i % 64);
                 char got[DECIMAL_INT64_BUF_SIZE], want[32];
 
