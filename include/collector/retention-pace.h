@@ -25,7 +25,7 @@ unsigned retention_pace_rows(const RetentionPace *p);
 
 /* Takes the time the last step held the write lock (held_usec), whether it removed or walked its
  * whole allowance (full: more was due), and the batch window (window_usec, commit_interval_ms).
- * Over its share of the window the allowance shrinks in proportion at once; under it, after a
- * full step, it grows in proportion, at most doubling per step; a step that was not full says
- * nothing about a larger one and leaves it. Pure: no clock, no I/O. */
+ * Over its share of the window the allowance shrinks in proportion, at most halving per step;
+ * under it, after a full step, it grows in proportion, at most doubling per step; a step that
+ * was not full says nothing about a larger one and leaves it. Pure: no clock, no I/O. */
 void retention_pace_update(RetentionPace *p, uint64_t held_usec, bool full, uint64_t window_usec);

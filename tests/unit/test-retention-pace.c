@@ -21,11 +21,14 @@ static const struct {
           { { 1000, true, 500 }, { 1000, true, 1000 }, { 1000, true, 2000 }, { 1000, true, 2000 } } },
         { "growth in proportion when near the budget", { { 4000, true, 312 }, { 5000, true, 312 } } },
         { "a step not full keeps its allowance", { { 100, false, 250 }, { 4999, false, 250 } } },
-        { "over the budget shrinks at once, full or not",
-          { { 1000, true, 500 }, { 10000, true, 250 }, { 50000, false, 25 } } },
-        { "never below the minimum", { { 1000000, true, RETENTION_PACE_MIN_ROWS }, { 1000000, true, RETENTION_PACE_MIN_ROWS } } },
-        { "back up after a slow step",
-          { { 100000, true, RETENTION_PACE_MIN_ROWS }, { 100, true, 2 * RETENTION_PACE_MIN_ROWS }, { 100, true, 4 * RETENTION_PACE_MIN_ROWS } } },
+        { "over the budget shrinks in proportion, full or not",
+          { { 1000, true, 500 }, { 6000, true, 416 }, { 7000, false, 297 } } },
+        { "at most halved by one slow step", { { 1000, true, 500 }, { 50000, true, 250 }, { 1000000, false, 125 } } },
+        { "never below the minimum",
+          { { 100000, true, 125 }, { 100000, true, 62 }, { 100000, true, 31 }, { 100000, true, RETENTION_PACE_MIN_ROWS },
+            { 100000, true, RETENTION_PACE_MIN_ROWS } } },
+        { "back up after slow steps",
+          { { 100000, true, 125 }, { 100000, true, 62 }, { 100, true, 124 }, { 100, true, 248 } } },
         { "a step measured as 0 us", { { 0, true, 500 } } },
 };
 
@@ -50,11 +53,14 @@ START_TEST(test_window) {
         retention_pace_update(&p, 10000, true, 20 * USEC_PER_MSEC);
         ck_assert_uint_eq(retention_pace_rows(&p), 125);
         p = (RetentionPace) {};
+        retention_pace_update(&p, 7000, true, 20 * USEC_PER_MSEC);
+        ck_assert_uint_eq(retention_pace_rows(&p), 178);
+        p = (RetentionPace) {};
         retention_pace_update(&p, 10000, true, 100 * USEC_PER_MSEC);
         ck_assert_uint_eq(retention_pace_rows(&p), 500);
         p = (RetentionPace) {};
         retention_pace_update(&p, 1000, true, 0);
-        ck_assert_uint_eq(retention_pace_rows(&p), RETENTION_PACE_MIN_ROWS);
+        ck_assert_uint_eq(retention_pace_rows(&p), 125);
 }
 END_TEST
 
