@@ -9,6 +9,7 @@
 #include <systemd/sd-event.h>
 
 #include "collector/macro.h"
+#include "collector/retention-pace.h"
 #include "collector/store.h"
 #include "collector/time-util.h"
 
@@ -33,7 +34,9 @@ typedef struct StoreIdentity {
 int store_identify(sqlite3 *db, StoreIdentity *ret);
 
 /* Retention: one step every RETENTION_INTERVAL, or every RETENTION_BUSY_INTERVAL while a
- * backlog remains; at most RETENTION_STEP_ROWS rows per table per step (a few ms of work). */
+ * backlog remains; readings and rejects by age as many per step as retention-pace.h allows,
+ * the rest (by size, rejects over their share, events, names) at most RETENTION_STEP_ROWS rows
+ * per table per step (a few ms of work on a small store). */
 #define RETENTION_FIRST_USEC (1 * USEC_PER_SEC)
 #define RETENTION_INTERVAL_USEC (10 * USEC_PER_SEC)
 #define RETENTION_BUSY_INTERVAL_USEC (50 * USEC_PER_MSEC)
@@ -182,6 +185,9 @@ struct Store {
         uint64_t sweep_rejects;
         bool sweep_by_size;
         bool retention_backlog;  /* the last step hit its row limit: more is due */
+        /* Rows per table of the next readings/rejects step, by the time earlier steps held the
+         * write lock (retention-pace.h). */
+        RetentionPace retention_pace;
         /* Age retention walks each table from here (readings, rejects): every row at or
          * before it that is still there was received "in the future" when walked. */
         int64_t age_walk_from[2];

@@ -22,14 +22,15 @@
  * row that is young enough and never scans the table. A row received after future_ms cannot
  * have a true receipt time (the gateway clock was ahead when it came): it is stepped over, not
  * stopped at, and goes with the old rows after it (a delete by id takes it along), so one row
- * stamped years ahead cannot hold up retention. Rows after id `until` are not walked. *ret_id is the last old row (0 when none),
+ * stamped years ahead cannot hold up retention. Rows after id `until` are not walked, nor any
+ * after the max_old-th old row (the step's allowance: the rows a delete walks in every index). *ret_id is the last old row (0 when none),
  * *ret_received its receipt time, *ret_walked the last row before the first young one (every
  * row up to it is old or from the future; `after` when none). Returns an SQLite code. */
 static int store_head_cutoff(Store *s, Stmt head, int64_t after, int64_t until, int64_t cutoff_ms, int64_t future_ms,
-                             bool keep_unsynced, int64_t limit, int64_t *ret_id, int64_t *ret_received,
-                             int64_t *ret_walked) {
+                             bool keep_unsynced, int64_t limit, int64_t max_old, int64_t *ret_id,
+                             int64_t *ret_received, int64_t *ret_walked) {
         sqlite3_stmt *st = s->stmts[head];
-        int64_t last = 0, last_received = 0, walked = after;
+        int64_t last = 0, last_received = 0, walked = after, old = 0;
         int rc;
 
         rc = sqlite3_bind_int64(st, 1, limit);
@@ -58,6 +59,8 @@ static int store_head_cutoff(Store *s, Stmt head, int64_t after, int64_t until, 
                 if (received < cutoff_ms) {
                         last = id;
                         last_received = received;
+                        if (++old >= max_old)
+                                break;
                 }
         }
         sqlite3_reset(st);
@@ -355,16 +358,21 @@ static void store_note_over_limit(Store *s, int64_t used, int64_t limit, int64_t
                               s->names_bytes / 1048576.0, s->reject_bytes / 1048576.0);
 }
 
-/* One step inside the open transaction; sets *ret_more when a backlog remains. */
+/* One step inside the open transaction; sets *ret_more when a backlog remains, and *ret_full
+ * when age retention walked or removed the step's whole allowance of rows. Age retention takes
+ * as many old rows as the pace allows (retention-pace.h); size retention still takes up to
+ * RETENTION_STEP_ROWS: how finely it cuts decides which rows stay under the limit (a finer cut
+ * keeps more of the newest), a change of its own. */
 static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_rejects, uint64_t *ret_names,
-                                bool *ret_by_size, bool *ret_more) {
+                                bool *ret_by_size, bool *ret_more, bool *ret_full) {
         uint64_t readings = 0, rejects = 0, names = 0, n;
-        int64_t id, received;
+        int64_t id, received, step_rows = retention_pace_rows(&s->retention_pace);
         bool names_big = false, over = false;
         int rc;
 
         *ret_more = false;
         *ret_by_size = false;
+        *ret_full = false;
 
         if (s->config->retention_days > 0) {
                 static const Stmt heads[2] = { STMT_READINGS_HEAD, STMT_REJECTS_HEAD };
@@ -375,7 +383,7 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                         int64_t walked;
 
                         rc = store_head_cutoff(s, heads[t], s->age_walk_from[t], INT64_MAX, cutoff, now, true,
-                                               RETENTION_STEP_ROWS, &id, NULL, &walked);
+                                               RETENTION_STEP_ROWS, step_rows, &id, NULL, &walked);
                         if (rc == SQLITE_OK && t == 0)
                                 rc = store_before_delete_readings(s, id);
                         if (rc == SQLITE_OK)
@@ -385,8 +393,9 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                         *(t == 0 ? &readings : &rejects) += n;
                         /* Rows from the future stay behind the walk's start: the next walk
                          * does not read them again. A full walk means more is due. */
-                        *ret_more = *ret_more || walked - s->age_walk_from[t] >= RETENTION_STEP_ROWS ||
-                                    n >= RETENTION_STEP_ROWS;
+                        *ret_full = *ret_full || walked - s->age_walk_from[t] >= RETENTION_STEP_ROWS ||
+                                    n >= (uint64_t) step_rows;
+                        *ret_more = *ret_more || *ret_full;
                         s->age_walk_from[t] = walked;
                 }
 
@@ -430,7 +439,8 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                         rc = store_stmt_int(s->stmts[STMT_READINGS_MAX_ID], &newest);
                         if (rc == SQLITE_OK)
                                 rc = store_head_cutoff(s, STMT_READINGS_HEAD, 0, newest - floor_rows, INT64_MAX,
-                                                       INT64_MAX, false, RETENTION_STEP_ROWS, &id, &received, NULL);
+                                                       INT64_MAX, false, RETENTION_STEP_ROWS, RETENTION_STEP_ROWS,
+                                                       &id, &received, NULL);
                         if (rc == SQLITE_OK)
                                 rc = store_before_delete_readings(s, id);
                         if (rc == SQLITE_OK)
@@ -440,7 +450,7 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                         readings += n;
                         by_size += n;
                         rc = store_head_cutoff(s, STMT_REJECTS_HEAD, 0, INT64_MAX, n > 0 ? received + 1 : INT64_MAX, INT64_MAX,
-                                               false, RETENTION_STEP_ROWS, &id, NULL, NULL);
+                                               false, RETENTION_STEP_ROWS, RETENTION_STEP_ROWS, &id, NULL, NULL);
                         if (rc == SQLITE_OK)
                                 rc = store_delete_upto(s, STMT_DELETE_REJECTS, id, &n);
                         if (rc != SQLITE_OK)
@@ -506,8 +516,8 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
 }
 
 int store_run_retention(Store *s) {
-        uint64_t readings = 0, rejects = 0, names = 0;
-        bool by_size = false, more = false;
+        uint64_t readings = 0, rejects = 0, names = 0, begun;
+        bool by_size = false, more = false, full = false;
         int rc, r;
 
         assert(s);
@@ -527,15 +537,19 @@ int store_run_retention(Store *s) {
         r = store_commit_internal(s);
         if (r < 0)
                 return r;
+        begun = clock_now_usec(CLOCK_MONOTONIC);
         r = store_begin(s);
         if (r < 0)
                 return r;
-        rc = store_retention_step(s, &readings, &rejects, &names, &by_size, &more);
+        rc = store_retention_step(s, &readings, &rejects, &names, &by_size, &more, &full);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "remove old readings from");
         r = store_commit_internal(s);
         if (r < 0)
                 return r;
+        /* From BEGIN to the end of COMMIT: how long ingest could not write. */
+        retention_pace_update(&s->retention_pace, clock_now_usec(CLOCK_MONOTONIC) - begun, full,
+                              (uint64_t) s->config->commit_interval_ms * USEC_PER_MSEC);
 
         s->sweep_readings += readings;
         s->sweep_rejects += rejects;

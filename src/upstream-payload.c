@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "collector/decimal.h"
 #include "collector/upstream-payload.h"
 
 static int buf_reserve(UpstreamBuf *b, size_t more) {
@@ -185,9 +186,16 @@ static int put_reading(UpstreamBuf *b, const StoredReading *r, const char *unit)
                 k = buf_str(b, ",\"metric\":");
         if (k >= 0)
                 k = buf_json_string(b, strempty(r->metric));
-        /* %.17g round-trips a double; the value is finite (the store takes nothing else). */
+        /* The shortest text that reads back as the same double (22.3, not %.17g's
+         * 22.300000000000001); the value is finite (the store takes nothing else), and every
+         * text decimal_format() gives for a finite value is a JSON number. */
         if (k >= 0)
-                k = buf_printf(b, ",\"value\":%.17g", r->value);
+                k = buf_str(b, ",\"value\":");
+        if (k >= 0) {
+                char value[DECIMAL_BUF_SIZE];
+
+                k = buf_put(b, value, decimal_format(r->value, value));
+        }
         if (k >= 0 && unit) {
                 k = buf_str(b, ",\"unit\":");
                 if (k >= 0)

@@ -388,6 +388,35 @@ START_TEST(test_table_many_rows) {
 }
 END_TEST
 
+/* More names than the reader's id-to-name cache has slots, so that ids share slots and rows
+ * alternate between them: every row keeps its own sensor and origin. */
+START_TEST(test_csv_many_names) {
+        _cleanup_free_ char *out = NULL;
+        Writer w;
+        int status;
+
+        snprintf(db_path, sizeof(db_path), "%s/names.db", tl_tmpdir());
+        writer_open(&w, db_path);
+        for (int i = 0; i < 600; i++) {
+                char sensor[16], origin[16];
+
+                snprintf(sensor, sizeof(sensor), "s%d", i % 300);
+                snprintf(origin, sizeof(origin), "o%d", (i * 7) % 600);
+                add(&w, sensor, i % 2 ? "m1" : "m2", i + 0.25, BASE + i, true, READING_SOURCE_SERIAL, origin);
+        }
+        writer_close(&w);
+        status = run_query(NULL, ARGS("--db", db_path, "--format", "csv"), &out);
+        ck_assert_int_eq(status, 0);
+        for (int i = 0; i < 600; i++) {
+                char line[160];
+
+                snprintf(line, sizeof(line), "\n%lld,2025-11-21T10:00:%02d.%03dZ,s%d,%s,%d.25,true,%lld,serial,o%d,\n",
+                         BASE + i, i / 1000, i % 1000, i % 300, i % 2 ? "m1" : "m2", i, BASE + i + 5, (i * 7) % 600);
+                ck_assert_msg(strstr(out, line), "row %d: no line '%s'", i, line + 1);
+        }
+}
+END_TEST
+
 typedef struct TimeCase {
         const char *text;
         int64_t want;        /* with now = BASE, TZ=UTC */
@@ -472,6 +501,7 @@ static Suite *query_suite(void) {
         tcase_add_test(tc, test_unreadable_stores);
         tcase_add_test(tc, test_reads_while_writing);
         tcase_add_test(tc, test_table_many_rows);
+        tcase_add_test(tc, test_csv_many_names);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("time");

@@ -76,7 +76,7 @@ START_TEST(test_payloads) {
         ck_assert_str_eq(b.data, "{\"gateway\":\"gw-1\",\"store\":\"00112233445566778899aabbccddeeff\",\"historical\":true,"
                                  "\"readings\":[{\"seq\":42,\"sensor\":\"t\\\"1\",\"metric\":\"temp\",\"value\":21.5,"
                                  "\"ts\":1700000000123,\"flags\":[\"sensor_ts\"]},{\"seq\":43,\"sensor\":\"h1\","
-                                 "\"metric\":\"rh\",\"value\":0.10000000000000001,\"ts\":1700000000200,\"flags\":[]}]}");
+                                 "\"metric\":\"rh\",\"value\":0.1,\"ts\":1700000000200,\"flags\":[]}]}");
         free(b.data);
 }
 END_TEST
@@ -128,6 +128,33 @@ START_TEST(test_payload_flags_unit) {
 }
 END_TEST
 
+/* The value as the shortest text that reads back as the same double. */
+static const struct {
+        double value;
+        const char *text;
+} value_table[] = {
+        { 22.3, "22.3" },
+        { -0.5, "-0.5" },
+        { 1013.25, "1013.25" },
+        { 612, "612" },
+        { 0.1 + 0.2, "0.30000000000000004" },
+        { 1e-7, "1e-07" },
+        { 6.02214076e23, "6.02214076e+23" },
+};
+
+START_TEST(test_payload_value) {
+        UpstreamBuf b = {};
+        StoredReading r = { .id = 1, .sensor = "s", .metric = "m", .value = value_table[_i].value, .ts_ms = 1000 };
+        char want[256];
+
+        snprintf(want, sizeof(want), ",\"value\":%s,\"ts\":1000,", value_table[_i].text);
+        ck_assert_int_eq(upstream_payload_live(&b, &src, &r, NULL), 0);
+        ck_assert_msg(strstr(b.data, want), "%s lacks %s", b.data, want);
+        ck_assert(strtod(value_table[_i].text, NULL) == value_table[_i].value);
+        free(b.data);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("upstream-payload");
         TCase *tc = tcase_create("core");
@@ -136,6 +163,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_topic_format);
         tcase_add_test(tc, test_payloads);
         tcase_add_test(tc, test_payload_flags_unit);
+        tcase_add_loop_test(tc, test_payload_value, 0, ELEMENTSOF(value_table));
         suite_add_tcase(s, tc);
         return s;
 }
