@@ -503,31 +503,51 @@ static void on_commit(Store *s, int64_t committed, void *userdata) {
         up_pump(u);
 }
 
-/* Inside a retention step: the readings up to upto go now. Those not done were never
- * acknowledged: count them (they are lost to the central broker), then they are done. */
-static void on_retention(Store *s, int64_t upto, void *userdata) {
-        Upstream *u = userdata;
+/* Inside a retention step: readings up to upto go now, but not necessarily all of them (age
+ * retention keeps the unsynced, uncorrected ones). In each stretch not done, the rows that go
+ * were never acknowledged: they are counted lost. Done becomes only the part of the stretch
+ * before the first row that stays: that row is still backlog and is sent when its turn comes
+ * (with its flags), and the ids after it that lost their rows are covered by the message that
+ * carries it, as any ids without a reading are. Returns the readings counted lost, or -errno
+ * (the store failed and says why, or out of memory: reported). */
+static int64_t up_retention_release(Upstream *u, Store *s, int64_t upto) {
         uint64_t lost = 0;
         SeqRange gap;
         int64_t from = 0;
+        int r;
 
         while (upstream_window_next_gap(&u->window, from, upto, &gap)) {
                 uint64_t n = 0;
+                int64_t kept = 0;
 
-                if (store_count_seq(s, gap.lo, gap.hi, &n) < 0)
-                        return; /* the store failed and says why */
+                r = store_retention_scan(s, gap.lo, gap.hi, &n, &kept);
+                if (r < 0)
+                        return r;
                 lost += n;
+                r = upstream_window_mark_done(&u->window, gap.lo, kept > 0 ? kept - 1 : MIN(gap.hi, upto));
+                if (r < 0) {
+                        up_fail(u, r, "Out of memory");
+                        return r;
+                }
                 from = gap.hi;
         }
-        if (upstream_window_mark_done(&u->window, 0, upto) < 0) {
-                up_fail(u, -ENOMEM, "Out of memory");
+        return (int64_t) lost;
+}
+
+static void on_retention(Store *s, int64_t upto, void *userdata) {
+        Upstream *u = userdata;
+        int64_t r;
+        uint64_t lost;
+
+        r = up_retention_release(u, s, upto);
+        if (r < 0)
                 return;
-        }
+        lost = (uint64_t) r;
+        up_window_changed(u);
         if (lost == 0)
                 return;
         u->n_lost += lost;
         u->lost_unlogged += lost;
-        up_window_changed(u);
         if (now_usec(u) >= u->lost_logged_usec + LOST_LOG_INTERVAL_USEC || u->lost_logged_usec == 0) {
                 log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "upstream"),
                                       "Retention removed %" PRIu64 " readings before the central broker %s acknowledged "

@@ -24,6 +24,7 @@
 /* The input broker keeps whatever the daemon has not taken yet (mosquitto drops QoS 1 messages
  * beyond max_queued_messages, 1000 by default, silently: a loss before the daemon). */
 #define IN_BROKER_CONF "max_queued_messages 0\n"
+#define CENTRAL_TRACE_CONF "log_type all\nlog_timestamp_format %H:%M:%S\n"
 
 /* ---- a consumer on the central broker: every seq it saw, how often ---- */
 
@@ -38,6 +39,7 @@ typedef struct Consumer {
          * message that comes twice was delivered twice by the broker (its persisted session
          * for this consumer), not sent twice by the daemon. */
         uint64_t repeats_live, repeats_historical;
+        unsigned char repeat_kind[SEQ_MAX + 1]; /* per seq: 1 a live message repeated it, 2 a backlog one */
         uint64_t messages, historical, live, readings;
         char store_id[64];
         bool other_store;             /* a message from another store id (a bug here) */
@@ -47,6 +49,7 @@ typedef struct Consumer {
         int64_t latencies[LATENCIES_MAX]; /* wall clock at arrival - ts of live readings, ms */
         size_t n_latencies;
         char live_text[5][512];       /* the live payloads of seq 1..4, as they came */
+        bool unsynced[SEQ_MAX + 1];   /* per seq: its flags said "unsynced" (last arrival) */
 } Consumer;
 
 static int64_t wall_ms(void) {
@@ -120,10 +123,20 @@ static void cons_on_message(struct mosquitto *mosq, void *userdata, const struct
 
                 ck_assert_msg(seq > 0 && seq <= SEQ_MAX, "seq %lld", seq);
                 if (c->count[seq] > 0) {
-                        if (strstr(text, "\"historical\":true"))
+                        if (strstr(text, "\"historical\":true")) {
                                 c->repeats_historical++;
-                        else
+                                c->repeat_kind[seq] |= 2;
+                        } else {
                                 c->repeats_live++;
+                                c->repeat_kind[seq] |= 1;
+                        }
+                }
+                {
+                        /* This reading's flags: the first array after its seq. */
+                        const char *f = strstr(p, "\"flags\":["), *e = f ? strchr(f, ']') : NULL;
+
+                        ck_assert_msg(f && e, "no flags after seq %lld in %s", seq, text);
+                        c->unsynced[seq] = memmem(f, (size_t) (e - f), "\"unsynced\"", 10) != NULL;
                 }
                 c->count[seq]++;
                 c->readings++;
@@ -201,6 +214,22 @@ static bool cons_wait_at_least(Consumer *c, uint64_t readings, int timeout_ms) {
         while (tl_now_ms() < end && c->readings < readings)
                 cons_run(c, 20);
         return c->readings >= readings;
+}
+
+/* Prints the repeated keys of 1..n as ranges, with the kind of message that brought the repeat
+ * and when (ms since the first arrival of that range's first key). */
+static void print_repeats(const Consumer *c, int64_t n) {
+        for (int64_t i = 1; i <= n; i++) {
+                int64_t j = i;
+
+                if (c->count[i] <= 1)
+                        continue;
+                while (j + 1 <= n && c->count[j + 1] == c->count[i] && c->repeat_kind[j + 1] == c->repeat_kind[i])
+                        j++;
+                fprintf(stderr, "  repeated seq %" PRId64 "..%" PRId64 ": x%u, the repeat in %s messages\n", i, j,
+                        c->count[i], c->repeat_kind[i] == 1 ? "live" : c->repeat_kind[i] == 2 ? "backlog" : "live and backlog");
+                i = j;
+        }
 }
 
 /* ---- an input publisher ---- */
@@ -464,7 +493,9 @@ START_TEST(test_live_and_central_restart) {
         bdir_in = tl_tmpdir();
         bdir_up = tl_tmpdir();
         tl_broker_start(&in, bdir_in, IN_BROKER_CONF);
-        tl_broker_start(&up, bdir_up, NULL);
+        /* Every packet in the central broker's log (its directory stays with SC_TEST_KEEP=1):
+         * which PUBLISH brought a repeat to the consumer, and whether its PUBACK had come. */
+        tl_broker_start(&up, bdir_up, CENTRAL_TRACE_CONF);
         cons_open(c, up.port);
         cons_run(c, 200);
         /* Backlog messages of 5 readings: a repeat of a message repeats its readings, so the bound
@@ -488,13 +519,14 @@ START_TEST(test_live_and_central_restart) {
         pub_readings(&p, 301, 600);
         ck_assert(wait_stored(dir, 600, 10000));
         ck_assert_msg(tl_notify_wait(&d.notify, "upstream: offline from", 5000), "%s", d.notify.log);
-        tl_broker_start(&up, bdir_up, NULL);
+        tl_broker_start(&up, bdir_up, CENTRAL_TRACE_CONF);
         pub_readings(&p, 601, 700);
         ck_assert(wait_stored(dir, 700, 10000));
         assert_all_arrived(c, dir, 700, 20000);
         cons_have(c, 700, &dups);
         fprintf(stderr, "central restart (%s): %" PRIu64 " duplicates (%" PRIu64 " in backlog messages, %" PRIu64
                 " in live ones)\n", protocols[_i], dups, c->repeats_historical, c->repeats_live);
+        print_repeats(c, 700);
         /* What the daemon sent twice, at most what was in flight when the link went: 20 messages,
          * each a live reading or a backlog batch of at most 5, sent again from the backlog. A live
          * message that arrives twice cannot be the daemon's (it never sends a reading live twice)
@@ -508,13 +540,26 @@ START_TEST(test_live_and_central_restart) {
                         if (c->count[i] > 1)
                                 fprintf(stderr, "seq %" PRId64 " x%u\n", i, c->count[i]);
         }
-        ck_assert_msg(c->repeats_historical <= 20 * 5, "%" PRIu64 " repeats sent by the daemon; %s", c->repeats_historical,
-                      tl_daemon_log(&d));
         ck_assert_uint_gt(c->historical, 0); /* what came while it was away is backlog */
 
         pub_close(&p);
         ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+        {
+                /* The daemon's own count of what it sent, next to what the consumer got: readings
+                 * 301..600 came while the broker was away (backlog), so backlog readings sent
+                 * beyond 300 plus the in-flight window are the daemon's repeats. */
+                _cleanup_free_ char *log = tl_daemon_log(&d);
+                const char *stopped = strstr(log, " backlog readings sent, ");
+
+                while (stopped && stopped > log && stopped[-1] != '\n')
+                        stopped--;
+
+                fprintf(stderr, "central restart (%s): the daemon says: %.*s\n", protocols[_i],
+                        stopped ? (int) strcspn(stopped, "\n") : 4, stopped ? stopped : "none");
+        }
+        ck_assert_msg(c->repeats_historical <= 20 * 5, "%" PRIu64 " repeats sent by the daemon; %s", c->repeats_historical,
+                      tl_daemon_log(&d));
         cons_run(c, 300);
         ck_assert_str_eq(c->status, "offline");
         cons_close(c);
@@ -863,6 +908,94 @@ START_TEST(test_retention_unforwarded) {
                 ck_assert_uint_eq(c->count[i], 0);
         for (int i = 31; i <= 50; i++)
                 ck_assert_uint_eq(c->count[i], 1);
+
+        pub_close(&p);
+        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+        cons_close(c);
+        free(c);
+        tl_broker_stop(&in);
+        tl_broker_stop(&up);
+}
+END_TEST
+
+/* Age retention keeps readings received while the clock was not trusted and never corrected
+ * (their age is unknown). Such a reading, not forwarded while the central broker was away, is
+ * still in the store: it stays in the backlog and is sent, with its "unsynced" flag, when the
+ * broker is back. Only the readings retention deleted count as lost. */
+START_TEST(test_retention_keeps_unsynced) {
+        const char *dir = tl_tmpdir(), *bdir_in = tl_tmpdir(), *bdir_up = tl_tmpdir();
+        TlBroker in = { 0 }, up = { 0 };
+        _cleanup_free_ char *config = NULL, *out = NULL, *out2 = NULL;
+        Consumer *c = calloc(1, sizeof(Consumer));
+        char db[512];
+        char *argv[] = { SC_BINARY, "query", "--db", db, "--upstream", NULL };
+        TlDaemon d;
+        Pub p;
+
+        snprintf(db, sizeof(db), "%s/readings.db", dir);
+        tl_broker_start(&in, bdir_in, IN_BROKER_CONF);
+        up.port = tl_free_port(); /* away for now */
+        ck_assert_int_ge(asprintf(&config,
+                                  "{ \"serial\": { \"enabled\": false },\n"
+                                  "  \"mqtt\": { \"host\": \"127.0.0.1\", \"port\": %d, \"client_id\": \"sc-up-in\",\n"
+                                  "            \"topics\": [ { \"filter\": \"gh/+sensor/data\", \"qos\": 1 } ] },\n"
+                                  "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": 10, \"retention_days\": 1 },\n"
+                                  "  \"upstream\": { \"enabled\": true, \"host\": \"127.0.0.1\", \"port\": %d,\n"
+                                  "                \"gateway_id\": \"gw1\", \"keepalive\": 5, \"batch_size\": 7 } }\n",
+                                  in.port, db, up.port),
+                         0);
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        pub_open(&p, in.port);
+        pub_readings(&p, 1, 50);
+        ck_assert(wait_stored(dir, 50, 10000));
+        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+
+        /* The first 30 were received three days ago, as far as the store can tell; 11..15 of them
+         * while the clock was not trusted, in a boot whose clock offset is not known (no
+         * boottime), so they are unsynced for good and age retention keeps them. */
+        {
+                char *sql[] = { "sqlite3", db,
+                                "UPDATE readings SET received = received - 3 * 86400000 WHERE id <= 30;"
+                                "UPDATE readings SET flags = flags | 1, boottime = NULL WHERE id BETWEEN 11 AND 15",
+                                NULL };
+                ck_assert_int_eq(tl_run(sql, NULL, NULL, 10000), 0);
+        }
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        ck_assert_msg(tl_notify_wait(&d.notify, "25 removed unforwarded", 10000), "%s", d.notify.log);
+        ck_assert(tl_wait_until(log_has, &(LogWait) { &d, "Retention removed 25 readings before the central broker" }, 5000));
+        ck_assert_int_eq(store_count(dir), 25);
+        ck_assert_int_eq(tl_sql_int(db, "SELECT count(*) FROM readings_view WHERE unsynced AND NOT corrected"), 5);
+        /* Another retention step later finds nothing new to count. */
+        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+        ck_assert_int_eq(tl_run(argv, NULL, &out, 10000), 0);
+        ck_assert_msg(strstr(out, "removed unforwarded:  25") && strstr(out, "backlog:              25 readings"), "%s", out);
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        ck_assert_msg(tl_notify_wait(&d.notify, "25 removed unforwarded", 10000), "%s", d.notify.log);
+        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+        ck_assert_int_eq(tl_run(argv, NULL, &out2, 10000), 0);
+        ck_assert_msg(strstr(out2, "removed unforwarded:  25") && strstr(out2, "backlog:              25 readings"), "%s", out2);
+
+        /* The broker is back: the kept five (flagged unsynced) and the 20 young ones arrive, once
+         * each, and nothing that was removed. */
+        tl_broker_start(&up, bdir_up, NULL);
+        cons_open(c, up.port);
+        cons_run(c, 200); /* subscribed before anything is sent */
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        ck_assert_msg(cons_wait_at_least(c, 25, 20000), "%" PRIu64 " readings; %s\n%s", c->readings, d.notify.log,
+                      tl_daemon_log(&d));
+        ck_assert_msg(tl_notify_wait(&d.notify, "backlog 0,", 10000), "%s", d.notify.log);
+        cons_run(c, 300);
+        ck_assert_uint_eq(c->readings, 25);
+        for (int i = 1; i <= 50; i++) {
+                bool kept = i >= 11 && i <= 15, young = i > 30;
+
+                ck_assert_msg(c->count[i] == (kept || young ? 1u : 0u), "seq %d arrived %u times", i, c->count[i]);
+                ck_assert_msg(!c->count[i] || c->unsynced[i] == kept, "seq %d: unsynced %d", i, c->unsynced[i]);
+        }
 
         pub_close(&p);
         ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
@@ -1309,7 +1442,6 @@ static Suite *suite(void) {
         TCase *tc = tcase_create("e2e");
 
         tcase_set_timeout(tc, 400);
-        tcase_add_loop_test(tc, test_live_and_central_restart, 0, 2);
         tcase_add_test(tc, test_backlog_sigkill_receive_maximum);
         tcase_add_loop_test(tc, test_refused_credentials, 0, 2);
         tcase_add_test(tc, test_silent_link_cut);
@@ -1318,6 +1450,16 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_retention_unforwarded);
         tcase_add_test(tc, test_day_backlog_with_live);
         tcase_add_loop_test(tc, test_tls, 0, 2);
+        suite_add_tcase(s, tc);
+        /* Their own cases, so that CK_RUN_CASE=restart (or retention) runs them alone, e.g.
+         * repeatedly under scripts/load. */
+        tc = tcase_create("restart");
+        tcase_set_timeout(tc, 400);
+        tcase_add_loop_test(tc, test_live_and_central_restart, 0, 2);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("retention");
+        tcase_set_timeout(tc, 120);
+        tcase_add_test(tc, test_retention_keeps_unsynced);
         suite_add_tcase(s, tc);
         /* Its own case, so that CK_RUN_CASE=status runs it alone. */
         tc = tcase_create("status");
