@@ -108,6 +108,9 @@ struct Upstream {
 
         uint64_t n_live, n_backlog, n_acked, n_refused, n_reconnects, n_lost;
         uint64_t lost_unlogged, lost_logged_usec;
+        /* For telling a broker that answers QoS 2 with a PUBACK (see up_qos2_answered_as_qos1()):
+         * the counters when this connection came up, and when that was last logged. */
+        uint64_t acked_at_connect, sent_at_connect, qos2_logged_usec;
         int64_t last_acked_seq;
         uint64_t last_ack_usec;       /* CLOCK_MONOTONIC */
         uint64_t progress_usec;       /* the last acknowledgement, or the connection: for the ack timeout */
@@ -744,6 +747,8 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
         backoff_up(&u->backoff, now_usec(u));
         u->attempt = 0;
         u->committed = store_committed_seq(u->store);
+        u->acked_at_connect = u->n_acked;
+        u->sent_at_connect = u->n_live + u->n_backlog;
         upstream_window_connect(&u->window, u->committed);
         /* The status message takes a slot of the window like any other (an empty range): the
          * broker's Receive Maximum counts it too, and libmosquitto would hold back whatever
@@ -778,6 +783,30 @@ static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc, const 
         up_connection_closed(userdata, rc, errno);
 }
 
+/* A connection with qos 2 that ended in a protocol error after readings went out and before any
+ * was acknowledged: the broker most likely answered a QoS 2 PUBLISH with a PUBACK (RabbitMQ's
+ * MQTT plugin does, docs/UPSTREAM.md), which libmosquitto takes as a protocol error. Nothing is
+ * lost, but the same readings go out again after every reconnect, for ever: say what to do, at
+ * warning the first time and then at most once an hour. Returns true when that is the case (the
+ * cause for STATUS= says so too). */
+static bool up_qos2_answered_as_qos1(Upstream *u, int rc) {
+        uint64_t now = now_usec(u);
+
+        if (rc != MOSQ_ERR_PROTOCOL || u->config->qos != 2 || u->state != UP_CONNECTED ||
+            u->n_acked != u->acked_at_connect || u->n_live + u->n_backlog == u->sent_at_connect)
+                return false;
+        if (u->qos2_logged_usec == 0 || now >= u->qos2_logged_usec + 3600 * USEC_PER_SEC) {
+                log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "upstream"),
+                                      "Central broker %s broke the protocol in answer to QoS 2 messages and acknowledged "
+                                      "none of them: it probably answers QoS 2 as QoS 1 (RabbitMQ does). The same "
+                                      "readings will be sent again after every reconnect; set \"qos\": 1 in the "
+                                      "upstream section.",
+                                      u->host_port);
+                u->qos2_logged_usec = now;
+        }
+        return true;
+}
+
 /* The connection is closed (rc a libmosquitto error or an MQTT 5 DISCONNECT reason code):
  * finish a stop, fail on a certificate that does not verify, or retry. */
 static void up_connection_closed(Upstream *u, int rc, int saved) {
@@ -796,6 +825,8 @@ static void up_connection_closed(Upstream *u, int rc, int saved) {
         }
         if (u->tls_error[0] && u->state == UP_CONNECTING)
                 snprintf(cause, sizeof(cause), "TLS handshake failed: %s", u->tls_error);
+        else if (up_qos2_answered_as_qos1(u, rc))
+                snprintf(cause, sizeof(cause), "protocol error in answer to QoS 2 (set qos 1 for this broker)");
         else
                 snprintf(cause, sizeof(cause), "%s", mosq_describe(rc ? rc : MOSQ_ERR_CONN_LOST, saved));
         up_connection_failed(u, -ECONNRESET, cause);
