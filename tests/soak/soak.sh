@@ -182,7 +182,9 @@ soak_save() {
         [ -e "$T/store.db" ] || { cp "$host_state/readings.db" "$T/store.db" &&
                 cp "$host_state/readings.db-wal" "$T/store.db-wal"; } 2>/dev/null || true
 }
-trap 'st=$?; set +e; soak_save; [ $st -eq 0 ] || SC_KEEP=1; (exit $st); sc_cleanup' EXIT
+# A run that ends during a link cut leaves the proxy stopped: it continues first, so that its
+# connection processes (not in SC_PIDS) see the central broker go and exit.
+trap 'st=$?; set +e; soak_save; [ -z "$PROXY_PID" ] || proxy_signal CONT; [ $st -eq 0 ] || SC_KEEP=1; (exit $st); sc_cleanup' EXIT
 host_state=""
 : >"$T/timeline.tsv"
 sc_log "seed $SOAK_SEED, $SOAK_MINUTES min (replay: SOAK_SEED=$SOAK_SEED)"
