@@ -343,9 +343,10 @@ START_TEST(test_live_and_central_restart) {
          * each a live reading or a backlog batch of at most 5, sent again from the backlog. A live
          * message that arrives twice cannot be the daemon's (it never sends a reading live twice)
          * and is the broker's redelivery to the consumer's persisted session: counted and shown,
-         * not the daemon's to bound. (Two loaded runs here counted 259 and 278 repeats, exactly
-         * the stretch the consumer had taken before the stop; the kind of message was not yet
-         * recorded then.) */
+         * not the daemon's to bound. (Loaded runs here count up to 278 repeats, all in live
+         * messages: the broker's log shows it sending again, with DUP, what it had sent the
+         * consumer and had read no PUBACK for when it stopped; docs/UPSTREAM.md has the
+         * evidence.) */
         if (c->repeats_historical > 20 * 5) {
                 /* Which keys, and how often: the consumer's own log says where they came from. */
                 for (int64_t i = 1; i <= 700; i++)
