@@ -245,6 +245,13 @@ struct Store {
         int checkpoint_force_at;
         uint64_t batch_deadline_usec;   /* CLOCK_MONOTONIC: the open batch's window ends; 0: none */
         StoreWriteStats write_stats;
+        /* While the retention hook runs: what the deletion under way removes (see
+         * store_retention_scan()). */
+        struct {
+                bool active;
+                bool keeps_unsynced;  /* age retention: unsynced, uncorrected rows stay */
+                int64_t after, upto;  /* it touches after < id <= upto */
+        } deleting;
 };
 
 /* Core helpers: failure, batches, statements (store.c). */
@@ -350,7 +357,7 @@ int store_load_seq(Store *s);
 /* Inside the retention transaction, before the readings with id <= upto are deleted: raises
  * the high-water mark and calls the retention hook. Returns an SQLite code (SQLITE_ABORT when
  * the hook failed the store). */
-int store_before_delete_readings(Store *s, int64_t upto);
+int store_before_delete_readings(Store *s, int64_t upto, bool keeps_unsynced);
 
 /* The time summary, readings_blocks (store-blocks.c). */
 

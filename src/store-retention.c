@@ -385,7 +385,7 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                         rc = store_head_cutoff(s, heads[t], s->age_walk_from[t], INT64_MAX, cutoff, now, true,
                                                RETENTION_STEP_ROWS, step_rows, &id, NULL, &walked);
                         if (rc == SQLITE_OK && t == 0)
-                                rc = store_before_delete_readings(s, id);
+                                rc = store_before_delete_readings(s, id, true);
                         if (rc == SQLITE_OK)
                                 rc = store_delete_upto(s, deletes[t], id, &n);
                         if (rc != SQLITE_OK)
@@ -442,7 +442,7 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                                                        INT64_MAX, false, RETENTION_STEP_ROWS, RETENTION_STEP_ROWS,
                                                        &id, &received, NULL);
                         if (rc == SQLITE_OK)
-                                rc = store_before_delete_readings(s, id);
+                                rc = store_before_delete_readings(s, id, false);
                         if (rc == SQLITE_OK)
                                 rc = store_delete_upto(s, STMT_DELETE_READINGS, id, &n);
                         if (rc != SQLITE_OK)

@@ -27,10 +27,11 @@ int store_load_seq(Store *s) {
         return 0;
 }
 
-/* Inside the retention transaction, before the readings with id <= upto go: raises the
- * high-water mark (in the same transaction, so it commits with the deletion) and tells the
- * retention hook. Returns an SQLite code. */
-int store_before_delete_readings(Store *s, int64_t upto) {
+/* Inside the retention transaction, before the readings with id <= upto go (by age, with
+ * keeps_unsynced: those after age_delete_from that are not unsynced and uncorrected; by size:
+ * all of them): raises the high-water mark (in the same transaction, so it commits with the
+ * deletion) and tells the retention hook. Returns an SQLite code. */
+int store_before_delete_readings(Store *s, int64_t upto, bool keeps_unsynced) {
         sqlite3_stmt *st = s->stmts[STMT_SET_META];
         int rc;
 
@@ -46,8 +47,16 @@ int store_before_delete_readings(Store *s, int64_t upto) {
                         return rc;
                 s->seq_floor = upto;
         }
-        if (s->retention_hook)
+        if (s->retention_hook) {
+                /* The hook asks store_retention_scan() which rows go: the same rule as the
+                 * delete statements (STMT_DELETE_READINGS_AGED, STMT_DELETE_READINGS). */
+                s->deleting.active = true;
+                s->deleting.keeps_unsynced = keeps_unsynced;
+                s->deleting.after = keeps_unsynced ? s->age_delete_from : 0;
+                s->deleting.upto = upto;
                 s->retention_hook(s, upto, s->hook_userdata);
+                s->deleting.active = false;
+        }
         /* A read in the hook that failed has failed the store (and rolled back): stop here. */
         return s->failed ? SQLITE_ABORT : SQLITE_OK;
 }
@@ -135,6 +144,65 @@ int store_count_seq(Store *s, int64_t lo, int64_t hi, uint64_t *ret) {
                 return store_fail_sqlite(s, rc, "count readings in");
         sqlite3_clear_bindings(st);
         *ret = (uint64_t) n;
+        return 0;
+}
+
+/* One integer from sql with three bound integers; *ret untouched when it returns no row or NULL.
+ * Returns an SQLite code. */
+static int seq_query_int(Store *s, const char *sql, int64_t a, int64_t b, int64_t c, int64_t *ret) {
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        /* Prepared per call: the hook runs once per retention step and gap in the done set. */
+        rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 1, a);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, b);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 3, c);
+        if (rc == SQLITE_OK) {
+                rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW) {
+                        if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+                                *ret = sqlite3_column_int64(st, 0);
+                        rc = SQLITE_OK;
+                } else if (rc == SQLITE_DONE)
+                        rc = SQLITE_OK;
+        }
+        sqlite3_finalize(st);
+        return rc;
+}
+
+int store_retention_scan(Store *s, int64_t lo, int64_t hi, uint64_t *ret_removed, int64_t *ret_first_kept) {
+        int64_t removed = 0, kept = 0;
+        int rc, r;
+
+        assert(s && ret_removed && ret_first_kept);
+
+        if (!s->deleting.active)
+                return -EINVAL;
+        r = store_check_writable(s);
+        if (r < 0)
+                return r;
+        hi = MIN(hi, s->deleting.upto);
+        rc = SQLITE_OK;
+        if (MAX(lo, s->deleting.after + 1) <= hi)
+                rc = seq_query_int(s,
+                                   "SELECT count(*) FROM readings WHERE id >= ?1 AND id <= ?2 AND (?3 = 0 OR flags & 3 != 1)",
+                                   MAX(lo, s->deleting.after + 1), hi, s->deleting.keeps_unsynced, &removed);
+        /* What stays: every row at or before `after` (an earlier age step kept it), and the
+         * unsynced, uncorrected rows after it. In id order, so the rows before `after` (all kept)
+         * end the scan at once. */
+        if (rc == SQLITE_OK && s->deleting.keeps_unsynced && lo <= hi)
+                rc = seq_query_int(s,
+                                   "SELECT id FROM readings WHERE id >= ?1 AND id <= ?2 AND (id <= ?3 OR flags & 3 = 1) "
+                                   "ORDER BY id LIMIT 1",
+                                   lo, hi, s->deleting.after, &kept);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "count the readings retention removes from");
+        *ret_removed = (uint64_t) removed;
+        *ret_first_kept = kept;
         return 0;
 }
 

@@ -108,6 +108,9 @@ struct Upstream {
 
         uint64_t n_live, n_backlog, n_acked, n_refused, n_reconnects, n_lost;
         uint64_t lost_unlogged, lost_logged_usec;
+        /* For telling a broker that answers QoS 2 with a PUBACK (see up_qos2_answered_as_qos1()):
+         * the counters when this connection came up, and when that was last logged. */
+        uint64_t acked_at_connect, sent_at_connect, qos2_logged_usec;
         int64_t last_acked_seq;
         uint64_t last_ack_usec;       /* CLOCK_MONOTONIC */
         uint64_t progress_usec;       /* the last acknowledgement, or the connection: for the ack timeout */
@@ -503,31 +506,51 @@ static void on_commit(Store *s, int64_t committed, void *userdata) {
         up_pump(u);
 }
 
-/* Inside a retention step: the readings up to upto go now. Those not done were never
- * acknowledged: count them (they are lost to the central broker), then they are done. */
-static void on_retention(Store *s, int64_t upto, void *userdata) {
-        Upstream *u = userdata;
+/* Inside a retention step: readings up to upto go now, but not necessarily all of them (age
+ * retention keeps the unsynced, uncorrected ones). In each stretch not done, the rows that go
+ * were never acknowledged: they are counted lost. Done becomes only the part of the stretch
+ * before the first row that stays: that row is still backlog and is sent when its turn comes
+ * (with its flags), and the ids after it that lost their rows are covered by the message that
+ * carries it, as any ids without a reading are. Returns the readings counted lost, or -errno
+ * (the store failed and says why, or out of memory: reported). */
+static int64_t up_retention_release(Upstream *u, Store *s, int64_t upto) {
         uint64_t lost = 0;
         SeqRange gap;
         int64_t from = 0;
+        int r;
 
         while (upstream_window_next_gap(&u->window, from, upto, &gap)) {
                 uint64_t n = 0;
+                int64_t kept = 0;
 
-                if (store_count_seq(s, gap.lo, gap.hi, &n) < 0)
-                        return; /* the store failed and says why */
+                r = store_retention_scan(s, gap.lo, gap.hi, &n, &kept);
+                if (r < 0)
+                        return r;
                 lost += n;
+                r = upstream_window_mark_done(&u->window, gap.lo, kept > 0 ? kept - 1 : MIN(gap.hi, upto));
+                if (r < 0) {
+                        up_fail(u, r, "Out of memory");
+                        return r;
+                }
                 from = gap.hi;
         }
-        if (upstream_window_mark_done(&u->window, 0, upto) < 0) {
-                up_fail(u, -ENOMEM, "Out of memory");
+        return (int64_t) lost;
+}
+
+static void on_retention(Store *s, int64_t upto, void *userdata) {
+        Upstream *u = userdata;
+        int64_t r;
+        uint64_t lost;
+
+        r = up_retention_release(u, s, upto);
+        if (r < 0)
                 return;
-        }
+        lost = (uint64_t) r;
+        up_window_changed(u);
         if (lost == 0)
                 return;
         u->n_lost += lost;
         u->lost_unlogged += lost;
-        up_window_changed(u);
         if (now_usec(u) >= u->lost_logged_usec + LOST_LOG_INTERVAL_USEC || u->lost_logged_usec == 0) {
                 log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "upstream"),
                                       "Retention removed %" PRIu64 " readings before the central broker %s acknowledged "
@@ -724,6 +747,8 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
         backoff_up(&u->backoff, now_usec(u));
         u->attempt = 0;
         u->committed = store_committed_seq(u->store);
+        u->acked_at_connect = u->n_acked;
+        u->sent_at_connect = u->n_live + u->n_backlog;
         upstream_window_connect(&u->window, u->committed);
         /* The status message takes a slot of the window like any other (an empty range): the
          * broker's Receive Maximum counts it too, and libmosquitto would hold back whatever
@@ -758,6 +783,30 @@ static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc, const 
         up_connection_closed(userdata, rc, errno);
 }
 
+/* A connection with qos 2 that ended in a protocol error after readings went out and before any
+ * was acknowledged: the broker most likely answered a QoS 2 PUBLISH with a PUBACK (RabbitMQ's
+ * MQTT plugin does, docs/UPSTREAM.md), which libmosquitto takes as a protocol error. Nothing is
+ * lost, but the same readings go out again after every reconnect, for ever: say what to do, at
+ * warning the first time and then at most once an hour. Returns true when that is the case (the
+ * cause for STATUS= says so too). */
+static bool up_qos2_answered_as_qos1(Upstream *u, int rc) {
+        uint64_t now = now_usec(u);
+
+        if (rc != MOSQ_ERR_PROTOCOL || u->config->qos != 2 || u->state != UP_CONNECTED ||
+            u->n_acked != u->acked_at_connect || u->n_live + u->n_backlog == u->sent_at_connect)
+                return false;
+        if (u->qos2_logged_usec == 0 || now >= u->qos2_logged_usec + 3600 * USEC_PER_SEC) {
+                log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "upstream"),
+                                      "Central broker %s broke the protocol in answer to QoS 2 messages and acknowledged "
+                                      "none of them: it probably answers QoS 2 as QoS 1 (RabbitMQ does). The same "
+                                      "readings will be sent again after every reconnect; set \"qos\": 1 in the "
+                                      "upstream section.",
+                                      u->host_port);
+                u->qos2_logged_usec = now;
+        }
+        return true;
+}
+
 /* The connection is closed (rc a libmosquitto error or an MQTT 5 DISCONNECT reason code):
  * finish a stop, fail on a certificate that does not verify, or retry. */
 static void up_connection_closed(Upstream *u, int rc, int saved) {
@@ -776,6 +825,8 @@ static void up_connection_closed(Upstream *u, int rc, int saved) {
         }
         if (u->tls_error[0] && u->state == UP_CONNECTING)
                 snprintf(cause, sizeof(cause), "TLS handshake failed: %s", u->tls_error);
+        else if (up_qos2_answered_as_qos1(u, rc))
+                snprintf(cause, sizeof(cause), "protocol error in answer to QoS 2 (set qos 1 for this broker)");
         else
                 snprintf(cause, sizeof(cause), "%s", mosq_describe(rc ? rc : MOSQ_ERR_CONN_LOST, saved));
         up_connection_failed(u, -ECONNRESET, cause);

@@ -201,8 +201,10 @@ int store_clock_event(Store *s, const char *kind, int64_t at_ms, int64_t step_ms
 /* Called after a commit that added readings, with the largest committed sequence number. Runs
  * inside store_append() and friends: it must not write to the store; arm a timer instead. */
 typedef void (*store_commit_hook_t)(Store *s, int64_t committed_seq, void *userdata);
-/* Called inside a retention step, before the readings with sequence numbers up to upto are
- * deleted. It may call store_count_seq(); it must not write to the store. */
+/* Called inside a retention step, before readings with sequence numbers up to upto are deleted.
+ * Not every one of them goes: age retention keeps the readings received while the clock was not
+ * trusted and never corrected (docs/STORE.md); store_retention_scan() tells which. It may call
+ * store_count_seq() and store_retention_scan(); it must not write to the store. */
 typedef void (*store_retention_hook_t)(Store *s, int64_t upto, void *userdata);
 /* Sets both hooks (NULL: none) and their userdata, which must outlive the store or be unset. */
 void store_set_hooks(Store *s, store_commit_hook_t commit, store_retention_hook_t retention, void *userdata);
@@ -219,6 +221,12 @@ int store_read_seq(Store *s, int64_t after, int64_t before, unsigned limit,
 
 /* Counts the readings with lo <= seq <= hi into *ret. Returns 0 or -errno (as store_read_seq()). */
 int store_count_seq(Store *s, int64_t lo, int64_t hi, uint64_t *ret);
+
+/* Only inside the retention hook: of the readings with lo <= seq <= hi, counts into
+ * *ret_removed those the deletion under way removes, and sets *ret_first_kept to the smallest
+ * seq in lo..min(hi, upto) of one that stays in the store (0: none stays). Returns 0, -EINVAL
+ * outside the hook, or -errno as store_read_seq(). */
+int store_retention_scan(Store *s, int64_t lo, int64_t hi, uint64_t *ret_removed, int64_t *ret_first_kept);
 
 /* Like store_set_meta(), but within the open batch (one is begun when there is none): the value
  * commits with it, within commit_interval_ms, at no extra commit. Returns 0 or -errno. */

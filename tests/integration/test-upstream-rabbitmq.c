@@ -20,7 +20,6 @@
 #include "collector/macro.h"
 #include "testlib.h"
 
-#define SEQ_MAX 60000
 /* The input broker keeps whatever the daemon has not taken yet (see test-upstream.c). */
 #define IN_BROKER_CONF "max_queued_messages 0\n"
 /* What the daemon may have in flight, and how many readings a backlog message holds. */
@@ -226,151 +225,10 @@ static void rabbit_stop(Rabbit *r, bool with_epmd) {
         }
 }
 
-/* ---- a consumer on RabbitMQ: every key it saw, how often ---- */
-
-typedef struct Consumer {
-        struct mosquitto *mosq;
-        int port;
-        bool connected, subscribed;
-        unsigned count[SEQ_MAX + 1];
-        uint64_t messages, historical, live, readings;
-        char store_id[64];
-        bool other_store, other_gateway;
-        char status[16];       /* last status seen (RabbitMQ sends retained messages only to
-                                * subscriptions without wildcards: this one sees it live) */
-} Consumer;
-
-static void cons_on_connect(struct mosquitto *mosq, void *userdata, int rc) {
-        Consumer *c = userdata;
-
-        c->connected = rc == 0;
-        if (rc == 0)
-                (void) mosquitto_subscribe(mosq, NULL, "sensor-collector/#", 1);
-}
-
-static void cons_on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int n, const int *granted) {
-        Consumer *c = userdata;
-        (void) mosq;
-        (void) mid;
-
-        c->subscribed = n == 1 && granted[0] == 1;
-}
-
-static void cons_on_disconnect(struct mosquitto *mosq, void *userdata, int rc) {
-        Consumer *c = userdata;
-        (void) mosq;
-        (void) rc;
-
-        c->connected = c->subscribed = false;
-}
-
-static void cons_on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *m) {
-        Consumer *c = userdata;
-        _cleanup_free_ char *text = NULL;
-        const char *p, *store;
-        (void) mosq;
-
-        text = strndup(m->payload ? m->payload : "", (size_t) m->payloadlen);
-        ck_assert(text);
-        if (strstr(m->topic, "/status")) {
-                snprintf(c->status, sizeof(c->status), "%s", text);
-                return;
-        }
-        c->messages++;
-        if (strncmp(text, "{\"gateway\":\"gw1\",", 17) != 0)
-                c->other_gateway = true;
-        store = strstr(text, "\"store\":\"");
-        ck_assert_msg(store, "no store id in %s", text);
-        if (!c->store_id[0])
-                snprintf(c->store_id, sizeof(c->store_id), "%.32s", store + 9);
-        else if (strncmp(c->store_id, store + 9, 32) != 0)
-                c->other_store = true;
-        if (strstr(text, "\"historical\":true"))
-                c->historical++;
-        else
-                c->live++;
-        for (p = strstr(text, "\"seq\":"); p; p = strstr(p + 1, "\"seq\":")) {
-                long long seq = strtoll(p + 6, NULL, 10);
-
-                ck_assert_msg(seq > 0 && seq <= SEQ_MAX, "seq %lld", seq);
-                c->count[seq]++;
-                c->readings++;
-        }
-}
-
-/* Runs the consumer for up to ms, reconnecting while the node is away. */
-static void cons_run(Consumer *c, int ms) {
-        int64_t end = tl_now_ms() + ms;
-
-        do {
-                int rc = mosquitto_loop(c->mosq, 10, 100);
-
-                if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_ERRNO) {
-                        tl_sleep_ms(50);
-                        (void) mosquitto_reconnect(c->mosq);
-                }
-        } while (tl_now_ms() < end);
-}
-
-/* A persistent session (clean session off, QoS 1): RabbitMQ keeps it in a durable queue, so
- * what it took while the consumer was away, or before the node restarted, still comes. */
-static void cons_open(Consumer *c, int port) {
-        int64_t deadline = tl_now_ms() + 10000;
-
-        memset(c, 0, sizeof(*c));
-        mosquitto_lib_init();
-        c->port = port;
-        c->mosq = mosquitto_new("upstream-consumer", false, c);
-        ck_assert(c->mosq);
-        ck_assert_int_eq(mosquitto_int_option(c->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311), MOSQ_ERR_SUCCESS);
-        mosquitto_connect_callback_set(c->mosq, cons_on_connect);
-        mosquitto_subscribe_callback_set(c->mosq, cons_on_subscribe);
-        mosquitto_disconnect_callback_set(c->mosq, cons_on_disconnect);
-        mosquitto_message_callback_set(c->mosq, cons_on_message);
-        (void) mosquitto_connect(c->mosq, "127.0.0.1", port, 30);
-        while (!c->subscribed && tl_now_ms() < deadline)
-                cons_run(c, 20);
-        ck_assert_msg(c->subscribed, "the consumer did not get a QoS 1 subscription on RabbitMQ");
-}
-
-static void cons_close(Consumer *c) {
-        mosquitto_disconnect(c->mosq);
-        mosquitto_destroy(c->mosq);
-}
-
-/* How many of 1..n arrived at least once; *ret_dups the repeats. */
-static uint64_t cons_have(const Consumer *c, int64_t n, uint64_t *ret_dups) {
-        uint64_t have = 0, dups = 0;
-
-        for (int64_t i = 1; i <= n; i++) {
-                have += c->count[i] > 0;
-                dups += c->count[i] > 1 ? c->count[i] - 1 : 0;
-        }
-        if (ret_dups)
-                *ret_dups = dups;
-        return have;
-}
-
-static bool cons_wait_all(Consumer *c, int64_t n, int timeout_ms) {
-        int64_t end = tl_now_ms() + timeout_ms;
-
-        while (tl_now_ms() < end) {
-                cons_run(c, 50);
-                if (cons_have(c, n, NULL) == (uint64_t) n)
-                        return true;
-        }
-        return false;
-}
-
-/* Runs the consumer until n more readings arrived than when called; true if within timeout_ms. */
-static bool cons_wait_more(Consumer *c, uint64_t n, int timeout_ms) {
-        uint64_t want = c->readings + n;
-        int64_t end = tl_now_ms() + timeout_ms;
-
-        while (c->readings < want && tl_now_ms() < end)
-                cons_run(c, 20);
-        return c->readings >= want;
-}
+/* ---- a consumer on RabbitMQ: testlib's (tl_consumer_*), shared with test-upstream.c ----
+ * A persistent session (clean session off, QoS 1): RabbitMQ keeps it in a durable queue, so what
+ * it took while the consumer was away, or before the node restarted, still comes. RabbitMQ sends
+ * retained messages only to subscriptions without wildcards: this one sees the status live. */
 
 /* ---- input publishers ---- */
 
@@ -488,7 +346,7 @@ static void stream_start(Stream *s, int port, int first, int interval_ms) {
                 close(p[0]);
                 if (!pub_open(&pub, port))
                         _exit(2);
-                while (!stream_stop && i < SEQ_MAX - 1000) {
+                while (!stream_stop && i < TL_CONSUMER_SEQ_MAX - 1000) {
                         if (!pub_one(&pub, i++))
                                 _exit(3);
                         next += interval_ms;
@@ -529,18 +387,18 @@ static bool wait_stored(const char *dir, int64_t n, int timeout_ms) {
 
 /* Every reading of the store arrived, each key (gateway, store, seq) at least once, the store id
  * the one the store was created with. */
-static void assert_all_arrived(Consumer *c, const char *dir, int64_t n, int timeout_ms) {
+static void assert_all_arrived(TlConsumer *c, const char *dir, int64_t n, int timeout_ms) {
         char path[512], sql[160];
 
         snprintf(path, sizeof(path), "%s/readings.db", dir);
         ck_assert_int_eq(tl_sql_int(path, "SELECT count(*) FROM readings"), n);
         ck_assert_int_eq(tl_sql_int(path, "SELECT max(id) FROM readings"), n); /* ids 1..n, none skipped */
-        ck_assert_msg(cons_wait_all(c, n, timeout_ms), "only %" PRIu64 " of %" PRId64 " arrived", cons_have(c, n, NULL), n);
+        ck_assert_msg(tl_consumer_wait_all(c, n, timeout_ms), "only %" PRIu64 " of %" PRId64 " arrived", tl_consumer_have(c, n, NULL), n);
         ck_assert(!c->other_store);
         ck_assert(!c->other_gateway);
         snprintf(sql, sizeof(sql), "SELECT count(*) FROM meta WHERE key = 'store_id' AND value = '%s'", c->store_id);
         ck_assert_int_eq(tl_sql_int(path, sql), 1);
-        ck_assert_uint_le(c->readings, (uint64_t) SEQ_MAX);
+        ck_assert_uint_le(c->readings, (uint64_t) TL_CONSUMER_SEQ_MAX);
 }
 
 typedef struct LogWait {
@@ -564,7 +422,7 @@ START_TEST(test_rabbitmq_forwarding_and_restart) {
         const char *dir = dirs[0];
         TlBroker in = { 0 };
         Rabbit *r = calloc(1, sizeof(Rabbit));
-        Consumer *c = calloc(1, sizeof(Consumer));
+        TlConsumer *c = calloc(1, sizeof(TlConsumer));
         _cleanup_free_ char *config = NULL;
         uint64_t dups = 0;
         Stream s;
@@ -574,7 +432,7 @@ START_TEST(test_rabbitmq_forwarding_and_restart) {
         ck_assert(r && c);
         tl_broker_start(&in, dirs[1], IN_BROKER_CONF);
         rabbit_start(r);
-        cons_open(c, r->mqtt_port);
+        tl_consumer_open(c, r->mqtt_port, "upstream-consumer", "gw1");
         ck_assert_int_ge(asprintf(&config,
                                   "{\n"
                                   "  \"serial\": { \"enabled\": false },\n"
@@ -594,7 +452,7 @@ START_TEST(test_rabbitmq_forwarding_and_restart) {
         pub_readings(in.port, 1, 300);
         ck_assert(wait_stored(dir, 300, 10000));
         assert_all_arrived(c, dir, 300, 15000);
-        cons_have(c, 300, &dups);
+        tl_consumer_have(c, 300, &dups);
         ck_assert_uint_eq(dups, 0);
         ck_assert_uint_eq(c->historical, 0);
         ck_assert_str_eq(c->status, "online");
@@ -625,24 +483,57 @@ START_TEST(test_rabbitmq_forwarding_and_restart) {
                 ck_assert_int_eq(tl_wait(d5.pid, 0), -ETIMEDOUT); /* still running */
                 ck_assert_int_eq(kill(d5.pid, SIGTERM), 0);
                 ck_assert_int_eq(tl_daemon_wait(&d5, 10000), 0);
-                cons_run(c, 100);
+                tl_consumer_run(c, 100);
+                ck_assert(!c->other_gateway);
+        }
+
+        /* qos 2: RabbitMQ answers a QoS 2 PUBLISH with a PUBACK, which libmosquitto takes as a
+         * protocol error. The daemon rides it out (an outage, the reading stays in the store) and
+         * says what to do. Its store is the MQTT 5 daemon's (empty, and a gateway of its own). */
+        {
+                _cleanup_free_ char *config2 = NULL;
+                TlDaemon d2;
+
+                ck_assert_int_ge(asprintf(&config2,
+                                          "{\n"
+                                          "  \"serial\": { \"enabled\": false },\n"
+                                          "  \"mqtt\": { \"host\": \"127.0.0.1\", \"port\": %d, \"client_id\": \"sc-up-in2\",\n"
+                                          "            \"topics\": [ { \"filter\": \"q2/+sensor/data\", \"qos\": 1 } ] },\n"
+                                          "  \"store\": { \"path\": \"%s/readings.db\" },\n"
+                                          "  \"upstream\": { \"enabled\": true, \"host\": \"127.0.0.1\", \"port\": %d,\n"
+                                          "                \"gateway_id\": \"gw2\", \"protocol\": \"3.1.1\", \"qos\": 2 }\n"
+                                          "}\n",
+                                          in.port, dirs[4], r->mqtt_port),
+                                 0);
+                tl_daemon_start_ready(&d2, dirs[4], config2, NULL, NULL, 10000);
+                ck_assert_msg(tl_notify_wait(&d2.notify, "upstream: connected to 127.0.0.1:", 10000), "%s", d2.notify.log);
+                tl_mqtt_publish_once(in.port, "q2/s01/data", "{\"temp\": 1.5}");
+                ck_assert_msg(tl_wait_until(log_has, &(LogWait) { &d2, "it probably answers QoS 2 as QoS 1 (RabbitMQ does)" },
+                                            15000),
+                              "%s", tl_daemon_log(&d2));
+                ck_assert_msg(tl_wait_until(log_has, &(LogWait) { &d2, "protocol error in answer to QoS 2 (set qos 1" }, 5000),
+                              "%s", tl_daemon_log(&d2));
+                ck_assert_int_eq(tl_wait(d2.pid, 0), -ETIMEDOUT); /* still running: an outage, not a failure */
+                ck_assert_int_eq(kill(d2.pid, SIGTERM), 0);
+                ck_assert_int_eq(tl_daemon_wait(&d2, 10000), 0);
+                tl_consumer_run(c, 100);
                 ck_assert(!c->other_gateway);
         }
 
         /* The node stops (orderly: it keeps its durable queues) and starts again while a reading
          * comes every 10 ms. */
         stream_start(&s, in.port, 301, 10);
-        ck_assert_msg(cons_wait_more(c, 50, 15000), "readings do not flow into RabbitMQ");
+        ck_assert_msg(tl_consumer_wait_more(c, 50, 15000), "readings do not flow into RabbitMQ");
         rabbit_stop(r, false);
         ck_assert_msg(tl_notify_wait(&d.notify, "upstream: offline from", 15000), "%s", d.notify.log);
         rabbit_start(r);
         ck_assert_msg(tl_notify_wait(&d.notify, "upstream: connected to 127.0.0.1:", 30000), "%s", d.notify.log);
-        ck_assert_msg(cons_wait_more(c, 50, 30000), "readings do not flow after the restart; %s", tl_daemon_log(&d));
+        ck_assert_msg(tl_consumer_wait_more(c, 50, 30000), "readings do not flow after the restart; %s", tl_daemon_log(&d));
         last = stream_stop_wait(&s);
         ck_assert_int_gt(last, 300);
         ck_assert_msg(wait_stored(dir, last, 20000), "%s", tl_daemon_log(&d));
         assert_all_arrived(c, dir, last, 60000);
-        cons_have(c, last, &dups);
+        tl_consumer_have(c, last, &dups);
         /* Ours that were in flight when the node went (MAX_INFLIGHT messages) and what RabbitMQ
          * had delivered to the consumer unacknowledged (RABBIT_PREFETCH), a backlog message at
          * most BATCH_SIZE readings each. */
@@ -660,9 +551,9 @@ START_TEST(test_rabbitmq_forwarding_and_restart) {
         ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
         for (int64_t end = tl_now_ms() + 5000; strcmp(c->status, "offline") != 0 && tl_now_ms() < end;)
-                cons_run(c, 20);
+                tl_consumer_run(c, 20);
         ck_assert_str_eq(c->status, "offline");
-        cons_close(c);
+        tl_consumer_close(c);
         free(c);
         rabbit_stop(r, true);
         free(r);

@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -20,6 +22,15 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* mosquitto.h names its protocol numbers with macros that collide with config.h's MqttProtocol
+ * enumerators (see mqtt-task.c). */
+enum {
+        TL_MQTT_PROTOCOL_NUMBER_V311 = MQTT_PROTOCOL_V311,
+};
+#undef MQTT_PROTOCOL_V31
+#undef MQTT_PROTOCOL_V311
+#undef MQTT_PROTOCOL_V5
 
 #include "collector/config.h"
 #include "collector/ingest.h"
@@ -739,5 +750,195 @@ void tl_daemon_stop_ok(TlDaemon *d, int timeout_ms) {
         if (status != 0) {
                 char *log = tl_daemon_log(d);
                 ck_abort_msg("exit status %d after SIGTERM; log:\n%s", status, log);
+        }
+}
+
+/* ---- a consumer of upstream forwarding ---- */
+
+static int64_t consumer_wall_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void consumer_on_connect(struct mosquitto *mosq, void *userdata, int rc) {
+        TlConsumer *c = userdata;
+
+        c->connected = rc == 0;
+        if (rc == 0) {
+                char filter[96];
+
+                snprintf(filter, sizeof(filter), "sensor-collector/%s/#", c->gateway ? c->gateway : "+");
+                (void) mosquitto_subscribe(mosq, NULL, filter, 1);
+        }
+}
+
+static void consumer_on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int n, const int *granted) {
+        TlConsumer *c = userdata;
+        (void) mosq;
+        (void) mid;
+
+        c->subscribed = n == 1 && granted[0] == 1;
+}
+
+static void consumer_on_disconnect(struct mosquitto *mosq, void *userdata, int rc) {
+        TlConsumer *c = userdata;
+        (void) mosq;
+        (void) rc;
+
+        c->connected = c->subscribed = false;
+}
+
+static void consumer_on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *m) {
+        TlConsumer *c = userdata;
+        _cleanup_free_ char *text = NULL;
+        const char *p, *store;
+        bool historical;
+        (void) mosq;
+
+        text = strndup(m->payload ? m->payload : "", (size_t) m->payloadlen);
+        ck_assert(text);
+        if (strstr(m->topic, "/status")) {
+                snprintf(c->status, sizeof(c->status), "%s", text);
+                return;
+        }
+        c->messages++;
+        if (c->gateway) {
+                char want[96];
+
+                snprintf(want, sizeof(want), "{\"gateway\":\"%s\",", c->gateway);
+                c->other_gateway = c->other_gateway || strncmp(text, want, strlen(want)) != 0;
+                ck_assert_msg(strncmp(text, want, strlen(want)) == 0, "%s on %s", text, m->topic);
+        }
+        store = strstr(text, "\"store\":\"");
+        ck_assert_msg(store, "no store id in %s", text);
+        if (!c->store_id[0])
+                snprintf(c->store_id, sizeof(c->store_id), "%.32s", store + 9);
+        else if (strncmp(c->store_id, store + 9, 32) != 0)
+                c->other_store = true;
+        historical = strstr(text, "\"historical\":true") != NULL;
+        if (historical) {
+                c->historical++;
+                c->last_historical_ms = tl_now_ms();
+        } else {
+                ck_assert_msg(strstr(text, "\"historical\":false"), "no marker in %s", text);
+                c->live++;
+                if (!c->first_live_ms)
+                        c->first_live_ms = tl_now_ms();
+                p = strstr(text, "\"seq\":");
+                if (p && strtoll(p + 6, NULL, 10) >= 1 && strtoll(p + 6, NULL, 10) <= 4)
+                        snprintf(c->live_text[strtoll(p + 6, NULL, 10)], sizeof(c->live_text[0]), "%s", text);
+                p = strstr(text, "\"ts\":");
+                if (c->draining && p && c->n_latencies < TL_CONSUMER_LATENCIES_MAX)
+                        c->latencies[c->n_latencies++] = consumer_wall_ms() - strtoll(p + 5, NULL, 10);
+        }
+        for (p = strstr(text, "\"seq\":"); p; p = strstr(p + 1, "\"seq\":")) {
+                long long seq = strtoll(p + 6, NULL, 10);
+                /* This reading's flags: the first array after its seq. */
+                const char *f = strstr(p, "\"flags\":["), *e = f ? strchr(f, ']') : NULL;
+
+                ck_assert_msg(seq > 0 && seq <= TL_CONSUMER_SEQ_MAX, "seq %lld", seq);
+                ck_assert_msg(f && e, "no flags after seq %lld in %s", seq, text);
+                c->unsynced[seq] = memmem(f, (size_t) (e - f), "\"unsynced\"", 10) != NULL;
+                if (c->count[seq] > 0) {
+                        if (historical) {
+                                c->repeats_historical++;
+                                c->repeat_kind[seq] |= 2;
+                        } else {
+                                c->repeats_live++;
+                                c->repeat_kind[seq] |= 1;
+                        }
+                }
+                c->count[seq]++;
+                c->readings++;
+        }
+}
+
+void tl_consumer_run(TlConsumer *c, int ms) {
+        int64_t end = tl_now_ms() + ms;
+
+        do {
+                int rc = mosquitto_loop(c->mosq, 10, 100);
+
+                if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_ERRNO) {
+                        tl_sleep_ms(50);
+                        (void) mosquitto_reconnect(c->mosq);
+                }
+        } while (tl_now_ms() < end);
+}
+
+void tl_consumer_open(TlConsumer *c, int port, const char *client_id, const char *gateway) {
+        int64_t deadline = tl_now_ms() + 10000;
+
+        memset(c, 0, sizeof(*c));
+        mosquitto_lib_init();
+        c->port = port;
+        c->gateway = gateway;
+        c->mosq = mosquitto_new(client_id, false, c);
+        ck_assert(c->mosq);
+        ck_assert_int_eq(mosquitto_int_option(c->mosq, MOSQ_OPT_PROTOCOL_VERSION, TL_MQTT_PROTOCOL_NUMBER_V311), MOSQ_ERR_SUCCESS);
+        mosquitto_connect_callback_set(c->mosq, consumer_on_connect);
+        mosquitto_subscribe_callback_set(c->mosq, consumer_on_subscribe);
+        mosquitto_disconnect_callback_set(c->mosq, consumer_on_disconnect);
+        mosquitto_message_callback_set(c->mosq, consumer_on_message);
+        (void) mosquitto_connect(c->mosq, "127.0.0.1", port, 30);
+        while (!c->subscribed && tl_now_ms() < deadline)
+                tl_consumer_run(c, 20);
+        ck_assert_msg(c->subscribed, "the consumer '%s' did not get a QoS 1 subscription on port %d", client_id, port);
+}
+
+void tl_consumer_close(TlConsumer *c) {
+        mosquitto_disconnect(c->mosq);
+        mosquitto_destroy(c->mosq);
+        c->mosq = NULL;
+}
+
+uint64_t tl_consumer_have(const TlConsumer *c, int64_t n, uint64_t *ret_dups) {
+        uint64_t have = 0, dups = 0;
+
+        for (int64_t i = 1; i <= n; i++) {
+                have += c->count[i] > 0;
+                dups += c->count[i] > 1 ? c->count[i] - 1 : 0;
+        }
+        if (ret_dups)
+                *ret_dups = dups;
+        return have;
+}
+
+bool tl_consumer_wait_all(TlConsumer *c, int64_t n, int timeout_ms) {
+        int64_t end = tl_now_ms() + timeout_ms;
+
+        while (tl_now_ms() < end) {
+                tl_consumer_run(c, 50);
+                if (tl_consumer_have(c, n, NULL) == (uint64_t) n)
+                        return true;
+        }
+        return false;
+}
+
+bool tl_consumer_wait_at_least(TlConsumer *c, uint64_t readings, int timeout_ms) {
+        int64_t end = tl_now_ms() + timeout_ms;
+
+        while (tl_now_ms() < end && c->readings < readings)
+                tl_consumer_run(c, 20);
+        return c->readings >= readings;
+}
+
+bool tl_consumer_wait_more(TlConsumer *c, uint64_t n, int timeout_ms) {
+        return tl_consumer_wait_at_least(c, c->readings + n, timeout_ms);
+}
+
+void tl_consumer_print_repeats(const TlConsumer *c, int64_t n) {
+        for (int64_t i = 1; i <= n; i++) {
+                int64_t j = i;
+
+                if (c->count[i] <= 1)
+                        continue;
+                while (j + 1 <= n && c->count[j + 1] == c->count[i] && c->repeat_kind[j + 1] == c->repeat_kind[i])
+                        j++;
+                fprintf(stderr, "  repeated seq %" PRId64 "..%" PRId64 ": x%u, the repeat in %s messages\n", i, j,
+                        c->count[i], c->repeat_kind[i] == 1 ? "live" : c->repeat_kind[i] == 2 ? "backlog" : "live and backlog");
+                i = j;
         }
 }

@@ -149,6 +149,62 @@ void tl_mqtt_publish_once(int port, const char *topic, const char *payload);
 void tl_serial_store_config(char *buf, size_t size, const char *device, const char *db_path, int commit_interval_ms,
                             int commit_max_rows);
 
+/* ---- a consumer of upstream forwarding on a central broker (docs/UPSTREAM.md) ---- */
+
+#define TL_CONSUMER_SEQ_MAX 60000
+#define TL_CONSUMER_LATENCIES_MAX 4096
+
+struct mosquitto;
+
+/* Counts every key (seq) of the readings it receives on sensor-collector/GATEWAY/# and how often,
+ * through a persistent session (clean session off, QoS 1, MQTT 3.1.1): what the broker takes
+ * while the consumer is away, or before the broker restarts, still comes. Large (about 400 KiB):
+ * allocate it. Fields are the test's to read. */
+typedef struct TlConsumer {
+        struct mosquitto *mosq;
+        const char *gateway;          /* borrowed: only this gateway's topics, or NULL: all */
+        int port;
+        bool connected, subscribed;
+        unsigned count[TL_CONSUMER_SEQ_MAX + 1];
+        /* Repeats by the kind of message that brought them: the daemon sends a reading again
+         * only from the backlog (historical), as a fresh client after a reconnect; a live
+         * message that comes twice was delivered twice by the broker (its persisted session
+         * for this consumer), not sent twice by the daemon. */
+        uint64_t repeats_live, repeats_historical;
+        unsigned char repeat_kind[TL_CONSUMER_SEQ_MAX + 1]; /* per seq: 1 a live message repeated it, 2 a backlog one */
+        bool unsynced[TL_CONSUMER_SEQ_MAX + 1];   /* per seq: its flags said "unsynced" (last arrival) */
+        uint64_t messages, historical, live, readings;
+        char store_id[64];
+        bool other_store;             /* a message from another store id (a bug here) */
+        bool other_gateway;           /* a message from another gateway than the one asked for */
+        int64_t first_live_ms, last_historical_ms; /* tl_now_ms() */
+        char status[16];              /* last status seen (live, or retained where the broker sends it) */
+        bool draining;                /* live latencies go to latencies[] while set */
+        int64_t latencies[TL_CONSUMER_LATENCIES_MAX]; /* wall clock at arrival - ts of live readings, ms */
+        size_t n_latencies;
+        char live_text[5][512];       /* the live payloads of seq 1..4, as they came */
+} TlConsumer;
+
+/* Connects c (zeroed here) as client_id to the broker on 127.0.0.1:port and subscribes with QoS
+ * 1 to sensor-collector/GATEWAY/# (gateway NULL: every gateway; when set, a payload of another
+ * gateway fails the test); waits up to 10 s for the subscription and fails the test without it.
+ * gateway is borrowed and must outlive c. */
+void tl_consumer_open(TlConsumer *c, int port, const char *client_id, const char *gateway);
+/* Runs the consumer for up to ms, reconnecting while the broker is away. */
+void tl_consumer_run(TlConsumer *c, int ms);
+/* Disconnects and frees the client (not c). */
+void tl_consumer_close(TlConsumer *c);
+/* How many of seq 1..n arrived at least once; *ret_dups (may be NULL) the repeats among them. */
+uint64_t tl_consumer_have(const TlConsumer *c, int64_t n, uint64_t *ret_dups);
+/* Runs the consumer until every seq 1..n arrived; true if so within timeout_ms. */
+bool tl_consumer_wait_all(TlConsumer *c, int64_t n, int timeout_ms);
+/* Runs the consumer until it counted at least readings readings in all; true if within timeout_ms. */
+bool tl_consumer_wait_at_least(TlConsumer *c, uint64_t readings, int timeout_ms);
+/* Runs the consumer until n more readings arrived than when called; true if within timeout_ms. */
+bool tl_consumer_wait_more(TlConsumer *c, uint64_t n, int timeout_ms);
+/* Prints (stderr) the repeated seqs of 1..n as ranges, with the kind of message that repeated them. */
+void tl_consumer_print_repeats(const TlConsumer *c, int64_t n);
+
 /* ---- a real store for unit tests (declared here so that testlib.h needs no project header) ---- */
 typedef struct sd_event sd_event;
 typedef struct StoreConfig StoreConfig;

@@ -8,8 +8,9 @@
 #   account.sh DIR ANALYSIS-DB MARGIN-MS COMMIT-MAX-ROWS READINGS-PER-FRAME READ-BUDGET RSS-NOISE-KIB
 #
 # DIR holds store.db (+ -wal), journal.json (journalctl -o json as one array), timeline.tsv
-# (ms, kind, detail), rss.tsv (ms, pid, KiB), sim-serial.json, sim-mqtt.json (QoS 1) and
-# sim-mqtt2.json (QoS 2). Only the sqlite3 shell is needed (its JSON functions and readfile()).
+# (ms, kind, detail), rss.tsv (ms, pid, KiB), sim-serial.json, sim-mqtt.json (QoS 1),
+# sim-mqtt2.json (QoS 2) and central.json (every message the central consumer received, as one
+# JSON array; SOAK_UP_INFLIGHT and SOAK_UP_BATCH name the upstream window). Only the sqlite3 shell is needed (its JSON functions and readfile()).
 # The inputs: serial (sensors soak-s*), mqtt (soak-m*, topics greenhouse/...) and mqtt-qos2
 # (soak-q*, topics greenhouse-q2/...); both MQTT streams have source "mqtt" in the store, their
 # rejects are told apart by topic.
@@ -292,6 +293,62 @@ for input in serial mqtt mqtt-qos2; do
                 check "$([ $((lost + missing)) -le "$bound" ] && echo 1 || echo 0)" "serial: good and bad frames lost ($((lost + missing))) <= bound $bound"
         fi
 done
+
+# ---- upstream -------------------------------------------------------------------------------
+# Every stored reading must reach the central consumer (dedup by gateway, store, seq); repeats
+# the daemon sends (backlog messages, "historical") are bounded by the in-flight window per
+# interruption of the link (docs/UPSTREAM.md: at most max_inflight messages of batch_size
+# readings were in flight; after a hard kill or a failed store also what was acknowledged and
+# not yet committed with the next batch, budgeted as one more window). A live message is never
+# sent twice by the daemon: a repeat in one is the central broker delivering again what it had
+# sent the consumer without getting its PUBACK before a restart, which needs a restart or kill.
+INFLIGHT=${SOAK_UP_INFLIGHT:-20} UPBATCH=${SOAK_UP_BATCH:-100}
+echo
+echo "---- upstream (central broker)"
+sqlite3 -batch "$A" <<SQL
+CREATE TABLE upmsg AS SELECT key AS n, value AS j FROM json_each(readfile('$D/central.json'));
+CREATE TABLE upr AS
+  SELECT u.n, coalesce(r.key, 0) AS k, json_extract(u.j, '\$.gateway') AS gw, json_extract(u.j, '\$.store') AS store,
+         json_extract(u.j, '\$.historical') AS hist,
+         coalesce(json_extract(r.value, '\$.seq'), json_extract(u.j, '\$.seq')) AS seq
+  FROM upmsg u LEFT JOIN json_each(u.j, '\$.readings') r;
+CREATE INDEX upr_key ON upr (store, seq);
+CREATE TABLE uprep AS
+  SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY gw, store, seq ORDER BY n, k) AS nth FROM upr) WHERE nth > 1;
+SQL
+sid=$(q "SELECT value FROM store.meta WHERE key = 'store_id'")
+n_cdown=$(count_tl "kind = 'central_down'")
+n_ckill=$(count_tl "kind = 'central_kill'")
+n_cut=$(count_tl "kind = 'link_cut'")
+up_stored=$(q "SELECT count(*) FROM store.readings")
+up_msgs=$(q "SELECT count(*) FROM upmsg")
+up_hist_msgs=$(q "SELECT count(*) FROM upmsg WHERE json_extract(j, '\$.historical')")
+up_got=$(q "SELECT count(*) FROM (SELECT DISTINCT seq FROM upr WHERE store = '$sid' AND gw = 'soak-gw')")
+up_lost=$(q "SELECT count(*) FROM store.readings s WHERE NOT EXISTS (SELECT 1 FROM upr WHERE upr.store = '$sid' AND upr.seq = s.id)")
+up_foreign=$(q "SELECT count(*) FROM upr WHERE store IS NOT '$sid' OR gw IS NOT 'soak-gw' OR seq IS NULL")
+up_rep=$(q "SELECT count(*) FROM uprep")
+up_rep_hist=$(q "SELECT count(*) FROM uprep WHERE hist")
+up_rep_live=$((up_rep - up_rep_hist))
+up_lost_meta=$(q "SELECT coalesce((SELECT CAST(value AS INTEGER) FROM store.meta WHERE key = 'upstream.lost'), 0)")
+# Interruptions: every end of a daemon process (kills, aborts, exits), every orderly stop, every
+# central broker restart or kill, every link cut; hard ends (SIGKILL, watchdog, a failed store)
+# count twice (the acknowledgements of the last commit interval).
+up_events=$((x_all + n_term + n_cdown + n_ckill + n_cut))
+up_hard=$((x_kill + x_abrt + x12))
+up_bound=$(((up_events + up_hard) * INFLIGHT * UPBATCH))
+echo "faults: $n_cdown central broker restarts (one before a drain kill each), $n_ckill central broker SIGKILLs, $n_cut silent link cuts; $up_events interruptions of the link in all ($up_hard hard)"
+echo "readings stored: $up_stored; received upstream after dedup: $up_got, in $up_msgs messages ($up_hist_msgs backlog); lost upstream: $up_lost"
+echo "repeats: $up_rep ($up_rep_hist in backlog messages, bound ($up_events + $up_hard) x max_inflight $INFLIGHT x batch_size $UPBATCH = $up_bound; $up_rep_live in live messages, the broker's redelivery)"
+echo "removed by retention before forwarding (meta upstream.lost): $up_lost_meta"
+q "SELECT '  lost upstream: seq ' || min(id) || '..' || max(id) || ' (' || count(*) || '), received ' ||
+          ((min(received) - $start_ms) / 1000) || '..' || ((max(received) - $start_ms) / 1000) || ' s'
+   FROM (SELECT id, received, id - row_number() OVER (ORDER BY id) AS grp FROM store.readings s
+         WHERE NOT EXISTS (SELECT 1 FROM upr WHERE upr.store = '$sid' AND upr.seq = s.id)) GROUP BY grp ORDER BY 1 LIMIT 20"
+check "$([ "$up_lost" -eq 0 ] && echo 1 || echo 0)" "upstream: every stored reading reached the central consumer (lost $up_lost)"
+check "$([ "$up_foreign" -eq 0 ] && echo 1 || echo 0)" "upstream: every reading received carries this gateway, this store id and a seq ($up_foreign others)"
+check "$([ "$up_lost_meta" -eq 0 ] && echo 1 || echo 0)" "upstream: nothing counted as removed unforwarded (no retention here)"
+check "$([ "$up_rep_hist" -le "$up_bound" ] && echo 1 || echo 0)" "upstream: repeats in backlog messages $up_rep_hist <= $up_bound"
+check "$([ "$up_rep_live" -eq 0 ] || [ $((n_cdown + n_ckill)) -gt 0 ] && echo 1 || echo 0)" "upstream: repeats in live messages ($up_rep_live) only with a central broker restart or kill"
 
 # ---- RSS -----------------------------------------------------------------------------------
 echo

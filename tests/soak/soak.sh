@@ -46,6 +46,13 @@
 #                 daemon process ended around it
 #   diskfull      the store's tmpfs filled until the daemon exits 12, held, then freed (once)
 #   burst         both simulators send a burst of bad frames (SIGUSR2, sc-simulate --burst)
+# Upstream faults (forwarding to a central broker, docs/UPSTREAM.md; see "Upstream" below):
+#   central_restart   the central broker stopped (SIGTERM) and started again
+#   central_kill      the central broker killed with SIGKILL and started again from its autosave
+#   link_cut          the link to the central broker goes silent (the proxy stopped: no FIN, no
+#                     RST) for longer than upstream.keepalive, then comes back
+#   drain_kill        the central broker away long enough for a backlog, back, and the daemon
+#                     SIGKILLed while that backlog drains (counted as a sigkill)
 # Every restarting fault happens in the first 60% of the run; the rest has only the faults a
 # running daemon rides out, so one process lives through them for the leak check.
 #
@@ -56,7 +63,18 @@
 # publisher did not get acknowledged;
 # a duplicate stored; a reject that no injected bad frame or outage explains; a restart with
 # a cause not injected; a failed integrity_check; RSS growth of the long-lived daemon beyond
-# noise, or no RSS samples to judge it by (the sampler gone); a simulator failing.
+# noise, or no RSS samples to judge it by (the sampler gone); a simulator failing; a stored
+# reading that never reached the central consumer (upstream loss must be 0), or more readings
+# sent again from the backlog than the in-flight window allows per interruption.
+#
+# Upstream: the daemon forwards to a second private mosquitto (the central broker, on loopback,
+# persistence with autosave_interval 1 as above) through a proxy of its own (socat, one process
+# per connection; a link cut stops them all with SIGSTOP, so that what was sent stays unanswered,
+# as on a dead link); a consumer (mosquitto_sub, persistent session, QoS 1) records every message
+# in central.jsonl. At the end the run waits for the daemon's backlog to be 0 and for the
+# consumer to have every stored reading (conditions, not sleeps); the account reports readings
+# stored, received upstream after dedup by (gateway, store, seq), lost upstream, and the
+# repeats against their bound.
 . "$(dirname "$0")/../system/lib.sh"
 
 SOAK_MINUTES=${1:-${SOAK_MINUTES:-2}}
@@ -74,10 +92,21 @@ READ_PACKET_BUDGET=64                               # MQTT messages handled per 
 MARGIN_MS=500                                       # around each serial outage window
 RSS_NOISE_KIB=1024                                  # allowed RSS growth of the long-lived daemon
 BROKER_SAVE_MS=3000                                 # autosave_interval 1: saves <= ~2 s apart, + 1 s
+UP_KEEPALIVE=5 UP_MAX_INFLIGHT=20 UP_BATCH=20         # upstream: the window the repeats are bounded by
+UP_BACKLOG_RATE=300                                 # readings/s, so that a drain lasts long enough to kill
 
 failures=()
 verdict() { # OK? WHAT
         if [ "$1" = 1 ]; then sc_log "ok: $2"; else sc_log "FAIL: $2"; failures+=("$2"); fi
+}
+soft_wait() { # SECONDS WHAT COMMAND...: like sc_wait, but a timeout is a verdict, not the end
+        local deadline=$(($(date +%s) + $1)) what=$2
+        shift 2
+        until "$@" >/dev/null 2>&1; do
+                [ "$(date +%s)" -lt "$deadline" ] || { verdict 0 "timed out waiting for: $what"; return 1; }
+                sleep 0.5
+        done
+        sc_log "ok: $what"
 }
 now_ms() { date +%s%3N; }
 ev() { # KIND [DETAIL]: one line of the timeline
@@ -92,6 +121,56 @@ mosquitto() {
         exec /usr/sbin/mosquitto "$@"
 }
 
+# ---- upstream: the central broker, the proxy in front of it, the consumer --------------------
+CENTRAL_PORT="" CENTRAL_PID="" PROXY_PORT="" PROXY_PID="" CONSUMER_PID=""
+central_answers() { mosquitto_sub -p "$CENTRAL_PORT" -t '$SYS/broker/version' -C 1 -W 1 >/dev/null 2>&1; }
+central_start() { # on $CENTRAL_PORT once chosen (a restart keeps it)
+        local try i
+        mkdir -p "$T/central"
+        for try in 1 2 3 4 5; do
+                [ -n "$CENTRAL_PORT" ] && [ "$try" -eq 1 ] || CENTRAL_PORT=$((20000 + RANDOM % 40000))
+                printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nuser root\nmax_queued_messages 0\nautosave_interval 1\n' \
+                        "$CENTRAL_PORT" "$T/central" >"$T/central/mosquitto.conf"
+                /usr/sbin/mosquitto -c "$T/central/mosquitto.conf" >>"$T/central/log" 2>&1 &
+                CENTRAL_PID=$!
+                SC_PIDS+=("$CENTRAL_PID")
+                for i in $(seq 50); do
+                        kill -0 "$CENTRAL_PID" 2>/dev/null || break
+                        central_answers && return 0
+                        sleep 0.1
+                done
+                sc_kill_pid "$CENTRAL_PID"
+        done
+        sc_fail "the central mosquitto did not start"
+}
+central_gone() { # PID: waits until that process is gone
+        local i
+        for i in $(seq 100); do
+                kill -0 "$1" 2>/dev/null || return 0
+                sleep 0.05
+        done
+        sc_fail "the central mosquitto (pid $1) still there 5 s after it was told to go"
+}
+proxy_start() { # socat, a process per connection, from $PROXY_PORT to the central broker
+        PROXY_PORT=$((20000 + RANDOM % 40000))
+        socat TCP-LISTEN:"$PROXY_PORT",bind=127.0.0.1,reuseaddr,fork TCP:127.0.0.1:"$CENTRAL_PORT" 2>>"$T/proxy.log" &
+        PROXY_PID=$!
+        SC_PIDS+=("$PROXY_PID")
+        sc_wait 5 "the upstream proxy listens" bash -c "echo >/dev/tcp/127.0.0.1/$PROXY_PORT" 2>/dev/null
+}
+proxy_signal() { # SIG: the proxy and the processes it forked for connections
+        local pids
+        pids="$PROXY_PID $(ps -o pid= --ppid "$PROXY_PID" 2>/dev/null | tr '\n' ' ')"
+        kill -"$1" $pids 2>/dev/null || true
+}
+consumer_start() { # a persistent QoS 1 session: what the broker takes while it is away still comes
+        mosquitto_sub -p "$CENTRAL_PORT" -c -i soak-central-consumer -q 1 \
+                -t 'sensor-collector/+/backlog' -t 'sensor-collector/+/+/+' -F '%p' >>"$T/central.jsonl" 2>>"$T/consumer.log" &
+        CONSUMER_PID=$!
+        SC_PIDS+=("$CONSUMER_PID")
+}
+consumer_historical() { grep -c '"historical":true' "$T/central.jsonl" || true; }
+
 sc_setup
 # On any exit, before lib.sh's cleanup ends the namespace: keep the journal and the store with
 # the rest of the test directory (SC_KEEP=1 keeps it; a failed run keeps it too).
@@ -103,13 +182,19 @@ soak_save() {
         [ -e "$T/store.db" ] || { cp "$host_state/readings.db" "$T/store.db" &&
                 cp "$host_state/readings.db-wal" "$T/store.db-wal"; } 2>/dev/null || true
 }
-trap 'st=$?; set +e; soak_save; [ $st -eq 0 ] || SC_KEEP=1; (exit $st); sc_cleanup' EXIT
+# A run that ends during a link cut leaves the proxy stopped: it continues first, so that its
+# connection processes (not in SC_PIDS) see the central broker go and exit.
+trap 'st=$?; set +e; soak_save; [ -z "$PROXY_PID" ] || proxy_signal CONT; [ $st -eq 0 ] || SC_KEEP=1; (exit $st); sc_cleanup' EXIT
 host_state=""
 : >"$T/timeline.tsv"
 sc_log "seed $SOAK_SEED, $SOAK_MINUTES min (replay: SOAK_SEED=$SOAK_SEED)"
 sc_manager_start
 sc_broker_start
 sc_pty_start
+: >"$T/central.jsonl"
+central_start
+proxy_start
+consumer_start
 RANDOM=$SOAK_SEED   # after the broker's random port: from here on RANDOM is the schedule's
 
 # The state directory on a tmpfs of its own: about 1.5 MB of store per minute at these rates.
@@ -126,6 +211,9 @@ printf '%s\n' '{
             "topics": [ { "filter": "greenhouse/+sensor/state", "qos": 1, "format": "json" },
                         { "filter": "greenhouse-q2/+sensor/state", "qos": 2, "format": "json" } ] },
   "store": { "commit_max_rows": '$COMMIT_MAX_ROWS' },
+  "upstream": { "enabled": true, "host": "127.0.0.1", "port": '"$PROXY_PORT"', "protocol": "5",
+                "gateway_id": "soak-gw", "keepalive": '$UP_KEEPALIVE', "max_inflight": '$UP_MAX_INFLIGHT',
+                "batch_size": '$UP_BATCH', "backlog_rate": '$UP_BACKLOG_RATE' },
   "supervisor": { "stop_timeout": 5 }
 }' >"$T/config.json"
 sc_in_ns sh -c "mkdir -p /etc/sensor-collector && cp $SC_NS/config.json $conf &&
@@ -304,6 +392,47 @@ fault_broker_kill() { # MS
         [ "$SC_BROKER_PORT" = "$port" ] || sc_fail "the broker came back on port $SC_BROKER_PORT, not $port"
         ev broker_up
 }
+fault_central() { # MS: an orderly stop and start
+        ev central_down "$1 ms"
+        kill -TERM "$CENTRAL_PID"
+        central_gone "$CENTRAL_PID"
+        ms_sleep "$1"
+        central_start
+        ev central_up
+}
+fault_central_kill() { # MS
+        ev central_kill "$1 ms"
+        kill -KILL "$CENTRAL_PID"
+        central_gone "$CENTRAL_PID"
+        ms_sleep "$1"
+        central_start
+        ev central_up
+}
+fault_link_cut() { # MS: nothing passes, nothing is closed
+        ev link_cut "$1 ms"
+        proxy_signal STOP
+        ms_sleep "$1"
+        proxy_signal CONT
+        ev link_up
+}
+fault_drain_kill() { # MS: the central broker away for MS (a backlog builds), back, then SIGKILL in the drain
+        local h0 pid i
+        ev central_down "$1 ms (for a drain)"
+        kill -TERM "$CENTRAL_PID"
+        central_gone "$CENTRAL_PID"
+        ms_sleep "$1"
+        h0=$(consumer_historical)
+        central_start
+        ev central_up
+        for i in $(seq 400); do # the first backlog message at the consumer: the drain is under way
+                [ "$(consumer_historical)" -gt "$h0" ] && break
+                sleep 0.05
+        done
+        pid=$(main_pid)
+        ev sigkill "pid $pid (upstream drain: $(( $(consumer_historical) - h0 )) backlog messages in)"
+        sc_in_ns kill -KILL "$pid"
+        wait_dead "$pid" && check_integrity "sigkill in the upstream drain"
+}
 fault_burst() {
         ev burst
         kill -USR2 "$sim_serial" "$sim_mqtt" "$sim_qos2"
@@ -339,6 +468,10 @@ run_fault() { # KIND
         broker_kill)  rnd 300 2500; fault_broker_kill $R ;;
         diskfull)     fault_diskfull ;;
         burst)        fault_burst ;;
+        central_restart) rnd 300 3000; fault_central $R ;;
+        central_kill) rnd 300 3000; fault_central_kill $R ;;
+        link_cut)     rnd $(( (UP_KEEPALIVE + 1) * 1000 )) $(( (2 * UP_KEEPALIVE + 2) * 1000 )); fault_link_cut $R ;;
+        drain_kill)   rnd 2000 5000; fault_drain_kill $R ;;
         esac
         sc_wait 60 "healthy after $1" healthy
 }
@@ -348,14 +481,15 @@ end=$((t0 + SOAK_MINUTES * 60))
 fault_end=$((t0 + SOAK_MINUTES * 60 * 6 / 10))
 pause_max=$(( SOAK_MINUTES <= 5 ? 3000 : 20000 ))
 # Every kind at least once, in a seeded order; then seeded draws.
-must=(sigkill watchdog restart pty_short pty_long broker_short broker_long broker_kill diskfull burst)
+must=(sigkill watchdog restart pty_short pty_long broker_short broker_long broker_kill diskfull burst
+      central_restart central_kill link_cut drain_kill)
 for ((i = ${#must[@]} - 1; i > 0; i--)); do
         j=$((RANDOM % (i + 1)))
         tmp=${must[i]} must[i]=${must[j]} must[j]=$tmp
 done
 restarting=(sigkill sigkill sigkill watchdog restart restart pty_short pty_short pty_long broker_short broker_short broker_long
-            broker_kill broker_kill burst burst)
-riding=(pty_short broker_short broker_short broker_kill burst)
+            broker_kill broker_kill burst burst central_restart central_kill link_cut drain_kill)
+riding=(pty_short broker_short broker_short broker_kill burst central_restart central_kill)
 ev phase faults
 n=0
 while :; do
@@ -402,6 +536,10 @@ mqtt_caught_up() { [ "$(stored_last soak-m)" -ge "$seq_last_m" ] && [ "$(stored_
 sc_log "MQTT: last seq sent $seq_last_m (QoS 1), $seq_last_q (QoS 2); stored so far $(stored_last soak-m 2>&1), $(stored_last soak-q 2>&1)"
 sc_wait 60 "the daemon stored the last MQTT frame of both streams" mqtt_caught_up
 sleep 2   # the serial tail, if any, is in the tty buffer: read and committed by now
+# Upstream: everything committed acknowledged by the central broker (the daemon's own count).
+upstream_drained() { [[ "$(status_line)" == *"upstream: connected to "*", backlog 0,"* ]]; }
+soft_wait 180 "the upstream backlog drained (STATUS= backlog 0)" upstream_drained || true
+ev upstream_drained
 sc_ctl stop "$unit"
 verdict "$([ "$(sc_prop $unit ExecMainStatus)" = 0 ] && echo 1 || echo 0)" "the final stop exits 0"
 ev stop
@@ -409,9 +547,25 @@ ev stop
 # ---- the account ---------------------------------------------------------------------------
 A="$T/analysis.db"
 soak_save      # the journal and the store, into the test directory
+# The consumer has every stored reading (what the broker acknowledged, it delivers): a condition,
+# polled twice a second; on a timeout the account shows what is missing.
+central_json() { sed '1s/^/[/; $!s/$/,/; $s/$/]/' "$T/central.jsonl" >"$T/central.json"; }
+consumer_caught_up() {
+        local want have
+        central_json
+        want=$(sqlite3 -readonly "$T/store.db" 'SELECT count(*) FROM readings') || return 1
+        have=$(sqlite3 :memory: "SELECT count(DISTINCT coalesce(json_extract(r.value, '\$.seq'), json_extract(m.value, '\$.seq')))
+                                 FROM json_each(readfile('$T/central.json')) m LEFT JOIN json_each(m.value, '\$.readings') r") || return 1
+        [ "$have" -ge "$want" ]
+}
+soft_wait 60 "the central consumer has every stored reading" consumer_caught_up || true
+kill -TERM "$CONSUMER_PID" 2>/dev/null
+wait "$CONSUMER_PID" 2>/dev/null || true
+central_json
 final_check=$(sqlite3 "$T/store.db" 'PRAGMA integrity_check' 2>&1) || true
 verdict "$([ "$final_check" = ok ] && echo 1 || echo 0)" "integrity_check of the final store: $final_check"
 
+SOAK_UP_INFLIGHT=$UP_MAX_INFLIGHT SOAK_UP_BATCH=$UP_BATCH \
 SOAK_REOPEN_MS=$((REOPEN_TIMEOUT * 1000)) SOAK_OFFLINE_MS=$((MAX_OFFLINE * 1000)) SOAK_BROKER_SAVE_MS=$BROKER_SAVE_MS \
         bash "$(dirname "$0")/account.sh" "$T" "$A" "$MARGIN_MS" "$COMMIT_MAX_ROWS" "$READINGS_PER_FRAME" \
         "$READ_PACKET_BUDGET" "$RSS_NOISE_KIB" >"$T/report.txt" || failures+=("the account (see the report)")

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for the store's sequence numbers, store id and forwarding hooks (upstream). */
 #include <check.h>
+#include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -182,6 +184,91 @@ START_TEST(test_seq_flags) {
 }
 END_TEST
 
+/* What store_retention_scan() must say inside the hook, per range. */
+typedef struct ScanCase {
+        int64_t lo, hi;
+        uint64_t want_removed;
+        int64_t want_kept;
+} ScanCase;
+
+typedef struct ScanFixture {
+        const ScanCase *cases;
+        size_t n_cases;
+        unsigned calls;
+} ScanFixture;
+
+static void on_retention_scan(Store *s, int64_t upto, void *userdata) {
+        ScanFixture *f = userdata;
+        (void) upto;
+
+        for (size_t i = 0; i < f->n_cases; i++) {
+                uint64_t removed = 99;
+                int64_t kept = 99;
+
+                ck_assert_int_eq(store_retention_scan(s, f->cases[i].lo, f->cases[i].hi, &removed, &kept), 0);
+                ck_assert_msg(removed == f->cases[i].want_removed && kept == f->cases[i].want_kept,
+                              "%" PRId64 "..%" PRId64 ": removed %" PRIu64 " kept %" PRId64 ", want %" PRIu64 " and %" PRId64,
+                              f->cases[i].lo, f->cases[i].hi, removed, kept, f->cases[i].want_removed, f->cases[i].want_kept);
+        }
+        f->calls++;
+}
+
+static void append_flags(Fixture *f, int64_t received, unsigned flags) {
+        static int64_t ts = 1;
+        Reading r = { .sensor = "s", .metric = "t", .value = 1.0, .ts_ms = received + ts++, .received_ms = received,
+                      .source = READING_SOURCE_SERIAL, .origin = "x", .flags = flags, .boottime_ms = 1000 };
+
+        ck_assert_int_eq(store_append(f->store, &r), 0);
+}
+
+/* Inside the retention hook the store says which rows of a range really go: age retention keeps
+ * unsynced, uncorrected rows (and everything an earlier age step kept). Outside the hook the
+ * question has no answer. */
+START_TEST(test_retention_scan) {
+        /* Ten old readings, 3, 4 and 7 unsynced: the age step passes up to 10 and keeps those. */
+        static const ScanCase first[] = {
+                { 1, 10, 7, 3 },      /* 1, 2, 5, 6, 8, 9, 10 go; 3 is the first that stays */
+                { 5, 10, 5, 7 },
+                { 8, 10, 3, 0 },      /* nothing after 7 stays */
+                { 8, 100, 3, 0 },     /* above upto: not this step's business */
+        };
+        /* Two more old ones (11, 12): the next age step starts after 10; 3, 4, 7 stay. */
+        static const ScanCase second[] = {
+                { 1, 12, 2, 3 },
+                { 8, 12, 2, 0 },
+        };
+        Fixture f = {};
+        ScanFixture sf = {};
+        int64_t now = wall_clock_ms();
+        uint64_t removed;
+        int64_t kept;
+
+        fx_start(&f, tl_tmpdir());
+        store_set_hooks(f.store, NULL, on_retention_scan, &sf);
+        for (int i = 1; i <= 10; i++)
+                append_flags(&f, now - 3 * DAY_MS, i == 3 || i == 4 || i == 7 ? READING_FLAG_UNSYNCED : 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(store_retention_scan(f.store, 1, 10, &removed, &kept), -EINVAL);
+
+        f.config.retention_days = 1;
+        sf = (ScanFixture) { first, ELEMENTSOF(first), 0 };
+        ck_assert_int_ge(store_run_retention(f.store), 0);
+        ck_assert_uint_eq(sf.calls, 1);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings"), 3);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings WHERE id IN (3, 4, 7)"), 3);
+
+        for (int i = 0; i < 2; i++)
+                append_flags(&f, now - 3 * DAY_MS, 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        sf = (ScanFixture) { second, ELEMENTSOF(second), 0 };
+        ck_assert_int_ge(store_run_retention(f.store), 0);
+        ck_assert_uint_eq(sf.calls, 1);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM readings"), 3);
+        fx_stop(&f);
+        f.event = sd_event_unref(f.event);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("store-seq");
         TCase *tc = tcase_create("core");
@@ -190,6 +277,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_seq_never_repeats);
         tcase_add_test(tc, test_meta_batched);
         tcase_add_test(tc, test_seq_flags);
+        tcase_add_test(tc, test_retention_scan);
         suite_add_tcase(s, tc);
         return s;
 }
