@@ -368,7 +368,7 @@ static int block_reading_row(sqlite3_stmt *st, void *userdata) {
                 w->skip--;
                 return 0;
         }
-        return reading_row(st, &w->inner);
+        return reading_id_row(st, &w->inner);
 }
 
 static int block_compare(const void *a, const void *b) {
@@ -484,7 +484,7 @@ static int readings_by_blocks(StoreReader *r, const StoreFilter *f, const char *
         _cleanup_free_ Block *blocks = NULL;
         Window *w = NULL;
         size_t n = 0, nw = 0, first = 0;
-        BlockWalk walk = { .inner = { cb, userdata } };
+        BlockWalk walk = { .inner = { cb, userdata, r } };
         sqlite3_stmt *rows = NULL, *count = NULL;
         char sql[3072], from[1024];
         int rc = SQLITE_OK, k;
