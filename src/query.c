@@ -251,8 +251,7 @@ static void format_time(int64_t ms, bool utc, char *buf, size_t size) {
         struct tm tm;
         char base[40];
 
-        if (last.valid && last.ms == ms && last.utc == utc) {
-                /* valid only when the text fits buf (below) */
+        if (last.valid && last.ms == ms && last.utc == utc && strlen(last.text) < size) {
                 memcpy(buf, last.text, strlen(last.text) + 1);
                 return;
         }
@@ -269,7 +268,6 @@ static void format_time(int64_t ms, bool utc, char *buf, size_t size) {
                 memcpy(last.text, buf, strlen(buf) + 1);
         }
 }
-
 
 /* ---- escaping ---- */
 
@@ -361,14 +359,13 @@ static int json_string(Buffer *b, const char *s) {
 }
 
 static int csv_field(Buffer *b, const char *s) {
+        static const bool special[256] = { [','] = true, ['"'] = true, ['\r'] = true, ['\n'] = true };
         size_t n = 0;
         bool quote = false;
         int r;
 
         /* One pass to find both the length and whether the field needs quotes: strpbrk() and
          * strlen() per field were a tenth of an export's time. */
-        static const bool special[256] = { [','] = true, ['"'] = true, ['\r'] = true, ['\n'] = true };
-
         for (; s[n]; n++)
                 quote |= special[(unsigned char) s[n]];
         if (!quote && !(n > 0 && (s[0] == ' ' || s[n - 1] == ' ')))
@@ -395,7 +392,8 @@ typedef struct Output {
         size_t widths[TABLE_COLUMNS_MAX];
         bool header_done;
         uint64_t rows_total;
-        Buffer line;                /* CSV/JSON: the current line, reused for every row */
+        Buffer line;                /* CSV/JSON: lines not written yet (output_flush_lines()), the
+                                     * buffer reused for the whole walk */
 } Output;
 
 static void table_line(const Output *o, const char *const *cells, bool header) {

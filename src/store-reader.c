@@ -22,8 +22,8 @@ typedef enum ReaderName {
         _READER_NAME_MAX,
 } ReaderName;
 
-/* Names by id, looked up once per walk instead of by a subquery per row (four per reading
- * cost a fifth of an export's time in SQLite, docs/BENCHMARKS.md). A store has few names and
+/* Names by id, looked up once per walk instead of by a subquery per row (four per reading were
+ * half of the instructions of a csv export, docs/BENCHMARKS.md). A store has few names and
  * small ids, so a direct-mapped cache almost never misses twice; a miss asks the table. */
 #define READER_NAME_SLOTS 256
 
@@ -43,9 +43,8 @@ struct StoreReader {
 };
 
 static void reader_name_cache_clear(ReaderNameCache *c) {
-        for (size_t i = 0; i < READER_NAME_SLOTS; i++) {
+        for (size_t i = 0; i < READER_NAME_SLOTS; i++)
                 c->slots[i].name = mfree(c->slots[i].name);
-        }
 }
 
 StoreReader *store_reader_free(StoreReader *r) {
@@ -63,7 +62,9 @@ StoreReader *store_reader_free(StoreReader *r) {
 /* The name of id in table k, or "" for NULL or an id the table does not have (what the
  * subquery this replaces gave). Runs inside the walk's statement, so it reads the walk's own
  * snapshot: a name a concurrent daemon drops or adds meanwhile cannot be mixed in. The text is
- * owned by the cache, valid until the next lookup. Returns 0 or -errno. */
+ * owned by the cache, valid until the next miss of the same table's cache or the next walk
+ * (one lookup per table per row, so a row's names last through its callback). Returns 0 or
+ * -errno. */
 static int reader_name(StoreReader *r, ReaderName k, sqlite3_stmt *row, int column, const char **ret) {
         static const char *const sql[_READER_NAME_MAX] = {
                 [READER_NAME_SENSOR] = "SELECT name FROM sensors WHERE id = ?1",

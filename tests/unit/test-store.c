@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "collector/retention-pace.h"
 #include "collector/store-reader.h"
 #include "collector/store.h"
 #include "testlib.h"
@@ -898,6 +899,38 @@ START_TEST(test_retention_by_age) {
 }
 END_TEST
 
+/* An age step removes what the pace allows: the first one RETENTION_PACE_FIRST_ROWS readings,
+ * the next at most twice that, none more than RETENTION_PACE_MAX_ROWS; the backlog still goes. */
+START_TEST(test_retention_by_age_paced) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1;
+        int r, steps = 0;
+
+        fx_init(&f, NULL);
+        f.config.retention_days = 30;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "old", 6000, now - 40 * DAY_MS, &ts);
+        append_n(&f, "new", 5, now, &ts);
+        ck_assert_int_eq(store_commit(f.store), 0);
+
+        ck_assert_int_eq(store_run_retention(f.store), RETENTION_PACE_FIRST_ROWS);
+        ck_assert(store_retention_pending(f.store));
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 6005 - RETENTION_PACE_FIRST_ROWS);
+        r = store_run_retention(f.store);
+        ck_assert_int_gt(r, 0);
+        ck_assert_int_le(r, 2 * RETENTION_PACE_FIRST_ROWS);
+        do {
+                r = store_run_retention(f.store);
+                ck_assert_int_ge(r, 0);
+                ck_assert_int_le(r, RETENTION_PACE_MAX_ROWS + 2);  /* and the two names at the end */
+                ck_assert_int_lt(++steps, 1000);
+        } while (r > 0 || store_retention_pending(f.store));
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'old'"), 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'new'"), 5);
+        fx_done(&f);
+}
+END_TEST
+
 /* Runs retention steps until nothing more is due; returns how many rows and names went. */
 static int64_t retention_until_done(Fixture *f) {
         int64_t total = 0;
@@ -1324,6 +1357,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_failure_cause_survives_rollback);
         tcase_add_test(tc, test_failure_counts_lost_batch);
         tcase_add_test(tc, test_retention_by_age);
+        tcase_add_test(tc, test_retention_by_age_paced);
         tcase_add_test(tc, test_retention_by_age_after_clock_ahead);
         tcase_add_test(tc, test_retention_timer);
         tcase_add_test(tc, test_retention_no_burst_after_stall);
