@@ -5,6 +5,8 @@
 #include <inttypes.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <sys/socket.h>
 
@@ -105,6 +107,8 @@ struct Upstream {
         unsigned receive_max;         /* the broker's (MQTT 5), else 65535 */
         bool window_dirty;
         UpstreamBuf topic, payload;
+        unsigned pass_sent;           /* messages sent in this pass (live or drain) */
+        int corked_fd;                /* the socket TCP_CORK is set on, or -EBADF */
 
         uint64_t n_live, n_backlog, n_acked, n_refused, n_reconnects, n_lost;
         uint64_t lost_unlogged, lost_logged_usec;
@@ -282,12 +286,44 @@ static void up_window_changed(Upstream *u) {
 
 /* ---- sending ---- */
 
+/* libmosquitto writes each PUBLISH with its own send() as soon as it is queued. On its own every
+ * such send is a segment: on loopback the broker's whole receive path runs in our send() and
+ * wakes the broker for each message, and over a network each is a packet. From the second
+ * message of a pass on, the socket is corked (TCP_CORK), so the kernel sends full segments, and
+ * up_pass_end() uncorks it, which sends the rest at once: a pass never holds a message back
+ * beyond its own end, so live latency does not change. A single message per pass (a quiet
+ * greenhouse) costs no extra call. */
+static void up_pass_sent(Upstream *u) {
+        static const int one = 1;
+        int fd;
+
+        if (++u->pass_sent != 2 || u->corked_fd >= 0 || !u->mosq)
+                return;
+        fd = mosquitto_socket(u->mosq);
+        if (fd >= 0 && setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one)) >= 0)
+                u->corked_fd = fd;
+}
+
+static void up_pass_end(Upstream *u) {
+        static const int zero = 0;
+
+        u->pass_sent = 0;
+        if (u->corked_fd < 0)
+                return;
+        /* Only the socket it was set on: a connection that closed meanwhile took it along (and
+         * its number may be a new connection's by now, which was never corked). */
+        if (u->mosq && mosquitto_socket(u->mosq) == u->corked_fd)
+                (void) setsockopt(u->corked_fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
+        u->corked_fd = -EBADF;
+}
+
 static int up_publish(Upstream *u, const char *topic, const UpstreamBuf *payload, int64_t lo, int64_t hi, bool live) {
         int mid = 0, rc, r;
 
         rc = mosquitto_publish(u->mosq, &mid, topic, (int) payload->len, payload->data, u->config->qos, false);
         if (rc != MOSQ_ERR_SUCCESS)
                 return mosq_errno(rc, errno);
+        up_pass_sent(u);
         if (u->window.n_flights == 0)
                 u->progress_usec = now_usec(u); /* the ack timeout counts from the first in flight */
         r = upstream_window_add_flight(&u->window, mid, lo, hi, live);
@@ -335,7 +371,7 @@ static int live_one(const StoredReading *row, void *userdata) {
 }
 
 /* Sends what was committed since the last pass, while the window has room. */
-static void up_send_live(Upstream *u) {
+static void up_send_live_pass(Upstream *u) {
         int64_t after;
 
         while (u->state == UP_CONNECTED && upstream_window_next_live(&u->window, u->committed, &after) &&
@@ -368,6 +404,11 @@ static void up_send_live(Upstream *u) {
                         break;
                 }
         }
+}
+
+static void up_send_live(Upstream *u) {
+        up_send_live_pass(u);
+        up_pass_end(u);
 }
 
 typedef struct BatchCtx {
@@ -462,6 +503,7 @@ static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 if (r <= 0)
                         break;
         }
+        up_pass_end(u);
         if (r < 0 || u->state != UP_CONNECTED)
                 return 0;
         /* The next tick one interval after this one was due (not after it ran: the rate holds on
@@ -1297,6 +1339,7 @@ int upstream_task_new(sd_event *e, const UpstreamConfig *config, Store *store, S
         u->store = store;
         u->sensors = sensors;
         u->io = IO_WATCH_INIT;
+        u->corked_fd = -EBADF;
         u->receive_max = 65535;
         u->backoff_policy = (BackoffPolicy) {
                 .initial_usec = BACKOFF_INITIAL_USEC,
