@@ -269,6 +269,16 @@ int upstream_payload_batch_begin(UpstreamBuf *b, const UpstreamSource *src) {
         return k;
 }
 
+int upstream_payload_live_batch_begin(UpstreamBuf *b, const UpstreamSource *src) {
+        int k;
+
+        b->len = 0;
+        k = put_source(b, src);
+        if (k >= 0)
+                k = buf_str(b, ",\"historical\":false,\"readings\":[");
+        return k;
+}
+
 int upstream_payload_batch_add(UpstreamBuf *b, const StoredReading *r, const char *unit, bool first) {
         int k;
 

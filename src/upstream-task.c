@@ -370,9 +370,86 @@ static int live_one(const StoredReading *row, void *userdata) {
         return 0;
 }
 
+typedef struct LiveBatchCtx {
+        Upstream *u;
+        int64_t last;
+        unsigned n;
+        int error;
+} LiveBatchCtx;
+
+static int live_batch_one(const StoredReading *row, void *userdata) {
+        LiveBatchCtx *c = userdata;
+        int r;
+
+        c->last = row->id;
+        if (upstream_window_is_done(&c->u->window, row->id))
+                return 0;
+        r = upstream_payload_batch_add(&c->u->payload, row, up_unit(c->u, row), c->n == 0);
+        if (r < 0) {
+                c->error = r;
+                return r;
+        }
+        c->n++;
+        return 0;
+}
+
+/* With upstream.live_batch_topic: what was committed since the last pass, in messages of up
+ * to batch_size readings (usually one per commit), while the window has room. One PUBLISH,
+ * one PUBACK and one store read for many readings. Failures are reported. */
+static void up_send_live_batches(Upstream *u) {
+        int64_t after;
+
+        while (u->state == UP_CONNECTED && upstream_window_next_live(&u->window, u->committed, &after) &&
+               u->window.n_flights < up_limit(u)) {
+                LiveBatchCtx c = { .u = u, .last = after };
+                int64_t hi;
+                int r;
+
+                r = upstream_payload_live_batch_begin(&u->payload, &u->source);
+                if (r >= 0)
+                        r = store_read_seq(u->store, after, u->committed + 1, u->config->batch_size, live_batch_one, &c);
+                if (r < 0 || c.error < 0) {
+                        if (r != -ESHUTDOWN)
+                                up_fail(u, r < 0 ? r : c.error, "Failed to read readings to forward");
+                        return;
+                }
+                /* A short read reached committed: the message covers the ids up to it that hold
+                 * no reading too. */
+                hi = (unsigned) r < u->config->batch_size ? u->committed : c.last;
+                if (c.n == 0) {
+                        /* Nothing to send up to hi (ids without a reading, or done already). */
+                        upstream_window_sent_live(&u->window, hi);
+                        if (upstream_window_mark_done(&u->window, after + 1, hi) < 0) {
+                                up_fail(u, -ENOMEM, "Out of memory");
+                                return;
+                        }
+                        up_window_changed(u);
+                        continue;
+                }
+                r = upstream_payload_batch_end(&u->payload);
+                if (r >= 0)
+                        r = upstream_topic_format(&u->topic, u->config->live_batch_topic, &u->source, NULL, NULL);
+                if (r >= 0)
+                        r = up_publish(u, u->topic.data, &u->payload, after + 1, hi, true);
+                if (r == -ENOTCONN || r == -ECONNRESET)
+                        return; /* on_disconnect follows */
+                if (r < 0) {
+                        up_fail(u, r, "Failed to forward readings upstream");
+                        return;
+                }
+                u->n_live += c.n - 1; /* up_publish() counted one */
+                upstream_window_sent_live(&u->window, hi);
+        }
+}
+
 /* Sends what was committed since the last pass, while the window has room. */
 static void up_send_live_pass(Upstream *u) {
         int64_t after;
+
+        if (u->config->live_batch_topic) {
+                up_send_live_batches(u);
+                return;
+        }
 
         while (u->state == UP_CONNECTED && upstream_window_next_live(&u->window, u->committed, &after) &&
                u->window.n_flights < up_limit(u)) {

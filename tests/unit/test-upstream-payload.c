@@ -78,6 +78,13 @@ START_TEST(test_payloads) {
                                  "\"readings\":[{\"seq\":42,\"sensor\":\"t\\\"1\",\"metric\":\"temp\",\"value\":21.5,"
                                  "\"ts\":1700000000123,\"flags\":[\"sensor_ts\"]},{\"seq\":43,\"sensor\":\"h1\","
                                  "\"metric\":\"rh\",\"value\":0.10000000000000001,\"ts\":1700000000200,\"flags\":[]}]}");
+        /* Live readings grouped (upstream.live_batch_topic): the backlog's form, not historical. */
+        ck_assert_int_eq(upstream_payload_live_batch_begin(&b, &src), 0);
+        ck_assert_int_eq(upstream_payload_batch_add(&b, &q, NULL, true), 0);
+        ck_assert_int_eq(upstream_payload_batch_end(&b), 0);
+        ck_assert_str_eq(b.data, "{\"gateway\":\"gw-1\",\"store\":\"00112233445566778899aabbccddeeff\",\"historical\":false,"
+                                 "\"readings\":[{\"seq\":43,\"sensor\":\"h1\",\"metric\":\"rh\","
+                                 "\"value\":0.10000000000000001,\"ts\":1700000000200,\"flags\":[]}]}");
         free(b.data);
 }
 END_TEST
