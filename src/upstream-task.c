@@ -288,16 +288,16 @@ static void up_window_changed(Upstream *u) {
 
 /* libmosquitto writes each PUBLISH with its own send() as soon as it is queued. On its own every
  * such send is a segment: on loopback the broker's whole receive path runs in our send() and
- * wakes the broker for each message, and over a network each is a packet. From the second
- * message of a pass on, the socket is corked (TCP_CORK), so the kernel sends full segments, and
+ * wakes the broker for each message, and over a network each is a packet. Before the second
+ * message of a pass, the socket is corked (TCP_CORK), so the kernel sends full segments, and
  * up_pass_end() uncorks it, which sends the rest at once: a pass never holds a message back
  * beyond its own end, so live latency does not change. A single message per pass (a quiet
  * greenhouse) costs no extra call. */
-static void up_pass_sent(Upstream *u) {
+static void up_pass_before_send(Upstream *u) {
         static const int one = 1;
         int fd;
 
-        if (++u->pass_sent != 2 || u->corked_fd >= 0 || !u->mosq)
+        if (u->pass_sent == 0 || u->corked_fd >= 0 || !u->mosq)
                 return;
         fd = mosquitto_socket(u->mosq);
         if (fd >= 0 && setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one)) >= 0)
@@ -310,8 +310,8 @@ static void up_pass_end(Upstream *u) {
         u->pass_sent = 0;
         if (u->corked_fd < 0)
                 return;
-        /* Only the socket it was set on: a connection that closed meanwhile took it along (and
-         * its number may be a new connection's by now, which was never corked). */
+        /* Only the socket it was set on: a connection that closed during the pass took its
+         * socket (and the cork) along. */
         if (u->mosq && mosquitto_socket(u->mosq) == u->corked_fd)
                 (void) setsockopt(u->corked_fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
         u->corked_fd = -EBADF;
@@ -320,10 +320,11 @@ static void up_pass_end(Upstream *u) {
 static int up_publish(Upstream *u, const char *topic, const UpstreamBuf *payload, int64_t lo, int64_t hi, bool live) {
         int mid = 0, rc, r;
 
+        up_pass_before_send(u);
         rc = mosquitto_publish(u->mosq, &mid, topic, (int) payload->len, payload->data, u->config->qos, false);
         if (rc != MOSQ_ERR_SUCCESS)
                 return mosq_errno(rc, errno);
-        up_pass_sent(u);
+        u->pass_sent++;
         if (u->window.n_flights == 0)
                 u->progress_usec = now_usec(u); /* the ack timeout counts from the first in flight */
         r = upstream_window_add_flight(&u->window, mid, lo, hi, live);
