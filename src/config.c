@@ -555,6 +555,7 @@ static const Field upstream_fields[] = {
         F_STRING("topic", UpstreamConfig, topic, 1, 1024, check_topic_template, "sensor-collector/{gateway}/{sensor}/{metric}"),
         F_STRING("backlog_topic", UpstreamConfig, backlog_topic, 1, 1024, check_backlog_topic, "sensor-collector/{gateway}/backlog"),
         F_STRING("status_topic", UpstreamConfig, status_topic, 1, 1024, check_backlog_topic, "sensor-collector/{gateway}/status"),
+        F_STRING("live_batch_topic", UpstreamConfig, live_batch_topic, 1, 1024, check_backlog_topic, NULL),
         F_INT("qos", UpstreamConfig, qos, 1, 2, 1),
         F_INT("max_inflight", UpstreamConfig, max_inflight, 1, 65535, 20),
         F_INT("backlog_rate", UpstreamConfig, backlog_rate, 1, 1000000, 1000),
@@ -1322,6 +1323,9 @@ static void parse_upstream(Ctx *ctx, const cJSON *obj, UpstreamConfig *c) {
         if (valid(&s, "backlog_topic") && valid(&s, "topic") && c->backlog_topic && c->topic &&
             streq(c->backlog_topic, c->topic))
                 error_at(ctx, "/upstream/backlog_topic", "must differ from \"topic\", so that the backlog is told from live readings");
+        if (valid(&s, "live_batch_topic") && valid(&s, "backlog_topic") && c->live_batch_topic && c->backlog_topic &&
+            streq(c->live_batch_topic, c->backlog_topic))
+                error_at(ctx, "/upstream/live_batch_topic", "must differ from \"backlog_topic\", so that live readings are told from the backlog");
 }
 
 static void parse_simple(Ctx *ctx, const char *path, const Field *fields, size_t n, const cJSON *obj, void *base) {
@@ -1939,6 +1943,7 @@ Config *config_free(Config *c) {
         free(c->upstream.tls_version);
         free(c->upstream.topic);
         free(c->upstream.backlog_topic);
+        free(c->upstream.live_batch_topic);
         free(c->upstream.status_topic);
         free(c);
         return NULL;

@@ -116,6 +116,7 @@ static const RestartKey restart_keys[] = {
         K("/upstream/tls_version", KEY_STRING, upstream.tls_version, SECTION_UPSTREAM),
         K("/upstream/topic", KEY_STRING, upstream.topic, SECTION_UPSTREAM),
         K("/upstream/backlog_topic", KEY_STRING, upstream.backlog_topic, SECTION_UPSTREAM),
+        K("/upstream/live_batch_topic", KEY_STRING, upstream.live_batch_topic, SECTION_UPSTREAM),
         K("/upstream/status_topic", KEY_STRING, upstream.status_topic, SECTION_UPSTREAM),
         K("/upstream/qos", KEY_INT, upstream.qos, SECTION_UPSTREAM),
         K("/upstream/max_inflight", KEY_UNSIGNED, upstream.max_inflight, SECTION_UPSTREAM),

@@ -49,21 +49,40 @@ _printf_(2, 3) static int buf_printf(UpstreamBuf *b, const char *format, ...) {
         return buf_put(b, tmp, (size_t) n);
 }
 
+/* A decimal integer, without printf (two of them per reading: seq and ts). */
+static int buf_int64(UpstreamBuf *b, int64_t v) {
+        char tmp[24];
+
+        return buf_put(b, tmp, decimal_format_int64(v, tmp));
+}
+
+static bool json_plain(unsigned char c) {
+        return c >= 0x20 && c != '"' && c != '\\';
+}
+
 /* A JSON string: quotes, backslash and control characters escaped (names are printable ASCII
- * when they come from frame.c, but the store is a file that anything may have written). */
+ * when they come from frame.c, but the store is a file that anything may have written). Runs
+ * of characters that need no escape are copied at once. */
 static int buf_json_string(UpstreamBuf *b, const char *s) {
         int r = buf_str(b, "\"");
 
-        for (; r >= 0 && *s; s++) {
+        while (r >= 0 && *s) {
                 unsigned char c = (unsigned char) *s;
+                size_t n = 0;
 
+                while (json_plain((unsigned char) s[n]))
+                        n++;
+                if (n > 0) {
+                        r = buf_put(b, s, n);
+                        s += n;
+                        continue;
+                }
                 if (c == '"' || c == '\\') {
                         char e[2] = { '\\', (char) c };
                         r = buf_put(b, e, 2);
-                } else if (c < 0x20)
+                } else
                         r = buf_printf(b, "\\u%04x", c);
-                else
-                        r = buf_put(b, s, 1);
+                s++;
         }
         return r < 0 ? r : buf_str(b, "\"");
 }
@@ -179,7 +198,11 @@ static int put_flags(UpstreamBuf *b, const StoredReading *r) {
 static int put_reading(UpstreamBuf *b, const StoredReading *r, const char *unit) {
         int k;
 
-        k = buf_printf(b, "\"seq\":%" PRId64 ",\"sensor\":", r->id);
+        k = buf_str(b, "\"seq\":");
+        if (k >= 0)
+                k = buf_int64(b, r->id);
+        if (k >= 0)
+                k = buf_str(b, ",\"sensor\":");
         if (k >= 0)
                 k = buf_json_string(b, strempty(r->sensor));
         if (k >= 0)
@@ -202,7 +225,9 @@ static int put_reading(UpstreamBuf *b, const StoredReading *r, const char *unit)
                         k = buf_json_string(b, unit);
         }
         if (k >= 0)
-                k = buf_printf(b, ",\"ts\":%" PRId64, r->ts_ms);
+                k = buf_str(b, ",\"ts\":");
+        if (k >= 0)
+                k = buf_int64(b, r->ts_ms);
         if (k >= 0)
                 k = put_flags(b, r);
         return k;
@@ -242,6 +267,16 @@ int upstream_payload_batch_begin(UpstreamBuf *b, const UpstreamSource *src) {
         k = put_source(b, src);
         if (k >= 0)
                 k = buf_str(b, ",\"historical\":true,\"readings\":[");
+        return k;
+}
+
+int upstream_payload_live_batch_begin(UpstreamBuf *b, const UpstreamSource *src) {
+        int k;
+
+        b->len = 0;
+        k = put_source(b, src);
+        if (k >= 0)
+                k = buf_str(b, ",\"historical\":false,\"readings\":[");
         return k;
 }
 

@@ -5,6 +5,8 @@
 #include <inttypes.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <sys/socket.h>
 
@@ -105,6 +107,8 @@ struct Upstream {
         unsigned receive_max;         /* the broker's (MQTT 5), else 65535 */
         bool window_dirty;
         UpstreamBuf topic, payload;
+        unsigned pass_sent;           /* messages sent in this pass (live or drain) */
+        int corked_fd;                /* the socket TCP_CORK is set on, or -EBADF */
 
         uint64_t n_live, n_backlog, n_acked, n_refused, n_reconnects, n_lost;
         uint64_t lost_unlogged, lost_logged_usec;
@@ -285,12 +289,45 @@ static void up_window_changed(Upstream *u) {
 
 /* ---- sending ---- */
 
+/* libmosquitto writes each PUBLISH with its own send() as soon as it is queued. On its own every
+ * such send is a segment: on loopback the broker's whole receive path runs in our send() and
+ * wakes the broker for each message, and over a network each is a packet. Before the second
+ * message of a pass, the socket is corked (TCP_CORK), so the kernel sends full segments, and
+ * up_pass_end() uncorks it, which sends the rest at once: a pass never holds a message back
+ * beyond its own end, so live latency does not change. A single message per pass (a quiet
+ * greenhouse) costs no extra call. */
+static void up_pass_before_send(Upstream *u) {
+        static const int one = 1;
+        int fd;
+
+        if (u->pass_sent == 0 || u->corked_fd >= 0 || !u->mosq)
+                return;
+        fd = mosquitto_socket(u->mosq);
+        if (fd >= 0 && setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one)) >= 0)
+                u->corked_fd = fd;
+}
+
+static void up_pass_end(Upstream *u) {
+        static const int zero = 0;
+
+        u->pass_sent = 0;
+        if (u->corked_fd < 0)
+                return;
+        /* Only the socket it was set on: a connection that closed during the pass took its
+         * socket (and the cork) along. */
+        if (u->mosq && mosquitto_socket(u->mosq) == u->corked_fd)
+                (void) setsockopt(u->corked_fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
+        u->corked_fd = -EBADF;
+}
+
 static int up_publish(Upstream *u, const char *topic, const UpstreamBuf *payload, int64_t lo, int64_t hi, bool live) {
         int mid = 0, rc, r;
 
+        up_pass_before_send(u);
         rc = mosquitto_publish(u->mosq, &mid, topic, (int) payload->len, payload->data, u->config->qos, false);
         if (rc != MOSQ_ERR_SUCCESS)
                 return mosq_errno(rc, errno);
+        u->pass_sent++;
         if (u->window.n_flights == 0)
                 u->progress_usec = now_usec(u); /* the ack timeout counts from the first in flight */
         r = upstream_window_add_flight(&u->window, mid, lo, hi, live);
@@ -337,9 +374,86 @@ static int live_one(const StoredReading *row, void *userdata) {
         return 0;
 }
 
-/* Sends what was committed since the last pass, while the window has room. */
-static void up_send_live(Upstream *u) {
+typedef struct LiveBatchCtx {
+        Upstream *u;
+        int64_t last;
+        unsigned n;
+        int error;
+} LiveBatchCtx;
+
+static int live_batch_one(const StoredReading *row, void *userdata) {
+        LiveBatchCtx *c = userdata;
+        int r;
+
+        c->last = row->id;
+        if (upstream_window_is_done(&c->u->window, row->id))
+                return 0;
+        r = upstream_payload_batch_add(&c->u->payload, row, up_unit(c->u, row), c->n == 0);
+        if (r < 0) {
+                c->error = r;
+                return r;
+        }
+        c->n++;
+        return 0;
+}
+
+/* With upstream.live_batch_topic: what was committed since the last pass, in messages of up
+ * to batch_size readings (usually one per commit), while the window has room. One PUBLISH,
+ * one PUBACK and one store read for many readings. Failures are reported. */
+static void up_send_live_batches(Upstream *u) {
         int64_t after;
+
+        while (u->state == UP_CONNECTED && upstream_window_next_live(&u->window, u->committed, &after) &&
+               u->window.n_flights < up_limit(u)) {
+                LiveBatchCtx c = { .u = u, .last = after };
+                int64_t hi;
+                int r;
+
+                r = upstream_payload_live_batch_begin(&u->payload, &u->source);
+                if (r >= 0)
+                        r = store_read_seq(u->store, after, u->committed + 1, u->config->batch_size, live_batch_one, &c);
+                if (r < 0 || c.error < 0) {
+                        if (r != -ESHUTDOWN)
+                                up_fail(u, r < 0 ? r : c.error, "Failed to read readings to forward");
+                        return;
+                }
+                /* A short read reached committed: the message covers the ids up to it that hold
+                 * no reading too. */
+                hi = (unsigned) r < u->config->batch_size ? u->committed : c.last;
+                if (c.n == 0) {
+                        /* Nothing to send up to hi (ids without a reading, or done already). */
+                        upstream_window_sent_live(&u->window, hi);
+                        if (upstream_window_mark_done(&u->window, after + 1, hi) < 0) {
+                                up_fail(u, -ENOMEM, "Out of memory");
+                                return;
+                        }
+                        up_window_changed(u);
+                        continue;
+                }
+                r = upstream_payload_batch_end(&u->payload);
+                if (r >= 0)
+                        r = upstream_topic_format(&u->topic, u->config->live_batch_topic, &u->source, NULL, NULL);
+                if (r >= 0)
+                        r = up_publish(u, u->topic.data, &u->payload, after + 1, hi, true);
+                if (r == -ENOTCONN || r == -ECONNRESET)
+                        return; /* on_disconnect follows */
+                if (r < 0) {
+                        up_fail(u, r, "Failed to forward readings upstream");
+                        return;
+                }
+                u->n_live += c.n - 1; /* up_publish() counted one */
+                upstream_window_sent_live(&u->window, hi);
+        }
+}
+
+/* Sends what was committed since the last pass, while the window has room. */
+static void up_send_live_pass(Upstream *u) {
+        int64_t after;
+
+        if (u->config->live_batch_topic) {
+                up_send_live_batches(u);
+                return;
+        }
 
         while (u->state == UP_CONNECTED && upstream_window_next_live(&u->window, u->committed, &after) &&
                u->window.n_flights < up_limit(u)) {
@@ -371,6 +485,11 @@ static void up_send_live(Upstream *u) {
                         break;
                 }
         }
+}
+
+static void up_send_live(Upstream *u) {
+        up_send_live_pass(u);
+        up_pass_end(u);
 }
 
 typedef struct BatchCtx {
@@ -465,6 +584,7 @@ static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 if (r <= 0)
                         break;
         }
+        up_pass_end(u);
         if (r < 0 || u->state != UP_CONNECTED)
                 return 0;
         /* The next tick one interval after this one was due (not after it ran: the rate holds on
@@ -1348,6 +1468,7 @@ int upstream_task_new(sd_event *e, const UpstreamConfig *config, Store *store, S
         u->store = store;
         u->sensors = sensors;
         u->io = IO_WATCH_INIT;
+        u->corked_fd = -EBADF;
         u->receive_max = 65535;
         u->backoff_policy = (BackoffPolicy) {
                 .initial_usec = BACKOFF_INITIAL_USEC,

@@ -136,6 +136,7 @@ typedef struct UpstreamConfig {
         char *tls_version;
         char *topic;                  /* live readings: a template with {gateway} {store} {sensor} {metric} */
         char *backlog_topic;          /* backlog batches: {gateway} {store} */
+        char *live_batch_topic;       /* or NULL (one message per live reading): live readings grouped, {gateway} {store} */
         char *status_topic;           /* retained online/offline, the last will */
         int qos;                      /* 1 or 2 */
         unsigned max_inflight;        /* PUBLISHes awaiting their acknowledgement */

@@ -44,5 +44,9 @@ int upstream_payload_live(UpstreamBuf *b, const UpstreamSource *src, const Store
  * object {"seq":..,"sensor":..,"metric":..,"value":..,"unit":..,"ts":..,"flags":[..]} (unit and
  * flags as for a live reading), _end() closes it. Each returns 0 or -ENOMEM. */
 int upstream_payload_batch_begin(UpstreamBuf *b, const UpstreamSource *src);
+/* The same envelope for live readings grouped into one message (upstream.live_batch_topic):
+ * {"gateway":G,"store":S,"historical":false,"readings":[; continue with _add() and _end().
+ * Returns 0 or -ENOMEM. */
+int upstream_payload_live_batch_begin(UpstreamBuf *b, const UpstreamSource *src);
 int upstream_payload_batch_add(UpstreamBuf *b, const StoredReading *r, const char *unit, bool first);
 int upstream_payload_batch_end(UpstreamBuf *b);

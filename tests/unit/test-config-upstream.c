@@ -31,6 +31,7 @@ START_TEST(test_defaults) {
         ck_assert_str_eq(c->upstream.topic, "sensor-collector/{gateway}/{sensor}/{metric}");
         ck_assert_str_eq(c->upstream.backlog_topic, "sensor-collector/{gateway}/backlog");
         ck_assert_str_eq(c->upstream.status_topic, "sensor-collector/{gateway}/status");
+        ck_assert_ptr_null(c->upstream.live_batch_topic); /* one message per live reading */
         ck_assert_ptr_nonnull(c->upstream.gateway_id);
         ck_assert_uint_gt(strlen(c->upstream.gateway_id), 0);
         snprintf(want, sizeof(want), "sensor-collector-up-%s", c->upstream.gateway_id);
@@ -55,12 +56,21 @@ START_TEST(test_derived) {
 }
 END_TEST
 
+/* Live readings grouped: on a topic of their own, without per-reading placeholders. */
+START_TEST(test_live_batch_topic) {
+        _cleanup_(config_freep) Config *c = parse("{\"upstream\": {\"live_batch_topic\": \"farm/{gateway}/{store}/live\"}}");
+
+        ck_assert_str_eq(c->upstream.live_batch_topic, "farm/{gateway}/{store}/live");
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("config-upstream");
         TCase *tc = tcase_create("core");
 
         tcase_add_test(tc, test_defaults);
         tcase_add_test(tc, test_derived);
+        tcase_add_test(tc, test_live_batch_topic);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests for the upstream payloads and topic templates. */
 #include <check.h>
+#include <inttypes.h>
 #include <stdio.h>
 
 #include "collector/upstream-payload.h"
@@ -77,6 +78,13 @@ START_TEST(test_payloads) {
                                  "\"readings\":[{\"seq\":42,\"sensor\":\"t\\\"1\",\"metric\":\"temp\",\"value\":21.5,"
                                  "\"ts\":1700000000123,\"flags\":[\"sensor_ts\"]},{\"seq\":43,\"sensor\":\"h1\","
                                  "\"metric\":\"rh\",\"value\":0.1,\"ts\":1700000000200,\"flags\":[]}]}");
+        /* Live readings grouped (upstream.live_batch_topic): the backlog's form, not historical. */
+        ck_assert_int_eq(upstream_payload_live_batch_begin(&b, &src), 0);
+        ck_assert_int_eq(upstream_payload_batch_add(&b, &q, NULL, true), 0);
+        ck_assert_int_eq(upstream_payload_batch_end(&b), 0);
+        ck_assert_str_eq(b.data, "{\"gateway\":\"gw-1\",\"store\":\"00112233445566778899aabbccddeeff\",\"historical\":false,"
+                                 "\"readings\":[{\"seq\":43,\"sensor\":\"h1\",\"metric\":\"rh\","
+                                 "\"value\":0.1,\"ts\":1700000000200,\"flags\":[]}]}");
         free(b.data);
 }
 END_TEST
@@ -155,6 +163,41 @@ START_TEST(test_payload_value) {
 }
 END_TEST
 
+/* Names are copied in runs and escaped where JSON needs it; integers are printed without printf. */
+static const struct {
+        const char *sensor;
+        int64_t seq, ts;
+        const char *want;             /* from "seq" to "metric" */
+} escape_table[] = {
+        { "plain-name", 1, 0, "\"seq\":1,\"sensor\":\"plain-name\"" },
+        { "", 0, -1, "\"seq\":0,\"sensor\":\"\"" },
+        { "\"", 9, 1, "\"seq\":9,\"sensor\":\"\\\"\"" },
+        { "a\\b\"c", 10, 10, "\"seq\":10,\"sensor\":\"a\\\\b\\\"c\"" },
+        { "x\ny\x01", 123456789012345, 1796304975970, "\"seq\":123456789012345,\"sensor\":\"x\\u000ay\\u0001\"" },
+        { "\x1f\\\"end", INT64_MAX, INT64_MIN, "\"seq\":9223372036854775807,\"sensor\":\"\\u001f\\\\\\\"end\"" },
+        { "°C-ü", -5, 99, "\"seq\":-5,\"sensor\":\"°C-ü\"" },
+};
+
+START_TEST(test_payload_escapes) {
+        UpstreamBuf b = {};
+
+        for (size_t i = 0; i < ELEMENTSOF(escape_table); i++) {
+                StoredReading r = { .id = escape_table[i].seq, .sensor = escape_table[i].sensor, .metric = "m",
+                                    .value = 1, .ts_ms = escape_table[i].ts };
+                char want[512];
+
+                ck_assert_int_lt(snprintf(want, sizeof(want), "{\"gateway\":\"gw-1\",\"store\":\"00112233445566778899aabbccddeeff\","
+                                                 "%s,\"metric\":\"m\",\"value\":1,\"ts\":%" PRId64 ",\"flags\":[],"
+                                                 "\"historical\":false}",
+                                          escape_table[i].want, escape_table[i].ts),
+                                 (int) sizeof(want));
+                ck_assert_int_eq(upstream_payload_live(&b, &src, &r, NULL), 0);
+                ck_assert_str_eq(b.data, want);
+        }
+        free(b.data);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("upstream-payload");
         TCase *tc = tcase_create("core");
@@ -164,6 +207,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_payloads);
         tcase_add_test(tc, test_payload_flags_unit);
         tcase_add_loop_test(tc, test_payload_value, 0, ELEMENTSOF(value_table));
+        tcase_add_test(tc, test_payload_escapes);
         suite_add_tcase(s, tc);
         return s;
 }
