@@ -1257,7 +1257,7 @@ START_TEST(test_live_batches) {
         const char *dir = tl_tmpdir(), *bdir_up = tl_tmpdir();
         TlBroker in = { 0 }, up = { 0 };
         _cleanup_free_ char *config = NULL;
-        Consumer *c = calloc(1, sizeof(Consumer));
+        TlConsumer *c = calloc(1, sizeof(TlConsumer));
         uint64_t dups = 0;
         TlDaemon d;
         Pub p;
@@ -1266,7 +1266,7 @@ START_TEST(test_live_batches) {
         tl_broker_start(&in, tl_tmpdir(), IN_BROKER_CONF);
         tl_broker_start(&up, bdir_up, NULL);
         cons_open(c, up.port);
-        cons_run(c, 200);
+        tl_consumer_run(c, 200);
         config = make_config(dir, in.port, up.port,
                              "\"live_batch_topic\": \"sensor-collector/{gateway}/live\", \"max_inflight\": 20, \"batch_size\": 5");
         tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
@@ -1276,7 +1276,7 @@ START_TEST(test_live_batches) {
         pub_readings(&p, 1, 300);
         ck_assert(wait_stored(dir, 300, 10000));
         assert_all_arrived(c, dir, 300, 10000);
-        cons_have(c, 300, &dups);
+        tl_consumer_have(c, 300, &dups);
         ck_assert_uint_eq(dups, 0);
         ck_assert_uint_eq(c->historical, 0); /* all live */
         ck_assert_uint_eq(c->readings, 300);
@@ -1301,7 +1301,7 @@ START_TEST(test_live_batches) {
         pub_close(&p);
         ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
-        cons_close(c);
+        tl_consumer_close(c);
         free(c);
         tl_broker_stop(&in);
         tl_broker_stop(&up);
