@@ -64,17 +64,20 @@
 # a duplicate stored; a reject that no injected bad frame or outage explains; a restart with
 # a cause not injected; a failed integrity_check; RSS growth of the long-lived daemon beyond
 # noise, or no RSS samples to judge it by (the sampler gone); a simulator failing; a stored
-# reading that never reached the central consumer (upstream loss must be 0), or more readings
-# sent again from the backlog than the in-flight window allows per interruption.
+# reading that never reached the central consumer and is not the central broker's loss (what a
+# SIGKILLed central broker had acknowledged and not yet saved, told apart as for the input
+# broker: the daemon's upstream loss must be 0), or more readings sent again from the backlog
+# than the in-flight window allows per interruption.
 #
 # Upstream: the daemon forwards to a second private mosquitto (the central broker, on loopback,
 # persistence with autosave_interval 1 as above) through a proxy of its own (socat, one process
 # per connection; a link cut stops them all with SIGSTOP, so that what was sent stays unanswered,
 # as on a dead link); a consumer (mosquitto_sub, persistent session, QoS 1) records every message
-# in central.jsonl. At the end the run waits for the daemon's backlog to be 0 and for the
-# consumer to have every stored reading (conditions, not sleeps); the account reports readings
-# stored, received upstream after dedup by (gateway, store, seq), lost upstream, and the
-# repeats against their bound.
+# in central.jsonl with its arrival time. At the end the run waits for the daemon's backlog to
+# be 0 and for the consumer to have every stored reading, or nothing new for 15 s (conditions,
+# not sleeps); the account reports readings stored, received upstream after dedup by (gateway,
+# store, seq), lost upstream (the daemon's and the central broker's), and the repeats against
+# their bound.
 . "$(dirname "$0")/../system/lib.sh"
 
 SOAK_MINUTES=${1:-${SOAK_MINUTES:-2}}
