@@ -370,7 +370,12 @@ up_lost_meta=$(q "SELECT coalesce((SELECT CAST(value AS INTEGER) FROM store.meta
 up_events=$((x_all + n_term + n_cdown + n_ckill + n_cut))
 up_hard=$((x_kill + x_abrt + x12))
 up_bound=$(((up_events + up_hard) * INFLIGHT * UPBATCH))
-echo "faults: $n_cdown central broker restarts (one before each drain kill), $n_ckill central broker SIGKILLs, $n_cut silent link cuts; $up_events interruptions of the link in all ($up_hard hard)"
+# A link cut the daemon noticed itself: its "Connection to central broker ... lost" line while
+# the proxy was still stopped.
+n_cut_seen=$(q "SELECT count(*) FROM timeline c WHERE c.kind = 'link_cut' AND EXISTS (SELECT 1 FROM journal j
+                WHERE j.msg LIKE 'Connection to central broker % lost:%' AND j.t > c.t
+                AND j.t < coalesce((SELECT min(u.t) FROM timeline u WHERE u.kind = 'link_up' AND u.t > c.t), c.t))")
+echo "faults: $n_cdown central broker restarts (one before each drain kill), $n_ckill central broker SIGKILLs, $n_cut silent link cuts ($n_cut_seen noticed by the daemon before the link was back); $up_events interruptions of the link in all ($up_hard hard)"
 echo "readings stored: $up_stored; received upstream after dedup: $up_got, in $up_msgs messages ($up_hist_msgs backlog); lost upstream: $up_lost"
 echo "  the central broker's loss: $up_b_lost readings in $up_b_gaps gaps (longest $up_b_max) across one of its $n_ckill SIGKILLs, acknowledged to the daemon and neither delivered nor saved; at most $up_b_bound per kill ($UPRATE readings/s in $((SAVE_MS + 2 * M)) ms)"
 echo "  the daemon's loss: $up_d_lost"

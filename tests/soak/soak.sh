@@ -479,7 +479,11 @@ run_fault() { # KIND
         burst)        fault_burst ;;
         central_restart) rnd 300 3000; fault_central $R ;;
         central_kill) rnd 300 3000; fault_central_kill $R ;;
-        link_cut)     rnd $(( (UP_KEEPALIVE + 1) * 1000 )) $(( (2 * UP_KEEPALIVE + 2) * 1000 )); fault_link_cut $R ;;
+        # Longer than the daemon's own keepalive check takes (a PINGREQ once nothing has gone
+        # out for keepalive, and no answer for as long: about 10 s with 5 s, test-upstream), so
+        # that the daemon notices the cut itself and does not only learn of it when the link
+        # is back (from the broker, which dropped it on its side meanwhile).
+        link_cut)     rnd $(( (2 * UP_KEEPALIVE + 1) * 1000 )) $(( 3 * UP_KEEPALIVE * 1000 )); fault_link_cut $R ;;
         drain_kill)   rnd 2000 5000; fault_drain_kill $R ;;
         esac
         sc_wait 60 "healthy after $1" healthy
