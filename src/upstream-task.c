@@ -632,17 +632,20 @@ static void on_commit(Store *s, int64_t committed, void *userdata) {
  * before the first row that stays: that row is still backlog and is sent when its turn comes
  * (with its flags), and the ids after it that lost their rows are covered by the message that
  * carries it, as any ids without a reading are. Returns the readings counted lost, or -errno
- * (the store failed and says why, or out of memory: reported). */
-static int64_t up_retention_release(Upstream *u, Store *s, int64_t upto) {
+ * (the store failed and says why, or out of memory: reported); *ret_changed says whether a
+ * stretch not done was there at all (else the done set is as it was). */
+static int64_t up_retention_release(Upstream *u, Store *s, int64_t upto, bool *ret_changed) {
         uint64_t lost = 0;
         SeqRange gap;
         int64_t from = 0;
         int r;
 
+        *ret_changed = false;
         while (upstream_window_next_gap(&u->window, from, upto, &gap)) {
                 uint64_t n = 0;
                 int64_t kept = 0;
 
+                *ret_changed = true;
                 r = store_retention_scan(s, gap.lo, gap.hi, &n, &kept);
                 if (r < 0)
                         return r;
@@ -659,14 +662,16 @@ static int64_t up_retention_release(Upstream *u, Store *s, int64_t upto) {
 
 static void on_retention(Store *s, int64_t upto, void *userdata) {
         Upstream *u = userdata;
+        bool changed;
         int64_t r;
         uint64_t lost;
 
-        r = up_retention_release(u, s, upto);
+        r = up_retention_release(u, s, upto, &changed);
         if (r < 0)
                 return;
         lost = (uint64_t) r;
-        up_window_changed(u);
+        if (changed)
+                up_window_changed(u);
         if (lost == 0)
                 return;
         u->n_lost += lost;

@@ -359,17 +359,24 @@ START_TEST(test_live_and_central_restart) {
         ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
         {
-                /* The daemon's own count of what it sent, next to what the consumer got: readings
-                 * 301..600 came while the broker was away (backlog), so backlog readings sent
-                 * beyond 300 plus the in-flight window are the daemon's repeats. */
+                /* The daemon's own count of what it sent, next to what the consumer got: every
+                 * reading once, and again at most what was in flight when the link went (20
+                 * messages of at most 5 readings). Whatever the consumer counts beyond that was
+                 * not sent twice by the daemon. */
                 _cleanup_free_ char *log = tl_daemon_log(&d);
                 const char *stopped = strstr(log, " backlog readings sent, ");
+                unsigned long long live = 0, backlog = 0;
 
                 while (stopped && stopped > log && stopped[-1] != '\n')
                         stopped--;
 
                 fprintf(stderr, "central restart (%s): the daemon says: %.*s\n", protocols[_i],
                         stopped ? (int) strcspn(stopped, "\n") : 4, stopped ? stopped : "none");
+                ck_assert_msg(stopped && (stopped = strstr(stopped, "Stopped (")) &&
+                                      sscanf(stopped, "Stopped (%llu live, %llu backlog", &live, &backlog) == 2,
+                              "no stop line with the counts: %s", log);
+                ck_assert_msg(live + backlog >= 700 && live + backlog <= 700 + 20 * 5,
+                              "the daemon sent %llu live and %llu backlog readings for 700", live, backlog);
         }
         ck_assert_msg(c->repeats_historical <= 20 * 5, "%" PRIu64 " repeats sent by the daemon; %s", c->repeats_historical,
                       tl_daemon_log(&d));
