@@ -486,7 +486,8 @@ int store_reader_readings(StoreReader *r, const StoreFilter *f,
         assert(r && f && cb);
 
         /* Only the filters that are set, as name -> id lookups, so that the planner sees plain
-         * equalities and uses the key index (sensor_id, metric_id, ts) or the ts index. */
+         * equalities and uses the key index (sensor_id, metric_id, ts), or the ts index of a store not
+         * migrated yet; without a sensor, a v6 store reads readings_blocks below. */
         /* A sensor without a metric: "metric_id IN (every metric)" selects the same rows (the store
          * interns each name before a row uses it and drops only names no row uses), but it lets
          * the planner seek (sensor_id, metric_id, ts) once per metric instead of walking every
