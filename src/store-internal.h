@@ -227,6 +227,7 @@ struct Store {
         sd_event_source *checkpoint_source;
         int checkpoint_force_at;
         uint64_t batch_deadline_usec;   /* CLOCK_MONOTONIC: the open batch's window ends; 0: none */
+        uint64_t checkpoint_failure_logged_usec; /* CLOCK_MONOTONIC; 0: never */
         StoreWriteStats write_stats;
 };
 
