@@ -272,10 +272,6 @@ int store_commit_internal(Store *s);
 int store_checkpoint_start(Store *s);
 void store_checkpoint_stop(Store *s);
 
-/* Gives SQLite an allocator with free lists for its small allocations (store-malloc.c). Only
- * before SQLite is initialized; afterwards a no-op. */
-void store_malloc_install(void);
-
 /* Interned names and store.max_names (store-names.c). */
 
 /* Sets *ret to the id of name in table kind, adding it inside the open transaction when new

@@ -1210,7 +1210,6 @@ static const TaskOps store_task_ops = {
 static void store_configure_sqlite(void) {
         (void) sqlite3_config(SQLITE_CONFIG_SINGLETHREAD);
         (void) sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-        store_malloc_install();
 }
 
 int store_task_new(sd_event *e, const StoreConfig *config, Task **ret_task, Store **ret_store) {
