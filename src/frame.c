@@ -8,6 +8,24 @@
 
 #include "collector/frame.h"
 
+/* The cJSON arena (parse_json()): under AddressSanitizer what is not handed out is poisoned and
+ * every piece is followed by a poisoned gap, so that an overrun or a use after the parse is
+ * still found (the fuzz targets). */
+#if defined(__SANITIZE_ADDRESS__)
+#  include <sanitizer/asan_interface.h>
+#  define JSON_ARENA_GAP _Alignof(max_align_t)
+#elif defined(__has_feature)
+#  if __has_feature(address_sanitizer)
+#    include <sanitizer/asan_interface.h>
+#    define JSON_ARENA_GAP _Alignof(max_align_t)
+#  endif
+#endif
+#ifndef JSON_ARENA_GAP
+#  define JSON_ARENA_GAP 0
+#  define ASAN_POISON_MEMORY_REGION(addr, size) ((void) (addr), (void) (size))
+#  define ASAN_UNPOISON_MEMORY_REGION(addr, size) ((void) (addr), (void) (size))
+#endif
+
 static_assert(SENSOR_ID_MAX == METRIC_NAME_MAX, "frame_id_valid() applies one limit to both");
 
 /* 2^53: larger integers are not exact in a double, and a sensor clock that far off is broken. */
@@ -427,22 +445,6 @@ static void cjson_deletep(cJSON **j) {
  * done; what does not fit (a big object) falls back to malloc(). One thread, and nothing keeps
  * a node of the parse, so one static buffer does. */
 #define JSON_ARENA_SIZE 4096
-/* Under AddressSanitizer what is not handed out is poisoned and every piece is followed by a
- * poisoned gap, so that an overrun or a use after the parse is still found (the fuzz targets). */
-#if defined(__SANITIZE_ADDRESS__)
-#  include <sanitizer/asan_interface.h>
-#  define JSON_ARENA_GAP _Alignof(max_align_t)
-#elif defined(__has_feature)
-#  if __has_feature(address_sanitizer)
-#    include <sanitizer/asan_interface.h>
-#    define JSON_ARENA_GAP _Alignof(max_align_t)
-#  endif
-#endif
-#ifndef JSON_ARENA_GAP
-#  define JSON_ARENA_GAP 0
-#  define ASAN_POISON_MEMORY_REGION(addr, size) ((void) (addr), (void) (size))
-#  define ASAN_UNPOISON_MEMORY_REGION(addr, size) ((void) (addr), (void) (size))
-#endif
 
 static struct {
         _Alignas(max_align_t) unsigned char buf[JSON_ARENA_SIZE];

@@ -21,8 +21,12 @@
  * blocks one. A reader's snapshot keeps the frames after it in the WAL until it ends; the WAL
  * is then reset by the first commit after a checkpoint that got to the end. */
 
-/* Copies pages back into the database and syncs it. Returns an SQLite code (logged by the
- * caller as a warning: a checkpoint that fails is retried by the next one, nothing is lost). */
+/* A failed checkpoint loses nothing (the pages stay in the WAL, the next one retries) and is
+ * logged at most this often: it may be asked for at every commit. */
+#define CHECKPOINT_FAILURE_LOG_USEC (60 * USEC_PER_SEC)
+
+/* Copies pages back into the database and syncs it. Logs a failure as a warning (rate-limited);
+ * returns an SQLite code. */
 static int store_checkpoint_run(Store *s, bool forced) {
         uint64_t t0 = clock_now_usec(CLOCK_MONOTONIC), took;
         int log_frames = 0, done_frames = 0, rc;
@@ -37,9 +41,13 @@ static int store_checkpoint_run(Store *s, bool forced) {
          * grown by another bound, not at every commit. */
         s->checkpoint_force_at = (rc == SQLITE_OK && done_frames >= log_frames) ? STORE_CHECKPOINT_FORCE_PAGES
                                                                                  : log_frames + STORE_CHECKPOINT_FORCE_PAGES;
-        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY &&
+            (s->checkpoint_failure_logged_usec == 0 ||
+             t0 - s->checkpoint_failure_logged_usec >= CHECKPOINT_FAILURE_LOG_USEC)) {
+                s->checkpoint_failure_logged_usec = t0;
                 log_warning("Failed to checkpoint the WAL of '%s': %s, ignoring.", s->config->path,
                             sqlite3_errmsg(s->db));
+        }
         return rc;
 }
 

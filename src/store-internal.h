@@ -244,6 +244,7 @@ struct Store {
         sd_event_source *checkpoint_source;
         int checkpoint_force_at;
         uint64_t batch_deadline_usec;   /* CLOCK_MONOTONIC: the open batch's window ends; 0: none */
+        uint64_t checkpoint_failure_logged_usec; /* CLOCK_MONOTONIC; 0: never */
         StoreWriteStats write_stats;
         /* While the retention hook runs: what the deletion under way removes (see
          * store_retention_scan()). */
@@ -294,10 +295,6 @@ int store_commit_internal(Store *s);
  * -errno (nothing reported). store_checkpoint_stop() drops the source; safe to call twice. */
 int store_checkpoint_start(Store *s);
 void store_checkpoint_stop(Store *s);
-
-/* Gives SQLite an allocator with free lists for its small allocations (store-malloc.c). Only
- * before SQLite is initialized; afterwards a no-op. */
-void store_malloc_install(void);
 
 /* Interned names and store.max_names (store-names.c). */
 
