@@ -571,28 +571,37 @@ END_TEST
 /* Bytes end the degraded state and restart the clock: a port that talks now and then, less
  * often than idle_timeout, is reopened but never given up on. */
 START_TEST(test_silent_port_recovers) {
+        /* reopen_timeout is what the test has to answer a reopen in: 2 s holds on a busy
+         * machine. It talks until more than idle_timeout + reopen_timeout have passed since the
+         * start (and at least three times), so that a daemon counting from the start would have
+         * given up. */
+        const int64_t give_up_ms = 300 + 2000;
+        int64_t start;
+        int n = 0;
         Ctx c;
 
         ctx_init(&c, true);
-        daemon_start(&c, "\"format\": \"kv\", \"idle_timeout\": 0.3, \"reopen_timeout\": 0.5", "");
+        daemon_start(&c, "\"format\": \"kv\", \"idle_timeout\": 0.3, \"reopen_timeout\": 2", "");
         wait_ready(&c);
-        for (int i = 1; i <= 3; i++) {
+        start = tl_now_ms();
+        while (n < 3 || tl_now_ms() - start <= give_up_ms + 500) {
                 char line[64];
 
+                ck_assert_int_lt(n, 100);
                 /* wait for the idle reopen (degraded), then talk: running again */
-                ck_assert_msg(tl_notify_wait(&c.d.notify, "serial: no data from", 3000), "%s", c.d.notify.log);
+                ck_assert_msg(tl_notify_wait(&c.d.notify, "serial: no data from", 5000), "%s", c.d.notify.log);
                 c.d.notify.len = 0;     /* from here on, only what comes next */
                 c.d.notify.log[0] = 0;
-                snprintf(line, sizeof(line), "sensor=q v=%d\n", i);
+                snprintf(line, sizeof(line), "sensor=q v=%d\n", ++n);
                 write_str(&c, line);
-                ck_assert_msg(tl_notify_wait(&c.d.notify, "serial: running on", 3000), "%s", c.d.notify.log);
+                ck_assert_msg(tl_notify_wait(&c.d.notify, "serial: running on", 5000), "%s", c.d.notify.log);
                 c.d.notify.len = 0;
                 c.d.notify.log[0] = 0;
         }
-        ck_assert_int_eq(count_log(&c, "delivers data again"), 3);
+        ck_assert_int_eq(count_log(&c, "delivers data again"), n);
         /* more than idle_timeout + reopen_timeout since start: still alive */
         ck_assert_int_eq(tl_wait(c.d.pid, 1), -ETIMEDOUT);
-        wait_sql(&c, "SELECT count(*) FROM readings", 3);
+        wait_sql(&c, "SELECT count(*) FROM readings", n);
         stop_daemon_ok(&c);
 }
 END_TEST
