@@ -76,8 +76,9 @@ StoreEventKind store_event_kind_from_string(const char *s);
 int store_append_event(Store *s, const StoreEvent *ev);
 
 /* Calls cb for every sensor and metric with a reading whose ts is at or after since_ms, with
- * the newest such ts (ms). Reads the blocks of readings_blocks whose ts range reaches since_ms:
- * its cost grows with the readings since since_ms, not with the store. Returns 0, -ESHUTDOWN
+ * the newest such ts (ms). Walks the key index a few seeks per sensor and metric: its cost
+ * grows with the number of those pairs (bounded by store.max_names), not with the readings, and
+ * it needs no memory beyond the page cache. Returns 0, -ESHUTDOWN
  * when the store is not open, the first negative value cb returned, or -errno from SQLite (the
  * store is not failed by a read). */
 int store_foreach_last_seen(Store *s, int64_t since_ms,
