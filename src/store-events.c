@@ -168,7 +168,7 @@ int store_foreach_last_seen(Store *s, int64_t since_ms,
                             int (*cb)(const char *sensor, const char *metric, int64_t last_ms, void *userdata),
                             void *userdata) {
         sqlite3_stmt *st[_LS_MAX] = {};
-        int64_t sensor = INT64_MIN, metric;
+        int64_t sensor = INT64_MIN, metric = INT64_MIN;
         int rc = SQLITE_OK, r = 0;
 
         assert(s && cb);
@@ -182,7 +182,7 @@ int store_foreach_last_seen(Store *s, int64_t since_ms,
                         break;
                 metric = INT64_MIN;
                 while (r >= 0 && (rc = last_seen_next(st[LS_NEXT_METRIC], sensor, metric, &metric)) == SQLITE_ROW) {
-                        int64_t newest;
+                        int64_t newest = 0;
 
                         rc = last_seen_next(st[LS_NEWEST], sensor, metric, &newest);
                         if (rc != SQLITE_ROW)
