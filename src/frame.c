@@ -458,8 +458,11 @@ static void json_arena_reset(void) {
 
 static void *json_arena_alloc(size_t size) {
         size_t n = (size + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
+        size_t room = JSON_ARENA_SIZE - json_arena.used; /* used never passes the size */
 
-        if (n >= size && n <= JSON_ARENA_SIZE - JSON_ARENA_GAP - json_arena.used) {
+        /* n + gap <= room keeps that so (used may end closer to the end than a gap, and room
+         * minus the gap would then wrap round); a pointer of the arena is always inside it. */
+        if (size > 0 && n >= size && n <= room && JSON_ARENA_GAP <= room - n) {
                 void *p = json_arena.buf + json_arena.used;
 
                 json_arena.used += n + JSON_ARENA_GAP;
