@@ -460,9 +460,9 @@ static void *json_arena_alloc(size_t size) {
         size_t n = (size + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
         size_t room = JSON_ARENA_SIZE - json_arena.used; /* used never passes the size */
 
-        /* n + gap <= room keeps that so (used may end closer to the end than a gap, and room
-         * minus the gap would then wrap round); a pointer of the arena is always inside it. */
-        if (size > 0 && n >= size && n <= room && JSON_ARENA_GAP <= room - n) {
+        /* n + gap <= room keeps that so (n <= room first: no sum wraps round; used may end closer
+         * to the end than a gap, where room minus the gap would); an arena pointer is inside it. */
+        if (size > 0 && n >= size && n <= room && n + JSON_ARENA_GAP <= room) {
                 void *p = json_arena.buf + json_arena.used;
 
                 json_arena.used += n + JSON_ARENA_GAP;

@@ -85,8 +85,8 @@ static pid_t rabbit_exec(Rabbit *r, char *const argv[], const char *extra, const
         snprintf(e[n++], sizeof(e[0]), "RABBITMQ_CTL_DIST_PORT_MIN=%d", r->ctl_port);
         snprintf(e[n++], sizeof(e[0]), "RABBITMQ_CTL_DIST_PORT_MAX=%d", r->ctl_port);
         snprintf(e[n++], sizeof(e[0]), "ERL_EPMD_PORT=%d", r->epmd_port);
-        if (extra)
-                snprintf(e[n++], sizeof(e[0]), "%s", extra);
+        if (extra) /* a cut environment entry would be a wrong one */
+                ck_assert_int_lt(snprintf(e[n++], sizeof(e[0]), "%s", extra), (int) sizeof(e[0]));
         for (size_t i = 0; i < n; i++)
                 envp[i] = e[i];
         envp[n] = NULL;
