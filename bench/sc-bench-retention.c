@@ -45,7 +45,7 @@ int main(int argc, char **argv) {
         };
         unsigned steps = 200, done = 0, over = 0;
         uint64_t removed = 0;
-        double *ms = NULL, total = 0, t0;
+        double *ms = NULL, total = 0, t0, between_max = 0;
         sd_event *e = NULL;
         Task *task = NULL;
         Store *store = NULL;
@@ -59,9 +59,11 @@ int main(int argc, char **argv) {
                 case 'h':
                         printf("sc-bench-retention [--days D] [--max-size-mb M] [--steps N] PATH\n"
                                "Runs up to N retention steps (default 200) on the store at PATH with these\n"
-                               "settings, back to back, and prints one JSON line: steps, rows removed, and\n"
-                               "the time of each step (max, p99, p90, p50, mean) in ms, and how many took\n"
-                               "longer than the batch window (20 ms). PATH loses those rows.\n");
+                               "settings, back to back (running what the loop has pending in between, as the\n"
+                               "daemon does: its idle checkpoint), and prints one JSON line: steps, rows\n"
+                               "removed, the time of each step (max, p99, p90, p50, mean) in ms, how many took\n"
+                               "longer than the batch window (20 ms), and the longest time between two steps\n"
+                               "the loop was busy. PATH loses those rows.\n");
                         return 0;
                 default:
                         return 64;
@@ -101,6 +103,13 @@ int main(int argc, char **argv) {
                 removed += (uint64_t) r;
                 total += ms[done];
                 done++;
+                /* Between two steps the daemon's loop runs what is pending, the idle checkpoint
+                 * among them (the daemon waits RETENTION_BUSY_INTERVAL between steps): so here.
+                 * Its time is not the write lock's, but it is time the loop is busy. */
+                t = mono_ms();
+                while (sd_event_run(e, 0) > 0)
+                        ;
+                between_max = MAX(between_max, mono_ms() - t);
                 if (r == 0 && !store_retention_pending(store))
                         break;
         }
@@ -109,9 +118,9 @@ int main(int argc, char **argv) {
         for (unsigned i = 0; i < done; i++)
                 over += ms[i] > config.commit_interval_ms;
         printf("{\"steps\":%u,\"removed\":%" PRIu64 ",\"max_ms\":%.2f,\"p99_ms\":%.2f,\"p90_ms\":%.2f,"
-               "\"p50_ms\":%.2f,\"mean_ms\":%.2f,\"over_window\":%u,\"wall_s\":%.2f}\n",
+               "\"p50_ms\":%.2f,\"mean_ms\":%.2f,\"over_window\":%u,\"between_max_ms\":%.2f,\"wall_s\":%.2f}\n",
                done, removed, ms[done - 1], ms[(size_t) ((done - 1) * 0.99)], ms[(size_t) ((done - 1) * 0.9)],
-               ms[(done - 1) / 2], total / done, over, (mono_ms() - t0) / 1e3);
+               ms[(done - 1) / 2], total / done, over, between_max, (mono_ms() - t0) / 1e3);
         ret = 0;
 finish:
         if (task) {
