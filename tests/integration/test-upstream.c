@@ -291,6 +291,46 @@ static bool log_has(void *userdata) {
 
 static const char *const protocols[] = { "\"protocol\": \"3.1.1\"", "\"protocol\": \"5\"" };
 
+/* The end of a case: the publisher, the daemon (which must exit 0), the consumer and both brokers. */
+static void finish_all(TlDaemon *d, Pub *p, TlConsumer *c, TlBroker *in, TlBroker *up) {
+        pub_close(p);
+        ck_assert_int_eq(kill(d->pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(d, 10000), 0);
+        tl_consumer_close(c);
+        free(c);
+        tl_broker_stop(in);
+        tl_broker_stop(up);
+}
+
+/* The start of the retention cases: the input broker up, the central one away (its port kept
+ * in up->port), a daemon with retention_days 1 (and upstream keys upstream_extra) that stores
+ * readings 1..50 and stops. Writes the store's path into db; returns the configuration (the
+ * caller frees it) for the daemon's next starts. */
+static char *retention_prepare(const char *dir, const char *bdir_in, TlBroker *in, TlBroker *up, char *db, size_t db_size,
+                               const char *upstream_extra, TlDaemon *d, Pub *p) {
+        char *config = NULL;
+
+        snprintf(db, db_size, "%s/readings.db", dir);
+        tl_broker_start(in, bdir_in, IN_BROKER_CONF);
+        up->port = tl_free_port(); /* away for now */
+        ck_assert_int_ge(asprintf(&config,
+                                  "{ \"serial\": { \"enabled\": false },\n"
+                                  "  \"mqtt\": { \"host\": \"127.0.0.1\", \"port\": %d, \"client_id\": \"sc-up-in\",\n"
+                                  "            \"topics\": [ { \"filter\": \"gh/+sensor/data\", \"qos\": 1 } ] },\n"
+                                  "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": 10, \"retention_days\": 1 },\n"
+                                  "  \"upstream\": { \"enabled\": true, \"host\": \"127.0.0.1\", \"port\": %d,\n"
+                                  "                \"gateway_id\": \"gw1\", \"keepalive\": 5%s } }\n",
+                                  in->port, db, up->port, upstream_extra),
+                         0);
+        tl_daemon_start_ready(d, tl_tmpdir(), config, NULL, NULL, 10000);
+        pub_open(p, in->port);
+        pub_readings(p, 1, 50);
+        ck_assert(wait_stored(dir, 50, 10000));
+        ck_assert_int_eq(kill(d->pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(d, 10000), 0);
+        return config;
+}
+
 /* Live forwarding, and a central broker restart in the middle: nothing lost, duplicates only
  * what was in flight. The status topic says online. */
 START_TEST(test_live_and_central_restart) {
@@ -683,24 +723,7 @@ START_TEST(test_retention_unforwarded) {
         TlDaemon d;
         Pub p;
 
-        snprintf(db, sizeof(db), "%s/readings.db", dir);
-        tl_broker_start(&in, bdir_in, IN_BROKER_CONF);
-        up.port = tl_free_port(); /* away for now */
-        ck_assert_int_ge(asprintf(&config,
-                                  "{ \"serial\": { \"enabled\": false },\n"
-                                  "  \"mqtt\": { \"host\": \"127.0.0.1\", \"port\": %d, \"client_id\": \"sc-up-in\",\n"
-                                  "            \"topics\": [ { \"filter\": \"gh/+sensor/data\", \"qos\": 1 } ] },\n"
-                                  "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": 10, \"retention_days\": 1 },\n"
-                                  "  \"upstream\": { \"enabled\": true, \"host\": \"127.0.0.1\", \"port\": %d,\n"
-                                  "                \"gateway_id\": \"gw1\", \"keepalive\": 5 } }\n",
-                                  in.port, db, up.port),
-                         0);
-        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
-        pub_open(&p, in.port);
-        pub_readings(&p, 1, 50);
-        ck_assert(wait_stored(dir, 50, 10000));
-        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
-        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+        config = retention_prepare(dir, bdir_in, &in, &up, db, sizeof(db), "", &d, &p);
 
         /* The first 30 were received three days ago, as far as the store can tell. */
         {
@@ -729,13 +752,7 @@ START_TEST(test_retention_unforwarded) {
         for (int i = 31; i <= 50; i++)
                 ck_assert_uint_eq(c->count[i], 1);
 
-        pub_close(&p);
-        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
-        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
-        tl_consumer_close(c);
-        free(c);
-        tl_broker_stop(&in);
-        tl_broker_stop(&up);
+        finish_all(&d, &p, c, &in, &up);
 }
 END_TEST
 
@@ -753,24 +770,7 @@ START_TEST(test_retention_keeps_unsynced) {
         TlDaemon d;
         Pub p;
 
-        snprintf(db, sizeof(db), "%s/readings.db", dir);
-        tl_broker_start(&in, bdir_in, IN_BROKER_CONF);
-        up.port = tl_free_port(); /* away for now */
-        ck_assert_int_ge(asprintf(&config,
-                                  "{ \"serial\": { \"enabled\": false },\n"
-                                  "  \"mqtt\": { \"host\": \"127.0.0.1\", \"port\": %d, \"client_id\": \"sc-up-in\",\n"
-                                  "            \"topics\": [ { \"filter\": \"gh/+sensor/data\", \"qos\": 1 } ] },\n"
-                                  "  \"store\": { \"path\": \"%s\", \"commit_interval_ms\": 10, \"retention_days\": 1 },\n"
-                                  "  \"upstream\": { \"enabled\": true, \"host\": \"127.0.0.1\", \"port\": %d,\n"
-                                  "                \"gateway_id\": \"gw1\", \"keepalive\": 5, \"batch_size\": 7 } }\n",
-                                  in.port, db, up.port),
-                         0);
-        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
-        pub_open(&p, in.port);
-        pub_readings(&p, 1, 50);
-        ck_assert(wait_stored(dir, 50, 10000));
-        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
-        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+        config = retention_prepare(dir, bdir_in, &in, &up, db, sizeof(db), ", \"batch_size\": 7", &d, &p);
 
         /* The first 30 were received three days ago, as far as the store can tell; 11..15 of them
          * while the clock was not trusted, in a boot whose clock offset is not known (no
@@ -817,13 +817,7 @@ START_TEST(test_retention_keeps_unsynced) {
                 ck_assert_msg(!c->count[i] || c->unsynced[i] == kept, "seq %d: unsynced %d", i, c->unsynced[i]);
         }
 
-        pub_close(&p);
-        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
-        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
-        tl_consumer_close(c);
-        free(c);
-        tl_broker_stop(&in);
-        tl_broker_stop(&up);
+        finish_all(&d, &p, c, &in, &up);
 }
 END_TEST
 
@@ -998,13 +992,7 @@ START_TEST(test_day_backlog_with_live) {
          * loaded machine (and ASan) keeps; the measured numbers are in docs/UPSTREAM.md. */
         ck_assert_int_lt(c->latencies[c->n_latencies / 2], 1000);
 
-        pub_close(&p);
-        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
-        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
-        tl_consumer_close(c);
-        free(c);
-        tl_broker_stop(&in);
-        tl_broker_stop(&up);
+        finish_all(&d, &p, c, &in, &up);
 }
 END_TEST
 
@@ -1247,13 +1235,7 @@ START_TEST(test_status_section_and_payload) {
         ck_assert_int_eq((int) up_num(j, "reconnects_total"), 1);
         cJSON_Delete(j);
 
-        pub_close(&p);
-        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
-        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
-        tl_consumer_close(c);
-        free(c);
-        tl_broker_stop(&in);
-        tl_broker_stop(&up);
+        finish_all(&d, &p, c, &in, &up);
 }
 END_TEST
 
@@ -1305,13 +1287,7 @@ START_TEST(test_live_batches) {
         ck_assert_msg(c->repeats_historical <= 20 * 5, "%" PRIu64 " repeats sent by the daemon; %s", c->repeats_historical,
                       tl_daemon_log(&d));
 
-        pub_close(&p);
-        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
-        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
-        tl_consumer_close(c);
-        free(c);
-        tl_broker_stop(&in);
-        tl_broker_stop(&up);
+        finish_all(&d, &p, c, &in, &up);
 }
 END_TEST
 
