@@ -9,21 +9,9 @@
 #include <string.h>
 
 #include "collector/decimal.h"
+#include "../lib/decimal-reference.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* What `sensor-collector query` printed before decimal_format(). */
-static void reference_format(double v, char *buf, size_t size) {
-        if (!isfinite(v)) {
-                snprintf(buf, size, "%s", isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
-                return;
-        }
-        for (int precision = 15; precision <= 17; precision++) {
-                snprintf(buf, size, "%.*g", precision, v);
-                if (strtod(buf, NULL) == v)
-                        return;
-        }
-}
 
 static void check(double v) {
         char got[DECIMAL_BUF_SIZE], want[64];

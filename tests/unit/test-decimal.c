@@ -11,20 +11,8 @@
 
 #include "collector/decimal.h"
 #include "collector/macro.h"
+#include "decimal-reference.h"
 #include "testlib.h"
-
-/* The text `sensor-collector query` printed before decimal_format() existed: the reference. */
-static void reference_format(double v, char *buf, size_t size) {
-        if (!isfinite(v)) {
-                snprintf(buf, size, "%s", isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
-                return;
-        }
-        for (int precision = 15; precision <= 17; precision++) {
-                snprintf(buf, size, "%.*g", precision, v);
-                if (strtod(buf, NULL) == v)
-                        return;
-        }
-}
 
 /* decimal_format(v) is the reference text, reads back as v, and its length is returned. */
 static void check_value(double v) {
