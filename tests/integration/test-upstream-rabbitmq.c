@@ -230,82 +230,15 @@ static void rabbit_stop(Rabbit *r, bool with_epmd) {
  * it took while the consumer was away, or before the node restarted, still comes. RabbitMQ sends
  * retained messages only to subscriptions without wildcards: this one sees the status live. */
 
-/* ---- input publishers ---- */
-
-typedef struct Pub {
-        struct mosquitto *mosq;
-        bool connected;
-        int published, acked;  /* acked: PUBACKs from the input broker */
-} Pub;
-
-static void pub_on_connect(struct mosquitto *mosq, void *userdata, int rc) {
-        (void) mosq;
-        ((Pub *) userdata)->connected = rc == 0;
-}
-
-static void pub_on_publish(struct mosquitto *mosq, void *userdata, int mid) {
-        (void) mosq;
-        (void) mid;
-        ((Pub *) userdata)->acked++;
-}
-
-/* Connects to the input broker; false if that failed within 5 s. */
-static bool pub_open(Pub *p, int port) {
-        int64_t deadline = tl_now_ms() + 5000;
-
-        memset(p, 0, sizeof(*p));
-        p->mosq = mosquitto_new(NULL, true, p);
-        if (!p->mosq)
-                return false;
-        mosquitto_connect_callback_set(p->mosq, pub_on_connect);
-        mosquitto_publish_callback_set(p->mosq, pub_on_publish);
-        if (mosquitto_connect(p->mosq, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS)
-                return false;
-        while (!p->connected && tl_now_ms() < deadline)
-                (void) mosquitto_loop(p->mosq, 20, 1);
-        return p->connected;
-}
-
-/* Publishes reading i (30 sensors, the sensor's own timestamps: a reading is one row however
- * often it comes). */
-static bool pub_one(Pub *p, int i) {
-        char topic[64], payload[128];
-
-        snprintf(topic, sizeof(topic), "gh/s%02d/data", i % 30);
-        snprintf(payload, sizeof(payload), "{\"temp\": %d.5, \"ts\": %" PRId64 "}", i, (int64_t) 1750000000000 + i);
-        if (mosquitto_publish(p->mosq, NULL, topic, (int) strlen(payload), payload, 1, false) != MOSQ_ERR_SUCCESS)
-                return false;
-        p->published++;
-        return true;
-}
-
-/* Waits until the input broker acknowledged everything published; true if so. */
-static bool pub_flush(Pub *p, int timeout_ms) {
-        int64_t deadline = tl_now_ms() + timeout_ms;
-
-        while (p->acked < p->published && tl_now_ms() < deadline)
-                (void) mosquitto_loop(p->mosq, 20, 1);
-        return p->acked >= p->published;
-}
-
-static void pub_close(Pub *p) {
-        (void) mosquitto_disconnect(p->mosq);
-        (void) mosquitto_loop(p->mosq, 10, 1);
-        mosquitto_destroy(p->mosq);
-}
+/* ---- input publishers: testlib's (tl_pub_*), shared with test-upstream.c ---- */
 
 /* Publishes readings first..last and waits until the input broker has them all. */
 static void pub_readings(int port, int first, int last) {
-        Pub p;
+        TlPub p;
 
-        ck_assert(pub_open(&p, port));
-        for (int i = first; i <= last; i++) {
-                ck_assert(pub_one(&p, i));
-                if (i % 50 == 0)
-                        (void) mosquitto_loop(p.mosq, 0, 1);
-        }
-        ck_assert(pub_flush(&p, 30000));
-        pub_close(&p);
+        ck_assert(tl_pub_open(&p, port));
+        tl_pub_readings(&p, first, last);
+        tl_pub_close(&p);
 }
 
 typedef struct Stream {
@@ -335,7 +268,7 @@ static void stream_start(Stream *s, int port, int first, int interval_ms) {
         s->pid = fork();
         ck_assert(s->pid >= 0);
         if (s->pid == 0) {
-                Pub pub;
+                TlPub pub;
                 int i = first;
                 int64_t next = tl_now_ms();
 
@@ -344,18 +277,18 @@ static void stream_start(Stream *s, int port, int first, int interval_ms) {
                         _exit(127);
                 signal(SIGTERM, stream_on_term);
                 close(p[0]);
-                if (!pub_open(&pub, port))
+                if (!tl_pub_open(&pub, port))
                         _exit(2);
                 while (!stream_stop && i < TL_CONSUMER_SEQ_MAX - 1000) {
-                        if (!pub_one(&pub, i++))
+                        if (!tl_pub_reading(&pub, i++))
                                 _exit(3);
                         next += interval_ms;
                         while (!stream_stop && tl_now_ms() < next)
                                 (void) mosquitto_loop(pub.mosq, (int) MAX(1, next - tl_now_ms()), 1);
                 }
-                if (!pub_flush(&pub, 20000))
+                if (!tl_pub_flush(&pub, 20000))
                         _exit(4);
-                pub_close(&pub);
+                tl_pub_close(&pub);
                 i--;
                 if (write(p[1], &i, sizeof(i)) != sizeof(i))
                         _exit(5);

@@ -44,66 +44,6 @@ static void cons_open(TlConsumer *c, int port) {
         cons_open_gateway(c, port, NULL);
 }
 
-/* ---- an input publisher ---- */
-
-typedef struct Pub {
-        struct mosquitto *mosq;
-        bool connected;
-        int acked;
-} Pub;
-
-static void pub_on_connect(struct mosquitto *mosq, void *userdata, int rc) {
-        (void) mosq;
-        ((Pub *) userdata)->connected = rc == 0;
-}
-
-static void pub_on_publish(struct mosquitto *mosq, void *userdata, int mid) {
-        (void) mosq;
-        (void) mid;
-        ((Pub *) userdata)->acked++;
-}
-
-static void pub_open(Pub *p, int port) {
-        int64_t deadline = tl_now_ms() + 5000;
-
-        memset(p, 0, sizeof(*p));
-        p->mosq = mosquitto_new(NULL, true, p);
-        ck_assert(p->mosq);
-        mosquitto_connect_callback_set(p->mosq, pub_on_connect);
-        mosquitto_publish_callback_set(p->mosq, pub_on_publish);
-        ck_assert_int_eq(mosquitto_connect(p->mosq, "127.0.0.1", port, 30), MOSQ_ERR_SUCCESS);
-        while (!p->connected && tl_now_ms() < deadline)
-                (void) mosquitto_loop(p->mosq, 20, 1);
-        ck_assert(p->connected);
-}
-
-/* Publishes readings first..last (one each, 30 sensors, the sensor's own timestamps so a
- * reading is one row however often it arrives) and waits for the broker's acknowledgements. */
-static void pub_readings(Pub *p, int first, int last) {
-        int want = p->acked + (last - first + 1);
-        int64_t deadline = tl_now_ms() + 30000;
-
-        for (int i = first; i <= last; i++) {
-                char topic[64], payload[128];
-
-                snprintf(topic, sizeof(topic), "gh/s%02d/data", i % 30);
-                snprintf(payload, sizeof(payload), "{\"temp\": %d.5, \"ts\": %" PRId64 "}", i, (int64_t) 1750000000000 + i);
-                ck_assert_int_eq(mosquitto_publish(p->mosq, NULL, topic, (int) strlen(payload), payload, 1, false),
-                                 MOSQ_ERR_SUCCESS);
-                if (i % 50 == 0)
-                        (void) mosquitto_loop(p->mosq, 0, 1);
-        }
-        while (p->acked < want && tl_now_ms() < deadline)
-                (void) mosquitto_loop(p->mosq, 20, 1);
-        ck_assert_int_ge(p->acked, want);
-}
-
-static void pub_close(Pub *p) {
-        (void) mosquitto_disconnect(p->mosq);
-        (void) mosquitto_loop(p->mosq, 10, 1);
-        mosquitto_destroy(p->mosq);
-}
-
 /* ---- the daemon ---- */
 
 static char *make_config_gateway(const char *dir, int in_port, int up_port, const char *gateway,
@@ -292,8 +232,8 @@ static bool log_has(void *userdata) {
 static const char *const protocols[] = { "\"protocol\": \"3.1.1\"", "\"protocol\": \"5\"" };
 
 /* The end of a case: the publisher, the daemon (which must exit 0), the consumer and both brokers. */
-static void finish_all(TlDaemon *d, Pub *p, TlConsumer *c, TlBroker *in, TlBroker *up) {
-        pub_close(p);
+static void finish_all(TlDaemon *d, TlPub *p, TlConsumer *c, TlBroker *in, TlBroker *up) {
+        tl_pub_close(p);
         ck_assert_int_eq(kill(d->pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(d, 10000), 0);
         tl_consumer_close(c);
@@ -307,7 +247,7 @@ static void finish_all(TlDaemon *d, Pub *p, TlConsumer *c, TlBroker *in, TlBroke
  * readings 1..50 and stops. Writes the store's path into db; returns the configuration (the
  * caller frees it) for the daemon's next starts. */
 static char *retention_prepare(const char *dir, const char *bdir_in, TlBroker *in, TlBroker *up, char *db, size_t db_size,
-                               const char *upstream_extra, TlDaemon *d, Pub *p) {
+                               const char *upstream_extra, TlDaemon *d, TlPub *p) {
         char *config = NULL;
 
         snprintf(db, db_size, "%s/readings.db", dir);
@@ -323,8 +263,8 @@ static char *retention_prepare(const char *dir, const char *bdir_in, TlBroker *i
                                   in->port, db, up->port, upstream_extra),
                          0);
         tl_daemon_start_ready(d, tl_tmpdir(), config, NULL, NULL, 10000);
-        pub_open(p, in->port);
-        pub_readings(p, 1, 50);
+        ck_assert(tl_pub_open(p, in->port));
+        tl_pub_readings(p, 1, 50);
         ck_assert(wait_stored(dir, 50, 10000));
         ck_assert_int_eq(kill(d->pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(d, 10000), 0);
@@ -340,7 +280,7 @@ START_TEST(test_live_and_central_restart) {
         TlConsumer *c = calloc(1, sizeof(TlConsumer));
         uint64_t dups = 0;
         TlDaemon d;
-        Pub p;
+        TlPub p;
 
         bdir_in = tl_tmpdir();
         bdir_up = tl_tmpdir();
@@ -358,9 +298,9 @@ START_TEST(test_live_and_central_restart) {
         /* READY=1 does not wait for the central link: readings committed before it is up are
          * backlog by design, so the live check starts once it is. */
         ck_assert_msg(tl_notify_wait(&d.notify, "upstream: connected to 127.0.0.1:", 30000), "%s", d.notify.log);
-        pub_open(&p, in.port);
+        ck_assert(tl_pub_open(&p, in.port));
 
-        pub_readings(&p, 1, 300);
+        tl_pub_readings(&p, 1, 300);
         ck_assert(wait_stored(dir, 300, 10000));
         assert_all_arrived(c, dir, 300, 10000);
         ck_assert_str_eq(c->status, "online");
@@ -368,11 +308,11 @@ START_TEST(test_live_and_central_restart) {
 
         /* The central broker goes away (orderly: it keeps what it took) while readings come. */
         tl_broker_stop(&up);
-        pub_readings(&p, 301, 600);
+        tl_pub_readings(&p, 301, 600);
         ck_assert(wait_stored(dir, 600, 10000));
         ck_assert_msg(tl_notify_wait(&d.notify, "upstream: offline from", 5000), "%s", d.notify.log);
         tl_broker_start(&up, bdir_up, CENTRAL_TRACE_CONF);
-        pub_readings(&p, 601, 700);
+        tl_pub_readings(&p, 601, 700);
         ck_assert(wait_stored(dir, 700, 10000));
         assert_all_arrived(c, dir, 700, 20000);
         tl_consumer_have(c, 700, &dups);
@@ -395,7 +335,7 @@ START_TEST(test_live_and_central_restart) {
         }
         ck_assert_uint_gt(c->historical, 0); /* what came while it was away is backlog */
 
-        pub_close(&p);
+        tl_pub_close(&p);
         ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
         {
@@ -439,7 +379,7 @@ START_TEST(test_backlog_sigkill_receive_maximum) {
         TlConsumer *c = calloc(1, sizeof(TlConsumer));
         uint64_t dups = 0, before_kill;
         TlDaemon d;
-        Pub p;
+        TlPub p;
         const int backlog = 6000;
 
         tl_broker_start(&in, bdir_in, IN_BROKER_CONF);
@@ -453,8 +393,8 @@ START_TEST(test_backlog_sigkill_receive_maximum) {
         config = make_config(dir, in.port, up.port,
                              "\"protocol\": \"5\", \"max_inflight\": 50, \"batch_size\": 20, \"backlog_rate\": 2000");
         tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
-        pub_open(&p, in.port);
-        pub_readings(&p, 1, backlog);
+        ck_assert(tl_pub_open(&p, in.port));
+        tl_pub_readings(&p, 1, backlog);
         ck_assert(wait_stored(dir, backlog, 60000));
         ck_assert_msg(tl_notify_wait(&d.notify, "upstream: offline from", 5000), "%s", d.notify.log);
         ck_assert_msg(tl_notify_wait(&d.notify, "backlog 6000, oldest", 5000), "%s", d.notify.log);
@@ -471,7 +411,7 @@ START_TEST(test_backlog_sigkill_receive_maximum) {
         /* Restarted: the drain goes on while live readings come. */
         tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
         c->first_live_ms = 0;
-        pub_readings(&p, backlog + 1, backlog + 200);
+        tl_pub_readings(&p, backlog + 1, backlog + 200);
         ck_assert(wait_stored(dir, backlog + 200, 10000));
         assert_all_arrived(c, dir, backlog + 200, 90000);
         tl_consumer_have(c, backlog + 200, &dups);
@@ -486,7 +426,7 @@ START_TEST(test_backlog_sigkill_receive_maximum) {
                       "live readings came only after the backlog (first live %" PRId64 ", last historical %" PRId64 ")",
                       c->first_live_ms, c->last_historical_ms);
 
-        pub_close(&p);
+        tl_pub_close(&p);
         /* The consumer may see a message before the daemon sees its PUBACK. */
         ck_assert_msg(tl_notify_wait(&d.notify, "backlog 0,", 10000), "%s", d.notify.log);
         ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
@@ -565,7 +505,7 @@ START_TEST(test_silent_link_cut) {
         int proxy_port;
         pid_t proxy;
         TlDaemon d;
-        Pub p;
+        TlPub p;
 
         tl_broker_start(&in, bdir_in, IN_BROKER_CONF);
         tl_broker_start(&up, bdir_up, NULL);
@@ -574,14 +514,14 @@ START_TEST(test_silent_link_cut) {
         tl_consumer_run(c, 200);
         config = make_config(dir, in.port, proxy_port, "\"protocol\": \"5\"");
         tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
-        pub_open(&p, in.port);
-        pub_readings(&p, 1, 200);
+        ck_assert(tl_pub_open(&p, in.port));
+        tl_pub_readings(&p, 1, 200);
         ck_assert(wait_stored(dir, 200, 20000));
         assert_all_arrived(c, dir, 200, 20000);
 
         ck_assert_int_eq(kill(proxy, SIGUSR1), 0);
         cut_ms = tl_now_ms();
-        pub_readings(&p, 201, 400);
+        tl_pub_readings(&p, 201, 400);
         ck_assert(wait_stored(dir, 400, 20000));
         ck_assert(tl_wait_until(log_has, &(LogWait) { &d, "Connection to central broker" }, 60000));
         noticed_ms = tl_now_ms();
@@ -592,7 +532,7 @@ START_TEST(test_silent_link_cut) {
         tl_consumer_have(c, 400, &dups);
         ck_assert_uint_le(dups, 40);
 
-        pub_close(&p);
+        tl_pub_close(&p);
         ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
         tl_kill(proxy, SIGKILL);
@@ -612,7 +552,7 @@ START_TEST(test_several_gateways) {
         const char *dirs[N];
         TlConsumer *c = calloc(N, sizeof(TlConsumer));
         TlDaemon d[N];
-        Pub p[N];
+        TlPub p[N];
 
         tl_broker_start(&up, tl_tmpdir(), NULL);
         for (int i = 0; i < N; i++) {
@@ -623,12 +563,12 @@ START_TEST(test_several_gateways) {
                 cons_open_gateway(&c[i], up.port, names[i]);
                 config = make_config_gateway(dirs[i], in[i].port, up.port, names[i], "\"protocol\": \"5\"");
                 tl_daemon_start_ready(&d[i], tl_tmpdir(), config, NULL, NULL, 10000);
-                pub_open(&p[i], in[i].port);
+                ck_assert(tl_pub_open(&p[i], in[i].port));
         }
         for (int i = 0; i < N; i++)
                 tl_consumer_run(&c[i], 100);
         for (int i = 0; i < N; i++)
-                pub_readings(&p[i], 1, READINGS);
+                tl_pub_readings(&p[i], 1, READINGS);
         for (int i = 0; i < N; i++) {
                 uint64_t dups = 0;
 
@@ -641,7 +581,7 @@ START_TEST(test_several_gateways) {
                         ck_assert_str_ne(c[i].store_id, c[j].store_id);
         }
         for (int i = 0; i < N; i++) {
-                pub_close(&p[i]);
+                tl_pub_close(&p[i]);
                 ck_assert_int_eq(kill(d[i].pid, SIGTERM), 0);
                 ck_assert_int_eq(tl_daemon_wait(&d[i], 10000), 0);
                 tl_consumer_close(&c[i]);
@@ -661,7 +601,7 @@ START_TEST(test_refused_per_message) {
         TlConsumer *c = calloc(1, sizeof(TlConsumer));
         char db[512], *acl;
         TlDaemon d;
-        Pub p;
+        TlPub p;
 
         acl = (char *) tl_write_file(bdir_up, "acl",
                                      "topic read $SYS/#\n"
@@ -676,7 +616,7 @@ START_TEST(test_refused_per_message) {
         tl_consumer_run(c, 200);
         config = make_config(dir, in.port, up.port, "\"protocol\": \"5\"");
         tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
-        pub_open(&p, in.port);
+        ck_assert(tl_pub_open(&p, in.port));
         for (int i = 1; i <= 10; i++) {
                 char payload[128];
                 int want = p.acked + 1;
@@ -700,7 +640,7 @@ START_TEST(test_refused_per_message) {
         ck_assert_msg(tl_notify_wait(&d.notify, "backlog 0,", 10000) && tl_notify_wait(&d.notify, "10 refused", 10000), "%s",
                       d.notify.log);
 
-        pub_close(&p);
+        tl_pub_close(&p);
         ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
         ck_assert_int_eq(tl_sql_int(db, "SELECT count(*) FROM rejects WHERE reason = 'upstream_refused'"), 10);
@@ -721,7 +661,7 @@ START_TEST(test_retention_unforwarded) {
         char db[512];
         char *argv[] = { SC_BINARY, "query", "--db", db, "--upstream", NULL };
         TlDaemon d;
-        Pub p;
+        TlPub p;
 
         config = retention_prepare(dir, bdir_in, &in, &up, db, sizeof(db), "", &d, &p);
 
@@ -768,7 +708,7 @@ START_TEST(test_retention_keeps_unsynced) {
         char db[512];
         char *argv[] = { SC_BINARY, "query", "--db", db, "--upstream", NULL };
         TlDaemon d;
-        Pub p;
+        TlPub p;
 
         config = retention_prepare(dir, bdir_in, &in, &up, db, sizeof(db), ", \"batch_size\": 7", &d, &p);
 
@@ -878,16 +818,16 @@ START_TEST(test_tls) {
                          0);
         config = make_config(dir, in.port, tls_port, extra);
         if (_i == 0) {
-                Pub p;
+                TlPub p;
 
                 cons_open(c, up.port);
                 tl_consumer_run(c, 200);
                 tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
-                pub_open(&p, in.port);
-                pub_readings(&p, 1, 50);
+                ck_assert(tl_pub_open(&p, in.port));
+                tl_pub_readings(&p, 1, 50);
                 ck_assert(wait_stored(dir, 50, 10000));
                 assert_all_arrived(c, dir, 50, 20000);
-                pub_close(&p);
+                tl_pub_close(&p);
                 ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
                 ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
                 tl_consumer_close(c);
@@ -925,7 +865,7 @@ START_TEST(test_day_backlog_with_live) {
         char db[512];
         int64_t start_ms, live = 0, drained_ms;
         TlDaemon d;
-        Pub p;
+        TlPub p;
 
         snprintf(db, sizeof(db), "%s/readings.db", dir);
         tl_broker_start(&in, bdir_in, IN_BROKER_CONF);
@@ -935,8 +875,8 @@ START_TEST(test_day_backlog_with_live) {
         tl_broker_stop(&up); /* away while the day piles up */
         config = make_config(dir, in.port, up.port, "\"protocol\": \"5\"");
         tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
-        pub_open(&p, in.port);
-        pub_readings(&p, 1, 1); /* the schema and the names */
+        ck_assert(tl_pub_open(&p, in.port));
+        tl_pub_readings(&p, 1, 1); /* the schema and the names */
         ck_assert(wait_stored(dir, 1, 10000));
         ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
@@ -1076,7 +1016,7 @@ START_TEST(test_status_section_and_payload) {
         double down_since, up_since;
         cJSON *j;
         TlDaemon d;
-        Pub p;
+        TlPub p;
         int st;
 
         snprintf(sock, sizeof(sock), "%s/status.sock", dir);
@@ -1099,10 +1039,10 @@ START_TEST(test_status_section_and_payload) {
                          0);
         ck_assert_int_ge(asprintf(&broker, "127.0.0.1:%d", up.port), 0);
         tl_daemon_start_ready(&d, tl_tmpdir(), config, args, NULL, 10000);
-        pub_open(&p, in.port);
+        ck_assert(tl_pub_open(&p, in.port));
 
         /* Up: everything acknowledged, nothing in flight, no error. */
-        pub_readings(&p, 1, 60);
+        tl_pub_readings(&p, 1, 60);
         ck_assert(wait_stored(dir, 60, 10000));
         assert_all_arrived(c, dir, 60, 10000);
         j = wait_status(sock, "connected", 0, 10000, &st);
@@ -1149,7 +1089,7 @@ START_TEST(test_status_section_and_payload) {
         tl_broker_stop(&up);
         j = wait_status(sock, "offline", -1, 15000, &st);
         cJSON_Delete(j);
-        pub_readings(&p, 61, 90);
+        tl_pub_readings(&p, 61, 90);
         ck_assert(wait_stored(dir, 90, 10000));
         j = wait_status(sock, "offline", -1, 10000, &st);
         ck_assert_int_eq(st, 0);
@@ -1249,7 +1189,7 @@ START_TEST(test_live_batches) {
         TlConsumer *c = calloc(1, sizeof(TlConsumer));
         uint64_t dups = 0;
         TlDaemon d;
-        Pub p;
+        TlPub p;
 
         ck_assert(c);
         tl_broker_start(&in, tl_tmpdir(), IN_BROKER_CONF);
@@ -1260,9 +1200,9 @@ START_TEST(test_live_batches) {
                              "\"live_batch_topic\": \"sensor-collector/{gateway}/live\", \"max_inflight\": 20, \"batch_size\": 5");
         tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
         ck_assert_msg(tl_notify_wait(&d.notify, "upstream: connected to 127.0.0.1:", 30000), "%s", d.notify.log);
-        pub_open(&p, in.port);
+        ck_assert(tl_pub_open(&p, in.port));
 
-        pub_readings(&p, 1, 300);
+        tl_pub_readings(&p, 1, 300);
         ck_assert(wait_stored(dir, 300, 10000));
         assert_all_arrived(c, dir, 300, 10000);
         tl_consumer_have(c, 300, &dups);
@@ -1273,11 +1213,11 @@ START_TEST(test_live_batches) {
         ck_assert_msg(c->live < 300, "%" PRIu64 " live messages for 300 readings", c->live);
 
         tl_broker_stop(&up);
-        pub_readings(&p, 301, 400);
+        tl_pub_readings(&p, 301, 400);
         ck_assert(wait_stored(dir, 400, 10000));
         ck_assert_msg(tl_notify_wait(&d.notify, "upstream: offline from", 5000), "%s", d.notify.log);
         tl_broker_start(&up, bdir_up, NULL);
-        pub_readings(&p, 401, 500);
+        tl_pub_readings(&p, 401, 500);
         ck_assert(wait_stored(dir, 500, 10000));
         assert_all_arrived(c, dir, 500, 20000);
         fprintf(stderr, "live batches, central restart: %" PRIu64 " messages for %" PRIu64 " readings (%" PRIu64

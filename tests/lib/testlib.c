@@ -894,6 +894,70 @@ void tl_consumer_close(TlConsumer *c) {
         c->mosq = NULL;
 }
 
+/* ---- an input publisher ---- */
+
+static void tl_pub_on_connect(struct mosquitto *mosq, void *userdata, int rc) {
+        (void) mosq;
+        ((TlPub *) userdata)->connected = rc == 0;
+}
+
+static void tl_pub_on_publish(struct mosquitto *mosq, void *userdata, int mid) {
+        (void) mosq;
+        (void) mid;
+        ((TlPub *) userdata)->acked++;
+}
+
+bool tl_pub_open(TlPub *p, int port) {
+        int64_t deadline = tl_now_ms() + 5000;
+
+        memset(p, 0, sizeof(*p));
+        p->mosq = mosquitto_new(NULL, true, p);
+        if (!p->mosq)
+                return false;
+        mosquitto_connect_callback_set(p->mosq, tl_pub_on_connect);
+        mosquitto_publish_callback_set(p->mosq, tl_pub_on_publish);
+        if (mosquitto_connect(p->mosq, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS)
+                return false;
+        while (!p->connected && tl_now_ms() < deadline)
+                (void) mosquitto_loop(p->mosq, 20, 1);
+        return p->connected;
+}
+
+bool tl_pub_reading(TlPub *p, int i) {
+        char topic[64], payload[128];
+
+        snprintf(topic, sizeof(topic), "gh/s%02d/data", i % 30);
+        snprintf(payload, sizeof(payload), "{\"temp\": %d.5, \"ts\": %" PRId64 "}", i, (int64_t) 1750000000000 + i);
+        if (mosquitto_publish(p->mosq, NULL, topic, (int) strlen(payload), payload, 1, false) != MOSQ_ERR_SUCCESS)
+                return false;
+        p->published++;
+        return true;
+}
+
+bool tl_pub_flush(TlPub *p, int timeout_ms) {
+        int64_t deadline = tl_now_ms() + timeout_ms;
+
+        while (p->acked < p->published && tl_now_ms() < deadline)
+                (void) mosquitto_loop(p->mosq, 20, 1);
+        return p->acked >= p->published;
+}
+
+void tl_pub_readings(TlPub *p, int first, int last) {
+        for (int i = first; i <= last; i++) {
+                ck_assert(tl_pub_reading(p, i));
+                if (i % 50 == 0)
+                        (void) mosquitto_loop(p->mosq, 0, 1);
+        }
+        ck_assert_msg(tl_pub_flush(p, 30000), "%d of %d readings acknowledged by the input broker", p->acked,
+                      p->published);
+}
+
+void tl_pub_close(TlPub *p) {
+        (void) mosquitto_disconnect(p->mosq);
+        (void) mosquitto_loop(p->mosq, 10, 1);
+        mosquitto_destroy(p->mosq);
+}
+
 uint64_t tl_consumer_have(const TlConsumer *c, int64_t n, uint64_t *ret_dups) {
         uint64_t have = 0, dups = 0;
 

@@ -156,6 +156,29 @@ void tl_serial_store_config(char *buf, size_t size, const char *device, const ch
 
 struct mosquitto;
 
+/* ---- an input publisher ---- */
+
+/* A QoS 1 publisher to a broker on loopback, for the readings tests send to the daemon's input. */
+typedef struct TlPub {
+        struct mosquitto *mosq;
+        bool connected;
+        int published, acked;         /* acked: PUBACKs from the broker */
+} TlPub;
+
+/* Connects p (zeroed here) to the broker on 127.0.0.1:port. Returns false if it is not connected
+ * within 5 s. No ck_assert(): usable in a child process of a test. */
+bool tl_pub_open(TlPub *p, int port);
+/* Publishes reading i: gh/sNN/data with NN = i % 30, {"temp": i.5, "ts": 1750000000000 + i}, the
+ * sensor's own timestamp so that a reading is one row however often it comes. Returns false if
+ * libmosquitto refused it. */
+bool tl_pub_reading(TlPub *p, int i);
+/* Waits up to timeout_ms until the broker acknowledged everything published; true if so. */
+bool tl_pub_flush(TlPub *p, int timeout_ms);
+/* Publishes readings first..last and waits (30 s at most) for the broker's acknowledgements;
+ * fails the test otherwise. */
+void tl_pub_readings(TlPub *p, int first, int last);
+void tl_pub_close(TlPub *p);
+
 /* Counts every key (seq) of the readings it receives on sensor-collector/GATEWAY/# and how often,
  * through a persistent session (clean session off, QoS 1, MQTT 3.1.1): what the broker takes
  * while the consumer is away, or before the broker restarts, still comes. Large (about 400 KiB):
