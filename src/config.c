@@ -1844,7 +1844,7 @@ int config_load(const char *path, Config **ret_config, char ***ret_errors) {
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *text = NULL;
         Ctx ctx = { .name = path };
-        size_t size = 0;
+        size_t size = 0, allocated;
         struct stat st;
         int r;
 
@@ -1870,11 +1870,26 @@ int config_load(const char *path, Config **ret_config, char ***ret_errors) {
                 ctx_add(&ctx, m);
                 return finish(&ctx, -EINVAL, ret_errors);
         }
-        text = malloc(CONFIG_FILE_MAX + 1);
+        /* A buffer of the file's size (and a page to see it grow), not of the limit: glibc
+         * raises its mmap threshold to the size of the largest block freed, and a freed 1 MiB
+         * block moves later large allocations into the heap, where they stay resident. */
+        allocated = (size_t) MIN(st.st_size, (off_t) CONFIG_FILE_MAX) + 4096;
+        text = malloc(allocated + 1);
         if (!text)
                 return -ENOMEM;
         for (;;) {
-                ssize_t k = read(fd, text + size, CONFIG_FILE_MAX + 1 - size);
+                ssize_t k;
+
+                if (size == allocated && allocated <= CONFIG_FILE_MAX) {
+                        size_t n = MIN(allocated * 2, (size_t) CONFIG_FILE_MAX + 1);
+                        char *p = realloc(text, n + 1);
+
+                        if (!p)
+                                return -ENOMEM;
+                        text = p;
+                        allocated = n;
+                }
+                k = read(fd, text + size, MIN(allocated, (size_t) CONFIG_FILE_MAX + 1) - size);
 
                 if (k < 0 && errno == EINTR)
                         continue;

@@ -64,7 +64,9 @@ struct Sensors {
 
         Watched *watched;
         size_t n_watched, n_allocated;
-        int32_t index[SENSORS_SLOTS]; /* into watched, -1: empty */
+        /* Into watched, plus one; 0 is empty, so the zeroed pages of a fresh Sensors are never
+         * written until used (64 KiB that would otherwise count in the resident set). */
+        uint32_t index[SENSORS_SLOTS];
         Unmapped unmapped[UNMAPPED_SLOTS];
         size_t n_unmapped;
         size_t n_silent;
@@ -164,21 +166,21 @@ static uint32_t id_hash(const char *id) {
 
 static Watched *watched_find(Sensors *s, const char *id, uint32_t h) {
         for (uint32_t i = h & (SENSORS_SLOTS - 1);; i = (i + 1) & (SENSORS_SLOTS - 1)) {
-                int32_t k = s->index[i];
+                uint32_t k = s->index[i];
 
-                if (k < 0)
+                if (k == 0)
                         return NULL;
-                if (streq(s->watched[k].id, id))
-                        return &s->watched[k];
+                if (streq(s->watched[k - 1].id, id))
+                        return &s->watched[k - 1];
         }
 }
 
-static void index_put(Sensors *s, uint32_t h, int32_t k) {
+static void index_put(Sensors *s, uint32_t h, size_t k) {
         uint32_t i = h & (SENSORS_SLOTS - 1);
 
-        while (s->index[i] >= 0)
+        while (s->index[i] != 0)
                 i = (i + 1) & (SENSORS_SLOTS - 1);
-        s->index[i] = k;
+        s->index[i] = (uint32_t) k + 1;
 }
 
 static bool entry_expects_metrics(const SensorEntryConfig *e) {
@@ -211,7 +213,7 @@ static Watched *watched_add(Sensors *s, const char *id, uint32_t h, const Sensor
                         return NULL;
         }
         strcpy(w->id, id);
-        index_put(s, h, (int32_t) s->n_watched);
+        index_put(s, h, s->n_watched);
         s->n_watched++;
         return w;
 }
@@ -223,6 +225,8 @@ static Unmapped *unmapped_slot(Sensors *s, const char *id, uint32_t h) {
 }
 
 static void unmapped_clear(Sensors *s) {
+        if (s->n_unmapped == 0)
+                return; /* nothing written: leave the pages untouched */
         memset(s->unmapped, 0, sizeof(s->unmapped));
         s->n_unmapped = 0;
 }
@@ -546,7 +550,8 @@ static int sensors_rebuild(Sensors *s, const SensorMapConfig *map, int64_t now_m
         s->watched = NULL;
         s->n_watched = s->n_allocated = s->n_silent = 0;
         s->current = -1;
-        memset(s->index, 0xff, sizeof(s->index));
+        if (n_old > 0)
+                memset(s->index, 0, sizeof(s->index));
         unmapped_clear(s);
 
         /* Ids the map names are expected whether or not they ever appeared. */
@@ -592,9 +597,9 @@ fail:
         s->n_watched = n_old;
         s->n_allocated = n_old_allocated;
         s->n_silent = 0;
-        memset(s->index, 0xff, sizeof(s->index));
+        memset(s->index, 0, sizeof(s->index));
         for (size_t i = 0; i < n_old; i++) {
-                index_put(s, id_hash(s->watched[i].id), (int32_t) i);
+                index_put(s, id_hash(s->watched[i].id), i);
                 s->n_silent += watched_silences(&s->watched[i]);
         }
         return -ENOMEM;
@@ -820,7 +825,6 @@ int sensors_task_new(sd_event *e, const SensorMapConfig *map, Store *store, Task
                 return -ENOMEM;
         s->event = sd_event_ref(e);
         s->store = store;
-        memset(s->index, 0xff, sizeof(s->index));
         s->current = -1;
         r = sensors_rebuild(s, map, 0);
         if (r < 0) {

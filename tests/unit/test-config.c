@@ -478,6 +478,28 @@ START_TEST(test_too_large) {
 }
 END_TEST
 
+/* The largest file allowed loads: its buffer is sized by the file, the limit still holds. */
+START_TEST(test_largest_allowed) {
+        _cleanup_strv_free_ char **errors = NULL;
+        _cleanup_free_ char *text = NULL;
+        static const char body[] = "{ \"store\": { \"path\": \"/tmp/x.db\" }";
+        size_t n = 1024 * 1024;
+        const char *path;
+        Config *c = NULL;
+
+        text = malloc(n + 1);
+        ck_assert_ptr_nonnull(text);
+        memset(text, ' ', n);
+        memcpy(text, body, sizeof(body) - 1);
+        text[n - 1] = '}', text[n] = 0;
+        path = tl_write_file(tl_tmpdir(), "largest.json", text);
+        ck_assert_int_eq(config_load(path, &c, &errors), 0);
+        ck_assert_ptr_nonnull(c);
+        ck_assert_str_eq(c->store.path, "/tmp/x.db");
+        config_free(c);
+}
+END_TEST
+
 START_TEST(test_nul_byte) {
         _cleanup_strv_free_ char **errors = NULL;
         static const char text[] = "{\n  \"log\": {\"level\": \"info\0\"}}";
@@ -589,6 +611,7 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_client_id_default);
         tcase_add_test(tc, test_missing_file);
         tcase_add_test(tc, test_too_large);
+        tcase_add_test(tc, test_largest_allowed);
         tcase_add_test(tc, test_nul_byte);
         tcase_add_test(tc, test_deep_nesting);
         tcase_add_test(tc, test_many_errors);
