@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
 /* The MQTT input: libmosquitto driven from the sd_event loop, subscribed messages into readings. */
-#include <arpa/inet.h>
 #include <assert.h>
 #include <dirent.h>
 #include <fcntl.h>
