@@ -192,7 +192,7 @@ static void on_log(struct mosquitto *mosq, void *userdata, int level, const char
 int mqtt_loop_client_new(MqttLoop *l, const char *client_id, bool clean_session, MqttProtocol protocol,
                          struct mosquitto **ret) {
         FdSnapshot fds;
-        int rc;
+        int rc, saved_errno;
 
         assert(l);
 
@@ -206,9 +206,10 @@ int mqtt_loop_client_new(MqttLoop *l, const char *client_id, bool clean_session,
         fd_snapshot(&fds);
         errno = 0;
         l->mosq = mosquitto_new(client_id, clean_session, l);
+        saved_errno = errno;
         fd_set_cloexec_since(&fds, l->mosq ? mosquitto_socket(l->mosq) : -EBADF);
         if (!l->mosq)
-                return errno == EINVAL ? -EINVAL : -ENOMEM;
+                return saved_errno == EINVAL ? -EINVAL : -ENOMEM;
 
         rc = mosquitto_threaded_set(l->mosq, false);
         if (rc == MOSQ_ERR_SUCCESS)
@@ -338,6 +339,10 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
                 int error = 0;
                 socklen_t len = sizeof(error);
 
+                if (!l->ops->hangup) {
+                        l->ops->disconnected(l->userdata, MOSQ_ERR_CONN_LOST, 0);
+                        return 0;
+                }
                 if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) < 0 || error == 0)
                         error = ECONNRESET;
                 l->ops->hangup(l->userdata, -error);
@@ -434,8 +439,7 @@ int mqtt_loop_new(sd_event *e, const char *name, const char *host, const MqttLoo
         int r;
 
         assert(e && name && host && ops && ret);
-        assert(ops->has_connection && ops->disconnected && ops->hangup && ops->watch_failed && ops->reconnect &&
-               ops->resolved);
+        assert(ops->has_connection && ops->disconnected && ops->watch_failed && ops->reconnect && ops->resolved);
 
         if (!mosquitto_initialized) {
                 int rc = mosquitto_lib_init();

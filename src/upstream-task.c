@@ -995,22 +995,15 @@ static void on_disconnected(void *userdata, int rc, int errno_value) {
         up_connection_closed(userdata, rc, errno_value);
 }
 
-/* A hang-up libmosquitto did not notice: the connection is lost (the socket's error is not
- * needed, the cause says "connection lost"). */
-static void on_hangup(void *userdata, int error) {
-        (void) error;
-        up_connection_closed(userdata, MOSQ_ERR_CONN_LOST, 0);
-}
-
 static void on_watch_failed(void *userdata, int error) {
         up_fail(userdata, error, "Failed to watch the upstream socket");
 }
 
-/* Acknowledgements are read as they come, once per wake-up (want_read NULL: always). */
+/* Acknowledgements are read as they come, once per wake-up (want_read NULL: always); a hang-up
+ * libmosquitto did not notice is a lost connection (hangup NULL). */
 static const MqttLoopOps up_loop_ops = {
         .has_connection = up_has_connection,
         .disconnected = on_disconnected,
-        .hangup = on_hangup,
         .watch_failed = on_watch_failed,
         .tick = on_tick,
         .reconnect = on_reconnect,

@@ -45,7 +45,8 @@ typedef struct MqttLoopOps {
          * time), or a socket libmosquitto closed without it (MOSQ_ERR_CONN_LOST, 0). */
         void (*disconnected)(void *userdata, int rc, int errno_value);
         /* The socket hung up or has an error (EPOLLHUP, EPOLLERR) that libmosquitto did not turn
-         * into a disconnect: error is the socket's error as -errno (-ECONNRESET when none). */
+         * into a disconnect: error is the socket's error as -errno (-ECONNRESET when none). NULL:
+         * disconnected(MOSQ_ERR_CONN_LOST, 0). */
         void (*hangup)(void *userdata, int error);
         /* The io source could not be set up or changed: error is -errno. */
         void (*watch_failed)(void *userdata, int error);
