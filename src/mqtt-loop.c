@@ -216,8 +216,13 @@ int mqtt_loop_client_new(MqttLoop *l, const char *client_id, bool clean_session,
                 rc = mosquitto_int_option(l->mosq, MOSQ_OPT_PROTOCOL_VERSION,
                                           protocol == MQTT_PROTOCOL_V5 ? MQTT_LOOP_PROTOCOL_NUMBER_V5
                                                                        : MQTT_LOOP_PROTOCOL_NUMBER_V311);
-        if (rc != MOSQ_ERR_SUCCESS)
-                return mqtt_loop_errno(rc, errno);
+        if (rc != MOSQ_ERR_SUCCESS) {
+                int r = mqtt_loop_errno(rc, errno);
+
+                mosquitto_destroy(l->mosq);
+                l->mosq = NULL;
+                return r;
+        }
         mosquitto_disconnect_v5_callback_set(l->mosq, on_disconnect);
         mosquitto_log_callback_set(l->mosq, on_log);
         if (ret)

@@ -75,8 +75,8 @@ void *mqtt_loop_get_userdata(MqttLoop *l);
 /* A new client (close-on-exec, unthreaded, protocol set; on_disconnect and the log callback are
  * the loop's), replacing and destroying the one before, if any, and its io source. The client
  * belongs to the loop; the pointer in *ret (optional) is borrowed until the next call or
- * mqtt_loop_free(). The task sets its own callbacks on it. Returns 0, -ENOMEM or -EINVAL
- * (client_id NULL with a persistent session). */
+ * mqtt_loop_free(). The task sets its own callbacks on it. Returns 0, or -ENOMEM, -EINVAL
+ * (client_id NULL with a persistent session) and the loop has no client. */
 int mqtt_loop_client_new(MqttLoop *l, const char *client_id, bool clean_session, MqttProtocol protocol,
                          struct mosquitto **ret);
 /* The current client, or NULL. Borrowed. */
