@@ -39,8 +39,6 @@
 #define BACKOFF_MAX_USEC (30 * USEC_PER_SEC)
 #define STABLE_CONNECTION_USEC (10 * USEC_PER_SEC)
 #define LAST_ATTEMPT_MARGIN_USEC (2 * USEC_PER_SEC)
-/* A connection attempt that has not been answered (CONNACK and every SUBACK) within the
- * keepalive, clamped (mqtt_loop_connect_timeout_usec()), is abandoned and retried. */
 /* How long stop() waits for the DISCONNECT packet to leave before closing regardless. */
 #define STOP_FLUSH_USEC USEC_PER_SEC
 /* Connections lost in a row with the UNSUBSCRIBE of stale filters unanswered before they are
@@ -407,8 +405,9 @@ static void mqtt_abort_connection(MqttTask *m, int error, const char *cause) {
         mqtt_connection_failed(m, error, cause);
 }
 
-/* Housekeeping (once a second, before keepalive): an attempt unanswered for too long is given
- * up. Returns true when it ended the connection. */
+/* Housekeeping (once a second, before keepalive): an attempt whose lookup, CONNACK or SUBACKs
+ * have not come within the keepalive, clamped to 5..60 s (mqtt_loop_connect_timeout_usec()), is
+ * abandoned and retried. Returns true when it ended the connection. */
 static bool on_tick(void *userdata, uint64_t now) {
         MqttTask *m = userdata;
         char text[32], cause[128];
@@ -1118,6 +1117,7 @@ static void on_watch_failed(void *userdata, int error) {
         mqtt_fail(userdata, error, "Failed to watch the MQTT socket");
 }
 
+/* The task's side of the client on the loop (mqtt-loop.h). */
 static const MqttLoopOps mqtt_loop_ops = {
         .has_connection = has_connection,
         .want_read = want_read,
@@ -1131,12 +1131,13 @@ static const MqttLoopOps mqtt_loop_ops = {
 
 static int mqtt_task_setup(MqttTask *m) {
         const MqttConfig *c = m->config;
+        int r;
 
         if (asprintf(&m->host_port, "%s:%u", c->host, (unsigned) c->port) < 0) {
                 m->host_port = NULL;
                 return -ENOMEM;
         }
-        int r = mqtt_loop_new(m->event, "mqtt", c->host, &mqtt_loop_ops, m, &m->loop);
+        r = mqtt_loop_new(m->event, "mqtt", c->host, &mqtt_loop_ops, m, &m->loop);
         if (r < 0)
                 return r;
         /* A session belongs to a client id at a broker. */
