@@ -1,13 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* The MQTT input: libmosquitto driven from the sd_event loop, subscribed messages into readings. */
-#include <arpa/inet.h>
 #include <assert.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <mosquitto.h>
-#include <mqtt_protocol.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,15 +12,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-/* mosquitto.h names its protocol numbers with macros that collide with config.h's MqttProtocol
- * enumerators: keep the numbers under other names, then drop the macros before config.h. */
-enum {
-        MOSQ_PROTOCOL_NUMBER_V311 = MQTT_PROTOCOL_V311,
-        MOSQ_PROTOCOL_NUMBER_V5 = MQTT_PROTOCOL_V5,
-};
-#undef MQTT_PROTOCOL_V31
-#undef MQTT_PROTOCOL_V311
-#undef MQTT_PROTOCOL_V5
+#include "collector/mqtt-loop.h"
 
 #include "collector/backoff.h"
 #include "collector/credential.h"
@@ -50,18 +39,8 @@ enum {
 #define BACKOFF_MAX_USEC (30 * USEC_PER_SEC)
 #define STABLE_CONNECTION_USEC (10 * USEC_PER_SEC)
 #define LAST_ATTEMPT_MARGIN_USEC (2 * USEC_PER_SEC)
-/* libmosquitto's housekeeping (keepalive pings, retries) wants a call about once a second. */
-#define MISC_INTERVAL_USEC USEC_PER_SEC
-/* A connection attempt that has not been answered (CONNACK and every SUBACK) within the
- * keepalive, clamped to this range, is abandoned and retried. */
-#define CONNECT_TIMEOUT_MIN_USEC (5 * USEC_PER_SEC)
-#define CONNECT_TIMEOUT_MAX_USEC (60 * USEC_PER_SEC)
 /* How long stop() waits for the DISCONNECT packet to leave before closing regardless. */
 #define STOP_FLUSH_USEC USEC_PER_SEC
-/* Packets handled per loop iteration before other sources get their turn (libmosquitto 2.0
- * reads at most this many or as many as its in-flight queues hold, whichever it decides). */
-#define READ_PACKET_BUDGET 64
-#define WRITE_PACKET_BUDGET 64
 /* Connections lost in a row with the UNSUBSCRIBE of stale filters unanswered before they are
  * forgotten: one loss may be a coincidence, two are the broker refusing them. */
 #define UNSUB_LOST_MAX 2
@@ -88,9 +67,9 @@ typedef struct MqttTask {
         const MqttConfig *config;     /* borrowed, outlives the task */
         Store *store;                 /* borrowed, outlives the task: the session's filters */
         Ingest *ingest;               /* owned */
-        struct mosquitto *mosq;
+        MqttLoop *loop;               /* owned: the client on the loop */
+        struct mosquitto *mosq;       /* borrowed from loop */
         MqttRouter *router;           /* owned: messages into frames */
-        uint64_t messages_in;         /* PUBLISH packets libmosquitto handed to on_message() */
         int *sub_mids;                /* message id of each SUBSCRIBE, 0 once granted */
         size_t n_subs_pending;
         int unsub_mid;                /* message id of the UNSUBSCRIBE of stale filters */
@@ -104,13 +83,8 @@ typedef struct MqttTask {
         char *password;
         char *host_port;              /* "host:port" for messages */
 
-        IoWatch io;                   /* libmosquitto's socket */
-        sd_event_source *misc_timer;
-        sd_event_source *reconnect_timer;
         sd_event_source *offline_timer;   /* fires when offline for max_offline */
         sd_event_source *stop_timer;
-
-        HostLookup *lookup;           /* when the host is a name, not an address or "localhost" */
 
         MqttState state;
         bool ever_connected;
@@ -121,13 +95,9 @@ typedef struct MqttTask {
         uint64_t attempt_usec;        /* CLOCK_MONOTONIC start of the current attempt */
         int last_error;               /* negative errno of the last connection failure */
         char last_cause[256];         /* and its text */
-        char tls_error[256];          /* the first OpenSSL error of the current attempt */
-        char lib_error[256];          /* the first error libmosquitto logged in this attempt */
 
         uint64_t n_reconnects;
 } MqttTask;
-
-static bool mosquitto_initialized;
 
 /* The QoS a topic is subscribed with: the configured one, but never above 1. libmosquitto 2.0
  * holds an incoming QoS 2 message in memory from its PUBREC until the broker's PUBREL and only
@@ -148,74 +118,6 @@ static bool startswith(const char *s, const char *prefix) {
         return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-/* libmosquitto's errors and the errno each stands for; anything not here is -EIO. */
-static const struct {
-        int rc;
-        int error;
-} mosq_errors[] = {
-        { MOSQ_ERR_SUCCESS, 0 },
-        { MOSQ_ERR_NOMEM, -ENOMEM },
-        { MOSQ_ERR_PROTOCOL, -EPROTO },
-        { MOSQ_ERR_MALFORMED_PACKET, -EPROTO },
-        { MOSQ_ERR_DUPLICATE_PROPERTY, -EPROTO },
-        { MOSQ_ERR_PROXY, -EPROTO },
-        { MOSQ_ERR_TLS, -EPROTO },
-        { MOSQ_ERR_TLS_HANDSHAKE, -EPROTO },
-        { MOSQ_ERR_OCSP, -EPROTO },
-        { MOSQ_ERR_INVAL, -EINVAL },
-        { MOSQ_ERR_NO_CONN, -ENOTCONN },
-        { MOSQ_ERR_CONN_REFUSED, -ECONNREFUSED },
-        { MOSQ_ERR_NOT_FOUND, -ENOENT },
-        { MOSQ_ERR_CONN_LOST, -ECONNRESET },
-        { MOSQ_ERR_PAYLOAD_SIZE, -EMSGSIZE },
-        { MOSQ_ERR_OVERSIZE_PACKET, -EMSGSIZE },
-        { MOSQ_ERR_NOT_SUPPORTED, -EOPNOTSUPP },
-        { MOSQ_ERR_QOS_NOT_SUPPORTED, -EOPNOTSUPP },
-        { MOSQ_ERR_RETAIN_NOT_SUPPORTED, -EOPNOTSUPP },
-        { MOSQ_ERR_AUTH, -EACCES },
-        { MOSQ_ERR_ACL_DENIED, -EACCES },
-        { MOSQ_ERR_EAI, -EHOSTUNREACH },
-        { MOSQ_ERR_LOOKUP, -EHOSTUNREACH },
-        { MOSQ_ERR_MALFORMED_UTF8, -EILSEQ },
-        { MOSQ_ERR_KEEPALIVE, -ETIMEDOUT },
-        { MOSQ_ERR_TIMEOUT, -ETIMEDOUT },
-};
-
-/* Convert a libmosquitto error to a negative errno. errno_value is errno right after the call,
- * which MOSQ_ERR_ERRNO refers to. */
-static int mosq_to_errno(int rc, int errno_value) {
-        if (rc == MOSQ_ERR_ERRNO)
-                return errno_value > 0 ? -errno_value : -EIO;
-        for (size_t i = 0; i < ELEMENTSOF(mosq_errors); i++)
-                if (mosq_errors[i].rc == rc)
-                        return mosq_errors[i].error;
-        return -EIO;
-}
-
-/* A readable reason for a libmosquitto error or, above 127, an MQTT 5 reason code (libmosquitto
- * hands DISCONNECT reason codes from the broker to on_disconnect in the same int). */
-static const char *mosq_describe(int rc, int errno_value) {
-        if (rc >= 128)
-                return mosquitto_reason_string(rc);
-        switch (rc) {
-        case MOSQ_ERR_ERRNO:
-                return errno_value > 0 ? strerror(errno_value) : "system error";
-        case MOSQ_ERR_EAI:
-                return "host name lookup failed";
-        /* Codes libmosquitto 2.0 has no text for ("Unknown error."). */
-        case MOSQ_ERR_KEEPALIVE:
-                return "no answer from the broker within the keepalive interval";
-        case MOSQ_ERR_MALFORMED_PACKET:
-                return "malformed packet from the broker";
-        case MOSQ_ERR_TIMEOUT:
-                return "timed out";
-        case MOSQ_ERR_ADMINISTRATIVE_ACTION:
-                return "disconnected by the broker's administrator";
-        default:
-                return mosquitto_strerror(rc);
-        }
-}
-
 static uint64_t now_usec(MqttTask *m) {
         return event_now_usec(m->event, CLOCK_MONOTONIC);
 }
@@ -230,31 +132,9 @@ static uint32_t max_packet_size(size_t max_payload) {
         return (uint32_t) MIN(size, (uint64_t) UINT32_MAX);
 }
 
-static uint64_t connect_timeout_usec(const MqttConfig *c) {
-        uint64_t t = (uint64_t) c->keepalive * USEC_PER_SEC;
-
-        return MIN(MAX(t, CONNECT_TIMEOUT_MIN_USEC), CONNECT_TIMEOUT_MAX_USEC);
-}
-
 static bool state_has_connection(MqttState s) {
         return s == MQTT_STATE_CONNECTING || s == MQTT_STATE_SUBSCRIBING || s == MQTT_STATE_CONNECTED ||
                s == MQTT_STATE_STOPPING;
-}
-
-static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
-
-/* Makes the io source follow libmosquitto: its socket (a new one after every reconnect), EPOLLIN
- * while ingest accepts rows, EPOLLOUT while output is queued. Call after every libmosquitto
- * call that may open or close the socket or queue output. Returns 0 or -errno. */
-static int mqtt_update_io(MqttTask *m) {
-        uint32_t events;
-
-        if (!state_has_connection(m->state)) {
-                io_watch_drop(&m->io);
-                return 0;
-        }
-        events = (ingest_accepting(m->ingest) ? EPOLLIN : 0) | (mosquitto_want_write(m->mosq) ? EPOLLOUT : 0);
-        return io_watch_update(&m->io, m->event, mosquitto_socket(m->mosq), events, on_io, m, "mqtt-socket");
 }
 
 static void mqtt_fail(MqttTask *m, int error, const char *format, ...) _printf_(3, 4);
@@ -262,19 +142,15 @@ static void mqtt_fail(MqttTask *m, int error, const char *format, ...) _printf_(
 /* The task cannot go on: close everything and tell the supervisor (which logs the cause). */
 static void mqtt_fail(MqttTask *m, int error, const char *format, ...) {
         va_list ap;
-        int fd;
 
         if (m->state == MQTT_STATE_FAILED || m->state == MQTT_STATE_STOPPED)
                 return;
-        fd = mosquitto_socket(m->mosq);
-        if (fd >= 0)
-                (void) shutdown(fd, SHUT_RDWR);
+        mqtt_loop_shutdown(m->loop);
         m->state = MQTT_STATE_FAILED;
         ingest_flush_log(m->ingest);
-        io_watch_drop(&m->io);
-        m->reconnect_timer = sd_event_source_disable_unref(m->reconnect_timer);
+        mqtt_loop_unwatch(m->loop);
+        mqtt_loop_halt(m->loop);
         m->offline_timer = sd_event_source_disable_unref(m->offline_timer);
-        m->misc_timer = sd_event_source_disable_unref(m->misc_timer);
         m->stop_timer = sd_event_source_disable_unref(m->stop_timer);
 
         va_start(ap, format);
@@ -283,22 +159,6 @@ static void mqtt_fail(MqttTask *m, int error, const char *format, ...) {
 }
 
 static void mqtt_connection_closed(MqttTask *m, int rc, int errno_value);
-static void on_log(struct mosquitto *mosq, void *userdata, int level, const char *message);
-
-/* Update the io source; a failure there is a failure of the task. libmosquitto closes the
- * socket without calling on_disconnect() in a few places (a failed TLS handshake): a connection
- * whose socket is gone is handled as closed here. */
-static void mqtt_sync_io(MqttTask *m) {
-        int r;
-
-        if (state_has_connection(m->state) && mosquitto_socket(m->mosq) < 0) {
-                mqtt_connection_closed(m, MOSQ_ERR_CONN_LOST, 0);
-                return;
-        }
-        r = mqtt_update_io(m);
-        if (r < 0)
-                mqtt_fail(m, r, "Failed to watch the MQTT socket");
-}
 
 /* The broker's certificate did not verify: a wrong CA or a certificate for another name never
  * fixes itself, so this is fatal, with what to check. */
@@ -306,7 +166,7 @@ static void mqtt_fail_certificate(MqttTask *m) {
         mqtt_fail(m, -EPROTO,
                   "TLS certificate of broker %s not accepted (check that cafile/capath holds the CA that signed "
                   "it and that it is issued for '%s'): %s",
-                  m->host_port, m->config->host, m->tls_error);
+                  m->host_port, m->config->host, mqtt_loop_tls_error(m->loop));
 }
 
 /* Offline for max_offline: the budget for riding out a broker outage is spent. */
@@ -344,7 +204,6 @@ static int mqtt_begin_offline(MqttTask *m, uint64_t now) {
                                on_offline_timer, m, "mqtt-offline-budget");
 }
 
-static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata);
 static int mqtt_forget(MqttTask *m, const SessionFilters *drop);
 static void format_filters(const SessionFilters *s, char *list, size_t size);
 
@@ -355,7 +214,7 @@ static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
         uint64_t now = now_usec(m), when;
         bool was_connected = m->state == MQTT_STATE_CONNECTED;
         size_t n;
-        int fd, r;
+        int r;
 
         if (!state_has_connection(m->state) && m->state != MQTT_STATE_IDLE && m->state != MQTT_STATE_RESOLVING)
                 return;
@@ -369,9 +228,7 @@ static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
 
         /* Whatever libmosquitto thinks, this connection is over for us. The socket stays with
          * libmosquitto until the next attempt (which closes it) or mosquitto_destroy(). */
-        fd = mosquitto_socket(m->mosq);
-        if (fd >= 0)
-                (void) shutdown(fd, SHUT_RDWR);
+        mqtt_loop_shutdown(m->loop);
         /* A broker that drops the connection on our UNSUBSCRIBE of stale filters would do so on
          * every connection: after the second loss in a row with it unanswered, forget them. */
         if (m->state == MQTT_STATE_SUBSCRIBING && m->unsub_pending && ++m->unsub_lost >= UNSUB_LOST_MAX) {
@@ -388,7 +245,7 @@ static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
                         return;
         }
         m->state = MQTT_STATE_OFFLINE;
-        io_watch_drop(&m->io);
+        mqtt_loop_unwatch(m->loop);
         m->last_error = error < 0 ? error : -ECONNRESET;
         snprintf(m->last_cause, sizeof(m->last_cause), "%s", cause);
         r = mqtt_begin_offline(m, now);
@@ -415,8 +272,7 @@ static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
                                       "Failed to connect to broker %s (attempt %u): %s; retrying in %s.", m->host_port,
                                       m->attempt, cause, format_timespan(delay_text, sizeof(delay_text), when - now));
 
-        r = event_arm_timer(m->event, &m->reconnect_timer, when, 10 * USEC_PER_MSEC, on_reconnect_timer, m,
-                            "mqtt-reconnect");
+        r = mqtt_loop_arm_reconnect(m->loop, when);
         if (r < 0) {
                 mqtt_fail(m, r, "Failed to arm the reconnect timer");
                 return;
@@ -432,22 +288,18 @@ static void mqtt_connection_failed(MqttTask *m, int error, const char *cause) {
  * handled (retry or task failure), never returned. */
 static void mqtt_connect_to(MqttTask *m, const char *address) {
         const MqttConfig *c = m->config;
-        FdSnapshot fds;
+        const char *tls_error;
         int rc, saved_errno;
 
         /* For a host name libmosquitto would resolve it with a blocking getaddrinfo() here; the
          * task passes an address, or a name resolved a moment ago (TLS). The TCP connect and the
          * TLS handshake are non-blocking. */
-        fd_snapshot(&fds);
-        errno = 0;
-        rc = mosquitto_connect_bind_async(m->mosq, address, c->port, (int) c->keepalive, NULL);
-        saved_errno = errno;
-        fd_set_cloexec_since(&fds, m->mosq ? mosquitto_socket(m->mosq) : -EBADF);
+        rc = mqtt_loop_connect(m->loop, address, c->port, c->keepalive, &saved_errno);
 
         switch (rc) {
         case MOSQ_ERR_SUCCESS:
                 m->state = MQTT_STATE_CONNECTING;
-                mqtt_sync_io(m);
+                mqtt_loop_sync_io(m->loop);
                 return;
         case MOSQ_ERR_ERRNO:
         case MOSQ_ERR_EAI:
@@ -455,25 +307,26 @@ static void mqtt_connect_to(MqttTask *m, const char *address) {
         case MOSQ_ERR_NO_CONN:
         case MOSQ_ERR_LOOKUP:
                 m->state = MQTT_STATE_CONNECTING;
-                mqtt_connection_failed(m, mosq_to_errno(rc, saved_errno), mosq_describe(rc, saved_errno));
+                mqtt_connection_failed(m, mqtt_loop_errno(rc, saved_errno), mqtt_loop_describe(rc, saved_errno));
                 return;
         case MOSQ_ERR_TLS:
                 /* On loopback the handshake may run (and fail) right inside the connect call. A
                  * certificate that does not verify, or a TLS context that cannot be set up from
                  * the configured files, never fixes itself; anything else is retried. */
-                if (strstr(m->tls_error, "certificate verify failed"))
+                tls_error = mqtt_loop_tls_error(m->loop);
+                if (mqtt_loop_certificate_rejected(m->loop))
                         mqtt_fail_certificate(m);
-                else if (startswith(m->lib_error, "Error: "))
+                else if (startswith(mqtt_loop_lib_error(m->loop), "Error: "))
                         mqtt_fail(m, -EPROTO, "TLS setup for broker %s failed: %s%s%s", m->host_port,
-                                  m->lib_error + 7, m->tls_error[0] ? " " : "", m->tls_error);
+                                  mqtt_loop_lib_error(m->loop) + 7, tls_error[0] ? " " : "", tls_error);
                 else {
                         m->state = MQTT_STATE_CONNECTING;
-                        mqtt_connection_failed(m, -EPROTO, m->tls_error[0] ? m->tls_error : "TLS handshake failed");
+                        mqtt_connection_failed(m, -EPROTO, tls_error[0] ? tls_error : "TLS handshake failed");
                 }
                 return;
         default:
-                mqtt_fail(m, mosq_to_errno(rc, saved_errno), "Failed to connect to broker %s: %s", m->host_port,
-                          mosq_describe(rc, saved_errno));
+                mqtt_fail(m, mqtt_loop_errno(rc, saved_errno), "Failed to connect to broker %s: %s", m->host_port,
+                          mqtt_loop_describe(rc, saved_errno));
                 return;
         }
 }
@@ -512,19 +365,17 @@ static void mqtt_connect(MqttTask *m) {
 
         m->attempt++;
         m->attempt_usec = now_usec(m);
-        m->tls_error[0] = 0;
-        m->lib_error[0] = 0;
+        mqtt_loop_begin_attempt(m->loop);
         m->n_subs_pending = 0;
         m->unsub_pending = false;
-        mosquitto_log_callback_set(m->mosq, on_log);
 
-        if (!m->lookup) {
+        if (!mqtt_loop_needs_lookup(m->loop)) {
                 mqtt_connect_to(m, m->config->host);
                 return;
         }
         m->state = MQTT_STATE_RESOLVING;
         /* Successive attempts take successive addresses. */
-        r = host_lookup_start(m->lookup, m->attempt - 1, &cause);
+        r = mqtt_loop_lookup_start(m->loop, m->attempt - 1, &cause);
         if (r == -ENOMEM)
                 mqtt_fail(m, r, "Failed to look up broker %s: %s", m->host_port, cause);
         else if (r < 0) {
@@ -535,18 +386,16 @@ static void mqtt_connect(MqttTask *m) {
         }
 }
 
-static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+static void on_reconnect(void *userdata, uint64_t usec) {
         MqttTask *m = userdata;
-        (void) s;
 
         if (m->state != MQTT_STATE_OFFLINE)
-                return 0;
+                return;
         if (usec >= backoff_deadline(&m->backoff)) {
                 mqtt_fail_unreachable(m, usec);
-                return 0;
+                return;
         }
         mqtt_connect(m);
-        return 0;
 }
 
 /* Cut the current connection from our side (timeout, hang-up libmosquitto did not notice). */
@@ -556,41 +405,27 @@ static void mqtt_abort_connection(MqttTask *m, int error, const char *cause) {
         mqtt_connection_failed(m, error, cause);
 }
 
-static int on_misc_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+/* Housekeeping (once a second, before keepalive): an attempt whose lookup, CONNACK or SUBACKs
+ * have not come within the keepalive, clamped to 5..60 s (mqtt_loop_connect_timeout_usec()), is
+ * abandoned and retried. Returns true when it ended the connection. */
+static bool on_tick(void *userdata, uint64_t now) {
         MqttTask *m = userdata;
         char text[32], cause[128];
-        uint64_t now = now_usec(m);
 
-        /* One period after it was due, or now when the loop was held up longer than that: after
-         * a stall one catch-up run, not one per missed period. */
-        if (now > usec + MISC_INTERVAL_USEC)
-                log_full_errno_fields(LOG_DEBUG, 0, LOG_FIELDS("TASK", "mqtt"), "Housekeeping ran %s late.",
-                                      format_timespan(text, sizeof(text), now - usec));
-        (void) sd_event_source_set_time(s, MAX(usec + MISC_INTERVAL_USEC, now));
-
-        /* In case glibc could not start the thread that announces the end of a lookup. */
-        if (m->lookup)
-                host_lookup_check(m->lookup);
-        if (m->state == MQTT_STATE_RESOLVING && now >= m->attempt_usec + connect_timeout_usec(m->config)) {
+        if (m->state == MQTT_STATE_RESOLVING && now >= m->attempt_usec + mqtt_loop_connect_timeout_usec(m->config->keepalive)) {
                 snprintf(cause, sizeof(cause), "no answer to the lookup of '%s' within %s", m->config->host,
-                         format_timespan(text, sizeof(text), connect_timeout_usec(m->config)));
+                         format_timespan(text, sizeof(text), mqtt_loop_connect_timeout_usec(m->config->keepalive)));
                 mqtt_connection_failed(m, -ETIMEDOUT, cause);
-                return 0;
+                return true;
         }
         if ((m->state == MQTT_STATE_CONNECTING || m->state == MQTT_STATE_SUBSCRIBING) &&
-            now >= m->attempt_usec + connect_timeout_usec(m->config)) {
+            now >= m->attempt_usec + mqtt_loop_connect_timeout_usec(m->config->keepalive)) {
                 snprintf(cause, sizeof(cause), "no %s within %s", m->state == MQTT_STATE_CONNECTING ? "CONNACK" : "SUBACK",
-                         format_timespan(text, sizeof(text), connect_timeout_usec(m->config)));
+                         format_timespan(text, sizeof(text), mqtt_loop_connect_timeout_usec(m->config->keepalive)));
                 mqtt_abort_connection(m, -ETIMEDOUT, cause);
-                return 0;
+                return true;
         }
-        if (state_has_connection(m->state) && m->io.source) {
-                /* Keepalive: sends PINGREQ, or closes the connection (on_disconnect) when the broker
-                 * stayed silent for too long. */
-                (void) mosquitto_loop_misc(m->mosq);
-                mqtt_sync_io(m);
-        }
-        return 0;
+        return false;
 }
 
 static void mqtt_format_counters(MqttTask *m, char *buf, size_t size);
@@ -600,7 +435,7 @@ static void mqtt_format_counters(MqttTask *m, char *buf, size_t size);
 static void mqtt_finish_stop(MqttTask *m) {
         char counters[200];
 
-        io_watch_drop(&m->io);
+        mqtt_loop_unwatch(m->loop);
         m->stop_timer = sd_event_source_disable_unref(m->stop_timer);
         if (m->state == MQTT_STATE_FAILED || m->state == MQTT_STATE_STOPPED)
                 return;
@@ -614,7 +449,6 @@ static void mqtt_finish_stop(MqttTask *m) {
 
 static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         MqttTask *m = userdata;
-        int fd;
         (void) s;
         (void) usec;
 
@@ -623,69 +457,22 @@ static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "mqtt"),
                               "DISCONNECT to broker %s not sent within %" PRIu64 " ms, closing the connection.",
                               m->host_port, STOP_FLUSH_USEC / USEC_PER_MSEC);
-        fd = mosquitto_socket(m->mosq);
-        if (fd >= 0)
-                (void) shutdown(fd, SHUT_RDWR);
+        mqtt_loop_shutdown(m->loop);
         mqtt_finish_stop(m);
         return 0;
 }
 
-/* Reads up to READ_PACKET_BUDGET packets. libmosquitto 2.0's loop_read() reads one packet per
- * call whatever max_packets says when nothing of QoS 1 or 2 is in flight (it takes its own
- * queue lengths as the count), so at QoS 0 every message cost a loop iteration of its own (an
- * epoll_wait() and the event loop's bookkeeping). Calling it again as long as the last call
- * delivered a message reads a burst in one iteration, at the cost of one read() that finds
- * nothing at its end (loop_read() tells "nothing there" and "packet read" apart only by the
- * callback; asking the kernel first, FIONREAD, would cost a call per message instead). Any
- * other packet, or one that has not fully arrived, ends the round: the socket is level-
- * triggered, so the loop comes back to it. libmosquitto still reads each packet in three
- * read() calls (the type byte, the length, the rest): inside it, not to be changed from here. */
-static void mqtt_read_packets(MqttTask *m, int fd) {
-        for (unsigned i = 0; i < READ_PACKET_BUDGET; i++) {
-                uint64_t before = m->messages_in;
-                int rc;
-
-                errno = 0;
-                rc = mosquitto_loop_read(m->mosq, READ_PACKET_BUDGET);
-                /* Errors end in on_disconnect(), which has handled them by now. Stop as well when
-                 * the connection went, or ingest stopped accepting (TCP pushes back then). */
-                if (rc != MOSQ_ERR_SUCCESS || m->messages_in == before || !state_has_connection(m->state) ||
-                    mosquitto_socket(m->mosq) != fd || !ingest_accepting(m->ingest))
-                        break;
-        }
-}
-
-static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+/* A hang-up or error that libmosquitto did not turn into a disconnect (possible in the middle of
+ * a TLS handshake) would wake us forever: end that connection ourselves. */
+static void on_hangup(void *userdata, int error) {
         MqttTask *m = userdata;
-        int rc;
-        (void) s;
+        const char *tls_error = mqtt_loop_tls_error(m->loop);
 
-        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                mqtt_read_packets(m, fd);
-        if (state_has_connection(m->state) && mosquitto_socket(m->mosq) == fd &&
-            (revents & EPOLLOUT || mosquitto_want_write(m->mosq))) {
-                errno = 0;
-                rc = mosquitto_loop_write(m->mosq, WRITE_PACKET_BUDGET);
-                (void) rc;
+        if (m->state == MQTT_STATE_STOPPING) {
+                mqtt_finish_stop(m);
+                return;
         }
-
-        /* A hang-up or error that libmosquitto did not turn into a disconnect (possible in the
-         * middle of a TLS handshake) would wake us forever: end that connection ourselves. */
-        if (state_has_connection(m->state) && mosquitto_socket(m->mosq) == fd && (revents & (EPOLLHUP | EPOLLERR))) {
-                int error = 0;
-                socklen_t len = sizeof(error);
-
-                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) < 0 || error == 0)
-                        error = ECONNRESET;
-                if (m->state == MQTT_STATE_STOPPING) {
-                        mqtt_finish_stop(m);
-                        return 0;
-                }
-                mqtt_abort_connection(m, -error, m->tls_error[0] ? m->tls_error : strerror(error));
-                return 0;
-        }
-        mqtt_sync_io(m);
-        return 0;
+        mqtt_abort_connection(m, error, tls_error[0] ? tls_error : strerror(-error));
 }
 
 static const char *connack_describe(MqttProtocol protocol, int rc) {
@@ -744,10 +531,10 @@ static void format_filters(const SessionFilters *s, char *list, size_t size) {
  * connection is retried, anything else is a failure of the task. Returns the -errno. */
 static int mqtt_request_failed(MqttTask *m, int rc, int errno_value, const char *what) {
         if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_ERRNO || rc == MOSQ_ERR_CONN_LOST)
-                mqtt_connection_failed(m, mosq_to_errno(rc, errno_value), mosq_describe(rc, errno_value));
+                mqtt_connection_failed(m, mqtt_loop_errno(rc, errno_value), mqtt_loop_describe(rc, errno_value));
         else
-                mqtt_fail(m, mosq_to_errno(rc, errno_value), "Failed to %s: %s", what, mosq_describe(rc, errno_value));
-        return mosq_to_errno(rc, errno_value);
+                mqtt_fail(m, mqtt_loop_errno(rc, errno_value), "Failed to %s: %s", what, mqtt_loop_describe(rc, errno_value));
+        return mqtt_loop_errno(rc, errno_value);
 }
 
 /* Sends the UNSUBSCRIBE for stale filters. Returns 0, or -errno (the connection or the task
@@ -768,7 +555,7 @@ static int mqtt_unsubscribe_stale(MqttTask *m, const SessionFilters *stale) {
                  * broker can hold it either. Failing here would fail every start. */
                 log_full_errno_fields(LOG_WARNING, 0, LOG_FIELDS("TASK", "mqtt"),
                                       "Cannot unsubscribe from %s (%s), forgetting them, ignoring.", list,
-                                      mosq_describe(k, saved_errno));
+                                      mqtt_loop_describe(k, saved_errno));
                 return mqtt_forget(m, stale);
         }
         if (k != MOSQ_ERR_SUCCESS)
@@ -809,7 +596,7 @@ static int mqtt_drop_stale_filters(MqttTask *m, bool session_present) {
 }
 
 static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags, const mosquitto_property *props) {
-        MqttTask *m = userdata;
+        MqttTask *m = mqtt_loop_get_userdata(userdata);
         const MqttConfig *c = m->config;
         bool session_present = flags & 1;
         (void) mosq;
@@ -909,16 +696,14 @@ static void mqtt_now_running(MqttTask *m) {
         task_report_running(m->task);
         ingest_input_up(m->ingest);
 
-        /* libmosquitto formats a log line for every packet whenever a log callback is set; we
-         * only need it for the causes of failed connection attempts (OpenSSL's reasons), so it
-         * is off while connected, unless debugging. */
-        if (log_get_max_level() < LOG_DEBUG)
-                mosquitto_log_callback_set(m->mosq, NULL);
+        /* libmosquitto's log is only needed for the causes of failed connection attempts
+         * (OpenSSL's reasons): off while connected, unless debugging. */
+        mqtt_loop_quiet(m->loop);
 }
 
 static void on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int qos_count, const int *granted_qos,
                          const mosquitto_property *props) {
-        MqttTask *m = userdata;
+        MqttTask *m = mqtt_loop_get_userdata(userdata);
         const MqttConfig *c = m->config;
         (void) mosq;
         (void) props;
@@ -965,7 +750,7 @@ static void on_subscribe(struct mosquitto *mosq, void *userdata, int mid, int qo
 }
 
 static void on_unsubscribe(struct mosquitto *mosq, void *userdata, int mid, const mosquitto_property *props) {
-        MqttTask *m = userdata;
+        MqttTask *m = mqtt_loop_get_userdata(userdata);
         (void) mosq;
         (void) props;
 
@@ -996,45 +781,21 @@ static void mqtt_connection_closed(MqttTask *m, int rc, int errno_value) {
                 return;
 
         /* A certificate that does not verify (wrong CA, wrong name) never fixes itself. */
-        if (m->state == MQTT_STATE_CONNECTING && strstr(m->tls_error, "certificate verify failed")) {
+        if (m->state == MQTT_STATE_CONNECTING && mqtt_loop_certificate_rejected(m->loop)) {
                 mqtt_fail_certificate(m);
                 return;
         }
 
-        if (m->tls_error[0] && m->state == MQTT_STATE_CONNECTING)
-                snprintf(cause, sizeof(cause), "TLS handshake failed: %s", m->tls_error);
+        if (mqtt_loop_tls_error(m->loop)[0] && m->state == MQTT_STATE_CONNECTING)
+                snprintf(cause, sizeof(cause), "TLS handshake failed: %s", mqtt_loop_tls_error(m->loop));
         else
-                snprintf(cause, sizeof(cause), "%s", mosq_describe(rc, errno_value));
-        mqtt_connection_failed(m, rc >= 128 ? -ECONNRESET : mosq_to_errno(rc ? rc : MOSQ_ERR_CONN_LOST, errno_value),
+                snprintf(cause, sizeof(cause), "%s", mqtt_loop_describe(rc, errno_value));
+        mqtt_connection_failed(m, rc >= 128 ? -ECONNRESET : mqtt_loop_errno(rc ? rc : MOSQ_ERR_CONN_LOST, errno_value),
                                cause);
 }
 
-static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc, const mosquitto_property *props) {
-        (void) mosq;
-        (void) props;
-        mqtt_connection_closed(userdata, rc, errno);
-}
-
-static void on_log(struct mosquitto *mosq, void *userdata, int level, const char *message) {
-        MqttTask *m = userdata;
-        (void) mosq;
-
-        /* libmosquitto reports OpenSSL's reasons (and its own TLS setup errors) only here; keep
-         * the first of each attempt for the cause. */
-        if (level == MOSQ_LOG_ERR && message) {
-                if (startswith(message, "OpenSSL Error")) {
-                        const char *p = strstr(message, "]: ");
-                        if (!m->tls_error[0])
-                                snprintf(m->tls_error, sizeof(m->tls_error), "%s", p ? p + 3 : message);
-                } else if (!m->lib_error[0])
-                        snprintf(m->lib_error, sizeof(m->lib_error), "%s", message);
-        }
-        if (log_get_max_level() >= LOG_DEBUG)
-                log_full_errno_fields(LOG_DEBUG, 0, LOG_FIELDS("TASK", "mqtt"), "libmosquitto: %s", strna(message));
-}
-
 /* The store refused a row (and reported its own failure); the supervisor stops everything.
- * Until then read nothing more (on_io() stops reading): TCP pushes back on the broker. */
+ * Until then read nothing more (want_read() says no): TCP pushes back on the broker. */
 static void mqtt_store_failed(MqttTask *m, int error) {
         (void) ingest_store_failed(m->ingest, error);
 }
@@ -1053,7 +814,7 @@ static const IngestInput mqtt_input = {
 
 static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *msg,
                        const mosquitto_property *props) {
-        MqttTask *m = userdata;
+        MqttTask *m = mqtt_loop_get_userdata(userdata);
         uint32_t ids[SUBSCRIPTION_IDS_MAX];
         MqttMessage message = {
                 .topic = msg->topic,
@@ -1067,7 +828,7 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
         int r;
         (void) mosq;
 
-        m->messages_in++;
+        mqtt_loop_delivered(m->loop);
         if (!ingest_accepting(m->ingest) || m->state == MQTT_STATE_FAILED || !msg->topic)
                 return;
         for (p = mosquitto_property_read_varint(props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, &id, false); p;
@@ -1096,26 +857,23 @@ static int mqtt_setup_security(MqttTask *m, bool *ret_reported) {
                 rc = mosquitto_username_pw_set(m->mosq, c->username, m->password);
                 if (rc != MOSQ_ERR_SUCCESS) {
                         *ret_reported = false;
-                        return mosq_to_errno(rc, errno);
+                        return mqtt_loop_errno(rc, errno);
                 }
         }
         if (!c->cafile && !c->capath) {
                 *ret_reported = false;
                 return 0;
         }
-        rc = mosquitto_tls_set(m->mosq, c->cafile, c->capath, c->certfile, c->keyfile, NULL);
+        rc = mqtt_loop_tls_files(m->loop, c->cafile, c->capath, c->certfile, c->keyfile);
         if (rc != MOSQ_ERR_SUCCESS) {
-                task_report_failure(m->task, mosq_to_errno(rc, errno),
+                task_report_failure(m->task, mqtt_loop_errno(rc, errno),
                                     "Failed to set up TLS (cafile '%s', capath '%s', certfile '%s', keyfile '%s')",
                                     strna(c->cafile), strna(c->capath), strna(c->certfile), strna(c->keyfile));
                 return 0;
         }
-        /* Verify the broker's certificate and that it names the host we connect to. */
-        rc = mosquitto_tls_opts_set(m->mosq, 1, c->tls_version, NULL);
-        if (rc == MOSQ_ERR_SUCCESS)
-                rc = mosquitto_tls_insecure_set(m->mosq, false);
+        rc = mqtt_loop_tls_verify(m->loop, c->tls_version);
         if (rc != MOSQ_ERR_SUCCESS) {
-                task_report_failure(m->task, mosq_to_errno(rc, errno), "Failed to set TLS options (version '%s')",
+                task_report_failure(m->task, mqtt_loop_errno(rc, errno), "Failed to set TLS options (version '%s')",
                                     strna(c->tls_version));
                 return 0;
         }
@@ -1151,7 +909,7 @@ static int mqtt_set_connect_properties(MqttTask *m) {
                         rc = MOSQ_ERR_SUCCESS;
         }
         mosquitto_property_free_all(&props);
-        return mosq_to_errno(rc, errno);
+        return mqtt_loop_errno(rc, errno);
 }
 
 static int mqtt_start(Task *t) {
@@ -1166,12 +924,7 @@ static int mqtt_start(Task *t) {
         if (r < 0)
                 return r;
 
-        r = sd_event_add_time_relative(m->event, &m->misc_timer, CLOCK_MONOTONIC, MISC_INTERVAL_USEC,
-                                       100 * USEC_PER_MSEC, on_misc_timer, m);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_description(m->misc_timer, "mqtt-misc");
-        r = sd_event_source_set_enabled(m->misc_timer, SD_EVENT_ON);
+        r = mqtt_loop_start(m->loop);
         if (r < 0)
                 return r;
 
@@ -1196,11 +949,10 @@ static int mqtt_start(Task *t) {
 
 static int mqtt_stop(Task *t) {
         MqttTask *m = task_get_userdata(t);
-        int rc, r, fd;
+        int rc, r;
 
-        m->reconnect_timer = sd_event_source_disable_unref(m->reconnect_timer);
+        mqtt_loop_halt(m->loop);
         m->offline_timer = sd_event_source_disable_unref(m->offline_timer);
-        m->misc_timer = sd_event_source_disable_unref(m->misc_timer);
 
         switch (m->state) {
         case MQTT_STATE_STOPPING:
@@ -1210,9 +962,7 @@ static int mqtt_stop(Task *t) {
                 break;
         default:
                 /* Not connected, or nothing agreed with the broker yet (no CONNACK): just close. */
-                fd = mosquitto_socket(m->mosq);
-                if (fd >= 0)
-                        (void) shutdown(fd, SHUT_RDWR);
+                mqtt_loop_shutdown(m->loop);
                 mqtt_finish_stop(m);
                 return 0;
         }
@@ -1227,21 +977,17 @@ static int mqtt_stop(Task *t) {
         if (m->state != MQTT_STATE_STOPPING) /* went out at once: on_disconnect() ran */
                 return 0;
         if (rc != MOSQ_ERR_SUCCESS) {
-                fd = mosquitto_socket(m->mosq);
-                if (fd >= 0)
-                        (void) shutdown(fd, SHUT_RDWR);
+                mqtt_loop_shutdown(m->loop);
                 mqtt_finish_stop(m);
                 return 0;
         }
 
-        r = mqtt_update_io(m);
+        r = mqtt_loop_update_io(m->loop);
         if (r >= 0)
                 r = sd_event_add_time_relative(m->event, &m->stop_timer, CLOCK_MONOTONIC, STOP_FLUSH_USEC, 0,
                                                on_stop_timer, m);
         if (r < 0) {
-                fd = mosquitto_socket(m->mosq);
-                if (fd >= 0)
-                        (void) shutdown(fd, SHUT_RDWR);
+                mqtt_loop_shutdown(m->loop);
                 mqtt_finish_stop(m);
                 return 0;
         }
@@ -1317,14 +1063,9 @@ static void mqtt_get_info(Task *t, TaskInfo *ret) {
 static MqttTask *mqtt_task_free_one(MqttTask *m) {
         if (!m)
                 return NULL;
-        io_watch_drop(&m->io);
-        sd_event_source_disable_unref(m->misc_timer);
-        sd_event_source_disable_unref(m->reconnect_timer);
         sd_event_source_disable_unref(m->offline_timer);
         sd_event_source_disable_unref(m->stop_timer);
-        host_lookup_free(m->lookup);
-        if (m->mosq)
-                mosquitto_destroy(m->mosq);
+        mqtt_loop_free(m->loop);
         mqtt_router_free(m->router);
         free(m->sub_mids);
         free(m->subs_key);
@@ -1355,33 +1096,50 @@ static const TaskOps mqtt_task_ops = {
         .get_info = mqtt_get_info,
 };
 
+static bool has_connection(void *userdata) {
+        MqttTask *m = userdata;
+
+        return state_has_connection(m->state);
+}
+
+/* Input only while ingest accepts rows: TCP pushes back on the broker otherwise. */
+static bool want_read(void *userdata) {
+        MqttTask *m = userdata;
+
+        return ingest_accepting(m->ingest);
+}
+
+static void on_disconnected(void *userdata, int rc, int errno_value) {
+        mqtt_connection_closed(userdata, rc, errno_value);
+}
+
+static void on_watch_failed(void *userdata, int error) {
+        mqtt_fail(userdata, error, "Failed to watch the MQTT socket");
+}
+
+/* The task's side of the client on the loop (mqtt-loop.h). */
+static const MqttLoopOps mqtt_loop_ops = {
+        .has_connection = has_connection,
+        .want_read = want_read,
+        .disconnected = on_disconnected,
+        .hangup = on_hangup,
+        .watch_failed = on_watch_failed,
+        .tick = on_tick,
+        .reconnect = on_reconnect,
+        .resolved = on_lookup_done,
+};
+
 static int mqtt_task_setup(MqttTask *m) {
         const MqttConfig *c = m->config;
-        FdSnapshot fds;
-        int rc;
-
-        if (!mosquitto_initialized) {
-                rc = mosquitto_lib_init();
-                if (rc != MOSQ_ERR_SUCCESS)
-                        return mosq_to_errno(rc, errno);
-                mosquitto_initialized = true;
-        }
+        int r;
 
         if (asprintf(&m->host_port, "%s:%u", c->host, (unsigned) c->port) < 0) {
                 m->host_port = NULL;
                 return -ENOMEM;
         }
-        /* An address, or a name that /etc/hosts answers at once, needs no lookup on the loop. */
-        {
-                unsigned char buf[sizeof(struct in6_addr)];
-
-                if (inet_pton(AF_INET, c->host, buf) != 1 && inet_pton(AF_INET6, c->host, buf) != 1 &&
-                    strcasecmp(c->host, "localhost") != 0) {
-                        int r = host_lookup_new(m->event, c->host, on_lookup_done, m, &m->lookup);
-                        if (r < 0)
-                                return r;
-                }
-        }
+        r = mqtt_loop_new(m->event, "mqtt", c->host, &mqtt_loop_ops, m, &m->loop);
+        if (r < 0)
+                return r;
         /* A session belongs to a client id at a broker. */
         if (asprintf(&m->subs_key, "mqtt.subscriptions %s@%s", c->client_id, m->host_port) < 0) {
                 m->subs_key = NULL;
@@ -1391,7 +1149,7 @@ static int mqtt_task_setup(MqttTask *m) {
         m->sub_mids = calloc(MAX(c->n_topics, 1u), sizeof(int));
         if (!m->sub_mids)
                 return -ENOMEM;
-        int r = mqtt_router_new(c, m->ingest, &m->router);
+        r = mqtt_router_new(c, m->ingest, &m->router);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < c->n_topics; i++) {
@@ -1402,26 +1160,13 @@ static int mqtt_task_setup(MqttTask *m) {
                         return r;
         }
 
-        fd_snapshot(&fds);
-        errno = 0;
-        m->mosq = mosquitto_new(c->client_id, c->clean_session, m);
-        if (!m->mosq)
-                return errno == EINVAL ? -EINVAL : -ENOMEM;
-        fd_set_cloexec_since(&fds, m->mosq ? mosquitto_socket(m->mosq) : -EBADF);
-
-        rc = mosquitto_threaded_set(m->mosq, false);
-        if (rc == MOSQ_ERR_SUCCESS)
-                rc = mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION,
-                                          c->protocol == MQTT_PROTOCOL_V5 ? MOSQ_PROTOCOL_NUMBER_V5 : MOSQ_PROTOCOL_NUMBER_V311);
-        if (rc != MOSQ_ERR_SUCCESS)
-                return mosq_to_errno(rc, errno);
-
+        r = mqtt_loop_client_new(m->loop, c->client_id, c->clean_session, c->protocol, &m->mosq);
+        if (r < 0)
+                return r;
         mosquitto_connect_v5_callback_set(m->mosq, on_connect);
-        mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
         mosquitto_subscribe_v5_callback_set(m->mosq, on_subscribe);
         mosquitto_unsubscribe_v5_callback_set(m->mosq, on_unsubscribe);
         mosquitto_message_v5_callback_set(m->mosq, on_message);
-        mosquitto_log_callback_set(m->mosq, on_log);
         return 0;
 }
 
@@ -1440,7 +1185,6 @@ int mqtt_task_new(sd_event *e, const MqttConfig *config, Store *store, Clock *cl
         m->event = sd_event_ref(e);
         m->config = config;
         m->store = store;
-        m->io = IO_WATCH_INIT;
         m->state = MQTT_STATE_IDLE;
         m->backoff_policy = (BackoffPolicy){
                 .initial_usec = BACKOFF_INITIAL_USEC,

@@ -1,31 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /* Upstream forwarding: committed readings to a central broker with libmosquitto on the sd_event loop. */
-#include <arpa/inet.h>
 #include <assert.h>
 #include <inttypes.h>
-#include <mosquitto.h>
-#include <mqtt_protocol.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <sys/socket.h>
 
-/* mosquitto.h names its protocol numbers with macros that collide with config.h's MqttProtocol
- * enumerators (see mqtt-task.c). */
-enum {
-        UP_PROTOCOL_NUMBER_V311 = MQTT_PROTOCOL_V311,
-        UP_PROTOCOL_NUMBER_V5 = MQTT_PROTOCOL_V5,
-};
-#undef MQTT_PROTOCOL_V31
-#undef MQTT_PROTOCOL_V311
-#undef MQTT_PROTOCOL_V5
+#include "collector/mqtt-loop.h"
 
 #include "collector/backoff.h"
 #include "collector/credential.h"
 #include "collector/event-util.h"
 #include "collector/exit-status.h"
-#include "collector/fd-util.h"
-#include "collector/host-lookup.h"
 #include "collector/log.h"
 #include "collector/mqtt-connack.h"
 #include "collector/time-util.h"
@@ -38,12 +25,7 @@ enum {
 #define BACKOFF_INITIAL_USEC (500 * USEC_PER_MSEC)
 #define BACKOFF_MAX_USEC (60 * USEC_PER_SEC)
 #define STABLE_CONNECTION_USEC (10 * USEC_PER_SEC)
-/* libmosquitto's housekeeping (keepalive) wants a call about once a second. */
-#define MISC_INTERVAL_USEC USEC_PER_SEC
-#define CONNECT_TIMEOUT_MIN_USEC (5 * USEC_PER_SEC)
-#define CONNECT_TIMEOUT_MAX_USEC (60 * USEC_PER_SEC)
 #define STOP_FLUSH_USEC USEC_PER_SEC
-#define READ_PACKET_BUDGET 64
 #define WRITE_PACKET_BUDGET 64
 /* The drain's timer never runs more often than this; when the rate asks for more, one tick
  * sends several batches. With nothing to drain it looks again once a second. */
@@ -76,17 +58,14 @@ struct Upstream {
         const UpstreamConfig *config; /* borrowed */
         Store *store;                 /* borrowed */
         Sensors *sensors;             /* borrowed, or NULL: the units of the sensor map */
-        struct mosquitto *mosq;       /* a fresh client per connection attempt */
-        HostLookup *lookup;
+        MqttLoop *loop;               /* owned: the client on the loop, its socket, timers, lookup */
+        struct mosquitto *mosq;       /* borrowed from loop: a fresh client per connection attempt */
         char *password;
         char *host_port;
         char *store_id;
         char *status_topic;
         UpstreamSource source;
 
-        IoWatch io;
-        sd_event_source *misc_timer;
-        sd_event_source *reconnect_timer;
         sd_event_source *drain_timer;
         sd_event_source *live_timer;  /* due now: send what was committed */
         sd_event_source *save_timer;  /* due now: write the done set into the open batch */
@@ -100,7 +79,6 @@ struct Upstream {
         Backoff backoff;
         uint64_t attempt_usec;
         char last_cause[256];
-        char tls_error[256];
 
         UpstreamWindow window;
         int64_t committed;            /* the store's largest committed seq */
@@ -124,8 +102,6 @@ struct Upstream {
         uint64_t link_since_realtime_usec, last_ack_realtime_usec, last_cause_realtime_usec;
 };
 
-static bool mosquitto_initialized;
-
 static uint64_t now_usec(Upstream *u) {
         return event_now_usec(u->event, CLOCK_MONOTONIC);
 }
@@ -142,72 +118,21 @@ static bool has_connection(UpstreamState s) {
         return s == UP_CONNECTING || s == UP_CONNECTED || s == UP_STOPPING;
 }
 
-static int mosq_errno(int rc, int errno_value) {
-        switch (rc) {
-        case MOSQ_ERR_SUCCESS:
-                return 0;
-        case MOSQ_ERR_NOMEM:
-                return -ENOMEM;
-        case MOSQ_ERR_ERRNO:
-                return errno_value > 0 ? -errno_value : -EIO;
-        case MOSQ_ERR_NO_CONN:
-                return -ENOTCONN;
-        case MOSQ_ERR_CONN_LOST:
-                return -ECONNRESET;
-        case MOSQ_ERR_INVAL:
-                return -EINVAL;
-        case MOSQ_ERR_PAYLOAD_SIZE:
-        case MOSQ_ERR_OVERSIZE_PACKET:
-                return -EMSGSIZE;
-        case MOSQ_ERR_KEEPALIVE:
-                return -ETIMEDOUT;
-        case MOSQ_ERR_TLS:
-        case MOSQ_ERR_PROTOCOL:
-                return -EPROTO;
-        default:
-                return -EIO;
-        }
-}
-
-static const char *mosq_describe(int rc, int errno_value) {
-        if (rc >= 128)
-                return mosquitto_reason_string(rc);
-        if (rc == MOSQ_ERR_ERRNO)
-                return errno_value > 0 ? strerror(errno_value) : "I/O error";
-        return mosquitto_strerror(rc);
-}
-
-static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
 static void up_connection_failed(Upstream *u, int error, const char *cause);
 static void up_pump(Upstream *u);
-
-static int up_update_io(Upstream *u) {
-        uint32_t events;
-
-        if (!has_connection(u->state) || !u->mosq) {
-                io_watch_drop(&u->io);
-                return 0;
-        }
-        events = EPOLLIN | (mosquitto_want_write(u->mosq) ? EPOLLOUT : 0);
-        return io_watch_update(&u->io, u->event, mosquitto_socket(u->mosq), events, on_io, u, "upstream-socket");
-}
 
 static void up_fail(Upstream *u, int error, const char *format, ...) _printf_(3, 4);
 
 /* The task cannot go on: close everything and tell the supervisor (which logs the cause). */
 static void up_fail(Upstream *u, int error, const char *format, ...) {
         va_list ap;
-        int fd;
 
         if (u->state == UP_FAILED || u->state == UP_STOPPED)
                 return;
-        fd = u->mosq ? mosquitto_socket(u->mosq) : -EBADF;
-        if (fd >= 0)
-                (void) shutdown(fd, SHUT_RDWR);
+        mqtt_loop_shutdown(u->loop);
         u->state = UP_FAILED;
-        io_watch_drop(&u->io);
-        u->reconnect_timer = sd_event_source_disable_unref(u->reconnect_timer);
-        u->misc_timer = sd_event_source_disable_unref(u->misc_timer);
+        mqtt_loop_unwatch(u->loop);
+        mqtt_loop_halt(u->loop);
         u->drain_timer = sd_event_source_disable_unref(u->drain_timer);
         u->live_timer = sd_event_source_disable_unref(u->live_timer);
         u->stop_timer = sd_event_source_disable_unref(u->stop_timer);
@@ -219,18 +144,10 @@ static void up_fail(Upstream *u, int error, const char *format, ...) {
 
 static void up_connection_closed(Upstream *u, int rc, int errno_value);
 
+/* The io source after libmosquitto calls; a socket libmosquitto closed without on_disconnect()
+ * (a failed TLS handshake) is a closed connection, a failure of the source the task's. */
 static void up_sync_io(Upstream *u) {
-        int r;
-
-        /* libmosquitto closes the socket without on_disconnect() in a few places (a failed TLS
-         * handshake): a connection whose socket is gone is closed. */
-        if (has_connection(u->state) && mosquitto_socket(u->mosq) < 0) {
-                up_connection_closed(u, MOSQ_ERR_CONN_LOST, 0);
-                return;
-        }
-        r = up_update_io(u);
-        if (r < 0)
-                up_fail(u, r, "Failed to watch the upstream socket");
+        mqtt_loop_sync_io(u->loop);
 }
 
 /* Runs handler once in the next loop iteration: a defer source, enabled once per arming (a
@@ -326,7 +243,7 @@ static int up_publish(Upstream *u, const char *topic, const UpstreamBuf *payload
         up_pass_before_send(u);
         rc = mosquitto_publish(u->mosq, &mid, topic, (int) payload->len, payload->data, u->config->qos, false);
         if (rc != MOSQ_ERR_SUCCESS)
-                return mosq_errno(rc, errno);
+                return mqtt_loop_errno(rc, errno);
         u->pass_sent++;
         if (u->window.n_flights == 0)
                 u->progress_usec = now_usec(u); /* the ack timeout counts from the first in flight */
@@ -748,7 +665,7 @@ static void up_refused(Upstream *u, const UpstreamFlight *f, int reason) {
 }
 
 static void on_publish(struct mosquitto *mosq, void *userdata, int mid, int reason, const mosquitto_property *props) {
-        Upstream *u = userdata;
+        Upstream *u = mqtt_loop_get_userdata(userdata);
         UpstreamFlight f;
         bool transient, refused;
         int r;
@@ -792,21 +709,17 @@ static void on_publish(struct mosquitto *mosq, void *userdata, int mid, int reas
 
 /* ---- the connection ---- */
 
-static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata);
-
 static void up_connection_failed(Upstream *u, int error, const char *cause) {
         char delay[32];
         uint64_t now = now_usec(u), when;
         bool was_connected = u->state == UP_CONNECTED;
-        int fd, r;
+        int r;
 
         if (!has_connection(u->state) && u->state != UP_RESOLVING && u->state != UP_IDLE)
                 return;
-        fd = u->mosq ? mosquitto_socket(u->mosq) : -EBADF;
-        if (fd >= 0)
-                (void) shutdown(fd, SHUT_RDWR);
+        mqtt_loop_shutdown(u->loop);
         u->state = UP_OFFLINE;
-        io_watch_drop(&u->io);
+        mqtt_loop_unwatch(u->loop);
         u->drain_timer = sd_event_source_disable_unref(u->drain_timer);
         upstream_window_disconnect(&u->window);
         snprintf(u->last_cause, sizeof(u->last_cause), "%s", cause);
@@ -828,8 +741,7 @@ static void up_connection_failed(Upstream *u, int error, const char *cause) {
                                       LOG_FIELDS("TASK", "upstream"),
                                       "Failed to connect to central broker %s (attempt %u): %s; retrying in %s.",
                                       u->host_port, u->attempt, cause, format_timespan(delay, sizeof(delay), when - now));
-        r = event_arm_timer(u->event, &u->reconnect_timer, when, 10 * USEC_PER_MSEC, on_reconnect_timer, u,
-                            "upstream-reconnect");
+        r = mqtt_loop_arm_reconnect(u->loop, when);
         if (r < 0) {
                 up_fail(u, r, "Failed to arm the reconnect timer");
                 return;
@@ -839,7 +751,7 @@ static void up_connection_failed(Upstream *u, int error, const char *cause) {
 }
 
 static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags, const mosquitto_property *props) {
-        Upstream *u = userdata;
+        Upstream *u = mqtt_loop_get_userdata(userdata);
         const UpstreamConfig *c = u->config;
         uint16_t receive_max = 0;
         int k, mid = 0;
@@ -884,7 +796,7 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
                 return;
         }
         if (k != MOSQ_ERR_SUCCESS)
-                log_full_errno_fields(LOG_WARNING, mosq_errno(k, errno), LOG_FIELDS("TASK", "upstream"),
+                log_full_errno_fields(LOG_WARNING, mqtt_loop_errno(k, errno), LOG_FIELDS("TASK", "upstream"),
                                       "Failed to publish 'online' on '%s', ignoring.", u->status_topic);
         log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "upstream"),
                               "Connected to central broker %s (in flight at most %u%s); about %" PRId64
@@ -901,12 +813,6 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
 }
 
 static void up_finish_stop(Upstream *u);
-
-static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc, const mosquitto_property *props) {
-        (void) mosq;
-        (void) props;
-        up_connection_closed(userdata, rc, errno);
-}
 
 /* A connection with qos 2 that ended in a protocol error after readings went out and before any
  * was acknowledged: the broker most likely answered a QoS 2 PUBLISH with a PUBACK (RabbitMQ's
@@ -943,100 +849,71 @@ static void up_connection_closed(Upstream *u, int rc, int saved) {
         }
         if (!has_connection(u->state))
                 return;
-        if (u->state == UP_CONNECTING && strstr(u->tls_error, "certificate verify failed")) {
+        if (u->state == UP_CONNECTING && mqtt_loop_certificate_rejected(u->loop)) {
                 up_fail(u, -EPROTO, "TLS certificate of central broker %s not accepted (check cafile/capath and the name '%s'): %s",
-                        u->host_port, u->config->host, u->tls_error);
+                        u->host_port, u->config->host, mqtt_loop_tls_error(u->loop));
                 return;
         }
-        if (u->tls_error[0] && u->state == UP_CONNECTING)
-                snprintf(cause, sizeof(cause), "TLS handshake failed: %s", u->tls_error);
+        if (mqtt_loop_tls_error(u->loop)[0] && u->state == UP_CONNECTING)
+                snprintf(cause, sizeof(cause), "TLS handshake failed: %s", mqtt_loop_tls_error(u->loop));
         else if (up_qos2_answered_as_qos1(u, rc))
                 snprintf(cause, sizeof(cause), "protocol error in answer to QoS 2 (set qos 1 for this broker)");
         else
-                snprintf(cause, sizeof(cause), "%s", mosq_describe(rc ? rc : MOSQ_ERR_CONN_LOST, saved));
+                snprintf(cause, sizeof(cause), "%s", mqtt_loop_describe(rc ? rc : MOSQ_ERR_CONN_LOST, saved));
         up_connection_failed(u, -ECONNRESET, cause);
-}
-
-static void on_log(struct mosquitto *mosq, void *userdata, int level, const char *message) {
-        Upstream *u = userdata;
-        (void) mosq;
-
-        if (level == MOSQ_LOG_ERR && message && strncmp(message, "OpenSSL Error", 13) == 0 && !u->tls_error[0]) {
-                const char *p = strstr(message, "]: ");
-                snprintf(u->tls_error, sizeof(u->tls_error), "%s", p ? p + 3 : message);
-        }
-        if (log_get_max_level() >= LOG_DEBUG)
-                log_full_errno_fields(LOG_DEBUG, 0, LOG_FIELDS("TASK", "upstream"), "libmosquitto: %s", strna(message));
 }
 
 /* A fresh client for every attempt: libmosquitto would otherwise resend its own copies of the
  * messages in flight after a reconnect, next to ours. Returns 0 or -errno (reported). */
 static int up_new_client(Upstream *u) {
         const UpstreamConfig *c = u->config;
-        FdSnapshot fds;
-        int rc;
+        int rc, r;
 
-        if (u->mosq) {
-                mosquitto_destroy(u->mosq);
-                u->mosq = NULL;
+        u->mosq = NULL; /* destroyed with its successor's creation */
+        r = mqtt_loop_client_new(u->loop, c->client_id, true, c->protocol, &u->mosq);
+        if (r < 0) {
+                up_fail(u, r, "Failed to create the upstream MQTT client");
+                return r;
         }
-        io_watch_drop(&u->io);
-        fd_snapshot(&fds);
-        u->mosq = mosquitto_new(c->client_id, true, u);
-        fd_set_cloexec_since(&fds, -EBADF);
-        if (!u->mosq) {
-                up_fail(u, -ENOMEM, "Failed to create the upstream MQTT client");
-                return -ENOMEM;
-        }
-        rc = mosquitto_int_option(u->mosq, MOSQ_OPT_PROTOCOL_VERSION,
-                                  c->protocol == MQTT_PROTOCOL_V5 ? UP_PROTOCOL_NUMBER_V5 : UP_PROTOCOL_NUMBER_V311);
-        if (rc == MOSQ_ERR_SUCCESS)
-                rc = mosquitto_int_option(u->mosq, MOSQ_OPT_SEND_MAXIMUM, (int) c->max_inflight);
+        rc = mosquitto_int_option(u->mosq, MOSQ_OPT_SEND_MAXIMUM, (int) c->max_inflight);
         if (rc == MOSQ_ERR_SUCCESS)
                 rc = mosquitto_will_set(u->mosq, u->status_topic, 7, "offline", 1, true);
         if (rc == MOSQ_ERR_SUCCESS && c->username)
                 rc = mosquitto_username_pw_set(u->mosq, c->username, u->password);
         if (rc == MOSQ_ERR_SUCCESS && (c->cafile || c->capath)) {
-                rc = mosquitto_tls_set(u->mosq, c->cafile, c->capath, c->certfile, c->keyfile, NULL);
+                rc = mqtt_loop_tls_files(u->loop, c->cafile, c->capath, c->certfile, c->keyfile);
                 if (rc == MOSQ_ERR_SUCCESS)
-                        rc = mosquitto_tls_opts_set(u->mosq, 1, c->tls_version, NULL);
-                if (rc == MOSQ_ERR_SUCCESS)
-                        rc = mosquitto_tls_insecure_set(u->mosq, false);
+                        rc = mqtt_loop_tls_verify(u->loop, c->tls_version);
         }
         if (rc != MOSQ_ERR_SUCCESS) {
-                up_fail(u, mosq_errno(rc, errno), "Failed to set up the upstream MQTT client: %s", mosq_describe(rc, errno));
+                up_fail(u, mqtt_loop_errno(rc, errno), "Failed to set up the upstream MQTT client: %s", mqtt_loop_describe(rc, errno));
                 return -EINVAL;
         }
         mosquitto_connect_v5_callback_set(u->mosq, on_connect);
-        mosquitto_disconnect_v5_callback_set(u->mosq, on_disconnect);
         mosquitto_publish_v5_callback_set(u->mosq, on_publish);
-        mosquitto_log_callback_set(u->mosq, on_log);
         return 0;
 }
 
 static void up_connect_to(Upstream *u, const char *address) {
-        FdSnapshot fds;
+        const char *tls_error;
         int rc, saved;
 
         if (up_new_client(u) < 0)
                 return;
-        fd_snapshot(&fds);
-        errno = 0;
-        rc = mosquitto_connect_bind_async(u->mosq, address, u->config->port, (int) u->config->keepalive, NULL);
-        saved = errno;
-        fd_set_cloexec_since(&fds, mosquitto_socket(u->mosq));
+        rc = mqtt_loop_connect(u->loop, address, u->config->port, u->config->keepalive, &saved);
+        tls_error = mqtt_loop_tls_error(u->loop);
         u->state = UP_CONNECTING;
         if (rc == MOSQ_ERR_SUCCESS) {
                 up_sync_io(u);
                 return;
         }
-        if (rc == MOSQ_ERR_TLS && strstr(u->tls_error, "certificate verify failed")) {
+        if (rc == MOSQ_ERR_TLS && mqtt_loop_certificate_rejected(u->loop)) {
                 up_fail(u, -EPROTO, "TLS certificate of central broker %s not accepted (check cafile/capath and the name '%s'): %s",
-                        u->host_port, u->config->host, u->tls_error);
+                        u->host_port, u->config->host, tls_error);
                 return;
         }
-        up_connection_failed(u, mosq_errno(rc, saved), rc == MOSQ_ERR_TLS && u->tls_error[0] ? u->tls_error
-                                                                                          : mosq_describe(rc, saved));
+        up_connection_failed(u, mqtt_loop_errno(rc, saved), rc == MOSQ_ERR_TLS && tls_error[0] ? tls_error
+                                                                                        : mqtt_loop_describe(rc, saved));
 }
 
 static void on_lookup_done(HostLookup *l, int error, const char *address, size_t n_addresses, const char *cause,
@@ -1064,46 +941,37 @@ static void up_connect(Upstream *u) {
 
         u->attempt++;
         u->attempt_usec = now_usec(u);
-        u->tls_error[0] = 0;
-        if (!u->lookup) {
+        mqtt_loop_begin_attempt(u->loop);
+        if (!mqtt_loop_needs_lookup(u->loop)) {
                 up_connect_to(u, u->config->host);
                 return;
         }
         u->state = UP_RESOLVING;
-        r = host_lookup_start(u->lookup, u->attempt - 1, &cause);
+        r = mqtt_loop_lookup_start(u->loop, u->attempt - 1, &cause);
         if (r == -ENOMEM)
                 up_fail(u, r, "Failed to look up central broker %s: %s", u->host_port, cause);
         else if (r < 0)
                 up_connection_failed(u, r, cause);
 }
 
-static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+static void on_reconnect(void *userdata, uint64_t usec) {
         Upstream *u = userdata;
-        (void) s;
         (void) usec;
 
         if (u->state == UP_OFFLINE)
                 up_connect(u);
-        return 0;
 }
 
-static uint64_t connect_timeout_usec(const UpstreamConfig *c) {
-        uint64_t t = (uint64_t) c->keepalive * USEC_PER_SEC;
-
-        return MIN(MAX(t, CONNECT_TIMEOUT_MIN_USEC), CONNECT_TIMEOUT_MAX_USEC);
-}
-
-static int on_misc_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+/* Housekeeping (once a second, before keepalive): an attempt unanswered, or messages not
+ * acknowledged, for too long. Returns true when it ended the connection. */
+static bool on_tick(void *userdata, uint64_t now) {
         Upstream *u = userdata;
-        uint64_t now = now_usec(u);
 
-        (void) sd_event_source_set_time(s, MAX(usec + MISC_INTERVAL_USEC, now));
-        if (u->lookup)
-                host_lookup_check(u->lookup);
-        if ((u->state == UP_RESOLVING || u->state == UP_CONNECTING) && now >= u->attempt_usec + connect_timeout_usec(u->config)) {
+        if ((u->state == UP_RESOLVING || u->state == UP_CONNECTING) &&
+            now >= u->attempt_usec + mqtt_loop_connect_timeout_usec(u->config->keepalive)) {
                 up_connection_failed(u, -ETIMEDOUT, u->state == UP_RESOLVING ? "no answer to the host name lookup"
                                                                               : "no CONNACK");
-                return 0;
+                return true;
         }
         if (u->state == UP_CONNECTED && u->window.n_flights > 0 &&
             now >= u->progress_usec + MAX(ACK_TIMEOUT_MIN_USEC, 2 * (uint64_t) u->config->keepalive * USEC_PER_SEC)) {
@@ -1112,35 +980,35 @@ static int on_misc_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 snprintf(cause, sizeof(cause), "%zu messages not acknowledged for %s", u->window.n_flights,
                          format_timespan(text, sizeof(text), now - u->progress_usec));
                 up_connection_failed(u, -ETIMEDOUT, cause);
-                return 0;
+                return true;
         }
-        if (has_connection(u->state) && u->io.source) {
-                /* Keepalive: PINGREQ, or on_disconnect when the broker stayed silent too long
-                 * (a link cut without FIN or RST ends here). */
-                (void) mosquitto_loop_misc(u->mosq);
-                if (has_connection(u->state))
-                        up_sync_io(u);
-        }
-        return 0;
+        return false;
 }
 
-static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+static bool up_has_connection(void *userdata) {
         Upstream *u = userdata;
-        (void) s;
 
-        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                (void) mosquitto_loop_read(u->mosq, READ_PACKET_BUDGET);
-        if (has_connection(u->state) && u->mosq && mosquitto_socket(u->mosq) == fd &&
-            (revents & EPOLLOUT || mosquitto_want_write(u->mosq)))
-                (void) mosquitto_loop_write(u->mosq, WRITE_PACKET_BUDGET);
-        if (has_connection(u->state) && u->mosq && mosquitto_socket(u->mosq) == fd && (revents & (EPOLLHUP | EPOLLERR))) {
-                up_connection_closed(u, MOSQ_ERR_CONN_LOST, 0);
-                return 0;
-        }
-        if (has_connection(u->state))
-                up_sync_io(u);
-        return 0;
+        return has_connection(u->state);
 }
+
+static void on_disconnected(void *userdata, int rc, int errno_value) {
+        up_connection_closed(userdata, rc, errno_value);
+}
+
+static void on_watch_failed(void *userdata, int error) {
+        up_fail(userdata, error, "Failed to watch the upstream socket");
+}
+
+/* Acknowledgements are read as they come, once per wake-up (want_read NULL: always); a hang-up
+ * libmosquitto did not notice is a lost connection (hangup NULL). */
+static const MqttLoopOps up_loop_ops = {
+        .has_connection = up_has_connection,
+        .disconnected = on_disconnected,
+        .watch_failed = on_watch_failed,
+        .tick = on_tick,
+        .reconnect = on_reconnect,
+        .resolved = on_lookup_done,
+};
 
 /* ---- the task ---- */
 
@@ -1208,11 +1076,9 @@ static int up_start(Task *t) {
                 return 0;
         }
 
-        r = event_arm_timer(u->event, &u->misc_timer, now_usec(u) + MISC_INTERVAL_USEC, 100 * USEC_PER_MSEC, on_misc_timer,
-                            u, "upstream-misc");
+        r = mqtt_loop_start(u->loop);
         if (r < 0)
                 return r;
-        (void) sd_event_source_set_enabled(u->misc_timer, SD_EVENT_ON);
 
         store_set_hooks(u->store, on_commit, on_retention, u);
         u->committed = store_committed_seq(u->store);
@@ -1240,7 +1106,7 @@ static void up_save_now(Upstream *u) {
 }
 
 static void up_finish_stop(Upstream *u) {
-        io_watch_drop(&u->io);
+        mqtt_loop_unwatch(u->loop);
         u->stop_timer = sd_event_source_disable_unref(u->stop_timer);
         if (u->state == UP_FAILED || u->state == UP_STOPPED)
                 return;
@@ -1269,8 +1135,7 @@ static int up_stop(Task *t) {
         int r;
 
         store_set_hooks(u->store, NULL, NULL, NULL);
-        u->reconnect_timer = sd_event_source_disable_unref(u->reconnect_timer);
-        u->misc_timer = sd_event_source_disable_unref(u->misc_timer);
+        mqtt_loop_halt(u->loop);
         u->drain_timer = sd_event_source_disable_unref(u->drain_timer);
         u->live_timer = sd_event_source_disable_unref(u->live_timer);
         u->save_timer = sd_event_source_disable_unref(u->save_timer);
@@ -1283,7 +1148,7 @@ static int up_stop(Task *t) {
         if (u->state != UP_CONNECTED) {
                 u->state = UP_STOPPED;
                 up_save_now(u);
-                io_watch_drop(&u->io);
+                mqtt_loop_unwatch(u->loop);
                 return 0;
         }
         /* An orderly goodbye: "offline" on the status topic (the will covers the rest), then
@@ -1414,16 +1279,11 @@ static void up_free(void *userdata) {
 
         if (!u)
                 return;
-        io_watch_drop(&u->io);
-        sd_event_source_disable_unref(u->misc_timer);
-        sd_event_source_disable_unref(u->reconnect_timer);
         sd_event_source_disable_unref(u->drain_timer);
         sd_event_source_disable_unref(u->live_timer);
         sd_event_source_disable_unref(u->save_timer);
         sd_event_source_disable_unref(u->stop_timer);
-        host_lookup_free(u->lookup);
-        if (u->mosq)
-                mosquitto_destroy(u->mosq);
+        mqtt_loop_free(u->loop);
         if (u->password)
                 erase_and_free(u->password, strlen(u->password));
         free(u->host_port);
@@ -1445,13 +1305,6 @@ static const TaskOps upstream_task_ops = {
         .format_status = up_format_status,
 };
 
-static bool host_is_address(const char *host) {
-        struct in6_addr a6;
-        struct in_addr a4;
-
-        return streq(host, "localhost") || inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
-}
-
 int upstream_task_new(sd_event *e, const UpstreamConfig *config, Store *store, Sensors *sensors, Task **ret,
                       Upstream **ret_upstream) {
         Upstream *u;
@@ -1460,11 +1313,6 @@ int upstream_task_new(sd_event *e, const UpstreamConfig *config, Store *store, S
 
         assert(e && config && store && ret);
 
-        if (!mosquitto_initialized) {
-                if (mosquitto_lib_init() != MOSQ_ERR_SUCCESS)
-                        return -ENOMEM;
-                mosquitto_initialized = true;
-        }
         u = calloc(1, sizeof(*u));
         if (!u)
                 return -ENOMEM;
@@ -1472,7 +1320,6 @@ int upstream_task_new(sd_event *e, const UpstreamConfig *config, Store *store, S
         u->config = config;
         u->store = store;
         u->sensors = sensors;
-        u->io = IO_WATCH_INIT;
         u->corked_fd = -EBADF;
         u->receive_max = 65535;
         u->backoff_policy = (BackoffPolicy) {
@@ -1494,12 +1341,10 @@ int upstream_task_new(sd_event *e, const UpstreamConfig *config, Store *store, S
                 task_free(t);
                 return -ENOMEM;
         }
-        if (!host_is_address(config->host)) {
-                r = host_lookup_new(e, config->host, on_lookup_done, u, &u->lookup);
-                if (r < 0) {
-                        task_free(t);
-                        return r;
-                }
+        r = mqtt_loop_new(e, "upstream", config->host, &up_loop_ops, u, &u->loop);
+        if (r < 0) {
+                task_free(t);
+                return r;
         }
         *ret = t;
         if (ret_upstream)

@@ -91,7 +91,7 @@ state=/var/lib/private/sensor-collector            # the StateDirectory, as the 
 RATE_SERIAL=25 RATE_MQTT=25 RATE_QOS2=10            # frames per second per input
 REOPEN_TIMEOUT=4 MAX_OFFLINE=8                      # the daemon's budgets (seconds)
 COMMIT_MAX_ROWS=500 READINGS_PER_FRAME=3            # batches of at most 500 rows (the default is 10000, where the 20 ms window decides), so the loss allowed per hard kill stays small; temperature, humidity, seq
-READ_PACKET_BUDGET=64                               # MQTT messages handled per wakeup (mqtt-task.c)
+READ_PACKET_BUDGET=64                               # MQTT messages handled per wakeup (mqtt-loop.c)
 MARGIN_MS=500                                       # around each serial outage window
 RSS_NOISE_KIB=1024                                  # allowed RSS growth of the long-lived daemon
 BROKER_SAVE_MS=3000                                 # autosave_interval 1: saves <= ~2 s apart, + 1 s
