@@ -45,7 +45,8 @@ int main(int argc, char **argv) {
         };
         unsigned steps = 200, done = 0, over = 0;
         uint64_t removed = 0;
-        double *ms = NULL, total = 0, t0, between_max = 0;
+        double *ms = NULL, *between = NULL, total = 0, t0;
+        StoreWriteStats w;
         sd_event *e = NULL;
         Task *task = NULL;
         Store *store = NULL;
@@ -62,8 +63,10 @@ int main(int argc, char **argv) {
                                "settings, back to back (running what the loop has pending in between, as the\n"
                                "daemon does: its idle checkpoint), and prints one JSON line: steps, rows\n"
                                "removed, the time of each step (max, p99, p90, p50, mean) in ms, how many took\n"
-                               "longer than the batch window (20 ms), and the longest time between two steps\n"
-                               "the loop was busy. PATH loses those rows.\n");
+                               "longer than the batch window (20 ms), the longest time (and p99) between two\n"
+                               "steps the loop was busy, and the store's checkpoints (how many, how many forced\n"
+                               "by the WAL's hard bound, the longest in ms, the WAL's largest size in pages).\n"
+                               "PATH loses those rows.\n");
                         return 0;
                 default:
                         return 64;
@@ -77,7 +80,8 @@ int main(int argc, char **argv) {
         log_set_max_level(LOG_WARNING);
 
         ms = calloc(steps, sizeof(double));
-        if (!ms)
+        between = calloc(steps, sizeof(double));
+        if (!ms || !between)
                 goto finish;
         r = sd_event_new(&e);
         if (r >= 0)
@@ -109,18 +113,24 @@ int main(int argc, char **argv) {
                 t = mono_ms();
                 while (sd_event_run(e, 0) > 0)
                         ;
-                between_max = MAX(between_max, mono_ms() - t);
+                between[done - 1] = mono_ms() - t;
                 if (r == 0 && !store_retention_pending(store))
                         break;
         }
         qsort(ms, done, sizeof(double), cmp_double);
+        qsort(between, done, sizeof(double), cmp_double);
+        store_get_write_stats(store, &w);
         /* Steps longer than the batch window: each one a batch of ingest waited past its time. */
         for (unsigned i = 0; i < done; i++)
                 over += ms[i] > config.commit_interval_ms;
         printf("{\"steps\":%u,\"removed\":%" PRIu64 ",\"max_ms\":%.2f,\"p99_ms\":%.2f,\"p90_ms\":%.2f,"
-               "\"p50_ms\":%.2f,\"mean_ms\":%.2f,\"over_window\":%u,\"between_max_ms\":%.2f,\"wall_s\":%.2f}\n",
+               "\"p50_ms\":%.2f,\"mean_ms\":%.2f,\"over_window\":%u,\"between_max_ms\":%.2f,\"between_p99_ms\":%.2f,"
+               "\"checkpoints\":%" PRIu64 ",\"checkpoints_forced\":%" PRIu64 ",\"longest_checkpoint_ms\":%.2f,"
+               "\"wal_pages_max\":%" PRIu64 ",\"wall_s\":%.2f}\n",
                done, removed, ms[done - 1], ms[(size_t) ((done - 1) * 0.99)], ms[(size_t) ((done - 1) * 0.9)],
-               ms[(done - 1) / 2], total / done, over, between_max, (mono_ms() - t0) / 1e3);
+               ms[(done - 1) / 2], total / done, over, between[done - 1], between[(size_t) ((done - 1) * 0.99)],
+               w.checkpoints, w.checkpoints_forced, (double) w.longest_checkpoint_usec / 1e3, w.wal_pages_max,
+               (mono_ms() - t0) / 1e3);
         ret = 0;
 finish:
         if (task) {
@@ -129,5 +139,6 @@ finish:
         }
         sd_event_unref(e);
         free(ms);
+        free(between);
         return ret;
 }
