@@ -34,9 +34,10 @@ typedef struct StoreIdentity {
 int store_identify(sqlite3 *db, StoreIdentity *ret);
 
 /* Retention: one step every RETENTION_INTERVAL, or every RETENTION_BUSY_INTERVAL while a
- * backlog remains; readings and rejects by age as many per step as retention-pace.h allows,
- * the rest (by size, rejects over their share, events, names) at most RETENTION_STEP_ROWS rows
- * per table per step (a few ms of work on a small store). */
+ * backlog remains; readings and rejects by age, and readings by size, as many per step as
+ * retention-pace.h allows, the rest (rejects over their share or with the readings removed by
+ * size, events, names) at most RETENTION_STEP_ROWS rows per table per step (a few ms of work on
+ * a small store). */
 #define RETENTION_FIRST_USEC (1 * USEC_PER_SEC)
 #define RETENTION_INTERVAL_USEC (10 * USEC_PER_SEC)
 #define RETENTION_BUSY_INTERVAL_USEC (50 * USEC_PER_MSEC)
@@ -188,6 +189,9 @@ struct Store {
         /* Rows per table of the next readings/rejects step, by the time earlier steps held the
          * write lock (retention-pace.h). */
         RetentionPace retention_pace;
+        /* Readings size retention removed since the last pass over the names began: while names
+         * take much of the room, a pass follows a cut of RETENTION_STEP_ROWS (store-retention.c). */
+        int64_t size_cut_rows;
         /* Age retention walks each table from here (readings, rejects): every row at or
          * before it that is still there was received "in the future" when walked. */
         int64_t age_walk_from[2];

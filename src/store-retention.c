@@ -221,6 +221,7 @@ static int prune_begin(Store *s) {
         int rc;
 
         *p = (NamePrune) { .last_end_usec = p->last_end_usec };
+        s->size_cut_rows = 0;
         rc = store_stmt_int(s->stmts[STMT_READINGS_MAX_ID], &p->walk_end[0]);
         if (rc == SQLITE_OK)
                 rc = store_exec_int(s->db, "SELECT coalesce(max(id), 0) FROM rejects", &p->walk_end[1]);
@@ -338,6 +339,33 @@ static int prune_step(Store *s, uint64_t *ret_names) {
         return SQLITE_OK;
 }
 
+/* Removes the oldest readings, at most max_rows of them and never the newest floor_rows, then
+ * the rejects received up to the newest reading removed (rejects alone when no reading may go,
+ * at most RETENTION_STEP_ROWS). Sets *ret_readings and *ret_rejects; returns an SQLite code. */
+static int store_trim_readings(Store *s, int64_t max_rows, int64_t floor_rows, uint64_t *ret_readings,
+                               uint64_t *ret_rejects) {
+        int64_t newest = 0, id = 0, received = 0;
+        uint64_t n = 0;
+        int rc;
+
+        rc = store_stmt_int(s->stmts[STMT_READINGS_MAX_ID], &newest);
+        if (rc == SQLITE_OK)
+                rc = store_head_cutoff(s, STMT_READINGS_HEAD, 0, newest - floor_rows, INT64_MAX, INT64_MAX, false,
+                                       RETENTION_STEP_ROWS, max_rows, &id, &received, NULL);
+        if (rc == SQLITE_OK)
+                rc = store_before_delete_readings(s, id, false);
+        if (rc == SQLITE_OK)
+                rc = store_delete_upto(s, STMT_DELETE_READINGS, id, &n);
+        if (rc != SQLITE_OK)
+                return rc;
+        *ret_readings = n;
+        rc = store_head_cutoff(s, STMT_REJECTS_HEAD, 0, INT64_MAX, n > 0 ? received + 1 : INT64_MAX, INT64_MAX, false,
+                               RETENTION_STEP_ROWS, RETENTION_STEP_ROWS, &id, NULL, NULL);
+        if (rc == SQLITE_OK)
+                rc = store_delete_upto(s, STMT_DELETE_REJECTS, id, ret_rejects);
+        return rc;
+}
+
 /* Says loudly (rate-limited) that the store is over max_size_mb and size retention may remove
  * nothing more, with the numbers; the task's status says it too until it is under again. */
 static void store_note_over_limit(Store *s, int64_t used, int64_t limit, int64_t floor_rows) {
@@ -359,15 +387,18 @@ static void store_note_over_limit(Store *s, int64_t used, int64_t limit, int64_t
 }
 
 /* One step inside the open transaction; sets *ret_more when a backlog remains, and *ret_full
- * when age retention walked or removed the step's whole allowance of rows. Age retention takes
- * as many old rows as the pace allows (retention-pace.h); size retention still takes up to
- * RETENTION_STEP_ROWS: how finely it cuts decides which rows stay under the limit (a finer cut
- * keeps more of the newest), a change of its own. */
+ * when the step walked or removed its whole allowance of readings. The allowance comes from the
+ * pace (retention-pace.h) and is one per step, shared: age retention takes what it finds due,
+ * size retention what is left of it. Both delete the oldest readings by id, the same rows from
+ * the same b-trees at the same cost per row, so one pace learns from either (a step that does
+ * both is timed as one). Size retention cuts the finer for it: it stops at most an allowance
+ * after the store came under its limit, so what a finer cut changes is only that more of the
+ * newest stays. */
 static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_rejects, uint64_t *ret_names,
                                 bool *ret_by_size, bool *ret_more, bool *ret_full) {
         uint64_t readings = 0, rejects = 0, names = 0, n;
-        int64_t id, received, step_rows = retention_pace_rows(&s->retention_pace);
-        bool names_big = false, over = false;
+        int64_t id, step_rows = retention_pace_rows(&s->retention_pace);
+        bool names_big = false, over = false, size_waits = false, cut_open = false;
         int rc;
 
         *ret_more = false;
@@ -431,42 +462,42 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                  * pass is finding the unused ones, readings wait for what it frees. */
                 if (used > limit && s->reject_bytes <= limit / REJECTS_SHARE_DIVISOR &&
                     !(names_big && s->prune.active)) {
-                        int64_t newest = 0;
+                        int64_t size_rows = step_rows - (int64_t) readings;
+                        uint64_t m;
 
-                        /* The oldest readings, but never the newest floor_rows; then the
-                         * rejects received up to the newest reading removed, or rejects alone
-                         * when no reading may go. */
-                        rc = store_stmt_int(s->stmts[STMT_READINGS_MAX_ID], &newest);
-                        if (rc == SQLITE_OK)
-                                rc = store_head_cutoff(s, STMT_READINGS_HEAD, 0, newest - floor_rows, INT64_MAX,
-                                                       INT64_MAX, false, RETENTION_STEP_ROWS, RETENTION_STEP_ROWS,
-                                                       &id, &received, NULL);
-                        if (rc == SQLITE_OK)
-                                rc = store_before_delete_readings(s, id, false);
-                        if (rc == SQLITE_OK)
-                                rc = store_delete_upto(s, STMT_DELETE_READINGS, id, &n);
-                        if (rc != SQLITE_OK)
-                                return rc;
-                        readings += n;
-                        by_size += n;
-                        rc = store_head_cutoff(s, STMT_REJECTS_HEAD, 0, INT64_MAX, n > 0 ? received + 1 : INT64_MAX, INT64_MAX,
-                                               false, RETENTION_STEP_ROWS, RETENTION_STEP_ROWS, &id, NULL, NULL);
-                        if (rc == SQLITE_OK)
-                                rc = store_delete_upto(s, STMT_DELETE_REJECTS, id, &n);
-                        if (rc != SQLITE_OK)
-                                return rc;
-                        rejects += n;
-                        by_size += n;
+                        /* While names take much of the room, readings go in cuts of
+                         * RETENTION_STEP_ROWS between two passes over the names: a pass walks
+                         * every reading, so the cut must not shrink with the pace (a pass per
+                         * 16 rows would never end on a large store); each of its steps still
+                         * keeps to the pace. */
+                        if (names_big)
+                                size_rows = MIN(size_rows, RETENTION_STEP_ROWS - s->size_cut_rows);
+                        /* Age retention took this step's allowance (the cut goes on in the
+                         * next step), or the cut is done (the pass is next). */
+                        size_waits = size_rows <= 0;
+                        cut_open = (int64_t) readings >= step_rows;
+                        if (!size_waits) {
+                                rc = store_trim_readings(s, size_rows, floor_rows, &n, &m);
+                                if (rc != SQLITE_OK)
+                                        return rc;
+                                readings += n;
+                                rejects += m;
+                                by_size += n + m;
+                                s->size_cut_rows += (int64_t) n;
+                                /* The whole allowance went: more is due, and the pace may grow. */
+                                *ret_full = *ret_full || (int64_t) readings >= step_rows;
+                                cut_open = n >= (uint64_t) size_rows && s->size_cut_rows < RETENTION_STEP_ROWS;
+                        }
                 }
                 rc = store_used_bytes(s, &used);
                 if (rc != SQLITE_OK)
                         return rc;
                 over = used > limit;
                 *ret_by_size = by_size > 0;
-                *ret_more = *ret_more || (over && by_size > 0);
+                *ret_more = *ret_more || (over && (by_size > 0 || size_waits));
 
                 /* Nothing more may go, and no pass can free more names: say so. */
-                if (over && by_size == 0 && !s->prune.active && !(s->prune.dirty && names_big))
+                if (over && by_size == 0 && !size_waits && !s->prune.active && !(s->prune.dirty && names_big))
                         store_note_over_limit(s, used, limit, floor_rows);
                 else if (!over && s->over_limit_bytes > 0) {
                         s->over_limit_bytes = 0;
@@ -481,7 +512,7 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
          * store.max_names (see store_names_full()). */
         s->prune.dirty = s->prune.dirty || readings + rejects > 0;
         if (!s->prune.active && (s->prune.wanted || s->prune.dirty) &&
-            (s->prune.wanted || (over && names_big) ||
+            (s->prune.wanted || (over && names_big && !cut_open) ||
              (!*ret_more && (s->prune.last_end_usec == 0 ||
                              clock_now_usec(CLOCK_MONOTONIC) >= s->prune.last_end_usec + PRUNE_INTERVAL_USEC)))) {
                 rc = prune_begin(s);

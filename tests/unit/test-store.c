@@ -1239,6 +1239,79 @@ START_TEST(test_retention_by_size_keeps_the_newest) {
 }
 END_TEST
 
+/* A size step removes what the pace allows, as an age step does: the first one
+ * RETENTION_PACE_FIRST_ROWS readings, each later one at most twice the one before while every
+ * step uses its whole allowance (the pace at most doubles after a full step), none more than
+ * RETENTION_PACE_MAX_ROWS; exactly the oldest go, and the store ends under its limit. */
+START_TEST(test_retention_by_size_paced) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, limit = 1024 * 1024, total, min_id, n;
+        int r, last, steps = 0;
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "s1", 80000, now - 2 * DAY_MS, &ts);
+        fx_stop(&f);
+        ck_assert_int_gt(used_bytes(&f), 2 * limit);
+        total = sql_int(&f, "SELECT count(*) FROM readings");
+
+        f.config.max_size_mb = 1;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        ck_assert_int_eq(store_run_retention(f.store), RETENTION_PACE_FIRST_ROWS);
+        ck_assert(store_retention_pending(f.store));
+        ck_assert_int_eq(sql_int(&f, "SELECT min(id) FROM readings"), RETENTION_PACE_FIRST_ROWS + 1);
+        last = RETENTION_PACE_FIRST_ROWS;
+        do {
+                r = store_run_retention(f.store);
+                ck_assert_int_ge(r, 0);
+                /* The last steps may add the name pass's (none here: one sensor, one metric). */
+                ck_assert_int_le(r, 2 * last);
+                ck_assert_int_le(r, RETENTION_PACE_MAX_ROWS);
+                if (r > 0)
+                        last = r;
+                ck_assert_int_lt(++steps, 2000);
+        } while (r > 0 || store_retention_pending(f.store));
+        fx_stop(&f);
+
+        ck_assert_int_le(used_bytes(&f), limit);
+        ck_assert_int_gt(used_bytes(&f), limit * 3 / 4);
+        n = sql_int(&f, "SELECT count(*) FROM readings");
+        min_id = sql_int(&f, "SELECT min(id) FROM readings");
+        ck_assert_int_eq(sql_int(&f, "SELECT max(id) FROM readings"), total);
+        ck_assert_int_eq(total - min_id + 1, n);
+        fx_done(&f);
+}
+END_TEST
+
+/* Age and size share one allowance per step: age takes the old rows first, size what is left of
+ * the allowance, so a step that does both removes no more than a step that does one. */
+START_TEST(test_retention_age_and_size_share_the_pace) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, limit = 1024 * 1024;
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "old", 100, now - 40 * DAY_MS, &ts);
+        append_n(&f, "young", 80000, now - DAY_MS, &ts);
+        fx_stop(&f);
+        ck_assert_int_gt(used_bytes(&f), 2 * limit);
+
+        f.config.retention_days = 30;
+        f.config.max_size_mb = 1;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        /* The 100 old ones by age, and the 150 oldest young ones by size. */
+        ck_assert_int_eq(store_run_retention(f.store), RETENTION_PACE_FIRST_ROWS);
+        ck_assert(store_retention_pending(f.store));
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'old'"), 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT min(id) FROM readings"), RETENTION_PACE_FIRST_ROWS + 1);
+        retention_until_done(&f);
+        ck_assert_int_le(used_bytes(&f), limit);
+        ck_assert_int_eq(sql_int(&f, "SELECT max(id) FROM readings"), 80100);
+        ck_assert_int_eq(task_get_state(f.task), TASK_RUNNING);
+        fx_done(&f);
+}
+END_TEST
+
 /* ---- the files deleted or replaced under the daemon ---- */
 
 static bool task_failed(Fixture *f) {
@@ -1365,6 +1438,8 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_retention_rejects_have_their_own_bound);
         tcase_add_test(tc, test_retention_by_size_prunes_unused_names);
         tcase_add_test(tc, test_retention_by_size_keeps_the_newest);
+        tcase_add_test(tc, test_retention_by_size_paced);
+        tcase_add_test(tc, test_retention_age_and_size_share_the_pace);
         tcase_add_test(tc, test_store_deleted_fails_at_commit);
         tcase_add_test(tc, test_store_replaced_fails_at_commit);
         tcase_add_test(tc, test_store_wal_deleted_fails_and_keeps_rows);
