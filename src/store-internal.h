@@ -49,6 +49,12 @@ int store_identify(sqlite3 *db, StoreIdentity *ret);
  * time, source, origin id, reason and the b-tree cell around them). */
 #define REJECTS_SHARE_DIVISOR 10
 #define REJECT_ROW_OVERHEAD 40
+/* Events (the events table and clock_events) get at most 1/EVENTS_SHARE_DIVISOR of max_size_mb,
+ * the oldest going first, so a sensor or a link that flaps for years never fills the store with
+ * them. An event's size is estimated as its text (the sensor twice: the table and its index)
+ * plus EVENT_ROW_OVERHEAD (the id, the times and counts, the cells in the table and the indexes). */
+#define EVENTS_SHARE_DIVISOR 20
+#define EVENT_ROW_OVERHEAD 64
 /* Size retention never removes the newest readings: at least SIZE_FLOOR_MIN_ROWS, and as many
  * as a quarter of the limit holds at 128 bytes a row (a reading takes about 77). */
 #define SIZE_FLOOR_MIN_ROWS 1000
@@ -200,6 +206,11 @@ struct Store {
         bool reject_bytes_known;
         int64_t reject_bytes;
         int64_t batch_reject_bytes;
+        /* The same for events and clock events (see EVENT_ROW_OVERHEAD): the committed and the
+         * open batch's together (an event is rare, and a failed commit fails the store). */
+        bool event_bytes_known;
+        int64_t event_bytes;
+        uint64_t sweep_events;
         /* The same for the name tables: estimated bytes and rows, committed and open. */
         bool names_known;
         int64_t names_bytes, names_count;
@@ -338,6 +349,10 @@ void store_prune_end(NamePrune *p);
 /* The retention timer (userdata: the Store): runs a retention step and re-arms itself, sooner
  * while a backlog remains. Returns 0 (a failure has been reported). */
 int store_on_retention_timer(sd_event_source *source, uint64_t usec, void *userdata);
+
+/* Adds an event's estimated bytes (see EVENT_ROW_OVERHEAD) to the store's estimate, once that is
+ * known (store-retention.c); any of the texts may be NULL. */
+void store_count_event(Store *s, const char *kind, const char *sensor, const char *subject, const char *detail);
 
 /* Events (store-events.c). */
 

@@ -1312,6 +1312,72 @@ START_TEST(test_retention_age_and_size_share_the_pace) {
 }
 END_TEST
 
+/* The estimate of an event's size that store_trim_events() keeps (store-internal.h). */
+#define EVENTS_BYTES_SQL                                                                                    \
+        "SELECT (SELECT coalesce(sum(64 + length(kind) + 2 * coalesce(length(sensor), 0) + "                  \
+        "coalesce(length(subject), 0) + coalesce(length(detail), 0)), 0) FROM events) + "                    \
+        "(SELECT coalesce(sum(64 + length(kind) + coalesce(length(detail), 0)), 0) FROM clock_events)"
+
+/* Under max_size_mb, events and the clock's events are bounded too: a sensor that flapped for
+ * days left 20 000 events (4 MiB) in a 1 MiB store. They are trimmed to their share (a twentieth
+ * of the limit), the oldest of both tables first, without a reading going for them; the newest
+ * stay, without gaps, and so do the clock events newer than them. */
+START_TEST(test_retention_by_size_bounds_events) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, limit = 1024 * 1024, bytes, min_id;
+        char detail[160];
+
+        memset(detail, 'd', sizeof(detail) - 1);
+        detail[sizeof(detail) - 1] = '\0';
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "s1", 100, now - 6 * DAY_MS, &ts);
+        for (int i = 0; i < 10; i++)
+                ck_assert_int_eq(store_clock_event(f.store, "stepped", now - 6 * DAY_MS + i, 1000, -1, "old"), 0);
+        for (int i = 0; i < 20000; i++) {
+                char sensor[16];
+
+                snprintf(sensor, sizeof(sensor), "s%d", i % 30);
+                ck_assert_int_eq(store_append_event(f.store, &(StoreEvent) {
+                                         .kind = i % 2 ? STORE_EVENT_SENSOR_BACK : STORE_EVENT_SENSOR_SILENT,
+                                         .ts_ms = now - 5 * DAY_MS + i * 1000LL, .sensor = sensor, .detail = detail }),
+                                 0);
+        }
+        for (int i = 0; i < 10; i++)
+                ck_assert_int_eq(store_clock_event(f.store, "stepped", now + i, 1000, -1, "new"), 0);
+        fx_stop(&f);
+        ck_assert_int_gt(used_bytes(&f), 2 * limit);
+
+        f.config.max_size_mb = 1;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        retention_until_done(&f);
+        /* Events added later (a hundred, less than the share) are counted in the same bound. */
+        for (int i = 0; i < 100; i++)
+                ck_assert_int_eq(store_append_event(f.store, &(StoreEvent) {
+                                         .kind = STORE_EVENT_SENSOR_SILENT, .ts_ms = now + 100 + i, .sensor = "late",
+                                         .detail = detail }),
+                                 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        retention_until_done(&f);
+        fx_stop(&f);
+
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 100);
+        ck_assert_int_le(used_bytes(&f), limit);
+        bytes = sql_int(&f, EVENTS_BYTES_SQL);
+        ck_assert_int_le(bytes, limit / 20);
+        ck_assert_int_gt(bytes, limit / 20 - 1000);   /* not far fewer than the share holds */
+        min_id = sql_int(&f, "SELECT min(id) FROM events");
+        /* 20 000, the daemon_down of the restart, 100. */
+        ck_assert_int_eq(sql_int(&f, "SELECT max(id) FROM events"), 20101);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM events"), 20101 - min_id + 1);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM events WHERE sensor = 'late'"), 100);
+        ck_assert_int_lt(min_id, 20000 - 100);   /* older ones too */
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM clock_events WHERE detail = 'old'"), 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM clock_events WHERE detail = 'new'"), 10);
+        fx_done(&f);
+}
+END_TEST
+
 /* ---- the files deleted or replaced under the daemon ---- */
 
 static bool task_failed(Fixture *f) {
@@ -1440,6 +1506,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_retention_by_size_keeps_the_newest);
         tcase_add_test(tc, test_retention_by_size_paced);
         tcase_add_test(tc, test_retention_age_and_size_share_the_pace);
+        tcase_add_test(tc, test_retention_by_size_bounds_events);
         tcase_add_test(tc, test_store_deleted_fails_at_commit);
         tcase_add_test(tc, test_store_replaced_fails_at_commit);
         tcase_add_test(tc, test_store_wal_deleted_fails_and_keeps_rows);
