@@ -195,6 +195,8 @@ struct Store {
         /* Rows per table of the next readings/rejects step, by the time earlier steps held the
          * write lock (retention-pace.h). */
         RetentionPace retention_pace;
+        /* Free pages a step may give back to the file system, by the time earlier ones took. */
+        RetentionPace vacuum_pace;
         /* Readings size retention removed since the last pass over the names began: while names
          * take much of the room, a pass follows a cut of RETENTION_STEP_ROWS (store-retention.c). */
         int64_t size_cut_rows;
