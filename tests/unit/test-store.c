@@ -1378,6 +1378,46 @@ START_TEST(test_retention_by_size_bounds_events) {
 }
 END_TEST
 
+/* The free pages a step gives back to the file system follow a pace of their own: 64 in the
+ * first step that gives any back, then at most twice what the step before gave (while free pages
+ * were left over), never more than RETENTION_PACE_MAX_ROWS; and the file does shrink. */
+START_TEST(test_retention_vacuum_paced) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, pages0, pages, last = 0, biggest = 0, freed;
+        int r, steps = 0, vacuums = 0;
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "old", 60000, now - 40 * DAY_MS, &ts);
+        append_n(&f, "new", 20000, now, &ts);
+        fx_stop(&f);
+        pages0 = sql_int(&f, "SELECT page_count FROM pragma_page_count()");
+
+        f.config.retention_days = 30;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        last = pages0;
+        do {
+                r = store_run_retention(f.store);
+                ck_assert_int_ge(r, 0);
+                pages = sql_int(&f, "SELECT page_count FROM pragma_page_count()");
+                freed = last - pages;
+                ck_assert_int_ge(freed, 0);
+                if (freed > 0) {
+                        /* A page or two more: pointer-map pages go with the pages they map. */
+                        ck_assert_int_le(freed, (vacuums == 0 ? 64 : MIN(2 * biggest, (int64_t) RETENTION_PACE_MAX_ROWS)) + 2);
+                        biggest = MAX(biggest, freed);
+                        vacuums++;
+                }
+                last = pages;
+                ck_assert_int_lt(++steps, 1000);
+        } while (r > 0 || store_retention_pending(f.store));
+        ck_assert_int_gt(vacuums, 1);
+        ck_assert_int_le(pages, pages0 * 3 / 4);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 20000);
+        fx_done(&f);
+}
+END_TEST
+
 /* ---- the files deleted or replaced under the daemon ---- */
 
 static bool task_failed(Fixture *f) {
@@ -1507,6 +1547,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_retention_by_size_paced);
         tcase_add_test(tc, test_retention_age_and_size_share_the_pace);
         tcase_add_test(tc, test_retention_by_size_bounds_events);
+        tcase_add_test(tc, test_retention_vacuum_paced);
         tcase_add_test(tc, test_store_deleted_fails_at_commit);
         tcase_add_test(tc, test_store_replaced_fails_at_commit);
         tcase_add_test(tc, test_store_wal_deleted_fails_and_keeps_rows);
