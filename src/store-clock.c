@@ -177,5 +177,6 @@ int store_clock_event(Store *s, const char *kind, int64_t at_ms, int64_t step_ms
                 return r;
         }
         sqlite3_finalize(st);
+        store_count_event(s, kind, NULL, NULL, detail);
         return store_batch_row(s);
 }

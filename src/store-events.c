@@ -81,6 +81,7 @@ int store_append_event(Store *s, const StoreEvent *ev) {
         sqlite3_clear_bindings(st);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "write an event to");
+        store_count_event(s, kind, ev->sensor, ev->subject, ev->detail);
         return store_batch_row(s);
 }
 

@@ -34,9 +34,10 @@ typedef struct StoreIdentity {
 int store_identify(sqlite3 *db, StoreIdentity *ret);
 
 /* Retention: one step every RETENTION_INTERVAL, or every RETENTION_BUSY_INTERVAL while a
- * backlog remains; readings and rejects by age as many per step as retention-pace.h allows,
- * the rest (by size, rejects over their share, events, names) at most RETENTION_STEP_ROWS rows
- * per table per step (a few ms of work on a small store). */
+ * backlog remains; readings and rejects by age, and readings by size, as many per step as
+ * retention-pace.h allows, the rest (rejects over their share or with the readings removed by
+ * size, events, names) at most RETENTION_STEP_ROWS rows per table per step (a few ms of work on
+ * a small store). */
 #define RETENTION_FIRST_USEC (1 * USEC_PER_SEC)
 #define RETENTION_INTERVAL_USEC (10 * USEC_PER_SEC)
 #define RETENTION_BUSY_INTERVAL_USEC (50 * USEC_PER_MSEC)
@@ -48,6 +49,12 @@ int store_identify(sqlite3 *db, StoreIdentity *ret);
  * time, source, origin id, reason and the b-tree cell around them). */
 #define REJECTS_SHARE_DIVISOR 10
 #define REJECT_ROW_OVERHEAD 40
+/* Events (the events table and clock_events) get at most 1/EVENTS_SHARE_DIVISOR of max_size_mb,
+ * the oldest going first, so a sensor or a link that flaps for years never fills the store with
+ * them. An event's size is estimated as its text (the sensor twice: the table and its index)
+ * plus EVENT_ROW_OVERHEAD (the id, the times and counts, the cells in the table and the indexes). */
+#define EVENTS_SHARE_DIVISOR 20
+#define EVENT_ROW_OVERHEAD 64
 /* Size retention never removes the newest readings: at least SIZE_FLOOR_MIN_ROWS, and as many
  * as a quarter of the limit holds at 128 bytes a row (a reading takes about 77). */
 #define SIZE_FLOOR_MIN_ROWS 1000
@@ -188,6 +195,11 @@ struct Store {
         /* Rows per table of the next readings/rejects step, by the time earlier steps held the
          * write lock (retention-pace.h). */
         RetentionPace retention_pace;
+        /* Free pages a step may give back to the file system, by the time earlier ones took. */
+        RetentionPace vacuum_pace;
+        /* Readings size retention removed since the last pass over the names began: while names
+         * take much of the room, a pass follows a cut of RETENTION_STEP_ROWS (store-retention.c). */
+        int64_t size_cut_rows;
         /* Age retention walks each table from here (readings, rejects): every row at or
          * before it that is still there was received "in the future" when walked. */
         int64_t age_walk_from[2];
@@ -196,6 +208,11 @@ struct Store {
         bool reject_bytes_known;
         int64_t reject_bytes;
         int64_t batch_reject_bytes;
+        /* The same for events and clock events (see EVENT_ROW_OVERHEAD): the committed and the
+         * open batch's together (an event is rare, and a failed commit fails the store). */
+        bool event_bytes_known;
+        int64_t event_bytes;
+        uint64_t sweep_events;
         /* The same for the name tables: estimated bytes and rows, committed and open. */
         bool names_known;
         int64_t names_bytes, names_count;
@@ -334,6 +351,10 @@ void store_prune_end(NamePrune *p);
 /* The retention timer (userdata: the Store): runs a retention step and re-arms itself, sooner
  * while a backlog remains. Returns 0 (a failure has been reported). */
 int store_on_retention_timer(sd_event_source *source, uint64_t usec, void *userdata);
+
+/* Adds an event's estimated bytes (see EVENT_ROW_OVERHEAD) to the store's estimate, once that is
+ * known (store-retention.c); any of the texts may be NULL. */
+void store_count_event(Store *s, const char *kind, const char *sensor, const char *subject, const char *detail);
 
 /* Events (store-events.c). */
 

@@ -122,6 +122,9 @@ static int store_used_bytes(Store *s, int64_t *ret) {
         return rc;
 }
 
+/* The pages the first step that gives free pages back may move (see store_retention_step()). */
+#define VACUUM_FIRST_PAGES 64
+
 /* Keeps the rejects within their share of max_size_mb, oldest first: counts their size once (a
  * scan of the rejects only, which this bound keeps small), then removes at most a step's rows.
  * Sets *ret_deleted and, when more must go, *ret_more. Returns an SQLite code. */
@@ -173,6 +176,98 @@ static int store_trim_rejects(Store *s, int64_t budget, uint64_t *ret_deleted, b
         return SQLITE_OK;
 }
 
+/* The estimate of EVENT_ROW_OVERHEAD in SQL, per table: text in bytes, the sensor twice. */
+#define EVENT_COST_SQL                                                                                      \
+        "64 + length(CAST(kind AS BLOB)) + 2 * coalesce(length(CAST(sensor AS BLOB)), 0) + "                \
+        "coalesce(length(CAST(subject AS BLOB)), 0) + coalesce(length(CAST(detail AS BLOB)), 0)"
+#define CLOCK_EVENT_COST_SQL "64 + length(CAST(kind AS BLOB)) + coalesce(length(CAST(detail AS BLOB)), 0)"
+_Static_assert(EVENT_ROW_OVERHEAD == 64, "EVENT_COST_SQL spells EVENT_ROW_OVERHEAD");
+
+void store_count_event(Store *s, const char *kind, const char *sensor, const char *subject, const char *detail) {
+        if (!s->event_bytes_known)
+                return;
+        s->event_bytes += EVENT_ROW_OVERHEAD + (int64_t) strlen(strempty(kind)) + 2 * (int64_t) strlen(strempty(sensor)) +
+                          (int64_t) strlen(strempty(subject)) + (int64_t) strlen(strempty(detail));
+}
+
+/* Keeps events and clock events within their share of max_size_mb, the oldest of both first (by
+ * their time, the two tables' heads merged): counts their size once (a scan of both, which this
+ * bound keeps small), then removes at most RETENTION_STEP_ROWS. Adds what went to *ret_deleted and
+ * sets *ret_more when more must go. Returns an SQLite code. */
+static int store_trim_events(Store *s, int64_t budget, uint64_t *ret_deleted, bool *ret_more) {
+        static const char *const head_sql[2] = {
+                "SELECT id, ts, " EVENT_COST_SQL " FROM events ORDER BY id LIMIT ?1",
+                "SELECT id, at, " CLOCK_EVENT_COST_SQL " FROM clock_events ORDER BY id LIMIT ?1",
+        };
+        static const char *const delete_sql[2] = {
+                "DELETE FROM events WHERE id <= ?1",
+                "DELETE FROM clock_events WHERE id <= ?1",
+        };
+        sqlite3_stmt *q[2] = {};
+        int64_t excess, freed = 0, last[2] = {}, taken = 0;
+        bool have[2] = {};
+        int rc = SQLITE_OK;
+
+        if (!s->event_bytes_known) {
+                int64_t events = 0, clock_events = 0;
+
+                rc = store_exec_int(s->db, "SELECT coalesce(sum(" EVENT_COST_SQL "), 0) FROM events", &events);
+                if (rc == SQLITE_OK)
+                        rc = store_exec_int(s->db, "SELECT coalesce(sum(" CLOCK_EVENT_COST_SQL "), 0) FROM clock_events",
+                                            &clock_events);
+                if (rc != SQLITE_OK)
+                        return rc;
+                s->event_bytes = events + clock_events;
+                s->event_bytes_known = true;
+        }
+        excess = s->event_bytes - budget;
+        if (excess <= 0)
+                return SQLITE_OK;
+
+        for (size_t t = 0; rc == SQLITE_OK && t < 2; t++) {
+                rc = sqlite3_prepare_v2(s->db, head_sql[t], -1, &q[t], NULL);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(q[t], 1, RETENTION_STEP_ROWS);
+                if (rc == SQLITE_OK) {
+                        rc = sqlite3_step(q[t]);
+                        have[t] = rc == SQLITE_ROW;
+                        rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+                }
+        }
+        /* The older head goes first, until enough has gone or the step's rows are taken. */
+        while (rc == SQLITE_OK && freed < excess && taken < RETENTION_STEP_ROWS && (have[0] || have[1])) {
+                size_t t = !have[1] || (have[0] && sqlite3_column_int64(q[0], 1) <= sqlite3_column_int64(q[1], 1)) ? 0 : 1;
+
+                last[t] = sqlite3_column_int64(q[t], 0);
+                freed += sqlite3_column_int64(q[t], 2);
+                taken++;
+                rc = sqlite3_step(q[t]);
+                have[t] = rc == SQLITE_ROW;
+                rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+        }
+        sqlite3_finalize(q[0]);
+        sqlite3_finalize(q[1]);
+        for (size_t t = 0; rc == SQLITE_OK && t < 2; t++) {
+                sqlite3_stmt *d = NULL;
+
+                if (last[t] == 0)
+                        continue;
+                rc = sqlite3_prepare_v2(s->db, delete_sql[t], -1, &d, NULL);
+                if (rc == SQLITE_OK)
+                        rc = sqlite3_bind_int64(d, 1, last[t]);
+                if (rc == SQLITE_OK)
+                        rc = store_stmt_run(d);
+                if (rc == SQLITE_OK)
+                        *ret_deleted += (uint64_t) sqlite3_changes64(s->db);
+                sqlite3_finalize(d);
+        }
+        if (rc != SQLITE_OK)
+                return rc;
+        s->event_bytes = MAX(s->event_bytes - freed, (int64_t) 0);
+        *ret_more = *ret_more || s->event_bytes > budget;
+        return SQLITE_OK;
+}
+
 /* Counts the name tables once (the estimate is kept up to date from then on). */
 static int store_count_names(Store *s) {
         static const char *const sql[_NAME_KIND_MAX] = {
@@ -221,6 +316,7 @@ static int prune_begin(Store *s) {
         int rc;
 
         *p = (NamePrune) { .last_end_usec = p->last_end_usec };
+        s->size_cut_rows = 0;
         rc = store_stmt_int(s->stmts[STMT_READINGS_MAX_ID], &p->walk_end[0]);
         if (rc == SQLITE_OK)
                 rc = store_exec_int(s->db, "SELECT coalesce(max(id), 0) FROM rejects", &p->walk_end[1]);
@@ -338,6 +434,33 @@ static int prune_step(Store *s, uint64_t *ret_names) {
         return SQLITE_OK;
 }
 
+/* Removes the oldest readings, at most max_rows of them and never the newest floor_rows, then
+ * the rejects received up to the newest reading removed (rejects alone when no reading may go,
+ * at most RETENTION_STEP_ROWS). Sets *ret_readings and *ret_rejects; returns an SQLite code. */
+static int store_trim_readings(Store *s, int64_t max_rows, int64_t floor_rows, uint64_t *ret_readings,
+                               uint64_t *ret_rejects) {
+        int64_t newest = 0, id = 0, received = 0;
+        uint64_t n = 0;
+        int rc;
+
+        rc = store_stmt_int(s->stmts[STMT_READINGS_MAX_ID], &newest);
+        if (rc == SQLITE_OK)
+                rc = store_head_cutoff(s, STMT_READINGS_HEAD, 0, newest - floor_rows, INT64_MAX, INT64_MAX, false,
+                                       RETENTION_STEP_ROWS, max_rows, &id, &received, NULL);
+        if (rc == SQLITE_OK)
+                rc = store_before_delete_readings(s, id, false);
+        if (rc == SQLITE_OK)
+                rc = store_delete_upto(s, STMT_DELETE_READINGS, id, &n);
+        if (rc != SQLITE_OK)
+                return rc;
+        *ret_readings = n;
+        rc = store_head_cutoff(s, STMT_REJECTS_HEAD, 0, INT64_MAX, n > 0 ? received + 1 : INT64_MAX, INT64_MAX, false,
+                               RETENTION_STEP_ROWS, RETENTION_STEP_ROWS, &id, NULL, NULL);
+        if (rc == SQLITE_OK)
+                rc = store_delete_upto(s, STMT_DELETE_REJECTS, id, ret_rejects);
+        return rc;
+}
+
 /* Says loudly (rate-limited) that the store is over max_size_mb and size retention may remove
  * nothing more, with the numbers; the task's status says it too until it is under again. */
 static void store_note_over_limit(Store *s, int64_t used, int64_t limit, int64_t floor_rows) {
@@ -359,15 +482,18 @@ static void store_note_over_limit(Store *s, int64_t used, int64_t limit, int64_t
 }
 
 /* One step inside the open transaction; sets *ret_more when a backlog remains, and *ret_full
- * when age retention walked or removed the step's whole allowance of rows. Age retention takes
- * as many old rows as the pace allows (retention-pace.h); size retention still takes up to
- * RETENTION_STEP_ROWS: how finely it cuts decides which rows stay under the limit (a finer cut
- * keeps more of the newest), a change of its own. */
+ * when the step walked or removed its whole allowance of readings. The allowance comes from the
+ * pace (retention-pace.h) and is one per step, shared: age retention takes what it finds due,
+ * size retention what is left of it. Both delete the oldest readings by id, the same rows from
+ * the same b-trees at the same cost per row, so one pace learns from either (a step that does
+ * both is timed as one). Size retention cuts the finer for it: it stops at most an allowance
+ * after the store came under its limit, so what a finer cut changes is only that more of the
+ * newest stays. */
 static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_rejects, uint64_t *ret_names,
-                                bool *ret_by_size, bool *ret_more, bool *ret_full) {
-        uint64_t readings = 0, rejects = 0, names = 0, n;
-        int64_t id, received, step_rows = retention_pace_rows(&s->retention_pace);
-        bool names_big = false, over = false;
+                                uint64_t *ret_events, bool *ret_by_size, bool *ret_more, bool *ret_full) {
+        uint64_t readings = 0, rejects = 0, names = 0, events = 0, n;
+        int64_t id, step_rows = retention_pace_rows(&s->retention_pace);
+        bool names_big = false, over = false, size_waits = false, cut_open = false;
         int rc;
 
         *ret_more = false;
@@ -419,6 +545,11 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                         return rc;
                 rejects += n;
                 by_size += n;
+                /* So are events, and the clock's. */
+                rc = store_trim_events(s, limit / EVENTS_SHARE_DIVISOR, &events, ret_more);
+                if (rc != SQLITE_OK)
+                        return rc;
+                by_size += events;
 
                 rc = store_count_names(s);
                 if (rc == SQLITE_OK)
@@ -426,47 +557,47 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                 if (rc != SQLITE_OK)
                         return rc;
                 names_big = s->names_bytes > limit / NAMES_SHARE_DIVISOR;
-                /* While rejects are over their share, the next step trims more of them
-                 * before any reading is touched; while names take much of the room and a
+                /* While rejects or events are over their share, the next step trims more of
+                 * them before any reading is touched; while names take much of the room and a
                  * pass is finding the unused ones, readings wait for what it frees. */
                 if (used > limit && s->reject_bytes <= limit / REJECTS_SHARE_DIVISOR &&
-                    !(names_big && s->prune.active)) {
-                        int64_t newest = 0;
+                    s->event_bytes <= limit / EVENTS_SHARE_DIVISOR && !(names_big && s->prune.active)) {
+                        int64_t size_rows = step_rows - (int64_t) readings;
+                        uint64_t m;
 
-                        /* The oldest readings, but never the newest floor_rows; then the
-                         * rejects received up to the newest reading removed, or rejects alone
-                         * when no reading may go. */
-                        rc = store_stmt_int(s->stmts[STMT_READINGS_MAX_ID], &newest);
-                        if (rc == SQLITE_OK)
-                                rc = store_head_cutoff(s, STMT_READINGS_HEAD, 0, newest - floor_rows, INT64_MAX,
-                                                       INT64_MAX, false, RETENTION_STEP_ROWS, RETENTION_STEP_ROWS,
-                                                       &id, &received, NULL);
-                        if (rc == SQLITE_OK)
-                                rc = store_before_delete_readings(s, id, false);
-                        if (rc == SQLITE_OK)
-                                rc = store_delete_upto(s, STMT_DELETE_READINGS, id, &n);
-                        if (rc != SQLITE_OK)
-                                return rc;
-                        readings += n;
-                        by_size += n;
-                        rc = store_head_cutoff(s, STMT_REJECTS_HEAD, 0, INT64_MAX, n > 0 ? received + 1 : INT64_MAX, INT64_MAX,
-                                               false, RETENTION_STEP_ROWS, RETENTION_STEP_ROWS, &id, NULL, NULL);
-                        if (rc == SQLITE_OK)
-                                rc = store_delete_upto(s, STMT_DELETE_REJECTS, id, &n);
-                        if (rc != SQLITE_OK)
-                                return rc;
-                        rejects += n;
-                        by_size += n;
+                        /* While names take much of the room, readings go in cuts of
+                         * RETENTION_STEP_ROWS between two passes over the names: a pass walks
+                         * every reading, so the cut must not shrink with the pace (a pass per
+                         * 16 rows would never end on a large store); each of its steps still
+                         * keeps to the pace. */
+                        if (names_big)
+                                size_rows = MIN(size_rows, RETENTION_STEP_ROWS - s->size_cut_rows);
+                        /* Age retention took this step's allowance (the cut goes on in the
+                         * next step), or the cut is done (the pass is next). */
+                        size_waits = size_rows <= 0;
+                        cut_open = (int64_t) readings >= step_rows;
+                        if (!size_waits) {
+                                rc = store_trim_readings(s, size_rows, floor_rows, &n, &m);
+                                if (rc != SQLITE_OK)
+                                        return rc;
+                                readings += n;
+                                rejects += m;
+                                by_size += n + m;
+                                s->size_cut_rows += (int64_t) n;
+                                /* The whole allowance went: more is due, and the pace may grow. */
+                                *ret_full = *ret_full || (int64_t) readings >= step_rows;
+                                cut_open = n >= (uint64_t) size_rows && s->size_cut_rows < RETENTION_STEP_ROWS;
+                        }
                 }
                 rc = store_used_bytes(s, &used);
                 if (rc != SQLITE_OK)
                         return rc;
                 over = used > limit;
                 *ret_by_size = by_size > 0;
-                *ret_more = *ret_more || (over && by_size > 0);
+                *ret_more = *ret_more || (over && (by_size > 0 || size_waits));
 
                 /* Nothing more may go, and no pass can free more names: say so. */
-                if (over && by_size == 0 && !s->prune.active && !(s->prune.dirty && names_big))
+                if (over && by_size == 0 && !size_waits && !s->prune.active && !(s->prune.dirty && names_big))
                         store_note_over_limit(s, used, limit, floor_rows);
                 else if (!over && s->over_limit_bytes > 0) {
                         s->over_limit_bytes = 0;
@@ -481,7 +612,7 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
          * store.max_names (see store_names_full()). */
         s->prune.dirty = s->prune.dirty || readings + rejects > 0;
         if (!s->prune.active && (s->prune.wanted || s->prune.dirty) &&
-            (s->prune.wanted || (over && names_big) ||
+            (s->prune.wanted || (over && names_big && !cut_open) ||
              (!*ret_more && (s->prune.last_end_usec == 0 ||
                              clock_now_usec(CLOCK_MONOTONIC) >= s->prune.last_end_usec + PRUNE_INTERVAL_USEC)))) {
                 rc = prune_begin(s);
@@ -495,16 +626,32 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                 *ret_more = true;
         }
 
-        if (readings + rejects + names > 0) {
+        if (readings + rejects + names + events > 0) {
                 int64_t pages = 0, free_pages = 0;
 
                 /* Give a large freelist back to the file system, a bounded bit per step. With
-                 * steady retention, free pages are simply reused and this does nothing. */
+                 * steady retention, free pages are simply reused and this does nothing. The
+                 * pages per step follow the time they took, as rows do (retention-pace.h): on a
+                 * store a year old, 1 024 pages took 45 to 130 ms, each moved page's parent
+                 * read and rewritten (docs/BENCHMARKS.md). */
                 rc = store_stmt_int(s->stmts[STMT_PAGE_COUNT], &pages);
                 if (rc == SQLITE_OK)
                         rc = store_stmt_int(s->stmts[STMT_FREELIST_COUNT], &free_pages);
-                if (rc == SQLITE_OK && free_pages > 256 && free_pages > pages / 4)
-                        rc = sqlite3_exec(s->db, "PRAGMA incremental_vacuum(1024)", NULL, NULL, NULL);
+                if (rc == SQLITE_OK && free_pages > 256 && free_pages > pages / 4) {
+                        uint64_t t0 = clock_now_usec(CLOCK_MONOTONIC);
+                        char sql[64];
+
+                        /* Not the pace's first 250: a page took 0.05 to 0.12 ms to move on a store a
+                         * year old, so 64 fit the pace's aim and 250 do not. */
+                        if (s->vacuum_pace.rows == 0)
+                                s->vacuum_pace.rows = VACUUM_FIRST_PAGES;
+
+                        snprintf(sql, sizeof(sql), "PRAGMA incremental_vacuum(%u)",
+                                 retention_pace_rows(&s->vacuum_pace));
+                        rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+                        retention_pace_update(&s->vacuum_pace, clock_now_usec(CLOCK_MONOTONIC) - t0, true,
+                                              (uint64_t) s->config->commit_interval_ms * USEC_PER_MSEC);
+                }
                 if (rc != SQLITE_OK)
                         return rc;
         }
@@ -512,11 +659,12 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
         *ret_readings = readings;
         *ret_rejects = rejects;
         *ret_names = names;
+        *ret_events = events;
         return SQLITE_OK;
 }
 
 int store_run_retention(Store *s) {
-        uint64_t readings = 0, rejects = 0, names = 0, begun;
+        uint64_t readings = 0, rejects = 0, names = 0, events = 0, begun;
         bool by_size = false, more = false, full = false;
         int rc, r;
 
@@ -541,7 +689,7 @@ int store_run_retention(Store *s) {
         r = store_begin(s);
         if (r < 0)
                 return r;
-        rc = store_retention_step(s, &readings, &rejects, &names, &by_size, &more, &full);
+        rc = store_retention_step(s, &readings, &rejects, &names, &events, &by_size, &more, &full);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "remove old readings from");
         r = store_commit_internal(s);
@@ -554,18 +702,22 @@ int store_run_retention(Store *s) {
         s->sweep_readings += readings;
         s->sweep_rejects += rejects;
         s->sweep_names += names;
+        s->sweep_events += events;
         s->sweep_by_size = s->sweep_by_size || by_size;
-        if (!more && s->sweep_readings + s->sweep_rejects + s->sweep_names > 0) {
-                char why[96] = "", also[64] = "";
+        if (!more && s->sweep_readings + s->sweep_rejects + s->sweep_names + s->sweep_events > 0) {
+                char why[96] = "", also[128] = "";
 
                 if (s->config->retention_days > 0)
                         snprintf(why, sizeof(why), "older than %u days", s->config->retention_days);
                 if (s->sweep_by_size)
                         snprintf(why + strlen(why), sizeof(why) - strlen(why), "%sto stay under %u MiB",
                                  why[0] ? ", or " : "", s->config->max_size_mb);
+                if (s->sweep_events > 0)
+                        snprintf(also, sizeof(also), ", %" PRIu64 " events beyond their share", s->sweep_events);
                 if (s->sweep_names > 0)
-                        snprintf(also, sizeof(also), ", and %" PRIu64 " names no row uses", s->sweep_names);
-                if (s->sweep_readings + s->sweep_rejects == 0)
+                        snprintf(also + strlen(also), sizeof(also) - strlen(also), ", and %" PRIu64 " names no row uses",
+                                 s->sweep_names);
+                if (s->sweep_readings + s->sweep_rejects + s->sweep_events == 0)
                         log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
                                               "Retention removed %" PRIu64 " names no row uses from '%s'.",
                                               s->sweep_names, s->config->path);
@@ -573,11 +725,11 @@ int store_run_retention(Store *s) {
                         log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
                                               "Retention removed %" PRIu64 " readings and %" PRIu64 " rejects (%s)%s from '%s'.",
                                               s->sweep_readings, s->sweep_rejects, why, also, s->config->path);
-                s->sweep_readings = s->sweep_rejects = s->sweep_names = 0;
+                s->sweep_readings = s->sweep_rejects = s->sweep_names = s->sweep_events = 0;
                 s->sweep_by_size = false;
         }
         s->retention_backlog = more;
-        return (int) MIN(readings + rejects + names, (uint64_t) INT32_MAX);
+        return (int) MIN(readings + rejects + names + events, (uint64_t) INT32_MAX);
 }
 
 bool store_retention_pending(const Store *s) {

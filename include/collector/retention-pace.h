@@ -10,7 +10,9 @@
  * (a deeper key index, a page cache that no longer holds the paths a delete walks), so the
  * allowance follows the measured time instead: each step aims at a quarter of the batch window,
  * which leaves room for the slow steps (a checkpoint, a cold cache) that come at three to four
- * times the usual time (docs/BENCHMARKS.md). */
+ * times the usual time (docs/BENCHMARKS.md). The store keeps one pace for readings (age and size
+ * retention share it: the same rows, the same cost) and one for the free pages a step gives back
+ * to the file system (another cost); "rows" below are pages for that one. */
 #define RETENTION_PACE_FIRST_ROWS 250
 #define RETENTION_PACE_MIN_ROWS 16
 #define RETENTION_PACE_MAX_ROWS 2000

@@ -140,12 +140,14 @@ int store_get_summary(Store *s, StoreSummary *ret);
 
 /* Runs one bounded retention step now (the task also runs them from a timer): commits the open
  * batch, then deletes at most a few thousand of the oldest rows that are older than
- * retention_days (by receipt time); with max_size_mb, the oldest rejects beyond their share
- * of it, then, while the used size exceeds it, the oldest readings (never the newest, see
+ * retention_days (by receipt time); with max_size_mb, the oldest rejects and the oldest events
+ * (and clock events) beyond their shares of it, then, while the used size exceeds it, the
+ * oldest readings, as many as the time of earlier steps allows (never the newest, see
  * docs/STORE.md) and the rejects received before them; and it advances a pass that deletes
  * the names (sensors, metrics, origins) no row uses. When the limit cannot be met the task's
- * status says so and a warning is logged (rate-limited). Returns the number of rows and names
- * removed (0 when nothing was), or -errno (and reports the task failed). */
+ * status says so and a warning is logged (rate-limited). Returns the number of rows (events by
+ * size among them) and names removed (0 when nothing was), or -errno (and reports the task
+ * failed). */
 int store_run_retention(Store *s);
 
 /* Whether retention has more to do right away (a backlog, or a pass over the names under way):

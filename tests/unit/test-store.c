@@ -1239,6 +1239,185 @@ START_TEST(test_retention_by_size_keeps_the_newest) {
 }
 END_TEST
 
+/* A size step removes what the pace allows, as an age step does: the first one
+ * RETENTION_PACE_FIRST_ROWS readings, each later one at most twice the one before while every
+ * step uses its whole allowance (the pace at most doubles after a full step), none more than
+ * RETENTION_PACE_MAX_ROWS; exactly the oldest go, and the store ends under its limit. */
+START_TEST(test_retention_by_size_paced) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, limit = 1024 * 1024, total, min_id, n;
+        int r, last, steps = 0;
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "s1", 80000, now - 2 * DAY_MS, &ts);
+        fx_stop(&f);
+        ck_assert_int_gt(used_bytes(&f), 2 * limit);
+        total = sql_int(&f, "SELECT count(*) FROM readings");
+
+        f.config.max_size_mb = 1;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        ck_assert_int_eq(store_run_retention(f.store), RETENTION_PACE_FIRST_ROWS);
+        ck_assert(store_retention_pending(f.store));
+        ck_assert_int_eq(sql_int(&f, "SELECT min(id) FROM readings"), RETENTION_PACE_FIRST_ROWS + 1);
+        last = RETENTION_PACE_FIRST_ROWS;
+        do {
+                r = store_run_retention(f.store);
+                ck_assert_int_ge(r, 0);
+                /* The last steps may add the name pass's (none here: one sensor, one metric). */
+                ck_assert_int_le(r, 2 * last);
+                ck_assert_int_le(r, RETENTION_PACE_MAX_ROWS);
+                if (r > 0)
+                        last = r;
+                ck_assert_int_lt(++steps, 2000);
+        } while (r > 0 || store_retention_pending(f.store));
+        fx_stop(&f);
+
+        ck_assert_int_le(used_bytes(&f), limit);
+        ck_assert_int_gt(used_bytes(&f), limit * 3 / 4);
+        n = sql_int(&f, "SELECT count(*) FROM readings");
+        min_id = sql_int(&f, "SELECT min(id) FROM readings");
+        ck_assert_int_eq(sql_int(&f, "SELECT max(id) FROM readings"), total);
+        ck_assert_int_eq(total - min_id + 1, n);
+        fx_done(&f);
+}
+END_TEST
+
+/* Age and size share one allowance per step: age takes the old rows first, size what is left of
+ * the allowance, so a step that does both removes no more than a step that does one. */
+START_TEST(test_retention_age_and_size_share_the_pace) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, limit = 1024 * 1024;
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "old", 100, now - 40 * DAY_MS, &ts);
+        append_n(&f, "young", 80000, now - DAY_MS, &ts);
+        fx_stop(&f);
+        ck_assert_int_gt(used_bytes(&f), 2 * limit);
+
+        f.config.retention_days = 30;
+        f.config.max_size_mb = 1;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        /* The 100 old ones by age, and the 150 oldest young ones by size. */
+        ck_assert_int_eq(store_run_retention(f.store), RETENTION_PACE_FIRST_ROWS);
+        ck_assert(store_retention_pending(f.store));
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings_view WHERE sensor = 'old'"), 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT min(id) FROM readings"), RETENTION_PACE_FIRST_ROWS + 1);
+        retention_until_done(&f);
+        ck_assert_int_le(used_bytes(&f), limit);
+        ck_assert_int_eq(sql_int(&f, "SELECT max(id) FROM readings"), 80100);
+        ck_assert_int_eq(task_get_state(f.task), TASK_RUNNING);
+        fx_done(&f);
+}
+END_TEST
+
+/* The estimate of an event's size that store_trim_events() keeps (store-internal.h). */
+#define EVENTS_BYTES_SQL                                                                                    \
+        "SELECT (SELECT coalesce(sum(64 + length(kind) + 2 * coalesce(length(sensor), 0) + "                  \
+        "coalesce(length(subject), 0) + coalesce(length(detail), 0)), 0) FROM events) + "                    \
+        "(SELECT coalesce(sum(64 + length(kind) + coalesce(length(detail), 0)), 0) FROM clock_events)"
+
+/* Under max_size_mb, events and the clock's events are bounded too: a sensor that flapped for
+ * days left 20 000 events (4 MiB) in a 1 MiB store. They are trimmed to their share (a twentieth
+ * of the limit), the oldest of both tables first, without a reading going for them; the newest
+ * stay, without gaps, and so do the clock events newer than them. */
+START_TEST(test_retention_by_size_bounds_events) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, limit = 1024 * 1024, bytes, min_id;
+        char detail[160];
+
+        memset(detail, 'd', sizeof(detail) - 1);
+        detail[sizeof(detail) - 1] = '\0';
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "s1", 100, now - 6 * DAY_MS, &ts);
+        for (int i = 0; i < 10; i++)
+                ck_assert_int_eq(store_clock_event(f.store, "stepped", now - 6 * DAY_MS + i, 1000, -1, "old"), 0);
+        for (int i = 0; i < 20000; i++) {
+                char sensor[16];
+
+                snprintf(sensor, sizeof(sensor), "s%d", i % 30);
+                ck_assert_int_eq(store_append_event(f.store, &(StoreEvent) {
+                                         .kind = i % 2 ? STORE_EVENT_SENSOR_BACK : STORE_EVENT_SENSOR_SILENT,
+                                         .ts_ms = now - 5 * DAY_MS + i * 1000LL, .sensor = sensor, .detail = detail }),
+                                 0);
+        }
+        for (int i = 0; i < 10; i++)
+                ck_assert_int_eq(store_clock_event(f.store, "stepped", now + i, 1000, -1, "new"), 0);
+        fx_stop(&f);
+        ck_assert_int_gt(used_bytes(&f), 2 * limit);
+
+        f.config.max_size_mb = 1;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        retention_until_done(&f);
+        /* Events added later (a hundred, less than the share) are counted in the same bound. */
+        for (int i = 0; i < 100; i++)
+                ck_assert_int_eq(store_append_event(f.store, &(StoreEvent) {
+                                         .kind = STORE_EVENT_SENSOR_SILENT, .ts_ms = now + 100 + i, .sensor = "late",
+                                         .detail = detail }),
+                                 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        retention_until_done(&f);
+        fx_stop(&f);
+
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 100);
+        ck_assert_int_le(used_bytes(&f), limit);
+        bytes = sql_int(&f, EVENTS_BYTES_SQL);
+        ck_assert_int_le(bytes, limit / 20);
+        ck_assert_int_gt(bytes, limit / 20 - 1000);   /* not far fewer than the share holds */
+        min_id = sql_int(&f, "SELECT min(id) FROM events");
+        /* 20 000, the daemon_down of the restart, 100. */
+        ck_assert_int_eq(sql_int(&f, "SELECT max(id) FROM events"), 20101);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM events"), 20101 - min_id + 1);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM events WHERE sensor = 'late'"), 100);
+        ck_assert_int_lt(min_id, 20000 - 100);   /* older ones too */
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM clock_events WHERE detail = 'old'"), 0);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM clock_events WHERE detail = 'new'"), 10);
+        fx_done(&f);
+}
+END_TEST
+
+/* The free pages a step gives back to the file system follow a pace of their own: 64 in the
+ * first step that gives any back, then at most twice what the step before gave (while free pages
+ * were left over), never more than RETENTION_PACE_MAX_ROWS; and the file does shrink. */
+START_TEST(test_retention_vacuum_paced) {
+        Fixture f;
+        int64_t now = wall_ms(), ts = 1, pages0, pages, last = 0, biggest = 0, freed;
+        int r, steps = 0, vacuums = 0;
+
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        append_n(&f, "old", 60000, now - 40 * DAY_MS, &ts);
+        append_n(&f, "new", 20000, now, &ts);
+        fx_stop(&f);
+        pages0 = sql_int(&f, "SELECT page_count FROM pragma_page_count()");
+
+        f.config.retention_days = 30;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        last = pages0;
+        do {
+                r = store_run_retention(f.store);
+                ck_assert_int_ge(r, 0);
+                pages = sql_int(&f, "SELECT page_count FROM pragma_page_count()");
+                freed = last - pages;
+                ck_assert_int_ge(freed, 0);
+                if (freed > 0) {
+                        /* A page or two more: pointer-map pages go with the pages they map. */
+                        ck_assert_int_le(freed, (vacuums == 0 ? 64 : MIN(2 * biggest, (int64_t) RETENTION_PACE_MAX_ROWS)) + 2);
+                        biggest = MAX(biggest, freed);
+                        vacuums++;
+                }
+                last = pages;
+                ck_assert_int_lt(++steps, 1000);
+        } while (r > 0 || store_retention_pending(f.store));
+        ck_assert_int_gt(vacuums, 1);
+        ck_assert_int_le(pages, pages0 * 3 / 4);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM readings"), 20000);
+        fx_done(&f);
+}
+END_TEST
+
 /* ---- the files deleted or replaced under the daemon ---- */
 
 static bool task_failed(Fixture *f) {
@@ -1365,6 +1544,10 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_retention_rejects_have_their_own_bound);
         tcase_add_test(tc, test_retention_by_size_prunes_unused_names);
         tcase_add_test(tc, test_retention_by_size_keeps_the_newest);
+        tcase_add_test(tc, test_retention_by_size_paced);
+        tcase_add_test(tc, test_retention_age_and_size_share_the_pace);
+        tcase_add_test(tc, test_retention_by_size_bounds_events);
+        tcase_add_test(tc, test_retention_vacuum_paced);
         tcase_add_test(tc, test_store_deleted_fails_at_commit);
         tcase_add_test(tc, test_store_replaced_fails_at_commit);
         tcase_add_test(tc, test_store_wal_deleted_fails_and_keeps_rows);
