@@ -269,6 +269,66 @@ START_TEST(test_retention_scan) {
 }
 END_TEST
 
+typedef struct SeqNames {
+        char sensor[32], metric[32], origin[32];
+        unsigned n;
+} SeqNames;
+
+static int collect_names(const StoredReading *row, void *userdata) {
+        SeqNames *names = userdata;
+
+        snprintf(names->sensor, sizeof(names->sensor), "%s", row->sensor);
+        snprintf(names->metric, sizeof(names->metric), "%s", row->metric);
+        snprintf(names->origin, sizeof(names->origin), "%s", row->origin);
+        names->n++;
+        return 0;
+}
+
+/* store_read_seq() looks names up by id in a cache. Retention deletes the names no row uses any
+ * more, and SQLite gives a deleted name's id to the next new name: the cache must not answer
+ * with the old name then. Likewise after a rolled-back batch. */
+#define NAMES_LEFT \
+        "SELECT (SELECT count(*) FROM sensors) + (SELECT count(*) FROM metrics) + (SELECT count(*) FROM origins)"
+
+START_TEST(test_seq_names_across_prune) {
+        Fixture f = {};
+        SeqNames names = {};
+        int64_t now = wall_clock_ms();
+        Reading r = { .sensor = "old-sensor", .metric = "old-metric", .value = 1.0, .ts_ms = now - 3 * DAY_MS,
+                      .received_ms = now - 3 * DAY_MS, .source = READING_SOURCE_MQTT, .origin = "old/topic" };
+
+        fx_start(&f, tl_tmpdir());
+        ck_assert_int_eq(store_append(f.store, &r), 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(store_read_seq(f.store, 0, INT64_MAX, 10, collect_names, &names), 1);
+        ck_assert_str_eq(names.sensor, "old-sensor");
+        ck_assert_str_eq(names.metric, "old-metric");
+        ck_assert_str_eq(names.origin, "old/topic");
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT id FROM sensors WHERE name = 'old-sensor'"), 1);
+
+        /* Age retention removes the reading; the pass over the names then deletes its names. */
+        f.config.retention_days = 1;
+        for (int i = 0; i < 100 && tl_sql_int(f.path, NAMES_LEFT) > 0; i++)
+                ck_assert_int_ge(store_run_retention(f.store), 0);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM sensors"), 0);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT count(*) FROM origins"), 0);
+
+        /* New names get the freed ids. */
+        r = (Reading) { .sensor = "new-sensor", .metric = "new-metric", .value = 2.0, .ts_ms = now, .received_ms = now,
+                        .source = READING_SOURCE_MQTT, .origin = "new/topic" };
+        ck_assert_int_eq(store_append(f.store, &r), 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT id FROM sensors WHERE name = 'new-sensor'"), 1);
+        names = (SeqNames) {};
+        ck_assert_int_eq(store_read_seq(f.store, 1, INT64_MAX, 10, collect_names, &names), 1);
+        ck_assert_str_eq(names.sensor, "new-sensor");
+        ck_assert_str_eq(names.metric, "new-metric");
+        ck_assert_str_eq(names.origin, "new/topic");
+        fx_stop(&f);
+        f.event = sd_event_unref(f.event);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("store-seq");
         TCase *tc = tcase_create("core");
@@ -278,6 +338,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_meta_batched);
         tcase_add_test(tc, test_seq_flags);
         tcase_add_test(tc, test_retention_scan);
+        tcase_add_test(tc, test_seq_names_across_prune);
         suite_add_tcase(s, tc);
         return s;
 }
