@@ -121,13 +121,22 @@ const char *upstream_topic_check(const char *template, bool per_reading) {
         return NULL;
 }
 
+/* Runs without '/', '+' or '#' are copied at once (a name has none, usually). */
 static int buf_topic_value(UpstreamBuf *b, const char *v) {
         int r = 0;
 
         if (!*v)
                 return buf_str(b, "_");
-        for (; r >= 0 && *v; v++)
-                r = buf_put(b, *v == '/' || *v == '+' || *v == '#' ? "_" : v, 1);
+        while (r >= 0 && *v) {
+                size_t n = strcspn(v, "/+#");
+
+                r = buf_put(b, v, n);
+                v += n;
+                if (r >= 0 && *v) {
+                        r = buf_put(b, "_", 1);
+                        v++;
+                }
+        }
         return r;
 }
 
@@ -159,6 +168,86 @@ int upstream_topic_format(UpstreamBuf *b, const char *template, const UpstreamSo
                 else if (strncmp(open, "{metric}", 8) == 0)
                         r = buf_topic_value(b, strempty(metric));
                 p = end + 1;
+        }
+        return r;
+}
+
+void upstream_topic_done(UpstreamTopic *t) {
+        t->fixed = mfree(t->fixed);
+        t->parts = mfree(t->parts);
+        t->n_parts = 0;
+}
+
+static int topic_add_part(UpstreamTopic *t, UpstreamBuf *fixed, size_t *start, UpstreamTopicValue value) {
+        UpstreamTopicPart *n = reallocarray(t->parts, t->n_parts + 1, sizeof(*t->parts));
+
+        if (!n)
+                return -ENOMEM;
+        t->parts = n;
+        t->parts[t->n_parts++] = (UpstreamTopicPart) { .len = fixed->len - *start, .value = value };
+        *start = fixed->len;
+        return 0;
+}
+
+int upstream_topic_compile(UpstreamTopic *t, const char *template, const UpstreamSource *src) {
+        UpstreamBuf fixed = {};
+        const char *p = template;
+        size_t start = 0;
+        int r = 0;
+
+        assert(t && template && src);
+
+        upstream_topic_done(t);
+        if (buf_reserve(&fixed, strlen(template)) < 0)
+                return -ENOMEM;
+        while (r >= 0 && *p) {
+                const char *open = strchr(p, '{'), *end;
+
+                if (!open) {
+                        r = buf_str(&fixed, p);
+                        break;
+                }
+                r = buf_put(&fixed, p, (size_t) (open - p));
+                end = strchr(open, '}');
+                assert(end); /* checked by upstream_topic_check() */
+                if (r < 0)
+                        break;
+                if (strncmp(open, "{gateway}", 9) == 0)
+                        r = buf_topic_value(&fixed, src->gateway);
+                else if (strncmp(open, "{store}", 7) == 0)
+                        r = buf_topic_value(&fixed, src->store_id);
+                else if (strncmp(open, "{sensor}", 8) == 0)
+                        r = topic_add_part(t, &fixed, &start, UPSTREAM_TOPIC_SENSOR);
+                else if (strncmp(open, "{metric}", 8) == 0)
+                        r = topic_add_part(t, &fixed, &start, UPSTREAM_TOPIC_METRIC);
+                p = end + 1;
+        }
+        if (r >= 0)
+                r = topic_add_part(t, &fixed, &start, UPSTREAM_TOPIC_NONE);
+        if (r < 0) {
+                free(fixed.data);
+                upstream_topic_done(t);
+                return r;
+        }
+        t->fixed = fixed.data;
+        return 0;
+}
+
+int upstream_topic_render(UpstreamBuf *b, const UpstreamTopic *t, const char *sensor, const char *metric) {
+        const char *fixed = t->fixed;
+        int r = 0;
+
+        assert(t->fixed);
+
+        b->len = 0;
+        if (buf_reserve(b, 0) < 0)
+                return -ENOMEM;
+        b->data[0] = 0;
+        for (size_t i = 0; r >= 0 && i < t->n_parts; i++) {
+                r = buf_put(b, fixed, t->parts[i].len);
+                fixed += t->parts[i].len;
+                if (r >= 0 && t->parts[i].value != UPSTREAM_TOPIC_NONE)
+                        r = buf_topic_value(b, strempty(t->parts[i].value == UPSTREAM_TOPIC_SENSOR ? sensor : metric));
         }
         return r;
 }

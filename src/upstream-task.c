@@ -107,6 +107,7 @@ struct Upstream {
         unsigned receive_max;         /* the broker's (MQTT 5), else 65535 */
         bool window_dirty;
         UpstreamBuf topic, payload;
+        UpstreamTopic live_topic;     /* config->topic, compiled at start */
         unsigned pass_sent;           /* messages sent in this pass (live or drain) */
         int corked_fd;                /* the socket TCP_CORK is set on, or -EBADF */
 
@@ -361,7 +362,7 @@ static int live_one(const StoredReading *row, void *userdata) {
                 c->prev = row->id;
                 return 0;
         }
-        r = upstream_topic_format(&u->topic, u->config->topic, &u->source, row->sensor, row->metric);
+        r = upstream_topic_render(&u->topic, &u->live_topic, row->sensor, row->metric);
         if (r >= 0)
                 r = upstream_payload_live(&u->payload, &u->source, row, up_unit(u, row));
         if (r >= 0)
@@ -1193,6 +1194,9 @@ static int up_start(Task *t) {
         u->status_topic = strdup(u->topic.data);
         if (!u->status_topic)
                 return -ENOMEM;
+        r = upstream_topic_compile(&u->live_topic, u->config->topic, &u->source);
+        if (r < 0)
+                return r;
 
         /* The password: $CREDENTIALS_DIRECTORY/upstream-password (LoadCredential=) unless a
          * password_file names another credential or file. */
@@ -1430,6 +1434,7 @@ static void up_free(void *userdata) {
         free(u->store_id);
         free(u->status_topic);
         free(u->topic.data);
+        upstream_topic_done(&u->live_topic);
         free(u->payload.data);
         upstream_window_clear(&u->window);
         sd_event_unref(u->event);
