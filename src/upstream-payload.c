@@ -325,6 +325,8 @@ static int put_reading(UpstreamBuf *b, const StoredReading *r, const char *unit)
 static int put_source(UpstreamBuf *b, const UpstreamSource *src) {
         int k;
 
+        if (src->envelope)
+                return buf_str(b, src->envelope);
         k = buf_str(b, "{\"gateway\":");
         if (k >= 0)
                 k = buf_json_string(b, src->gateway);
@@ -333,6 +335,13 @@ static int put_source(UpstreamBuf *b, const UpstreamSource *src) {
         if (k >= 0)
                 k = buf_json_string(b, src->store_id);
         return k;
+}
+
+int upstream_payload_envelope(UpstreamBuf *b, const UpstreamSource *src) {
+        UpstreamSource plain = { .gateway = src->gateway, .store_id = src->store_id };
+
+        b->len = 0;
+        return put_source(b, &plain);
 }
 
 int upstream_payload_live(UpstreamBuf *b, const UpstreamSource *src, const StoredReading *r, const char *unit) {

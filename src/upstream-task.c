@@ -108,6 +108,7 @@ struct Upstream {
         bool window_dirty;
         UpstreamBuf topic, payload;
         UpstreamTopic live_topic;     /* config->topic, compiled at start */
+        UpstreamBuf envelope;         /* source.envelope */
         unsigned pass_sent;           /* messages sent in this pass (live or drain) */
         int corked_fd;                /* the socket TCP_CORK is set on, or -EBADF */
 
@@ -1195,8 +1196,11 @@ static int up_start(Task *t) {
         if (!u->status_topic)
                 return -ENOMEM;
         r = upstream_topic_compile(&u->live_topic, u->config->topic, &u->source);
+        if (r >= 0)
+                r = upstream_payload_envelope(&u->envelope, &u->source);
         if (r < 0)
                 return r;
+        u->source.envelope = u->envelope.data;
 
         /* The password: $CREDENTIALS_DIRECTORY/upstream-password (LoadCredential=) unless a
          * password_file names another credential or file. */
@@ -1435,6 +1439,7 @@ static void up_free(void *userdata) {
         free(u->status_topic);
         free(u->topic.data);
         upstream_topic_done(&u->live_topic);
+        free(u->envelope.data);
         free(u->payload.data);
         upstream_window_clear(&u->window);
         sd_event_unref(u->event);

@@ -19,7 +19,15 @@ typedef struct UpstreamBuf {
 typedef struct UpstreamSource {
         const char *gateway;
         const char *store_id;
+        /* NULL, or upstream_payload_envelope()'s text for gateway and store_id: every payload
+         * begins with it, copied instead of escaped again per message. */
+        const char *envelope;
 } UpstreamSource;
+
+/* The start every payload of src has ({"gateway":G,"store":S), into b (replacing its
+ * contents), for UpstreamSource.envelope (src->envelope itself is not used). Returns 0 or
+ * -ENOMEM. */
+int upstream_payload_envelope(UpstreamBuf *b, const UpstreamSource *src);
 
 /* Checks a topic template: the placeholders {gateway}, {store}, and, when per_reading, {sensor}
  * and {metric}; no other brace, no '+' or '#', no empty result. Returns NULL when valid, else a

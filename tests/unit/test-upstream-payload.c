@@ -261,6 +261,39 @@ START_TEST(test_payload_escapes) {
 }
 END_TEST
 
+/* A source with its envelope prepared gives the same payloads, byte for byte, as without. */
+START_TEST(test_payload_envelope) {
+        static const UpstreamSource odd = { .gateway = "gw \"2\"\\x\x01", .store_id = "00112233445566778899aabbccddeeff" };
+        const UpstreamSource *sources[] = { &src, &odd };
+        StoredReading r = { .id = 7, .sensor = "s", .metric = "m", .value = -0.5, .ts_ms = 1, .flags = READING_FLAG_UNSYNCED };
+        UpstreamBuf env = {}, want = {}, got = {};
+
+        for (size_t k = 0; k < ELEMENTSOF(sources); k++) {
+                UpstreamSource prepared = *sources[k];
+
+                ck_assert_int_eq(upstream_payload_envelope(&env, sources[k]), 0);
+                prepared.envelope = env.data;
+                ck_assert_int_eq(upstream_payload_live(&want, sources[k], &r, "C"), 0);
+                ck_assert_int_eq(upstream_payload_live(&got, &prepared, &r, "C"), 0);
+                ck_assert_str_eq(got.data, want.data);
+                ck_assert_int_eq(upstream_payload_batch_begin(&want, sources[k]), 0);
+                ck_assert_int_eq(upstream_payload_batch_begin(&got, &prepared), 0);
+                ck_assert_str_eq(got.data, want.data);
+                ck_assert_int_eq(upstream_payload_live_batch_begin(&want, sources[k]), 0);
+                ck_assert_int_eq(upstream_payload_live_batch_begin(&got, &prepared), 0);
+                ck_assert_str_eq(got.data, want.data);
+                /* The envelope is made from gateway and store, never from an envelope. */
+                prepared.envelope = "bogus";
+                ck_assert_int_eq(upstream_payload_envelope(&got, &prepared), 0);
+                ck_assert_str_eq(got.data, env.data);
+        }
+        ck_assert_str_eq(env.data, "{\"gateway\":\"gw \\\"2\\\"\\\\x\\u0001\",\"store\":\"00112233445566778899aabbccddeeff\"");
+        free(env.data);
+        free(want.data);
+        free(got.data);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("upstream-payload");
         TCase *tc = tcase_create("core");
@@ -268,6 +301,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_topic_check);
         tcase_add_test(tc, test_topic_format);
         tcase_add_test(tc, test_topic_render);
+        tcase_add_test(tc, test_payload_envelope);
         tcase_add_test(tc, test_payloads);
         tcase_add_test(tc, test_payload_flags_unit);
         tcase_add_loop_test(tc, test_payload_value, 0, ELEMENTSOF(value_table));
