@@ -222,6 +222,32 @@ int store_retention_scan(Store *s, int64_t lo, int64_t hi, uint64_t *ret_removed
         return 0;
 }
 
+int store_retention_next_removed(Store *s, int64_t lo, int64_t hi, int64_t *ret) {
+        int64_t removed = 0;
+        int rc, r;
+
+        assert(s && ret);
+
+        if (!s->deleting.active)
+                return -EINVAL;
+        r = store_check_writable(s);
+        if (r < 0)
+                return r;
+        /* The rule of the delete statements, as in store_retention_scan(). */
+        lo = MAX(lo, s->deleting.after + 1);
+        hi = MIN(hi, s->deleting.upto);
+        rc = SQLITE_OK;
+        if (lo <= hi)
+                rc = seq_query_int(s,
+                                   "SELECT id FROM readings WHERE id >= ?1 AND id <= ?2 AND (?3 = 0 OR flags & 3 != 1) "
+                                   "ORDER BY id LIMIT 1",
+                                   lo, hi, s->deleting.keeps_unsynced, &removed);
+        if (rc != SQLITE_OK)
+                return store_fail_sqlite(s, rc, "find the readings retention removes from");
+        *ret = removed;
+        return 0;
+}
+
 int store_set_meta_batched(Store *s, const char *key, const void *value, size_t size) {
         sqlite3_stmt *st;
         int rc, r;

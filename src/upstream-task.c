@@ -630,12 +630,14 @@ static void on_commit(Store *s, int64_t committed, void *userdata) {
 
 /* Inside a retention step: readings up to upto go now, but not necessarily all of them (age
  * retention keeps the unsynced, uncorrected ones). In each stretch not done, the rows that go
- * were never acknowledged: they are counted lost. Done becomes only the part of the stretch
- * before the first row that stays: that row is still backlog and is sent when its turn comes
- * (with its flags), and the ids after it that lost their rows are covered by the message that
- * carries it, as any ids without a reading are. Returns the readings counted lost, or -errno
- * (the store failed and says why, or out of memory: reported); *ret_changed says whether a
- * stretch not done was there at all (else the done set is as it was). */
+ * were never acknowledged: they are counted lost. Done becomes the stretch but for the runs of
+ * rows that stay: those are still backlog and are sent when their turn comes (with their
+ * flags). Marking the removed ids after such a row done too keeps the backlog count (pending
+ * ids) from counting readings that no longer exist, and a run of kept rows is one range in the
+ * done set (unsynced readings come in runs: a boot's until its clock was trusted). Returns the
+ * readings counted lost, or -errno (the store failed and says why, or out of memory:
+ * reported); *ret_changed says whether a stretch not done was there at all (else the done set
+ * is as it was). */
 static int64_t up_retention_release(Upstream *u, Store *s, int64_t upto, bool *ret_changed) {
         uint64_t lost = 0;
         SeqRange gap;
@@ -644,18 +646,36 @@ static int64_t up_retention_release(Upstream *u, Store *s, int64_t upto, bool *r
 
         *ret_changed = false;
         while (upstream_window_next_gap(&u->window, from, upto, &gap)) {
-                uint64_t n = 0;
-                int64_t kept = 0;
+                int64_t pos = gap.lo, end = MIN(gap.hi, upto);
+                bool first = true;
 
                 *ret_changed = true;
-                r = store_retention_scan(s, gap.lo, gap.hi, &n, &kept);
-                if (r < 0)
-                        return r;
-                lost += n;
-                r = upstream_window_mark_done(&u->window, gap.lo, kept > 0 ? kept - 1 : MIN(gap.hi, upto));
-                if (r < 0) {
-                        up_fail(u, r, "Out of memory");
-                        return r;
+                while (pos <= end) {
+                        uint64_t n = 0;
+                        int64_t kept = 0, next = 0;
+
+                        /* Counted once per stretch: the later scans cover a part of it. */
+                        r = store_retention_scan(s, pos, end, &n, &kept);
+                        if (r < 0)
+                                return r;
+                        if (first)
+                                lost += n;
+                        first = false;
+                        if (kept != pos) {
+                                r = upstream_window_mark_done(&u->window, pos, kept > 0 ? kept - 1 : end);
+                                if (r < 0) {
+                                        up_fail(u, r, "Out of memory");
+                                        return r;
+                                }
+                        }
+                        if (kept == 0)
+                                break;
+                        r = store_retention_next_removed(s, kept, end, &next);
+                        if (r < 0)
+                                return r;
+                        if (next == 0)
+                                break;
+                        pos = next;
                 }
                 from = gap.hi;
         }

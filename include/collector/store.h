@@ -230,6 +230,12 @@ int store_count_seq(Store *s, int64_t lo, int64_t hi, uint64_t *ret);
  * outside the hook, or -errno as store_read_seq(). */
 int store_retention_scan(Store *s, int64_t lo, int64_t hi, uint64_t *ret_removed, int64_t *ret_first_kept);
 
+/* Only inside the retention hook: sets *ret to the smallest seq in lo..min(hi, upto) of a reading
+ * the deletion under way removes (0: none). With store_retention_scan(), the hook can tell the
+ * runs of readings that stay apart from those that go. Returns 0, -EINVAL outside the hook, or
+ * -errno as store_read_seq(). */
+int store_retention_next_removed(Store *s, int64_t lo, int64_t hi, int64_t *ret);
+
 /* Like store_set_meta(), but within the open batch (one is begun when there is none): the value
  * commits with it, within commit_interval_ms, at no extra commit. Returns 0 or -errno. */
 int store_set_meta_batched(Store *s, const char *key, const void *value, size_t size);

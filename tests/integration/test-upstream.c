@@ -700,16 +700,23 @@ END_TEST
  * (their age is unknown). Such a reading, not forwarded while the central broker was away, is
  * still in the store: it stays in the backlog and is sent, with its "unsynced" flag, when the
  * broker is back. Only the readings retention deleted count as lost. */
+static cJSON *status_json(const char *sock, int *ret_status);
+static double up_num(const cJSON *j, const char *key);
+
 START_TEST(test_retention_keeps_unsynced) {
         const char *dir = tl_tmpdir(), *bdir_in = tl_tmpdir(), *bdir_up = tl_tmpdir();
         TlBroker in = { 0 }, up = { 0 };
         _cleanup_free_ char *config = NULL, *out = NULL, *out2 = NULL;
         TlConsumer *c = calloc(1, sizeof(TlConsumer));
-        char db[512];
+        char db[512], sock[512];
+        char *status_args[] = { "--socket", sock, NULL };
+        cJSON *j;
+        int st;
         char *argv[] = { SC_BINARY, "query", "--db", db, "--upstream", NULL };
         TlDaemon d;
         TlPub p;
 
+        snprintf(sock, sizeof(sock), "%s/status.sock", dir);
         config = retention_prepare(dir, bdir_in, &in, &up, db, sizeof(db), ", \"batch_size\": 7", &d, &p);
 
         /* The first 30 were received three days ago, as far as the store can tell; 11..15 of them
@@ -722,18 +729,32 @@ START_TEST(test_retention_keeps_unsynced) {
                                 NULL };
                 ck_assert_int_eq(tl_run(sql, NULL, NULL, 10000), 0);
         }
-        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, status_args, NULL, 10000);
         ck_assert_msg(tl_notify_wait(&d.notify, "25 removed unforwarded", 10000), "%s", d.notify.log);
         ck_assert(tl_wait_until(log_has, &(LogWait) { &d, "Retention removed 25 readings before the central broker" }, 5000));
         ck_assert_int_eq(store_count(dir), 25);
         ck_assert_int_eq(tl_sql_int(db, "SELECT count(*) FROM readings_view WHERE unsynced AND NOT corrected"), 5);
+        /* The backlog is what is really unsent: the kept five and the 20 young ones, not the ids
+         * after the first kept reading whose rows retention removed (the STATUS= line and
+         * `status`, as `query --upstream` below). */
+        ck_assert_msg(tl_notify_wait(&d.notify, "backlog 25,", 10000), "%s", d.notify.log);
+        j = status_json(sock, &st);
+        ck_assert_int_eq(st, 0);
+        ck_assert_int_eq((int) up_num(j, "backlog_readings"), 25);
+        cJSON_Delete(j);
         /* Another retention step later finds nothing new to count. */
         ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
         ck_assert_int_eq(tl_run(argv, NULL, &out, 10000), 0);
         ck_assert_msg(strstr(out, "removed unforwarded:  25") && strstr(out, "backlog:              25 readings"), "%s", out);
-        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, status_args, NULL, 10000);
         ck_assert_msg(tl_notify_wait(&d.notify, "25 removed unforwarded", 10000), "%s", d.notify.log);
+        /* After a restart too (the done set in the store says so). */
+        ck_assert_msg(tl_notify_wait(&d.notify, "backlog 25,", 10000), "%s", d.notify.log);
+        j = status_json(sock, &st);
+        ck_assert_int_eq(st, 0);
+        ck_assert_int_eq((int) up_num(j, "backlog_readings"), 25);
+        cJSON_Delete(j);
         ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
         ck_assert_int_eq(tl_run(argv, NULL, &out2, 10000), 0);

@@ -189,6 +189,7 @@ typedef struct ScanCase {
         int64_t lo, hi;
         uint64_t want_removed;
         int64_t want_kept;
+        int64_t want_next;            /* store_retention_next_removed() */
 } ScanCase;
 
 typedef struct ScanFixture {
@@ -205,10 +206,15 @@ static void on_retention_scan(Store *s, int64_t upto, void *userdata) {
                 uint64_t removed = 99;
                 int64_t kept = 99;
 
+                int64_t next = 99;
+
                 ck_assert_int_eq(store_retention_scan(s, f->cases[i].lo, f->cases[i].hi, &removed, &kept), 0);
                 ck_assert_msg(removed == f->cases[i].want_removed && kept == f->cases[i].want_kept,
                               "%" PRId64 "..%" PRId64 ": removed %" PRIu64 " kept %" PRId64 ", want %" PRIu64 " and %" PRId64,
                               f->cases[i].lo, f->cases[i].hi, removed, kept, f->cases[i].want_removed, f->cases[i].want_kept);
+                ck_assert_int_eq(store_retention_next_removed(s, f->cases[i].lo, f->cases[i].hi, &next), 0);
+                ck_assert_msg(next == f->cases[i].want_next, "%" PRId64 "..%" PRId64 ": next removed %" PRId64 ", want %" PRId64,
+                              f->cases[i].lo, f->cases[i].hi, next, f->cases[i].want_next);
         }
         f->calls++;
 }
@@ -227,15 +233,19 @@ static void append_flags(Fixture *f, int64_t received, unsigned flags) {
 START_TEST(test_retention_scan) {
         /* Ten old readings, 3, 4 and 7 unsynced: the age step passes up to 10 and keeps those. */
         static const ScanCase first[] = {
-                { 1, 10, 7, 3 },      /* 1, 2, 5, 6, 8, 9, 10 go; 3 is the first that stays */
-                { 5, 10, 5, 7 },
-                { 8, 10, 3, 0 },      /* nothing after 7 stays */
-                { 8, 100, 3, 0 },     /* above upto: not this step's business */
+                { 1, 10, 7, 3, 1 },   /* 1, 2, 5, 6, 8, 9, 10 go; 3 is the first that stays */
+                { 5, 10, 5, 7, 5 },
+                { 8, 10, 3, 0, 8 },   /* nothing after 7 stays */
+                { 8, 100, 3, 0, 8 },  /* above upto: not this step's business */
+                { 3, 10, 5, 3, 5 },   /* the run 3..4 stays, 5 is the next to go */
+                { 4, 4, 0, 4, 0 },
+                { 7, 10, 3, 7, 8 },
         };
         /* Two more old ones (11, 12): the next age step starts after 10; 3, 4, 7 stay. */
         static const ScanCase second[] = {
-                { 1, 12, 2, 3 },
-                { 8, 12, 2, 0 },
+                { 1, 12, 2, 3, 11 },
+                { 8, 12, 2, 0, 11 },
+                { 3, 10, 0, 3, 0 },   /* all at or before the last step's end stays */
         };
         Fixture f = {};
         ScanFixture sf = {};
@@ -249,6 +259,7 @@ START_TEST(test_retention_scan) {
                 append_flags(&f, now - 3 * DAY_MS, i == 3 || i == 4 || i == 7 ? READING_FLAG_UNSYNCED : 0);
         ck_assert_int_eq(store_commit(f.store), 0);
         ck_assert_int_eq(store_retention_scan(f.store, 1, 10, &removed, &kept), -EINVAL);
+        ck_assert_int_eq(store_retention_next_removed(f.store, 1, 10, &kept), -EINVAL);
 
         f.config.retention_days = 1;
         sf = (ScanFixture) { first, ELEMENTSOF(first), 0 };
