@@ -95,6 +95,7 @@ struct Upstream {
         UpstreamState state;
         bool stop_pending;
         bool ever_connected;
+        bool ran, stop_logged;        /* started (task_report_running()); the "Stopped" line written */
         unsigned attempt;
         BackoffPolicy backoff_policy;
         Backoff backoff;
@@ -1251,6 +1252,7 @@ static int up_start(Task *t) {
                               u->host_port, u->config->gateway_id, u->store_id,
                               upstream_window_pending(&u->window, u->committed));
         /* The store is the buffer: forwarding is running from here, connected or not. */
+        u->ran = true;
         task_report_running(t);
         up_connect(u);
         return 0;
@@ -1267,6 +1269,17 @@ static void up_save_now(Upstream *u) {
                 u->window_dirty = false;
 }
 
+/* The run's figures, once per run, however it ends: connected, while the central link is down
+ * (when a person most wants them) or after a failure. */
+static void up_log_stopped(Upstream *u) {
+        if (!u->ran || u->stop_logged)
+                return;
+        u->stop_logged = true;
+        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "upstream"),
+                              "Stopped (%" PRIu64 " live, %" PRIu64 " backlog readings sent, %" PRIu64 " acknowledged, last seq %" PRId64 ").",
+                              u->n_live, u->n_backlog, u->n_acked, u->last_acked_seq);
+}
+
 static void up_finish_stop(Upstream *u) {
         io_watch_drop(&u->io);
         u->stop_timer = sd_event_source_disable_unref(u->stop_timer);
@@ -1275,9 +1288,7 @@ static void up_finish_stop(Upstream *u) {
         u->state = UP_STOPPED;
         upstream_window_disconnect(&u->window);
         up_save_now(u);
-        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "upstream"),
-                              "Stopped (%" PRIu64 " live, %" PRIu64 " backlog readings sent, %" PRIu64 " acknowledged, last seq %" PRId64 ").",
-                              u->n_live, u->n_backlog, u->n_acked, u->last_acked_seq);
+        up_log_stopped(u);
         if (u->stop_pending)
                 task_report_stopped(u->task);
 }
@@ -1306,12 +1317,14 @@ static int up_stop(Task *t) {
                 return 1;
         if (u->state == UP_FAILED || u->state == UP_STOPPED) {
                 up_save_now(u);
+                up_log_stopped(u);
                 return 0;
         }
         if (u->state != UP_CONNECTED) {
                 u->state = UP_STOPPED;
                 up_save_now(u);
                 io_watch_drop(&u->io);
+                up_log_stopped(u);
                 return 0;
         }
         /* An orderly goodbye: "offline" on the status topic (the will covers the rest), then
