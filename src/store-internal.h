@@ -255,6 +255,8 @@ struct Store {
         store_commit_hook_t commit_hook;
         store_retention_hook_t retention_hook;
         void *hook_userdata;
+        store_precommit_hook_t precommit_hook;
+        void *precommit_userdata;
 
         /* The write path's mechanics (store-checkpoint.c): the idle checkpoint, the WAL size at
          * which a commit checkpoints at once, and what was measured. */

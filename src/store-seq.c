@@ -68,6 +68,17 @@ void store_set_hooks(Store *s, store_commit_hook_t commit, store_retention_hook_
         s->hook_userdata = userdata;
 }
 
+void store_set_precommit_hook(Store *s, store_precommit_hook_t hook, void *userdata) {
+        assert(s);
+        s->precommit_hook = hook;
+        s->precommit_userdata = userdata;
+}
+
+bool store_batch_open(const Store *s) {
+        assert(s);
+        return s->in_transaction && !s->failed;
+}
+
 int64_t store_committed_seq(const Store *s) {
         assert(s);
         return s->seq_committed;

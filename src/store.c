@@ -562,6 +562,13 @@ int store_commit_internal(Store *s) {
                 return 0;
         if (s->commit_timer)
                 (void) sd_event_source_set_enabled(s->commit_timer, SD_EVENT_OFF);
+        if (s->precommit_hook) {
+                /* What belongs with this batch (upstream's done set). A write that failed has
+                 * failed the store, which said why. */
+                s->precommit_hook(s, s->precommit_userdata);
+                if (s->failed || !s->in_transaction)
+                        return -ESHUTDOWN;
+        }
         t0 = clock_now_usec(CLOCK_MONOTONIC);
         rc = store_blocks_flush(s);
         if (rc == SQLITE_OK)

@@ -56,6 +56,9 @@ enum {
  * stays silent is the keepalive's business; this catches one that answers PINGREQ but not our
  * PUBLISHes, or a message a library held back and never sent. */
 #define ACK_TIMEOUT_MIN_USEC (30 * USEC_PER_SEC)
+/* The done set changed and no batch of the store took it: written in a batch of its own after
+ * this long (docs/UPSTREAM.md, "When it is written"). */
+#define SAVE_DELAY_USEC (50 * USEC_PER_MSEC)
 /* "Removed before it was forwarded" is logged at most this often (retention runs in steps). */
 #define LOST_LOG_INTERVAL_USEC (60 * USEC_PER_SEC)
 
@@ -89,7 +92,7 @@ struct Upstream {
         sd_event_source *reconnect_timer;
         sd_event_source *drain_timer;
         sd_event_source *live_timer;  /* due now: send what was committed */
-        sd_event_source *save_timer;  /* due now: write the done set into the open batch */
+        sd_event_source *save_timer;  /* the done set into a batch of its own, if none took it */
         sd_event_source *stop_timer;
 
         UpstreamState state;
@@ -253,12 +256,13 @@ static int arm_defer(Upstream *u, sd_event_source **source, sd_event_handler_t h
 
 /* ---- the done set, kept in the store ---- */
 
-static int on_save_timer(sd_event_source *s, void *userdata) {
-        Upstream *u = userdata;
+/* Writes the done set (and the lost count) into the store's open batch, beginning one if none
+ * is open. Returns 0 or -errno: -ESHUTDOWN when the store has stopped or failed (it says why
+ * itself), -ENOMEM. */
+static int up_save_batched(Upstream *u) {
         _cleanup_free_ char *text = NULL;
         char lost[24];
         int r;
-        (void) s;
 
         if (!u->window_dirty || u->state == UP_FAILED)
                 return 0;
@@ -269,23 +273,54 @@ static int on_save_timer(sd_event_source *s, void *userdata) {
                 snprintf(lost, sizeof(lost), "%" PRIu64, u->n_lost);
                 r = store_set_meta_batched(u->store, UPSTREAM_META_LOST, lost, strlen(lost));
         }
-        if (r == -ESHUTDOWN)
-                return 0; /* the store has stopped or failed: it says why itself */
-        if (r < 0) {
-                up_fail(u, r, "Failed to record what the central broker acknowledged");
-                return 0;
-        }
+        if (r < 0)
+                return r;
         u->window_dirty = false;
         return 0;
 }
 
-/* The done set changed: write it within this loop iteration's batch (one write for every
- * acknowledgement the iteration read). */
+static int on_save_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Upstream *u = userdata;
+        int r;
+        (void) s;
+        (void) usec;
+
+        /* A batch opened meanwhile (readings came): its pre-commit hook writes the done set. */
+        if (store_batch_open(u->store))
+                return 0;
+        r = up_save_batched(u);
+        if (r < 0 && r != -ESHUTDOWN)
+                up_fail(u, r, "Failed to record what the central broker acknowledged");
+        return 0;
+}
+
+/* Inside the store's commit: the done set goes into the batch that is ending. */
+static void on_store_precommit(Store *s, void *userdata) {
+        Upstream *u = userdata;
+        int r;
+        (void) s;
+
+        r = up_save_batched(u);
+        if (r < 0 && r != -ESHUTDOWN)
+                /* Out of memory: the save timer tries again (and reports a failure), not here
+                 * inside the store's commit. */
+                (void) event_arm_timer(u->event, &u->save_timer, now_usec(u) + SAVE_DELAY_USEC, SAVE_DELAY_USEC / 4,
+                                       on_save_timer, u, "upstream-save");
+}
+
+/* The done set changed. It is written into the store's batch when the batch commits (the
+ * pre-commit hook): once per commit, however many acknowledgements the batch's time saw. When
+ * no batch opens within SAVE_DELAY_USEC (no readings coming), the save timer writes it into a
+ * batch of its own. Writing it at each loop iteration that read acknowledgements, as before,
+ * opened a batch, and so a commit, of its own most of the time, also while readings came. */
 static void up_window_changed(Upstream *u) {
         int r;
 
+        if (u->window_dirty)
+                return; /* due already */
         u->window_dirty = true;
-        r = arm_defer(u, &u->save_timer, on_save_timer, "upstream-save");
+        r = event_arm_timer(u->event, &u->save_timer, now_usec(u) + SAVE_DELAY_USEC, SAVE_DELAY_USEC / 4, on_save_timer,
+                            u, "upstream-save");
         if (r < 0)
                 up_fail(u, r, "Failed to arm a timer");
 }
@@ -1244,6 +1279,7 @@ static int up_start(Task *t) {
         (void) sd_event_source_set_enabled(u->misc_timer, SD_EVENT_ON);
 
         store_set_hooks(u->store, on_commit, on_retention, u);
+        store_set_precommit_hook(u->store, on_store_precommit, u);
         u->committed = store_committed_seq(u->store);
         u->link_since_realtime_usec = now_realtime_usec(u);
         backoff_down(&u->backoff, now_usec(u));
@@ -1308,6 +1344,7 @@ static int up_stop(Task *t) {
         int r;
 
         store_set_hooks(u->store, NULL, NULL, NULL);
+        store_set_precommit_hook(u->store, NULL, NULL);
         u->reconnect_timer = sd_event_source_disable_unref(u->reconnect_timer);
         u->misc_timer = sd_event_source_disable_unref(u->misc_timer);
         u->drain_timer = sd_event_source_disable_unref(u->drain_timer);

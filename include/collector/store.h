@@ -211,6 +211,15 @@ typedef void (*store_retention_hook_t)(Store *s, int64_t upto, void *userdata);
 /* Sets both hooks (NULL: none) and their userdata, which must outlive the store or be unset. */
 void store_set_hooks(Store *s, store_commit_hook_t commit, store_retention_hook_t retention, void *userdata);
 
+/* Called inside each commit, before the batch ends: the hook may add what belongs with the batch
+ * (store_set_meta_batched(): upstream's done set), and must do nothing else with the store. */
+typedef void (*store_precommit_hook_t)(Store *s, void *userdata);
+/* Sets the pre-commit hook (NULL: none) and its userdata, which must outlive the store or be unset. */
+void store_set_precommit_hook(Store *s, store_precommit_hook_t hook, void *userdata);
+/* Whether a batch is open: it commits within store.commit_interval_ms, running the pre-commit
+ * hook first. */
+bool store_batch_open(const Store *s);
+
 /* The largest committed sequence number (0 for an empty store that never had a reading). */
 int64_t store_committed_seq(const Store *s);
 
