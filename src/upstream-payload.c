@@ -8,12 +8,10 @@
 #include "collector/decimal.h"
 #include "collector/upstream-payload.h"
 
-static int buf_reserve(UpstreamBuf *b, size_t more) {
+static int buf_grow(UpstreamBuf *b, size_t more) {
         size_t cap;
         char *n;
 
-        if (b->len + more + 1 <= b->cap)
-                return 0;
         cap = MAX(b->cap * 2, b->len + more + 1);
         cap = MAX(cap, (size_t) 256);
         n = realloc(b->data, cap);
@@ -24,7 +22,15 @@ static int buf_reserve(UpstreamBuf *b, size_t more) {
         return 0;
 }
 
-static int buf_put(UpstreamBuf *b, const char *s, size_t n) {
+/* Inline, with the growth out of line: a payload is a dozen short pieces, and a buffer reused
+ * for every message has room for them all but the first time. */
+static inline int buf_reserve(UpstreamBuf *b, size_t more) {
+        if (_likely_(b->len + more + 1 <= b->cap))
+                return 0;
+        return buf_grow(b, more);
+}
+
+static inline int buf_put(UpstreamBuf *b, const char *s, size_t n) {
         if (buf_reserve(b, n) < 0)
                 return -ENOMEM;
         memcpy(b->data + b->len, s, n);
@@ -33,7 +39,7 @@ static int buf_put(UpstreamBuf *b, const char *s, size_t n) {
         return 0;
 }
 
-static int buf_str(UpstreamBuf *b, const char *s) {
+static inline int buf_str(UpstreamBuf *b, const char *s) {
         return buf_put(b, s, strlen(s));
 }
 
