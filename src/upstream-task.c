@@ -809,6 +809,7 @@ static void on_publish(struct mosquitto *mosq, void *userdata, int mid, int reas
         Upstream *u = userdata;
         UpstreamFlight f;
         bool transient, refused;
+        int64_t after;
         int r;
         (void) mosq;
         (void) props;
@@ -838,14 +839,16 @@ static void on_publish(struct mosquitto *mosq, void *userdata, int mid, int reas
         } else if (refused)
                 up_refused(u, &f, reason);
         else {
-                u->progress_usec = now_usec(u);
+                u->progress_usec = u->last_ack_usec = now_usec(u);
                 u->n_acked += (uint64_t) (f.hi - f.lo + 1);
                 u->last_acked_seq = MAX(u->last_acked_seq, f.hi);
-                u->last_ack_usec = now_usec(u);
                 u->last_ack_realtime_usec = now_realtime_usec(u);
         }
         up_window_changed(u);
-        up_pump(u);
+        /* Room in the window: a live pass, if readings wait for it (the window was full, or a
+         * transient refusal puts one back). Otherwise the next commit pumps. */
+        if (upstream_window_next_live(&u->window, u->committed, &after))
+                up_pump(u);
 }
 
 /* ---- the connection ---- */
