@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "collector/store.h"
@@ -280,6 +281,60 @@ START_TEST(test_retention_scan) {
 }
 END_TEST
 
+typedef struct Precommit {
+        unsigned calls;
+        bool batch_open;              /* store_batch_open() inside the hook */
+} Precommit;
+
+static void on_precommit(Store *s, void *userdata) {
+        Precommit *p = userdata;
+        char value[16];
+
+        p->calls++;
+        p->batch_open = store_batch_open(s);
+        snprintf(value, sizeof(value), "%u", p->calls);
+        ck_assert_int_eq(store_set_meta_batched(s, "upstream.acked", value, strlen(value)), 0);
+}
+
+/* The pre-commit hook runs once per commit, inside the batch, and what it writes commits with
+ * it; no batch, no hook. store_batch_open() says whether a batch (and so a hook) will follow. */
+START_TEST(test_precommit_hook) {
+        Fixture f = {};
+        Precommit p = {};
+        int64_t now = wall_clock_ms();
+
+        fx_start(&f, tl_tmpdir());
+        store_set_precommit_hook(f.store, on_precommit, &p);
+        ck_assert(!store_batch_open(f.store));
+        ck_assert_int_eq(store_commit(f.store), 0); /* nothing open: no hook */
+        ck_assert_uint_eq(p.calls, 0);
+
+        append(&f, "s", now);
+        append(&f, "s", now);
+        ck_assert(store_batch_open(f.store));
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_uint_eq(p.calls, 1);
+        ck_assert(p.batch_open);
+        ck_assert(!store_batch_open(f.store));
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'upstream.acked'"), 1);
+
+        /* A batch the hook's own kind of write opened: one call at its commit too. */
+        ck_assert_int_eq(store_set_meta_batched(f.store, "upstream.lost", "0", 1), 0);
+        ck_assert(store_batch_open(f.store));
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_uint_eq(p.calls, 2);
+        ck_assert_int_eq(tl_sql_int(f.path, "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'upstream.acked'"), 2);
+
+        /* Unset: commits go on without it. */
+        store_set_precommit_hook(f.store, NULL, NULL);
+        append(&f, "s", now);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_uint_eq(p.calls, 2);
+        fx_stop(&f);
+        f.event = sd_event_unref(f.event);
+}
+END_TEST
+
 typedef struct SeqNames {
         char sensor[32], metric[32], origin[32];
         unsigned n;
@@ -350,6 +405,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, test_seq_flags);
         tcase_add_test(tc, test_retention_scan);
         tcase_add_test(tc, test_seq_names_across_prune);
+        tcase_add_test(tc, test_precommit_hook);
         suite_add_tcase(s, tc);
         return s;
 }
