@@ -498,7 +498,10 @@ static void up_send_live_pass(Upstream *u) {
                 LiveCtx c = { .u = u, .prev = after };
                 int r;
 
-                r = store_read_seq(u->store, after, u->committed + 1, LIVE_READ_MAX, live_one, &c);
+                /* No more rows than the window has room for: a row read only to find the window
+                 * full is read again by the next pass (once per acknowledgement while it is full). */
+                r = store_read_seq(u->store, after, u->committed + 1,
+                                   MIN((unsigned) LIVE_READ_MAX, up_limit(u) - (unsigned) u->window.n_flights), live_one, &c);
                 if (c.prev > after)
                         upstream_window_sent_live(&u->window, c.prev);
                 if (r == -ENOBUFS)
