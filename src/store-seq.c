@@ -111,7 +111,7 @@ int store_read_seq(Store *s, int64_t after, int64_t before, unsigned limit,
         if (after + 1 >= before || limit == 0)
                 return 0;
         /* The row's name ids, each looked up in a small cache (the three joins per row this
-         * replaces were a sixth of forwarding's instructions per reading, docs/BENCHMARKS.md). */
+         * replaces were a fifth of forwarding's instructions per reading, docs/BENCHMARKS.md). */
         st = s->stmts[STMT_SEQ_READ];
         rc = sqlite3_bind_int64(st, 1, after);
         if (rc == SQLITE_OK)
