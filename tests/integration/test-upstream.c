@@ -785,6 +785,67 @@ START_TEST(test_retention_keeps_unsynced) {
 }
 END_TEST
 
+/* Two runs of readings age retention keeps (11..15 and 21..22, unsynced from an earlier boot)
+ * with removed ones between and after them: every removed id becomes done, each kept run stays
+ * backlog (the done set has a range between the runs), the backlog counts the 27 that are
+ * really unsent, and they arrive, once each, when the broker is back. */
+START_TEST(test_retention_keeps_two_runs) {
+        const char *dir = tl_tmpdir(), *bdir_in = tl_tmpdir(), *bdir_up = tl_tmpdir();
+        TlBroker in = { 0 }, up = { 0 };
+        _cleanup_free_ char *config = NULL, *out = NULL;
+        TlConsumer *c = calloc(1, sizeof(TlConsumer));
+        char db[512], sock[512];
+        char *argv[] = { SC_BINARY, "query", "--db", db, "--upstream", NULL };
+        char *status_args[] = { "--socket", sock, NULL };
+        cJSON *j;
+        int st;
+        TlDaemon d;
+        TlPub p;
+
+        snprintf(sock, sizeof(sock), "%s/status.sock", dir);
+        config = retention_prepare(dir, bdir_in, &in, &up, db, sizeof(db), "", &d, &p);
+        {
+                char *sql[] = { "sqlite3", db,
+                                "UPDATE readings SET received = received - 3 * 86400000 WHERE id <= 30;"
+                                "UPDATE readings SET flags = flags | 1, boottime = NULL "
+                                "WHERE id BETWEEN 11 AND 15 OR id BETWEEN 21 AND 22",
+                                NULL };
+                ck_assert_int_eq(tl_run(sql, NULL, NULL, 10000), 0);
+        }
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, status_args, NULL, 10000);
+        ck_assert_msg(tl_notify_wait(&d.notify, "23 removed unforwarded", 10000), "%s", d.notify.log);
+        ck_assert_msg(tl_notify_wait(&d.notify, "backlog 27,", 10000), "%s", d.notify.log);
+        j = status_json(sock, &st);
+        ck_assert_int_eq(st, 0);
+        ck_assert_int_eq((int) up_num(j, "backlog_readings"), 27);
+        cJSON_Delete(j);
+        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+        ck_assert_int_eq(tl_run(argv, NULL, &out, 10000), 0);
+        ck_assert_msg(strstr(out, "acknowledged:         10 16-20 23-30\n") && strstr(out, "removed unforwarded:  23") &&
+                              strstr(out, "backlog:              27 readings"),
+                      "%s", out);
+
+        tl_broker_start(&up, bdir_up, NULL);
+        cons_open(c, up.port);
+        tl_consumer_run(c, 200); /* subscribed before anything is sent */
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        ck_assert_msg(tl_consumer_wait_at_least(c, 27, 20000), "%" PRIu64 " readings; %s\n%s", c->readings, d.notify.log,
+                      tl_daemon_log(&d));
+        ck_assert_msg(tl_notify_wait(&d.notify, "backlog 0,", 10000), "%s", d.notify.log);
+        tl_consumer_run(c, 300);
+        ck_assert_uint_eq(c->readings, 27);
+        for (int i = 1; i <= 50; i++) {
+                bool kept = (i >= 11 && i <= 15) || (i >= 21 && i <= 22), young = i > 30;
+
+                ck_assert_msg(c->count[i] == (kept || young ? 1u : 0u), "seq %d arrived %u times", i, c->count[i]);
+                ck_assert_msg(!c->count[i] || c->unsynced[i] == kept, "seq %d: unsynced %d", i, c->unsynced[i]);
+        }
+
+        finish_all(&d, &p, c, &in, &up);
+}
+END_TEST
+
 /* ---- TLS with a CA made for the test ---- */
 
 static void run_ok(char *const argv[]) {
@@ -1278,6 +1339,7 @@ static Suite *suite(void) {
         tc = tcase_create("retention");
         tcase_set_timeout(tc, 120);
         tcase_add_test(tc, test_retention_keeps_unsynced);
+        tcase_add_test(tc, test_retention_keeps_two_runs);
         suite_add_tcase(s, tc);
         /* Its own case, so that CK_RUN_CASE=status runs it alone. */
         tc = tcase_create("status");
