@@ -145,6 +145,22 @@ typedef struct NameCache {
         size_t n;
 } NameCache;
 
+/* Names by id (store-id-names.c): the reverse of NameCache, for walks that read a row's name
+ * ids and look each up here instead of joining the name tables per row (the query reader,
+ * store_read_seq()). A store has few names and small ids, so a direct-mapped cache almost never
+ * misses twice; a miss asks the table. Whoever deletes names or rolls back a transaction that
+ * added some clears the caches of that table: SQLite may give a deleted name's id to a new one.
+ * Zero-initialise. */
+#define ID_NAME_SLOTS 256
+
+typedef struct IdNameCache {
+        sqlite3_stmt *lookup;         /* prepared at the first miss */
+        struct {
+                int64_t id;
+                char *name;           /* NULL: the slot is empty */
+        } slots[ID_NAME_SLOTS];
+} IdNameCache;
+
 /* A mark-and-sweep pass over the name tables. Names in use are marked by walking every row
  * that existed when the pass began and, from then on, by store_intern() for every row added;
  * then the names that existed when it began and are not marked are deleted. */
@@ -184,6 +200,7 @@ struct Store {
         bool closed;            /* stopped: no more writes */
 
         NameCache names[_NAME_KIND_MAX];
+        IdNameCache seq_names[_NAME_KIND_MAX]; /* store_read_seq()'s names by id */
         StoreStats stats;
         int64_t last_commit_ms;  /* wall clock of the last commit, for `status`; 0: none */
 
@@ -255,6 +272,8 @@ struct Store {
         store_commit_hook_t commit_hook;
         store_retention_hook_t retention_hook;
         void *hook_userdata;
+        store_precommit_hook_t precommit_hook;
+        void *precommit_userdata;
 
         /* The write path's mechanics (store-checkpoint.c): the idle checkpoint, the WAL size at
          * which a commit checkpoints at once, and what was measured. */
@@ -345,6 +364,18 @@ bool store_prune_marked(const NamePrune *p, NameKind kind, int64_t id);
 
 /* Ends the pass over the names: frees its marks. */
 void store_prune_end(NamePrune *p);
+
+/* Names by id (store-id-names.c, IdNameCache above). */
+
+/* Sets *ret to the name of id: from c, else from sql ("SELECT name FROM <table> WHERE id = ?1",
+ * prepared on db at c's first miss, the same sql every time), "" for an id the table does not
+ * have. *ret is owned by c, valid until the next call on c or c is cleared. Returns an SQLite
+ * code (SQLITE_OK on success). */
+int store_id_name(IdNameCache *c, sqlite3 *db, const char *sql, int64_t id, const char **ret);
+/* Empties c (its statement stays). */
+void store_id_name_cache_clear(IdNameCache *c);
+/* Empties c and finalizes its statement: before its connection closes. c can be used again. */
+void store_id_name_cache_done(IdNameCache *c);
 
 /* Retention (store-retention.c). */
 

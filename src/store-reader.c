@@ -22,38 +22,20 @@ typedef enum ReaderName {
         _READER_NAME_MAX,
 } ReaderName;
 
-/* Names by id, looked up once per walk instead of by a subquery per row (four per reading were
- * half of the instructions of a csv export, docs/BENCHMARKS.md). A store has few names and
- * small ids, so a direct-mapped cache almost never misses twice; a miss asks the table. */
-#define READER_NAME_SLOTS 256
-
-typedef struct ReaderNameCache {
-        sqlite3_stmt *lookup;         /* SELECT name FROM <table> WHERE id = ?1 */
-        struct {
-                int64_t id;
-                char *name;           /* NULL: the slot is empty */
-        } slots[READER_NAME_SLOTS];
-} ReaderNameCache;
-
+/* Names by id (IdNameCache), looked up once per walk instead of by a subquery per row (four per
+ * reading were half of the instructions of a csv export, docs/BENCHMARKS.md). */
 struct StoreReader {
         sqlite3 *db;
         bool has_flags;               /* readings.flags exists (not in a store older than it) */
         bool has_blocks;              /* readings_blocks exists (else readings_ts, an older store) */
-        ReaderNameCache names[_READER_NAME_MAX];
+        IdNameCache names[_READER_NAME_MAX];
 };
-
-static void reader_name_cache_clear(ReaderNameCache *c) {
-        for (size_t i = 0; i < READER_NAME_SLOTS; i++)
-                c->slots[i].name = mfree(c->slots[i].name);
-}
 
 StoreReader *store_reader_free(StoreReader *r) {
         if (!r)
                 return NULL;
-        for (size_t k = 0; k < _READER_NAME_MAX; k++) {
-                reader_name_cache_clear(&r->names[k]);
-                sqlite3_finalize(r->names[k].lookup);
-        }
+        for (size_t k = 0; k < _READER_NAME_MAX; k++)
+                store_id_name_cache_done(&r->names[k]);
         (void) sqlite3_close(r->db);
         free(r);
         return NULL;
@@ -72,42 +54,15 @@ static int reader_name(StoreReader *r, ReaderName k, sqlite3_stmt *row, int colu
                 [READER_NAME_SOURCE] = "SELECT name FROM sources WHERE id = ?1",
                 [READER_NAME_ORIGIN] = "SELECT name FROM origins WHERE id = ?1",
         };
-        ReaderNameCache *c = &r->names[k];
-        int64_t id = sqlite3_column_int64(row, column);
-        size_t slot = (size_t) ((uint64_t) id % READER_NAME_SLOTS);
-        char *name = NULL;
         int rc;
 
         if (sqlite3_column_type(row, column) == SQLITE_NULL) {
                 *ret = "";
                 return 0;
         }
-        if (c->slots[slot].name && c->slots[slot].id == id) {
-                *ret = c->slots[slot].name;
-                return 0;
-        }
-        if (!c->lookup) {
-                rc = sqlite3_prepare_v3(r->db, sql[k], -1, SQLITE_PREPARE_PERSISTENT, &c->lookup, NULL);
-                if (rc != SQLITE_OK)
-                        return store_sqlite_errno(r->db, rc) ?: -EIO;
-        }
-        rc = sqlite3_bind_int64(c->lookup, 1, id);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_step(c->lookup);
-        if (rc == SQLITE_ROW) {
-                name = strdup(strempty((const char *) sqlite3_column_text(c->lookup, 0)));
-                rc = name ? SQLITE_OK : SQLITE_NOMEM;
-        } else if (rc == SQLITE_DONE) {
-                name = strdup("");
-                rc = name ? SQLITE_OK : SQLITE_NOMEM;
-        }
-        sqlite3_reset(c->lookup);
+        rc = store_id_name(&r->names[k], r->db, sql[k], sqlite3_column_int64(row, column), ret);
         if (rc != SQLITE_OK)
                 return rc == SQLITE_NOMEM ? -ENOMEM : (store_sqlite_errno(r->db, rc) ?: -EIO);
-        free(c->slots[slot].name);
-        c->slots[slot].id = id;
-        c->slots[slot].name = name;
-        *ret = name;
         return 0;
 }
 
@@ -626,7 +581,7 @@ int store_reader_readings(StoreReader *r, const StoreFilter *f,
         /* A walk's ids are read in the walk's snapshot: names cached by an earlier walk may
          * have been dropped and their ids given to others since. */
         for (size_t k = 0; k < _READER_NAME_MAX; k++)
-                reader_name_cache_clear(&r->names[k]);
+                store_id_name_cache_clear(&r->names[k]);
         return reader_walk(r, sql, f, reading_id_row, &(ReadingWalk){ cb, userdata, r });
 }
 

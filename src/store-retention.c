@@ -419,8 +419,9 @@ static int prune_step(Store *s, uint64_t *ret_names) {
                                 return rc;
                 }
                 if (n_unused > 0) {
-                        /* The cache may hold a deleted name's id. */
+                        /* The caches may hold a deleted name's id, which a new name may get. */
                         store_name_cache_clear(&s->names[k]);
+                        store_id_name_cache_clear(&s->seq_names[k]);
                         s->names_count = MAX(s->names_count - (int64_t) n_unused, (int64_t) 0);
                         s->table_names[k] = MAX(s->table_names[k] - (int64_t) n_unused, (int64_t) 0);
                         s->names_bytes = MAX(s->names_bytes - unused_bytes, (int64_t) 0);

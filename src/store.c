@@ -192,9 +192,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_INSERT_EVENT] = "INSERT INTO events (ts, kind, sensor, subject, start_ts, end_ts, count, detail) "
                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         [STMT_DELETE_EVENTS] = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
-        [STMT_SEQ_READ] = "SELECT r.id, s.name, m.name, r.value, r.ts, r.sensor_ts IS NOT NULL, r.received, r.source_id, o.name, "
-                          "r.flags FROM readings r JOIN sensors s ON s.id = r.sensor_id JOIN metrics m ON m.id = r.metric_id "
-                          "JOIN origins o ON o.id = r.origin_id WHERE r.id > ?1 AND r.id < ?2 ORDER BY r.id LIMIT ?3",
+        [STMT_SEQ_READ] = "SELECT id, sensor_id, metric_id, value, ts, sensor_ts IS NOT NULL, received, source_id, origin_id, "
+                          "flags FROM readings WHERE id > ?1 AND id < ?2 ORDER BY id LIMIT ?3",
         [STMT_SEQ_COUNT] = "SELECT count(*) FROM readings WHERE id >= ?1 AND id <= ?2",
         [STMT_SET_META] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
         [STMT_BLOCK_UPSERT] = "INSERT INTO readings_blocks (block, min_ts, max_ts) VALUES (?1, ?2, ?3)"
@@ -297,8 +296,10 @@ static void store_rollback(Store *s) {
         memset(s->batch_table_names, 0, sizeof(s->batch_table_names));
         s->batch_unsynced = 0;
         /* Names added in the rolled-back transaction are gone from the file. */
-        for (size_t i = 0; i < _NAME_KIND_MAX; i++)
+        for (size_t i = 0; i < _NAME_KIND_MAX; i++) {
                 store_name_cache_clear(&s->names[i]);
+                store_id_name_cache_clear(&s->seq_names[i]);
+        }
         if (s->commit_timer)
                 (void) sd_event_source_set_enabled(s->commit_timer, SD_EVENT_OFF);
 }
@@ -561,6 +562,13 @@ int store_commit_internal(Store *s) {
                 return 0;
         if (s->commit_timer)
                 (void) sd_event_source_set_enabled(s->commit_timer, SD_EVENT_OFF);
+        if (s->precommit_hook) {
+                /* What belongs with this batch (upstream's done set). A write that failed has
+                 * failed the store, which said why. */
+                s->precommit_hook(s, s->precommit_userdata);
+                if (s->failed || !s->in_transaction)
+                        return -ESHUTDOWN;
+        }
         t0 = clock_now_usec(CLOCK_MONOTONIC);
         rc = store_blocks_flush(s);
         if (rc == SQLITE_OK)
@@ -1173,6 +1181,8 @@ static void store_close(Store *s) {
                 return;
         for (size_t i = 0; i < _STMT_MAX; i++)
                 s->stmts[i] = (sqlite3_finalize(s->stmts[i]), NULL);
+        for (size_t i = 0; i < _NAME_KIND_MAX; i++)
+                store_id_name_cache_done(&s->seq_names[i]);
         /* The last connection checkpoints and removes the WAL file. */
         (void) sqlite3_close(s->db);
         s->db = NULL;
@@ -1270,8 +1280,10 @@ static void store_free(void *userdata) {
                             s->config->path, sqlite3_errmsg(s->db));
         store_checkpoint_stop(s);
         store_close(s);
-        for (size_t i = 0; i < _NAME_KIND_MAX; i++)
+        for (size_t i = 0; i < _NAME_KIND_MAX; i++) {
                 store_name_cache_clear(&s->names[i]);
+                store_id_name_cache_done(&s->seq_names[i]);
+        }
         store_prune_end(&s->prune);
         sd_event_unref(s->event);
         free(s);

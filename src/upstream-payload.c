@@ -8,12 +8,10 @@
 #include "collector/decimal.h"
 #include "collector/upstream-payload.h"
 
-static int buf_reserve(UpstreamBuf *b, size_t more) {
+static int buf_grow(UpstreamBuf *b, size_t more) {
         size_t cap;
         char *n;
 
-        if (b->len + more + 1 <= b->cap)
-                return 0;
         cap = MAX(b->cap * 2, b->len + more + 1);
         cap = MAX(cap, (size_t) 256);
         n = realloc(b->data, cap);
@@ -24,7 +22,15 @@ static int buf_reserve(UpstreamBuf *b, size_t more) {
         return 0;
 }
 
-static int buf_put(UpstreamBuf *b, const char *s, size_t n) {
+/* Inline, with the growth out of line: a payload is a dozen short pieces, and a buffer reused
+ * for every message has room for them all but the first time. */
+static inline int buf_reserve(UpstreamBuf *b, size_t more) {
+        if (_likely_(b->len + more + 1 <= b->cap))
+                return 0;
+        return buf_grow(b, more);
+}
+
+static inline int buf_put(UpstreamBuf *b, const char *s, size_t n) {
         if (buf_reserve(b, n) < 0)
                 return -ENOMEM;
         memcpy(b->data + b->len, s, n);
@@ -33,7 +39,7 @@ static int buf_put(UpstreamBuf *b, const char *s, size_t n) {
         return 0;
 }
 
-static int buf_str(UpstreamBuf *b, const char *s) {
+static inline int buf_str(UpstreamBuf *b, const char *s) {
         return buf_put(b, s, strlen(s));
 }
 
@@ -121,13 +127,22 @@ const char *upstream_topic_check(const char *template, bool per_reading) {
         return NULL;
 }
 
+/* Runs without '/', '+' or '#' are copied at once (a name has none, usually). */
 static int buf_topic_value(UpstreamBuf *b, const char *v) {
         int r = 0;
 
         if (!*v)
                 return buf_str(b, "_");
-        for (; r >= 0 && *v; v++)
-                r = buf_put(b, *v == '/' || *v == '+' || *v == '#' ? "_" : v, 1);
+        while (r >= 0 && *v) {
+                size_t n = strcspn(v, "/+#");
+
+                r = buf_put(b, v, n);
+                v += n;
+                if (r >= 0 && *v) {
+                        r = buf_put(b, "_", 1);
+                        v++;
+                }
+        }
         return r;
 }
 
@@ -159,6 +174,86 @@ int upstream_topic_format(UpstreamBuf *b, const char *template, const UpstreamSo
                 else if (strncmp(open, "{metric}", 8) == 0)
                         r = buf_topic_value(b, strempty(metric));
                 p = end + 1;
+        }
+        return r;
+}
+
+void upstream_topic_done(UpstreamTopic *t) {
+        t->fixed = mfree(t->fixed);
+        t->parts = mfree(t->parts);
+        t->n_parts = 0;
+}
+
+static int topic_add_part(UpstreamTopic *t, UpstreamBuf *fixed, size_t *start, UpstreamTopicValue value) {
+        UpstreamTopicPart *n = reallocarray(t->parts, t->n_parts + 1, sizeof(*t->parts));
+
+        if (!n)
+                return -ENOMEM;
+        t->parts = n;
+        t->parts[t->n_parts++] = (UpstreamTopicPart) { .len = fixed->len - *start, .value = value };
+        *start = fixed->len;
+        return 0;
+}
+
+int upstream_topic_compile(UpstreamTopic *t, const char *template, const UpstreamSource *src) {
+        UpstreamBuf fixed = {};
+        const char *p = template;
+        size_t start = 0;
+        int r = 0;
+
+        assert(t && template && src);
+
+        upstream_topic_done(t);
+        if (buf_reserve(&fixed, strlen(template)) < 0)
+                return -ENOMEM;
+        while (r >= 0 && *p) {
+                const char *open = strchr(p, '{'), *end;
+
+                if (!open) {
+                        r = buf_str(&fixed, p);
+                        break;
+                }
+                r = buf_put(&fixed, p, (size_t) (open - p));
+                end = strchr(open, '}');
+                assert(end); /* checked by upstream_topic_check() */
+                if (r < 0)
+                        break;
+                if (strncmp(open, "{gateway}", 9) == 0)
+                        r = buf_topic_value(&fixed, src->gateway);
+                else if (strncmp(open, "{store}", 7) == 0)
+                        r = buf_topic_value(&fixed, src->store_id);
+                else if (strncmp(open, "{sensor}", 8) == 0)
+                        r = topic_add_part(t, &fixed, &start, UPSTREAM_TOPIC_SENSOR);
+                else if (strncmp(open, "{metric}", 8) == 0)
+                        r = topic_add_part(t, &fixed, &start, UPSTREAM_TOPIC_METRIC);
+                p = end + 1;
+        }
+        if (r >= 0)
+                r = topic_add_part(t, &fixed, &start, UPSTREAM_TOPIC_NONE);
+        if (r < 0) {
+                free(fixed.data);
+                upstream_topic_done(t);
+                return r;
+        }
+        t->fixed = fixed.data;
+        return 0;
+}
+
+int upstream_topic_render(UpstreamBuf *b, const UpstreamTopic *t, const char *sensor, const char *metric) {
+        const char *fixed = t->fixed;
+        int r = 0;
+
+        assert(t->fixed);
+
+        b->len = 0;
+        if (buf_reserve(b, 0) < 0)
+                return -ENOMEM;
+        b->data[0] = 0;
+        for (size_t i = 0; r >= 0 && i < t->n_parts; i++) {
+                r = buf_put(b, fixed, t->parts[i].len);
+                fixed += t->parts[i].len;
+                if (r >= 0 && t->parts[i].value != UPSTREAM_TOPIC_NONE)
+                        r = buf_topic_value(b, strempty(t->parts[i].value == UPSTREAM_TOPIC_SENSOR ? sensor : metric));
         }
         return r;
 }
@@ -236,6 +331,8 @@ static int put_reading(UpstreamBuf *b, const StoredReading *r, const char *unit)
 static int put_source(UpstreamBuf *b, const UpstreamSource *src) {
         int k;
 
+        if (src->envelope)
+                return buf_str(b, src->envelope);
         k = buf_str(b, "{\"gateway\":");
         if (k >= 0)
                 k = buf_json_string(b, src->gateway);
@@ -244,6 +341,13 @@ static int put_source(UpstreamBuf *b, const UpstreamSource *src) {
         if (k >= 0)
                 k = buf_json_string(b, src->store_id);
         return k;
+}
+
+int upstream_payload_envelope(UpstreamBuf *b, const UpstreamSource *src) {
+        UpstreamSource plain = { .gateway = src->gateway, .store_id = src->store_id };
+
+        b->len = 0;
+        return put_source(b, &plain);
 }
 
 int upstream_payload_live(UpstreamBuf *b, const UpstreamSource *src, const StoredReading *r, const char *unit) {

@@ -38,6 +38,9 @@
  * stays silent is the keepalive's business; this catches one that answers PINGREQ but not our
  * PUBLISHes, or a message a library held back and never sent. */
 #define ACK_TIMEOUT_MIN_USEC (30 * USEC_PER_SEC)
+/* The done set changed and no batch of the store took it: written in a batch of its own after
+ * this long (docs/UPSTREAM.md, "When it is written"). */
+#define SAVE_DELAY_USEC (50 * USEC_PER_MSEC)
 /* "Removed before it was forwarded" is logged at most this often (retention runs in steps). */
 #define LOST_LOG_INTERVAL_USEC (60 * USEC_PER_SEC)
 
@@ -68,12 +71,13 @@ struct Upstream {
 
         sd_event_source *drain_timer;
         sd_event_source *live_timer;  /* due now: send what was committed */
-        sd_event_source *save_timer;  /* due now: write the done set into the open batch */
+        sd_event_source *save_timer;  /* the done set into a batch of its own, if none took it */
         sd_event_source *stop_timer;
 
         UpstreamState state;
         bool stop_pending;
         bool ever_connected;
+        bool ran, stop_logged;        /* started (task_report_running()); the "Stopped" line written */
         unsigned attempt;
         BackoffPolicy backoff_policy;
         Backoff backoff;
@@ -85,6 +89,8 @@ struct Upstream {
         unsigned receive_max;         /* the broker's (MQTT 5), else 65535 */
         bool window_dirty;
         UpstreamBuf topic, payload;
+        UpstreamTopic live_topic;     /* config->topic, compiled at start */
+        UpstreamBuf envelope;         /* source.envelope */
         unsigned pass_sent;           /* messages sent in this pass (live or drain) */
         int corked_fd;                /* the socket TCP_CORK is set on, or -EBADF */
 
@@ -167,12 +173,13 @@ static int arm_defer(Upstream *u, sd_event_source **source, sd_event_handler_t h
 
 /* ---- the done set, kept in the store ---- */
 
-static int on_save_timer(sd_event_source *s, void *userdata) {
-        Upstream *u = userdata;
+/* Writes the done set (and the lost count) into the store's open batch, beginning one if none
+ * is open. Returns 0 or -errno: -ESHUTDOWN when the store has stopped or failed (it says why
+ * itself), -ENOMEM. */
+static int up_save_batched(Upstream *u) {
         _cleanup_free_ char *text = NULL;
         char lost[24];
         int r;
-        (void) s;
 
         if (!u->window_dirty || u->state == UP_FAILED)
                 return 0;
@@ -183,23 +190,54 @@ static int on_save_timer(sd_event_source *s, void *userdata) {
                 snprintf(lost, sizeof(lost), "%" PRIu64, u->n_lost);
                 r = store_set_meta_batched(u->store, UPSTREAM_META_LOST, lost, strlen(lost));
         }
-        if (r == -ESHUTDOWN)
-                return 0; /* the store has stopped or failed: it says why itself */
-        if (r < 0) {
-                up_fail(u, r, "Failed to record what the central broker acknowledged");
-                return 0;
-        }
+        if (r < 0)
+                return r;
         u->window_dirty = false;
         return 0;
 }
 
-/* The done set changed: write it within this loop iteration's batch (one write for every
- * acknowledgement the iteration read). */
+static int on_save_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Upstream *u = userdata;
+        int r;
+        (void) s;
+        (void) usec;
+
+        /* A batch opened meanwhile (readings came): its pre-commit hook writes the done set. */
+        if (store_batch_open(u->store))
+                return 0;
+        r = up_save_batched(u);
+        if (r < 0 && r != -ESHUTDOWN)
+                up_fail(u, r, "Failed to record what the central broker acknowledged");
+        return 0;
+}
+
+/* Inside the store's commit: the done set goes into the batch that is ending. */
+static void on_store_precommit(Store *s, void *userdata) {
+        Upstream *u = userdata;
+        int r;
+        (void) s;
+
+        r = up_save_batched(u);
+        if (r < 0 && r != -ESHUTDOWN)
+                /* Out of memory: the save timer tries again (and reports a failure), not here
+                 * inside the store's commit. */
+                (void) event_arm_timer(u->event, &u->save_timer, now_usec(u) + SAVE_DELAY_USEC, SAVE_DELAY_USEC / 4,
+                                       on_save_timer, u, "upstream-save");
+}
+
+/* The done set changed. It is written into the store's batch when the batch commits (the
+ * pre-commit hook): once per commit, however many acknowledgements the batch's time saw. When
+ * no batch opens within SAVE_DELAY_USEC (no readings coming), the save timer writes it into a
+ * batch of its own. Writing it at each loop iteration that read acknowledgements, as before,
+ * opened a batch, and so a commit, of its own most of the time, also while readings came. */
 static void up_window_changed(Upstream *u) {
         int r;
 
+        if (u->window_dirty)
+                return; /* due already */
         u->window_dirty = true;
-        r = arm_defer(u, &u->save_timer, on_save_timer, "upstream-save");
+        r = event_arm_timer(u->event, &u->save_timer, now_usec(u) + SAVE_DELAY_USEC, SAVE_DELAY_USEC / 4, on_save_timer,
+                            u, "upstream-save");
         if (r < 0)
                 up_fail(u, r, "Failed to arm a timer");
 }
@@ -278,7 +316,7 @@ static int live_one(const StoredReading *row, void *userdata) {
                 c->prev = row->id;
                 return 0;
         }
-        r = upstream_topic_format(&u->topic, u->config->topic, &u->source, row->sensor, row->metric);
+        r = upstream_topic_render(&u->topic, &u->live_topic, row->sensor, row->metric);
         if (r >= 0)
                 r = upstream_payload_live(&u->payload, &u->source, row, up_unit(u, row));
         if (r >= 0)
@@ -377,7 +415,10 @@ static void up_send_live_pass(Upstream *u) {
                 LiveCtx c = { .u = u, .prev = after };
                 int r;
 
-                r = store_read_seq(u->store, after, u->committed + 1, LIVE_READ_MAX, live_one, &c);
+                /* No more rows than the window has room for: a row read only to find the window
+                 * full is read again by the next pass (once per acknowledgement while it is full). */
+                r = store_read_seq(u->store, after, u->committed + 1,
+                                   MIN((unsigned) LIVE_READ_MAX, up_limit(u) - (unsigned) u->window.n_flights), live_one, &c);
                 if (c.prev > after)
                         upstream_window_sent_live(&u->window, c.prev);
                 if (r == -ENOBUFS)
@@ -545,12 +586,14 @@ static void on_commit(Store *s, int64_t committed, void *userdata) {
 
 /* Inside a retention step: readings up to upto go now, but not necessarily all of them (age
  * retention keeps the unsynced, uncorrected ones). In each stretch not done, the rows that go
- * were never acknowledged: they are counted lost. Done becomes only the part of the stretch
- * before the first row that stays: that row is still backlog and is sent when its turn comes
- * (with its flags), and the ids after it that lost their rows are covered by the message that
- * carries it, as any ids without a reading are. Returns the readings counted lost, or -errno
- * (the store failed and says why, or out of memory: reported); *ret_changed says whether a
- * stretch not done was there at all (else the done set is as it was). */
+ * were never acknowledged: they are counted lost. Done becomes the stretch but for the runs of
+ * rows that stay: those are still backlog and are sent when their turn comes (with their
+ * flags). Marking the removed ids after such a row done too keeps the backlog count (pending
+ * ids) from counting readings that no longer exist, and a run of kept rows is one range in the
+ * done set (unsynced readings come in runs: a boot's until its clock was trusted). Returns the
+ * readings counted lost, or -errno (the store failed and says why, or out of memory:
+ * reported); *ret_changed says whether a stretch not done was there at all (else the done set
+ * is as it was). */
 static int64_t up_retention_release(Upstream *u, Store *s, int64_t upto, bool *ret_changed) {
         uint64_t lost = 0;
         SeqRange gap;
@@ -559,18 +602,36 @@ static int64_t up_retention_release(Upstream *u, Store *s, int64_t upto, bool *r
 
         *ret_changed = false;
         while (upstream_window_next_gap(&u->window, from, upto, &gap)) {
-                uint64_t n = 0;
-                int64_t kept = 0;
+                int64_t pos = gap.lo, end = MIN(gap.hi, upto);
+                bool first = true;
 
                 *ret_changed = true;
-                r = store_retention_scan(s, gap.lo, gap.hi, &n, &kept);
-                if (r < 0)
-                        return r;
-                lost += n;
-                r = upstream_window_mark_done(&u->window, gap.lo, kept > 0 ? kept - 1 : MIN(gap.hi, upto));
-                if (r < 0) {
-                        up_fail(u, r, "Out of memory");
-                        return r;
+                while (pos <= end) {
+                        uint64_t n = 0;
+                        int64_t kept = 0, next = 0;
+
+                        /* Counted once per stretch: the later scans cover a part of it. */
+                        r = store_retention_scan(s, pos, end, &n, &kept);
+                        if (r < 0)
+                                return r;
+                        if (first)
+                                lost += n;
+                        first = false;
+                        if (kept != pos) {
+                                r = upstream_window_mark_done(&u->window, pos, kept > 0 ? kept - 1 : end);
+                                if (r < 0) {
+                                        up_fail(u, r, "Out of memory");
+                                        return r;
+                                }
+                        }
+                        if (kept == 0)
+                                break;
+                        r = store_retention_next_removed(s, kept, end, &next);
+                        if (r < 0)
+                                return r;
+                        if (next == 0)
+                                break;
+                        pos = next;
                 }
                 from = gap.hi;
         }
@@ -668,6 +729,7 @@ static void on_publish(struct mosquitto *mosq, void *userdata, int mid, int reas
         Upstream *u = mqtt_loop_get_userdata(userdata);
         UpstreamFlight f;
         bool transient, refused;
+        int64_t after;
         int r;
         (void) mosq;
         (void) props;
@@ -697,14 +759,16 @@ static void on_publish(struct mosquitto *mosq, void *userdata, int mid, int reas
         } else if (refused)
                 up_refused(u, &f, reason);
         else {
-                u->progress_usec = now_usec(u);
+                u->progress_usec = u->last_ack_usec = now_usec(u);
                 u->n_acked += (uint64_t) (f.hi - f.lo + 1);
                 u->last_acked_seq = MAX(u->last_acked_seq, f.hi);
-                u->last_ack_usec = now_usec(u);
                 u->last_ack_realtime_usec = now_realtime_usec(u);
         }
         up_window_changed(u);
-        up_pump(u);
+        /* Room in the window: a live pass, if readings wait for it (the window was full, or a
+         * transient refusal puts one back). Otherwise the next commit pumps. */
+        if (upstream_window_next_live(&u->window, u->committed, &after))
+                up_pump(u);
 }
 
 /* ---- the connection ---- */
@@ -1061,6 +1125,12 @@ static int up_start(Task *t) {
         u->status_topic = strdup(u->topic.data);
         if (!u->status_topic)
                 return -ENOMEM;
+        r = upstream_topic_compile(&u->live_topic, u->config->topic, &u->source);
+        if (r >= 0)
+                r = upstream_payload_envelope(&u->envelope, &u->source);
+        if (r < 0)
+                return r;
+        u->source.envelope = u->envelope.data;
 
         /* The password: $CREDENTIALS_DIRECTORY/upstream-password (LoadCredential=) unless a
          * password_file names another credential or file. */
@@ -1081,6 +1151,7 @@ static int up_start(Task *t) {
                 return r;
 
         store_set_hooks(u->store, on_commit, on_retention, u);
+        store_set_precommit_hook(u->store, on_store_precommit, u);
         u->committed = store_committed_seq(u->store);
         u->link_since_realtime_usec = now_realtime_usec(u);
         backoff_down(&u->backoff, now_usec(u));
@@ -1089,6 +1160,7 @@ static int up_start(Task *t) {
                               u->host_port, u->config->gateway_id, u->store_id,
                               upstream_window_pending(&u->window, u->committed));
         /* The store is the buffer: forwarding is running from here, connected or not. */
+        u->ran = true;
         task_report_running(t);
         up_connect(u);
         return 0;
@@ -1105,6 +1177,17 @@ static void up_save_now(Upstream *u) {
                 u->window_dirty = false;
 }
 
+/* The run's figures, once per run, however it ends: connected, while the central link is down
+ * (when a person most wants them) or after a failure. */
+static void up_log_stopped(Upstream *u) {
+        if (!u->ran || u->stop_logged)
+                return;
+        u->stop_logged = true;
+        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "upstream"),
+                              "Stopped (%" PRIu64 " live, %" PRIu64 " backlog readings sent, %" PRIu64 " acknowledged, last seq %" PRId64 ").",
+                              u->n_live, u->n_backlog, u->n_acked, u->last_acked_seq);
+}
+
 static void up_finish_stop(Upstream *u) {
         mqtt_loop_unwatch(u->loop);
         u->stop_timer = sd_event_source_disable_unref(u->stop_timer);
@@ -1113,9 +1196,7 @@ static void up_finish_stop(Upstream *u) {
         u->state = UP_STOPPED;
         upstream_window_disconnect(&u->window);
         up_save_now(u);
-        log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "upstream"),
-                              "Stopped (%" PRIu64 " live, %" PRIu64 " backlog readings sent, %" PRIu64 " acknowledged, last seq %" PRId64 ").",
-                              u->n_live, u->n_backlog, u->n_acked, u->last_acked_seq);
+        up_log_stopped(u);
         if (u->stop_pending)
                 task_report_stopped(u->task);
 }
@@ -1135,6 +1216,7 @@ static int up_stop(Task *t) {
         int r;
 
         store_set_hooks(u->store, NULL, NULL, NULL);
+        store_set_precommit_hook(u->store, NULL, NULL);
         mqtt_loop_halt(u->loop);
         u->drain_timer = sd_event_source_disable_unref(u->drain_timer);
         u->live_timer = sd_event_source_disable_unref(u->live_timer);
@@ -1143,12 +1225,14 @@ static int up_stop(Task *t) {
                 return 1;
         if (u->state == UP_FAILED || u->state == UP_STOPPED) {
                 up_save_now(u);
+                up_log_stopped(u);
                 return 0;
         }
         if (u->state != UP_CONNECTED) {
                 u->state = UP_STOPPED;
                 up_save_now(u);
                 mqtt_loop_unwatch(u->loop);
+                up_log_stopped(u);
                 return 0;
         }
         /* An orderly goodbye: "offline" on the status topic (the will covers the rest), then
@@ -1290,6 +1374,8 @@ static void up_free(void *userdata) {
         free(u->store_id);
         free(u->status_topic);
         free(u->topic.data);
+        upstream_topic_done(&u->live_topic);
+        free(u->envelope.data);
         free(u->payload.data);
         upstream_window_clear(&u->window);
         sd_event_unref(u->event);

@@ -213,6 +213,15 @@ typedef void (*store_retention_hook_t)(Store *s, int64_t upto, void *userdata);
 /* Sets both hooks (NULL: none) and their userdata, which must outlive the store or be unset. */
 void store_set_hooks(Store *s, store_commit_hook_t commit, store_retention_hook_t retention, void *userdata);
 
+/* Called inside each commit, before the batch ends: the hook may add what belongs with the batch
+ * (store_set_meta_batched(): upstream's done set), and must do nothing else with the store. */
+typedef void (*store_precommit_hook_t)(Store *s, void *userdata);
+/* Sets the pre-commit hook (NULL: none) and its userdata, which must outlive the store or be unset. */
+void store_set_precommit_hook(Store *s, store_precommit_hook_t hook, void *userdata);
+/* Whether a batch is open: it commits within store.commit_interval_ms, running the pre-commit
+ * hook first. */
+bool store_batch_open(const Store *s);
+
 /* The largest committed sequence number (0 for an empty store that never had a reading). */
 int64_t store_committed_seq(const Store *s);
 
@@ -231,6 +240,12 @@ int store_count_seq(Store *s, int64_t lo, int64_t hi, uint64_t *ret);
  * seq in lo..min(hi, upto) of one that stays in the store (0: none stays). Returns 0, -EINVAL
  * outside the hook, or -errno as store_read_seq(). */
 int store_retention_scan(Store *s, int64_t lo, int64_t hi, uint64_t *ret_removed, int64_t *ret_first_kept);
+
+/* Only inside the retention hook: sets *ret to the smallest seq in lo..min(hi, upto) of a reading
+ * the deletion under way removes (0: none). With store_retention_scan(), the hook can tell the
+ * runs of readings that stay apart from those that go. Returns 0, -EINVAL outside the hook, or
+ * -errno as store_read_seq(). */
+int store_retention_next_removed(Store *s, int64_t lo, int64_t hi, int64_t *ret);
 
 /* Like store_set_meta(), but within the open batch (one is begun when there is none): the value
  * commits with it, within commit_interval_ms, at no extra commit. Returns 0 or -errno. */

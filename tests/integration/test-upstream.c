@@ -268,6 +268,9 @@ static char *retention_prepare(const char *dir, const char *bdir_in, TlBroker *i
         ck_assert(wait_stored(dir, 50, 10000));
         ck_assert_int_eq(kill(d->pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(d, 10000), 0);
+        /* Stopped while the central link was down: the run's figures are logged all the same. */
+        ck_assert_msg(log_has(&(LogWait) { d, "Stopped (0 live, 0 backlog readings sent, 0 acknowledged, last seq 0)." }),
+                      "%s", tl_daemon_log(d));
         return config;
 }
 
@@ -700,16 +703,23 @@ END_TEST
  * (their age is unknown). Such a reading, not forwarded while the central broker was away, is
  * still in the store: it stays in the backlog and is sent, with its "unsynced" flag, when the
  * broker is back. Only the readings retention deleted count as lost. */
+static cJSON *status_json(const char *sock, int *ret_status);
+static double up_num(const cJSON *j, const char *key);
+
 START_TEST(test_retention_keeps_unsynced) {
         const char *dir = tl_tmpdir(), *bdir_in = tl_tmpdir(), *bdir_up = tl_tmpdir();
         TlBroker in = { 0 }, up = { 0 };
         _cleanup_free_ char *config = NULL, *out = NULL, *out2 = NULL;
         TlConsumer *c = calloc(1, sizeof(TlConsumer));
-        char db[512];
+        char db[512], sock[512];
+        char *status_args[] = { "--socket", sock, NULL };
+        cJSON *j;
+        int st;
         char *argv[] = { SC_BINARY, "query", "--db", db, "--upstream", NULL };
         TlDaemon d;
         TlPub p;
 
+        snprintf(sock, sizeof(sock), "%s/status.sock", dir);
         config = retention_prepare(dir, bdir_in, &in, &up, db, sizeof(db), ", \"batch_size\": 7", &d, &p);
 
         /* The first 30 were received three days ago, as far as the store can tell; 11..15 of them
@@ -722,18 +732,32 @@ START_TEST(test_retention_keeps_unsynced) {
                                 NULL };
                 ck_assert_int_eq(tl_run(sql, NULL, NULL, 10000), 0);
         }
-        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, status_args, NULL, 10000);
         ck_assert_msg(tl_notify_wait(&d.notify, "25 removed unforwarded", 10000), "%s", d.notify.log);
         ck_assert(tl_wait_until(log_has, &(LogWait) { &d, "Retention removed 25 readings before the central broker" }, 5000));
         ck_assert_int_eq(store_count(dir), 25);
         ck_assert_int_eq(tl_sql_int(db, "SELECT count(*) FROM readings_view WHERE unsynced AND NOT corrected"), 5);
+        /* The backlog is what is really unsent: the kept five and the 20 young ones, not the ids
+         * after the first kept reading whose rows retention removed (the STATUS= line and
+         * `status`, as `query --upstream` below). */
+        ck_assert_msg(tl_notify_wait(&d.notify, "backlog 25,", 10000), "%s", d.notify.log);
+        j = status_json(sock, &st);
+        ck_assert_int_eq(st, 0);
+        ck_assert_int_eq((int) up_num(j, "backlog_readings"), 25);
+        cJSON_Delete(j);
         /* Another retention step later finds nothing new to count. */
         ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
         ck_assert_int_eq(tl_run(argv, NULL, &out, 10000), 0);
         ck_assert_msg(strstr(out, "removed unforwarded:  25") && strstr(out, "backlog:              25 readings"), "%s", out);
-        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, status_args, NULL, 10000);
         ck_assert_msg(tl_notify_wait(&d.notify, "25 removed unforwarded", 10000), "%s", d.notify.log);
+        /* After a restart too (the done set in the store says so). */
+        ck_assert_msg(tl_notify_wait(&d.notify, "backlog 25,", 10000), "%s", d.notify.log);
+        j = status_json(sock, &st);
+        ck_assert_int_eq(st, 0);
+        ck_assert_int_eq((int) up_num(j, "backlog_readings"), 25);
+        cJSON_Delete(j);
         ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
         ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
         ck_assert_int_eq(tl_run(argv, NULL, &out2, 10000), 0);
@@ -752,6 +776,67 @@ START_TEST(test_retention_keeps_unsynced) {
         ck_assert_uint_eq(c->readings, 25);
         for (int i = 1; i <= 50; i++) {
                 bool kept = i >= 11 && i <= 15, young = i > 30;
+
+                ck_assert_msg(c->count[i] == (kept || young ? 1u : 0u), "seq %d arrived %u times", i, c->count[i]);
+                ck_assert_msg(!c->count[i] || c->unsynced[i] == kept, "seq %d: unsynced %d", i, c->unsynced[i]);
+        }
+
+        finish_all(&d, &p, c, &in, &up);
+}
+END_TEST
+
+/* Two runs of readings age retention keeps (11..15 and 21..22, unsynced from an earlier boot)
+ * with removed ones between and after them: every removed id becomes done, each kept run stays
+ * backlog (the done set has a range between the runs), the backlog counts the 27 that are
+ * really unsent, and they arrive, once each, when the broker is back. */
+START_TEST(test_retention_keeps_two_runs) {
+        const char *dir = tl_tmpdir(), *bdir_in = tl_tmpdir(), *bdir_up = tl_tmpdir();
+        TlBroker in = { 0 }, up = { 0 };
+        _cleanup_free_ char *config = NULL, *out = NULL;
+        TlConsumer *c = calloc(1, sizeof(TlConsumer));
+        char db[512], sock[512];
+        char *argv[] = { SC_BINARY, "query", "--db", db, "--upstream", NULL };
+        char *status_args[] = { "--socket", sock, NULL };
+        cJSON *j;
+        int st;
+        TlDaemon d;
+        TlPub p;
+
+        snprintf(sock, sizeof(sock), "%s/status.sock", dir);
+        config = retention_prepare(dir, bdir_in, &in, &up, db, sizeof(db), "", &d, &p);
+        {
+                char *sql[] = { "sqlite3", db,
+                                "UPDATE readings SET received = received - 3 * 86400000 WHERE id <= 30;"
+                                "UPDATE readings SET flags = flags | 1, boottime = NULL "
+                                "WHERE id BETWEEN 11 AND 15 OR id BETWEEN 21 AND 22",
+                                NULL };
+                ck_assert_int_eq(tl_run(sql, NULL, NULL, 10000), 0);
+        }
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, status_args, NULL, 10000);
+        ck_assert_msg(tl_notify_wait(&d.notify, "23 removed unforwarded", 10000), "%s", d.notify.log);
+        ck_assert_msg(tl_notify_wait(&d.notify, "backlog 27,", 10000), "%s", d.notify.log);
+        j = status_json(sock, &st);
+        ck_assert_int_eq(st, 0);
+        ck_assert_int_eq((int) up_num(j, "backlog_readings"), 27);
+        cJSON_Delete(j);
+        ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+        ck_assert_int_eq(tl_daemon_wait(&d, 10000), 0);
+        ck_assert_int_eq(tl_run(argv, NULL, &out, 10000), 0);
+        ck_assert_msg(strstr(out, "acknowledged:         10 16-20 23-30\n") && strstr(out, "removed unforwarded:  23") &&
+                              strstr(out, "backlog:              27 readings"),
+                      "%s", out);
+
+        tl_broker_start(&up, bdir_up, NULL);
+        cons_open(c, up.port);
+        tl_consumer_run(c, 200); /* subscribed before anything is sent */
+        tl_daemon_start_ready(&d, tl_tmpdir(), config, NULL, NULL, 10000);
+        ck_assert_msg(tl_consumer_wait_at_least(c, 27, 20000), "%" PRIu64 " readings; %s\n%s", c->readings, d.notify.log,
+                      tl_daemon_log(&d));
+        ck_assert_msg(tl_notify_wait(&d.notify, "backlog 0,", 10000), "%s", d.notify.log);
+        tl_consumer_run(c, 300);
+        ck_assert_uint_eq(c->readings, 27);
+        for (int i = 1; i <= 50; i++) {
+                bool kept = (i >= 11 && i <= 15) || (i >= 21 && i <= 22), young = i > 30;
 
                 ck_assert_msg(c->count[i] == (kept || young ? 1u : 0u), "seq %d arrived %u times", i, c->count[i]);
                 ck_assert_msg(!c->count[i] || c->unsynced[i] == kept, "seq %d: unsynced %d", i, c->unsynced[i]);
@@ -1254,6 +1339,7 @@ static Suite *suite(void) {
         tc = tcase_create("retention");
         tcase_set_timeout(tc, 120);
         tcase_add_test(tc, test_retention_keeps_unsynced);
+        tcase_add_test(tc, test_retention_keeps_two_runs);
         suite_add_tcase(s, tc);
         /* Its own case, so that CK_RUN_CASE=status runs it alone. */
         tc = tcase_create("status");

@@ -60,6 +60,69 @@ START_TEST(test_topic_format) {
 }
 END_TEST
 
+/* A compiled template renders byte for byte what upstream_topic_format() gives, for every
+ * template and name of these tables (the format table's cases included). */
+static const char *const render_templates[] = {
+        "sensor-collector/{gateway}/{sensor}/{metric}",
+        "sc/{gateway}/{sensor}/{metric}",
+        "{store}",
+        "plain",
+        "x/{sensor}",
+        "x/{sensor}{metric}/y",
+        "{sensor}",
+        "{metric}/{sensor}/{metric}/{sensor}",
+        "{gateway}{store}{sensor}{metric}",
+        "a/{store}/b/{gateway}/c/{metric}/d",
+};
+
+static const struct {
+        const char *sensor, *metric;
+} render_names[] = {
+        { "t1", "temp" },
+        { NULL, NULL },
+        { "", "" },
+        { "a/b+c#d", "m" },
+        { "/", "#" },
+        { "gh1-s01", "humidity" },
+        { "sensor with spaces and \"quotes\"", "x//y" },
+        { "++", "//##" },
+};
+
+START_TEST(test_topic_render) {
+        static const UpstreamSource odd = { .gateway = "gw/2+#", .store_id = "" };
+        const UpstreamSource *sources[] = { &src, &odd };
+        UpstreamBuf want = {}, got = {};
+        UpstreamTopic t = {};
+
+        for (size_t k = 0; k < ELEMENTSOF(sources); k++)
+                for (size_t i = 0; i < ELEMENTSOF(render_templates); i++) {
+                        ck_assert_int_eq(upstream_topic_compile(&t, render_templates[i], sources[k]), 0);
+                        for (size_t j = 0; j < ELEMENTSOF(render_names); j++) {
+                                ck_assert_int_eq(upstream_topic_format(&want, render_templates[i], sources[k],
+                                                                       render_names[j].sensor, render_names[j].metric),
+                                                 0);
+                                ck_assert_int_eq(upstream_topic_render(&got, &t, render_names[j].sensor,
+                                                                       render_names[j].metric),
+                                                 0);
+                                ck_assert_msg(got.len == want.len && streq(got.data, want.data),
+                                              "'%s' with '%s', '%s': '%s', want '%s'", render_templates[i],
+                                              strna(render_names[j].sensor), strna(render_names[j].metric), got.data,
+                                              want.data);
+                        }
+                }
+        /* The format table's expected topics, through a compiled template. */
+        for (size_t i = 0; i < ELEMENTSOF(format_table); i++) {
+                ck_assert_int_eq(upstream_topic_compile(&t, format_table[i].template, &src), 0);
+                ck_assert_int_eq(upstream_topic_render(&got, &t, format_table[i].sensor, format_table[i].metric), 0);
+                ck_assert_str_eq(got.data, format_table[i].want);
+        }
+        upstream_topic_done(&t);
+        upstream_topic_done(&t); /* twice is fine */
+        free(want.data);
+        free(got.data);
+}
+END_TEST
+
 START_TEST(test_payloads) {
         UpstreamBuf b = {};
         StoredReading r = { .id = 42, .sensor = "t\"1", .metric = "temp", .value = 21.5, .ts_ms = 1700000000123,
@@ -198,12 +261,47 @@ START_TEST(test_payload_escapes) {
 }
 END_TEST
 
+/* A source with its envelope prepared gives the same payloads, byte for byte, as without. */
+START_TEST(test_payload_envelope) {
+        static const UpstreamSource odd = { .gateway = "gw \"2\"\\x\x01", .store_id = "00112233445566778899aabbccddeeff" };
+        const UpstreamSource *sources[] = { &src, &odd };
+        StoredReading r = { .id = 7, .sensor = "s", .metric = "m", .value = -0.5, .ts_ms = 1, .flags = READING_FLAG_UNSYNCED };
+        UpstreamBuf env = {}, want = {}, got = {};
+
+        for (size_t k = 0; k < ELEMENTSOF(sources); k++) {
+                UpstreamSource prepared = *sources[k];
+
+                ck_assert_int_eq(upstream_payload_envelope(&env, sources[k]), 0);
+                prepared.envelope = env.data;
+                ck_assert_int_eq(upstream_payload_live(&want, sources[k], &r, "C"), 0);
+                ck_assert_int_eq(upstream_payload_live(&got, &prepared, &r, "C"), 0);
+                ck_assert_str_eq(got.data, want.data);
+                ck_assert_int_eq(upstream_payload_batch_begin(&want, sources[k]), 0);
+                ck_assert_int_eq(upstream_payload_batch_begin(&got, &prepared), 0);
+                ck_assert_str_eq(got.data, want.data);
+                ck_assert_int_eq(upstream_payload_live_batch_begin(&want, sources[k]), 0);
+                ck_assert_int_eq(upstream_payload_live_batch_begin(&got, &prepared), 0);
+                ck_assert_str_eq(got.data, want.data);
+                /* The envelope is made from gateway and store, never from an envelope. */
+                prepared.envelope = "bogus";
+                ck_assert_int_eq(upstream_payload_envelope(&got, &prepared), 0);
+                ck_assert_str_eq(got.data, env.data);
+        }
+        ck_assert_str_eq(env.data, "{\"gateway\":\"gw \\\"2\\\"\\\\x\\u0001\",\"store\":\"00112233445566778899aabbccddeeff\"");
+        free(env.data);
+        free(want.data);
+        free(got.data);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("upstream-payload");
         TCase *tc = tcase_create("core");
 
         tcase_add_test(tc, test_topic_check);
         tcase_add_test(tc, test_topic_format);
+        tcase_add_test(tc, test_topic_render);
+        tcase_add_test(tc, test_payload_envelope);
         tcase_add_test(tc, test_payloads);
         tcase_add_test(tc, test_payload_flags_unit);
         tcase_add_loop_test(tc, test_payload_value, 0, ELEMENTSOF(value_table));
