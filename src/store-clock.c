@@ -226,14 +226,14 @@ static int clock_first_reading_after(Store *s, int64_t after, int64_t *ret_id, b
         return rc;
 }
 
-/* Runs sql, which takes one integer and changes rows or returns one integer (NULL: *ret is
- * left alone), with arg. Returns an SQLite code. */
+/* Runs sql, which takes one integer (arg) or none, and changes rows or returns one integer
+ * (NULL: *ret is left alone). Returns an SQLite code. */
 static int clock_exec(Store *s, const char *sql, int64_t arg, int64_t *ret) {
         sqlite3_stmt *st = NULL;
         int rc;
 
         rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
-        if (rc == SQLITE_OK)
+        if (rc == SQLITE_OK && sqlite3_bind_parameter_count(st) > 0)
                 rc = sqlite3_bind_int64(st, 1, arg);
         if (rc == SQLITE_OK) {
                 rc = sqlite3_step(st);
@@ -273,7 +273,9 @@ static int clock_drop_boot(Store *s, int64_t boot, int64_t until, uint64_t *ret_
  * next event (any boot's) was written: the state the clock was in when they came, and, for
  * "trusted", "step" and "corrected", what happened to those of its boot before it. So an event
  * goes once no reading is left with an id in (where its boot's remaining events begin, where
- * the next event stands]: by ids, never by its time, which may come from a wrong clock. Events
+ * the next event stands], and retention has cut up to that point (so the readings before it are
+ * gone too, but for those age retention keeps however old): by ids, never by its time, which
+ * may come from a wrong clock. Events
  * are walked oldest first, one boot's at a time (one look-up of a reading per boot); the newest
  * event stays (it tells the clock's state now). A boot whose events are kept by a reading that
  * age retention keeps however old (received unsynced, never corrected: a boot that ended before
@@ -319,7 +321,7 @@ int store_clock_retention_step(Store *s, uint64_t *ret_events, uint64_t *ret_boo
         while (i < decided && !stopped) {
                 int64_t group = rows[i].group, kept;
                 size_t j;
-                bool unsynced;
+                bool unsynced, front = false;
 
                 /* Rows from before v7 explain readings stored before the first row that has a
                  * seq, from the first on. */
@@ -336,6 +338,13 @@ int store_clock_retention_step(Store *s, uint64_t *ret_events, uint64_t *ret_boo
                                 }
                         if (next >= kept)
                                 break;
+                        /* Retention has not come up to it (the high-water mark is the
+                         * largest id a retention step cut up to): the readings stored before
+                         * it are still there, even when none was stored after it. */
+                        if (next > s->seq_floor) {
+                                front = true;
+                                break;
+                        }
                         rows[j].drop = true;
                 }
                 if (j < decided && rows[j].group == group) {
@@ -343,7 +352,7 @@ int store_clock_retention_step(Store *s, uint64_t *ret_events, uint64_t *ret_boo
                          * in its turn, every later boot's reading is left too: the walk ends
                          * here. If it keeps it however old, this boot's events stay and the
                          * walk goes on with the next boot's. */
-                        if (!keeps_unsynced || !unsynced) {
+                        if (front || !keeps_unsynced || !unsynced) {
                                 stopped = true;
                                 break;
                         }
