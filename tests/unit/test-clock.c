@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "collector/clock.h"
 #include "collector/ingest.h"
@@ -426,7 +427,27 @@ START_TEST(test_store_retention_clock_records) {
         ck_assert_int_eq(q(&f, "SELECT seq FROM clock_events WHERE detail = 'C' AND kind = 'step'"),
                          q(&f, "SELECT max(id) FROM readings_view WHERE sensor = 'c-old'"));
 
-        removed = retention_until_done(&f);
+        /* The line that ends the sweep says what went (the log goes to stderr here). */
+        {
+                char log[600], *text = NULL;
+                size_t size = 0;
+                FILE *file;
+                int saved = dup(STDERR_FILENO);
+
+                snprintf(log, sizeof(log), "%s/log", dir);
+                ck_assert_ptr_nonnull(freopen(log, "w", stderr));
+                removed = retention_until_done(&f);
+                fflush(stderr);
+                ck_assert_int_ge(dup2(saved, STDERR_FILENO), 0);
+                close(saved);
+                ck_assert_ptr_nonnull(file = fopen(log, "r"));
+                ck_assert_int_gt(getdelim(&text, &size, '\0', file), 0);
+                fclose(file);
+                ck_assert_msg(strstr(text, "Retention removed 15 readings and 0 rejects (older than 1 days), 3 clock events "
+                                           "and 1 boots no reading left needs"),
+                              "%s", text);
+                free(text);
+        }
         ck_assert_int_eq(q(&f, "SELECT count(*) FROM readings_view WHERE sensor IN ('a', 'c-old')"), 0);
         ck_assert_int_eq(q(&f, "SELECT count(*) FROM readings_view WHERE sensor IN ('b', 'c-new', 'd')"), 15);
         ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE detail = 'A'"), 0);
