@@ -248,7 +248,8 @@ static int clock_exec(Store *s, const char *sql, int64_t arg, int64_t *ret) {
 
 /* Removes the boots row `boot`, which no clock event refers to, unless it is this boot's or a
  * reading it received unsynced may be left: none from its first_unsynced up to `until` (where
- * a later boot's records begin, so every reading of this boot has a smaller id). A reading
+ * a later boot's records begin, so every reading of this boot has a smaller id; negative: not
+ * known). A reading
  * received while the clock was trusted does not need its boot. Adds 1 to *ret_boots when it
  * went. Returns an SQLite code. */
 static int clock_drop_boot(Store *s, int64_t boot, int64_t until, uint64_t *ret_boots) {
@@ -258,6 +259,9 @@ static int clock_drop_boot(Store *s, int64_t boot, int64_t until, uint64_t *ret_
 
         if (boot <= 0 || boot == s->boot_row)
                 return SQLITE_OK;
+        /* Not known (a row without seq, written around the daemon): any later reading. */
+        if (until < 0)
+                until = INT64_MAX;
         rc = clock_exec(s, "SELECT first_unsynced FROM boots WHERE id = ?1", boot, &first);
         if (rc == SQLITE_OK && first > 0)
                 rc = clock_first_reading_after(s, first - 1, &kept, &unsynced);
@@ -275,9 +279,8 @@ static int clock_drop_boot(Store *s, int64_t boot, int64_t until, uint64_t *ret_
  * goes once no reading is left with an id in (where its boot's remaining events begin, where
  * the next event stands], and retention has cut up to that point (so the readings before it are
  * gone too, but for those age retention keeps however old): by ids, never by its time, which
- * may come from a wrong clock. Events
- * are walked oldest first, one boot's at a time (one look-up of a reading per boot); the newest
- * event stays (it tells the clock's state now). A boot whose events are kept by a reading that
+ * may come from a wrong clock. Events are walked oldest first, one boot's at a time (one
+ * look-up of a reading per boot); the newest event stays (it tells the clock's state now). A boot whose events are kept by a reading that
  * age retention keeps however old (received unsynced, never corrected: a boot that ended before
  * its clock was trusted) does not hold back the boots after it. */
 int store_clock_retention_step(Store *s, uint64_t *ret_events, uint64_t *ret_boots, bool *ret_more) {
@@ -416,9 +419,9 @@ int store_clock_retention_step(Store *s, uint64_t *ret_events, uint64_t *ret_boo
                 if (rc != SQLITE_DONE)
                         return rc;
                 rc = SQLITE_OK;
-                /* Before v7 where the oldest event stands is not known: any later reading. */
+                /* Before v7 where the oldest event stands is not known (-1): any later reading. */
                 for (size_t k = 0; rc == SQLITE_OK && k < nb; k++)
-                        rc = clock_drop_boot(s, boots[k], oldest_seq < 0 ? INT64_MAX : oldest_seq, ret_boots);
+                        rc = clock_drop_boot(s, boots[k], oldest_seq, ret_boots);
         }
         return rc;
 }

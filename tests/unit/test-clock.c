@@ -18,6 +18,7 @@
 #define BOOT_B "fedcba9876543210fedcba9876543210"
 #define BOOT_C "00112233445566778899aabbccddeeff"
 #define BOOT_D "ffeeddccbbaa99887766554433221100"
+#define BOOT_E "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
 /* ---- pure rules, table-driven ---- */
 
@@ -383,7 +384,8 @@ static void start_boot(Fixture *f, const char *dir, const char *boot, const char
 }
 
 /* The clock's records go with the readings they explain, judged by reading ids, never by their
- * times (boot C's clock said 2099): boot A's events and row once its readings are gone; boot B
+ * times (boot C's clock said 2099): boot A's events and row once its readings are gone, and the
+ * row of boot E, which has no event and no reading (older than the oldest event's boot); boot B
  * ended before its clock was trusted, so age retention keeps its readings and with them its
  * event and row, without holding back boot C's; of boot C, the event whose readings are gone,
  * not the one of today's readings; the current boot D, whose readings are being corrected,
@@ -401,6 +403,12 @@ START_TEST(test_store_retention_clock_records) {
         ck_assert_int_eq(store_clock_event(f.store, "step", t - 7 * DAY_MS + 10, 1000, -1, "A"), 0);
         for (int i = 0; i < 5; i++)
                 append(&f, "a", 0, false, t - 7 * DAY_MS + 20 + i, 0, 0);
+        fx_stop(&f);
+
+        /* A boot with no event: the daemon stopped before its first commit. */
+        fx_init(&f, dir);
+        fx_start(&f);
+        ck_assert_int_eq(store_clock_set_boot(f.store, BOOT_E), 0);
         fx_stop(&f);
 
         start_boot(&f, dir, BOOT_B, "untrusted", y2000, "B");
@@ -444,14 +452,14 @@ START_TEST(test_store_retention_clock_records) {
                 ck_assert_int_gt(getdelim(&text, &size, '\0', file), 0);
                 fclose(file);
                 ck_assert_msg(strstr(text, "Retention removed 15 readings and 0 rejects (older than 1 days), 3 clock events "
-                                           "and 1 boots no reading left needs"),
+                                           "and 2 boots no reading left needs"),
                               "%s", text);
                 free(text);
         }
         ck_assert_int_eq(q(&f, "SELECT count(*) FROM readings_view WHERE sensor IN ('a', 'c-old')"), 0);
         ck_assert_int_eq(q(&f, "SELECT count(*) FROM readings_view WHERE sensor IN ('b', 'c-new', 'd')"), 15);
         ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE detail = 'A'"), 0);
-        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots WHERE boot_id = '" BOOT_A "'"), 0);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots WHERE boot_id IN ('" BOOT_A "', '" BOOT_E "')"), 0);
         ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE detail = 'B'"), 1);
         ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots WHERE boot_id = '" BOOT_B "' AND first_unsynced > 0"), 1);
         ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE detail = 'C' AND kind = 'trusted'"), 0);
@@ -459,8 +467,8 @@ START_TEST(test_store_retention_clock_records) {
         ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots WHERE boot_id = '" BOOT_C "'"), 1);
         ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE detail = 'D'"), 1);
         ck_assert_int_eq(q(&f, "SELECT corrected_upto FROM boots WHERE boot_id = '" BOOT_D "'"), upto);
-        /* 15 readings, 3 clock events, 1 boot (and names no row uses any more). */
-        ck_assert_int_ge(removed, 19);
+        /* 15 readings, 3 clock events, 2 boots (and names no row uses any more). */
+        ck_assert_int_ge(removed, 20);
         /* Again: nothing more goes. */
         ck_assert_int_ge(retention_until_done(&f), 0);
         ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events"), 3);
