@@ -386,11 +386,13 @@ int store_clock_retention_step(Store *s, uint64_t *ret_events, uint64_t *ret_boo
         if (s->event_bytes_known)
                 s->event_bytes = MAX(s->event_bytes - freed, (int64_t) 0);
 
-        /* A full walk that did not end at a kept reading goes on from here in the next step;
-         * otherwise the next one starts at the oldest event again. */
+        /* A full walk that did not end at a kept reading goes on from here in the next step
+         * (soon if this one removed something; a walk over boots that all stay, such as those
+         * of a gateway whose clock is never trusted, waits for the usual interval); otherwise
+         * the next one starts at the oldest event again. */
         if (!stopped && n == CLOCK_RETENTION_ROWS + 1) {
                 s->clock_walk_from = rows[decided - 1].id;
-                *ret_more = true;
+                *ret_more = *ret_more || freed > 0;
         } else {
                 s->clock_walk_from = 0;
                 s->clock_walk_skipping = false;
