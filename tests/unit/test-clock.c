@@ -517,6 +517,36 @@ START_TEST(test_store_retention_clock_records_of_many_boots) {
 }
 END_TEST
 
+/* A gateway whose clock is never trusted (timesyncd waits for a network it never gets): age
+ * retention keeps every reading, so every boot's records stay; a step that walks them and removes
+ * nothing does not ask for another at once. */
+START_TEST(test_store_retention_clock_records_never_trusted) {
+        const char *dir = tl_tmpdir();
+        char boot[33];
+        Fixture f;
+        int steps = 0;
+
+        for (int b = 0; b < 100; b++) {
+                snprintf(boot, sizeof(boot), "%032x", b + 1);
+                start_boot(&f, dir, boot, "untrusted", 946684800000, "never");
+                append(&f, "s", 0, false, 946684800000 + b, 10, READING_FLAG_UNSYNCED);
+                fx_stop(&f);
+        }
+        start_boot(&f, dir, BOOT_A, "untrusted", 946684800000, "now");
+        for (int i = 0; i < 3; i++) {
+                do {
+                        ck_assert_int_ge(store_run_retention(f.store), 0);
+                        steps++;
+                } while (store_retention_pending(f.store));
+        }
+        ck_assert_int_eq(steps, 3);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM readings"), 100);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events"), 101);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots"), 101);
+        fx_stop(&f);
+}
+END_TEST
+
 static void sql_exec(const char *path, const char *sql) {
         sqlite3 *db = NULL;
 
@@ -783,6 +813,7 @@ static Suite *clock_suite(void) {
         tcase_add_test(st, test_store_retention_after_correction);
         tcase_add_test(st, test_store_retention_clock_records);
         tcase_add_test(st, test_store_retention_clock_records_of_many_boots);
+        tcase_add_test(st, test_store_retention_clock_records_never_trusted);
         tcase_add_test(st, test_migration_keeps_clock_records);
         tcase_add_test(st, test_migration_from_v2);
         tcase_add_test(st, test_migration_of_a_v2_store);
