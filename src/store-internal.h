@@ -261,6 +261,13 @@ struct Store {
          * (received unsynced, not corrected): its next delete starts after it instead of
          * reading them all again. Lowered when correction changes rows before it. */
         int64_t age_delete_from;
+        /* Retention of the clock's records (store_clock_retention_step()): where the next walk
+         * of clock_events starts (0: the oldest), whether the rows at its start belong to a
+         * group the walk before kept (and which: a boot, or -1 for rows from before v7), and
+         * what the sweep in progress removed. */
+        int64_t clock_walk_from, clock_walk_skip;
+        bool clock_walk_skipping;
+        uint64_t sweep_clock_events, sweep_boots;
 
         /* Sequence numbers (upstream forwarding): the largest id inserted (committed or in the
          * open batch), the largest committed, and the high-water mark below which no id may be
@@ -386,6 +393,15 @@ int store_on_retention_timer(sd_event_source *source, uint64_t usec, void *userd
 /* Adds an event's estimated bytes (see EVENT_ROW_OVERHEAD) to the store's estimate, once that is
  * known (store-retention.c); any of the texts may be NULL. */
 void store_count_event(Store *s, const char *kind, const char *sensor, const char *subject, const char *detail);
+
+/* The estimate of EVENT_ROW_OVERHEAD for a row of clock_events, in SQL. */
+#define CLOCK_EVENT_COST_SQL "64 + length(CAST(kind AS BLOB)) + coalesce(length(CAST(detail AS BLOB)), 0)"
+
+/* Inside a retention step (retention_days or max_size_mb set): removes, oldest first and at most
+ * CLOCK_RETENTION_ROWS of each, the clock events no kept reading needs and the boots no kept
+ * reading or clock event refers to, never the current boot (see docs/STORE.md). Adds what went
+ * to *ret_events and *ret_boots, and sets *ret_more when more may be due. Returns an SQLite code. */
+int store_clock_retention_step(Store *s, uint64_t *ret_events, uint64_t *ret_boots, bool *ret_more);
 
 /* Events (store-events.c). */
 

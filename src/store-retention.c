@@ -180,7 +180,6 @@ static int store_trim_rejects(Store *s, int64_t budget, uint64_t *ret_deleted, b
 #define EVENT_COST_SQL                                                                                      \
         "64 + length(CAST(kind AS BLOB)) + 2 * coalesce(length(CAST(sensor AS BLOB)), 0) + "                \
         "coalesce(length(CAST(subject AS BLOB)), 0) + coalesce(length(CAST(detail AS BLOB)), 0)"
-#define CLOCK_EVENT_COST_SQL "64 + length(CAST(kind AS BLOB)) + coalesce(length(CAST(detail AS BLOB)), 0)"
 _Static_assert(EVENT_ROW_OVERHEAD == 64, "EVENT_COST_SQL spells EVENT_ROW_OVERHEAD");
 
 void store_count_event(Store *s, const char *kind, const char *sensor, const char *subject, const char *detail) {
@@ -491,8 +490,9 @@ static void store_note_over_limit(Store *s, int64_t used, int64_t limit, int64_t
  * after the store came under its limit, so what a finer cut changes is only that more of the
  * newest stays. */
 static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_rejects, uint64_t *ret_names,
-                                uint64_t *ret_events, bool *ret_by_size, bool *ret_more, bool *ret_full) {
-        uint64_t readings = 0, rejects = 0, names = 0, events = 0, n;
+                                uint64_t *ret_events, uint64_t *ret_clock_events, uint64_t *ret_boots, bool *ret_by_size,
+                                bool *ret_more, bool *ret_full) {
+        uint64_t readings = 0, rejects = 0, names = 0, events = 0, clock_events = 0, boots = 0, n;
         int64_t id, step_rows = retention_pace_rows(&s->retention_pace);
         bool names_big = false, over = false, size_waits = false, cut_open = false;
         int rc;
@@ -608,6 +608,14 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                 }
         }
 
+        /* The clock's records go once no reading they explain is left, whichever retention
+         * removed the readings (store-clock.c). */
+        if (s->config->retention_days > 0 || s->config->max_size_mb > 0) {
+                rc = store_clock_retention_step(s, &clock_events, &boots, ret_more);
+                if (rc != SQLITE_OK)
+                        return rc;
+        }
+
         /* Unused names: a pass once the rows due have gone, at most once an hour, or back to
          * back while names keep the store over its limit, or when a table is at
          * store.max_names (see store_names_full()). */
@@ -627,7 +635,7 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                 *ret_more = true;
         }
 
-        if (readings + rejects + names + events > 0) {
+        if (readings + rejects + names + events + clock_events + boots > 0) {
                 int64_t pages = 0, free_pages = 0;
 
                 /* Give a large freelist back to the file system, a bounded bit per step. With
@@ -661,11 +669,13 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
         *ret_rejects = rejects;
         *ret_names = names;
         *ret_events = events;
+        *ret_clock_events = clock_events;
+        *ret_boots = boots;
         return SQLITE_OK;
 }
 
 int store_run_retention(Store *s) {
-        uint64_t readings = 0, rejects = 0, names = 0, events = 0, begun;
+        uint64_t readings = 0, rejects = 0, names = 0, events = 0, clock_events = 0, boots = 0, begun;
         bool by_size = false, more = false, full = false;
         int rc, r;
 
@@ -690,7 +700,7 @@ int store_run_retention(Store *s) {
         r = store_begin(s);
         if (r < 0)
                 return r;
-        rc = store_retention_step(s, &readings, &rejects, &names, &events, &by_size, &more, &full);
+        rc = store_retention_step(s, &readings, &rejects, &names, &events, &clock_events, &boots, &by_size, &more, &full);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "remove old readings from");
         r = store_commit_internal(s);
@@ -704,9 +714,12 @@ int store_run_retention(Store *s) {
         s->sweep_rejects += rejects;
         s->sweep_names += names;
         s->sweep_events += events;
+        s->sweep_clock_events += clock_events;
+        s->sweep_boots += boots;
         s->sweep_by_size = s->sweep_by_size || by_size;
-        if (!more && s->sweep_readings + s->sweep_rejects + s->sweep_names + s->sweep_events > 0) {
-                char why[96] = "", also[128] = "";
+        if (!more && s->sweep_readings + s->sweep_rejects + s->sweep_names + s->sweep_events + s->sweep_clock_events +
+                                     s->sweep_boots > 0) {
+                char why[96] = "", also[224] = "";
 
                 if (s->config->retention_days > 0)
                         snprintf(why, sizeof(why), "older than %u days", s->config->retention_days);
@@ -715,10 +728,14 @@ int store_run_retention(Store *s) {
                                  why[0] ? ", or " : "", s->config->max_size_mb);
                 if (s->sweep_events > 0)
                         snprintf(also, sizeof(also), ", %" PRIu64 " events beyond their share", s->sweep_events);
+                if (s->sweep_clock_events + s->sweep_boots > 0)
+                        snprintf(also + strlen(also), sizeof(also) - strlen(also),
+                                 ", %" PRIu64 " clock events and %" PRIu64 " boots no reading left needs",
+                                 s->sweep_clock_events, s->sweep_boots);
                 if (s->sweep_names > 0)
                         snprintf(also + strlen(also), sizeof(also) - strlen(also), ", and %" PRIu64 " names no row uses",
                                  s->sweep_names);
-                if (s->sweep_readings + s->sweep_rejects + s->sweep_events == 0)
+                if (s->sweep_readings + s->sweep_rejects + s->sweep_events + s->sweep_clock_events + s->sweep_boots == 0)
                         log_full_errno_fields(LOG_INFO, 0, LOG_FIELDS("TASK", "store"),
                                               "Retention removed %" PRIu64 " names no row uses from '%s'.",
                                               s->sweep_names, s->config->path);
@@ -727,10 +744,11 @@ int store_run_retention(Store *s) {
                                               "Retention removed %" PRIu64 " readings and %" PRIu64 " rejects (%s)%s from '%s'.",
                                               s->sweep_readings, s->sweep_rejects, why, also, s->config->path);
                 s->sweep_readings = s->sweep_rejects = s->sweep_names = s->sweep_events = 0;
+                s->sweep_clock_events = s->sweep_boots = 0;
                 s->sweep_by_size = false;
         }
         s->retention_backlog = more;
-        return (int) MIN(readings + rejects + names + events, (uint64_t) INT32_MAX);
+        return (int) MIN(readings + rejects + names + events + clock_events + boots, (uint64_t) INT32_MAX);
 }
 
 bool store_retention_pending(const Store *s) {

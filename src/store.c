@@ -145,6 +145,13 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "  SELECT n, (SELECT min(ts) FROM readings WHERE id >= n << " STORE_BLOCK_SQL " AND id < (n + 1) << " STORE_BLOCK_SQL "),"
         "    (SELECT max(ts) FROM readings WHERE id >= n << " STORE_BLOCK_SQL " AND id < (n + 1) << " STORE_BLOCK_SQL ")"
         "  FROM b WHERE n IS NOT NULL;",
+
+        /* v7: a clock event records where it stands among the readings (the largest reading id
+         * when it was written), so retention can tell when the readings it explains are gone
+         * without trusting its time, which may come from a wrong clock (docs/STORE.md,
+         * "Retention" under "Time you can trust"). Rows from before are not known: NULL, kept
+         * until every reading stored before the first event that has one is gone. */
+        "ALTER TABLE clock_events ADD COLUMN seq INTEGER;",
 };
 
 static const char *const stmt_sql[_STMT_MAX] = {

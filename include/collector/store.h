@@ -143,11 +143,12 @@ int store_get_summary(Store *s, StoreSummary *ret);
  * retention_days (by receipt time); with max_size_mb, the oldest rejects and the oldest events
  * (and clock events) beyond their shares of it, then, while the used size exceeds it, the
  * oldest readings, as many as the time of earlier steps allows (never the newest, see
- * docs/STORE.md) and the rejects received before them; and it advances a pass that deletes
- * the names (sensors, metrics, origins) no row uses. When the limit cannot be met the task's
- * status says so and a warning is logged (rate-limited). Returns the number of rows (events by
- * size among them) and names removed (0 when nothing was), or -errno (and reports the task
- * failed). */
+ * docs/STORE.md) and the rejects received before them; with either, the clock events and boots
+ * no reading left needs (by reading ids, not by time: docs/STORE.md); and it advances a pass that
+ * deletes the names (sensors, metrics, origins) no row uses. When the limit cannot be met the
+ * task's status says so and a warning is logged (rate-limited). Returns the number of rows
+ * (events by size, clock events and boots among them) and names removed (0 when nothing was),
+ * or -errno (and reports the task failed). */
 int store_run_retention(Store *s);
 
 /* Whether retention has more to do right away (a backlog, or a pass over the names under way):
@@ -155,7 +156,7 @@ int store_run_retention(Store *s);
 bool store_retention_pending(const Store *s);
 
 /* The schema version this program writes (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION 6
+#define STORE_SCHEMA_VERSION 7
 /* PRAGMA application_id of every sensor-collector store: "SCol". */
 #define STORE_APPLICATION_ID 0x53436f6c
 

@@ -197,6 +197,12 @@ START_TEST(test_wrong_clock_then_synchronised) {
         ck_assert_int_eq(q(&c, "SELECT count(*) FROM clock_events WHERE kind = 'untrusted' AND readings = 0"), 2);
         ck_assert_int_eq(q(&c, "SELECT count(DISTINCT boot) FROM clock_events WHERE kind = 'untrusted'"), 2);
         ck_assert_int_eq(q(&c, "SELECT count(*) FROM clock_events WHERE kind = 'corrected' AND readings = 3"), 1);
+        /* Each stands among the readings (retention judges them by that, not by their times);
+         * boot A's stay with its readings that age retention keeps, and so does its row. */
+        ck_assert_int_eq(q(&c, "SELECT count(*) FROM clock_events WHERE seq IS NULL"), 0);
+        ck_assert_int_eq(q(&c, "SELECT count(*) FROM clock_events WHERE kind = 'corrected' AND seq >= "
+                               "(SELECT max(id) FROM readings_view WHERE sensor LIKE 'b%')"), 1);
+        ck_assert_int_eq(q(&c, "SELECT count(*) FROM boots"), 2);
 
         /* query shows and filters the flags. */
         {

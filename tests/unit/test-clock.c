@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "collector/clock.h"
 #include "collector/ingest.h"
@@ -15,6 +16,9 @@
 #define DAY_MS ((int64_t) 24 * 3600 * 1000)
 #define BOOT_A "0123456789abcdef0123456789abcdef"
 #define BOOT_B "fedcba9876543210fedcba9876543210"
+#define BOOT_C "00112233445566778899aabbccddeeff"
+#define BOOT_D "ffeeddccbbaa99887766554433221100"
+#define BOOT_E "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
 /* ---- pure rules, table-driven ---- */
 
@@ -353,6 +357,255 @@ START_TEST(test_store_retention_after_correction) {
 }
 END_TEST
 
+/* Runs retention steps until none has more to do right away; returns what they removed. */
+static int64_t retention_until_done(Fixture *f) {
+        int64_t total = 0;
+        int steps = 0, r;
+
+        do {
+                r = store_run_retention(f->store);
+                ck_assert_int_ge(r, 0);
+                total += r;
+                ck_assert_int_lt(++steps, 1000);
+        } while (store_retention_pending(f->store));
+        return total;
+}
+
+/* Starts the store in dir with retention_days 1 as boot `boot`, with a clock event `kind` (its
+ * detail: the boot's letter) at at_ms, committed. */
+static void start_boot(Fixture *f, const char *dir, const char *boot, const char *kind, int64_t at_ms,
+                       const char *detail) {
+        fx_init(f, dir);
+        f->config.retention_days = 1;
+        fx_start(f);
+        ck_assert_int_ge(store_clock_set_boot(f->store, boot), 0);
+        ck_assert_int_eq(store_clock_event(f->store, kind, at_ms, 0, 0, detail), 0);
+        ck_assert_int_eq(store_commit(f->store), 0);
+}
+
+/* The clock's records go with the readings they explain, judged by reading ids, never by their
+ * times (boot C's clock said 2099): boot A's events and row once its readings are gone, and the
+ * row of boot E, which has no event and no reading (older than the oldest event's boot); boot B
+ * ended before its clock was trusted, so age retention keeps its readings and with them its
+ * event and row, without holding back boot C's; of boot C, the event whose readings are gone,
+ * not the one of today's readings; the current boot D, whose readings are being corrected,
+ * keeps its row and where its correction stands, and the correction goes on. */
+START_TEST(test_store_retention_clock_records) {
+        const char *dir = tl_tmpdir();
+        const int64_t y2000 = 946684800000, y2099 = 4070908800000;
+        int64_t t = wall_clock_ms(), upto, removed;
+        uint64_t n, total;
+        Fixture f;
+
+        start_boot(&f, dir, BOOT_A, "trusted", t - 7 * DAY_MS, "A");
+        for (int i = 0; i < 5; i++)
+                append(&f, "a", 0, false, t - 7 * DAY_MS + i, 0, 0);
+        ck_assert_int_eq(store_clock_event(f.store, "step", t - 7 * DAY_MS + 10, 1000, -1, "A"), 0);
+        for (int i = 0; i < 5; i++)
+                append(&f, "a", 0, false, t - 7 * DAY_MS + 20 + i, 0, 0);
+        fx_stop(&f);
+
+        /* A boot with no event: the daemon stopped before its first commit. */
+        fx_init(&f, dir);
+        fx_start(&f);
+        ck_assert_int_eq(store_clock_set_boot(f.store, BOOT_E), 0);
+        fx_stop(&f);
+
+        start_boot(&f, dir, BOOT_B, "untrusted", y2000, "B");
+        for (int i = 0; i < 5; i++)
+                append(&f, "b", 0, false, y2000 + i, 10 + i, READING_FLAG_UNSYNCED);
+        fx_stop(&f);
+
+        start_boot(&f, dir, BOOT_C, "trusted", y2099, "C");
+        for (int i = 0; i < 5; i++)
+                append(&f, "c-old", 0, false, t - 3 * DAY_MS + i, 0, 0);
+        ck_assert_int_eq(store_clock_event(f.store, "step", y2099 + 1, 1000, -1, "C"), 0);
+        for (int i = 0; i < 5; i++)
+                append(&f, "c-new", 0, false, t + i, 0, 0);
+        fx_stop(&f);
+
+        start_boot(&f, dir, BOOT_D, "untrusted", y2000, "D");
+        for (int i = 0; i < 5; i++)
+                append(&f, "d", 0, false, 1000 + i, 100 + i, READING_FLAG_UNSYNCED);
+        ck_assert_int_eq(store_clock_correct(f.store, t - 1000, 2, &n), 1);
+        ck_assert_uint_eq(n, 2);
+        upto = q(&f, "SELECT corrected_upto FROM boots WHERE boot_id = '" BOOT_D "'");
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE seq IS NULL"), 0);
+        /* Each event stands after the readings stored before it. */
+        ck_assert_int_eq(q(&f, "SELECT seq FROM clock_events WHERE detail = 'C' AND kind = 'step'"),
+                         q(&f, "SELECT max(id) FROM readings_view WHERE sensor = 'c-old'"));
+
+        /* The line that ends the sweep says what went (the log goes to stderr here). */
+        {
+                char log[600], *text = NULL;
+                size_t size = 0;
+                FILE *file;
+                int saved = dup(STDERR_FILENO);
+
+                snprintf(log, sizeof(log), "%s/log", dir);
+                ck_assert_ptr_nonnull(freopen(log, "w", stderr));
+                removed = retention_until_done(&f);
+                fflush(stderr);
+                ck_assert_int_ge(dup2(saved, STDERR_FILENO), 0);
+                close(saved);
+                ck_assert_ptr_nonnull(file = fopen(log, "r"));
+                ck_assert_int_gt(getdelim(&text, &size, '\0', file), 0);
+                fclose(file);
+                ck_assert_msg(strstr(text, "Retention removed 15 readings and 0 rejects (older than 1 days), 3 clock events "
+                                           "and 2 boots no reading left needs"),
+                              "%s", text);
+                free(text);
+        }
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM readings_view WHERE sensor IN ('a', 'c-old')"), 0);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM readings_view WHERE sensor IN ('b', 'c-new', 'd')"), 15);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE detail = 'A'"), 0);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots WHERE boot_id IN ('" BOOT_A "', '" BOOT_E "')"), 0);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE detail = 'B'"), 1);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots WHERE boot_id = '" BOOT_B "' AND first_unsynced > 0"), 1);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE detail = 'C' AND kind = 'trusted'"), 0);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE detail = 'C' AND kind = 'step'"), 1);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots WHERE boot_id = '" BOOT_C "'"), 1);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE detail = 'D'"), 1);
+        ck_assert_int_eq(q(&f, "SELECT corrected_upto FROM boots WHERE boot_id = '" BOOT_D "'"), upto);
+        /* 15 readings, 3 clock events, 2 boots (and names no row uses any more). */
+        ck_assert_int_ge(removed, 20);
+        /* Again: nothing more goes. */
+        ck_assert_int_ge(retention_until_done(&f), 0);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events"), 3);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots"), 3);
+        /* The correction of this boot goes on where it stood. */
+        ck_assert_int_eq(correct_all(&f, t - 1000, 1000, &total), 1);
+        ck_assert_uint_eq(total, 3);
+        fx_stop(&f);
+        tl_assert_integrity(f.path, false);
+}
+END_TEST
+
+/* A gateway that rebooted daily for 120 days, one of the boots ending before its clock was
+ * trusted: more events than one step reads (CLOCK_RETENTION_ROWS, 64), so the walk goes on in
+ * the next steps, past the boot age retention keeps, until only that boot's records and the
+ * current boot's are left. */
+START_TEST(test_store_retention_clock_records_of_many_boots) {
+        const char *dir = tl_tmpdir();
+        int64_t t = wall_clock_ms();
+        char boot[33];
+        Fixture f;
+
+        for (int b = 0; b < 120; b++) {
+                int64_t day = t - (130 - b) * DAY_MS;
+
+                snprintf(boot, sizeof(boot), "%032x", b + 1);
+                start_boot(&f, dir, boot, b == 50 ? "untrusted" : "trusted", day, b == 50 ? "kept" : "daily");
+                for (int i = 0; i < 2; i++)
+                        append(&f, "s", 0, false, day + i, 10 + i, b == 50 ? READING_FLAG_UNSYNCED : 0);
+                fx_stop(&f);
+        }
+        start_boot(&f, dir, BOOT_A, "trusted", t, "now");
+        for (int i = 0; i < 5; i++)
+                append(&f, "s", 0, false, t + i, 0, 0);
+        ck_assert_int_eq(store_commit(f.store), 0);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events"), 121);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots"), 121);
+
+        ck_assert_int_ge(retention_until_done(&f), 238 + 119 + 119);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM readings"), 2 + 5);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE detail = 'daily'"), 0);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events"), 2);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots WHERE id IN (SELECT boot FROM clock_events)"), 2);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots"), 2);
+        fx_stop(&f);
+}
+END_TEST
+
+/* A gateway whose clock is never trusted (timesyncd waits for a network it never gets): age
+ * retention keeps every reading, so every boot's records stay; a step that walks them and removes
+ * nothing does not ask for another at once. */
+START_TEST(test_store_retention_clock_records_never_trusted) {
+        const char *dir = tl_tmpdir();
+        char boot[33];
+        Fixture f;
+        int steps = 0;
+
+        for (int b = 0; b < 100; b++) {
+                snprintf(boot, sizeof(boot), "%032x", b + 1);
+                start_boot(&f, dir, boot, "untrusted", 946684800000, "never");
+                append(&f, "s", 0, false, 946684800000 + b, 10, READING_FLAG_UNSYNCED);
+                fx_stop(&f);
+        }
+        start_boot(&f, dir, BOOT_A, "untrusted", 946684800000, "now");
+        for (int i = 0; i < 3; i++) {
+                do {
+                        ck_assert_int_ge(store_run_retention(f.store), 0);
+                        steps++;
+                } while (store_retention_pending(f.store));
+        }
+        ck_assert_int_eq(steps, 3);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM readings"), 100);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events"), 101);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots"), 101);
+        fx_stop(&f);
+}
+END_TEST
+
+static void sql_exec(const char *path, const char *sql) {
+        sqlite3 *db = NULL;
+
+        ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+        ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK, "%s: %s", sql, sqlite3_errmsg(db));
+        sqlite3_close(db);
+}
+
+/* A store the version before clock_events.seq wrote (made by this one, the column dropped and
+ * the version set back: that column is the last migration's), migrated: every clock event and
+ * boot stays, the old events without a seq. They stay while a reading stored before the first
+ * event that has one is left, and go (with the boots no event refers to) once none is. */
+START_TEST(test_migration_keeps_clock_records) {
+        const char *dir = tl_tmpdir();
+        char sql[160];
+        int64_t t = wall_clock_ms();
+        Fixture f;
+
+        start_boot(&f, dir, BOOT_A, "untrusted", t - 3 * DAY_MS, "A");
+        ck_assert_int_eq(store_clock_event(f.store, "trusted", t - 3 * DAY_MS + 1, 0, 0, "A"), 0);
+        for (int i = 0; i < 5; i++)
+                append(&f, "a", 0, false, t - 3 * DAY_MS + 10 + i, 0, 0);
+        fx_stop(&f);
+        start_boot(&f, dir, BOOT_B, "trusted", t, "B");
+        for (int i = 0; i < 5; i++)
+                append(&f, "b", 0, false, t + i, 0, 0);
+        fx_stop(&f);
+        snprintf(sql, sizeof(sql), "ALTER TABLE clock_events DROP COLUMN seq; PRAGMA user_version = %d",
+                 STORE_SCHEMA_VERSION - 1);
+        sql_exec(f.path, sql);
+
+        /* Boot B goes on after the upgrade. */
+        start_boot(&f, dir, BOOT_B, "trusted", t + 10, "B2");
+        ck_assert_int_eq(q(&f, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE detail IN ('A', 'B') AND seq IS NULL"), 3);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE detail = 'B2' AND seq = 10"), 1);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots"), 2);
+        /* Boot A's readings go, boot B's stay: so does every event from before. */
+        ck_assert_int_ge(retention_until_done(&f), 5);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM readings"), 5);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events"), 4);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots"), 2);
+        fx_stop(&f);
+
+        /* Two days later (the readings' receipt times moved back instead): boot B's from before
+         * the upgrade go too, and with them the events from before and boot A's row. */
+        sql_exec(f.path, "UPDATE readings SET received = received - 2 * 86400000");
+        start_boot(&f, dir, BOOT_B, "trusted", t + 20, "B3");
+        ck_assert_int_ge(retention_until_done(&f), 5 + 3 + 1);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM readings"), 0);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM clock_events WHERE seq IS NULL"), 0);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots WHERE boot_id = '" BOOT_A "'"), 0);
+        ck_assert_int_eq(q(&f, "SELECT count(*) FROM boots WHERE boot_id = '" BOOT_B "'"), 1);
+        ck_assert_int_ge(q(&f, "SELECT count(*) FROM clock_events WHERE detail = 'B3'"), 1);
+        fx_stop(&f);
+        tl_assert_integrity(f.path, false);
+}
+END_TEST
+
 /* Opens the old store in f (which migrates it), appends one unsynced reading "new" of boot A,
  * closes it, and checks that it is at the current schema version. */
 static void migrate_and_append_new(Fixture *f) {
@@ -558,6 +811,10 @@ static Suite *clock_suite(void) {
         tcase_add_test(st, test_store_earlier_boot_stays_unsynced);
         tcase_add_test(st, test_store_retention_keeps_unsynced);
         tcase_add_test(st, test_store_retention_after_correction);
+        tcase_add_test(st, test_store_retention_clock_records);
+        tcase_add_test(st, test_store_retention_clock_records_of_many_boots);
+        tcase_add_test(st, test_store_retention_clock_records_never_trusted);
+        tcase_add_test(st, test_migration_keeps_clock_records);
         tcase_add_test(st, test_migration_from_v2);
         tcase_add_test(st, test_migration_of_a_v2_store);
         tcase_add_test(st, test_ingest_flags);
