@@ -394,6 +394,11 @@ int store_on_retention_timer(sd_event_source *source, uint64_t usec, void *userd
  * known (store-retention.c); any of the texts may be NULL. */
 void store_count_event(Store *s, const char *kind, const char *sensor, const char *subject, const char *detail);
 
+/* The estimate of EVENT_ROW_OVERHEAD in SQL for a row of events: text in bytes, the sensor twice. */
+#define EVENT_COST_SQL                                                                                      \
+        "64 + length(CAST(kind AS BLOB)) + 2 * coalesce(length(CAST(sensor AS BLOB)), 0) + "                \
+        "coalesce(length(CAST(subject AS BLOB)), 0) + coalesce(length(CAST(detail AS BLOB)), 0)"
+
 /* The estimate of EVENT_ROW_OVERHEAD for a row of clock_events, in SQL. */
 #define CLOCK_EVENT_COST_SQL "64 + length(CAST(kind AS BLOB)) + coalesce(length(CAST(detail AS BLOB)), 0)"
 

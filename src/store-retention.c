@@ -176,10 +176,6 @@ static int store_trim_rejects(Store *s, int64_t budget, uint64_t *ret_deleted, b
         return SQLITE_OK;
 }
 
-/* The estimate of EVENT_ROW_OVERHEAD in SQL, per table: text in bytes, the sensor twice. */
-#define EVENT_COST_SQL                                                                                      \
-        "64 + length(CAST(kind AS BLOB)) + 2 * coalesce(length(CAST(sensor AS BLOB)), 0) + "                \
-        "coalesce(length(CAST(subject AS BLOB)), 0) + coalesce(length(CAST(detail AS BLOB)), 0)"
 _Static_assert(EVENT_ROW_OVERHEAD == 64, "EVENT_COST_SQL spells EVENT_ROW_OVERHEAD");
 
 void store_count_event(Store *s, const char *kind, const char *sensor, const char *subject, const char *detail) {
@@ -187,6 +183,31 @@ void store_count_event(Store *s, const char *kind, const char *sensor, const cha
                 return;
         s->event_bytes += EVENT_ROW_OVERHEAD + (int64_t) strlen(strempty(kind)) + 2 * (int64_t) strlen(strempty(sensor)) +
                           (int64_t) strlen(strempty(subject)) + (int64_t) strlen(strempty(detail));
+}
+
+/* Removes up to RETENTION_STEP_ROWS events older than cutoff (ms), and takes what they cost off
+ * the size estimate that max_size_mb's share of events keeps (the delete returns each row's
+ * cost), so that share does not remove events age retention already removed. Returns an SQLite
+ * code. */
+static int store_delete_aged_events(Store *s, int64_t cutoff) {
+        sqlite3_stmt *st = s->stmts[STMT_DELETE_EVENTS];
+        int64_t freed = 0;
+        int rc;
+
+        rc = sqlite3_bind_int64(st, 1, cutoff);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_int64(st, 2, RETENTION_STEP_ROWS);
+        while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                freed += sqlite3_column_int64(st, 0);
+                rc = SQLITE_OK;
+        }
+        if (rc != SQLITE_DONE)
+                return rc; /* left as it is: see store_stmt_run() */
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        if (s->event_bytes_known)
+                s->event_bytes = MAX(s->event_bytes - freed, (int64_t) 0);
+        return SQLITE_OK;
 }
 
 /* Keeps events and clock events within their share of max_size_mb, the oldest of both first (by
@@ -527,11 +548,7 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                 }
 
                 /* Events age with the readings they explain (few rows: one bounded delete). */
-                rc = sqlite3_bind_int64(s->stmts[STMT_DELETE_EVENTS], 1, cutoff);
-                if (rc == SQLITE_OK)
-                        rc = sqlite3_bind_int64(s->stmts[STMT_DELETE_EVENTS], 2, RETENTION_STEP_ROWS);
-                if (rc == SQLITE_OK)
-                        rc = store_stmt_run(s->stmts[STMT_DELETE_EVENTS]);
+                rc = store_delete_aged_events(s, cutoff);
                 if (rc != SQLITE_OK)
                         return rc;
         }

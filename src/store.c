@@ -198,7 +198,8 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_BOOT_CORRECTED_UPTO] = "UPDATE boots SET corrected_upto = ?2 WHERE id = ?1",
         [STMT_INSERT_EVENT] = "INSERT INTO events (ts, kind, sensor, subject, start_ts, end_ts, count, detail) "
                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        [STMT_DELETE_EVENTS] = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
+        [STMT_DELETE_EVENTS] = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?1 ORDER BY ts LIMIT ?2) "
+                               "RETURNING " EVENT_COST_SQL,
         [STMT_SEQ_READ] = "SELECT id, sensor_id, metric_id, value, ts, sensor_ts IS NOT NULL, received, source_id, origin_id, "
                           "flags FROM readings WHERE id > ?1 AND id < ?2 ORDER BY id LIMIT ?3",
         [STMT_SEQ_COUNT] = "SELECT count(*) FROM readings WHERE id >= ?1 AND id <= ?2",

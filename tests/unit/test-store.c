@@ -1318,6 +1318,43 @@ END_TEST
         "coalesce(length(subject), 0) + coalesce(length(detail), 0)), 0) FROM events) + "                    \
         "(SELECT coalesce(sum(64 + length(kind) + coalesce(length(detail), 0)), 0) FROM clock_events)"
 
+/* With retention_days and max_size_mb both set, events that age retention removed are taken off
+ * the size share's estimate too: otherwise the share counts them still and removes new events in
+ * their place. 150 old events go by age, then 150 new ones (together over the share of a 1 MiB
+ * store, each alone under it) all stay. */
+START_TEST(test_retention_aged_events_leave_the_size_estimate) {
+        Fixture f;
+        int64_t now = wall_ms(), limit = 1024 * 1024;
+        char detail[160];
+
+        memset(detail, 'd', sizeof(detail) - 1);
+        detail[sizeof(detail) - 1] = '\0';
+        fx_init(&f, NULL);
+        f.config.retention_days = 3;
+        f.config.max_size_mb = 1;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        retention_until_done(&f); /* the estimate is known from here on */
+        for (int pass = 0; pass < 2; pass++) {
+                for (int i = 0; i < 150; i++)
+                        ck_assert_int_eq(store_append_event(f.store, &(StoreEvent) {
+                                                 .kind = STORE_EVENT_SENSOR_SILENT,
+                                                 .ts_ms = (pass == 0 ? now - 5 * DAY_MS : now) + i, .sensor = "s1",
+                                                 .detail = detail }),
+                                         0);
+                ck_assert_int_eq(store_commit(f.store), 0);
+                retention_until_done(&f);
+        }
+        fx_stop(&f);
+
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM events WHERE sensor = 's1'"), 150);
+        ck_assert_int_ge(sql_int(&f, "SELECT min(ts) FROM events WHERE sensor = 's1'"), now);
+        ck_assert_int_le(sql_int(&f, EVENTS_BYTES_SQL), limit / 20);
+        /* The premise: one pass fits the share, two do not. */
+        ck_assert_int_gt(sql_int(&f, EVENTS_BYTES_SQL) * 2, limit / 20);
+        fx_done(&f);
+}
+END_TEST
+
 /* Under max_size_mb, events and the clock's events are bounded too: a sensor that flapped for
  * days left 20 000 events (4 MiB) in a 1 MiB store. They are trimmed to their share (a twentieth
  * of the limit), the oldest of both tables first, without a reading going for them; the newest
@@ -1546,6 +1583,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_retention_by_size_keeps_the_newest);
         tcase_add_test(tc, test_retention_by_size_paced);
         tcase_add_test(tc, test_retention_age_and_size_share_the_pace);
+        tcase_add_test(tc, test_retention_aged_events_leave_the_size_estimate);
         tcase_add_test(tc, test_retention_by_size_bounds_events);
         tcase_add_test(tc, test_retention_vacuum_paced);
         tcase_add_test(tc, test_store_deleted_fails_at_commit);
