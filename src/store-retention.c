@@ -126,9 +126,11 @@ static int store_used_bytes(Store *s, int64_t *ret) {
 #define VACUUM_FIRST_PAGES 64
 
 /* Keeps the rejects within their share of max_size_mb, oldest first: counts their size once (a
- * scan of the rejects only, which this bound keeps small), then removes at most a step's rows.
- * Sets *ret_deleted and, when more must go, *ret_more. Returns an SQLite code. */
-static int store_trim_rejects(Store *s, int64_t budget, uint64_t *ret_deleted, bool *ret_more) {
+ * scan of the rejects only, which this bound keeps small), then removes at most max_rows (the
+ * step's allowance: a reject's raw bytes make it dearer to delete than a reading, and the pace
+ * follows what the step took). Sets *ret_deleted and, when more must go, *ret_more. Returns an
+ * SQLite code. */
+static int store_trim_rejects(Store *s, int64_t budget, int64_t max_rows, uint64_t *ret_deleted, bool *ret_more) {
         sqlite3_stmt *st = s->stmts[STMT_REJECTS_SIZES];
         int64_t excess, freed = 0, last = 0;
         int rc;
@@ -156,7 +158,7 @@ static int store_trim_rejects(Store *s, int64_t budget, uint64_t *ret_deleted, b
         if (excess <= 0)
                 return SQLITE_OK;
 
-        rc = sqlite3_bind_int64(st, 1, RETENTION_STEP_ROWS);
+        rc = sqlite3_bind_int64(st, 1, max_rows);
         while (rc == SQLITE_OK && freed < excess) {
                 rc = sqlite3_step(st);
                 if (rc != SQLITE_ROW)
@@ -456,8 +458,8 @@ static int prune_step(Store *s, uint64_t *ret_names) {
 }
 
 /* Removes the oldest readings, at most max_rows of them and never the newest floor_rows, then
- * the rejects received up to the newest reading removed (rejects alone when no reading may go,
- * at most RETENTION_STEP_ROWS). Sets *ret_readings and *ret_rejects; returns an SQLite code. */
+ * the rejects received up to the newest reading removed (rejects alone when no reading may go),
+ * at most max_rows of them too. Sets *ret_readings and *ret_rejects; returns an SQLite code. */
 static int store_trim_readings(Store *s, int64_t max_rows, int64_t floor_rows, uint64_t *ret_readings,
                                uint64_t *ret_rejects) {
         int64_t newest = 0, id = 0, received = 0;
@@ -476,7 +478,7 @@ static int store_trim_readings(Store *s, int64_t max_rows, int64_t floor_rows, u
                 return rc;
         *ret_readings = n;
         rc = store_head_cutoff(s, STMT_REJECTS_HEAD, 0, INT64_MAX, n > 0 ? received + 1 : INT64_MAX, INT64_MAX, false,
-                               RETENTION_STEP_ROWS, RETENTION_STEP_ROWS, &id, NULL, NULL);
+                               RETENTION_STEP_ROWS, max_rows, &id, NULL, NULL);
         if (rc == SQLITE_OK)
                 rc = store_delete_upto(s, STMT_DELETE_REJECTS, id, ret_rejects);
         return rc;
@@ -558,11 +560,13 @@ static int store_retention_step(Store *s, uint64_t *ret_readings, uint64_t *ret_
                 uint64_t by_size = 0;
 
                 /* The rejects' own bound first: noise never pushes out readings. */
-                rc = store_trim_rejects(s, limit / REJECTS_SHARE_DIVISOR, &n, ret_more);
+                rc = store_trim_rejects(s, limit / REJECTS_SHARE_DIVISOR, step_rows, &n, ret_more);
                 if (rc != SQLITE_OK)
                         return rc;
                 rejects += n;
                 by_size += n;
+                /* The whole allowance went on rejects: the pace may grow. */
+                *ret_full = *ret_full || n >= (uint64_t) step_rows;
                 /* So are events, and the clock's. */
                 rc = store_trim_events(s, limit / EVENTS_SHARE_DIVISOR, &events, ret_more);
                 if (rc != SQLITE_OK)

@@ -1283,6 +1283,49 @@ START_TEST(test_retention_by_size_paced) {
 }
 END_TEST
 
+/* The rejects' share is trimmed at the pace too: a reject carries its raw bytes (here 1 KiB, up to
+ * max_payload_bytes), so a fixed 2,000 of them could hold the write lock far longer than a step of
+ * readings. The first step removes RETENTION_PACE_FIRST_ROWS, each later one at most twice the
+ * one before, and the oldest go. */
+START_TEST(test_retention_rejects_paced) {
+        Fixture f;
+        int64_t now = wall_ms();
+        char raw[1024];
+        int r, last, steps = 0;
+
+        memset(raw, 'g', sizeof(raw));
+        fx_init(&f, NULL);
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        for (int i = 0; i < 6000; i++) {
+                Reject j = { .received_ms = now - 1000 + i / 10, .source = READING_SOURCE_MQTT, .origin = "noise",
+                             .raw = raw, .raw_size = sizeof(raw), .reason = FRAME_REJECT_BAD_JSON };
+                ck_assert_int_eq(store_append_reject(f.store, &j), 0);
+        }
+        fx_stop(&f);
+
+        f.config.max_size_mb = 1;
+        ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
+        ck_assert_int_eq(store_run_retention(f.store), RETENTION_PACE_FIRST_ROWS);
+        ck_assert_int_eq(sql_int(&f, "SELECT min(id) FROM rejects"), RETENTION_PACE_FIRST_ROWS + 1);
+        last = RETENTION_PACE_FIRST_ROWS;
+        do {
+                r = store_run_retention(f.store);
+                ck_assert_int_ge(r, 0);
+                ck_assert_int_le(r, 2 * last);
+                ck_assert_int_le(r, RETENTION_PACE_MAX_ROWS);
+                if (r > 0)
+                        last = r;
+                ck_assert_int_lt(++steps, 2000);
+        } while (r > 0 || store_retention_pending(f.store));
+        fx_stop(&f);
+
+        ck_assert_int_eq(sql_int(&f, "SELECT max(id) FROM rejects"), 6000);
+        ck_assert_int_eq(sql_int(&f, "SELECT count(*) FROM rejects"), 6000 - sql_int(&f, "SELECT min(id) FROM rejects") + 1);
+        ck_assert_int_lt(sql_int(&f, "SELECT count(*) FROM rejects"), 6000 - RETENTION_PACE_FIRST_ROWS);
+        fx_done(&f);
+}
+END_TEST
+
 /* Age and size share one allowance per step: age takes the old rows first, size what is left of
  * the allowance, so a step that does both removes no more than a step that does one. */
 START_TEST(test_retention_age_and_size_share_the_pace) {
@@ -1582,6 +1625,7 @@ static Suite *store_suite(void) {
         tcase_add_test(tc, test_retention_by_size_prunes_unused_names);
         tcase_add_test(tc, test_retention_by_size_keeps_the_newest);
         tcase_add_test(tc, test_retention_by_size_paced);
+        tcase_add_test(tc, test_retention_rejects_paced);
         tcase_add_test(tc, test_retention_age_and_size_share_the_pace);
         tcase_add_test(tc, test_retention_aged_events_leave_the_size_estimate);
         tcase_add_test(tc, test_retention_by_size_bounds_events);
