@@ -45,6 +45,7 @@ typedef struct FxConf {
         const char *dir;              /* where the store lives; NULL: the fixture's directory */
 } FxConf;
 
+/* One test's broker, daemon and publisher, in a directory of its own. */
 typedef struct Fx {
         const char *dir;              /* the test's: the broker's persistence, the store, test files */
         TlBroker b;                   /* the test starts it (fx_start() does), fx_stop() stops it */
@@ -806,50 +807,15 @@ END_TEST
 
 /* ---- TLS with a CA made for the test ---- */
 
-static void run_ok(char *const argv[]) {
-        char *out = NULL;
-        int r = tl_run(argv, NULL, &out, 20000);
-
-        if (r != 0)
-                fprintf(stderr, "%s failed (%d): %s\n", argv[0], r, out);
-        ck_assert_int_eq(r, 0);
-        free(out);
-}
-
-static void make_ca(const char *dir, const char *name) {
-        char key[300], crt[300], subj[64];
-
-        snprintf(key, sizeof(key), "%s/%s.key", dir, name);
-        snprintf(crt, sizeof(crt), "%s/%s.crt", dir, name);
-        snprintf(subj, sizeof(subj), "/CN=%s", name);
-        run_ok((char *[]){ "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                           "-keyout", key, "-out", crt, "-subj", subj, "-days", "2", NULL });
-}
-
-static void make_server_cert(const char *dir, const char *ca) {
-        char key[300], csr[300], crt[300], ca_crt[300], ca_key[300], ext[300];
-
-        snprintf(key, sizeof(key), "%s/server.key", dir);
-        snprintf(csr, sizeof(csr), "%s/server.csr", dir);
-        snprintf(crt, sizeof(crt), "%s/server.crt", dir);
-        snprintf(ca_crt, sizeof(ca_crt), "%s/%s.crt", dir, ca);
-        snprintf(ca_key, sizeof(ca_key), "%s/%s.key", dir, ca);
-        snprintf(ext, sizeof(ext), "%s", tl_write_file(dir, "server.ext", "subjectAltName=IP:127.0.0.1,DNS:broker.test\n"));
-        run_ok((char *[]){ "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-                           key, "-out", csr, "-subj", "/CN=127.0.0.1", NULL });
-        run_ok((char *[]){ "openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out",
-                           crt, "-days", "2", "-extfile", ext, NULL });
-}
-
 START_TEST(test_tls) {
         Fx fx;
         _cleanup_free_ char *extra = NULL, *conf = NULL;
         int tls_port = tl_free_port();
 
         fx_init(&fx);
-        make_ca(fx.dir, "ca");
-        make_ca(fx.dir, "other-ca");
-        make_server_cert(fx.dir, "ca");
+        tl_tls_make_ca(fx.dir, "ca");
+        tl_tls_make_ca(fx.dir, "other-ca");
+        tl_tls_make_server_cert(fx.dir, "ca", "IP:127.0.0.1,DNS:broker.test");
         ck_assert_int_ge(asprintf(&conf, "listener %d 127.0.0.1\ncafile %s/ca.crt\ncertfile %s/server.crt\nkeyfile %s/server.key\n",
                                   tls_port, fx.dir, fx.dir, fx.dir),
                          0);
@@ -925,7 +891,7 @@ START_TEST(test_password) {
 
         fx_init(&fx);
         ck_assert_int_ge(asprintf(&pwfile, "%s/passwd", fx.dir), 0);
-        run_ok((char *[]){ "mosquitto_passwd", "-c", "-b", pwfile, "collector", "s3cret", NULL });
+        tl_run_ok((char *[]){ "mosquitto_passwd", "-c", "-b", pwfile, "collector", "s3cret", NULL });
         ck_assert_int_ge(asprintf(&creds, "%s/creds", fx.dir), 0);
         ck_assert_int_eq(mkdir(creds, 0700), 0);
         start_auth_broker(&fx.b, fx.dir, auth_port, pwfile);
@@ -1492,7 +1458,7 @@ START_TEST(test_parse_enomem) {
 
         fx_init(&fx);
         ck_assert_int_ge(asprintf(&so, "%s/failmalloc.so", fx.dir), 0);
-        run_ok((char *[]){ "cc", "-shared", "-fPIC", "-O1", "-o", so,
+        tl_run_ok((char *[]){ "cc", "-shared", "-fPIC", "-O1", "-o", so,
                            (char *) tl_write_file(fx.dir, "failmalloc.c", failmalloc_c), NULL });
         ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", so), 0);
         env[0] = preload;

@@ -277,6 +277,43 @@ int tl_run(char *const argv[], char *const env[], char **ret_output, int timeout
         return r;
 }
 
+void tl_run_ok(char *const argv[]) {
+        char *out = NULL;
+        int r = tl_run(argv, NULL, &out, 20000);
+
+        /* On stderr: a compiler's or openssl's complaint can be too long for a Check message. */
+        if (r != 0)
+                fprintf(stderr, "%s failed (%d): %s\n", argv[0], r, out);
+        free(out);
+        ck_assert_msg(r == 0, "%s failed (%d)", argv[0], r);
+}
+
+void tl_tls_make_ca(const char *dir, const char *name) {
+        char key[300], crt[300], subj[64];
+
+        snprintf(key, sizeof(key), "%s/%s.key", dir, name);
+        snprintf(crt, sizeof(crt), "%s/%s.crt", dir, name);
+        snprintf(subj, sizeof(subj), "/CN=%s", name);
+        tl_run_ok((char *[]){ "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                              "-keyout", key, "-out", crt, "-subj", subj, "-days", "2", NULL });
+}
+
+void tl_tls_make_server_cert(const char *dir, const char *ca, const char *san) {
+        char key[300], csr[300], crt[300], ca_crt[300], ca_key[300], ext[300], ext_text[300];
+
+        snprintf(key, sizeof(key), "%s/server.key", dir);
+        snprintf(csr, sizeof(csr), "%s/server.csr", dir);
+        snprintf(crt, sizeof(crt), "%s/server.crt", dir);
+        snprintf(ca_crt, sizeof(ca_crt), "%s/%s.crt", dir, ca);
+        snprintf(ca_key, sizeof(ca_key), "%s/%s.key", dir, ca);
+        snprintf(ext_text, sizeof(ext_text), "subjectAltName=%s\n", san);
+        snprintf(ext, sizeof(ext), "%s", tl_write_file(dir, "server.ext", ext_text));
+        tl_run_ok((char *[]){ "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                              "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1", NULL });
+        tl_run_ok((char *[]){ "openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out",
+                              crt, "-days", "2", "-extfile", ext, NULL });
+}
+
 static bool broker_answers(void *userdata) {
         TlBroker *b = userdata;
         char port[16];

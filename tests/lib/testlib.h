@@ -93,6 +93,18 @@ char *tl_daemon_log(TlDaemon *d);
  * may be NULL); returns the exit status like tl_wait(). */
 int tl_run(char *const argv[], char *const env[], char **ret_output, int timeout_ms);
 
+/* Runs argv to completion (20 s at most); fails the test unless it exits 0, with its output on
+ * stderr. */
+void tl_run_ok(char *const argv[]);
+
+/* A certificate authority of the test's own, made with openssl: DIR/NAME.key and DIR/NAME.crt
+ * (self-signed, CN=NAME, P-256, valid two days). Fails the test if openssl does. */
+void tl_tls_make_ca(const char *dir, const char *name);
+/* A broker's certificate signed by the CA DIR/CA.crt (tl_tls_make_ca()): DIR/server.key and
+ * DIR/server.crt, CN=127.0.0.1, with san as its subjectAltName (e.g. "IP:127.0.0.1"). Fails the
+ * test if openssl does. */
+void tl_tls_make_server_cert(const char *dir, const char *ca, const char *san);
+
 /* One integer from a SQL query on an SQLite file (read-only); -1 on error. */
 int64_t tl_sql_int(const char *db_path, const char *sql);
 
