@@ -504,7 +504,8 @@ START_TEST(test_refused_filter_forgotten) {
 
         /* Without it the daemon starts and has nothing to unsubscribe: the refused filter was
          * never in the session, and the store does not remember it. */
-        fx_config(&fx, &(FxConf){ .mqtt = protocols[_i], .topics = "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" } ]" });
+        fx_config(&fx, &(FxConf){ .mqtt = protocols[_i],
+                                  .topics = "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" } ]" });
         fx_daemon_ready(&fx, NULL);
         assert_log_lacks(&fx.d, "Unsubscribing");
         fx_pass_one(&fx, "pub-refused", "gh/r1/temperature", "5", "r1");
@@ -1006,7 +1007,8 @@ START_TEST(test_malformed) {
 
         /* An earlier configuration left a subscription in the persistent session, and its store
          * (which would remember the filter, to unsubscribe it) is gone. */
-        fx_start(&fx, &(FxConf){ .dir = tl_tmpdir(), .topics = "[ { \"filter\": \"old/+sensor/+metric\", \"format\": \"value\" } ]" });
+        fx_start(&fx, &(FxConf){ .dir = tl_tmpdir(),
+                                 .topics = "[ { \"filter\": \"old/+sensor/+metric\", \"format\": \"value\" } ]" });
         stop_daemon_ok(&fx.d);
 
         fx_config(&fx, &(FxConf){ .mqtt = "\"max_payload_bytes\": 64," });

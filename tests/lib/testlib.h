@@ -177,7 +177,7 @@ struct mosquitto;
 typedef struct TlPub {
         struct mosquitto *mosq;
         bool connected;               /* CONNACK 0 came, and no disconnect since */
-        int published, acked;         /* acked: completed by the broker (PUBACK; QoS 0: written) */
+        int published, acked;         /* acked: completed (QoS 1: PUBACK, QoS 2: PUBCOMP, QoS 0: written) */
 } TlPub;
 
 /* Connects p (zeroed here) as client_id (NULL: one libmosquitto makes up) with clean_session to
@@ -203,7 +203,8 @@ void tl_pub_text(TlPub *p, const char *topic, const char *text);
 /* Publishes readings first..last and waits (30 s at most) for the broker's acknowledgements;
  * fails the test otherwise. */
 void tl_pub_readings(TlPub *p, int first, int last);
-/* Disconnects and frees the client (not p); a closed or never opened p (zeroed) is fine. */
+/* Disconnects and frees the client (not p); also after a failed tl_pub_open_as(), and a closed
+ * or never opened (zeroed) p is fine. */
 void tl_pub_close(TlPub *p);
 
 /* Counts every key (seq) of the readings it receives on sensor-collector/GATEWAY/# and how often,
