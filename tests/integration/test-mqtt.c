@@ -26,63 +26,33 @@
 
 #define TEST_CLIENT_ID "sc-test-gw"
 
-/* ---- helpers: config, store queries ---- */
-
-/* A daemon config with only the MQTT input. mqtt_extra is inserted into the "mqtt" object
- * (ending in a comma); topics is a JSON array. Caller frees. */
-static char *make_config_host(const char *dir, const char *host, int port, const char *mqtt_extra, const char *topics) {
-        char *s = NULL;
-
-        ck_assert_int_ge(asprintf(&s,
-                                  "{\n"
-                                  "  \"mqtt\": { \"host\": \"%s\", \"port\": %d, \"client_id\": \"" TEST_CLIENT_ID "\",\n"
-                                  "            \"keepalive\": 5, %s \"topics\": %s },\n"
-                                  "  \"store\": { \"path\": \"%s/readings.db\", \"commit_interval_ms\": 10 },\n"
-                                  "  \"log\": { \"level\": \"debug\" },\n"
-                                  "  \"supervisor\": { \"stop_timeout\": 5, \"status_interval\": 0.1 }\n"
-                                  "}\n",
-                                  host, port, mqtt_extra ? mqtt_extra : "", topics, dir),
-                         0);
-        return s;
-}
-
-static char *make_config(const char *dir, int port, const char *mqtt_extra, const char *topics) {
-        return make_config_host(dir, "127.0.0.1", port, mqtt_extra, topics);
-}
+/* ---- the fixture: a test's broker, daemon, publisher and directory ---- */
 
 static const char default_topics[] =
         "[ { \"filter\": \"gh/+sensor/state\", \"qos\": 1, \"format\": \"json\" },"
         "  { \"filter\": \"gh/+sensor/+metric\", \"qos\": 1, \"format\": \"value\" } ]";
 
-typedef struct SqlWait {
-        char db[300];
-        const char *sql;
-        int64_t expected;
-        int64_t last;
-} SqlWait;
+/* What a test's configuration says beyond the part every test shares (only the MQTT input, as
+ * TEST_CLIENT_ID with a keepalive of 5 s; a store committing every 10 ms; debug logs; a status
+ * line every 0.1 s; a stop timeout of 5 s). Every field may be left zero. */
+typedef struct FxConf {
+        const char *broker;           /* fx_start(): lines added to mosquitto.conf */
+        const char *host;             /* the broker's host; NULL: 127.0.0.1 */
+        int port;                     /* its port; 0: the fixture's broker */
+        const char *mqtt;             /* members added to "mqtt", each followed by a comma */
+        const char *topics;           /* a JSON array; NULL: default_topics */
+        const char *store;            /* members added to "store", each preceded by a comma */
+        const char *dir;              /* where the store lives; NULL: the fixture's directory */
+} FxConf;
 
-static bool sql_reaches(void *userdata) {
-        SqlWait *w = userdata;
-
-        w->last = tl_sql_int(w->db, w->sql);
-        return w->last >= w->expected;
-}
-
-/* Waits until the query's integer is at least expected; returns the last value. */
-static int64_t wait_sql(const char *dir, const char *sql, int64_t expected, int timeout_ms) {
-        SqlWait w = { .sql = sql, .expected = expected };
-
-        snprintf(w.db, sizeof(w.db), "%s/readings.db", dir);
-        (void) tl_wait_until(sql_reaches, &w, timeout_ms);
-        return w.last;
-}
-
-static int64_t sql(const char *dir, const char *query) {
-        char db[300];
-
-        snprintf(db, sizeof(db), "%s/readings.db", dir);
-        return tl_sql_int(db, query);
-}
+/* One test's broker, daemon and publisher, in a directory of its own. */
+typedef struct Fx {
+        const char *dir;              /* the test's: the broker's persistence, the store, test files */
+        TlBroker b;                   /* the test starts it (fx_start() does), fx_stop() stops it */
+        TlDaemon d;
+        TlPub p;                      /* fx_pub() opens it, fx_stop() closes it if still open */
+        char config[2048];            /* the daemon's configuration, made by fx_config() */
+} Fx;
 
 static void assert_log_contains(TlDaemon *d, const char *needle) {
         char *log = tl_daemon_log(d);
@@ -124,83 +94,7 @@ static void dump_log(TlDaemon *d) {
 static void start_daemon_in_namespace(TlDaemon *d, const char *config, const char *hosts, const char *resolv,
                                       const char *mode, char *const env[]);
 
-/* ---- a small libmosquitto publisher (blocking; fine in a test) ---- */
-
-typedef struct Pub {
-        struct mosquitto *mosq;
-        bool connected;
-        int acked;
-} Pub;
-
-static void pub_on_connect(struct mosquitto *mosq, void *userdata, int rc) {
-        Pub *p = userdata;
-        (void) mosq;
-        p->connected = rc == 0;
-}
-
-static void pub_on_disconnect(struct mosquitto *mosq, void *userdata, int rc) {
-        Pub *p = userdata;
-        (void) mosq;
-        (void) rc;
-        p->connected = false;
-}
-
-static void pub_on_publish(struct mosquitto *mosq, void *userdata, int mid) {
-        Pub *p = userdata;
-        (void) mosq;
-        (void) mid;
-        p->acked++;
-}
-
-static void pub_open(Pub *p, int port, const char *id, bool clean) {
-        int64_t deadline = tl_now_ms() + 5000;
-
-        mosquitto_lib_init();
-        memset(p, 0, sizeof(*p));
-        p->mosq = mosquitto_new(id, clean, p);
-        ck_assert(p->mosq);
-        mosquitto_connect_callback_set(p->mosq, pub_on_connect);
-        mosquitto_disconnect_callback_set(p->mosq, pub_on_disconnect);
-        mosquitto_publish_callback_set(p->mosq, pub_on_publish);
-        ck_assert_int_eq(mosquitto_connect(p->mosq, "127.0.0.1", port, 30), MOSQ_ERR_SUCCESS);
-        while (!p->connected && tl_now_ms() < deadline)
-                (void) mosquitto_loop(p->mosq, 20, 1);
-        ck_assert_msg(p->connected, "publisher did not connect");
-}
-
-/* Publishes and, for QoS > 0, waits for the broker's acknowledgement. */
-static void pub_send(Pub *p, const char *topic, const void *payload, size_t size, int qos, bool retain) {
-        int want = p->acked + 1;
-        int64_t deadline = tl_now_ms() + 5000;
-
-        ck_assert_int_eq(mosquitto_publish(p->mosq, NULL, topic, (int) size, payload, qos, retain), MOSQ_ERR_SUCCESS);
-        while (p->acked < want && tl_now_ms() < deadline)
-                (void) mosquitto_loop(p->mosq, 20, 1);
-        ck_assert_msg(p->acked >= want, "publish to '%s' not acknowledged", topic);
-}
-
-static void pub_text(Pub *p, const char *topic, const char *text) {
-        pub_send(p, topic, text, strlen(text), 1, false);
-}
-
-static void pub_close(Pub *p) {
-        if (!p->mosq)
-                return;
-        (void) mosquitto_disconnect(p->mosq);
-        for (int i = 0; i < 5; i++)
-                (void) mosquitto_loop(p->mosq, 10, 1);
-        mosquitto_destroy(p->mosq);
-        p->mosq = NULL;
-}
-
-/* ---- starting things ---- */
-
-/* Each start gets a directory of its own (config, notify socket, log); the store lives in the
- * directory the config names, so restarts share it. */
-static void start_daemon(TlDaemon *d, const char *config, char *const env[]) {
-        tl_daemon_start(d, tl_tmpdir(), config, NULL, env);
-}
-
+/* The daemon's log goes to stderr: too long for a Check message. */
 static void expect_ready(TlDaemon *d) {
         if (!tl_notify_wait(&d->notify, "READY=1", 8000)) {
                 dump_log(d);
@@ -218,60 +112,154 @@ static void stop_daemon_ok(TlDaemon *d) {
         ck_assert_int_eq(r, 0);
 }
 
+/* A fixture with a directory of its own and nothing started. */
+static void fx_init(Fx *fx) {
+        memset(fx, 0, sizeof(*fx));
+        fx->dir = tl_tmpdir();
+}
+
+/* Makes fx->config from c (NULL: nothing beyond the shared part); the next daemon start uses it. */
+static void fx_config(Fx *fx, const FxConf *c) {
+        static const FxConf none;
+        int n;
+
+        c = c ?: &none;
+        n = snprintf(fx->config, sizeof(fx->config),
+                     "{\n"
+                     "  \"mqtt\": { \"host\": \"%s\", \"port\": %d, \"client_id\": \"" TEST_CLIENT_ID "\",\n"
+                     "            \"keepalive\": 5, %s \"topics\": %s },\n"
+                     "  \"store\": { \"path\": \"%s/readings.db\", \"commit_interval_ms\": 10%s },\n"
+                     "  \"log\": { \"level\": \"debug\" },\n"
+                     "  \"supervisor\": { \"stop_timeout\": 5, \"status_interval\": 0.1 }\n"
+                     "}\n",
+                     c->host ?: "127.0.0.1", c->port ?: fx->b.port, c->mqtt ?: "", c->topics ?: default_topics,
+                     c->dir ?: fx->dir, c->store ?: "");
+        ck_assert_msg(n > 0 && (size_t) n < sizeof(fx->config), "configuration too long");
+}
+
+/* Starts the daemon with fx->config and env (extra, may be NULL). Each start gets a directory
+ * of its own (config, notify socket, log); the store lives where the configuration says, so
+ * restarts share it. */
+static void fx_daemon(Fx *fx, char *const env[]) {
+        tl_daemon_start(&fx->d, tl_tmpdir(), fx->config, NULL, env);
+}
+
+/* fx_daemon(), then waits for READY=1. */
+static void fx_daemon_ready(Fx *fx, char *const env[]) {
+        fx_daemon(fx, env);
+        expect_ready(&fx->d);
+}
+
+/* A fresh fixture: its broker started (c->broker added to its configuration), fx->config made
+ * from c (may be NULL), the daemon started and ready. */
+static void fx_start(Fx *fx, const FxConf *c) {
+        fx_init(fx);
+        tl_broker_start(&fx->b, fx->dir, c ? c->broker : NULL);
+        fx_config(fx, c);
+        fx_daemon_ready(fx, NULL);
+}
+
+/* Connects the publisher as client_id, with a clean session, to the fixture's broker. */
+static void fx_pub(Fx *fx, const char *client_id) {
+        ck_assert_msg(tl_pub_open_as(&fx->p, fx->b.port, client_id, true), "publisher did not connect");
+}
+
+/* Closes the publisher if open, stops the daemon if the test has not waited for its exit (it
+ * must exit 0), and stops the broker if it runs. */
+static void fx_stop(Fx *fx) {
+        tl_pub_close(&fx->p);
+        if (fx->d.pid > 0)
+                stop_daemon_ok(&fx->d);
+        tl_broker_stop(&fx->b);
+}
+
+typedef struct SqlWait {
+        char db[300];
+        const char *sql;
+        int64_t expected;
+        int64_t last;
+} SqlWait;
+
+static bool sql_reaches(void *userdata) {
+        SqlWait *w = userdata;
+
+        w->last = tl_sql_int(w->db, w->sql);
+        return w->last >= w->expected;
+}
+
+/* Waits until the query's integer on the fixture's store is at least expected; returns the last
+ * value. */
+static int64_t wait_sql(Fx *fx, const char *sql, int64_t expected, int timeout_ms) {
+        SqlWait w = { .sql = sql, .expected = expected };
+
+        snprintf(w.db, sizeof(w.db), "%s/readings.db", fx->dir);
+        (void) tl_wait_until(sql_reaches, &w, timeout_ms);
+        return w.last;
+}
+
+static int64_t sql(Fx *fx, const char *query) {
+        char db[300];
+
+        snprintf(db, sizeof(db), "%s/readings.db", fx->dir);
+        return tl_sql_int(db, query);
+}
+
+/* Publishes text on topic as client_id and waits until the store has the one reading of sensor
+ * it makes: the daemon is connected, subscribed and storing. */
+static void fx_pass_one(Fx *fx, const char *client_id, const char *topic, const char *text, const char *sensor) {
+        char query[200];
+
+        fx_pub(fx, client_id);
+        tl_pub_text(&fx->p, topic, text);
+        tl_pub_close(&fx->p);
+        snprintf(query, sizeof(query), "SELECT count(*) FROM readings_view WHERE sensor='%s'", sensor);
+        ck_assert_int_eq(wait_sql(fx, query, 1, 5000), 1);
+}
+
 /* ---- basic ingest ---- */
 
 static const char *const protocols[] = { "\"protocol\": \"3.1.1\",", "\"protocol\": \"5\", \"session_expiry\": 3600," };
 
 START_TEST(test_ingest) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *config = NULL;
+        Fx fx;
 
-        tl_broker_start(&b, dir, NULL);
-        config = make_config(dir, b.port, protocols[_i], default_topics);
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
+        fx_start(&fx, &(FxConf){ .mqtt = protocols[_i] });
+        fx_pub(&fx, "pub-ingest");
+        tl_pub_text(&fx.p, "gh/t1/state", "{\"temperature\": 21.5, \"humidity\": 40, \"ts\": 1732200000123}");
+        tl_pub_text(&fx.p, "gh/t2/temperature", "22.25");
+        tl_pub_text(&fx.p, "gh/t2/co2", " 415 \n");
+        tl_pub_text(&fx.p, "gh/t3/state", "{\"sensor\": \"t3\", \"light\": 1200}");
 
-        pub_open(&p, b.port, "pub-ingest", true);
-        pub_text(&p, "gh/t1/state", "{\"temperature\": 21.5, \"humidity\": 40, \"ts\": 1732200000123}");
-        pub_text(&p, "gh/t2/temperature", "22.25");
-        pub_text(&p, "gh/t2/co2", " 415 \n");
-        pub_text(&p, "gh/t3/state", "{\"sensor\": \"t3\", \"light\": 1200}");
-
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view", 5, 5000), 5);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='t1' AND metric='temperature' AND "
+        ck_assert_int_eq(wait_sql(&fx, "SELECT count(*) FROM readings_view", 5, 5000), 5);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='t1' AND metric='temperature' AND "
                                   "value=21.5 AND ts=1732200000123 AND sensor_ts AND origin='gh/t1/state' AND source='mqtt'"),
                          1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='t1' AND metric='humidity' AND value=40"), 1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='t2' AND metric='temperature' AND "
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='t1' AND metric='humidity' AND value=40"), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='t2' AND metric='temperature' AND "
                                   "value=22.25 AND NOT sensor_ts AND ts=received AND origin='gh/t2/temperature'"),
                          1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='t2' AND metric='co2' AND value=415"), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='t2' AND metric='co2' AND value=415"), 1);
         /* A payload naming the topic's own sensor is fine (another one: see test_sensor_mismatch). */
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='t3' AND metric='light'"), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='t3' AND metric='light'"), 1);
         /* Receipt time is wall clock, in ms. */
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE abs(received - CAST(strftime('%s','now') AS INTEGER) * 1000) < 60000"), 5);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view"), 0);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE abs(received - CAST(strftime('%s','now') AS INTEGER) * 1000) < 60000"), 5);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM rejects_view"), 0);
 
         /* STATUS= names the broker and counts. With MQTT 5 the json messages on gh/+/state
          * also came as copies for the gh/+/+ subscription: skipped, and counted. */
-        ck_assert_msg(tl_notify_wait(&d.notify, "4 messages, 0 rejects", 3000), "status: %s", d.notify.log);
-        ck_assert_msg(strstr(d.notify.log, "connected to 127.0.0.1:"), "status: %s", d.notify.log);
+        ck_assert_msg(tl_notify_wait(&fx.d.notify, "4 messages, 0 rejects", 3000), "status: %s", fx.d.notify.log);
+        ck_assert_msg(strstr(fx.d.notify.log, "connected to 127.0.0.1:"), "status: %s", fx.d.notify.log);
         if (_i == 1)
-                ck_assert_msg(tl_notify_wait(&d.notify, "0 reconnects, 2 duplicates skipped", 3000), "status: %s",
-                              d.notify.log);
+                ck_assert_msg(tl_notify_wait(&fx.d.notify, "0 reconnects, 2 duplicates skipped", 3000), "status: %s",
+                              fx.d.notify.log);
 
         /* The connection and libmosquitto's socket pair do not leak into programs we might run. */
-        ck_assert_uint_ge(tl_assert_sockets_cloexec(d.pid), 3);
+        ck_assert_uint_ge(tl_assert_sockets_cloexec(fx.d.pid), 3);
 
-        pub_close(&p);
-        stop_daemon_ok(&d);
-        assert_log_contains(&d, _i == 1 ? "Stopped (4 messages, 0 rejects, 0 reconnects, 2 duplicates skipped)."
-                                        : "Stopped (4 messages, 0 rejects, 0 reconnects).");
-        ck_assert(tl_notify_wait(&d.notify, "STOPPING=1", 0));
-        tl_broker_stop(&b);
+        fx_stop(&fx);
+        assert_log_contains(&fx.d, _i == 1 ? "Stopped (4 messages, 0 rejects, 0 reconnects, 2 duplicates skipped)."
+                                           : "Stopped (4 messages, 0 rejects, 0 reconnects).");
+        ck_assert(tl_notify_wait(&fx.d.notify, "STOPPING=1", 0));
 }
 END_TEST
 
@@ -340,37 +328,37 @@ static void fake_write(int fd, const void *data, size_t size) {
 /* Connects the daemon to a scripted broker: answers CONNACK with connack_rc and SUBACK with
  * suback_code, and checks READY=1 is sent only after both. */
 START_TEST(test_ready_after_suback) {
-        const char *dir = tl_tmpdir();
-        TlDaemon d;
-        _cleanup_free_ char *config = NULL;
+        Fx fx;
         uint8_t buf[1024];
         size_t len;
         int port, lfd, cfd;
 
+        fx_init(&fx);
         lfd = fake_listen(&port);
-        config = make_config(dir, port, NULL, "[ { \"filter\": \"gh/+sensor/+metric\", \"qos\": 1, \"format\": \"value\" } ]");
-        start_daemon(&d, config, NULL);
+        fx_config(&fx, &(FxConf){ .port = port,
+                                  .topics = "[ { \"filter\": \"gh/+sensor/+metric\", \"qos\": 1, \"format\": \"value\" } ]" });
+        fx_daemon(&fx, NULL);
 
         cfd = fake_accept(lfd, 5000);
         ck_assert_int_eq(fake_read_packet(cfd, buf, sizeof(buf), &len), 1); /* CONNECT */
         /* Connected at the TCP level, no CONNACK yet: not ready. */
-        ck_assert(!tl_notify_wait(&d.notify, "READY=1", 300));
+        ck_assert(!tl_notify_wait(&fx.d.notify, "READY=1", 300));
         fake_write(cfd, (uint8_t[]){ 0x20, 0x02, 0x00, 0x00 }, 4);
 
         ck_assert_int_eq(fake_read_packet(cfd, buf, sizeof(buf), &len), 8); /* SUBSCRIBE */
         ck_assert_uint_ge(len, 2);
         /* Accepted, subscription not granted yet: still not ready. */
-        ck_assert(!tl_notify_wait(&d.notify, "READY=1", 300));
+        ck_assert(!tl_notify_wait(&fx.d.notify, "READY=1", 300));
         if (_i == 0) {
                 fake_write(cfd, (uint8_t[]){ 0x90, 0x03, buf[0], buf[1], 0x01 }, 5);
-                expect_ready(&d);
-                stop_daemon_ok(&d);
+                expect_ready(&fx.d);
+                stop_daemon_ok(&fx.d);
         } else {
                 /* The broker refuses the subscription: exit 11, cause logged, never ready. */
                 fake_write(cfd, (uint8_t[]){ 0x90, 0x03, buf[0], buf[1], 0x80 }, 5);
-                ck_assert_int_eq(tl_daemon_wait(&d, 5000), 11);
-                ck_assert(!strstr(d.notify.log, "READY=1"));
-                assert_log_contains(&d, "refused the subscription to 'gh/+sensor/+metric'");
+                ck_assert_int_eq(tl_daemon_wait(&fx.d, 5000), 11);
+                ck_assert(!strstr(fx.d.notify.log, "READY=1"));
+                assert_log_contains(&fx.d, "refused the subscription to 'gh/+sensor/+metric'");
         }
         close(cfd);
         close(lfd);
@@ -379,16 +367,15 @@ END_TEST
 
 /* CONNACK "server unavailable" (3) is retried; "not authorised" (5) ends the task at once. */
 START_TEST(test_connack_refused) {
-        const char *dir = tl_tmpdir();
-        TlDaemon d;
-        _cleanup_free_ char *config = NULL;
+        Fx fx;
         uint8_t buf[1024];
         size_t len;
         int port, lfd, cfd;
 
+        fx_init(&fx);
         lfd = fake_listen(&port);
-        config = make_config(dir, port, NULL, default_topics);
-        start_daemon(&d, config, NULL);
+        fx_config(&fx, &(FxConf){ .port = port });
+        fx_daemon(&fx, NULL);
 
         cfd = fake_accept(lfd, 5000);
         ck_assert_int_eq(fake_read_packet(cfd, buf, sizeof(buf), &len), 1);
@@ -397,14 +384,14 @@ START_TEST(test_connack_refused) {
 
         /* Retried after a backoff, reported degraded meanwhile. */
         cfd = fake_accept(lfd, 5000);
-        ck_assert(tl_notify_wait(&d.notify, "reconnecting to 127.0.0.1", 1000));
+        ck_assert(tl_notify_wait(&fx.d.notify, "reconnecting to 127.0.0.1", 1000));
         ck_assert_int_eq(fake_read_packet(cfd, buf, sizeof(buf), &len), 1);
         fake_write(cfd, (uint8_t[]){ 0x20, 0x02, 0x00, 0x05 }, 4);
 
-        ck_assert_int_eq(tl_daemon_wait(&d, 5000), 11);
-        assert_log_contains(&d, "Failed to connect to broker 127.0.0.1:");
-        assert_log_contains(&d, "refused the connection (CONNACK 3): Connection Refused: broker unavailable");
-        assert_log_contains(&d, "refused the connection (CONNACK 5): Connection Refused: not authorised");
+        ck_assert_int_eq(tl_daemon_wait(&fx.d, 5000), 11);
+        assert_log_contains(&fx.d, "Failed to connect to broker 127.0.0.1:");
+        assert_log_contains(&fx.d, "refused the connection (CONNACK 3): Connection Refused: broker unavailable");
+        assert_log_contains(&fx.d, "refused the connection (CONNACK 5): Connection Refused: not authorised");
         close(cfd);
         close(lfd);
 }
@@ -413,79 +400,61 @@ END_TEST
 /* ---- persistent session: what is published while the daemon is stopped arrives later ---- */
 
 START_TEST(test_persistent_session) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *config = NULL;
+        Fx fx;
         char topic[64], payload[64];
 
-        tl_broker_start(&b, dir, NULL);
-        config = make_config(dir, b.port, protocols[_i], default_topics);
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
-        stop_daemon_ok(&d);
+        fx_start(&fx, &(FxConf){ .mqtt = protocols[_i] });
+        stop_daemon_ok(&fx.d);
 
-        pub_open(&p, b.port, "pub-session", true);
+        fx_pub(&fx, "pub-session");
         for (int i = 1; i <= 20; i++) {
                 snprintf(topic, sizeof(topic), "gh/s%d/temperature", i % 3);
                 snprintf(payload, sizeof(payload), "%d", i);
-                pub_text(&p, topic, payload);
+                tl_pub_text(&fx.p, topic, payload);
         }
-        pub_close(&p);
+        tl_pub_close(&fx.p);
 
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view", 20, 5000), 20);
-        ck_assert_int_eq(sql(dir, "SELECT count(DISTINCT value) FROM readings_view WHERE metric='temperature'"), 20);
-        stop_daemon_ok(&d);
-        tl_broker_stop(&b);
+        fx_daemon_ready(&fx, NULL);
+        ck_assert_int_eq(wait_sql(&fx, "SELECT count(*) FROM readings_view", 20, 5000), 20);
+        ck_assert_int_eq(sql(&fx, "SELECT count(DISTINCT value) FROM readings_view WHERE metric='temperature'"), 20);
+        fx_stop(&fx);
 }
 END_TEST
 
 /* ---- filters an earlier configuration left in the persistent session are unsubscribed ---- */
 
 START_TEST(test_stale_subscriptions) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *old_config = NULL, *config = NULL;
+        Fx fx;
 
-        tl_broker_start(&b, dir, NULL);
-        old_config = make_config(dir, b.port, protocols[_i],
-                                 "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" },"
-                                 "  { \"filter\": \"old/+sensor/+metric\", \"format\": \"value\" } ]");
-        start_daemon(&d, old_config, NULL);
-        expect_ready(&d);
-        stop_daemon_ok(&d);
-        assert_log_lacks(&d, "Unsubscribing");
+        fx_start(&fx, &(FxConf){ .mqtt = protocols[_i],
+                                 .topics = "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" },"
+                                           "  { \"filter\": \"old/+sensor/+metric\", \"format\": \"value\" } ]" });
+        stop_daemon_ok(&fx.d);
+        assert_log_lacks(&fx.d, "Unsubscribing");
 
         /* Now one narrower filter. MQTT 5: it has identifier 1, as gh/+/+ had. */
-        config = make_config(dir, b.port, protocols[_i],
-                             "[ { \"filter\": \"gh/+sensor/temperature\", \"metric\": \"temperature\", \"format\": \"value\" } ]");
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
-        assert_log_contains(&d, "Unsubscribing from 2 filters an earlier configuration left in the session: 'gh/+/+', 'old/+/+'.");
+        fx_config(&fx, &(FxConf){ .mqtt = protocols[_i],
+                                  .topics = "[ { \"filter\": \"gh/+sensor/temperature\", \"metric\": \"temperature\", "
+                                            "\"format\": \"value\" } ]" });
+        fx_daemon_ready(&fx, NULL);
+        assert_log_contains(&fx.d, "Unsubscribing from 2 filters an earlier configuration left in the session: 'gh/+/+', 'old/+/+'.");
 
-        pub_open(&p, b.port, "pub-stale", true);
-        pub_text(&p, "old/x1/temperature", "5");   /* only the old filters match */
-        pub_text(&p, "gh/x2/humidity", "6");
-        pub_text(&p, "gh/x3/temperature", "7");    /* both the old and the new one match */
-        pub_text(&p, "gh/x4/temperature", "8");    /* the last: once stored, the others are handled */
-        pub_close(&p);
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='x4'", 1, 5000), 1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='x3'"), 1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view"), 2);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view"), 0);
-        stop_daemon_ok(&d);
+        fx_pub(&fx, "pub-stale");
+        tl_pub_text(&fx.p, "old/x1/temperature", "5");   /* only the old filters match */
+        tl_pub_text(&fx.p, "gh/x2/humidity", "6");
+        tl_pub_text(&fx.p, "gh/x3/temperature", "7");    /* both the old and the new one match */
+        tl_pub_text(&fx.p, "gh/x4/temperature", "8");    /* the last: once stored, the others are handled */
+        tl_pub_close(&fx.p);
+        ck_assert_int_eq(wait_sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='x4'", 1, 5000), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='x3'"), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view"), 2);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM rejects_view"), 0);
+        stop_daemon_ok(&fx.d);
 
         /* The store remembers what is subscribed now: nothing more to unsubscribe. */
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
-        stop_daemon_ok(&d);
-        assert_log_lacks(&d, "Unsubscribing");
-        tl_broker_stop(&b);
+        fx_daemon_ready(&fx, NULL);
+        fx_stop(&fx);
+        assert_log_lacks(&fx.d, "Unsubscribing");
 }
 END_TEST
 
@@ -517,36 +486,30 @@ static const char *dynsec_plugin(void) {
 }
 
 START_TEST(test_refused_filter_forgotten) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *old_config = NULL, *config = NULL, *extra = NULL;
+        Fx fx;
+        _cleanup_free_ char *extra = NULL;
 
-        tl_write_file(dir, "dynsec.json", dynsec_json);
-        ck_assert_int_ge(asprintf(&extra, "plugin %s\nplugin_opt_config_file %s/dynsec.json\n", dynsec_plugin(), dir), 0);
-        tl_broker_start(&b, dir, extra);
+        fx_init(&fx);
+        tl_write_file(fx.dir, "dynsec.json", dynsec_json);
+        ck_assert_int_ge(asprintf(&extra, "plugin %s\nplugin_opt_config_file %s/dynsec.json\n", dynsec_plugin(), fx.dir), 0);
+        tl_broker_start(&fx.b, fx.dir, extra);
 
         /* The broker refuses one of the filters: exit 11, as before. */
-        old_config = make_config(dir, b.port, protocols[_i],
-                                 "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" },"
-                                 "  { \"filter\": \"denied/+sensor/+metric\", \"format\": \"value\" } ]");
-        start_daemon(&d, old_config, NULL);
-        ck_assert_int_eq(tl_daemon_wait(&d, 8000), 11);
-        assert_log_contains(&d, "refused the subscription to 'denied/+sensor/+metric'");
+        fx_config(&fx, &(FxConf){ .mqtt = protocols[_i],
+                                  .topics = "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" },"
+                                            "  { \"filter\": \"denied/+sensor/+metric\", \"format\": \"value\" } ]" });
+        fx_daemon(&fx, NULL);
+        ck_assert_int_eq(tl_daemon_wait(&fx.d, 8000), 11);
+        assert_log_contains(&fx.d, "refused the subscription to 'denied/+sensor/+metric'");
 
         /* Without it the daemon starts and has nothing to unsubscribe: the refused filter was
          * never in the session, and the store does not remember it. */
-        config = make_config(dir, b.port, protocols[_i], "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" } ]");
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
-        assert_log_lacks(&d, "Unsubscribing");
-        pub_open(&p, b.port, "pub-refused", true);
-        pub_text(&p, "gh/r1/temperature", "5");
-        pub_close(&p);
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='r1'", 1, 5000), 1);
-        stop_daemon_ok(&d);
-        tl_broker_stop(&b);
+        fx_config(&fx, &(FxConf){ .mqtt = protocols[_i],
+                                  .topics = "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" } ]" });
+        fx_daemon_ready(&fx, NULL);
+        assert_log_lacks(&fx.d, "Unsubscribing");
+        fx_pass_one(&fx, "pub-refused", "gh/r1/temperature", "5", "r1");
+        fx_stop(&fx);
 }
 END_TEST
 
@@ -556,25 +519,21 @@ END_TEST
  * scripted broker reports the session present and closes the connection whenever an
  * UNSUBSCRIBE comes. After two such losses the filter is forgotten and the task runs. */
 START_TEST(test_unsubscribe_dropped) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        _cleanup_free_ char *old_config = NULL, *config = NULL;
+        Fx fx;
         uint8_t buf[1024];
         size_t len;
         int lfd, cfd, port, type, unsubscribes = 0;
 
+        fx_init(&fx);
         lfd = fake_listen(&port);
         close(lfd); /* the port, for mosquitto first */
-        b.port = port;
-        tl_broker_start(&b, dir, NULL);
-        old_config = make_config(dir, port, NULL,
-                                 "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" },"
-                                 "  { \"filter\": \"old/+sensor/+metric\", \"format\": \"value\" } ]");
-        start_daemon(&d, old_config, NULL);
-        expect_ready(&d);
-        stop_daemon_ok(&d);
-        tl_broker_stop(&b);
+        fx.b.port = port;
+        tl_broker_start(&fx.b, fx.dir, NULL);
+        fx_config(&fx, &(FxConf){ .topics = "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" },"
+                                            "  { \"filter\": \"old/+sensor/+metric\", \"format\": \"value\" } ]" });
+        fx_daemon_ready(&fx, NULL);
+        stop_daemon_ok(&fx.d);
+        tl_broker_stop(&fx.b);
         tl_sleep_ms(200);
 
         {
@@ -589,8 +548,8 @@ START_TEST(test_unsubscribe_dropped) {
                         tl_sleep_ms(100);
                 ck_assert_int_eq(listen(lfd, 4), 0);
         }
-        config = make_config(dir, port, NULL, "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" } ]");
-        start_daemon(&d, config, NULL);
+        fx_config(&fx, &(FxConf){ .topics = "[ { \"filter\": \"gh/+sensor/+metric\", \"format\": \"value\" } ]" });
+        fx_daemon(&fx, NULL);
         for (int attempt = 0; attempt < 3; attempt++) {
                 bool unsubscribed = false;
 
@@ -616,22 +575,20 @@ START_TEST(test_unsubscribe_dropped) {
                 ck_assert_int_eq(attempt, 2);
                 ck_assert_int_eq(type, 8);
                 fake_write(cfd, (uint8_t[]){ 0x90, 0x03, buf[0], buf[1], 0x01 }, 5); /* SUBACK */
-                expect_ready(&d);
-                stop_daemon_ok(&d);
+                expect_ready(&fx.d);
+                stop_daemon_ok(&fx.d);
                 close(cfd);
         }
         ck_assert_int_eq(unsubscribes, 2);
-        assert_log_contains(&d, "closed the connection 2 times in a row before answering the UNSUBSCRIBE of 'old/+/+'; "
-                                "forgetting them");
+        assert_log_contains(&fx.d, "closed the connection 2 times in a row before answering the UNSUBSCRIBE of 'old/+/+'; "
+                                   "forgetting them");
         close(lfd);
 
         /* The store no longer names it: a real broker is not asked again. */
-        tl_broker_start(&b, dir, NULL);
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
-        stop_daemon_ok(&d);
-        assert_log_lacks(&d, "Unsubscribing");
-        tl_broker_stop(&b);
+        tl_broker_start(&fx.b, fx.dir, NULL);
+        fx_daemon_ready(&fx, NULL);
+        fx_stop(&fx);
+        assert_log_lacks(&fx.d, "Unsubscribing");
 }
 END_TEST
 
@@ -641,68 +598,61 @@ END_TEST
 #define SEQ_RESTARTS 3
 
 START_TEST(test_broker_restart) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *config = NULL;
+        Fx fx;
         char payload[128];
         int next = 1, restarts = 0;
         int64_t deadline;
 
-        tl_broker_start(&b, dir, NULL);
-        config = make_config(dir, b.port, "\"max_offline\": 60,", default_topics);
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
+        fx_start(&fx, &(FxConf){ .mqtt = "\"max_offline\": 60," });
 
         /* A persistent publisher session: libmosquitto re-sends what the broker has not
-         * acknowledged after each reconnect. */
-        pub_open(&p, b.port, "pub-seq", false);
+         * acknowledged after each reconnect. It publishes through libmosquitto itself, since a
+         * refused write is fine here (below). */
+        ck_assert_msg(tl_pub_open_as(&fx.p, fx.b.port, "pub-seq", false), "publisher did not connect");
         deadline = tl_now_ms() + 40000;
-        while ((next <= SEQ_COUNT || p.acked < SEQ_COUNT) && tl_now_ms() < deadline) {
+        while ((next <= SEQ_COUNT || fx.p.acked < SEQ_COUNT) && tl_now_ms() < deadline) {
                 /* Keep a handful in flight, so restarts hit unacknowledged messages. A QoS 1
                  * message that cannot be written now stays queued in libmosquitto and goes out
                  * after the reconnect; the acknowledgement count at the end proves it. */
-                while (p.connected && next <= SEQ_COUNT && next - 1 - p.acked < 10) {
+                while (fx.p.connected && next <= SEQ_COUNT && next - 1 - fx.p.acked < 10) {
                         int rc;
 
                         /* ts in ms, as the sensor's own timestamp must be. */
                         snprintf(payload, sizeof(payload), "{\"sensor\": \"seq\", \"ts\": %" PRId64 ", \"n\": %d}",
                                  INT64_C(1700000000000) + next, next);
-                        rc = mosquitto_publish(p.mosq, NULL, "gh/seq/state", (int) strlen(payload), payload, 1, false);
+                        rc = mosquitto_publish(fx.p.mosq, NULL, "gh/seq/state", (int) strlen(payload), payload, 1, false);
                         ck_assert_msg(rc == MOSQ_ERR_SUCCESS || rc == MOSQ_ERR_ERRNO || rc == MOSQ_ERR_NO_CONN ||
                                               rc == MOSQ_ERR_CONN_LOST,
                                       "publish: %s", mosquitto_strerror(rc));
                         next++;
                 }
                 if (restarts < SEQ_RESTARTS && next > (restarts + 1) * SEQ_COUNT / (SEQ_RESTARTS + 1)) {
-                        tl_broker_stop(&b);
+                        tl_broker_stop(&fx.b);
                         tl_sleep_ms(100 + 150 * restarts); /* the daemon sees a refused connection */
-                        tl_broker_start(&b, dir, NULL);
+                        tl_broker_start(&fx.b, fx.dir, NULL);
                         restarts++;
                 }
-                if (mosquitto_loop(p.mosq, 10, 1) != MOSQ_ERR_SUCCESS || !p.connected) {
+                if (mosquitto_loop(fx.p.mosq, 10, 1) != MOSQ_ERR_SUCCESS || !fx.p.connected) {
                         tl_sleep_ms(20);
-                        (void) mosquitto_reconnect(p.mosq);
+                        (void) mosquitto_reconnect(fx.p.mosq);
                 }
         }
         ck_assert_int_eq(restarts, SEQ_RESTARTS);
-        ck_assert_msg(p.acked >= SEQ_COUNT, "publisher: %d of %d acknowledged", p.acked, SEQ_COUNT);
-        pub_close(&p);
+        ck_assert_msg(fx.p.acked >= SEQ_COUNT, "publisher: %d of %d acknowledged", fx.p.acked, SEQ_COUNT);
+        tl_pub_close(&fx.p);
 
-        if (wait_sql(dir, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor='seq' AND metric='n'", SEQ_COUNT,
+        if (wait_sql(&fx, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor='seq' AND metric='n'", SEQ_COUNT,
                      20000) != SEQ_COUNT)
-                dump_log(&d);
-        ck_assert_int_eq(sql(dir, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor='seq' AND metric='n'"), SEQ_COUNT);
-        ck_assert_int_eq(sql(dir, "SELECT min(value) FROM readings_view WHERE sensor='seq' AND metric='n'"), 1);
-        ck_assert_int_eq(sql(dir, "SELECT max(value) FROM readings_view WHERE sensor='seq' AND metric='n'"), SEQ_COUNT);
+                dump_log(&fx.d);
+        ck_assert_int_eq(sql(&fx, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor='seq' AND metric='n'"), SEQ_COUNT);
+        ck_assert_int_eq(sql(&fx, "SELECT min(value) FROM readings_view WHERE sensor='seq' AND metric='n'"), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT max(value) FROM readings_view WHERE sensor='seq' AND metric='n'"), SEQ_COUNT);
         /* The sensor's timestamp makes redeliveries duplicates, not extra rows. */
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='seq' AND metric='n'"), SEQ_COUNT);
-        assert_log_contains(&d, "Reconnected to broker 127.0.0.1:");
-        ck_assert_msg(tl_notify_wait(&d.notify, "reconnecting to 127.0.0.1:", 0), "status: %s", d.notify.log);
-        ck_assert_uint_ge(tl_assert_sockets_cloexec(d.pid), 3);
-        stop_daemon_ok(&d);
-        tl_broker_stop(&b);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='seq' AND metric='n'"), SEQ_COUNT);
+        assert_log_contains(&fx.d, "Reconnected to broker 127.0.0.1:");
+        ck_assert_msg(tl_notify_wait(&fx.d.notify, "reconnecting to 127.0.0.1:", 0), "status: %s", fx.d.notify.log);
+        ck_assert_uint_ge(tl_assert_sockets_cloexec(fx.d.pid), 3);
+        fx_stop(&fx);
 }
 END_TEST
 
@@ -715,45 +665,34 @@ END_TEST
 #define Q2_BURST_MS 5
 #define Q2_CYCLES 3
 
-static void q2_on_publish(struct mosquitto *mosq, void *userdata, int mid) {
-        (void) mosq;
-        (void) mid;
-        (*(int *) userdata)++;
-}
-
 /* A child process that publishes Q2_COUNT numbered messages with QoS 2 in bursts, and exits 0
  * once the broker completed every one. */
 static pid_t q2_publisher(int port) {
         pid_t pid = fork();
-        struct mosquitto *mosq;
-        int acked = 0, next = 1;
+        TlPub p;
+        int next = 1;
         int64_t start, deadline;
         char payload[128];
 
         ck_assert_int_ge(pid, 0);
         if (pid > 0)
                 return pid;
-        mosquitto_lib_init();
-        mosq = mosquitto_new("pub-q2", true, &acked);
-        if (!mosq || mosquitto_connect(mosq, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS)
+        if (!tl_pub_open_as(&p, port, "pub-q2", true))
                 _exit(2);
-        mosquitto_publish_callback_set(mosq, q2_on_publish);
         start = tl_now_ms();
         deadline = start + 60000;
-        while (acked < Q2_COUNT) {
+        while (p.acked < Q2_COUNT) {
                 while (next <= Q2_COUNT && next <= ((tl_now_ms() - start) / Q2_BURST_MS + 1) * Q2_BURST) {
                         snprintf(payload, sizeof(payload), "{\"sensor\": \"q2\", \"ts\": %" PRId64 ", \"n\": %d}",
                                  INT64_C(1700000000000) + next, next);
-                        if (mosquitto_publish(mosq, NULL, "gh/q2/state", (int) strlen(payload), payload, 2, false) !=
-                            MOSQ_ERR_SUCCESS)
+                        if (!tl_pub_publish(&p, "gh/q2/state", payload, strlen(payload), 2, false))
                                 _exit(3);
                         next++;
                 }
-                if (mosquitto_loop(mosq, 1, 1) != MOSQ_ERR_SUCCESS || tl_now_ms() > deadline)
+                if (mosquitto_loop(p.mosq, 1, 1) != MOSQ_ERR_SUCCESS || tl_now_ms() > deadline)
                         _exit(4);
         }
-        (void) mosquitto_disconnect(mosq);
-        (void) mosquitto_loop(mosq, 10, 1);
+        tl_pub_close(&p);
         _exit(0);
 }
 
@@ -763,31 +702,24 @@ static pid_t q2_publisher(int port) {
  * memory. A process that disconnects in between loses those messages: the broker resends
  * just the PUBREL, which the next process answers without ever having seen the message. */
 START_TEST(test_qos2_orderly_stops) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        _cleanup_free_ char *config = NULL;
+        Fx fx;
         pid_t pub;
         int64_t n;
 
         /* Messages queued while the daemon restarts must not hit the broker's default cap. */
-        tl_broker_start(&b, dir, "max_queued_messages 100000\n");
-        config = make_config(dir, b.port, protocols[_i],
-                             "[ { \"filter\": \"gh/+sensor/state\", \"qos\": 2, \"format\": \"json\" } ]");
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
-        assert_log_contains(&d, "QoS 2 for 'gh/+sensor/state' is subscribed as QoS 1");
+        fx_start(&fx, &(FxConf){ .broker = "max_queued_messages 100000\n", .mqtt = protocols[_i],
+                                 .topics = "[ { \"filter\": \"gh/+sensor/state\", \"qos\": 2, \"format\": \"json\" } ]" });
+        assert_log_contains(&fx.d, "QoS 2 for 'gh/+sensor/state' is subscribed as QoS 1");
 
-        pub = q2_publisher(b.port);
+        pub = q2_publisher(fx.b.port);
         for (int i = 0; i < Q2_CYCLES; i++) {
                 tl_sleep_ms(600);
-                stop_daemon_ok(&d);
-                start_daemon(&d, config, NULL);
-                expect_ready(&d);
+                stop_daemon_ok(&fx.d);
+                fx_daemon_ready(&fx, NULL);
         }
         ck_assert_int_eq(tl_wait(pub, 30000), 0);
 
-        n = wait_sql(dir, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor='q2' AND metric='n'", Q2_COUNT,
+        n = wait_sql(&fx, "SELECT count(DISTINCT value) FROM readings_view WHERE sensor='q2' AND metric='n'", Q2_COUNT,
                      20000);
         if (n != Q2_COUNT) {
                 fprintf(stderr, "missing:");
@@ -795,7 +727,7 @@ START_TEST(test_qos2_orderly_stops) {
                         char q[160];
 
                         snprintf(q, sizeof(q), "SELECT count(*) FROM readings_view WHERE sensor='q2' AND metric='n' AND value=%d", k);
-                        if (sql(dir, q) == 0) {
+                        if (sql(&fx, q) == 0) {
                                 fprintf(stderr, " %d", k);
                                 shown++;
                         }
@@ -804,9 +736,8 @@ START_TEST(test_qos2_orderly_stops) {
         }
         ck_assert_int_eq(n, Q2_COUNT);
         /* The sensor's timestamp makes QoS 1 redeliveries duplicates, not extra rows. */
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='q2' AND metric='n'"), Q2_COUNT);
-        stop_daemon_ok(&d);
-        tl_broker_stop(&b);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='q2' AND metric='n'"), Q2_COUNT);
+        fx_stop(&fx);
 }
 END_TEST
 
@@ -839,135 +770,86 @@ static int64_t broker_outage(TlBroker *b, const char *dir) {
  * last one needed. With a 4 s budget that is seven outages, and such a daemon fails at the
  * fifth or sixth. */
 START_TEST(test_short_outages_in_a_row) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        _cleanup_free_ char *config = NULL, *extra = NULL;
+        Fx fx;
+        _cleanup_free_ char *extra = NULL;
         int64_t restart_ms, budget_ms, shortest_ms;
         unsigned outages;
 
-        tl_broker_start(&b, dir, NULL);
-        restart_ms = MAX(broker_outage(&b, dir), broker_outage(&b, dir));
+        fx_init(&fx);
+        tl_broker_start(&fx.b, fx.dir, NULL);
+        restart_ms = MAX(broker_outage(&fx.b, fx.dir), broker_outage(&fx.b, fx.dir));
         budget_ms = MIN(MAX((4 * restart_ms + 999) / 1000 * 1000, 4000), 15000);
         for (outages = 1, shortest_ms = 100; shortest_ms < budget_ms; outages++)
                 shortest_ms *= 2;
         ck_assert_int_ge(asprintf(&extra, "\"max_offline\": %" PRId64 ",", budget_ms / 1000), 0);
-        config = make_config(dir, b.port, extra, default_topics);
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
+        fx_config(&fx, &(FxConf){ .mqtt = extra });
+        fx_daemon_ready(&fx, NULL);
 
         for (unsigned i = 1; i <= outages; i++) {
                 /* The daemon reconnects within its budget or exits 11: either ends the wait
                  * long before this, which only bounds a daemon that does neither. */
                 int64_t start = tl_now_ms(), deadline = start + budget_ms + 10000, outage_ms;
 
-                outage_ms = broker_outage(&b, dir);
-                while (log_count(&d, "Reconnected to broker 127.0.0.1:") < i && tl_now_ms() < deadline &&
-                       tl_wait(d.pid, 0) == -ETIMEDOUT)
+                outage_ms = broker_outage(&fx.b, fx.dir);
+                while (log_count(&fx.d, "Reconnected to broker 127.0.0.1:") < i && tl_now_ms() < deadline &&
+                       tl_wait(fx.d.pid, 0) == -ETIMEDOUT)
                         tl_sleep_ms(20);
-                if (log_count(&d, "Reconnected to broker 127.0.0.1:") < i)
-                        dump_log(&d);
-                ck_assert_msg(log_count(&d, "Reconnected to broker 127.0.0.1:") >= i,
+                if (log_count(&fx.d, "Reconnected to broker 127.0.0.1:") < i)
+                        dump_log(&fx.d);
+                ck_assert_msg(log_count(&fx.d, "Reconnected to broker 127.0.0.1:") >= i,
                               "outage %u: no reconnect (broker back after %" PRId64 " ms; max_offline %" PRId64
                               " s, from restarts measured at %" PRId64 " ms)",
                               i, outage_ms, budget_ms / 1000, restart_ms);
         }
-        assert_log_lacks(&d, "Task mqtt failed");
-        stop_daemon_ok(&d);
-        tl_broker_stop(&b);
+        assert_log_lacks(&fx.d, "Task mqtt failed");
+        fx_stop(&fx);
 }
 END_TEST
 
 /* ---- TLS with a CA made for the test ---- */
 
-static void run_ok(char *const argv[]) {
-        char *out = NULL;
-        int r = tl_run(argv, NULL, &out, 20000);
-
-        if (r != 0)
-                fprintf(stderr, "%s failed (%d): %s\n", argv[0], r, out);
-        ck_assert_int_eq(r, 0);
-        free(out);
-}
-
-static void make_ca(const char *dir, const char *name) {
-        char key[300], crt[300], subj[64];
-
-        snprintf(key, sizeof(key), "%s/%s.key", dir, name);
-        snprintf(crt, sizeof(crt), "%s/%s.crt", dir, name);
-        snprintf(subj, sizeof(subj), "/CN=%s", name);
-        run_ok((char *[]){ "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                           "-keyout", key, "-out", crt, "-subj", subj, "-days", "2", NULL });
-}
-
-static void make_server_cert(const char *dir, const char *ca) {
-        char key[300], csr[300], crt[300], ca_crt[300], ca_key[300], ext[300];
-
-        snprintf(key, sizeof(key), "%s/server.key", dir);
-        snprintf(csr, sizeof(csr), "%s/server.csr", dir);
-        snprintf(crt, sizeof(crt), "%s/server.crt", dir);
-        snprintf(ca_crt, sizeof(ca_crt), "%s/%s.crt", dir, ca);
-        snprintf(ca_key, sizeof(ca_key), "%s/%s.key", dir, ca);
-        snprintf(ext, sizeof(ext), "%s", tl_write_file(dir, "server.ext", "subjectAltName=IP:127.0.0.1,DNS:broker.test\n"));
-        run_ok((char *[]){ "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-                           key, "-out", csr, "-subj", "/CN=127.0.0.1", NULL });
-        run_ok((char *[]){ "openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out",
-                           crt, "-days", "2", "-extfile", ext, NULL });
-}
-
 START_TEST(test_tls) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *config = NULL, *extra = NULL, *conf = NULL;
+        Fx fx;
+        _cleanup_free_ char *extra = NULL, *conf = NULL;
         int tls_port = tl_free_port();
 
-        make_ca(dir, "ca");
-        make_ca(dir, "other-ca");
-        make_server_cert(dir, "ca");
+        fx_init(&fx);
+        tl_tls_make_ca(fx.dir, "ca");
+        tl_tls_make_ca(fx.dir, "other-ca");
+        tl_tls_make_server_cert(fx.dir, "ca", "IP:127.0.0.1,DNS:broker.test");
         ck_assert_int_ge(asprintf(&conf, "listener %d 127.0.0.1\ncafile %s/ca.crt\ncertfile %s/server.crt\nkeyfile %s/server.key\n",
-                                  tls_port, dir, dir, dir),
+                                  tls_port, fx.dir, fx.dir, fx.dir),
                          0);
-        tl_broker_start(&b, dir, conf);
+        tl_broker_start(&fx.b, fx.dir, conf);
 
         if (_i == 0) {
-                ck_assert_int_ge(asprintf(&extra, "\"cafile\": \"%s/ca.crt\", \"tls_version\": \"tlsv1.2\",", dir), 0);
-                config = make_config(dir, tls_port, extra, default_topics);
-                start_daemon(&d, config, NULL);
-                expect_ready(&d);
-                pub_open(&p, b.port, "pub-tls", true);
-                pub_text(&p, "gh/tls1/temperature", "19.5");
-                pub_close(&p);
-                ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='tls1'", 1, 5000), 1);
-                stop_daemon_ok(&d);
+                ck_assert_int_ge(asprintf(&extra, "\"cafile\": \"%s/ca.crt\", \"tls_version\": \"tlsv1.2\",", fx.dir), 0);
+                fx_config(&fx, &(FxConf){ .port = tls_port, .mqtt = extra });
+                fx_daemon_ready(&fx, NULL);
+                fx_pass_one(&fx, "pub-tls", "gh/tls1/temperature", "19.5", "tls1");
         } else if (_i == 3) {
                 /* A host name (in /etc/hosts) with TLS: looked up on the loop first, then given to
                  * libmosquitto as a name, which the certificate must match (DNS:broker.test). */
-                ck_assert_int_ge(asprintf(&extra, "\"cafile\": \"%s/ca.crt\",", dir), 0);
-                config = make_config_host(dir, "broker.test", tls_port, extra, default_topics);
-                start_daemon_in_namespace(&d, config, "127.0.0.1 localhost\n127.0.0.1 broker.test\n",
+                ck_assert_int_ge(asprintf(&extra, "\"cafile\": \"%s/ca.crt\",", fx.dir), 0);
+                fx_config(&fx, &(FxConf){ .host = "broker.test", .port = tls_port, .mqtt = extra });
+                start_daemon_in_namespace(&fx.d, fx.config, "127.0.0.1 localhost\n127.0.0.1 broker.test\n",
                                           "nameserver 127.0.0.1\n", "host", NULL);
-                expect_ready(&d);
-                assert_log_contains(&d, "Resolved 'broker.test' to 127.0.0.1 (1 address).");
-                pub_open(&p, b.port, "pub-tls", true);
-                pub_text(&p, "gh/tls3/temperature", "19.5");
-                pub_close(&p);
-                ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='tls3'", 1, 5000), 1);
-                stop_daemon_ok(&d);
+                expect_ready(&fx.d);
+                assert_log_contains(&fx.d, "Resolved 'broker.test' to 127.0.0.1 (1 address).");
+                fx_pass_one(&fx, "pub-tls", "gh/tls3/temperature", "19.5", "tls3");
         } else {
                 /* 1: a CA that did not sign the broker's certificate; 2: the right CA, but the
                  * certificate names 127.0.0.1, not "localhost". Fatal at once, not retried. */
-                ck_assert_int_ge(asprintf(&extra, "\"cafile\": \"%s/%s.crt\",", dir, _i == 1 ? "other-ca" : "ca"), 0);
-                config = make_config_host(dir, _i == 1 ? "127.0.0.1" : "localhost", tls_port, extra, default_topics);
-                start_daemon(&d, config, NULL);
-                ck_assert_int_eq(tl_daemon_wait(&d, 5000), 11);
-                assert_log_contains(&d, _i == 1 ? "TLS certificate of broker 127.0.0.1:" : "TLS certificate of broker localhost:");
-                assert_log_contains(&d, "certificate verify failed");
-                assert_log_lacks(&d, "retrying in"); /* not retried */
-                ck_assert(!strstr(d.notify.log, "READY=1"));
+                ck_assert_int_ge(asprintf(&extra, "\"cafile\": \"%s/%s.crt\",", fx.dir, _i == 1 ? "other-ca" : "ca"), 0);
+                fx_config(&fx, &(FxConf){ .host = _i == 1 ? "127.0.0.1" : "localhost", .port = tls_port, .mqtt = extra });
+                fx_daemon(&fx, NULL);
+                ck_assert_int_eq(tl_daemon_wait(&fx.d, 5000), 11);
+                assert_log_contains(&fx.d, _i == 1 ? "TLS certificate of broker 127.0.0.1:" : "TLS certificate of broker localhost:");
+                assert_log_contains(&fx.d, "certificate verify failed");
+                assert_log_lacks(&fx.d, "retrying in"); /* not retried */
+                ck_assert(!strstr(fx.d.notify.log, "READY=1"));
         }
-        tl_broker_stop(&b);
+        fx_stop(&fx);
 }
 END_TEST
 
@@ -1003,23 +885,21 @@ static void start_auth_broker(TlBroker *b, const char *dir, int auth_port, const
 }
 
 START_TEST(test_password) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *config = NULL, *extra = NULL, *pwfile = NULL, *creds = NULL, *cred_env = NULL;
+        Fx fx;
+        _cleanup_free_ char *extra = NULL, *pwfile = NULL, *creds = NULL, *cred_env = NULL;
         int auth_port = tl_free_port();
         const char *password = _i == 1 ? "wrong\n" : "s3cret\n";
 
-        ck_assert_int_ge(asprintf(&pwfile, "%s/passwd", dir), 0);
-        run_ok((char *[]){ "mosquitto_passwd", "-c", "-b", pwfile, "collector", "s3cret", NULL });
-        ck_assert_int_ge(asprintf(&creds, "%s/creds", dir), 0);
+        fx_init(&fx);
+        ck_assert_int_ge(asprintf(&pwfile, "%s/passwd", fx.dir), 0);
+        tl_run_ok((char *[]){ "mosquitto_passwd", "-c", "-b", pwfile, "collector", "s3cret", NULL });
+        ck_assert_int_ge(asprintf(&creds, "%s/creds", fx.dir), 0);
         ck_assert_int_eq(mkdir(creds, 0700), 0);
-        start_auth_broker(&b, dir, auth_port, pwfile);
+        start_auth_broker(&fx.b, fx.dir, auth_port, pwfile);
 
         if (_i == 3) {
                 /* A password file that is not there: a clear failure at start, no retrying. */
-                ck_assert_int_ge(asprintf(&extra, "\"username\": \"collector\", \"password_file\": \"%s/missing\",", dir), 0);
+                ck_assert_int_ge(asprintf(&extra, "\"username\": \"collector\", \"password_file\": \"%s/missing\",", fx.dir), 0);
         } else if (_i == 2) {
                 /* systemd's LoadCredential=: $CREDENTIALS_DIRECTORY/<basename of password_file>
                  * wins over the configured path, which need not exist. */
@@ -1028,52 +908,41 @@ START_TEST(test_password) {
                 ck_assert_int_ge(asprintf(&cred_env, "CREDENTIALS_DIRECTORY=%s", creds), 0);
         } else {
                 ck_assert_int_ge(asprintf(&extra, "\"username\": \"collector\", \"password_file\": \"%s\",",
-                                          tl_write_file(dir, "mqtt-password", password)),
+                                          tl_write_file(fx.dir, "mqtt-password", password)),
                                  0);
         }
-        config = make_config(dir, auth_port, extra, default_topics);
-        start_daemon(&d, config, cred_env ? (char *[]){ cred_env, NULL } : NULL);
+        fx_config(&fx, &(FxConf){ .port = auth_port, .mqtt = extra });
+        fx_daemon(&fx, cred_env ? (char *[]){ cred_env, NULL } : NULL);
         if (_i == 3) {
-                ck_assert_int_eq(tl_daemon_wait(&d, 5000), 11);
-                assert_log_contains(&d, "Failed to read the MQTT password from '");
-                assert_log_contains(&d, "/missing': No such file or directory");
+                ck_assert_int_eq(tl_daemon_wait(&fx.d, 5000), 11);
+                assert_log_contains(&fx.d, "Failed to read the MQTT password from '");
+                assert_log_contains(&fx.d, "/missing': No such file or directory");
         } else if (_i == 1) {
-                ck_assert_int_eq(tl_daemon_wait(&d, 5000), 11);
-                assert_log_contains(&d, "refused the connection (CONNACK 5)");
-                assert_log_lacks(&d, "retrying in"); /* not retried */
-                ck_assert(!strstr(d.notify.log, "READY=1"));
+                ck_assert_int_eq(tl_daemon_wait(&fx.d, 5000), 11);
+                assert_log_contains(&fx.d, "refused the connection (CONNACK 5)");
+                assert_log_lacks(&fx.d, "retrying in"); /* not retried */
+                ck_assert(!strstr(fx.d.notify.log, "READY=1"));
         } else {
-                expect_ready(&d);
-                pub_open(&p, b.port, "pub-auth", true);
-                pub_text(&p, "gh/auth1/temperature", "20");
-                pub_close(&p);
-                ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='auth1'", 1, 5000), 1);
-                stop_daemon_ok(&d);
+                expect_ready(&fx.d);
+                fx_pass_one(&fx, "pub-auth", "gh/auth1/temperature", "20", "auth1");
         }
-        tl_broker_stop(&b);
+        fx_stop(&fx);
 }
 END_TEST
 
 /* ---- the broker goes away for good: exit 11 after max_offline, readings kept ---- */
 
 START_TEST(test_max_offline) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *config = NULL;
+        Fx fx;
         int64_t before_stop, t0;
         int r;
 
-        tl_broker_start(&b, dir, NULL);
-        config = make_config(dir, b.port, "\"max_offline\": 2,", default_topics);
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
-        pub_open(&p, b.port, "pub-offline", true);
-        pub_text(&p, "gh/o1/temperature", "1");
-        pub_text(&p, "gh/o1/humidity", "2");
-        pub_close(&p);
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view", 2, 5000), 2);
+        fx_start(&fx, &(FxConf){ .mqtt = "\"max_offline\": 2," });
+        fx_pub(&fx, "pub-offline");
+        tl_pub_text(&fx.p, "gh/o1/temperature", "1");
+        tl_pub_text(&fx.p, "gh/o1/humidity", "2");
+        tl_pub_close(&fx.p);
+        ck_assert_int_eq(wait_sql(&fx, "SELECT count(*) FROM readings_view", 2, 5000), 2);
 
         /* The daemon loses the connection after before_stop and before the broker is gone
          * (gone_ms): a busy machine can put a long time between the two (mosquitto saves its
@@ -1082,33 +951,32 @@ START_TEST(test_max_offline) {
          * millisecond timestamps); and at most 5 s after the broker is gone: the budget plus
          * 3 s for a busy machine to dispatch the timer, stop and exit. */
         before_stop = tl_now_ms();
-        tl_broker_stop(&b);
+        tl_broker_stop(&fx.b);
         t0 = tl_now_ms();
-        r = tl_daemon_wait(&d, 8000);
+        r = tl_daemon_wait(&fx.d, 8000);
         ck_assert_int_eq(r, 11);
         ck_assert_int_ge(tl_now_ms() - before_stop, 2000 - 1);
         ck_assert_int_le(tl_now_ms() - t0, 5000);
-        assert_log_contains(&d, "Connection to broker 127.0.0.1:");
-        assert_log_contains(&d, "unreachable for 2");
-        ck_assert(tl_notify_wait(&d.notify, "reconnecting to 127.0.0.1:", 0));
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='o1'"), 2);
+        assert_log_contains(&fx.d, "Connection to broker 127.0.0.1:");
+        assert_log_contains(&fx.d, "unreachable for 2");
+        ck_assert(tl_notify_wait(&fx.d.notify, "reconnecting to 127.0.0.1:", 0));
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='o1'"), 2);
 }
 END_TEST
 
 /* ---- a broker that accepts TCP and never answers: the offline budget still runs out ---- */
 
 START_TEST(test_silent_broker) {
-        const char *dir = tl_tmpdir();
-        TlDaemon d;
-        _cleanup_free_ char *config = NULL;
+        Fx fx;
         int port, lfd;
 
+        fx_init(&fx);
         lfd = fake_listen(&port); /* the kernel completes the handshake; nobody reads */
-        config = make_config(dir, port, "\"max_offline\": 1.5,", default_topics);
-        start_daemon(&d, config, NULL);
-        ck_assert_int_eq(tl_daemon_wait(&d, 6000), 11);
-        assert_log_contains(&d, "unreachable for 1.5s (last error: the current attempt got no CONNACK yet)");
-        ck_assert(!strstr(d.notify.log, "READY=1"));
+        fx_config(&fx, &(FxConf){ .port = port, .mqtt = "\"max_offline\": 1.5," });
+        fx_daemon(&fx, NULL);
+        ck_assert_int_eq(tl_daemon_wait(&fx.d, 6000), 11);
+        assert_log_contains(&fx.d, "unreachable for 1.5s (last error: the current attempt got no CONNACK yet)");
+        ck_assert(!strstr(fx.d.notify.log, "READY=1"));
         close(lfd);
 }
 END_TEST
@@ -1116,83 +984,74 @@ END_TEST
 /* ---- SIGTERM while the broker is unreachable: a quick, clean exit ---- */
 
 START_TEST(test_sigterm_while_offline) {
-        const char *dir = tl_tmpdir();
-        TlDaemon d;
-        _cleanup_free_ char *config = NULL;
+        Fx fx;
         int64_t t0;
 
-        config = make_config(dir, tl_free_port(), NULL, default_topics);
-        start_daemon(&d, config, NULL);
-        ck_assert(tl_notify_wait(&d.notify, "reconnecting to 127.0.0.1:", 5000));
+        fx_init(&fx);
+        fx_config(&fx, &(FxConf){ .port = tl_free_port() });
+        fx_daemon(&fx, NULL);
+        ck_assert(tl_notify_wait(&fx.d.notify, "reconnecting to 127.0.0.1:", 5000));
         t0 = tl_now_ms();
-        stop_daemon_ok(&d);
+        stop_daemon_ok(&fx.d);
         ck_assert_int_le(tl_now_ms() - t0, 1000);
-        ck_assert(!strstr(d.notify.log, "READY=1"));
+        ck_assert(!strstr(fx.d.notify.log, "READY=1"));
 }
 END_TEST
 
 /* ---- malformed payloads are kept as rejects; the daemon goes on ---- */
 
 START_TEST(test_malformed) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *config = NULL, *old_config = NULL;
+        Fx fx;
         char huge[1000];
         static const uint8_t binary[] = { 0xff, 0xfe, 0x00, 0x01, 0x80 };
 
-        tl_broker_start(&b, dir, NULL);
         /* An earlier configuration left a subscription in the persistent session, and its store
          * (which would remember the filter, to unsubscribe it) is gone. */
-        old_config = make_config(tl_tmpdir(), b.port, NULL, "[ { \"filter\": \"old/+sensor/+metric\", \"format\": \"value\" } ]");
-        start_daemon(&d, old_config, NULL);
-        expect_ready(&d);
-        stop_daemon_ok(&d);
+        fx_start(&fx, &(FxConf){ .dir = tl_tmpdir(),
+                                 .topics = "[ { \"filter\": \"old/+sensor/+metric\", \"format\": \"value\" } ]" });
+        stop_daemon_ok(&fx.d);
 
-        config = make_config(dir, b.port, "\"max_payload_bytes\": 64,", default_topics);
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
+        fx_config(&fx, &(FxConf){ .mqtt = "\"max_payload_bytes\": 64," });
+        fx_daemon_ready(&fx, NULL);
 
         memset(huge, '1', sizeof(huge));
-        pub_open(&p, b.port, "pub-bad", true);
-        pub_text(&p, "gh/m1/state", "{\"temperature\": 21.5,");                /* bad JSON */
-        pub_send(&p, "gh/m1/temperature", huge, sizeof(huge), 1, false);       /* over 64 bytes */
-        pub_send(&p, "gh/m1/temperature", binary, sizeof(binary), 1, false);  /* not UTF-8 */
-        pub_text(&p, "gh/m1/temperature", "NaN");                              /* not finite */
-        pub_text(&p, "gh/m1/temperature", "1e999");                            /* not finite */
-        pub_text(&p, "old/m1/temperature", "5");                               /* no configured topic */
-        pub_text(&p, "gh/m1/temperature", "7.5");                              /* fine */
-        pub_close(&p);
+        fx_pub(&fx, "pub-bad");
+        tl_pub_text(&fx.p, "gh/m1/state", "{\"temperature\": 21.5,");                /* bad JSON */
+        tl_pub_send(&fx.p, "gh/m1/temperature", huge, sizeof(huge), 1, false);       /* over 64 bytes */
+        tl_pub_send(&fx.p, "gh/m1/temperature", binary, sizeof(binary), 1, false);  /* not UTF-8 */
+        tl_pub_text(&fx.p, "gh/m1/temperature", "NaN");                              /* not finite */
+        tl_pub_text(&fx.p, "gh/m1/temperature", "1e999");                            /* not finite */
+        tl_pub_text(&fx.p, "old/m1/temperature", "5");                               /* no configured topic */
+        tl_pub_text(&fx.p, "gh/m1/temperature", "7.5");                              /* fine */
+        tl_pub_close(&fx.p);
 
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM rejects_view", 6, 5000), 6);
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view", 1, 5000), 1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='m1' AND value=7.5"), 1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='bad_json' AND origin='gh/m1/state' AND "
+        ck_assert_int_eq(wait_sql(&fx, "SELECT count(*) FROM rejects_view", 6, 5000), 6);
+        ck_assert_int_eq(wait_sql(&fx, "SELECT count(*) FROM readings_view", 1, 5000), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='m1' AND value=7.5"), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM rejects_view WHERE reason='bad_json' AND origin='gh/m1/state' AND "
                                   "source='mqtt' AND raw=CAST('{\"temperature\": 21.5,' AS BLOB)"),
                          1);
         /* A huge payload keeps only its first max_payload_bytes. */
-        ck_assert_int_eq(sql(dir, "SELECT length(raw) FROM rejects_view WHERE reason='too_long'"), 64);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='not_utf8' AND raw=x'fffe000180'"), 1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='not_finite' AND raw=CAST('NaN' AS BLOB)"), 1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='not_finite' AND raw=CAST('1e999' AS BLOB)"), 1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='topic_mismatch' AND origin='old/m1/temperature'"), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT length(raw) FROM rejects_view WHERE reason='too_long'"), 64);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM rejects_view WHERE reason='not_utf8' AND raw=x'fffe000180'"), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM rejects_view WHERE reason='not_finite' AND raw=CAST('NaN' AS BLOB)"), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM rejects_view WHERE reason='not_finite' AND raw=CAST('1e999' AS BLOB)"), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM rejects_view WHERE reason='topic_mismatch' AND origin='old/m1/temperature'"), 1);
 
-        assert_log_contains(&d, "Rejected message on 'gh/m1/state'");
-        ck_assert_msg(tl_notify_wait(&d.notify, "1 message, 6 rejects", 3000), "status: %s", d.notify.log);
-        ck_assert_int_eq(kill(d.pid, 0), 0);
+        assert_log_contains(&fx.d, "Rejected message on 'gh/m1/state'");
+        ck_assert_msg(tl_notify_wait(&fx.d.notify, "1 message, 6 rejects", 3000), "status: %s", fx.d.notify.log);
+        ck_assert_int_eq(kill(fx.d.pid, 0), 0);
 
         /* 10 reject lines per 10 s: a burst of 7 more leaves 3 unlogged, then silence. The count
          * of those is not lost when no later reject comes to report it: it is logged at stop. */
-        pub_open(&p, b.port, "pub-bad", true);
+        fx_pub(&fx, "pub-bad");
         for (int i = 0; i < 7; i++)
-                pub_text(&p, "gh/m2/temperature", "warm");
-        pub_close(&p);
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM rejects_view", 13, 5000), 13);
-        ck_assert_uint_eq(log_count(&d, "Rejected message on '"), 10);
-        stop_daemon_ok(&d);
-        assert_log_contains(&d, "Suppressed 3 messages about rejected MQTT messages.");
-        tl_broker_stop(&b);
+                tl_pub_text(&fx.p, "gh/m2/temperature", "warm");
+        tl_pub_close(&fx.p);
+        ck_assert_int_eq(wait_sql(&fx, "SELECT count(*) FROM rejects_view", 13, 5000), 13);
+        ck_assert_uint_eq(log_count(&fx.d, "Rejected message on '"), 10);
+        fx_stop(&fx);
+        assert_log_contains(&fx.d, "Suppressed 3 messages about rejected MQTT messages.");
 }
 END_TEST
 
@@ -1204,50 +1063,41 @@ END_TEST
  * a duplicate. Rejects from topics whose sensor level is no clean id (a space, quotes, beyond
  * ASCII) carry no SENSOR_ID= at all. */
 START_TEST(test_sensor_mismatch) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *config = NULL;
+        Fx fx;
         static const char forged[] = "{\"sensor\": \"victim\", \"ts\": 1732200000123, \"temperature\": 99}";
 
-        tl_broker_start(&b, dir, NULL);
-        config = make_config(dir, b.port, NULL, default_topics);
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
+        fx_start(&fx, NULL);
+        fx_pub(&fx, "pub-mismatch");
+        tl_pub_text(&fx.p, "gh/attacker/state", forged);
+        tl_pub_text(&fx.p, "gh/victim/state", "{\"sensor\": \"victim\", \"ts\": 1732200000123, \"temperature\": 20}");
+        tl_pub_text(&fx.p, "gh/attacker/state", "{\"ts\": 1732200000123, \"temperature\": 30}");
+        tl_pub_text(&fx.p, "gh/g h/state", "{");
+        tl_pub_text(&fx.p, "gh/g\"h/state", "{");
+        tl_pub_text(&fx.p, "gh/g'h/state", "{");
+        tl_pub_text(&fx.p, "gh/g\\h/state", "{");
+        tl_pub_text(&fx.p, "gh/g\xc3\xa9/state", "{");
+        tl_pub_close(&fx.p);
 
-        pub_open(&p, b.port, "pub-mismatch", true);
-        pub_text(&p, "gh/attacker/state", forged);
-        pub_text(&p, "gh/victim/state", "{\"sensor\": \"victim\", \"ts\": 1732200000123, \"temperature\": 20}");
-        pub_text(&p, "gh/attacker/state", "{\"ts\": 1732200000123, \"temperature\": 30}");
-        pub_text(&p, "gh/g h/state", "{");
-        pub_text(&p, "gh/g\"h/state", "{");
-        pub_text(&p, "gh/g'h/state", "{");
-        pub_text(&p, "gh/g\\h/state", "{");
-        pub_text(&p, "gh/g\xc3\xa9/state", "{");
-        pub_close(&p);
-
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM rejects_view", 6, 5000), 6);
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view", 2, 5000), 2);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='victim' AND value=20 AND "
+        ck_assert_int_eq(wait_sql(&fx, "SELECT count(*) FROM rejects_view", 6, 5000), 6);
+        ck_assert_int_eq(wait_sql(&fx, "SELECT count(*) FROM readings_view", 2, 5000), 2);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='victim' AND value=20 AND "
                                   "origin='gh/victim/state'"),
                          1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='attacker' AND value=30"), 1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE value=99"), 0);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='sensor_mismatch' AND "
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='attacker' AND value=30"), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE value=99"), 0);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM rejects_view WHERE reason='sensor_mismatch' AND "
                                   "origin='gh/attacker/state' AND source='mqtt' AND raw=CAST('{\"sensor\": \"victim\", "
                                   "\"ts\": 1732200000123, \"temperature\": 99}' AS BLOB)"),
                          1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='bad_json'"), 5);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM rejects_view WHERE reason='bad_json'"), 5);
 
-        assert_log_contains(&d, "Rejected message on 'gh/attacker/state' (sensor_mismatch");
-        assert_log_contains(&d, "SENSOR_ID=attacker]");
+        assert_log_contains(&fx.d, "Rejected message on 'gh/attacker/state' (sensor_mismatch");
+        assert_log_contains(&fx.d, "SENSOR_ID=attacker]");
         /* the only reject with a clean id: none of the others names one in the field */
-        ck_assert_uint_eq(log_count(&d, "SENSOR_ID="), 1);
-        assert_log_lacks(&d, "SENSOR_ID=victim");
-        ck_assert_uint_eq(log_count(&d, "Rejected message on 'gh/g"), 5);
-        stop_daemon_ok(&d);
-        tl_broker_stop(&b);
+        ck_assert_uint_eq(log_count(&fx.d, "SENSOR_ID="), 1);
+        assert_log_lacks(&fx.d, "SENSOR_ID=victim");
+        ck_assert_uint_eq(log_count(&fx.d, "Rejected message on 'gh/g"), 5);
+        fx_stop(&fx);
 }
 END_TEST
 
@@ -1258,30 +1108,14 @@ END_TEST
  * messages past the cap are too_many_names rejects with their payloads, under the origin
  * "(too many names)", and the full table is logged once. */
 START_TEST(test_name_cap_counter_topic) {
-        const char *dir = tl_tmpdir();
         const int n = 300;
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *config = NULL;
+        Fx fx;
 
-        tl_broker_start(&b, dir, NULL);
-        ck_assert_int_ge(asprintf(&config,
-                                  "{\n"
-                                  "  \"mqtt\": { \"host\": \"127.0.0.1\", \"port\": %d, \"client_id\": \"" TEST_CLIENT_ID "\",\n"
-                                  "            \"keepalive\": 5, \"topics\": [\n"
-                                  "    { \"filter\": \"gh/+sensor/state\", \"qos\": 1, \"format\": \"json\" },\n"
-                                  "    { \"filter\": \"node/#\", \"qos\": 1, \"format\": \"json\" } ] },\n"
-                                  "  \"store\": { \"path\": \"%s/readings.db\", \"commit_interval_ms\": 10, \"max_names\": 20 },\n"
-                                  "  \"log\": { \"level\": \"debug\" },\n"
-                                  "  \"supervisor\": { \"stop_timeout\": 5, \"status_interval\": 0.1 }\n"
-                                  "}\n",
-                                  b.port, dir),
-                         0);
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
+        fx_start(&fx, &(FxConf){ .topics = "[ { \"filter\": \"gh/+sensor/state\", \"qos\": 1, \"format\": \"json\" },"
+                                           "  { \"filter\": \"node/#\", \"qos\": 1, \"format\": \"json\" } ]",
+                                 .store = ", \"max_names\": 20" });
 
-        pub_open(&p, b.port, "pub-counter", true);
+        fx_pub(&fx, "pub-counter");
         for (int i = 0; i < n; i++) {
                 char topic[32], known[128], node[128];
 
@@ -1290,102 +1124,89 @@ START_TEST(test_name_cap_counter_topic) {
                 snprintf(node, sizeof(node), "{\"sensor\": \"node\", \"ts\": %" PRId64 ", \"temperature\": %d}",
                          (int64_t) 1732200000000 + i, i);
                 snprintf(topic, sizeof(topic), "node/%d", i);
-                pub_text(&p, "gh/known/state", known);
-                pub_text(&p, topic, node);
+                tl_pub_text(&fx.p, "gh/known/state", known);
+                tl_pub_text(&fx.p, topic, node);
         }
-        pub_close(&p);
+        tl_pub_close(&fx.p);
 
         /* gh/known/state and node/0..node/18 are the 20 origins; node/19 on are refused. */
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor = 'known'", n, 20000), n);
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM rejects_view WHERE reason = 'too_many_names'", n - 19, 20000),
+        ck_assert_int_eq(wait_sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor = 'known'", n, 20000), n);
+        ck_assert_int_eq(wait_sql(&fx, "SELECT count(*) FROM rejects_view WHERE reason = 'too_many_names'", n - 19, 20000),
                          n - 19);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor = 'node'"), 19);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM origins"), 21);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM origins WHERE name = '(too many names)'"), 1);
-        ck_assert_int_le(sql(dir, "SELECT count(*) FROM sensors"), 20);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason = 'too_many_names' AND "
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor = 'node'"), 19);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM origins"), 21);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM origins WHERE name = '(too many names)'"), 1);
+        ck_assert_int_le(sql(&fx, "SELECT count(*) FROM sensors"), 20);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM rejects_view WHERE reason = 'too_many_names' AND "
                                   "origin = '(too many names)' AND CAST(raw AS TEXT) = "
                                   "'{\"sensor\": \"node\", \"ts\": 1732200000299, \"temperature\": 299}'"),
                          1);
         /* counted in the status line */
-        ck_assert_msg(tl_notify_wait(&d.notify, "281 kept out by store.max_names", 3000), "status: %s", d.notify.log);
-        assert_log_contains(&d, "holds 20 origins (store.max_names is 20)");
-        assert_log_contains(&d, "Rejected message on 'node/19' (too_many_names");
-        ck_assert_uint_eq(log_count(&d, "(store.max_names is 20)"), 1);
-        stop_daemon_ok(&d);
-        tl_broker_stop(&b);
+        ck_assert_msg(tl_notify_wait(&fx.d.notify, "281 kept out by store.max_names", 3000), "status: %s", fx.d.notify.log);
+        assert_log_contains(&fx.d, "holds 20 origins (store.max_names is 20)");
+        assert_log_contains(&fx.d, "Rejected message on 'node/19' (too_many_names");
+        ck_assert_uint_eq(log_count(&fx.d, "(store.max_names is 20)"), 1);
+        fx_stop(&fx);
 }
 END_TEST
 
 /* ---- a huge message: with MQTT 5 the broker is told not to send it at all ---- */
 
 START_TEST(test_oversized) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *config = NULL, *extra = NULL, *huge = NULL;
+        Fx fx;
+        _cleanup_free_ char *extra = NULL, *huge = NULL;
         char over[1000];
         const size_t huge_size = 300 * 1024;
 
-        tl_broker_start(&b, dir, NULL);
         ck_assert_int_ge(asprintf(&extra, "%s \"max_payload_bytes\": 64,", protocols[_i]), 0);
-        config = make_config(dir, b.port, extra, default_topics);
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
+        fx_start(&fx, &(FxConf){ .mqtt = extra });
 
         memset(over, '1', sizeof(over));
         huge = malloc(huge_size);
         ck_assert(huge);
         memset(huge, '2', huge_size);
-        pub_open(&p, b.port, "pub-huge", true);
-        pub_send(&p, "gh/h1/temperature", over, sizeof(over), 1, false);  /* over 64, a small packet */
-        pub_send(&p, "gh/h1/temperature", huge, huge_size, 1, false);     /* far over */
-        pub_text(&p, "gh/h1/temperature", "7.5");
-        pub_close(&p);
+        fx_pub(&fx, "pub-huge");
+        tl_pub_send(&fx.p, "gh/h1/temperature", over, sizeof(over), 1, false);  /* over 64, a small packet */
+        tl_pub_send(&fx.p, "gh/h1/temperature", huge, huge_size, 1, false);     /* far over */
+        tl_pub_text(&fx.p, "gh/h1/temperature", "7.5");
+        tl_pub_close(&fx.p);
 
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='h1' AND value=7.5", 1, 5000), 1);
+        ck_assert_int_eq(wait_sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='h1' AND value=7.5", 1, 5000), 1);
         /* The message just over the limit is a too_long reject either way (its first 64 bytes
          * kept). The huge one reaches the daemon, and libmosquitto's memory, only with MQTT
          * 3.1.1; an MQTT 5 broker drops it for exceeding our Maximum Packet Size. */
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='too_long' AND length(raw)=64 AND "
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM rejects_view WHERE reason='too_long' AND length(raw)=64 AND "
                                   "raw=CAST('1111111111111111111111111111111111111111111111111111111111111111' AS BLOB)"),
                          1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view WHERE reason='too_long'"), (_i == 0 ? 2 : 1));
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view"), (_i == 0 ? 2 : 1));
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM rejects_view WHERE reason='too_long'"), (_i == 0 ? 2 : 1));
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM rejects_view"), (_i == 0 ? 2 : 1));
         /* The connection was not disturbed by it. */
-        assert_log_lacks(&d, "Connection to broker");
-        stop_daemon_ok(&d);
-        tl_broker_stop(&b);
+        assert_log_lacks(&fx.d, "Connection to broker");
+        fx_stop(&fx);
 }
 END_TEST
 
 /* ---- retained messages without a timestamp are old values, not readings taken now ---- */
 
 START_TEST(test_retained) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *config = NULL;
+        Fx fx;
         static const char with_ts[] = "{\"temperature\": 3, \"ts\": 1732200000999}";
 
-        tl_broker_start(&b, dir, NULL);
-        pub_open(&p, b.port, "pub-retain", true);
-        pub_send(&p, "gh/r1/temperature", "12", 2, 1, true);
-        pub_send(&p, "gh/r2/state", with_ts, strlen(with_ts), 1, true);
+        fx_init(&fx);
+        tl_broker_start(&fx.b, fx.dir, NULL);
+        fx_pub(&fx, "pub-retain");
+        tl_pub_send(&fx.p, "gh/r1/temperature", "12", 2, 1, true);
+        tl_pub_send(&fx.p, "gh/r2/state", with_ts, strlen(with_ts), 1, true);
 
-        config = make_config(dir, b.port, NULL, default_topics);
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
-        pub_text(&p, "gh/r3/temperature", "13");
-        pub_close(&p);
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='r3'", 1, 5000), 1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='r2' AND ts=1732200000999"), 1);
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='r1'"), 0);
-        ck_assert_msg(tl_notify_wait(&d.notify, "1 retained skipped", 3000), "status: %s", d.notify.log);
-        stop_daemon_ok(&d);
-        tl_broker_stop(&b);
+        fx_config(&fx, NULL);
+        fx_daemon_ready(&fx, NULL);
+        tl_pub_text(&fx.p, "gh/r3/temperature", "13");
+        tl_pub_close(&fx.p);
+        ck_assert_int_eq(wait_sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='r3'", 1, 5000), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='r2' AND ts=1732200000999"), 1);
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM readings_view WHERE sensor='r1'"), 0);
+        ck_assert_msg(tl_notify_wait(&fx.d.notify, "1 retained skipped", 3000), "status: %s", fx.d.notify.log);
+        fx_stop(&fx);
 }
 END_TEST
 
@@ -1524,11 +1345,7 @@ static int watch_daemon(TlDaemon *d, int timeout_ms, unsigned *ret_pings, int64_
  * 2: the same, stopped with SIGTERM: at once;
  * 3: no DNS server at all: failed lookups are failed attempts, retried within the budget. */
 START_TEST(test_host_name) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *config = NULL, *extra = NULL;
+        Fx fx;
         static const char hosts[] = "127.0.0.1 localhost\n127.0.0.1 broker.test\n";
         static const char no_hosts[] = "127.0.0.1 localhost\n";
         static const char resolv[] = "nameserver 127.0.0.1\n";
@@ -1537,55 +1354,51 @@ START_TEST(test_host_name) {
         int64_t gap, t0;
         int r;
 
+        fx_init(&fx);
         switch (_i) {
         case 0:
-                tl_broker_start(&b, dir, NULL);
-                config = make_config_host(dir, "broker.test", b.port, NULL, default_topics);
-                start_daemon_in_namespace(&d, config, hosts, resolv, "host", NULL);
-                expect_ready(&d);
-                pub_open(&p, b.port, "pub-name", true);
-                pub_text(&p, "gh/n1/temperature", "3.5");
-                pub_close(&p);
-                ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='n1'", 1, 5000), 1);
-                assert_log_contains(&d, "Resolved 'broker.test' to 127.0.0.1 (1 address).");
-                ck_assert_msg(tl_notify_wait(&d.notify, "connected to broker.test:", 3000), "status: %s", d.notify.log);
-                stop_daemon_ok(&d);
-                tl_broker_stop(&b);
+                tl_broker_start(&fx.b, fx.dir, NULL);
+                fx_config(&fx, &(FxConf){ .host = "broker.test" });
+                start_daemon_in_namespace(&fx.d, fx.config, hosts, resolv, "host", NULL);
+                expect_ready(&fx.d);
+                fx_pass_one(&fx, "pub-name", "gh/n1/temperature", "3.5", "n1");
+                assert_log_contains(&fx.d, "Resolved 'broker.test' to 127.0.0.1 (1 address).");
+                ck_assert_msg(tl_notify_wait(&fx.d.notify, "connected to broker.test:", 3000), "status: %s", fx.d.notify.log);
+                fx_stop(&fx);
                 break;
         case 1:
-                config = make_config_host(dir, "broker.test", 1883, "\"max_offline\": 6,", default_topics);
-                start_daemon_in_namespace(&d, config, no_hosts, resolv, "silent-dns", watchdog_env);
+                fx_config(&fx, &(FxConf){ .host = "broker.test", .port = 1883, .mqtt = "\"max_offline\": 6," });
+                start_daemon_in_namespace(&fx.d, fx.config, no_hosts, resolv, "silent-dns", watchdog_env);
                 t0 = tl_now_ms();
-                r = watch_daemon(&d, 12000, &pings, &gap);
+                r = watch_daemon(&fx.d, 12000, &pings, &gap);
                 if (r != 11)
-                        dump_log(&d);
+                        dump_log(&fx.d);
                 ck_assert_int_eq(r, 11);
                 ck_assert_int_ge(tl_now_ms() - t0, 5800);
                 ck_assert_int_le(tl_now_ms() - t0, 8000);
                 ck_assert_msg(pings >= 40 && gap < 600, "%u watchdog pings, longest gap %" PRId64 " ms", pings, gap);
-                assert_log_contains(&d, "Failed to connect to broker broker.test:1883 (attempt 1): no answer to the "
-                                        "lookup of 'broker.test' within 5.0s; retrying in");
-                assert_log_contains(&d, "broker broker.test:1883 unreachable for 6.0s (last error: the current attempt is "
-                                        "waiting for the host name lookup)");
+                assert_log_contains(&fx.d, "Failed to connect to broker broker.test:1883 (attempt 1): no answer to the "
+                                           "lookup of 'broker.test' within 5.0s; retrying in");
+                assert_log_contains(&fx.d, "broker broker.test:1883 unreachable for 6.0s (last error: the current attempt is "
+                                           "waiting for the host name lookup)");
                 break;
         case 2:
-                config = make_config_host(dir, "broker.test", 1883, NULL, default_topics);
-                start_daemon_in_namespace(&d, config, no_hosts, resolv, "silent-dns", NULL);
-                ck_assert(tl_notify_wait(&d.notify, "connecting to broker.test:1883", 3000));
+                fx_config(&fx, &(FxConf){ .host = "broker.test", .port = 1883 });
+                start_daemon_in_namespace(&fx.d, fx.config, no_hosts, resolv, "silent-dns", NULL);
+                ck_assert(tl_notify_wait(&fx.d.notify, "connecting to broker.test:1883", 3000));
                 t0 = tl_now_ms();
-                stop_daemon_ok(&d);
+                stop_daemon_ok(&fx.d);
                 ck_assert_int_le(tl_now_ms() - t0, 1000);
                 break;
         default:
-                ck_assert_int_ge(asprintf(&extra, "\"max_offline\": 1,"), 0);
-                config = make_config_host(dir, "broker.test", 1883, extra, default_topics);
-                start_daemon_in_namespace(&d, config, no_hosts, resolv, "net", watchdog_env);
-                r = watch_daemon(&d, 5000, &pings, &gap);
+                fx_config(&fx, &(FxConf){ .host = "broker.test", .port = 1883, .mqtt = "\"max_offline\": 1," });
+                start_daemon_in_namespace(&fx.d, fx.config, no_hosts, resolv, "net", watchdog_env);
+                r = watch_daemon(&fx.d, 5000, &pings, &gap);
                 if (r != 11)
-                        dump_log(&d);
+                        dump_log(&fx.d);
                 ck_assert_int_eq(r, 11);
-                assert_log_contains(&d, "Failed to connect to broker broker.test:1883 (attempt 1): host name lookup failed: ");
-                assert_log_contains(&d, "broker broker.test:1883 unreachable for 1.0s (last error: ");
+                assert_log_contains(&fx.d, "Failed to connect to broker broker.test:1883 (attempt 1): host name lookup failed: ");
+                assert_log_contains(&fx.d, "broker broker.test:1883 unreachable for 1.0s (last error: ");
                 ck_assert_msg(gap < 600, "longest watchdog gap %" PRId64 " ms", gap);
                 break;
         }
@@ -1595,33 +1408,22 @@ END_TEST
 /* ---- a stalled loop: housekeeping catches up once, not once per missed second ---- */
 
 START_TEST(test_stall) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *config = NULL;
+        Fx fx;
 
-        tl_broker_start(&b, dir, NULL);
-        config = make_config(dir, b.port, NULL, default_topics);
-        start_daemon(&d, config, NULL);
-        expect_ready(&d);
+        fx_start(&fx, NULL);
 
         /* The whole process held up for 3.5 s, shorter than the keepalive (5 s). */
-        ck_assert_int_eq(kill(d.pid, SIGSTOP), 0);
+        ck_assert_int_eq(kill(fx.d.pid, SIGSTOP), 0);
         tl_sleep_ms(3500);
-        ck_assert_int_eq(kill(d.pid, SIGCONT), 0);
+        ck_assert_int_eq(kill(fx.d.pid, SIGCONT), 0);
 
         /* Once this message is stored, the loop has run whatever was due after the stall. */
-        pub_open(&p, b.port, "pub-stall", true);
-        pub_text(&p, "gh/st1/temperature", "4");
-        pub_close(&p);
-        ck_assert_int_eq(wait_sql(dir, "SELECT count(*) FROM readings_view WHERE sensor='st1'", 1, 5000), 1);
-        if (log_count(&d, "Housekeeping ran ") != 1)
-                dump_log(&d);
-        ck_assert_uint_eq(log_count(&d, "Housekeeping ran "), 1);
-        assert_log_lacks(&d, "Connection to broker");
-        stop_daemon_ok(&d);
-        tl_broker_stop(&b);
+        fx_pass_one(&fx, "pub-stall", "gh/st1/temperature", "4", "st1");
+        if (log_count(&fx.d, "Housekeeping ran ") != 1)
+                dump_log(&fx.d);
+        ck_assert_uint_eq(log_count(&fx.d, "Housekeeping ran "), 1);
+        assert_log_lacks(&fx.d, "Connection to broker");
+        fx_stop(&fx);
 }
 END_TEST
 
@@ -1651,17 +1453,15 @@ static const char failmalloc_c[] =
         "}\n";
 
 START_TEST(test_parse_enomem) {
-        const char *dir = tl_tmpdir();
-        TlBroker b = { 0 };
-        TlDaemon d;
-        Pub p;
-        _cleanup_free_ char *config = NULL, *so = NULL, *preload = NULL, *payload = NULL;
-        const char *src = tl_write_file(dir, "failmalloc.c", failmalloc_c);
+        Fx fx;
+        _cleanup_free_ char *so = NULL, *preload = NULL, *payload = NULL;
         _cleanup_free_ char *armed = NULL, *armed_env = NULL;
         char *env[4];
 
-        ck_assert_int_ge(asprintf(&so, "%s/failmalloc.so", dir), 0);
-        run_ok((char *[]){ "cc", "-shared", "-fPIC", "-O1", "-o", so, (char *) src, NULL });
+        fx_init(&fx);
+        ck_assert_int_ge(asprintf(&so, "%s/failmalloc.so", fx.dir), 0);
+        tl_run_ok((char *[]){ "cc", "-shared", "-fPIC", "-O1", "-o", so,
+                           (char *) tl_write_file(fx.dir, "failmalloc.c", failmalloc_c), NULL });
         ck_assert_int_ge(asprintf(&preload, "LD_PRELOAD=%s", so), 0);
         env[0] = preload;
         /* A value of 200 digits: the parser copies numbers over 128 bytes to the heap, 201 bytes
@@ -1670,7 +1470,7 @@ START_TEST(test_parse_enomem) {
         env[1] = "SC_TEST_FAIL_MALLOC=201";
         /* Armed once the daemon is ready: its start (SQLite preparing the schema's statements)
          * may make an allocation of that size too, which is not what this test is about. */
-        ck_assert_int_ge(asprintf(&armed, "%s/armed", dir), 0);
+        ck_assert_int_ge(asprintf(&armed, "%s/armed", fx.dir), 0);
         ck_assert_int_ge(asprintf(&armed_env, "SC_TEST_FAIL_MALLOC_ARMED=%s", armed), 0);
         env[2] = armed_env;
         env[3] = NULL;
@@ -1680,20 +1480,19 @@ START_TEST(test_parse_enomem) {
         payload[0] = '1';
         payload[200] = '\n';
 
-        tl_broker_start(&b, dir, NULL);
-        config = make_config(dir, b.port, NULL, default_topics);
-        start_daemon(&d, config, env);
-        expect_ready(&d);
-        tl_write_file(dir, "armed", "");
-        pub_open(&p, b.port, "pub-enomem", true);
-        pub_text(&p, "gh/nm1/temperature", payload);
-        pub_close(&p);
+        tl_broker_start(&fx.b, fx.dir, NULL);
+        fx_config(&fx, NULL);
+        fx_daemon_ready(&fx, env);
+        tl_write_file(fx.dir, "armed", "");
+        fx_pub(&fx, "pub-enomem");
+        tl_pub_text(&fx.p, "gh/nm1/temperature", payload);
+        tl_pub_close(&fx.p);
 
-        ck_assert_int_eq(tl_daemon_wait(&d, 5000), 11);
-        assert_log_contains(&d, "Failed to parse a message on 'gh/nm1/temperature'");
-        assert_log_contains(&d, "Cannot allocate memory");
-        ck_assert_int_eq(sql(dir, "SELECT count(*) FROM rejects_view"), 0);
-        tl_broker_stop(&b);
+        ck_assert_int_eq(tl_daemon_wait(&fx.d, 5000), 11);
+        assert_log_contains(&fx.d, "Failed to parse a message on 'gh/nm1/temperature'");
+        assert_log_contains(&fx.d, "Cannot allocate memory");
+        ck_assert_int_eq(sql(&fx, "SELECT count(*) FROM rejects_view"), 0);
+        fx_stop(&fx);
 }
 END_TEST
 #endif

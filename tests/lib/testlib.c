@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <netinet/in.h>
@@ -274,6 +275,43 @@ int tl_run(char *const argv[], char *const env[], char **ret_output, int timeout
         }
         (void) unlink(path);
         return r;
+}
+
+void tl_run_ok(char *const argv[]) {
+        char *out = NULL;
+        int r = tl_run(argv, NULL, &out, 20000);
+
+        /* On stderr: a compiler's or openssl's complaint can be too long for a Check message. */
+        if (r != 0)
+                fprintf(stderr, "%s failed (%d): %s\n", argv[0], r, out);
+        free(out);
+        ck_assert_msg(r == 0, "%s failed (%d)", argv[0], r);
+}
+
+void tl_tls_make_ca(const char *dir, const char *name) {
+        char key[300], crt[300], subj[64];
+
+        snprintf(key, sizeof(key), "%s/%s.key", dir, name);
+        snprintf(crt, sizeof(crt), "%s/%s.crt", dir, name);
+        snprintf(subj, sizeof(subj), "/CN=%s", name);
+        tl_run_ok((char *[]){ "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                              "-keyout", key, "-out", crt, "-subj", subj, "-days", "2", NULL });
+}
+
+void tl_tls_make_server_cert(const char *dir, const char *ca, const char *san) {
+        char key[300], csr[300], crt[300], ca_crt[300], ca_key[300], ext[300], ext_text[300];
+
+        snprintf(key, sizeof(key), "%s/server.key", dir);
+        snprintf(csr, sizeof(csr), "%s/server.csr", dir);
+        snprintf(crt, sizeof(crt), "%s/server.crt", dir);
+        snprintf(ca_crt, sizeof(ca_crt), "%s/%s.crt", dir, ca);
+        snprintf(ca_key, sizeof(ca_key), "%s/%s.key", dir, ca);
+        snprintf(ext_text, sizeof(ext_text), "subjectAltName=%s\n", san);
+        snprintf(ext, sizeof(ext), "%s", tl_write_file(dir, "server.ext", ext_text));
+        tl_run_ok((char *[]){ "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                              "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1", NULL });
+        tl_run_ok((char *[]){ "openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out",
+                              crt, "-days", "2", "-extfile", ext, NULL });
 }
 
 static bool broker_answers(void *userdata) {
@@ -901,20 +939,28 @@ static void tl_pub_on_connect(struct mosquitto *mosq, void *userdata, int rc) {
         ((TlPub *) userdata)->connected = rc == 0;
 }
 
+static void tl_pub_on_disconnect(struct mosquitto *mosq, void *userdata, int rc) {
+        (void) mosq;
+        (void) rc;
+        ((TlPub *) userdata)->connected = false;
+}
+
 static void tl_pub_on_publish(struct mosquitto *mosq, void *userdata, int mid) {
         (void) mosq;
         (void) mid;
         ((TlPub *) userdata)->acked++;
 }
 
-bool tl_pub_open(TlPub *p, int port) {
+bool tl_pub_open_as(TlPub *p, int port, const char *client_id, bool clean_session) {
         int64_t deadline = tl_now_ms() + 5000;
 
+        mosquitto_lib_init();
         memset(p, 0, sizeof(*p));
-        p->mosq = mosquitto_new(NULL, true, p);
+        p->mosq = mosquitto_new(client_id, clean_session, p);
         if (!p->mosq)
                 return false;
         mosquitto_connect_callback_set(p->mosq, tl_pub_on_connect);
+        mosquitto_disconnect_callback_set(p->mosq, tl_pub_on_disconnect);
         mosquitto_publish_callback_set(p->mosq, tl_pub_on_publish);
         if (mosquitto_connect(p->mosq, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS)
                 return false;
@@ -923,15 +969,24 @@ bool tl_pub_open(TlPub *p, int port) {
         return p->connected;
 }
 
+bool tl_pub_open(TlPub *p, int port) {
+        return tl_pub_open_as(p, port, NULL, true);
+}
+
+bool tl_pub_publish(TlPub *p, const char *topic, const void *payload, size_t size, int qos, bool retain) {
+        if (size > INT_MAX ||
+            mosquitto_publish(p->mosq, NULL, topic, (int) size, payload, qos, retain) != MOSQ_ERR_SUCCESS)
+                return false;
+        p->published++;
+        return true;
+}
+
 bool tl_pub_reading(TlPub *p, int i) {
         char topic[64], payload[128];
 
         snprintf(topic, sizeof(topic), "gh/s%02d/data", i % 30);
         snprintf(payload, sizeof(payload), "{\"temp\": %d.5, \"ts\": %" PRId64 "}", i, (int64_t) 1750000000000 + i);
-        if (mosquitto_publish(p->mosq, NULL, topic, (int) strlen(payload), payload, 1, false) != MOSQ_ERR_SUCCESS)
-                return false;
-        p->published++;
-        return true;
+        return tl_pub_publish(p, topic, payload, strlen(payload), 1, false);
 }
 
 bool tl_pub_flush(TlPub *p, int timeout_ms) {
@@ -940,6 +995,15 @@ bool tl_pub_flush(TlPub *p, int timeout_ms) {
         while (p->acked < p->published && tl_now_ms() < deadline)
                 (void) mosquitto_loop(p->mosq, 20, 1);
         return p->acked >= p->published;
+}
+
+void tl_pub_send(TlPub *p, const char *topic, const void *payload, size_t size, int qos, bool retain) {
+        ck_assert_msg(tl_pub_publish(p, topic, payload, size, qos, retain), "libmosquitto refused a publish to '%s'", topic);
+        ck_assert_msg(tl_pub_flush(p, 5000), "publish to '%s' not acknowledged", topic);
+}
+
+void tl_pub_text(TlPub *p, const char *topic, const char *text) {
+        tl_pub_send(p, topic, text, strlen(text), 1, false);
 }
 
 void tl_pub_readings(TlPub *p, int first, int last) {
@@ -953,9 +1017,14 @@ void tl_pub_readings(TlPub *p, int first, int last) {
 }
 
 void tl_pub_close(TlPub *p) {
+        if (!p->mosq)
+                return;
+        /* The DISCONNECT goes out at once; a few rounds let libmosquitto see the broker close. */
         (void) mosquitto_disconnect(p->mosq);
-        (void) mosquitto_loop(p->mosq, 10, 1);
+        for (int i = 0; i < 5 && p->connected; i++)
+                (void) mosquitto_loop(p->mosq, 10, 1);
         mosquitto_destroy(p->mosq);
+        p->mosq = NULL;
 }
 
 uint64_t tl_consumer_have(const TlConsumer *c, int64_t n, uint64_t *ret_dups) {

@@ -93,6 +93,18 @@ char *tl_daemon_log(TlDaemon *d);
  * may be NULL); returns the exit status like tl_wait(). */
 int tl_run(char *const argv[], char *const env[], char **ret_output, int timeout_ms);
 
+/* Runs argv to completion (20 s at most); fails the test unless it exits 0, with its output on
+ * stderr. */
+void tl_run_ok(char *const argv[]);
+
+/* A certificate authority of the test's own, made with openssl: DIR/NAME.key and DIR/NAME.crt
+ * (self-signed, CN=NAME, P-256, valid two days). Fails the test if openssl does. */
+void tl_tls_make_ca(const char *dir, const char *name);
+/* A broker's certificate signed by the CA DIR/CA.crt (tl_tls_make_ca()): DIR/server.key and
+ * DIR/server.crt, CN=127.0.0.1, with san as its subjectAltName (e.g. "IP:127.0.0.1"). Fails the
+ * test if openssl does. */
+void tl_tls_make_server_cert(const char *dir, const char *ca, const char *san);
+
 /* One integer from a SQL query on an SQLite file (read-only); -1 on error. */
 int64_t tl_sql_int(const char *db_path, const char *sql);
 
@@ -158,25 +170,41 @@ struct mosquitto;
 
 /* ---- an input publisher ---- */
 
-/* A QoS 1 publisher to a broker on loopback, for the readings tests send to the daemon's input. */
+/* A publisher to a broker on loopback, for what tests send to the daemon's input: readings in
+ * bulk (tl_pub_reading(), tl_pub_readings()) or any message (tl_pub_publish(), tl_pub_send(),
+ * tl_pub_text()). Fields are the test's to read; mosq is there for a test that drives
+ * libmosquitto itself (a publisher that rides out broker restarts, say). */
 typedef struct TlPub {
         struct mosquitto *mosq;
-        bool connected;
-        int published, acked;         /* acked: PUBACKs from the broker */
+        bool connected;               /* CONNACK 0 came, and no disconnect since */
+        int published, acked;         /* acked: completed (QoS 1: PUBACK, QoS 2: PUBCOMP, QoS 0: written) */
 } TlPub;
 
-/* Connects p (zeroed here) to the broker on 127.0.0.1:port. Returns false if it is not connected
- * within 5 s. No ck_assert(): usable in a child process of a test. */
+/* Connects p (zeroed here) as client_id (NULL: one libmosquitto makes up) with clean_session to
+ * the broker on 127.0.0.1:port. Returns false if it is not connected within 5 s. No
+ * ck_assert(): usable in a child process of a test. client_id is copied. */
+bool tl_pub_open_as(TlPub *p, int port, const char *client_id, bool clean_session);
+/* tl_pub_open_as(p, port, NULL, true). */
 bool tl_pub_open(TlPub *p, int port);
 /* Publishes reading i: gh/sNN/data with NN = i % 30, {"temp": i.5, "ts": 1750000000000 + i}, the
  * sensor's own timestamp so that a reading is one row however often it comes. Returns false if
  * libmosquitto refused it. */
 bool tl_pub_reading(TlPub *p, int i);
+/* Queues size bytes of payload (borrowed; libmosquitto copies it) on topic with qos and retain,
+ * without waiting for the broker. Returns false if libmosquitto refused it. */
+bool tl_pub_publish(TlPub *p, const char *topic, const void *payload, size_t size, int qos, bool retain);
 /* Waits up to timeout_ms until the broker acknowledged everything published; true if so. */
 bool tl_pub_flush(TlPub *p, int timeout_ms);
+/* tl_pub_publish(), then waits (5 s at most) until the broker acknowledged everything published;
+ * fails the test otherwise. */
+void tl_pub_send(TlPub *p, const char *topic, const void *payload, size_t size, int qos, bool retain);
+/* tl_pub_send() of text (without its NUL) with QoS 1, not retained. */
+void tl_pub_text(TlPub *p, const char *topic, const char *text);
 /* Publishes readings first..last and waits (30 s at most) for the broker's acknowledgements;
  * fails the test otherwise. */
 void tl_pub_readings(TlPub *p, int first, int last);
+/* Disconnects and frees the client (not p); also after a failed tl_pub_open_as(), and a closed
+ * or never opened (zeroed) p is fine. */
 void tl_pub_close(TlPub *p);
 
 /* Counts every key (seq) of the readings it receives on sensor-collector/GATEWAY/# and how often,
