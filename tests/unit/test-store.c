@@ -1239,6 +1239,23 @@ START_TEST(test_retention_by_size_keeps_the_newest) {
 }
 END_TEST
 
+/* Runs retention steps until nothing is due, after a first step that removed
+ * RETENTION_PACE_FIRST_ROWS: no step removes more than twice the one before (the pace at most
+ * doubles after a full step) nor more than RETENTION_PACE_MAX_ROWS. */
+static void retention_at_pace(Fixture *f) {
+        int r, last = RETENTION_PACE_FIRST_ROWS, steps = 0;
+
+        do {
+                r = store_run_retention(f->store);
+                ck_assert_int_ge(r, 0);
+                ck_assert_int_le(r, 2 * last);
+                ck_assert_int_le(r, RETENTION_PACE_MAX_ROWS);
+                if (r > 0)
+                        last = r;
+                ck_assert_int_lt(++steps, 2000);
+        } while (r > 0 || store_retention_pending(f->store));
+}
+
 /* A size step removes what the pace allows, as an age step does: the first one
  * RETENTION_PACE_FIRST_ROWS readings, each later one at most twice the one before while every
  * step uses its whole allowance (the pace at most doubles after a full step), none more than
@@ -1246,7 +1263,6 @@ END_TEST
 START_TEST(test_retention_by_size_paced) {
         Fixture f;
         int64_t now = wall_ms(), ts = 1, limit = 1024 * 1024, total, min_id, n;
-        int r, last, steps = 0;
 
         fx_init(&f, NULL);
         ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
@@ -1260,17 +1276,7 @@ START_TEST(test_retention_by_size_paced) {
         ck_assert_int_eq(store_run_retention(f.store), RETENTION_PACE_FIRST_ROWS);
         ck_assert(store_retention_pending(f.store));
         ck_assert_int_eq(sql_int(&f, "SELECT min(id) FROM readings"), RETENTION_PACE_FIRST_ROWS + 1);
-        last = RETENTION_PACE_FIRST_ROWS;
-        do {
-                r = store_run_retention(f.store);
-                ck_assert_int_ge(r, 0);
-                /* The last steps may add the name pass's (none here: one sensor, one metric). */
-                ck_assert_int_le(r, 2 * last);
-                ck_assert_int_le(r, RETENTION_PACE_MAX_ROWS);
-                if (r > 0)
-                        last = r;
-                ck_assert_int_lt(++steps, 2000);
-        } while (r > 0 || store_retention_pending(f.store));
+        retention_at_pace(&f); /* the name pass adds nothing here: one sensor, one metric */
         fx_stop(&f);
 
         ck_assert_int_le(used_bytes(&f), limit);
@@ -1291,7 +1297,6 @@ START_TEST(test_retention_rejects_paced) {
         Fixture f;
         int64_t now = wall_ms();
         char raw[1024];
-        int r, last, steps = 0;
 
         memset(raw, 'g', sizeof(raw));
         fx_init(&f, NULL);
@@ -1307,16 +1312,7 @@ START_TEST(test_retention_rejects_paced) {
         ck_assert_int_eq(fx_start(&f), TASK_RUNNING);
         ck_assert_int_eq(store_run_retention(f.store), RETENTION_PACE_FIRST_ROWS);
         ck_assert_int_eq(sql_int(&f, "SELECT min(id) FROM rejects"), RETENTION_PACE_FIRST_ROWS + 1);
-        last = RETENTION_PACE_FIRST_ROWS;
-        do {
-                r = store_run_retention(f.store);
-                ck_assert_int_ge(r, 0);
-                ck_assert_int_le(r, 2 * last);
-                ck_assert_int_le(r, RETENTION_PACE_MAX_ROWS);
-                if (r > 0)
-                        last = r;
-                ck_assert_int_lt(++steps, 2000);
-        } while (r > 0 || store_retention_pending(f.store));
+        retention_at_pace(&f);
         fx_stop(&f);
 
         ck_assert_int_eq(sql_int(&f, "SELECT max(id) FROM rejects"), 6000);
