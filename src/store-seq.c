@@ -201,22 +201,32 @@ static int seq_query_int(Store *s, const char *sql, int64_t a, int64_t b, int64_
         return rc;
 }
 
+/* The rows a retention delete in progress removes: after `after`, up to `upto`, and, when it
+ * keeps them, not the unsynced uncorrected ones (?3: keeps_unsynced). The delete statements'
+ * rule, for the two functions below. */
+#define DELETING_REMOVES_SQL "(?3 = 0 OR flags & 3 != 1)"
+
+/* 0 when a retention delete is in progress and the store can be written, else a -errno. */
+static int deleting_check(Store *s) {
+        if (!s->deleting.active)
+                return -EINVAL;
+        return store_check_writable(s);
+}
+
 int store_retention_scan(Store *s, int64_t lo, int64_t hi, uint64_t *ret_removed, int64_t *ret_first_kept) {
         int64_t removed = 0, kept = 0;
         int rc, r;
 
         assert(s && ret_removed && ret_first_kept);
 
-        if (!s->deleting.active)
-                return -EINVAL;
-        r = store_check_writable(s);
+        r = deleting_check(s);
         if (r < 0)
                 return r;
         hi = MIN(hi, s->deleting.upto);
         rc = SQLITE_OK;
         if (MAX(lo, s->deleting.after + 1) <= hi)
                 rc = seq_query_int(s,
-                                   "SELECT count(*) FROM readings WHERE id >= ?1 AND id <= ?2 AND (?3 = 0 OR flags & 3 != 1)",
+                                   "SELECT count(*) FROM readings WHERE id >= ?1 AND id <= ?2 AND " DELETING_REMOVES_SQL,
                                    MAX(lo, s->deleting.after + 1), hi, s->deleting.keeps_unsynced, &removed);
         /* What stays: every row at or before `after` (an earlier age step kept it), and the
          * unsynced, uncorrected rows after it. In id order, so the rows before `after` (all kept)
@@ -239,19 +249,16 @@ int store_retention_next_removed(Store *s, int64_t lo, int64_t hi, int64_t *ret)
 
         assert(s && ret);
 
-        if (!s->deleting.active)
-                return -EINVAL;
-        r = store_check_writable(s);
+        r = deleting_check(s);
         if (r < 0)
                 return r;
-        /* The rule of the delete statements, as in store_retention_scan(). */
         lo = MAX(lo, s->deleting.after + 1);
         hi = MIN(hi, s->deleting.upto);
         rc = SQLITE_OK;
         if (lo <= hi)
                 rc = seq_query_int(s,
-                                   "SELECT id FROM readings WHERE id >= ?1 AND id <= ?2 AND (?3 = 0 OR flags & 3 != 1) "
-                                   "ORDER BY id LIMIT 1",
+                                   "SELECT id FROM readings WHERE id >= ?1 AND id <= ?2 AND " DELETING_REMOVES_SQL
+                                   " ORDER BY id LIMIT 1",
                                    lo, hi, s->deleting.keeps_unsynced, &removed);
         if (rc != SQLITE_OK)
                 return store_fail_sqlite(s, rc, "find the readings retention removes from");
